@@ -1,0 +1,42 @@
+"""flow's DSL: what users import to write a flow.
+
+Example:
+    ```python
+    from dsl import step, param, Flow
+
+    @step
+    def fetch_data(rows: int = 1000):
+        return list(range(rows))
+
+    @step(retries=2)
+    def build_dataset(fetch_data):
+        return [x * 2 for x in fetch_data]
+    ```
+"""
+
+from dsl.context import current_step, log_metric
+from dsl.errors import FlowError
+from dsl.flow import Flow
+from dsl.graph import Graph, Node, ParamSpec, build_graph
+from dsl.loader import LoadedFlow, load_flow
+from dsl.params import REQUIRED, Param, param
+from dsl.step import TRIGGER_RULES, Step, step
+
+__all__ = [
+    "REQUIRED",
+    "TRIGGER_RULES",
+    "Flow",
+    "FlowError",
+    "Graph",
+    "LoadedFlow",
+    "Node",
+    "Param",
+    "ParamSpec",
+    "Step",
+    "build_graph",
+    "current_step",
+    "load_flow",
+    "log_metric",
+    "param",
+    "step",
+]

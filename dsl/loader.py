@@ -1,0 +1,226 @@
+"""Provides `load_flow`: execute a flow file in a fresh namespace and build its graph.
+
+Every load re-executes the flow file and the user's own local modules it imports (found under the
+flow file's directory, never site-packages), compiled from the source text read at that moment and
+never from `__pycache__`: a `.pyc` is validated by mtime and size, so two quick edits of equal size
+would otherwise run old code. The source text of each of those files is kept on the result so that
+fingerprints hash exactly the code that runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsl import wiring
+from dsl.errors import FlowError
+from dsl.flow import Flow
+from dsl.graph import Graph, build_graph
+from dsl.step import Step
+
+_OWN_PACKAGES = ("dsl", "runner", "tui")
+_lock = threading.RLock()
+_roots: set[Path] = set()
+_recording: list[dict[str, str]] = []
+
+
+@dataclass
+class LoadedFlow:
+    """A flow file loaded once: its graph and everything needed to fingerprint and ship its code.
+
+    Attributes:
+        path: the flow file, absolute.
+        name: the flow's name (`Flow(name)` or the file's stem).
+        description: `Flow(description=...)`.
+        graph: the validated graph.
+        module: the namespace the file was executed in.
+        root: the project directory (the flow file's directory); local modules live below it.
+        sources: absolute path -> source text, for the flow file and every local module it imported.
+        local_modules: module name -> absolute path of each local module imported while loading.
+        load_id: unique per load; code shipped to workers is keyed by it.
+    """
+
+    path: Path
+    name: str
+    description: str
+    graph: Graph
+    module: types.ModuleType
+    root: Path
+    sources: dict[str, str] = field(default_factory=dict)
+    local_modules: dict[str, str] = field(default_factory=dict)
+    load_id: str = ""
+
+    @property
+    def watch_paths(self) -> list[Path]:
+        """The files whose edit should reload this flow."""
+        return [Path(p) for p in self.sources]
+
+
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a local module from its current source text, never from a cached `.pyc`."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        source = Path(path).read_text(encoding="utf-8")
+        for record in _recording:
+            record[str(Path(path).resolve())] = source
+        return compile(source, path, "exec", dont_inherit=True)
+
+
+class _LocalFinder(importlib.abc.MetaPathFinder):
+    """Routes modules found under a registered project root to `_FreshSourceLoader`."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] in _OWN_PACKAGES or not _roots:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        origin = Path(spec.origin).resolve()
+        if not _is_local(origin):
+            return None
+        spec.loader = _FreshSourceLoader(fullname, spec.origin)
+        return spec
+
+
+def _is_local(path: Path) -> bool:
+    text = str(path)
+    if "site-packages" in text or "dist-packages" in text:
+        return False
+    return any(path.is_relative_to(root) for root in _roots)
+
+
+_finder = _LocalFinder()
+
+
+def install_local_imports(root: Path) -> None:
+    """Make modules under `root` importable and always compiled from their current source."""
+    with _lock:
+        _roots.add(root)
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+
+
+def _purge_local_modules() -> None:
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in _OWN_PACKAGES:
+            continue
+        file = getattr(module, "__file__", None)
+        if file and _is_local(Path(file).resolve()):
+            del sys.modules[name]
+
+
+_counter = 0
+
+
+def load_flow(path: str | Path) -> LoadedFlow:
+    """Load a flow file into a fresh namespace and build its graph.
+
+    Raises:
+        FlowError: the file is missing or not Python, has a syntax error, fails while importing,
+            defines no step, or its graph is invalid. The message names the file and line.
+    """
+    global _counter
+    flow_path = Path(path).expanduser()
+    shown = str(path)
+    if not flow_path.exists():
+        raise FlowError("no such file", file=shown)
+    if flow_path.is_dir():
+        raise FlowError("is a directory; give a flow file (.py)", file=shown)
+    flow_path = flow_path.resolve()
+    try:
+        source = flow_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"cannot read the file: {exc}", file=shown) from None
+    try:
+        code = compile(source, str(flow_path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise FlowError(
+            f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
+        ) from None
+    except ValueError as exc:
+        raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
+
+    root = flow_path.parent
+    with _lock:
+        install_local_imports(root)
+        _counter += 1
+        digest = hashlib.sha256(str(flow_path).encode()).hexdigest()[:8]
+        module_name = f"__flow__{flow_path.stem}_{digest}_{_counter}"
+        module = types.ModuleType(module_name)
+        module.__file__ = str(flow_path)
+        sources: dict[str, str] = {str(flow_path): source}
+        before = set(sys.modules)
+        _purge_local_modules()
+        _recording.append(sources)
+        sys.modules[module_name] = module
+        recorded = wiring.push()
+        try:
+            exec(code, module.__dict__)
+        except FlowError:
+            sys.modules.pop(module_name, None)
+            raise
+        except SystemExit as exc:
+            sys.modules.pop(module_name, None)
+            raise FlowError(f"the flow file called sys.exit({exc.code!r}) while loading", file=shown) from None
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            raise _import_error(exc, flow_path, sources) from None
+        finally:
+            wiring.pop(recorded)
+            _recording.remove(sources)
+        local_modules = {
+            name: str(Path(mod.__file__).resolve())
+            for name, mod in sys.modules.items()
+            if name not in before
+            and name != module_name
+            and getattr(mod, "__file__", None)
+            and str(Path(mod.__file__).resolve()) in sources
+        }
+
+    steps = [value for value in vars(module).values() if isinstance(value, Step)]
+    if not steps and not recorded.edges:
+        raise FlowError("defines no step; decorate a function with @step", file=shown)
+    graph = build_graph(steps, recorded.edges)
+    declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
+    flow_decl = declared[0] if declared else None
+    name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
+    return LoadedFlow(
+        path=flow_path,
+        name=name,
+        description=flow_decl.description if flow_decl else "",
+        graph=graph,
+        module=module,
+        root=root,
+        sources=sources,
+        local_modules=local_modules,
+        load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
+    )
+
+
+def _import_error(exc: BaseException, flow_path: Path, sources: dict[str, Any]) -> FlowError:
+    """Turn an exception raised while executing a flow file into one line naming where it happened."""
+    file, line = str(flow_path), None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if str(Path(frame.filename).resolve()) in sources or frame.filename == str(flow_path):
+            file, line = frame.filename, frame.lineno
+    if isinstance(exc, SyntaxError):
+        return FlowError(f"syntax error: {exc.msg}", file=str(exc.filename or file), line=exc.lineno)
+    return FlowError(f"error while loading the flow: {type(exc).__name__}: {exc}", file=file, line=line)

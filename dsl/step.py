@@ -1,0 +1,187 @@
+"""Provides `step`, the decorator users write flows with, and `Step`, the callable it returns.
+
+The decorator only annotates: it validates the options and wraps the function. Wiring (`>>`) is
+recorded in the current `dsl.wiring.Wiring`, and the graph is built by `dsl.graph.build_graph`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, overload
+
+from dsl import wiring
+from dsl.errors import FlowError
+
+TRIGGER_RULES = ("all_succeeded", "any_succeeded", "none_failed", "all_done")
+"""When a step runs, given how its upstream steps ended.
+
+- `all_succeeded` (default): every upstream succeeded (or was cached); otherwise the step is skipped.
+- `any_succeeded`: at least one upstream succeeded; the outputs of the others arrive as None.
+  The join after an if/else branch.
+- `none_failed`: no upstream failed or was cancelled; skipped upstreams give None.
+- `all_done`: whatever happened upstream; unfinished upstreams give None.
+"""
+
+
+class Step:
+    """A step of a flow: a plain function plus its options. Calling it calls the function.
+
+    Attributes:
+        fn: the user's function.
+        name: the step's name in the graph (default: the function's name).
+        retries: how many times a failed execution is retried.
+        retry_delay: seconds to wait before each retry.
+        timeout: seconds after which the execution is killed and counted as failed.
+        cache: False to execute on every run (the output is still stored for downstream steps).
+        when: a predicate over upstream outputs or parameters (named like the step's own arguments);
+            the step is skipped when it returns a false value.
+        trigger: a rule from `TRIGGER_RULES`.
+        foreach: the name of one of the step's arguments holding an iterable; the step runs once per
+            item (each cached separately) and downstream steps receive the ordered list of outputs.
+        version: an opaque string; changing it invalidates cached results without a code change.
+        resources: abstract resources an executor may honour (e.g. Dask worker resources).
+        file: the file the function was defined in.
+        line: the line of its `def`.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        cache: bool = True,
+        when: Callable[..., Any] | None = None,
+        trigger: str = "all_succeeded",
+        foreach: str | None = None,
+        version: str | None = None,
+        resources: dict[str, Any] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise FlowError(f"@step must decorate a function, got {type(fn).__name__}")
+        code = getattr(fn, "__code__", None)
+        self.fn = fn
+        self.file: str = code.co_filename if code else "<unknown>"
+        self.line: int = code.co_firstlineno if code else 0
+        self.name = name if name is not None else fn.__name__
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+        def bad(message: str) -> FlowError:
+            return FlowError(message, file=self.file, line=self.line, step=self.name)
+
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise bad(f"step name {self.name!r} must be a valid Python identifier")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise bad(f"retries must be a whole number >= 0, got {retries!r}")
+        if not isinstance(retry_delay, int | float) or retry_delay < 0:
+            raise bad(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise bad(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        if trigger not in TRIGGER_RULES:
+            raise bad(f"trigger must be one of {', '.join(TRIGGER_RULES)}; got {trigger!r}")
+        if when is not None and not callable(when):
+            raise bad("when= must be a function or lambda over upstream outputs")
+        self.retries = retries
+        self.retry_delay = float(retry_delay)
+        self.timeout = float(timeout) if timeout is not None else None
+        self.cache = bool(cache)
+        self.when = when
+        self.trigger = trigger
+        self.foreach = foreach
+        self.version = version
+        self.resources = dict(resources or {})
+        try:
+            self.signature = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise bad(f"cannot read the function's signature: {exc}") from None
+        if foreach is not None and foreach not in self.signature.parameters:
+            raise bad(f"foreach={foreach!r} names no argument of the step")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name}>"
+
+    def __rshift__(self, other: Step | Iterable[Step]) -> Any:
+        for target in _as_steps(other, "right"):
+            _record(self, target)
+        return other
+
+    def __rrshift__(self, other: Iterable[Step]) -> Step:
+        for source in _as_steps(other, "left"):
+            _record(source, self)
+        return self
+
+    def __lshift__(self, other: Step | Iterable[Step]) -> Any:
+        for source in _as_steps(other, "right"):
+            _record(source, self)
+        return other
+
+    def __rlshift__(self, other: Iterable[Step]) -> Step:
+        for target in _as_steps(other, "left"):
+            _record(self, target)
+        return self
+
+
+def _as_steps(value: Any, side: str) -> list[Step]:
+    items = [value] if isinstance(value, Step) else value
+    try:
+        steps = list(items)
+    except TypeError:
+        steps = [items]
+    for item in steps:
+        if not isinstance(item, Step):
+            file, line = wiring.caller_location(3)
+            raise FlowError(
+                f"the {side} side of >> / << must be a step or a list of steps, got {item!r}",
+                file=file,
+                line=line,
+            )
+    return steps
+
+
+def _record(upstream: Step, downstream: Step) -> None:
+    file, line = wiring.caller_location(3)
+    wiring.current().edges.append(wiring.Edge(upstream, downstream, file, line))
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+    cache: bool = True,
+    when: Callable[..., Any] | None = None,
+    trigger: str = "all_succeeded",
+    foreach: str | None = None,
+    version: str | None = None,
+    resources: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Step]: ...
+
+
+def step(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make a function a step; use bare (`@step`) or with options (`@step(retries=2, timeout=60)`).
+
+    Arguments named after another step receive that step's output and imply the edge; other
+    arguments with a default (or `param(...)`) are flow parameters. See `Step` for the options.
+    """
+    if fn is not None:
+        if options:
+            raise FlowError("use @step(option=...) without a positional function")
+        return Step(fn)
+
+    def decorate(function: Callable[..., Any]) -> Step:
+        return Step(function, **options)
+
+    return decorate

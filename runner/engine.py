@@ -1,0 +1,825 @@
+"""Provides `Engine`: plans runs, consults the cache, drives an executor and emits events.
+
+One scheduler thread owns all mutable state. Callers (`flow run`, the watcher, the TUI) hand it runs
+and stop requests through a command queue; it pulls task logs and results from the executor and
+emits events to subscribers. Several runs may be in flight at once (the TUI, a save during a run):
+an execution is shared by fingerprint, so a run that needs a result another run is computing joins
+it instead of starting it twice, and stopping a run kills only executions no other run waits for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pickle
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from dsl.errors import FlowError
+from dsl.graph import Node
+from dsl.loader import LoadedFlow
+from runner.artifacts import ArtifactError, UnstorableOutput, content_hash, dumps
+from runner.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepLog,
+    StepRetrying,
+    StepStarted,
+)
+from runner.executors.base import Executor, InputRef, Task, TaskDone, TaskLog, TaskResult
+from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
+from runner.recorder import StoreRecorder
+from runner.selection import external_inputs, select_steps
+from runner.store import Store
+
+Subscriber = Callable[[Event], None]
+FINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
+OK = frozenset({"succeeded", "cached"})
+
+
+@dataclass
+class RunRequest:
+    """What to run.
+
+    Attributes:
+        loaded: the flow, loaded.
+        params: every flow parameter's value (see `runner.params.resolve_params`).
+        only, from_steps, to_steps: the selection (`--only/--from/--to`).
+        force: execute every selected step even when cached.
+        force_steps: execute these steps (and so whatever their new outputs invalidate) even when cached.
+        trigger: what started the run, shown in the history (`cli`, `watch: train.py`, `resume of #3`).
+        resume_of: a run whose successful results are reused where fingerprints still match, even for
+            `cache=False` steps.
+    """
+
+    loaded: LoadedFlow
+    params: dict[str, Any]
+    only: tuple[str, ...] = ()
+    from_steps: tuple[str, ...] = ()
+    to_steps: tuple[str, ...] = ()
+    force: bool = False
+    force_steps: tuple[str, ...] = ()
+    trigger: str = "cli"
+    resume_of: int | None = None
+
+
+@dataclass
+class Output:
+    """A step's output as the runner holds it: a hash, and bytes, a file, or fan-out parts."""
+
+    hash: str
+    data: bytes | None = None
+    path: str | None = None
+    parts: tuple[Output, ...] | None = None
+
+
+NONE_OUTPUT_HASH = "none"
+
+
+@dataclass
+class StepState:
+    """A step's progress within one run."""
+
+    name: str
+    status: str = "pending"
+    attempts: int = 0
+    reason: str = ""
+    fingerprint: str | None = None
+    detail: dict[str, Any] | None = None
+    output: Output | None = None
+    error: str | None = None
+    instances: list[str] | None = None
+    parent: str | None = None
+
+
+class RunHandle:
+    """A started run: its id, and a way to wait for its end."""
+
+    def __init__(self, run_id: int) -> None:
+        self.id = run_id
+        self.status = "running"
+        self._done = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run ends (or `timeout`); return its status."""
+        self._done.wait(timeout)
+        return self.status
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _finish(self, status: str) -> None:
+        self.status = status
+        self._done.set()
+
+
+@dataclass
+class _Run:
+    id: int
+    request: RunRequest
+    static: dict[str, StaticPrint]
+    scope: list[str]
+    states: dict[str, StepState]
+    handle: RunHandle
+    started: float
+    ready: deque[str] = field(default_factory=deque)
+    remaining: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    resume: dict[str, tuple[str, str]] = field(default_factory=dict)
+    cancelled: bool = False
+
+    @property
+    def graph(self) -> Any:
+        return self.request.loaded.graph
+
+
+@dataclass
+class _Execution:
+    """One task (with its retries) that one or more runs wait on, keyed by fingerprint."""
+
+    key: str
+    task: Task
+    retries: int
+    retry_delay: float
+    waiters: list[tuple[_Run, str]]
+    submitted: bool = False
+    deadline: float | None = None
+    retry_at: float | None = None
+    started: float = 0.0
+
+
+class Engine:
+    """Runs flows: planning, cache, execution through an `Executor`, events, persistence.
+
+    Args:
+        store: the run store.
+        executor: where steps run.
+        subscribers: receive every event (from the scheduler thread; keep them quick).
+    """
+
+    def __init__(self, store: Store, executor: Executor, subscribers: Iterable[Subscriber] = ()) -> None:
+        self.store = store
+        self.executor = executor
+        self._recorder = StoreRecorder(store)
+        self._subscribers: list[Subscriber] = list(subscribers)
+        self._commands: deque[Callable[[], None]] = deque()
+        self._runs: dict[int, _Run] = {}
+        self._executions: dict[str, _Execution] = {}
+        self._by_task: dict[str, _Execution] = {}
+        self._queue: deque[_Execution] = deque()
+        self._busy = 0
+        self._recent: dict[str, tuple[str, int | None, str | None]] = {}
+        self._codes: dict[str, bytes] = {}
+        self._statics: dict[str, dict[str, StaticPrint]] = {}
+        self._task_ids = itertools.count(1)
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        store.mark_interrupted()
+
+    # ----- public API (any thread) ------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Add a subscriber; return a function that removes it."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
+
+    def static_prints(self, loaded: LoadedFlow) -> dict[str, StaticPrint]:
+        """The load-time fingerprint parts of every step (computed once per load)."""
+        prints = self._statics.get(loaded.load_id)
+        if prints is None:
+            prints = self._statics[loaded.load_id] = static_prints(loaded)
+            if len(self._statics) > 8:
+                self._statics.pop(next(iter(self._statics)))
+        return prints
+
+    def start(self, request: RunRequest) -> RunHandle:
+        """Plan and start a run; return at once.
+
+        Raises:
+            FlowError: the selection names no step, or a step upstream of the selection has no
+                cached result for the current code and parameters. Nothing has run then.
+        """
+        graph = request.loaded.graph
+        scope = select_steps(graph, request.only, request.from_steps, request.to_steps)
+        static = self.static_prints(request.loaded)
+        run_id = self.store.create_run(
+            request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
+        )
+        run = _Run(
+            id=run_id,
+            request=request,
+            static=static,
+            scope=scope,
+            states={name: StepState(name) for name in graph.order},
+            handle=RunHandle(run_id),
+            started=time.time(),
+        )
+        if request.resume_of is not None:
+            old = self.store.get_run(request.resume_of)
+            if old is not None:
+                run.resume = {
+                    s.name: (s.fingerprint, s.output_hash)
+                    for s in old.steps
+                    if s.status in OK and s.fingerprint and s.output_hash
+                }
+        try:
+            with self._lock:
+                for name in external_inputs(graph, scope):
+                    self._advance(run, name, cache_only=True)
+        except FlowError:
+            self.store.delete_run(run_id)
+            raise
+        run.remaining = len(scope)
+        self._command(lambda: self._begin(run))
+        return run.handle
+
+    def run(self, request: RunRequest) -> RunHandle:
+        """Start a run and wait for it to end."""
+        handle = self.start(request)
+        handle.wait()
+        return handle
+
+    def cancel(self, run_id: int | None = None) -> None:
+        """Stop a run (or every run): running steps are killed, finished results kept."""
+        self._command(lambda: self._cancel(run_id))
+
+    def close(self) -> None:
+        """Stop every run, then the scheduler and the executor's workers."""
+        if self._thread is not None:
+            done = threading.Event()
+
+            def stop() -> None:
+                self._cancel(None)
+                self._closing = True
+                done.set()
+
+            self._command(stop)
+            self._thread.join()
+            self._thread = None
+        self.executor.close()
+        self.store.flush()
+
+    @property
+    def active_runs(self) -> list[int]:
+        return list(self._runs)
+
+    # ----- scheduler thread ---------------------------------------------------------------------
+
+    def _command(self, fn: Callable[[], None]) -> None:
+        self._commands.append(fn)
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="flow-scheduler", daemon=True)
+                    self._thread.start()
+        self.executor.wakeup()
+
+    def _loop(self) -> None:
+        while not self._closing:
+            with self._lock:
+                while self._commands:
+                    self._commands.popleft()()
+                self._drain_ready()
+                self._timers()
+                self._dispatch()
+                wait = self._next_wait()
+            events = self.executor.events(wait)
+            with self._lock:
+                for event in events:
+                    if isinstance(event, TaskLog):
+                        execution = self._by_task.get(event.task_id)
+                        if execution is not None:
+                            for run, name in execution.waiters:
+                                self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
+                    elif isinstance(event, TaskDone):
+                        self._task_done(event.task_id, event.result)
+
+    def _next_wait(self) -> float | None:
+        if self._commands or any(run.ready for run in self._runs.values()):
+            return 0.0
+        moments = [e.deadline for e in self._executions.values() if e.deadline is not None]
+        moments += [e.retry_at for e in self._executions.values() if e.retry_at is not None]
+        if not moments:
+            return None
+        return max(0.0, min(moments) - time.monotonic())
+
+    def _begin(self, run: _Run) -> None:
+        self._runs[run.id] = run
+        request = run.request
+        self._emit(
+            RunStarted(
+                run.id,
+                request.loaded.name,
+                str(request.loaded.path),
+                dict(request.params),
+                tuple(run.scope),
+                request.trigger,
+                run.started,
+            )
+        )
+        graph = run.graph
+        inside = set(run.scope)
+        for name in run.scope:
+            if all(u not in inside for u in graph.nodes[name].upstream):
+                run.ready.append(name)
+        if not run.scope:
+            self._maybe_finish(run)
+
+    def _drain_ready(self) -> None:
+        for run in list(self._runs.values()):
+            while run.ready and not run.cancelled:
+                self._advance(run, run.ready.popleft())
+
+    # ----- deciding what a step does ------------------------------------------------------------
+
+    def _advance(self, run: _Run, name: str, *, cache_only: bool = False) -> None:
+        """All upstream steps of `name` are final: skip it, reuse a cached result, or execute it."""
+        node: Node = run.graph.nodes[name]
+        item = node.step
+        states = run.states
+        upstream = [states[u] for u in node.upstream]
+        skip = self._trigger_blocks(item.trigger, upstream)
+        if skip is not None:
+            self._finish(run, name, "skipped" if "cancelled" not in skip else "cancelled", reason=skip)
+            return
+        if item.when is not None:
+            try:
+                args = {a: self._value_or_param(run, a) for a in node.when_args}
+                go = bool(item.when(**args))
+            except Exception as exc:
+                self._finish(run, name, "failed", error=f"the when= predicate raised {type(exc).__name__}: {exc}")
+                return
+            if not go:
+                self._finish(run, name, "skipped", reason="condition (when=) is false")
+                return
+        static = run.static[name]
+        params = {}
+        try:
+            for p in node.params:
+                params[p] = value_hash(run.request.params[p])
+        except Untrusted as exc:
+            static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
+        inputs = {u: (states[u].output.hash if states[u].output else NONE_OUTPUT_HASH) for u in node.upstream}
+        if item.foreach is not None:
+            self._fan_out(run, name, node, static, params, inputs, cache_only)
+            return
+        fingerprint, detail = combine(static, params, inputs)
+        self._execute_or_reuse(run, name, name, node, static, fingerprint, detail, cache_only, None)
+
+    @staticmethod
+    def _trigger_blocks(rule: str, upstream: list[StepState]) -> str | None:
+        """None if the trigger rule lets the step run, else why it is skipped (or cancelled)."""
+        if not upstream or rule == "all_done":
+            return None
+        cancelled = [s for s in upstream if s.status == "cancelled"]
+        if cancelled:
+            return f"upstream '{cancelled[0].name}' was cancelled"
+        failed = [s for s in upstream if s.status == "failed"]
+        not_ok = [s for s in upstream if s.status not in OK]
+        if rule == "all_succeeded" and not_ok:
+            first = not_ok[0]
+            verb = "failed" if first.status == "failed" else "was skipped"
+            return f"upstream '{first.name}' {verb}"
+        if rule == "none_failed" and failed:
+            return f"upstream '{failed[0].name}' failed"
+        if rule == "any_succeeded" and len(not_ok) == len(upstream):
+            return "no upstream step succeeded"
+        return None
+
+    def _fan_out(
+        self,
+        run: _Run,
+        name: str,
+        node: Node,
+        static: StaticPrint,
+        params: dict[str, str],
+        inputs: dict[str, str],
+        cache_only: bool,
+    ) -> None:
+        arg = node.step.foreach
+        assert arg is not None
+        try:
+            items = list(self._value_or_param(run, arg))
+        except TypeError as exc:
+            self._finish(run, name, "failed", error=f"foreach '{arg}' is not iterable: {exc}")
+            return
+        state = run.states[name]
+        state.instances = []
+        if not items:
+            self._finish_fan_out(run, name)
+            return
+        for index, value in enumerate(items):
+            instance = f"{name}[{index}]"
+            try:
+                data = dumps(value)
+            except UnstorableOutput as exc:
+                self._finish(run, name, "failed", error=f"foreach item {index} cannot be pickled: {exc}")
+                return
+            item_hash = content_hash(data)
+            run.states[instance] = StepState(instance, parent=name)
+            state.instances.append(instance)
+            own_inputs = {k: v for k, v in inputs.items() if k != arg}
+            fingerprint, detail = combine(static, params, own_inputs, item=item_hash)
+            self._execute_or_reuse(
+                run, instance, name, node, static, fingerprint, detail, cache_only, (arg, item_hash, data)
+            )
+        if run.states[name].status == "pending":
+            run.states[name].status = "running"
+
+    def _execute_or_reuse(
+        self,
+        run: _Run,
+        name: str,
+        step_name: str,
+        node: Node,
+        static: StaticPrint,
+        fingerprint: str,
+        detail: dict[str, Any],
+        cache_only: bool,
+        item: tuple[str, str, bytes] | None,
+    ) -> None:
+        state = run.states[name]
+        request = run.request
+        forced = request.force or step_name in request.force_steps
+        if static.untrusted:
+            fingerprint = f"untrusted-{uuid.uuid4().hex}"
+        state.fingerprint = fingerprint
+        state.detail = detail
+        if not forced and not static.untrusted:
+            hit = self._reusable(run, name, fingerprint, node.step.cache)
+            if hit is not None:
+                output_hash, from_run, preview_text = hit
+                state.output = Output(output_hash)
+                where = f"run #{from_run}" if from_run else "the cache"
+                self._finish(
+                    run, name, "cached", reason=f"cached: same fingerprint as {where}", preview_text=preview_text
+                )
+                return
+        if cache_only:
+            raise FlowError(
+                f"step '{step_name}' is upstream of the selected steps but has no cached result for the "
+                "current code and parameters; run it first (or drop --only/--from)",
+                step=step_name,
+            )
+        if forced:
+            reason = "forced"
+        elif static.untrusted:
+            reason = f"cannot fingerprint ({static.untrusted}); always runs"
+        elif not node.step.cache:
+            reason = "cache disabled (cache=False)"
+        else:
+            previous = self.store.previous_detail(request.loaded.name, name)
+            reason = explain(previous[1] if previous else None, detail)
+        state.reason = reason
+        state.status = "running"
+        execution = self._executions.get(fingerprint)
+        if execution is not None and not forced:
+            execution.waiters.append((run, name))
+            state.attempts = execution.task.attempt
+            state.reason = f"{reason} (joined the execution already running)"
+            if execution.submitted:
+                self._emit(StepStarted(run.id, name, state.attempts, state.reason, fingerprint, time.time()))
+            return
+        kwargs: dict[str, InputRef] = {}
+        try:
+            for arg, upstream in node.inputs.items():
+                kwargs[arg] = self._input_ref(run.states[upstream].output)
+        except ArtifactError as exc:
+            self._finish(run, name, "failed", error=f"an input could not be read: {exc}")
+            return
+        for p in node.params:
+            value = request.params[p]
+            kwargs[p] = InputRef(hash=detail["params"].get(p, ""), data=pickle.dumps(value, protocol=5))
+        if item is not None:
+            arg, item_hash, data = item
+            kwargs[arg] = InputRef(hash=item_hash, data=data)
+        try:
+            code_key, code = self._code(request.loaded, step_name)
+        except Exception as exc:
+            self._finish(run, name, "failed", error=f"the step's code cannot be shipped to a worker: {exc}")
+            return
+        task = Task(
+            id=f"t{next(self._task_ids)}",
+            step=name,
+            code_key=code_key,
+            code=code,
+            kwargs=kwargs,
+            run_id=run.id,
+            attempt=1,
+            timeout=node.step.timeout,
+            artifact_dir=str(self.store.artifact_dir),
+            sys_path=(str(request.loaded.root),),
+            resources=dict(node.step.resources),
+        )
+        execution = _Execution(
+            key=fingerprint,
+            task=task,
+            retries=node.step.retries,
+            retry_delay=node.step.retry_delay,
+            waiters=[(run, name)],
+        )
+        if not forced or fingerprint not in self._executions:
+            self._executions[fingerprint] = execution
+        self._by_task[task.id] = execution
+        self._queue.append(execution)
+
+    def _reusable(
+        self, run: _Run, name: str, fingerprint: str, cache: bool
+    ) -> tuple[str, int | None, str | None] | None:
+        """A stored (output hash, run, preview) for this fingerprint whose artifact is present and intact."""
+        recent = self._recent.get(fingerprint) if cache else None
+        if not cache:
+            resumed = run.resume.get(name)
+            if resumed is None or resumed[0] != fingerprint:
+                return None
+            found: tuple[str, int | None, str | None] = (resumed[1], run.request.resume_of, None)
+        elif recent is not None:
+            found = recent
+            self.store.flush()
+        else:
+            hit = self.store.lookup(fingerprint)
+            if hit is None:
+                return None
+            found = (hit.output_hash, hit.run_id, hit.preview)
+        try:
+            self.store.artifact_location(found[0])
+        except ArtifactError:
+            self._recent.pop(fingerprint, None)
+            self.store.forget_cache(fingerprint)
+            return None
+        return found
+
+    def _input_ref(self, output: Output | None) -> InputRef:
+        if output is None:
+            return InputRef(hash=NONE_OUTPUT_HASH, none=True)
+        if output.parts is not None:
+            return InputRef(hash=output.hash, parts=tuple(self._input_ref(p) for p in output.parts))
+        if output.data is not None or output.path is not None:
+            return InputRef(hash=output.hash, data=output.data, path=output.path)
+        data, path = self.store.artifact_location(output.hash)
+        return InputRef(hash=output.hash, data=data, path=path)
+
+    def _value_or_param(self, run: _Run, name: str) -> Any:
+        """An upstream step's output (None if it produced none) or a parameter's value."""
+        if name in run.graph.nodes:
+            if name not in run.values:
+                output = run.states[name].output
+                run.values[name] = self._load(output)
+            return run.values[name]
+        return run.request.params[name]
+
+    def _load(self, output: Output | None) -> Any:
+        if output is None:
+            return None
+        if output.parts is not None:
+            return [self._load(p) for p in output.parts]
+        if output.data is not None:
+            return pickle.loads(output.data)
+        if output.path is not None:
+            with open(output.path, "rb") as handle:
+                return pickle.load(handle)
+        self.store.flush()
+        return pickle.loads(self.store.read_artifact(output.hash))
+
+    def _code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes]:
+        key = f"{loaded.load_id}:{step_name}"
+        code = self._codes.get(key)
+        if code is None:
+            for module_name in [loaded.module.__name__, *loaded.local_modules]:
+                if module_name in sys.modules:
+                    cloudpickle.register_pickle_by_value(sys.modules[module_name])
+            code = self._codes[key] = cloudpickle.dumps(loaded.graph.nodes[step_name].step.fn, protocol=5)
+            if len(self._codes) > 4096:
+                self._codes.pop(next(iter(self._codes)))
+        return key, code
+
+    # ----- executing ----------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._queue and self._busy < self.executor.slots:
+            execution = self._queue.popleft()
+            if not execution.waiters:
+                self._drop(execution)
+                continue
+            execution.submitted = True
+            execution.started = time.monotonic()
+            timeout = execution.task.timeout
+            execution.deadline = execution.started + timeout if timeout else None
+            self._busy += 1
+            for run, name in execution.waiters:
+                state = run.states[name]
+                state.attempts = execution.task.attempt
+                self._emit(
+                    StepStarted(run.id, name, state.attempts, state.reason, state.fingerprint or "", time.time())
+                )
+            self.executor.submit(execution.task)
+
+    def _drop(self, execution: _Execution) -> None:
+        self._by_task.pop(execution.task.id, None)
+        if self._executions.get(execution.key) is execution:
+            del self._executions[execution.key]
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        for execution in list(self._executions.values()):
+            if execution.deadline is not None and now >= execution.deadline and execution.submitted:
+                self.executor.cancel(execution.task.id)
+                timeout = execution.task.timeout
+                self._task_done(
+                    execution.task.id,
+                    TaskResult(ok=False, error=f"timed out after {timeout:g}s; the step's process was killed"),
+                )
+            elif execution.retry_at is not None and now >= execution.retry_at:
+                execution.retry_at = None
+                self._queue.append(execution)
+
+    def _task_done(self, task_id: str, result: TaskResult) -> None:
+        execution = self._by_task.pop(task_id, None)
+        if execution is None:
+            return
+        self._busy -= 1
+        execution.submitted = False
+        execution.deadline = None
+        task = execution.task
+        if not result.ok and task.attempt <= execution.retries and execution.waiters:
+            delay = execution.retry_delay
+            for run, name in execution.waiters:
+                self._emit(StepRetrying(run.id, name, task.attempt, result.error or "", delay, time.time()))
+            execution.task = dataclasses.replace(task, id=f"t{next(self._task_ids)}", attempt=task.attempt + 1)
+            self._by_task[execution.task.id] = execution
+            execution.retry_at = time.monotonic() + delay
+            return
+        self._drop(execution)
+        if result.ok:
+            assert result.hash is not None
+            output = Output(result.hash, data=result.data, path=result.path)
+            self._persist_output(result, task.step, task.run_id, execution)
+        for run, name in execution.waiters:
+            state = run.states[name]
+            state.attempts = task.attempt
+            if state.detail is not None and state.fingerprint and not state.fingerprint.startswith("untrusted"):
+                self._recorder.record_detail(run.id, name, state.detail, result.where)
+            if result.ok:
+                state.output = output
+                self._finish(
+                    run, name, "succeeded", reason=state.reason, duration=result.duration_s,
+                    preview_text=result.preview, metrics=result.metrics,
+                )
+            else:
+                self._finish(
+                    run, name, "failed", reason=state.reason, error=result.error,
+                    traceback=result.traceback, duration=result.duration_s, metrics=result.metrics,
+                )
+
+    def _persist_output(self, result: TaskResult, step: str, run_id: int, execution: _Execution) -> None:
+        digest, data, size = result.hash, result.data, result.size
+        fingerprint = execution.key
+        cacheable = not fingerprint.startswith("untrusted") and any(
+            run.graph.nodes[run.states[name].parent or name].step.cache for run, name in execution.waiters
+        )
+        now = time.time()
+        preview_text = result.preview
+
+        def write(conn: Any) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO artifacts(hash, size, data, created_at) VALUES (?, ?, ?, ?)",
+                (digest, size, data, now),
+            )
+            if cacheable:
+                conn.execute(
+                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, preview) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (fingerprint, digest, step, run_id, now, preview_text),
+                )
+
+        self.store.submit(write)
+        if cacheable:
+            assert digest is not None
+            self._recent[fingerprint] = (digest, run_id, preview_text)
+            if len(self._recent) > 100_000:
+                self._recent.pop(next(iter(self._recent)))
+
+    # ----- finishing ----------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        run: _Run,
+        name: str,
+        status: str,
+        *,
+        reason: str = "",
+        error: str | None = None,
+        traceback: str | None = None,
+        duration: float = 0.0,
+        preview_text: str | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        state = run.states[name]
+        if state.status in FINAL:
+            return
+        state.status = status
+        state.error = error
+        if reason:
+            state.reason = reason
+        if name not in run.scope and (state.parent is None or state.parent not in run.scope):
+            return
+        output = state.output
+        self._emit(
+            StepFinished(
+                run.id, name, status, state.attempts, duration, state.reason, error, traceback,
+                state.fingerprint, output.hash if output else None, preview_text, dict(metrics or {}), time.time(),
+            )
+        )
+        if state.parent is not None:
+            parent = run.states[state.parent]
+            if parent.instances and all(run.states[i].status in FINAL for i in parent.instances):
+                self._finish_fan_out(run, state.parent)
+            return
+        run.remaining -= 1
+        inside = set(run.scope)
+        for child in run.graph.nodes[name].downstream:
+            if child in inside and run.states[child].status == "pending":
+                if all(run.states[u].status in FINAL for u in run.graph.nodes[child].upstream):
+                    run.states[child].status = "ready"
+                    run.ready.append(child)
+        self._maybe_finish(run)
+
+    def _finish_fan_out(self, run: _Run, name: str) -> None:
+        state = run.states[name]
+        instances = [run.states[i] for i in state.instances or []]
+        failed = [s for s in instances if s.status == "failed"]
+        if failed:
+            self._finish(run, name, "failed", error=f"{len(failed)} of {len(instances)} items failed: {failed[0].error}")
+            return
+        if any(s.status == "cancelled" for s in instances):
+            self._finish(run, name, "cancelled", reason="stopped")
+            return
+        parts = tuple(s.output or Output(NONE_OUTPUT_HASH) for s in instances)
+        digest = content_hash("".join(p.hash for p in parts).encode())
+        state.output = Output(digest, parts=parts)
+        status = "cached" if instances and all(s.status == "cached" for s in instances) else "succeeded"
+        ran = sum(1 for s in instances if s.status == "succeeded")
+        self._finish(run, name, status, reason=f"{len(instances)} items: {ran} ran, {len(instances) - ran} cached")
+
+    def _maybe_finish(self, run: _Run) -> None:
+        if run.remaining > 0 or run.id not in self._runs:
+            return
+        statuses = [run.states[n].status for n in run.scope]
+        if run.cancelled or "cancelled" in statuses:
+            status = "cancelled"
+        elif "failed" in statuses:
+            status = "failed"
+        else:
+            status = "succeeded"
+        counts: dict[str, int] = {}
+        for value in statuses:
+            counts[value] = counts.get(value, 0) + 1
+        del self._runs[run.id]
+        now = time.time()
+        self._emit(RunFinished(run.id, status, now - run.started, counts, now))
+        run.handle._finish(status)
+
+    def _cancel(self, run_id: int | None) -> None:
+        runs = list(self._runs.values()) if run_id is None else [r for r in self._runs.values() if r.id == run_id]
+        for run in runs:
+            run.cancelled = True
+            run.ready.clear()
+            for execution in list(self._executions.values()) + list(self._queue):
+                before = len(execution.waiters)
+                execution.waiters = [(r, n) for r, n in execution.waiters if r is not run]
+                if before and not execution.waiters:
+                    if execution.submitted:
+                        self.executor.cancel(execution.task.id)
+                        self._busy -= 1
+                        execution.submitted = False
+                    self._by_task.pop(execution.task.id, None)
+                    self._drop(execution)
+            for name in [*run.scope, *(i for n in run.scope for i in run.states[n].instances or [])]:
+                if run.states[name].status not in FINAL:
+                    self._finish(run, name, "cancelled", reason="stopped", error="the run was stopped")
+
+    def _emit(self, event: Event) -> None:
+        self._recorder(event)
+        if isinstance(event, RunFinished):
+            try:
+                self.store.flush()
+            except FlowError as exc:
+                print(f"flow: {exc}", file=sys.stderr)
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber(event)
+            except Exception as exc:
+                print(f"flow: a subscriber failed on {event.kind}: {exc!r}", file=sys.stderr)
+

@@ -1,0 +1,1 @@
+"""Executors: where a step's function actually runs (worker processes, in-process, Dask)."""

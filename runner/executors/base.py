@@ -1,0 +1,148 @@
+"""Provides the one executor interface: `Executor`, with the `Task` it runs and what comes back.
+
+The scheduler (`runner.engine`) is the only caller. It submits tasks, cancels them, and pulls
+`TaskLog`/`TaskDone` records with `events()`; it never knows whether a task ran in a local worker
+process, in-process, or on a Dask cluster.
+
+A task's inputs are `InputRef`s, not values: the runner ships pickled bytes (or a path into the
+artifact store) and the executor's side unpickles them where the function runs, so the runner never
+has to unpickle user objects just to pass them along.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One argument for a step call, in a form that crosses process boundaries.
+
+    Exactly one of `data`, `path` or `parts` is set: pickled bytes, a file in the artifact store
+    (pickled bytes, content hash `hash`), or the ordered parts of a fan-out's gathered output
+    (unpickled into a list). `none` passes None (an upstream that did not produce an output).
+    """
+
+    hash: str
+    data: bytes | None = None
+    path: str | None = None
+    parts: tuple[InputRef, ...] | None = None
+    none: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    """One execution of one step function.
+
+    Attributes:
+        id: unique per attempt.
+        step: the step's name (`name[i]` for a fan-out instance).
+        code_key: identifies `code` (a load of the flow plus the step): executors cache code by it.
+        code: cloudpickled `Step.fn`, sent to a worker only the first time it needs `code_key`.
+        kwargs: argument name -> input.
+        run_id: for the step context.
+        attempt: 1-based.
+        timeout: seconds; the scheduler enforces it by cancelling, executors may also use it.
+        artifact_dir: where a worker writes an output too large to send back inline.
+        sys_path: directories the worker puts on `sys.path` (the flow's project root).
+        resources: the step's abstract resources (e.g. `{"GPU": 1}`), for executors that honour them.
+    """
+
+    id: str
+    step: str
+    code_key: str
+    code: bytes
+    kwargs: dict[str, InputRef]
+    run_id: int = 0
+    attempt: int = 1
+    timeout: float | None = None
+    artifact_dir: str = ""
+    sys_path: tuple[str, ...] = ()
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a task ended.
+
+    Attributes:
+        ok: the function returned.
+        hash: content hash of the pickled output (when ok).
+        data: the pickled output, when small enough to send back inline.
+        path: the artifact file the worker wrote, when the output was large.
+        size: bytes of the pickled output.
+        preview: a short `repr` of the output.
+        error: one line: the exception, or why the process died.
+        traceback: the formatted traceback, if any.
+        metrics: what `log_metric` recorded.
+        duration_s: wall time of the function call.
+        where: which worker ran it (process id, or a Dask worker address).
+    """
+
+    ok: bool
+    hash: str | None = None
+    data: bytes | None = None
+    path: str | None = None
+    size: int = 0
+    preview: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """A line the task printed or logged."""
+
+    task_id: str
+    stream: str
+    line: str
+    ts: float
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """A task finished (or its process died): its result."""
+
+    task_id: str
+    result: TaskResult
+
+
+TaskEvent = TaskLog | TaskDone
+
+
+class Executor(Protocol):
+    """What runs tasks. Implementations: `LocalExecutor`, `InlineExecutor`, `DaskExecutor`.
+
+    `submit`, `cancel` and `events` are called from the scheduler thread only; `wakeup` from any thread.
+    """
+
+    name: str
+
+    @property
+    def slots(self) -> int:
+        """How many tasks may run at once."""
+        ...
+
+    def submit(self, task: Task) -> None:
+        """Start `task`; its logs and result arrive through `events()`."""
+        ...
+
+    def cancel(self, task_id: str) -> None:
+        """Stop `task_id` now (kill its process); no `TaskDone` is reported for it afterwards."""
+        ...
+
+    def events(self, timeout: float | None) -> list[TaskEvent]:
+        """Wait up to `timeout` seconds (None: forever) for logs and results; return what arrived."""
+        ...
+
+    def wakeup(self) -> None:
+        """Make a blocked `events()` return early (thread-safe)."""
+        ...
+
+    def close(self) -> None:
+        """Stop all workers."""
+        ...

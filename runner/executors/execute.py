@@ -1,0 +1,206 @@
+"""Provides `execute`: call one step function on its inputs and describe the outcome as data.
+
+Shared by every executor: worker processes, the inline executor and Dask workers all run tasks
+through this one function, so capture, metrics and output storage behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dsl.context import StepContext, step_context
+from runner.artifacts import (
+    INLINE_MAX,
+    ArtifactError,
+    UnstorableOutput,
+    artifact_path,
+    content_hash,
+    dumps,
+    preview,
+    read_file_checked,
+    write_file_atomic,
+)
+from runner.executors.base import InputRef, Task, TaskResult
+
+Emit = Callable[[str, str, float], None]
+"""Receives (stream, line, timestamp) for each captured line."""
+
+
+class LineCapture(io.TextIOBase):
+    """A text stream that hands each complete line to `emit` (partial lines wait for their end)."""
+
+    def __init__(self, stream: str, emit: Emit) -> None:
+        super().__init__()
+        self._stream = stream
+        self._emit = emit
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            data = self._partial + text
+            *lines, self._partial = data.split("\n")
+        now = time.time()
+        for line in lines:
+            self._emit(self._stream, line.rstrip("\r"), now)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            rest, self._partial = self._partial, ""
+        if rest:
+            self._emit(self._stream, rest, time.time())
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, emit: Emit) -> None:
+        super().__init__(logging.NOTSET)
+        self._emit = emit
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            text = str(record.msg)
+        for line in text.splitlines() or [""]:
+            self._emit("log", line, record.created)
+
+
+def load_input(ref: InputRef) -> Any:
+    """Unpickle one input, verifying file artifacts against their hash."""
+    if ref.none:
+        return None
+    if ref.parts is not None:
+        return [load_input(part) for part in ref.parts]
+    if ref.data is not None:
+        return pickle.loads(ref.data)
+    if ref.path is not None:
+        return pickle.loads(read_file_checked(ref.path, ref.hash))
+    raise ArtifactError(f"input {ref.hash[:12]} carries no data")
+
+
+def store_output(value: Any, artifact_dir: str) -> tuple[str, bytes | None, str | None, int]:
+    """Pickle an output: (hash, inline bytes or None, file path or None, size)."""
+    data = dumps(value)
+    digest = content_hash(data)
+    if len(data) <= INLINE_MAX or not artifact_dir:
+        return digest, data, None, len(data)
+    path = artifact_path(artifact_dir, digest)
+    if not path.exists():
+        write_file_atomic(path, data)
+    return digest, None, str(path), len(data)
+
+
+def execute(
+    task: Task,
+    fn: Callable[..., Any],
+    emit: Emit,
+    *,
+    on_exception: Callable[[BaseException], None] | None = None,
+) -> TaskResult:
+    """Run `fn(**inputs)` for `task` with output capture, metrics and output storage.
+
+    Never raises for the step's own failure: an exception becomes `TaskResult(ok=False, ...)`.
+    `on_exception` (the inline executor's `--pdb`) is called with the exception while its frames are
+    alive, after the real stdout and stderr are back.
+    """
+    for entry in task.sys_path:
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    ctx = StepContext(step=task.step, run_id=task.run_id, attempt=task.attempt)
+    out, err = LineCapture("stdout", emit), LineCapture("stderr", emit)
+    handler = _LogHandler(emit)
+    root = logging.getLogger()
+    saved = sys.stdout, sys.stderr, root.level
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+    def restore() -> None:
+        out.flush()
+        err.flush()
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        root.removeHandler(handler)
+        root.setLevel(saved[2])
+
+    started = time.perf_counter()
+    try:
+        try:
+            kwargs = {name: load_input(ref) for name, ref in task.kwargs.items()}
+        except ArtifactError as exc:
+            return TaskResult(ok=False, error=f"an input could not be read: {exc}")
+        with step_context(ctx):
+            value = fn(**kwargs)
+        duration = time.perf_counter() - started
+    except BaseException as exc:
+        duration = time.perf_counter() - started
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        if on_exception is not None:
+            restore()
+            on_exception(exc)
+        if isinstance(exc, SystemExit):
+            error = f"the step called sys.exit({exc.code!r})"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+        return TaskResult(
+            ok=False,
+            error=error,
+            traceback=_user_traceback(exc),
+            metrics=dict(ctx.metrics),
+            duration_s=duration,
+        )
+    finally:
+        restore()
+    try:
+        digest, data, path, size = store_output(value, task.artifact_dir)
+    except UnstorableOutput as exc:
+        return TaskResult(
+            ok=False,
+            error=f"the output cannot be stored ({type(value).__name__} is not picklable: {exc})",
+            metrics=dict(ctx.metrics),
+            duration_s=duration,
+        )
+    except OSError as exc:
+        return TaskResult(
+            ok=False,
+            error=f"the output cannot be written to the artifact store: {exc}",
+            metrics=dict(ctx.metrics),
+            duration_s=duration,
+        )
+    return TaskResult(
+        ok=True,
+        hash=digest,
+        data=data,
+        path=path,
+        size=size,
+        preview=preview(value),
+        metrics=dict(ctx.metrics),
+        duration_s=duration,
+    )
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the runner's own frames."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = str(Path(__file__).parent.parent)
+    kept = [f for f in frames if not f.filename.startswith(own)]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(kept or frames)]
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines)

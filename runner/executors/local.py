@@ -1,0 +1,275 @@
+"""Provides `LocalExecutor`: warm worker processes on this machine, one task per worker at a time.
+
+Isolation is per process: a step that raises, calls `os._exit`, segfaults or hangs fails alone; a
+cancel kills the worker's whole process group (so processes the step spawned die too) and a fresh
+worker replaces it on demand. The scheduler thread drives everything through `events()`, which is a
+`select` over the workers' pipes, so a result reaches the scheduler without a thread hand-off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from runner.executors import wire
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    to_worker: int
+    from_worker: int
+    reader: wire.FrameReader = dataclasses.field(default_factory=wire.FrameReader)
+    task: Task | None = None
+    codes: set[str] = dataclasses.field(default_factory=set)
+    raw: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    stderr_tail: deque[str] = dataclasses.field(default_factory=lambda: deque(maxlen=30))
+
+    @property
+    def where(self) -> str:
+        return f"pid {self.proc.pid}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    meaning = {"SIGSEGV": "segmentation fault", "SIGKILL": "killed", "SIGABRT": "aborted"}
+    return f"{name} ({meaning[name]})" if name in meaning else name
+
+
+class LocalExecutor:
+    """Runs tasks in up to `workers` warm worker processes."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._max = max(1, workers or os.cpu_count() or 1)
+        self._selector = selectors.DefaultSelector()
+        self._workers: list[_Worker] = []
+        self._by_task: dict[str, _Worker] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: list[TaskEvent] = []
+
+    @property
+    def slots(self) -> int:
+        return self._max
+
+    def prestart(self, count: int) -> None:
+        """Start workers ahead of need (their interpreter start overlaps with planning)."""
+        while len(self._workers) < min(count, self._max):
+            self._spawn()
+
+    def _spawn(self) -> _Worker:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONHASHSEED"] = "0"
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.worker", str(to_r), str(from_w)],
+            pass_fds=(to_r, from_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
+        )
+        os.close(to_r)
+        os.close(from_w)
+        worker = _Worker(proc=proc, to_worker=to_w, from_worker=from_r)
+        for fd, tag in ((from_r, "frames"), (proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            assert fd is not None
+            os.set_blocking(fd if isinstance(fd, int) else fd.fileno(), False)
+            self._selector.register(fd, selectors.EVENT_READ, (worker, tag))
+        self._workers.append(worker)
+        return worker
+
+    def submit(self, task: Task) -> None:
+        worker = next((w for w in self._workers if w.task is None), None)
+        if worker is None:
+            if len(self._workers) >= self._max:
+                raise RuntimeError("LocalExecutor.submit called with every worker busy")
+            worker = self._spawn()
+        if task.code_key in worker.codes:
+            task = dataclasses.replace(task, code=b"")
+        worker.codes.add(task.code_key)
+        worker.task = task
+        self._by_task[task.id] = worker
+        try:
+            wire.write_all(worker.to_worker, wire.encode(("task", task)))
+        except OSError:
+            self._crashed(worker)
+
+    def cancel(self, task_id: str) -> None:
+        worker = self._by_task.pop(task_id, None)
+        if worker is not None:
+            worker.task = None
+            self._kill(worker)
+
+    def _kill(self, worker: _Worker) -> None:
+        try:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._forget(worker)
+        worker.proc.wait()
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        for fd in (worker.from_worker, worker.proc.stdout, worker.proc.stderr):
+            try:
+                self._selector.unregister(fd)  # type: ignore[arg-type]
+            except (KeyError, ValueError):
+                pass
+        for closable in (worker.proc.stdout, worker.proc.stderr):
+            if closable is not None:
+                closable.close()
+        for fd in (worker.to_worker, worker.from_worker):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def wakeup(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def events(self, timeout: float | None) -> list[TaskEvent]:
+        if self._pending:
+            timeout = 0
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            worker, tag = key.data
+            if worker not in self._workers:
+                continue
+            fd = key.fd
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if tag == "frames":
+                if not chunk:
+                    self._crashed(worker)
+                    continue
+                for message in worker.reader.feed(chunk):
+                    self._on_message(worker, message)
+            elif chunk:
+                self._on_raw(worker, tag, chunk)
+        events, self._pending = self._pending, []
+        return events
+
+    def _on_message(self, worker: _Worker, message: tuple[object, ...]) -> None:
+        kind = message[0]
+        task = worker.task
+        if task is None or message[1] != task.id:
+            return
+        if kind == "log":
+            _, task_id, stream, line, ts = message
+            self._pending.append(TaskLog(str(task_id), str(stream), str(line), float(ts)))  # type: ignore[arg-type]
+        elif kind == "done":
+            result: TaskResult = message[2]  # type: ignore[assignment]
+            worker.task = None
+            self._by_task.pop(task.id, None)
+            self._pending.append(
+                TaskDone(task.id, dataclasses.replace(result, where=worker.where))
+            )
+
+    def _on_raw(self, worker: _Worker, stream: str, chunk: bytes) -> None:
+        """Output written straight to file descriptors 1 and 2 (C code, child processes)."""
+        data = worker.raw.get(stream, b"") + chunk
+        *lines, rest = data.split(b"\n")
+        worker.raw[stream] = rest
+        now = time.time()
+        for raw_line in lines:
+            line = raw_line.decode("utf-8", "replace").rstrip("\r")
+            if stream == "stderr":
+                worker.stderr_tail.append(line)
+            if worker.task is not None:
+                self._pending.append(TaskLog(worker.task.id, stream, line, now))
+
+    def _drain_raw(self, worker: _Worker) -> None:
+        for stream, pipe in (("stdout", worker.proc.stdout), ("stderr", worker.proc.stderr)):
+            if pipe is None:
+                continue
+            while True:
+                try:
+                    chunk = os.read(pipe.fileno(), 1 << 16)
+                except (BlockingIOError, OSError, ValueError):
+                    break
+                if not chunk:
+                    break
+                self._on_raw(worker, stream, chunk)
+            if worker.raw.get(stream):
+                self._on_raw(worker, stream, b"\n")
+
+    def _crashed(self, worker: _Worker) -> None:
+        """The worker's result pipe closed: it died. Fail its task with the reason."""
+        task = worker.task
+        try:
+            code = worker.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            code = worker.proc.wait()
+        self._drain_raw(worker)
+        try:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._forget(worker)
+        if task is None:
+            return
+        self._by_task.pop(task.id, None)
+        if code < 0:
+            error = f"the worker process was killed by {_signal_name(-code)}"
+        else:
+            error = f"the worker process exited with code {code} (os._exit or a crash in native code)"
+        tail = "\n".join(worker.stderr_tail)
+        self._pending.append(
+            TaskDone(task.id, TaskResult(ok=False, error=error, traceback=tail or None, where=worker.where))
+        )
+
+    def close(self) -> None:
+        for worker in list(self._workers):
+            try:
+                wire.write_all(worker.to_worker, wire.encode(("exit",)))
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1.0
+        for worker in list(self._workers):
+            if worker.task is None:
+                try:
+                    worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill(worker)
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)

@@ -1,0 +1,430 @@
+"""Provides fingerprints: what decides whether a stored result may be reused.
+
+A step's fingerprint hashes, separately so that `flow show` can say *why* a step ran:
+
+- `code`: its normalised source (parsed and unparsed: comments, formatting and docstrings do not count;
+  decorators do not either, their result-changing options are hashed under `options`);
+- `helpers`: each same-project function, class, module or constant it references, transitively, by
+  qualified name (site-packages code counts by package version);
+- `options`: `foreach`, `version` and the `when=` predicate;
+- `params`: the values of the flow parameters it reads;
+- `inputs`: the content hash of each upstream output (early cut-off: an upstream that re-runs and
+  returns the same bytes does not invalidate its descendants).
+
+Source comes from the text the loader read and compiled, never from `linecache` or `inspect`, which can
+be stale right after an edit. When something cannot be hashed with confidence the step is marked
+untrusted and always runs: never a stale result.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import pickle
+import sys
+import types
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from dsl.loader import LoadedFlow
+from dsl.step import Step
+
+_TREES: OrderedDict[str, _SourceIndex] = OrderedDict()
+_TREE_CACHE_SIZE = 256
+_CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None), range, slice)
+
+
+def _sha(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class _SourceIndex:
+    """One parsed source file: its definitions by line, for finding a function's or class's node."""
+
+    def __init__(self, text: str) -> None:
+        self.tree = ast.parse(text)
+        self.functions: dict[int, ast.AST] = {}
+        self.lambdas: dict[int, list[ast.Lambda]] = {}
+        self.classes: dict[str, list[ast.ClassDef]] = {}
+        self.normalised: dict[int, str] = {}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                self.functions[node.lineno] = node
+                if node.decorator_list:
+                    self.functions.setdefault(node.decorator_list[0].lineno, node)
+            elif isinstance(node, ast.Lambda):
+                self.lambdas.setdefault(node.lineno, []).append(node)
+            elif isinstance(node, ast.ClassDef):
+                self.classes.setdefault(node.name, []).append(node)
+
+
+def _index(path: str, text: str) -> _SourceIndex:
+    key = _sha(path, text)
+    index = _TREES.get(key)
+    if index is None:
+        index = _TREES[key] = _SourceIndex(text)
+        if len(_TREES) > _TREE_CACHE_SIZE:
+            _TREES.popitem(last=False)
+    else:
+        _TREES.move_to_end(key)
+    return index
+
+
+def _strip(node: ast.AST, *, drop_decorators: bool) -> ast.AST:
+    """A copy of a definition without docstrings (anywhere inside) and optionally its decorators."""
+    clone = ast.parse(ast.unparse(node)).body[0] if not isinstance(node, ast.Lambda) else node
+    for inner in ast.walk(clone):
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            body = inner.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                inner.body = body[1:] or [ast.Pass()]
+    if drop_decorators and isinstance(clone, ast.FunctionDef | ast.AsyncFunctionDef):
+        clone.decorator_list = []
+    return clone
+
+
+@lru_cache(maxsize=512)
+def _package_version(module_name: str) -> str:
+    top = module_name.partition(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        return f"python{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        return importlib.metadata.version(top)
+    except Exception:
+        module = sys.modules.get(top)
+        return str(getattr(module, "__version__", "?"))
+
+
+class Untrusted(Exception):
+    """A value the fingerprint cannot hash with confidence."""
+
+
+def value_hash(value: Any, _depth: int = 0) -> str:
+    """A stable hash of a constant or parameter value.
+
+    Raises:
+        Untrusted: the value cannot be hashed reliably (not picklable).
+    """
+    if _depth > 50:
+        raise Untrusted("value nested too deeply")
+    if isinstance(value, _CONSTANT_TYPES):
+        return _sha(type(value).__name__, repr(value))
+    if isinstance(value, list | tuple):
+        return _sha(type(value).__name__, *(value_hash(v, _depth + 1) for v in value))
+    if isinstance(value, dict):
+        items = sorted((value_hash(k, _depth + 1), value_hash(v, _depth + 1)) for k, v in value.items())
+        return _sha("dict", *(a + b for a, b in items))
+    if isinstance(value, set | frozenset):
+        return _sha(type(value).__name__, *sorted(value_hash(v, _depth + 1) for v in value))
+    if isinstance(value, Path):
+        return _sha("path", str(value))
+    try:
+        return _sha(type(value).__qualname__, hashlib.sha256(pickle.dumps(value, protocol=5)).hexdigest())
+    except Exception as exc:
+        raise Untrusted(f"{type(value).__name__} value cannot be hashed ({exc})") from None
+
+
+@dataclass(frozen=True)
+class StaticPrint:
+    """What a step's fingerprint is made of that is known once the flow has loaded.
+
+    Attributes:
+        code: hash of the step's normalised source.
+        helpers: qualified name -> hash, for everything it references from the project.
+        options: hash of its result-changing options (`foreach`, `version`, `when=`).
+        untrusted: why the step cannot be fingerprinted (then it always runs), or None.
+    """
+
+    code: str
+    helpers: dict[str, str] = field(default_factory=dict)
+    options: str = ""
+    untrusted: str | None = None
+
+
+class _Hasher:
+    """Walks a flow's code: one instance per load, memoising every object it has hashed."""
+
+    def __init__(self, loaded: LoadedFlow) -> None:
+        self.sources = {str(Path(p)): text for p, text in loaded.sources.items()}
+        self.flow_module = loaded.module.__name__
+        self.memo: dict[int, tuple[str, dict[str, str]]] = {}
+        self.keep: list[Any] = []
+
+    def source_of(self, filename: str) -> _SourceIndex | None:
+        text = self.sources.get(filename)
+        if text is None:
+            resolved = str(Path(filename).resolve())
+            text = self.sources.get(resolved)
+            filename = resolved
+        return _index(filename, text) if text is not None else None
+
+    def function_node(self, fn: types.FunctionType) -> ast.AST | list[ast.Lambda] | None:
+        code = fn.__code__
+        index = self.source_of(code.co_filename)
+        if index is None:
+            return None
+        if code.co_name == "<lambda>":
+            return index.lambdas.get(code.co_firstlineno)
+        node = index.functions.get(code.co_firstlineno)
+        if node is not None and getattr(node, "name", None) == code.co_name:
+            return node
+        return None
+
+    def function_source(self, fn: types.FunctionType, *, drop_decorators: bool) -> str:
+        node = self.function_node(fn)
+        if node is None:
+            return _code_hash(fn.__code__)
+        if isinstance(node, list):
+            return _sha(*(ast.unparse(n) for n in node))
+        return ast.unparse(_strip(node, drop_decorators=drop_decorators))
+
+    def is_local_file(self, filename: str) -> bool:
+        return self.source_of(filename) is not None
+
+    def module_label(self, module_name: str) -> str:
+        return "flow" if module_name == self.flow_module else module_name
+
+    def references(self, fn: types.FunctionType) -> dict[str, str]:
+        """Hashes of everything `fn` uses from its globals and closure, transitively."""
+        found: dict[str, str] = {}
+        names = _global_names(fn.__code__)
+        module_label = self.module_label(fn.__module__ or "")
+        for name in sorted(names):
+            if name in fn.__globals__:
+                self.add(f"{module_label}.{name}", fn.__globals__[name], found, fn)
+        for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            self.add(f"{fn.__qualname__}.<closure {name}>", value, found, fn)
+        return found
+
+    def add(self, label: str, value: Any, found: dict[str, str], user: Any) -> None:
+        if label in found:
+            return
+        if isinstance(value, Step):
+            value = value.fn
+        if isinstance(value, types.FunctionType):
+            if not self.is_local_file(value.__code__.co_filename):
+                found[label] = _sha("external", value.__module__ or "", value.__qualname__,
+                                    _package_version(value.__module__ or ""))
+                return
+            own, nested = self.function(value)
+            found[label] = own
+            for key, digest in nested.items():
+                found.setdefault(key, digest)
+        elif isinstance(value, type):
+            self.add_class(label, value, found)
+        elif isinstance(value, types.ModuleType):
+            self.add_module(label, value, found, user)
+        elif isinstance(value, types.BuiltinFunctionType | types.BuiltinMethodType):
+            module = getattr(value, "__module__", None) or "builtins"
+            found[label] = _sha("builtin", module, value.__qualname__, _package_version(module))
+        else:
+            found[label] = value_hash(value)
+            if self.is_local_module_name(type(value).__module__):
+                self.add_class(f"{label}.<class>", type(value), found)
+
+    def is_local_module_name(self, module_name: str) -> bool:
+        module = sys.modules.get(module_name)
+        file = getattr(module, "__file__", None)
+        return bool(file) and self.is_local_file(str(file))
+
+    def function(self, fn: types.FunctionType) -> tuple[str, dict[str, str]]:
+        cached = self.memo.get(id(fn))
+        if cached is not None:
+            return cached
+        self.keep.append(fn)
+        self.memo[id(fn)] = (_sha("recursive", fn.__qualname__), {})
+        own = _sha(self.function_source(fn, drop_decorators=False), _defaults_hash(fn))
+        result = (own, self.references(fn))
+        self.memo[id(fn)] = result
+        return result
+
+    def add_class(self, label: str, cls: type, found: dict[str, str]) -> None:
+        module = sys.modules.get(cls.__module__)
+        file = getattr(module, "__file__", None)
+        index = self.source_of(str(file)) if file else None
+        if index is None:
+            found[label] = _sha("external-class", cls.__module__, cls.__qualname__,
+                                _package_version(cls.__module__))
+            return
+        nodes = index.classes.get(cls.__name__, [])
+        if not nodes:
+            found[label] = _sha("class-without-source", cls.__qualname__, repr(sorted(vars(cls))))
+            return
+        found[label] = _sha(*(ast.unparse(_strip(n, drop_decorators=False)) for n in nodes))
+        if id(cls) in self.memo:
+            return
+        self.memo[id(cls)] = (found[label], {})
+        self.keep.append(cls)
+        namespace = vars(module) if module is not None else {}
+        used = {
+            n.id for node in nodes for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+        for name in sorted(used):
+            if name in namespace and namespace[name] is not cls:
+                self.add(f"{self.module_label(cls.__module__)}.{name}", namespace[name], found, cls)
+
+    def add_module(self, label: str, module: types.ModuleType, found: dict[str, str], user: Any) -> None:
+        file = getattr(module, "__file__", None)
+        if not file or not self.is_local_file(str(file)):
+            found[label] = _sha("module", module.__name__, _package_version(module.__name__))
+            return
+        attributes = _attributes_used(user, label.rpartition(".")[2], self)
+        if attributes is None:
+            text = self.sources.get(str(Path(file).resolve()), "")
+            found[label] = _sha("whole-module", text)
+            return
+        found[label] = _sha("local-module", module.__name__)
+        for attribute in sorted(attributes):
+            if hasattr(module, attribute):
+                self.add(f"{module.__name__}.{attribute}", getattr(module, attribute), found, module)
+
+
+def _attributes_used(user: Any, alias: str, hasher: _Hasher) -> set[str] | None:
+    """Attributes read as `alias.X` in `user`'s source; None if `alias` is used any other way."""
+    if not isinstance(user, types.FunctionType):
+        return None
+    node = hasher.function_node(user)
+    if node is None:
+        return None
+    nodes = node if isinstance(node, list) else [node]
+    attributes: set[str] = set()
+    bare = 0
+    for root in nodes:
+        parents: dict[int, ast.AST] = {}
+        for parent in ast.walk(root):
+            for child in ast.iter_child_nodes(parent):
+                parents[id(child)] = parent
+        for inner in ast.walk(root):
+            if isinstance(inner, ast.Name) and inner.id == alias:
+                parent = parents.get(id(inner))
+                if isinstance(parent, ast.Attribute) and parent.value is inner:
+                    attributes.add(parent.attr)
+                else:
+                    bare += 1
+    return None if bare else attributes
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Every name the code (and code nested in it) may read as a global or an attribute.
+
+    Attribute names come along; only those that are also globals count. A global that shadows a
+    builtin (a user's own `filter`) is a global like any other.
+    """
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _defaults_hash(fn: types.FunctionType) -> str:
+    parts = []
+    for value in list(fn.__defaults__ or ()) + list((fn.__kwdefaults__ or {}).values()):
+        try:
+            parts.append(value_hash(value))
+        except Untrusted:
+            parts.append(repr(type(value)))
+    return _sha(*parts)
+
+
+def _code_hash(code: types.CodeType) -> str:
+    """Fallback when no source is known: the bytecode, constants and names, recursively."""
+    consts = [
+        _code_hash(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
+    ]
+    return _sha(code.co_code.hex(), *consts, *code.co_names, *code.co_varnames)
+
+
+def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
+    """Fingerprint parts of every step in a loaded flow that do not depend on run-time values."""
+    hasher = _Hasher(loaded)
+    prints: dict[str, StaticPrint] = {}
+    for name, node in loaded.graph.nodes.items():
+        item = node.step
+        try:
+            fn = item.fn
+            if not isinstance(fn, types.FunctionType):
+                raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
+            code = _sha(hasher.function_source(fn, drop_decorators=True))
+            helpers = hasher.references(fn)
+            option_parts = [repr(item.foreach), repr(item.version)]
+            if item.when is not None:
+                if isinstance(item.when, types.FunctionType):
+                    option_parts.append(hasher.function_source(item.when, drop_decorators=False))
+                    for key, digest in hasher.references(item.when).items():
+                        helpers.setdefault(key, digest)
+                else:
+                    option_parts.append(value_hash(item.when))
+            prints[name] = StaticPrint(code=code, helpers=helpers, options=_sha(*option_parts))
+        except Untrusted as exc:
+            prints[name] = StaticPrint(code="", untrusted=str(exc))
+        except RecursionError:
+            prints[name] = StaticPrint(code="", untrusted="its helpers nest too deeply to hash")
+    return prints
+
+
+def combine(
+    static: StaticPrint,
+    params: dict[str, str],
+    inputs: dict[str, str],
+    item: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The full fingerprint and its parts (stored so a later run can say what changed)."""
+    detail: dict[str, Any] = {
+        "code": static.code,
+        "helpers": static.helpers,
+        "options": static.options,
+        "params": params,
+        "inputs": inputs,
+    }
+    if item is not None:
+        detail["item"] = item
+    parts = [static.code, static.options, item or ""]
+    parts += [f"h:{k}={v}" for k, v in sorted(static.helpers.items())]
+    parts += [f"p:{k}={v}" for k, v in sorted(params.items())]
+    parts += [f"i:{k}={v}" for k, v in sorted(inputs.items())]
+    return _sha(*parts), detail
+
+
+def explain(previous: dict[str, Any] | None, current: dict[str, Any]) -> str:
+    """Why a step runs, comparing its fingerprint parts with those of its last execution."""
+    if previous is None:
+        return "no earlier result"
+    if previous.get("code") != current["code"]:
+        return "code changed"
+    old_helpers, new_helpers = previous.get("helpers", {}), current["helpers"]
+    changed = sorted(k for k in set(old_helpers) | set(new_helpers) if old_helpers.get(k) != new_helpers.get(k))
+    if changed:
+        names = ", ".join(k.removeprefix("flow.") for k in changed[:3])
+        return f"helper changed: {names}" + (" …" if len(changed) > 3 else "")
+    if previous.get("options") != current["options"]:
+        return "options changed (when/foreach/version)"
+    old_params, new_params = previous.get("params", {}), current["params"]
+    changed = sorted(k for k in set(old_params) | set(new_params) if old_params.get(k) != new_params.get(k))
+    if changed:
+        return f"parameter changed: {', '.join(changed)}"
+    old_inputs, new_inputs = previous.get("inputs", {}), current["inputs"]
+    changed = sorted(k for k in set(old_inputs) | set(new_inputs) if old_inputs.get(k) != new_inputs.get(k))
+    if changed:
+        return f"upstream output changed: {', '.join(changed)}"
+    if previous.get("item") != current.get("item"):
+        return "fan-out item changed"
+    return "no earlier result"

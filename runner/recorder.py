@@ -1,0 +1,100 @@
+"""Provides `StoreRecorder`: the subscriber that turns the engine's events into run-store rows.
+
+Log lines are buffered and written with one `executemany` per batch, so a step printing a million
+lines costs a few thousand transactions, not a million.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
+from runner.records import dumps_json
+from runner.store import Store
+
+
+class StoreRecorder:
+    """Persists runs, steps, metrics and logs as events arrive (writes are queued, batched)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._logs: list[tuple[int, str, float, str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        submit = self._store.submit
+        if isinstance(event, StepLog):
+            with self._lock:
+                first = not self._logs
+                self._logs.append((event.run_id, event.step, event.ts, event.stream, event.line))
+            if first:
+                submit(self._write_logs)
+        elif isinstance(event, RunStarted):
+            rows = [(event.run_id, name) for name in event.steps]
+            submit(lambda c: c.executemany(
+                "INSERT OR IGNORE INTO steps(run_id, name, status) VALUES (?, ?, 'pending')", rows
+            ))
+        elif isinstance(event, StepStarted):
+            parent = event.step.partition("[")[0] if event.step.endswith("]") else None
+            submit(lambda c: c.execute(
+                "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, fingerprint)"
+                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
+                "status='running', attempts=excluded.attempts, started_at=excluded.started_at, "
+                "reason=excluded.reason, fingerprint=excluded.fingerprint",
+                (event.run_id, event.step, parent, event.attempt, event.ts, event.reason, event.fingerprint),
+            ))
+        elif isinstance(event, StepRetrying):
+            submit(lambda c: c.execute(
+                "UPDATE steps SET error=? WHERE run_id=? AND name=?",
+                (f"attempt {event.attempt} failed: {event.error}", event.run_id, event.step),
+            ))
+        elif isinstance(event, StepFinished):
+            self._finished(event)
+        elif isinstance(event, RunFinished):
+            submit(self._write_logs)
+            submit(lambda c: c.execute(
+                "UPDATE runs SET status=?, finished_at=? WHERE id=?",
+                (event.status, event.ts, event.run_id),
+            ))
+
+    def _finished(self, event: StepFinished) -> None:
+        parent = event.step.partition("[")[0] if event.step.endswith("]") else None
+        row = (
+            event.run_id, event.step, parent, event.status, event.attempts,
+            event.ts - event.duration_s, event.ts, event.duration_s, event.reason, event.error,
+            event.traceback, event.fingerprint, event.output_hash, event.preview,
+        )
+        metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, finished_at, "
+                "duration_s, reason, error, traceback, fingerprint, output_hash, preview) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
+                "status=excluded.status, attempts=excluded.attempts, "
+                "started_at=COALESCE(steps.started_at, excluded.started_at), "
+                "finished_at=excluded.finished_at, duration_s=excluded.duration_s, "
+                "reason=excluded.reason, error=excluded.error, traceback=excluded.traceback, "
+                "fingerprint=excluded.fingerprint, output_hash=excluded.output_hash, "
+                "preview=excluded.preview",
+                row,
+            )
+            if metrics:
+                c.executemany("INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)",
+                              metrics)
+
+        self._store.submit(write)
+
+    def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
+        """Store the fingerprint parts of an execution (what the next run compares against)."""
+        text = dumps_json(detail)
+        self._store.submit(lambda c: c.execute(
+            "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?", (text, where, run_id, step)
+        ))
+
+    def _write_logs(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            rows, self._logs = self._logs, []
+        if rows:
+            conn.executemany("INSERT INTO logs(run_id, step, ts, stream, line) VALUES (?, ?, ?, ?, ?)", rows)

@@ -1,0 +1,463 @@
+"""Provides `Store`: the embedded run store (SQLite in WAL mode) and artifact store under `.flow/`.
+
+Writes go through one writer thread that batches whatever is queued into one transaction, so a burst
+of tiny steps costs one commit, not one fsync each. Reads use a connection per thread. The schema is
+versioned in `meta` and migrated forward on open; a store from a newer version is refused.
+
+Crash consistency: a step's result row, its cache entry and its inline artifact commit in one
+transaction; file artifacts are written (fsync + rename) by the worker before that transaction. So
+after `kill -9` at any moment, every step recorded as finished has its artifact, and runs left
+`running` by a dead process are marked `interrupted` the next time the store opens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsl.errors import FlowError
+from runner.artifacts import ArtifactError, artifact_path, content_hash, read_file_checked
+from runner.records import LogLine, RunRecord, StepRecord, dumps_json
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        flow TEXT NOT NULL,
+        file TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        params TEXT NOT NULL,
+        trigger TEXT NOT NULL DEFAULT '',
+        executor TEXT NOT NULL DEFAULT '',
+        pid INTEGER,
+        host TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS runs_flow ON runs(flow, id)""",
+    """CREATE TABLE IF NOT EXISTS steps (
+        run_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        parent TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at REAL,
+        finished_at REAL,
+        duration_s REAL,
+        reason TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        traceback TEXT,
+        fingerprint TEXT,
+        detail TEXT,
+        output_hash TEXT,
+        preview TEXT,
+        where_ran TEXT,
+        PRIMARY KEY (run_id, name)
+    )""",
+    """CREATE INDEX IF NOT EXISTS steps_name ON steps(name, run_id)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, step, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS logs (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        ts REAL NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS logs_run_step ON logs(run_id, step, id)""",
+    """CREATE TABLE IF NOT EXISTS cache (
+        fingerprint TEXT PRIMARY KEY,
+        output_hash TEXT NOT NULL,
+        step TEXT NOT NULL,
+        run_id INTEGER,
+        created_at REAL NOT NULL,
+        preview TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        data BLOB,
+        created_at REAL NOT NULL
+    )""",
+]
+
+_MIGRATIONS: dict[int, list[str]] = {}
+"""version -> statements that bring a store from `version - 1` to `version`."""
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A cached output: its hash and where its bytes are."""
+
+    output_hash: str
+    run_id: int | None
+    preview: str | None
+
+
+def default_store_dir() -> Path:
+    """`$FLOW_STORE`, else `.flow/` in the working directory."""
+    return Path(os.environ.get("FLOW_STORE") or ".flow")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """The run store at `root` (created, private to the user, on first use)."""
+
+    def __init__(self, root: str | Path | None = None, *, create: bool = True) -> None:
+        self.root = Path(root) if root is not None else default_store_dir()
+        self.db_path = self.root / "flow.db"
+        self.artifact_dir = self.root / "artifacts"
+        if not self.root.exists():
+            if not create:
+                raise FlowError(f"no flow store at {self.root} (nothing has run here yet)")
+            try:
+                self.root.mkdir(mode=0o700, parents=True)
+                self.artifact_dir.mkdir(mode=0o700)
+            except OSError as exc:
+                raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
+        self._local = threading.local()
+        self._writer: _Writer | None = None
+        self._guard(self._open_schema)
+        self.host = socket.gethostname()
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except sqlite3.DatabaseError as exc:
+            raise FlowError(f"the store at {self.root} cannot be used: {exc}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _open_schema(self) -> None:
+        conn = self.conn
+        row = None
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise FlowError(
+                f"the store at {self.root} has schema version {version}, newer than this flow "
+                f"understands ({SCHEMA_VERSION}); upgrade flowdsl or use another --store"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            else:
+                for step_version in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS.get(step_version, []):
+                        conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # ----- writes -------------------------------------------------------------------------
+
+    def submit(self, op: Callable[[sqlite3.Connection], None]) -> None:
+        """Queue a write; it commits with whatever else is queued, in order."""
+        if self._writer is None:
+            self._writer = _Writer(self)
+        self._writer.put(op)
+
+    def flush(self) -> None:
+        """Wait until every queued write has committed; raise the first write error, if any."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def create_run(self, flow: str, file: str, params: dict[str, Any], trigger: str, executor: str) -> int:
+        """Insert a run synchronously (so `flow runs` sees it at once) and return its id."""
+
+        def insert() -> int:
+            cursor = self.conn.execute(
+                "INSERT INTO runs(flow, file, status, started_at, params, trigger, executor, pid, host)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                (flow, file, time.time(), dumps_json(params), trigger, executor, os.getpid(), self.host),
+            )
+            return int(cursor.lastrowid or 0)
+
+        return int(self._guard(insert))
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark runs whose runner process on this host is gone as `interrupted`; return their ids."""
+        rows = self.conn.execute(
+            "SELECT id, pid, host FROM runs WHERE status='running'"
+        ).fetchall()
+        dead = [rid for rid, pid, host in rows if host == self.host and pid and not _pid_alive(pid)]
+        if not dead:
+            return []
+        now = time.time()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rid in dead:
+                conn.execute(
+                    "UPDATE runs SET status='interrupted', finished_at=COALESCE(finished_at, ?) "
+                    "WHERE id=? AND status='running'",
+                    (now, rid),
+                )
+                conn.execute(
+                    "UPDATE steps SET status='cancelled', finished_at=?, "
+                    "error='the runner stopped (killed or crashed) before this step finished' "
+                    "WHERE run_id=? AND status IN ('running', 'pending')",
+                    (now, rid),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return dead
+
+    # ----- artifacts and cache --------------------------------------------------------------
+
+    def lookup(self, fingerprint: str) -> CacheHit | None:
+        row = self.conn.execute(
+            "SELECT output_hash, run_id, preview FROM cache WHERE fingerprint=?", (fingerprint,)
+        ).fetchone()
+        return CacheHit(row[0], row[1], row[2]) if row else None
+
+    def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]:
+        """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
+
+        Raises:
+            ArtifactError: missing, or the content does not match the hash.
+        """
+        row = self.conn.execute("SELECT data, size FROM artifacts WHERE hash=?", (digest,)).fetchone()
+        if row is None:
+            raise ArtifactError(f"artifact {digest[:12]} is not in the store")
+        data, size = row
+        if data is not None:
+            blob = bytes(data)
+            if content_hash(blob) != digest:
+                raise ArtifactError(f"artifact {digest[:12]} is corrupt (content hash mismatch)")
+            return blob, None
+        path = artifact_path(self.artifact_dir, digest)
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            raise ArtifactError(f"artifact {digest[:12]} is missing from {path}") from None
+        if actual != size:
+            raise ArtifactError(f"artifact {digest[:12]} is truncated ({actual} of {size} bytes)")
+        read_file_checked(path, digest)
+        return None, str(path)
+
+    def read_artifact(self, digest: str) -> bytes:
+        data, path = self.artifact_location(digest)
+        return data if data is not None else read_file_checked(path or "", digest)
+
+    def forget_cache(self, fingerprint: str) -> None:
+        """Drop a cache entry whose artifact turned out missing or corrupt."""
+        self.submit(lambda c: c.execute("DELETE FROM cache WHERE fingerprint=?", (fingerprint,)))
+
+    # ----- reads --------------------------------------------------------------------------
+
+    def previous_detail(self, flow: str, step: str) -> tuple[str, dict[str, Any]] | None:
+        """The fingerprint and its components of the last execution of `step` in `flow`."""
+        row = self.conn.execute(
+            "SELECT s.fingerprint, s.detail FROM steps s JOIN runs r ON r.id = s.run_id "
+            "WHERE r.flow=? AND s.name=? AND s.detail IS NOT NULL ORDER BY s.run_id DESC LIMIT 1",
+            (flow, step),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(row[1])
+
+    def list_runs(self, flow: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """The newest runs first, each with its steps."""
+        if flow is None:
+            rows = self.conn.execute(
+                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT * FROM runs WHERE flow=? OR file=? ORDER BY id DESC LIMIT ?",
+                (flow, flow, limit),
+            ).fetchall()
+        return [self._run(row) for row in rows]
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return self._run(row) if row else None
+
+    def latest_run_id(self, flow: str | None = None) -> int | None:
+        runs = self.list_runs(flow, limit=1)
+        return runs[0].id if runs else None
+
+    def _run(self, row: tuple[Any, ...]) -> RunRecord:
+        columns = ("id", "flow", "file", "status", "started_at", "finished_at", "params", "trigger", "executor")
+        data = dict(zip(columns, row[: len(columns)], strict=True))
+        data["params"] = json.loads(data["params"])
+        return RunRecord(**data, steps=tuple(self.get_steps(int(data["id"]))))
+
+    def get_steps(self, run_id: int) -> list[StepRecord]:
+        metrics: dict[str, dict[str, float]] = {}
+        for step, key, value in self.conn.execute(
+            "SELECT step, key, value FROM metrics WHERE run_id=?", (run_id,)
+        ):
+            metrics.setdefault(step, {})[key] = value
+        records = []
+        for row in self.conn.execute(
+            "SELECT name, status, attempts, duration_s, error, reason, traceback, started_at, "
+            "finished_at, fingerprint, output_hash, preview, where_ran, parent "
+            "FROM steps WHERE run_id=? ORDER BY rowid",
+            (run_id,),
+        ):
+            records.append(StepRecord(*row, metrics=metrics.get(row[0], {})))
+        return records
+
+    def get_logs(
+        self, run_id: int, step: str | None = None, *, after: int = 0, limit: int = 100_000
+    ) -> list[LogLine]:
+        """Log lines of a run (or one step), in order, with ids greater than `after`."""
+        if step is None:
+            rows = self.conn.execute(
+                "SELECT id, run_id, step, ts, stream, line FROM logs WHERE run_id=? AND id>? "
+                "ORDER BY id LIMIT ?",
+                (run_id, after, limit),
+            )
+        else:
+            rows = self.conn.execute(
+                "SELECT id, run_id, step, ts, stream, line FROM logs WHERE run_id=? AND step=? "
+                "AND id>? ORDER BY id LIMIT ?",
+                (run_id, step, after, limit),
+            )
+        return [LogLine(*row) for row in rows]
+
+    def delete_run(self, run_id: int) -> bool:
+        """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`)."""
+
+        def delete() -> bool:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount > 0
+                for table in ("steps", "metrics", "logs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return found
+
+        return bool(self._guard(delete))
+
+
+class _Writer:
+    """One thread applying queued writes in batched transactions."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._queue: queue.Queue[Callable[[sqlite3.Connection], None] | threading.Event | None] = (
+            queue.Queue()
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="flow-store-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, op: Callable[[sqlite3.Connection], None]) -> None:
+        self._queue.put(op)
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        if self._error is not None:
+            error, self._error = self._error, None
+            if isinstance(error, sqlite3.DatabaseError):
+                raise FlowError(f"cannot write to the store at {self._store.root}: {error}") from None
+            raise error
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        conn = self._store._connect()
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ops = [i for i in items if callable(i) and not isinstance(i, threading.Event)]
+            if ops:
+                self._apply(conn, ops)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+                elif item is None:
+                    stop = True
+        conn.close()
+
+    def _apply(self, conn: sqlite3.Connection, ops: Iterable[Callable[[sqlite3.Connection], None]]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                op(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if self._error is None:
+                self._error = exc
