@@ -1,0 +1,556 @@
+"""Provides `DaskExecutor`: runs each task as a future on a Dask `distributed` cluster.
+
+The way a flow outgrows one machine. The planner, the cache and the store do not change: tasks go to
+the cluster, results come back to the runner, which stores them exactly as the local executor's.
+
+How a task travels, and why:
+
+- **Code and inputs by value.** `Task.code` (cloudpickled, flow-file functions and local helpers
+  included) is always sent, so workers need flow installed but not the flow file. Inputs that live as
+  files in the runner's artifact store are read on the runner (a remote worker cannot see that path);
+  inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key instead of riding in the task
+  graph, so a large upstream output shared by a fan-out crosses the network once per worker.
+- **A killable process per step.** A Python function running in a Dask worker thread cannot be
+  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.worker` process through
+  a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner cancels the
+  future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s, and a step
+  that crashes its interpreter fails alone without taking the Dask worker down.
+- **Outputs inline.** The step returns its pickled output inside the `TaskResult`; the runner writes
+  outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
+  result to the scheduler, so the store sees exactly what the local executor produces. Cost: a large
+  output crosses the network once more than a shared file system would need.
+- **Live logs through the scheduler's event log.** The step's lines are batched (every 50 ms) and
+  published with `Worker.log_event` under a topic private to this executor; the runner subscribes. A
+  result is held back until the log batches it reports having sent have arrived (or 2 s passed), so
+  the last lines of a step are never dropped after the step finished.
+- **A dead worker fails the step.** Dask would silently re-run a task whose worker died; flow owns
+  retries, so when the scheduler reports that a worker left while one of our tasks had started on it
+  (or a task starts a second time), the executor cancels the future and reports the step failed with
+  "the Dask worker running this step died"; the scheduler then retries or fails it.
+
+`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from dsl.errors import FlowError
+from runner.artifacts import (
+    INLINE_MAX,
+    ArtifactError,
+    artifact_path,
+    read_file_checked,
+    write_file_atomic,
+)
+from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskResult
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long constructing an executor waits for an external scheduler before it gives up."""
+
+_POLL_S = 0.1
+"""How often a task on a worker checks whether it was cancelled (the bound on stop latency)."""
+
+_LOG_FLUSH_S = 0.05
+_LOG_BATCH_LINES = 1000
+_LOG_GRACE_S = 2.0
+"""How long a finished task's result waits for log batches still in flight through the scheduler."""
+
+_TIMEOUT_GRACE_S = 2.0
+"""A worker kills a step this long after its timeout even if the runner never cancelled it (runner gone)."""
+
+_SLOTS_REFRESH_S = 5.0
+_BLOB_MARK = "dask-blob:"
+_BLOB_KEY = "flow-blob-"
+_TOPIC_PREFIX = "flow-logs-"
+
+
+def scheduler_address(address: str) -> str:
+    """The `distributed` address for what a user typed: `dask://h:p` and `h:p` become `tcp://h:p`."""
+    address = address.strip()
+    if address.startswith("dask://"):
+        return "tcp://" + address[len("dask://") :]
+    if "://" not in address:
+        return "tcp://" + address
+    return address
+
+
+def dask_resources(resources: dict[str, Any]) -> dict[str, float]:
+    """A step's `resources=` as Dask worker resources: numbers stay, sizes like "4GB" become bytes.
+
+    Raises:
+        ValueError: a value is neither a number nor a size string.
+    """
+    from dask.utils import parse_bytes
+
+    converted: dict[str, float] = {}
+    for name, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"resource {name!r} must be a number or a size like '4GB', got {value!r}")
+        if isinstance(value, str):
+            try:
+                converted[name] = float(parse_bytes(value))
+            except ValueError:
+                raise ValueError(f"resource {name!r}: cannot read {value!r} as a size like '4GB'") from None
+        else:
+            converted[name] = float(value)
+    return converted
+
+
+# ----- worker side ------------------------------------------------------------------------------
+
+_thread_local = threading.local()
+
+
+def _thread_executor() -> Any:
+    """This Dask worker thread's own warm `runner.worker` process (a one-slot `LocalExecutor`)."""
+    executor = getattr(_thread_local, "executor", None)
+    if executor is None:
+        from runner.executors.local import LocalExecutor
+
+        executor = _thread_local.executor = LocalExecutor(workers=1)
+    return executor
+
+
+def _restore(ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
+    if ref.parts is not None:
+        return dataclasses.replace(ref, parts=tuple(_restore(p, blobs) for p in ref.parts))
+    if ref.path is not None and ref.path.startswith(_BLOB_MARK):
+        return InputRef(hash=ref.hash, data=blobs[ref.path[len(_BLOB_MARK) :]])
+    return ref
+
+
+def _cancelled(worker: Any, key: str) -> bool:
+    """True once the scheduler has released this task on this worker (the client cancelled it)."""
+    state = worker.state.tasks.get(key)
+    return state is None or state.state in ("cancelled", "released", "forgotten")
+
+
+def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[TaskResult, int]:
+    """The function each Dask future runs: one task in a killable process, logs published live.
+
+    Returns:
+        The task's result (`where` = this worker's address) and how many log batches were published,
+        so the runner can wait for batches still in flight before it reports the result.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    key = worker.get_current_task()
+    worker.log_event(topic, {"t": task.id, "start": worker.address})
+    if blobs:
+        task = dataclasses.replace(task, kwargs={n: _restore(r, blobs) for n, r in task.kwargs.items()})
+    local = _thread_executor()
+    local.submit(task)
+    started = time.monotonic()
+    deadline = started + task.timeout + _TIMEOUT_GRACE_S if task.timeout else None
+    lines: list[list[Any]] = []
+    batches = 0
+    flushed = started
+    result: TaskResult | None = None
+    while True:
+        for event in local.events(_POLL_S):
+            if isinstance(event, TaskLog):
+                lines.append([event.stream, event.line, event.ts])
+            elif isinstance(event, TaskDone) and event.task_id == task.id:
+                result = event.result
+        now = time.monotonic()
+        while lines and (result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES):
+            batches += 1
+            worker.log_event(topic, {"t": task.id, "n": batches, "lines": lines[:_LOG_BATCH_LINES]})
+            del lines[:_LOG_BATCH_LINES]
+            flushed = now
+        if result is not None:
+            return dataclasses.replace(result, where=worker.address), batches
+        if _cancelled(worker, key):
+            local.cancel(task.id)
+            return TaskResult(ok=False, error="cancelled on the cluster", where=worker.address), batches
+        if deadline is not None and now >= deadline:
+            local.cancel(task.id)
+            error = f"timed out after {task.timeout:g}s; the step's process was killed"
+            return TaskResult(ok=False, error=error, where=worker.address), batches
+
+
+# ----- runner side ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Pending:
+    """A submitted task as the runner tracks it."""
+
+    task: Task
+    future: Future
+    blobs: list[Future]
+    worker: str | None = None
+    starts: int = 0
+    batches: int = 0
+    result: TaskResult | None = None
+    expected: int = 0
+    hold_until: float = 0.0
+
+
+class DaskExecutor:
+    """Runs tasks on a Dask cluster: a `LocalCluster` it starts, or an existing scheduler.
+
+    Args:
+        address: None to start a local cluster sized to this machine; else the scheduler's address
+            (`tcp://host:8786`, `dask://host:8786` or `host:8786`).
+        workers: how many tasks may run at once (default: every thread of the cluster); for a local
+            cluster, also how many worker processes it starts.
+
+    Raises:
+        FlowError: `distributed` is not installed, or the scheduler cannot be reached within
+            `CONNECT_TIMEOUT_S`.
+    """
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise FlowError(
+                "the dask executor needs the `distributed` package: pip install 'flowdsl[dask]'"
+            ) from None
+        self._cluster: Any = None
+        if address is None:
+            self._cluster = LocalCluster(
+                n_workers=max(1, workers or os.cpu_count() or 1),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            self._client: Client = Client(self._cluster, set_as_default=False)
+        else:
+            target = scheduler_address(address)
+            try:
+                self._client = Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise FlowError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
+        self.address: str = self._client.scheduler.address
+        self._fixed_slots = workers
+        self._slots = max(1, workers or 0)
+        self._worker_resources: list[dict[str, float]] = []
+        self._refreshed = 0.0
+        self._refresh()
+        self._uid = uuid.uuid4().hex[:12]
+        self._topic = _TOPIC_PREFIX + self._uid
+        self._cond = threading.Condition()
+        self._tasks: dict[str, _Pending] = {}
+        self._keys: dict[str, str] = {}
+        self._ready: deque[TaskEvent] = deque()
+        self._finished: deque[Future] = deque()
+        self._died: deque[tuple[str, str]] = deque()
+        self._held: dict[str, _Pending] = {}
+        self._woken = False
+        self._closed = False
+        self._client.subscribe_topic(self._topic, self._on_task_event)
+        self._client.subscribe_topic("all", self._on_cluster_event)
+
+    # ----- Executor protocol ---------------------------------------------------------------------
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    def submit(self, task: Task) -> None:
+        try:
+            resources = dask_resources(task.resources) if task.resources and self._cluster is None else {}
+        except ValueError as exc:
+            self._fail_now(task, f"invalid resources: {exc}")
+            return
+        blobs: dict[str, bytes] = {}
+        try:
+            kwargs = {name: self._ship(ref, blobs) for name, ref in task.kwargs.items()}
+        except ArtifactError as exc:
+            self._fail_now(task, f"an input could not be read: {exc}")
+            return
+        blob_futures: dict[str, Future] = {}
+        if blobs:
+            scattered = self._client.scatter({_BLOB_KEY + h: data for h, data in blobs.items()}, hash=False)
+            blob_futures = {key[len(_BLOB_KEY) :]: future for key, future in scattered.items()}
+        shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
+        if resources:
+            self._warn_unmatched(task, resources)
+        future = self._client.submit(
+            run_on_worker,
+            shipped,
+            self._topic,
+            blob_futures,
+            key=f"{task.step}-{self._uid}-{task.id}",
+            pure=False,
+            resources=resources or None,
+        )
+        with self._cond:
+            self._tasks[task.id] = _Pending(task, future, list(blob_futures.values()))
+            self._keys[future.key] = task.id
+        future.add_done_callback(self._on_done)
+
+    def cancel(self, task_id: str) -> None:
+        with self._cond:
+            pending = self._forget(task_id)
+        if pending is not None and not pending.future.done():
+            self._client.cancel([pending.future], reason="stopped by flow")
+
+    def events(self, timeout: float | None) -> list[TaskEvent]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not (self._ready or self._finished or self._died or self._woken):
+                waits = [] if deadline is None else [deadline]
+                waits += [p.hold_until for p in self._held.values()]
+                if self._fixed_slots is None and self._cluster is None:
+                    waits.append(self._refreshed + _SLOTS_REFRESH_S)
+                if waits and min(waits) <= time.monotonic():
+                    break
+                self._cond.wait(None if not waits else min(waits) - time.monotonic())
+            self._woken = False
+            finished = list(self._finished)
+            died = list(self._died)
+            self._finished.clear()
+            self._died.clear()
+        for task_id, reason in died:
+            with self._cond:
+                pending = self._forget(task_id)
+            if pending is not None:
+                self._client.cancel([pending.future], reason="its worker died")
+                with self._cond:
+                    self._ready.append(TaskDone(task_id, TaskResult(ok=False, error=reason, where=pending.worker or "")))
+        if finished:
+            self._collect(finished)
+        now = time.monotonic()
+        with self._cond:
+            for task_id, pending in list(self._held.items()):
+                if now >= pending.hold_until:
+                    self._release(task_id, pending)
+            events = list(self._ready)
+            self._ready.clear()
+        if self._fixed_slots is None and self._cluster is None and now >= self._refreshed + _SLOTS_REFRESH_S:
+            self._refresh()
+        return events
+
+    def wakeup(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            futures = [p.future for p in self._tasks.values()]
+            self._tasks.clear()
+            self._held.clear()
+            self._keys.clear()
+        try:
+            if futures:
+                self._client.cancel(futures, reason="the runner closed")
+            self._client.unsubscribe_topic(self._topic)
+            self._client.unsubscribe_topic("all")
+            self._client.run_on_scheduler(_truncate_topic, self._topic)
+        except Exception:  # the cluster may already be gone; closing must still finish
+            pass
+        self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    # ----- runner-side helpers -------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Re-read the cluster's size (an adaptive or shared cluster grows and shrinks)."""
+        self._refreshed = time.monotonic()
+        try:
+            info = self._client.scheduler_info(n_workers=-1)
+        except Exception:
+            return
+        workers = info.get("workers", {}).values()
+        self._worker_resources = [dict(w.get("resources") or {}) for w in workers]
+        if self._fixed_slots is None:
+            self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+    def _ship(self, ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
+        """An input a remote worker can read: files read here, large bytes set aside for `scatter`."""
+        if ref.parts is not None:
+            return dataclasses.replace(ref, parts=tuple(self._ship(p, blobs) for p in ref.parts))
+        data = ref.data
+        if ref.path is not None:
+            data = read_file_checked(ref.path, ref.hash)
+        if data is None:
+            return ref
+        if len(data) > INLINE_MAX:
+            blobs[ref.hash] = data
+            return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
+        return InputRef(hash=ref.hash, data=data)
+
+    def _warn_unmatched(self, task: Task, resources: dict[str, float]) -> None:
+        """Say why a step waits when no worker (yet) offers what it asks for; Dask would wait silently."""
+        fits = any(all(w.get(k, 0) >= v for k, v in resources.items()) for w in self._worker_resources)
+        if not fits:
+            wanted = ",".join(f"{k}={v:g}" for k, v in resources.items())
+            line = (
+                f"waiting: no Dask worker offers resources {wanted} yet "
+                f"(start workers with `dask worker ... --resources \"{wanted}\"`)"
+            )
+            with self._cond:
+                self._ready.append(TaskLog(task.id, "log", line, time.time()))
+
+    def _fail_now(self, task: Task, error: str) -> None:
+        with self._cond:
+            self._ready.append(TaskDone(task.id, TaskResult(ok=False, error=error)))
+            self._cond.notify_all()
+
+    def _collect(self, futures: list[Future]) -> None:
+        """Turn finished futures into results: one `gather` for the successful ones."""
+        with self._cond:
+            tracked = [(f, self._tasks[self._keys[f.key]].task) for f in futures if f.key in self._keys]
+        ok = [f for f, _ in tracked if f.status == "finished"]
+        values: dict[str, Any] = {}
+        if ok:
+            try:
+                values = dict(zip((f.key for f in ok), self._client.gather(ok), strict=True))
+            except Exception:
+                for f in ok:
+                    try:
+                        values[f.key] = f.result(timeout=CONNECT_TIMEOUT_S)
+                    except Exception as exc:
+                        values[f.key] = exc
+        for future, task in tracked:
+            task_id = task.id
+            value: Any = values.get(future.key)
+            if future.status == "finished" and not isinstance(value, BaseException):
+                result, expected = value
+                result = self._store_large(task, result)
+            else:
+                if value is None:
+                    value = self._exception(future)
+                result, expected = _failure(value), 0
+            with self._cond:
+                pending = self._tasks.get(task_id)
+                if pending is None:
+                    continue
+                pending.result, pending.expected = result, expected
+                if pending.batches >= expected:
+                    self._release(task_id, pending)
+                else:
+                    pending.hold_until = time.monotonic() + _LOG_GRACE_S
+                    self._held[task_id] = pending
+
+    def _exception(self, future: Future) -> BaseException:
+        if future.status == "cancelled":
+            return RuntimeError("the task was cancelled on the cluster (the scheduler restarted or dropped it)")
+        try:
+            exc = future.exception(timeout=CONNECT_TIMEOUT_S)
+        except Exception as err:
+            return err
+        return exc if isinstance(exc, BaseException) else RuntimeError(f"the task failed: {exc!r}")
+
+    @staticmethod
+    def _store_large(task: Task, result: TaskResult) -> TaskResult:
+        """Write an output over `INLINE_MAX` into the artifact store, as a local worker would have."""
+        if not result.ok or result.data is None or len(result.data) <= INLINE_MAX or not task.artifact_dir:
+            return result
+        assert result.hash is not None
+        path = artifact_path(task.artifact_dir, result.hash)
+        try:
+            if not path.exists():
+                write_file_atomic(path, result.data)
+        except OSError as exc:
+            return TaskResult(
+                ok=False,
+                error=f"the output cannot be written to the artifact store: {exc}",
+                metrics=result.metrics,
+                duration_s=result.duration_s,
+                where=result.where,
+            )
+        return dataclasses.replace(result, data=None, path=str(path))
+
+    def _release(self, task_id: str, pending: _Pending) -> None:
+        """Report a task's result (lock held): its log lines are in `_ready` ahead of it."""
+        self._forget(task_id)
+        assert pending.result is not None
+        self._ready.append(TaskDone(task_id, pending.result))
+        self._cond.notify_all()
+
+    def _forget(self, task_id: str) -> _Pending | None:
+        """Stop tracking a task (lock held): later events and results for it are ignored."""
+        pending = self._tasks.pop(task_id, None)
+        self._held.pop(task_id, None)
+        if pending is not None:
+            self._keys.pop(pending.future.key, None)
+        return pending
+
+    # ----- callbacks (Dask's threads) --------------------------------------------------------------
+
+    def _on_done(self, future: Future) -> None:
+        """A future finished, failed or was cancelled (Dask's callback thread): hand it to `events`."""
+        with self._cond:
+            self._finished.append(future)
+            self._cond.notify_all()
+
+    def _on_task_event(self, event: tuple[float, Any]) -> None:
+        """A start or a batch of log lines from `run_on_worker` (the client's event loop: no blocking)."""
+        message = event[1]
+        task_id = message.get("t")
+        with self._cond:
+            pending = self._tasks.get(task_id)
+            if pending is None:
+                return
+            if "start" in message:
+                pending.starts += 1
+                if pending.starts > 1:
+                    self._died.append((task_id, _died(pending.worker, "the task was started again elsewhere")))
+                pending.worker = message["start"]
+            else:
+                pending.batches += 1
+                self._ready.extend(TaskLog(task_id, s, line, ts) for s, line, ts in message["lines"])
+                if task_id in self._held and pending.batches >= pending.expected:
+                    self._release(task_id, pending)
+            self._cond.notify_all()
+
+    def _on_cluster_event(self, event: tuple[float, Any]) -> None:
+        """The scheduler's "all" topic: a worker that left takes the steps that started on it down."""
+        message = event[1]
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        address = message.get("worker")
+        with self._cond:
+            for task_id, pending in self._tasks.items():
+                if pending.worker == address and pending.result is None:
+                    self._died.append((task_id, _died(address, "it left the cluster")))
+            self._cond.notify_all()
+
+
+def _died(address: str | None, detail: str) -> str:
+    return f"the Dask worker running this step died ({address or 'unknown worker'}: {detail})"
+
+
+def _failure(exc: BaseException) -> TaskResult:
+    """A future that raised instead of returning a result: why, in the user's terms."""
+    kind = type(exc).__name__
+    if kind == "KilledWorker":
+        return TaskResult(ok=False, error=f"the Dask worker running this step died: {kind}: {exc}")
+    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in ("runner", "dsl"):
+        return TaskResult(
+            ok=False,
+            error=f"flow is not installed on the Dask workers ({exc}); install the same flowdsl version there",
+        )
+    return TaskResult(ok=False, error=f"the Dask task failed: {kind}: {exc}")
+
+
+def _truncate_topic(topic: str, dask_scheduler: Any = None) -> None:
+    """Drop this executor's log events from the scheduler's memory (it keeps every topic otherwise)."""
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is not None:
+        broker.truncate(topic)
