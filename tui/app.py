@@ -1,0 +1,155 @@
+"""Provides `FlowApp`, its factory `make_app`, and `run_tui` (what `flow tui` calls).
+
+The app is thin: it owns the engine and the store for its lifetime, pushes `MainScreen`, adds the
+screen's actions to the command palette, switches themes, and asks before quitting while a run is in
+flight (then stops the runs and waits for them to end, so the store records them as cancelled).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from runner.engine import Engine
+from runner.executors.local import LocalExecutor
+from runner.store import Store
+from tui.data.discovery import find_flows
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.main import ACTIONS, MainScreen
+
+QUIT_WAIT_S = 10.0
+"""How long quitting waits for stopped runs to record their end."""
+
+
+class FlowApp(App[int]):
+    """flow's terminal UI.
+
+    Args:
+        flows: the flow files to offer (the first is opened).
+        engine: runs the flows; closed when the app exits.
+        store: the run store the engine writes.
+        watch: hot reload on at start.
+        listing: show the flow list (`flow tui DIR`).
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "flow"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("t", "toggle_theme", "Theme", show=False),
+    ]
+
+    def __init__(self, flows: list[Path], engine: Engine, store: Store, *, watch: bool = True,
+                 listing: bool = False) -> None:
+        super().__init__()
+        self.flows = flows
+        self.engine = engine
+        self.store = store
+        self.watch = watch
+        self.listing = listing
+        self.main: MainScreen | None = None
+        self._closed = False
+
+    def on_mount(self) -> None:
+        self.main = MainScreen(self.flows, self.engine, self.store, watch=self.watch, listing=self.listing)
+        self.push_screen(self.main)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:  # type: ignore[type-arg]
+        yield from super().get_system_commands(screen)
+        main = self.main
+        if main is None:
+            return
+        for key, action, label, help_text, _ in ACTIONS:
+            shown = "/" if key == "slash" else key
+            name, _, arg = action.partition("(")
+            method = getattr(main, f"action_{name}")
+            callback = partial(method, arg.rstrip(")").strip("'")) if arg else method
+            yield SystemCommand(f"{label} [{shown}]", help_text, callback)
+        yield SystemCommand("Toggle light/dark theme [t]", "Switch between the light and dark theme",
+                            self.action_toggle_theme)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    async def action_quit(self) -> None:
+        active = self.engine.active_runs
+        if not active:
+            self.exit(0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.engine.cancel(None)
+                self.notify("stopping the runs in flight…")
+                self._wait_and_exit(0.0)
+
+        runs = ", ".join(f"#{r}" for r in active)
+        question = f"Run {runs} is in flight. Stop it and quit?"
+        self.push_screen(ConfirmScreen(question, "Stop and quit"), answered)
+
+    def _wait_and_exit(self, waited: float) -> None:
+        if not self.engine.active_runs or waited >= QUIT_WAIT_S:
+            self.exit(0)
+            return
+        self.set_timer(0.05, partial(self._wait_and_exit, waited + 0.05))
+
+    def on_unmount(self) -> None:
+        self.close_engine()
+
+    def close_engine(self) -> None:
+        """Stop watchers and runs, the scheduler and the workers (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.main is not None:
+            for pane in self.main.panes.values():
+                pane.stop_watch()
+        close_engine(self.engine)
+
+
+def close_engine(engine: Engine, limit_s: float = 15.0) -> None:
+    """`engine.close()`, nudging the scheduler awake until it has stopped.
+
+    Works around the scheduler computing an unbounded wait right after its stop command ran
+    (`Engine._next_wait` ignores `_closing`), which would leave `close()` joined forever.
+    """
+    closer = threading.Thread(target=engine.close, name="flow-tui-close", daemon=True)
+    closer.start()
+    deadline = time.monotonic() + limit_s
+    while closer.is_alive() and time.monotonic() < deadline:
+        engine.executor.wakeup()
+        closer.join(0.05)
+
+
+def make_app(
+    target: Path,
+    store_dir: Path | None = None,
+    workers: int | None = None,
+    *,
+    watch: bool = True,
+) -> FlowApp:
+    """Build the app for a flow file or a directory of flows (the store and engine with it)."""
+    target = Path(target)
+    listing = target.is_dir()
+    flows = find_flows(target) if listing else [target]
+    store = Store(store_dir)
+    engine = Engine(store, LocalExecutor(workers))
+    return FlowApp(flows, engine, store, watch=watch, listing=listing)
+
+
+def run_tui(target: Path, store_dir: Path | None, workers: int | None) -> int:
+    """Run the TUI until the user quits; return the exit code."""
+    app = make_app(target, store_dir, workers)
+    try:
+        app.run()
+    finally:
+        app.close_engine()
+    return app.return_code or 0

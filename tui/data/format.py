@@ -1,0 +1,78 @@
+"""Provides the symbols, labels and time formats every widget uses for statuses.
+
+Each status has a symbol as well as a colour, so the DAG reads without colour too. `MASK_TIMES`
+exists for snapshot tests: it replaces wall-clock times and durations with fixed placeholders.
+"""
+
+from __future__ import annotations
+
+import time
+
+MASK_TIMES = False
+"""When True, durations and timestamps render as fixed placeholders (deterministic snapshots)."""
+
+SYMBOLS = {
+    "idle": "·",
+    "pending": "○",
+    "ready": "○",
+    "running": "◐",
+    "retrying": "↻",
+    "succeeded": "✓",
+    "cached": "≡",
+    "failed": "✗",
+    "skipped": "⊘",
+    "cancelled": "■",
+    "interrupted": "■",
+}
+SPINNER = "◐◓◑◒"
+STATUSES = tuple(SYMBOLS)
+
+
+def symbol(status: str, tick: int = 0) -> str:
+    """The one-cell symbol of a status (a spinner frame while running)."""
+    if status == "running":
+        return SPINNER[tick % len(SPINNER)]
+    return SYMBOLS.get(status, "?")
+
+
+def duration(seconds: float | None) -> str:
+    """`0.4s`, `12s`, `3m05s`, `1h02m`; empty for None."""
+    if seconds is None:
+        return ""
+    if MASK_TIMES:
+        return "0.0s"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def when(ts: float | None) -> str:
+    """A start time: `HH:MM:SS` today, `Mon DD HH:MM` before."""
+    if ts is None:
+        return ""
+    if MASK_TIMES:
+        return "00:00:00"
+    now = time.localtime()
+    then = time.localtime(ts)
+    if then[:3] == now[:3]:
+        return time.strftime("%H:%M:%S", then)
+    return time.strftime("%b %d %H:%M", then)
+
+
+def value(v: object, width: int = 24) -> str:
+    """A parameter or metric value, short."""
+    if isinstance(v, float):
+        text = f"{v:.4g}"
+    else:
+        text = str(v)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def params_line(params: dict[str, object], width: int = 40) -> str:
+    """`lr=0.1 epochs=200` cut to `width`."""
+    text = " ".join(f"{k}={value(v, 16)}" for k, v in params.items())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,267 @@
+"""Provides `RunState`: one run as the TUI shows it, built from engine events or a stored record.
+
+Textual-free so it is unit-testable. Log lines live in a `LogBuffer` per step: a plain list of
+strings plus a parallel bytearray of stream flags, so a million lines cost one string each. A
+fan-out instance `name[i]` rolls up into its parent `name`: its lines are prefixed with `[i]` and
+counted on the parent's box.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepLog,
+    StepRetrying,
+    StepStarted,
+)
+from runner.records import RunRecord
+
+_ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
+
+
+def split_instance(name: str) -> tuple[str, int | None]:
+    """`train[3]` -> (`train`, 3); `train` -> (`train`, None)."""
+    if name.endswith("]") and "[" in name:
+        base, _, index = name[:-1].partition("[")
+        if index.isdigit():
+            return base, int(index)
+    return name, None
+
+
+class LogBuffer:
+    """A step's captured lines, append-only.
+
+    Attributes:
+        lines: the text of each line (tabs expanded).
+        stderr: 1 where the line came from stderr, else 0.
+        width: the longest line's length (the view's virtual width).
+        complete: False while older lines are still being read from the store.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.stderr = bytearray()
+        self.width = 0
+        self.complete = True
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def append(self, stream: str, line: str) -> None:
+        text = line.rstrip("\n").expandtabs(4)
+        self.lines.append(text)
+        self.stderr.append(1 if stream == "stderr" else 0)
+        if len(text) > self.width:
+            self.width = len(text)
+
+    def find(self, needle: str, start: int, backwards: bool = False) -> int | None:
+        """The index of the next line containing `needle` (case-insensitive), wrapping around."""
+        if not needle or not self.lines:
+            return None
+        needle = needle.lower()
+        count = len(self.lines)
+        order = range(1, count + 1)
+        for step in order:
+            index = (start - step) % count if backwards else (start + step) % count
+            if needle in self.lines[index].lower():
+                return index
+        return None
+
+    def error_line(self) -> int | None:
+        """The first line of a traceback, else the first line that looks like an error, else stderr."""
+        first_stderr = None
+        first_error = None
+        for index, text in enumerate(self.lines):
+            if text.startswith("Traceback (most recent call last)") or "Traceback (most recent" in text:
+                return index
+            if first_error is None and _ERROR.search(text):
+                first_error = index
+            if first_stderr is None and self.stderr[index]:
+                first_stderr = index
+        return first_error if first_error is not None else first_stderr
+
+
+@dataclass
+class StepInfo:
+    """One step's state within a run (what the DAG box and the details panel show)."""
+
+    name: str
+    status: str = "pending"
+    attempts: int = 0
+    reason: str = ""
+    duration_s: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    fingerprint: str | None = None
+    output_hash: str | None = None
+    preview: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    started_at: float | None = None
+    retry_error: str | None = None
+    instances: int = 0
+    instances_done: int = 0
+
+
+FINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
+
+
+@dataclass
+class RunState:
+    """A run: its steps' states and (for runs this TUI started) their logs.
+
+    Attributes:
+        live: True when built from this process's events (logs are complete in memory).
+    """
+
+    run_id: int
+    flow: str
+    file: str
+    status: str = "running"
+    params: dict[str, Any] = field(default_factory=dict)
+    trigger: str = ""
+    started_at: float | None = None
+    duration_s: float | None = None
+    scope: tuple[str, ...] = ()
+    steps: dict[str, StepInfo] = field(default_factory=dict)
+    logs: dict[str, LogBuffer] = field(default_factory=dict)
+    live: bool = True
+
+    @classmethod
+    def from_started(cls, event: RunStarted) -> RunState:
+        state = cls(
+            run_id=event.run_id,
+            flow=event.flow,
+            file=event.file,
+            params=dict(event.params),
+            trigger=event.trigger,
+            started_at=event.ts,
+            scope=tuple(event.steps),
+        )
+        for name in event.steps:
+            state.steps[name] = StepInfo(name)
+        return state
+
+    @classmethod
+    def from_record(cls, record: RunRecord) -> RunState:
+        state = cls(
+            run_id=record.id,
+            flow=record.flow,
+            file=record.file,
+            status=record.status,
+            params=dict(record.params),
+            trigger=record.trigger,
+            started_at=record.started_at,
+            duration_s=record.duration_s,
+            live=False,
+        )
+        for step in record.steps:
+            base, index = split_instance(step.name)
+            if index is not None and step.parent:
+                parent = state.steps.setdefault(base, StepInfo(base))
+                parent.instances += 1
+                parent.instances_done += step.status in FINAL
+                continue
+            state.steps[step.name] = StepInfo(
+                name=step.name,
+                status=step.status,
+                attempts=step.attempts,
+                reason=step.reason,
+                duration_s=step.duration_s,
+                error=step.error,
+                traceback=step.traceback,
+                fingerprint=step.fingerprint,
+                output_hash=step.output_hash,
+                preview=step.preview,
+                metrics=dict(step.metrics),
+                started_at=step.started_at,
+            )
+        state.scope = tuple(state.steps)
+        return state
+
+    def step(self, name: str) -> StepInfo:
+        info = self.steps.get(name)
+        if info is None:
+            info = self.steps[name] = StepInfo(name)
+        return info
+
+    def log(self, name: str) -> LogBuffer:
+        buffer = self.logs.get(name)
+        if buffer is None:
+            buffer = self.logs[name] = LogBuffer()
+        return buffer
+
+    def apply(self, event: Event) -> str | None:
+        """Fold one event in; return the (parent) step it changed, if any."""
+        if isinstance(event, StepLog):
+            base, index = split_instance(event.step)
+            line = event.line if index is None else f"[{index}] {event.line}"
+            self.log(base).append(event.stream, line)
+            return base
+        if isinstance(event, StepStarted):
+            base, index = split_instance(event.step)
+            info = self.step(base)
+            if index is not None:
+                info.instances = max(info.instances, index + 1)
+                if info.status not in FINAL:
+                    info.status = "running"
+                    info.started_at = info.started_at or event.ts
+                return base
+            info.status = "running"
+            info.attempts = event.attempt
+            info.reason = event.reason
+            info.fingerprint = event.fingerprint
+            info.started_at = event.ts
+            info.retry_error = None
+            return base
+        if isinstance(event, StepRetrying):
+            base, _ = split_instance(event.step)
+            info = self.step(base)
+            info.status = "retrying"
+            info.retry_error = f"attempt {event.attempt} failed: {event.error}"
+            return base
+        if isinstance(event, StepFinished):
+            base, index = split_instance(event.step)
+            info = self.step(base)
+            if index is not None:
+                info.instances = max(info.instances, index + 1)
+                info.instances_done += 1
+                if info.status not in FINAL:
+                    info.status = "running"
+                return base
+            info.status = event.status
+            info.attempts = event.attempts
+            info.duration_s = event.duration_s
+            info.reason = event.reason
+            info.error = event.error
+            info.traceback = event.traceback
+            info.fingerprint = event.fingerprint
+            info.output_hash = event.output_hash
+            info.preview = event.preview
+            info.metrics = dict(event.metrics)
+            info.retry_error = None
+            return base
+        if isinstance(event, RunFinished):
+            self.status = event.status
+            self.duration_s = event.duration_s
+            return None
+        return None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Every step's metrics, as `metric` or `step.metric` when the name repeats."""
+        counts: dict[str, int] = {}
+        for info in self.steps.values():
+            for key in info.metrics:
+                counts[key] = counts.get(key, 0) + 1
+        merged: dict[str, float] = {}
+        for info in self.steps.values():
+            for key, value in info.metrics.items():
+                merged[key if counts[key] == 1 else f"{info.name}.{key}"] = value
+        return merged

@@ -1,0 +1,93 @@
+"""Provides the messages that carry work from other threads into the UI, and `EventBridge`.
+
+The engine calls its subscribers on its scheduler thread (or the watcher's thread), sometimes
+thousands of times a second while a step prints. `EventBridge` queues every event and posts one
+`EventsReady` only when none is pending, so the UI drains a batch per message instead of handling a
+message per log line (toolong's coalescing, without dropping anything).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.message import Message
+from textual.message_pump import MessagePump
+
+from runner.events import Event
+
+if TYPE_CHECKING:
+    from runner.records import RunRecord
+    from runner.session import FlowSession
+    from tui.data.state import LogBuffer, RunState
+
+
+class EventsReady(Message):
+    """Events are queued in the bridge: drain them."""
+
+
+class SessionReady(Message):
+    """A flow's session was created (its first load succeeded or failed)."""
+
+    def __init__(self, path: Path, session: FlowSession) -> None:
+        super().__init__()
+        self.path = path
+        self.session = session
+
+
+class HistoryLoaded(Message):
+    """A flow's past runs were read from the store."""
+
+    def __init__(self, records: list[RunRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+
+class RunLoaded(Message):
+    """A past run was read from the store, to be viewed."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__()
+        self.state = state
+
+
+class LogsLoaded(Message):
+    """A step's stored log lines were read (for a run this process did not start)."""
+
+    def __init__(self, run_id: int, step: str, buffer: LogBuffer) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.step = step
+        self.buffer = buffer
+
+
+class EventBridge:
+    """An engine subscriber that hands events to the UI thread in batches."""
+
+    def __init__(self, target: MessagePump) -> None:
+        self._target = target
+        self._queue: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._queue.append(event)
+            if self._pending:
+                return
+            self._pending = True
+        self._target.post_message(EventsReady())
+
+    def drain(self) -> list[Event]:
+        with self._lock:
+            events = list(self._queue)
+            self._queue.clear()
+            self._pending = False
+        return events
+
+
+def flow_key(path: str | Path | Any) -> str:
+    """How panes and events name a flow file: its resolved path."""
+    return str(Path(path).resolve())

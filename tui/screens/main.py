@@ -1,0 +1,229 @@
+"""Provides `MainScreen`: the flow list (for a directory), one `FlowPane` per open flow, and the
+actions on the current flow, bound to keys (shown in the footer) and listed in the command palette.
+
+The screen subscribes an `EventBridge` to the engine and routes each drained batch of events to the
+pane of the flow it belongs to, so several flows can run at once, each with its own live status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Header, OptionList, TabbedContent
+
+from runner.engine import Engine
+from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
+from runner.store import Store
+from tui.messages import EventBridge, EventsReady, flow_key
+from tui.widgets.flow_list import FlowList
+from tui.widgets.flow_pane import FlowPane
+
+ACTIONS: list[tuple[str, str, str, str, bool]] = [
+    # key, action, footer label, palette help, shown in the footer
+    ("r", "run", "Run", "Run the flow (cached steps are reused)", True),
+    ("e", "rerun_step", "Re-run step", "Re-run the selected step and its descendants", True),
+    ("f", "force", "Force", "Force re-run every step, ignoring the cache", True),
+    ("s", "stop", "Stop", "Stop the running run (kills its running steps)", True),
+    ("u", "resume", "Resume", "Resume the selected failed or stopped run with its parameters", False),
+    ("a", "rerun_past", "Re-run past", "Re-run the selected past run with its parameters", False),
+    ("d", "delete_run", "Delete run", "Delete the selected run and its logs", False),
+    ("p", "edit_params", "Params", "Edit the flow's parameters before a run", True),
+    ("w", "toggle_watch", "Watch", "Toggle hot reload (re-run on save)", True),
+    ("v", "view_live", "Live", "View the latest run and follow new runs", False),
+    ("slash", "search", "Search", "Search the selected step's logs", False),
+    ("n", "search_next", "Next match", "Next search match in the logs", False),
+    ("N", "search_previous", "Prev match", "Previous search match in the logs", False),
+    ("x", "jump_to_error", "Error", "Jump to the first error in the step's logs", False),
+    ("F", "toggle_follow", "Follow", "Toggle follow mode of the logs", False),
+    ("l", "tab('logs-tab')", "Logs", "Show the selected step's logs", False),
+    ("i", "tab('details-tab')", "Details", "Show the selected step's details", False),
+    ("h", "tab('history-tab')", "History", "Show the run history", True),
+    ("g", "focus_dag", "DAG", "Focus the DAG", False),
+]
+
+
+class MainScreen(Screen[None]):
+    """The screen a user lives in."""
+
+    BINDINGS = [
+        *(Binding(key, action, label, show=show) for key, action, label, _, show in ACTIONS),
+        Binding("escape", "close_search", "Close search", show=False),
+    ]
+
+    def __init__(
+        self, flows: list[Path], engine: Engine, store: Store, *, watch: bool, listing: bool
+    ) -> None:
+        super().__init__()
+        self.flows = flows
+        self.engine = engine
+        self.store = store
+        self.watch = watch
+        self.listing = listing
+        self.bridge = EventBridge(self)
+        self.panes: dict[str, FlowPane] = {}
+        self.run_flows: dict[int, str] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="≋")
+        with Horizontal(id="body"):
+            if self.listing:
+                yield FlowList(self.flows, id="flows")
+            yield ContentSwitcher(id="panes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._unsubscribe = self.engine.subscribe(self.bridge)
+        if self.flows:
+            self.open_flow(self.flows[0])
+        else:
+            self.notify("no flow files here (a .py file that imports dsl)", severity="warning")
+        if self.listing:
+            self.query_one(FlowList).focus()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # ----- flows -----------------------------------------------------------------------------
+
+    @property
+    def pane(self) -> FlowPane | None:
+        """The current flow's pane."""
+        switcher = self.query_one(ContentSwitcher)
+        current = switcher.current
+        return switcher.get_child_by_id(current, FlowPane) if current else None
+
+    def open_flow(self, path: Path) -> FlowPane:
+        key = flow_key(path)
+        pane = self.panes.get(key)
+        switcher = self.query_one(ContentSwitcher)
+        if pane is None:
+            pane = FlowPane(path, self.engine, self.store, watch=self.watch, id=f"pane-{len(self.panes)}")
+            self.panes[key] = pane
+            switcher.mount(pane)
+            self.call_after_refresh(self._show, pane)
+        else:
+            self._show(pane)
+        self.app.sub_title = path.name
+        return pane
+
+    def _show(self, pane: FlowPane) -> None:
+        self.query_one(ContentSwitcher).current = pane.id
+        if not self.listing or not self.query_one(FlowList).has_focus:
+            pane.query_one("#dag").focus()
+
+    @on(OptionList.OptionSelected, "#flows")
+    @on(OptionList.OptionHighlighted, "#flows")
+    def _flow_chosen(self, event: OptionList.OptionSelected | OptionList.OptionHighlighted) -> None:
+        if event.option.id is not None:
+            pane = self.open_flow(Path(event.option.id))
+            if isinstance(event, OptionList.OptionSelected):
+                pane.query_one("#dag").focus()
+
+    @on(FlowPane.StatusChanged)
+    def _status(self, event: FlowPane.StatusChanged) -> None:
+        if self.listing:
+            self.query_one(FlowList).set_status(flow_key(event.pane.path), event.status)
+
+    # ----- engine events ---------------------------------------------------------------------
+
+    @on(EventsReady)
+    def _drain(self) -> None:
+        batches: dict[str, list[Event]] = {}
+        for event in self.bridge.drain():
+            if isinstance(event, RunStarted):
+                key = flow_key(event.file)
+                self.run_flows[event.run_id] = key
+            elif isinstance(event, FlowReloaded | LoadFailed):
+                key = flow_key(event.file)
+            else:
+                run_id = getattr(event, "run_id", None)
+                found = self.run_flows.get(run_id) if run_id is not None else None
+                if found is None:
+                    continue
+                key = found
+            batches.setdefault(key, []).append(event)
+        for key, events in batches.items():
+            pane = self.panes.get(key)
+            if pane is not None:
+                pane.apply(events)
+
+    @property
+    def active_runs(self) -> list[int]:
+        return self.engine.active_runs
+
+    # ----- actions ---------------------------------------------------------------------------
+
+    def _on_pane(self, method: str, *args: object) -> None:
+        pane = self.pane
+        if pane is None:
+            self.notify("no flow is open", severity="warning")
+            return
+        getattr(pane, method)(*args)
+
+    def action_run(self) -> None:
+        self._on_pane("run_flow")
+
+    def action_rerun_step(self) -> None:
+        self._on_pane("rerun_step")
+
+    def action_force(self) -> None:
+        self._on_pane("force_run")
+
+    def action_stop(self) -> None:
+        self._on_pane("stop")
+
+    def action_resume(self) -> None:
+        self._on_pane("resume")
+
+    def action_rerun_past(self) -> None:
+        self._on_pane("rerun_past")
+
+    def action_delete_run(self) -> None:
+        self._on_pane("delete_run")
+
+    def action_edit_params(self) -> None:
+        self._on_pane("edit_params")
+
+    def action_toggle_watch(self) -> None:
+        self._on_pane("toggle_watch")
+
+    def action_view_live(self) -> None:
+        self._on_pane("view_run", None)
+
+    def action_search(self) -> None:
+        self._on_pane("open_search")
+
+    def action_search_next(self) -> None:
+        self._on_pane("search_next", False)
+
+    def action_search_previous(self) -> None:
+        self._on_pane("search_next", True)
+
+    def action_jump_to_error(self) -> None:
+        self._on_pane("jump_to_error")
+
+    def action_toggle_follow(self) -> None:
+        self._on_pane("toggle_follow")
+
+    def action_close_search(self) -> None:
+        self._on_pane("close_search")
+
+    def action_focus_dag(self) -> None:
+        pane = self.pane
+        if pane is not None:
+            pane.query_one("#dag").focus()
+
+    def action_tab(self, tab: str) -> None:
+        pane = self.pane
+        if pane is not None:
+            pane.query_one(TabbedContent).active = tab
+            if tab == "history-tab":
+                pane.query_one("#history").focus()

@@ -1,0 +1,98 @@
+"""Provides `StepDetails`: one step's status, why it ran, timing, error and traceback, metrics,
+output preview and parameters, for the run being viewed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.containers import VerticalScroll
+from textual.content import Content
+from textual.widgets import Static
+
+from tui.data import format as fmt
+from tui.data.state import StepInfo
+
+STATUS_STYLE = {
+    "succeeded": "$success",
+    "cached": "$secondary",
+    "failed": "$error",
+    "running": "$accent",
+    "retrying": "$warning",
+    "cancelled": "$warning",
+    "skipped": "$text-muted",
+}
+
+
+def _field(label: str, value: str, style: str = "") -> Content:
+    value_content = Content.styled(value, style) if style else Content(value)
+    return Content.assemble((f"{label:<12}", "$text-muted"), value_content)
+
+
+def describe(
+    step: str,
+    info: StepInfo | None,
+    *,
+    run_id: int | None,
+    options: dict[str, Any],
+    params: dict[str, Any],
+) -> Content:
+    """The details text of a step (pure: unit- and snapshot-friendly)."""
+    parts: list[Content] = []
+    status = info.status if info else "idle"
+    symbol = fmt.symbol(status)
+    title = Content.assemble((f"{symbol} {step}", f"bold {STATUS_STYLE.get(status, '')}".strip()))
+    parts.append(title)
+    if info is None:
+        where = f"run #{run_id}" if run_id is not None else "any run yet"
+        parts.append(Content.styled(f"not part of {where}", "$text-muted"))
+    else:
+        parts.append(_field("status", status, STATUS_STYLE.get(status, "")))
+        if status == "cached":
+            parts.append(_field("cached", info.reason or "same fingerprint as an earlier run"))
+        elif info.reason:
+            label = "skipped" if status == "skipped" else "why it ran"
+            parts.append(_field(label, info.reason))
+        if info.duration_s is not None and status not in ("cached", "skipped"):
+            parts.append(_field("duration", fmt.duration(info.duration_s)))
+        if info.attempts:
+            retries = options.get("retries", 0)
+            parts.append(_field("attempts", f"{info.attempts} of {1 + retries}"))
+        if info.instances:
+            parts.append(_field("fan-out", f"{info.instances_done}/{info.instances} items done"))
+        if info.fingerprint:
+            parts.append(_field("fingerprint", info.fingerprint[:16]))
+        if info.retry_error:
+            parts.append(_field("retrying", info.retry_error, "$warning"))
+        if info.error:
+            parts.append(_field("error", info.error, "$error"))
+        if info.metrics:
+            metrics = "  ".join(f"{k}={fmt.value(v)}" for k, v in info.metrics.items())
+            parts.append(_field("metrics", metrics, "bold"))
+        if info.preview:
+            parts.append(_field("output", info.preview.splitlines()[0][:200] if info.preview else ""))
+    if params:
+        parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v)}" for k, v in params.items())))
+    shown = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
+    if shown:
+        parts.append(_field("options", "  ".join(shown), "$text-muted"))
+    if info is not None and info.traceback:
+        parts.append(Content(""))
+        parts.append(Content.styled("traceback", "bold $error"))
+        parts.append(Content.styled(info.traceback.rstrip(), "$text-error"))
+    return Content("\n").join(parts)
+
+
+class StepDetails(VerticalScroll):
+    """A scrollable panel with `describe()`'s text."""
+
+    DEFAULT_CSS = """
+    StepDetails { background: $surface; padding: 0 1; }
+    StepDetails > Static { width: auto; }
+    """
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Static(id="details-text")
+
+    def show(self, content: Content) -> None:
+        self.query_one("#details-text", Static).update(content)

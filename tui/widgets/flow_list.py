@@ -1,0 +1,41 @@
+"""Provides `FlowList`: the flows found in a directory, each with its live status symbol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.content import Content
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from tui.data import format as fmt
+
+STATUS_STYLE = {
+    "running": "$accent",
+    "succeeded": "$success",
+    "failed": "$error",
+    "cancelled": "$warning",
+    "interrupted": "$warning",
+}
+
+
+class FlowList(OptionList):
+    """One option per flow file (option id: the file's resolved path)."""
+
+    def __init__(self, flows: list[Path], *, id: str | None = None) -> None:
+        self.flows = flows
+        self.statuses: dict[str, str] = {}
+        super().__init__(*(Option(self._prompt(f, "idle"), id=str(f.resolve())) for f in flows), id=id)
+
+    @staticmethod
+    def _prompt(path: Path, status: str) -> Content:
+        return Content.assemble((fmt.symbol(status), STATUS_STYLE.get(status, "$text-muted")), " ", path.stem)
+
+    def set_status(self, key: str, status: str) -> None:
+        if self.statuses.get(key) == status:
+            return
+        self.statuses[key] = status
+        try:
+            self.replace_option_prompt(key, self._prompt(Path(key), status))
+        except Exception:
+            return

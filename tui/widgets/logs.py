@@ -1,0 +1,178 @@
+"""Provides `LogView`: a step's log lines, virtualised, with follow mode, search and jump to error.
+
+The widget keeps no copy of the lines: it renders from a `LogBuffer` the owner appends to, and
+paints only the visible rows through an LRU cache of strips (the pattern of Textual's `Log`), so a
+million lines stay smooth. Follow mode keeps the end in view while lines stream in; scrolling up
+leaves it, `end` returns to it.
+"""
+
+from __future__ import annotations
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tui.data.state import LogBuffer
+
+
+class LogView(ScrollView, can_focus=True):
+    """Renders a `LogBuffer`. Call `refresh_lines()` after appending to it."""
+
+    BINDINGS = [
+        Binding("end", "follow", "Follow", show=False),
+        Binding("home", "top", "Top", show=False),
+        Binding("up", "scroll_up", show=False),
+        Binding("down", "scroll_down", show=False),
+        Binding("pageup", "page_up", show=False),
+        Binding("pagedown", "page_down", show=False),
+    ]
+
+    COMPONENT_CLASSES = {"logs--stderr", "logs--match", "logs--current", "logs--empty"}
+
+    DEFAULT_CSS = """
+    LogView {
+        background: $surface;
+        scrollbar-size: 1 1;
+        & > .logs--stderr { color: $text-error; }
+        & > .logs--match { background: $warning 40%; }
+        & > .logs--current { background: $accent 30%; }
+        & > .logs--empty { color: $text-muted; text-style: italic; }
+    }
+    """
+
+    class FollowChanged(Message):
+        """Follow mode was turned on or off."""
+
+        def __init__(self, follow: bool) -> None:
+            super().__init__()
+            self.follow = follow
+
+    follow: reactive[bool] = reactive(True, init=False)
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.buffer = LogBuffer()
+        self.placeholder = "no output"
+        self.search = ""
+        self.current: int | None = None
+        self._cache: LRUCache[tuple[int, int, int, str, int | None], Strip] = LRUCache(1000)
+        self._shown = 0
+
+    def set_buffer(self, buffer: LogBuffer, placeholder: str = "no output") -> None:
+        """Show another step's lines (follow mode on)."""
+        self.buffer = buffer
+        self.placeholder = placeholder
+        self.current = None
+        self._cache.clear()
+        self._shown = -1
+        self.follow = True
+        self.refresh_lines()
+
+    def refresh_lines(self) -> None:
+        """The buffer grew (or changed): resize, keep following, repaint."""
+        count = len(self.buffer)
+        if count == self._shown:
+            return
+        self._shown = count
+        self.virtual_size = Size(self.buffer.width + 1, count)
+        if self.follow:
+            bottom = max(0, count - self.scrollable_content_region.height)
+            self.scroll_to(y=bottom, animate=False, immediate=True)
+        self.refresh()
+
+    # ----- follow, search, errors -----------------------------------------------------------
+
+    def watch_follow(self, follow: bool) -> None:
+        self.post_message(self.FollowChanged(follow))
+        if follow:
+            self.scroll_end(animate=False, immediate=True)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new < old and self.follow:
+            self.follow = False
+
+    def action_follow(self) -> None:
+        self.follow = True
+
+    def action_top(self) -> None:
+        self.follow = False
+        self.scroll_home(animate=False)
+
+    def action_scroll_up(self) -> None:
+        self.follow = False
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self.follow = False
+        super().action_page_up()
+
+    def go_to(self, index: int) -> None:
+        """Show line `index` (highlighted) in the middle of the view; leaves follow mode."""
+        self.follow = False
+        self.current = index
+        self._cache.clear()
+        middle = max(0, index - self.scrollable_content_region.height // 2)
+        self.scroll_to(y=middle, animate=False, immediate=True)
+        self.refresh()
+
+    def find(self, needle: str, backwards: bool = False) -> int | None:
+        """Highlight `needle` and move to its next (or previous) occurrence."""
+        self.search = needle
+        self._cache.clear()
+        start = self.current if self.current is not None else (int(self.scroll_y) - 1)
+        index = self.buffer.find(needle, start, backwards)
+        if index is not None:
+            self.go_to(index)
+        else:
+            self.refresh()
+        return index
+
+    def jump_to_error(self) -> int | None:
+        index = self.buffer.error_line()
+        if index is not None:
+            self.go_to(index)
+        return index
+
+    # ----- painting ------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        index = y + scroll_y
+        width = self.scrollable_content_region.width
+        key = (index, scroll_x, width, self.search, self.current)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        strip = self._render(index, scroll_x, width)
+        self._cache[key] = strip
+        return strip
+
+    def _render(self, index: int, scroll_x: int, width: int) -> Strip:
+        base = self.rich_style
+        lines = self.buffer.lines
+        if not lines:
+            if index == 0:
+                style = base + self.get_component_rich_style("logs--empty", partial=True)
+                return Strip([Segment(self.placeholder[:width], style)]).extend_cell_length(width, base)
+            return Strip.blank(width, base)
+        if index >= len(lines):
+            return Strip.blank(width, base)
+        text = Text(lines[index], style=base, no_wrap=True, end="")
+        if self.buffer.stderr[index]:
+            text.stylize(self.get_component_rich_style("logs--stderr", partial=True))
+        if index == self.current:
+            text.stylize(self.get_component_rich_style("logs--current", partial=True))
+        if self.search:
+            match = self.get_component_rich_style("logs--match", partial=True)
+            text.highlight_words([self.search], style=match, case_sensitive=False)
+        segments = list(text.render(self.app.console))
+        strip = Strip(segments).crop(scroll_x, scroll_x + width)
+        return strip.extend_cell_length(width, Style.null() + base)
