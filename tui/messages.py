@@ -40,9 +40,10 @@ class SessionReady(Message):
 class HistoryLoaded(Message):
     """A flow's past runs were read from the store."""
 
-    def __init__(self, records: list[RunRecord]) -> None:
+    def __init__(self, records: list[RunRecord], seq: int = 0) -> None:
         super().__init__()
         self.records = records
+        self.seq = seq
 
 
 class RunLoaded(Message):

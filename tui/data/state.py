@@ -246,12 +246,24 @@ class RunState:
             info.preview = event.preview
             info.metrics = dict(event.metrics)
             info.retry_error = None
+            if event.status == "failed":
+                self.add_failure(base)
             return base
         if isinstance(event, RunFinished):
             self.status = event.status
             self.duration_s = event.duration_s
             return None
         return None
+
+    def add_failure(self, name: str, buffer: LogBuffer | None = None) -> None:
+        """Append a failed step's traceback (or error) to its log, as a terminal would show it."""
+        info = self.steps.get(name)
+        if info is None or info.status != "failed":
+            return
+        text = info.traceback or info.error or ""
+        target = buffer if buffer is not None else self.log(name)
+        for line in text.rstrip().splitlines():
+            target.append("stderr", line)
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -79,6 +79,8 @@ class FlowPane(Vertical):
         self._stop: threading.Event | None = None
         self.history: list[RunRecord] = []
         self.history_loaded = False
+        self._history_seq = 0
+        self._history_shown = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="load-error")
@@ -400,17 +402,25 @@ class FlowPane(Vertical):
 
     # ----- store reads (thread workers) ------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="history", exit_on_error=False, description="read run history")
     def load_history(self) -> None:
+        """Re-read the run history (in a worker; a stale read never overwrites a newer one)."""
+        self._history_seq += 1
+        self._read_history(self._history_seq)
+
+    @work(thread=True, group="history", exit_on_error=False, description="read run history")
+    def _read_history(self, seq: int) -> None:
         name = self.loaded.name if self.loaded is not None else None
         records = self.store.list_runs(name or str(self.path.resolve()), limit=200)
         if name is None:
             records = [r for r in records if Path(r.file).resolve() == self.path.resolve()] or records
-        self.post_message(HistoryLoaded(records))
+        self.post_message(HistoryLoaded(records, seq))
 
     @on(HistoryLoaded)
     def _history_loaded(self, message: HistoryLoaded) -> None:
         message.stop()
+        if message.seq < self._history_shown:
+            return
+        self._history_shown = message.seq
         first = not self.history_loaded
         self.history = message.records
         self.history_loaded = True
@@ -458,6 +468,9 @@ class FlowPane(Vertical):
                     index = line.step[len(prefix):-1]
                     buffer.append(line.stream, f"[{index}] {line.line}")
             after = lines[-1].id
+        state = self.runs.get(run_id)
+        if state is not None:
+            state.add_failure(step, buffer)
         self.post_message(LogsLoaded(run_id, step, buffer))
 
     @on(LogsLoaded)

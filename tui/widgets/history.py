@@ -80,7 +80,7 @@ class RunHistory(DataTable[Content]):
 
     def set_runs(self, records: list[RunRecord]) -> None:
         """Replace the rows (keeps the cursor on the same run when it is still there)."""
-        current = self.cursor_run
+        current = self.cursor_run if self.cursor_row > 0 else None
         self.records = {r.id: r for r in records}
         self.clear()
         for record in records:
