@@ -26,8 +26,8 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title")
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.confirm} (y)", variant="error", id="yes")
-                yield Button("Cancel (n)", id="no")
+                yield Button(f"{self.confirm} y", variant="error", id="yes", compact=True)
+                yield Button("Cancel n", id="no", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

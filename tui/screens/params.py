@@ -62,12 +62,12 @@ class ParamsScreen(ModalScreen[Result | None]):
                         hint += f" — {spec.help}"
                     yield Label(hint, classes="param-label")
                     value = self.overrides.get(name, None if spec.required else spec.default)
-                    yield Input(as_text(value), id=f"param-{name}", classes="param-input")
+                    yield Input(as_text(value), id=f"param-{name}", classes="param-input", compact=True)
             yield Static(id="param-error")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save and run (^r)", variant="primary", id="run")
-                yield Button("Save (^s)", id="save")
-                yield Button("Cancel (esc)", id="cancel")
+                yield Button("Save and run ^r", variant="primary", id="run", compact=True)
+                yield Button("Save ^s", id="save", compact=True)
+                yield Button("Cancel esc", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#param-error").display = False

@@ -23,7 +23,7 @@ STATUS_STYLE = {
 }
 
 
-class RunHistory(DataTable[Content]):
+class RunHistory(DataTable[str | Content]):
     """Past runs: id, when, trigger, status, duration, parameters, key metrics."""
 
     BINDINGS = [
@@ -53,29 +53,28 @@ class RunHistory(DataTable[Content]):
         self.viewed: int | None = None
 
     def on_mount(self) -> None:
-        for label, key in (
-            ("run", "id"),
-            ("when", "when"),
-            ("trigger", "trigger"),
-            ("status", "status"),
-            ("time", "duration"),
-            ("parameters", "params"),
-            ("metrics", "metrics"),
+        for label, key, width in (
+            ("run", "id", None),
+            ("when", "when", None),
+            ("trigger", "trigger", None),
+            ("status", "status", 13),
+            ("time", "duration", None),
+            ("parameters", "params", None),
+            ("metrics", "metrics", None),
         ):
-            self.add_column(label, key=key)
+            self.add_column(label, key=key, width=width)
 
-    def _row(self, record: RunRecord) -> list[Content]:
+    def _row(self, record: RunRecord) -> list[str | Content]:
         mark = "*" if record.id == self.marked else ("▸" if record.id == self.viewed else " ")
         style = STATUS_STYLE.get(record.status, "")
-        metrics = record.metrics
         return [
-            Content(f"{mark}#{record.id}"),
-            Content(fmt.when(record.started_at)),
-            Content(fmt.value(record.trigger, 22)),
+            f"{mark}#{record.id}",
+            fmt.when(record.started_at),
+            fmt.value(record.trigger, 22),
             Content.styled(f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}", style),
-            Content(fmt.duration(record.duration_s)),
-            Content(fmt.params_line(record.params, 34)),
-            Content(fmt.params_line(metrics, 40)),
+            fmt.duration(record.duration_s),
+            fmt.params_line(record.params, 34),
+            fmt.params_line(record.metrics, 40),
         ]
 
     def set_runs(self, records: list[RunRecord]) -> None:
