@@ -60,6 +60,9 @@ class RunRequest:
         trigger: what started the run, shown in the history (`cli`, `watch: train.py`, `resume of #3`).
         resume_of: a run whose successful results are reused where fingerprints still match, even for
             `cache=False` steps.
+        supersedes: a run still in flight that this one replaces (a save during a run): once this run
+            has joined every execution whose fingerprint is unchanged, the old run is stopped, which
+            kills only the executions no longer wanted.
     """
 
     loaded: LoadedFlow
@@ -71,6 +74,7 @@ class RunRequest:
     force_steps: tuple[str, ...] = ()
     trigger: str = "cli"
     resume_of: int | None = None
+    supersedes: int | None = None
 
 
 @dataclass
@@ -291,6 +295,8 @@ class Engine:
             with self._lock:
                 while self._commands:
                     self._commands.popleft()()
+                if self._closing:
+                    return
                 self._drain_ready()
                 self._timers()
                 self._dispatch()
@@ -336,6 +342,10 @@ class Engine:
                 run.ready.append(name)
         if not run.scope:
             self._maybe_finish(run)
+        while run.ready and not run.cancelled:
+            self._advance(run, run.ready.popleft())
+        if request.supersedes is not None:
+            self._cancel(request.supersedes, reason=f"superseded by run #{run.id}")
 
     def _drain_ready(self) -> None:
         for run in list(self._runs.values()):
@@ -791,7 +801,7 @@ class Engine:
         self._emit(RunFinished(run.id, status, now - run.started, counts, now))
         run.handle._finish(status)
 
-    def _cancel(self, run_id: int | None) -> None:
+    def _cancel(self, run_id: int | None, reason: str = "stopped") -> None:
         runs = list(self._runs.values()) if run_id is None else [r for r in self._runs.values() if r.id == run_id]
         for run in runs:
             run.cancelled = True
@@ -808,7 +818,12 @@ class Engine:
                     self._drop(execution)
             for name in [*run.scope, *(i for n in run.scope for i in run.states[n].instances or [])]:
                 if run.states[name].status not in FINAL:
-                    self._finish(run, name, "cancelled", reason="stopped", error="the run was stopped")
+                    self._finish(run, name, "cancelled", reason=reason, error=f"the run was {reason}")
+
+    def publish(self, event: Event) -> None:
+        """Send an event that did not come from a run (a reload, a load error) to every subscriber."""
+        with self._lock:
+            self._emit(event)
 
     def _emit(self, event: Event) -> None:
         self._recorder(event)

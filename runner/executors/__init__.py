@@ -1,1 +1,38 @@
 """Executors: where a step's function actually runs (worker processes, in-process, Dask)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dsl.errors import FlowError
+
+if TYPE_CHECKING:
+    from runner.executors.base import Executor
+
+
+def make_executor(spec: str, workers: int | None = None, *, debug: bool = False) -> Executor:
+    """The executor named by `--executor`: `local`, `inline`, `dask` or `dask://HOST:PORT` (`tcp://` too).
+
+    Raises:
+        FlowError: an unknown name, `dask` without the `dask` extra installed, or a scheduler that
+            cannot be reached.
+    """
+    if workers is not None and workers < 1:
+        raise FlowError(f"--workers must be at least 1, got {workers}")
+    if spec == "local":
+        from runner.executors.local import LocalExecutor
+
+        return LocalExecutor(workers)
+    if spec == "inline":
+        from runner.executors.inline import InlineExecutor
+
+        return InlineExecutor(debug=debug)
+    if spec == "dask" or spec.startswith(("dask://", "tcp://")):
+        try:
+            from runner.executors.dask import DaskExecutor
+        except ImportError as exc:
+            raise FlowError(
+                f"--executor {spec} needs Dask: pip install 'flowdsl[dask]' ({exc})"
+            ) from None
+        return DaskExecutor(None if spec == "dask" else spec, workers=workers)
+    raise FlowError(f"unknown executor {spec!r}; use local, inline, dask or dask://HOST:PORT")

@@ -1,0 +1,137 @@
+"""TUI benchmark: first paint of a 500-step flow, key latency while logs stream, memory.
+
+Run as `python -m benchmarks.tui`. Budgets (issue 4): the first full paint of a 500-step flow within
+1 s; while a step streams 100,000 log lines, a key press is reflected on screen within 100 ms; the
+app stays under 300 MB RSS. The last line is `tui: <ms> ms (budget 1000) PASS|FAIL`, where `<ms>` is
+the first-paint time and PASS means every budget held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PAINT_BUDGET_MS = 1000.0
+KEY_BUDGET_MS = 100.0
+RSS_BUDGET_MB = 300.0
+LOG_LINES = 100_000
+
+
+def big_flow(layers: int = 25, width: int = 20) -> str:
+    """A 500-step flow: `layers` columns of `width` steps, each reading one or two steps before it."""
+    lines = ["from dsl import step", ""]
+    for layer in range(layers):
+        for index in range(width):
+            name = f"s{layer:02d}_{index:02d}"
+            if layer == 0:
+                args = ""
+            else:
+                ups = {f"s{layer - 1:02d}_{index:02d}", f"s{layer - 1:02d}_{(index * 7 + 3) % width:02d}"}
+                args = ", ".join(sorted(ups))
+            lines += ["@step", f"def {name}({args}):", "    return 1", ""]
+    return "\n".join(lines)
+
+
+STREAMER = f'''
+import time
+
+from dsl import step
+
+
+@step(cache=False)
+def spew():
+    for i in range({LOG_LINES}):
+        print(f"line {{i:06d}} of the training log: loss=0.{{i % 997:03d}} lr=0.001 step={{i}}")
+        if i % 2000 == 1999:
+            time.sleep(0.05)
+    return {LOG_LINES}
+'''
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+async def first_paint(root: Path) -> float:
+    from tui.app import make_app
+    from tui.widgets.dag import DagView
+
+    path = root / "big.py"
+    path.write_text(big_flow(), encoding="utf-8")
+    started = time.perf_counter()
+    app = make_app(path, root / "store-paint", 2, watch=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        while True:
+            pane = app.main.pane if app.main is not None else None
+            if pane is not None and pane.loaded is not None and pane.query_one(DagView).painted:
+                break
+            await pilot.pause(0.001)
+        elapsed = (time.perf_counter() - started) * 1000
+        steps = len(pane.loaded.graph.nodes)
+    print(f"first paint of a {steps}-step flow: {elapsed:.0f} ms (budget {PAINT_BUDGET_MS:.0f})")
+    return elapsed
+
+
+async def key_latency(root: Path) -> tuple[float, float, int]:
+    from textual.widgets import TabbedContent
+
+    from tui.app import make_app
+    from tui.widgets.logs import LogView
+
+    path = root / "stream.py"
+    path.write_text(STREAMER, encoding="utf-8")
+    app = make_app(path, root / "store-stream", 2, watch=False)
+    samples: list[float] = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        while app.main is None or app.main.pane is None or app.main.pane.loaded is None:
+            await pilot.pause(0.01)
+        pane = app.main.pane
+        log = pane.query_one(LogView)
+        tabs = pane.query_one(TabbedContent)
+        await pilot.press("r")
+        while not pane.active:
+            await pilot.pause(0.01)
+        while len(log.buffer) < 1000:
+            await pilot.pause(0.01)
+        keys = ["i", "l"]
+        while pane.active and len(log.buffer) < LOG_LINES:
+            key = keys[len(samples) % 2]
+            target = "details-tab" if key == "i" else "logs-tab"
+            started = time.perf_counter()
+            await pilot.press(key)
+            while tabs.active != target:
+                await pilot.pause(0)
+            await pilot.pause(0)
+            samples.append((time.perf_counter() - started) * 1000)
+            await pilot.pause(0.05)
+        while pane.active:
+            await pilot.pause(0.05)
+        lines = len(pane.viewed_state.log("spew"))
+    worst = max(samples) if samples else float("inf")
+    median = statistics.median(samples) if samples else float("inf")
+    print(
+        f"key press while streaming {lines:,} log lines: median {median:.1f} ms, worst {worst:.1f} ms "
+        f"over {len(samples)} presses (budget {KEY_BUDGET_MS:.0f})"
+    )
+    return median, worst, lines
+
+
+async def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
+        root = Path(directory)
+        paint = await first_paint(root)
+        _, worst, lines = await key_latency(root)
+    memory = rss_mb()
+    print(f"peak RSS: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
+    ok = paint <= PAINT_BUDGET_MS and worst <= KEY_BUDGET_MS and memory <= RSS_BUDGET_MB and lines >= LOG_LINES
+    print(f"tui: {paint:.0f} ms (budget {PAINT_BUDGET_MS:.0f}) {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

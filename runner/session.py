@@ -1,0 +1,236 @@
+"""Provides `FlowSession`: one flow file kept loaded — load, diff, plan, run — with hot reload.
+
+This is the edit-save-rerun loop as an API: `flow run --watch` and the TUI are thin views over it.
+On a save the flow is re-loaded in a fresh namespace (its local modules re-imported from their new
+source), the load-time fingerprints are diffed against the last good load, and a new run starts that
+supersedes the one in flight: executions whose fingerprint is unchanged keep running and are joined,
+the rest are killed. A broken save (syntax error, import error, cycle) keeps the last good graph.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsl.errors import FlowError
+from dsl.loader import LoadedFlow, load_flow
+from runner.engine import Engine, RunHandle, RunRequest
+from runner.events import FlowReloaded, LoadFailed
+from runner.fingerprint import StaticPrint, Untrusted, value_hash
+from runner.params import resolve_params
+
+WATCH_STEP_MS = 10
+"""Quiet time that ends a burst of writes: an editor's save (write, rename, chmod) is one reload."""
+
+WATCH_DEBOUNCE_MS = 300
+"""Longest a continuous stream of writes is grouped before reloading anyway."""
+
+
+@dataclass(frozen=True)
+class Diff:
+    """How a reload changed the flow, step by step."""
+
+    changed: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.changed or self.added or self.removed)
+
+
+class FlowSession:
+    """A flow file, its last good load and its runs.
+
+    Args:
+        path: the flow file.
+        engine: runs the flow; reload events are published through its subscribers.
+        overrides: `-p` values (strings or typed values) applied to every run.
+        file_values: values from `--params FILE`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        engine: Engine,
+        overrides: dict[str, Any] | None = None,
+        file_values: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.engine = engine
+        self.overrides = dict(overrides or {})
+        self.file_values = dict(file_values or {})
+        self.loaded: LoadedFlow | None = None
+        self.error: FlowError | None = None
+        self.current: RunHandle | None = None
+        self.last_diff = Diff((), (), ())
+        self._signature: dict[str, tuple[Any, ...]] = {}
+        self._lock = threading.RLock()
+
+    # ----- loading ------------------------------------------------------------------------------
+
+    def load(self) -> LoadedFlow:
+        """The first load: raises `FlowError` (there is no last good graph to fall back on)."""
+        loaded = load_flow(self.path)
+        resolve_params(loaded.graph.params, self.overrides, self.file_values)
+        with self._lock:
+            self.loaded, self.error = loaded, None
+            self._signature = self._signatures(loaded)
+        return loaded
+
+    def reload(self, changed_file: str | None = None) -> bool:
+        """Load the flow again; publish `FlowReloaded` or `LoadFailed`. Return True if the load is good."""
+        shown = changed_file or self.path.name
+        try:
+            loaded = load_flow(self.path)
+            resolve_params(loaded.graph.params, self.overrides, self.file_values)
+        except FlowError as exc:
+            with self._lock:
+                self.error = exc
+            self.engine.publish(LoadFailed(str(self.path), str(exc), time.time()))
+            return False
+        with self._lock:
+            diff = self._diff(loaded)
+            self.loaded, self.error = loaded, None
+        self.engine.publish(
+            FlowReloaded(str(self.path), shown, diff.changed, diff.added, diff.removed, time.time())
+        )
+        self.last_diff = diff
+        return True
+
+    def _signatures(self, loaded: LoadedFlow) -> dict[str, tuple[Any, ...]]:
+        prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)
+        params = resolve_params(loaded.graph.params, self.overrides, self.file_values)
+        signature: dict[str, tuple[Any, ...]] = {}
+        for name, node in loaded.graph.nodes.items():
+            try:
+                values = tuple(value_hash(params[p]) for p in node.params)
+            except Untrusted:
+                values = (time.time(),)
+            step = node.step
+            signature[name] = (
+                prints[name], tuple(node.upstream), values, step.cache, step.trigger, step.foreach
+            )
+        return signature
+
+    def _diff(self, loaded: LoadedFlow) -> Diff:
+        new = self._signatures(loaded)
+        old = self._signature
+        self._signature = new
+        return Diff(
+            changed=tuple(n for n in new if n in old and (new[n] != old[n] or new[n][0].untrusted)),
+            added=tuple(n for n in new if n not in old),
+            removed=tuple(n for n in old if n not in new),
+        )
+
+    # ----- running ------------------------------------------------------------------------------
+
+    def params(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every parameter's value for the next run (session overrides, then `extra`)."""
+        assert self.loaded is not None
+        merged = {**self.overrides, **(extra or {})}
+        return resolve_params(self.loaded.graph.params, merged, self.file_values)
+
+    def run(
+        self,
+        *,
+        trigger: str = "manual",
+        force: bool = False,
+        force_steps: Sequence[str] = (),
+        only: Sequence[str] = (),
+        from_steps: Sequence[str] = (),
+        to_steps: Sequence[str] = (),
+        params: dict[str, Any] | None = None,
+        resume_of: int | None = None,
+    ) -> RunHandle:
+        """Start a run of the last good graph; it supersedes this session's run in flight, if any.
+
+        Raises:
+            FlowError: no good load yet, a bad parameter, or a selection naming no step.
+        """
+        with self._lock:
+            if self.loaded is None:
+                raise self.error or FlowError("the flow has not loaded", file=str(self.path))
+            previous = self.current
+            request = RunRequest(
+                loaded=self.loaded,
+                params=self.params(params),
+                only=tuple(only),
+                from_steps=tuple(from_steps),
+                to_steps=tuple(to_steps),
+                force=force,
+                force_steps=tuple(force_steps),
+                trigger=trigger,
+                resume_of=resume_of,
+                supersedes=previous.id if previous is not None and not previous.done else None,
+            )
+            self.current = self.engine.start(request)
+            return self.current
+
+    # ----- watching -----------------------------------------------------------------------------
+
+    def watched_files(self) -> set[Path]:
+        """The flow file and every local module the last good load imported."""
+        files = {self.path.resolve()}
+        if self.loaded is not None:
+            files |= {p.resolve() for p in self.loaded.watch_paths}
+        return files
+
+    def watch(
+        self,
+        stop_event: threading.Event,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        run_options: dict[str, Any] | None = None,
+    ) -> None:
+        """Block, re-loading and re-running on every save until `stop_event` is set.
+
+        Watches the directories of the watched files (not the files: a save by rename replaces the
+        inode), reacts only to changes of watched files, and coalesces a burst of writes into one
+        reload. `on_ready` is called once the watcher is armed (tests wait on it).
+        """
+        from watchfiles import watch
+
+        while not stop_event.is_set():
+            files = self.watched_files()
+            directories = sorted({str(f.parent) for f in files})
+            restart = False
+            for changes in watch(
+                *directories,
+                stop_event=stop_event,
+                step=WATCH_STEP_MS,
+                debounce=WATCH_DEBOUNCE_MS,
+                recursive=False,
+                raise_interrupt=False,
+                yield_on_timeout=on_ready is not None,
+                rust_timeout=50 if on_ready is not None else 5_000,
+            ):
+                if on_ready is not None:
+                    on_ready()
+                    on_ready = None
+                touched = sorted({Path(p).resolve() for _, p in changes} & files)
+                if not touched:
+                    continue
+                changed_file = ", ".join(p.name for p in touched)
+                if not self.path.exists():
+                    self.engine.publish(
+                        LoadFailed(str(self.path), f"{self.path}: the file was deleted; waiting for it",
+                                   time.time())
+                    )
+                    continue
+                good = self.reload(changed_file)
+                last_failed = self.current is not None and self.current.done and self.current.status != "succeeded"
+                if good and (not self.last_diff.empty or last_failed or self.current is None):
+                    try:
+                        self.run(trigger=f"watch: {changed_file} changed", **(run_options or {}))
+                    except FlowError as exc:
+                        self.engine.publish(LoadFailed(str(self.path), str(exc), time.time()))
+                if self.watched_files() != files:
+                    restart = True
+                    break
+            if not restart:
+                return
