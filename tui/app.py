@@ -7,6 +7,7 @@ flight (then stops the runs and waits for them to end, so the store records them
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -19,10 +20,16 @@ from textual.screen import Screen
 
 from runner.engine import Engine
 from runner.executors.local import LocalExecutor
+from runner.session import FlowSession
 from runner.store import Store
 from tui.data.discovery import find_flows
 from tui.screens.confirm import ConfirmScreen
+from tui.messages import flow_key
 from tui.screens.main import ACTIONS, MainScreen
+from tui.widgets.flow_pane import open_session
+
+SWITCH_INTERVAL_S = 0.001
+"""The interpreter's thread switch interval while the app runs (the default is 0.005)."""
 
 QUIT_WAIT_S = 10.0
 """How long quitting waits for stopped runs to record their end."""
@@ -56,10 +63,19 @@ class FlowApp(App[int]):
         self.watch = watch
         self.listing = listing
         self.main: MainScreen | None = None
+        self.preloaded: dict[str, FlowSession] = {}
+        """Sessions loaded before the app started, by flow key (the panes take them)."""
         self._closed = False
+        self._switch_interval = sys.getswitchinterval()
 
     def on_mount(self) -> None:
-        self.main = MainScreen(self.flows, self.engine, self.store, watch=self.watch, listing=self.listing)
+        # The engine's threads can hold the GIL for the default 5 ms at a time while a step streams
+        # thousands of lines a second; a shorter interval keeps key presses snappy.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.main = MainScreen(
+            self.flows, self.engine, self.store, watch=self.watch, listing=self.listing, preloaded=self.preloaded
+        )
         self.push_screen(self.main)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:  # type: ignore[type-arg]
@@ -103,6 +119,7 @@ class FlowApp(App[int]):
 
     def on_unmount(self) -> None:
         self.close_engine()
+        sys.setswitchinterval(self._switch_interval)
 
     def close_engine(self) -> None:
         """Stop watchers and runs, the scheduler and the workers (idempotent)."""
@@ -148,7 +165,12 @@ def make_app(
     flows = find_flows(target) if listing else [target]
     store = Store(store_dir)
     engine = Engine(store, LocalExecutor(workers))
-    return FlowApp(flows, engine, store, watch=watch, listing=listing)
+    app = FlowApp(flows, engine, store, watch=watch, listing=listing)
+    if flows:
+        # Load the first flow before the UI starts: its first paint is then one layout away,
+        # instead of competing for the GIL with the app's start-up in a worker.
+        app.preloaded[flow_key(flows[0])] = open_session(flows[0], engine)
+    return app
 
 
 def run_tui(target: Path, store_dir: Path | None, workers: int | None) -> int:

@@ -19,6 +19,7 @@ from textual.widgets import ContentSwitcher, Footer, Header, OptionList, TabbedC
 
 from runner.engine import Engine
 from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
+from runner.session import FlowSession
 from runner.store import Store
 from tui.messages import EventBridge, EventsReady, flow_key
 from tui.widgets.flow_list import FlowList
@@ -57,7 +58,14 @@ class MainScreen(Screen[None]):
     ]
 
     def __init__(
-        self, flows: list[Path], engine: Engine, store: Store, *, watch: bool, listing: bool
+        self,
+        flows: list[Path],
+        engine: Engine,
+        store: Store,
+        *,
+        watch: bool,
+        listing: bool,
+        preloaded: dict[str, FlowSession] | None = None,
     ) -> None:
         super().__init__()
         self.flows = flows
@@ -65,6 +73,7 @@ class MainScreen(Screen[None]):
         self.store = store
         self.watch = watch
         self.listing = listing
+        self.preloaded = dict(preloaded or {})
         self.bridge = EventBridge(self)
         self.panes: dict[str, FlowPane] = {}
         self.run_flows: dict[int, str] = {}
@@ -105,7 +114,14 @@ class MainScreen(Screen[None]):
         pane = self.panes.get(key)
         switcher = self.query_one(ContentSwitcher)
         if pane is None:
-            pane = FlowPane(path, self.engine, self.store, watch=self.watch, id=f"pane-{len(self.panes)}")
+            pane = FlowPane(
+                path,
+                self.engine,
+                self.store,
+                watch=self.watch,
+                session=self.preloaded.pop(key, None),
+                id=f"pane-{len(self.panes)}",
+            )
             self.panes[key] = pane
             switcher.mount(pane)
             self.call_after_refresh(self._show, pane)

@@ -60,13 +60,21 @@ class FlowPane(Vertical):
             self.status = status
 
     def __init__(
-        self, path: Path, engine: Engine, store: Store, *, watch: bool = True, id: str | None = None
+        self,
+        path: Path,
+        engine: Engine,
+        store: Store,
+        *,
+        watch: bool = True,
+        session: FlowSession | None = None,
+        id: str | None = None,
     ) -> None:
         super().__init__(id=id, classes="flow-pane")
         self.path = path
         self.engine = engine
         self.store = store
         self.session: FlowSession | None = None
+        self._preloaded = session
         self.loaded: LoadedFlow | None = None
         self.error: str | None = None
         self.runs: dict[int, RunState] = {}
@@ -99,7 +107,11 @@ class FlowPane(Vertical):
         self.query_one("#load-error").display = False
         self.query_one("#log-search").display = False
         self.query_one(DagView).border_title = self.path.name
-        self._load_session()
+        if self._preloaded is not None:
+            self.post_message(SessionReady(self.path, self._preloaded))
+            self._preloaded = None
+        else:
+            self._load_session()
         self.load_history()
 
     def on_unmount(self) -> None:
@@ -109,12 +121,7 @@ class FlowPane(Vertical):
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, description="load the flow")
     def _load_session(self) -> None:
-        session = FlowSession(self.path, self.engine)
-        try:
-            session.load()
-        except FlowError as exc:
-            session.error = exc
-        self.post_message(SessionReady(self.path, session))
+        self.post_message(SessionReady(self.path, open_session(self.path, self.engine)))
 
     @on(SessionReady)
     def _session_ready(self, message: SessionReady) -> None:
@@ -652,6 +659,17 @@ class FlowPane(Vertical):
     def toggle_follow(self) -> None:
         log = self.query_one(LogView)
         log.follow = not log.follow
+
+
+def open_session(path: Path, engine: Engine) -> FlowSession:
+    """A session on `path` after its first load (blocking: call it from a worker or before the app
+    starts); a failed load leaves `session.error` set and no graph."""
+    session = FlowSession(path, engine)
+    try:
+        session.load()
+    except FlowError as exc:
+        session.error = exc
+    return session
 
 
 def describe_missing(error: str | None):  # type: ignore[no-untyped-def]

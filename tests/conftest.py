@@ -1,0 +1,112 @@
+"""Shared fixtures: a real store in a temporary directory, the real `flow` CLI, a real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsl import load_flow
+from runner.engine import Engine, RunRequest
+from runner.events import Event
+from runner.executors.local import LocalExecutor
+from runner.params import resolve_params
+from runner.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_FLOWS = REPO / "sample_flows"
+
+
+@pytest.fixture(autouse=True)
+def _no_user_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep the developer's FLOW_STORE / FLOW_EXECUTOR out of the tests."""
+    monkeypatch.delenv("FLOW_STORE", raising=False)
+    monkeypatch.delenv("FLOW_EXECUTOR", raising=False)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def write_flow(tmp_path: Path) -> Callable[..., Path]:
+    """Write a flow file (dedented) into tmp_path/project and return its path."""
+
+    def write(text: str, name: str = "flow_file.py") -> Path:
+        project = tmp_path / "project"
+        project.mkdir(exist_ok=True)
+        path = project / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+class CLIResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def __repr__(self) -> str:
+        return f"<exit {self.code}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}>"
+
+
+@pytest.fixture
+def flow_cli(store_dir: Path, tmp_path: Path) -> Callable[..., CLIResult]:
+    """Run the real `flow` command in a subprocess with the test's store."""
+
+    def run(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> CLIResult:
+        full_env = {**os.environ, "FLOW_STORE": str(store_dir), **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "runner", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+        )
+        return CLIResult(proc)
+
+    return run
+
+
+class EngineHarness:
+    """A real engine (local worker processes, store on disk) that records every event."""
+
+    def __init__(self, store_dir: Path, workers: int = 2) -> None:
+        self.store = Store(store_dir)
+        self.events: list[Event] = []
+        self.engine = Engine(self.store, LocalExecutor(workers), [self.events.append])
+
+    def run(self, path: Path, params: dict[str, Any] | None = None, **options: Any) -> Any:
+        loaded = load_flow(path)
+        values = resolve_params(loaded.graph.params, params or {})
+        handle = self.engine.run(RunRequest(loaded, values, **options))
+        return self.store.get_run(handle.id)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+
+
+@pytest.fixture
+def harness(store_dir: Path) -> Iterator[EngineHarness]:
+    h = EngineHarness(store_dir)
+    yield h
+    h.close()
