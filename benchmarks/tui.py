@@ -143,7 +143,9 @@ async def main() -> int:
         _, worst, lines = await key_latency(root)
     memory = rss_mb()
     print(f"peak RSS: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
-    ok = paint <= PAINT_BUDGET_MS and worst <= KEY_BUDGET_MS and memory <= RSS_BUDGET_MB and lines >= LOG_LINES
+    ok = (
+        paint <= PAINT_BUDGET_MS and worst <= KEY_BUDGET_MS and memory <= RSS_BUDGET_MB and lines >= LOG_LINES
+    )
     print(f"tui: {paint:.0f} ms (budget {PAINT_BUDGET_MS:.0f}) {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

@@ -7,6 +7,7 @@ flight (then stops the runs and waits for them to end, so the store records them
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -23,13 +24,16 @@ from runner.executors.local import LocalExecutor
 from runner.session import FlowSession
 from runner.store import Store
 from tui.data.discovery import find_flows
-from tui.screens.confirm import ConfirmScreen
 from tui.messages import flow_key
+from tui.screens.confirm import ConfirmScreen
 from tui.screens.main import ACTIONS, MainScreen
 from tui.widgets.flow_pane import open_session
 
 SWITCH_INTERVAL_S = 0.001
 """The interpreter's thread switch interval while the app runs (the default is 0.005)."""
+
+GC_THRESHOLD = (20_000, 50, 1000)
+"""Garbage collector thresholds while the app runs (the default is (700, 10, 10))."""
 
 QUIT_WAIT_S = 10.0
 """How long quitting waits for stopped runs to record their end."""
@@ -67,14 +71,26 @@ class FlowApp(App[int]):
         """Sessions loaded before the app started, by flow key (the panes take them)."""
         self._closed = False
         self._switch_interval = sys.getswitchinterval()
+        self._gc_threshold = gc.get_threshold()
 
     def on_mount(self) -> None:
         # The engine's threads can hold the GIL for the default 5 ms at a time while a step streams
         # thousands of lines a second; a shorter interval keeps key presses snappy.
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+        # A step streaming logs allocates an event per line; with the default thresholds the
+        # collector runs hundreds of times and its full passes walk every widget. Freezing what
+        # start-up built and collecting less often keeps those pauses out of key handling.
+        self._gc_threshold = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLD)
+        self.call_after_refresh(gc.freeze)
         self.main = MainScreen(
-            self.flows, self.engine, self.store, watch=self.watch, listing=self.listing, preloaded=self.preloaded
+            self.flows,
+            self.engine,
+            self.store,
+            watch=self.watch,
+            listing=self.listing,
+            preloaded=self.preloaded,
         )
         self.push_screen(self.main)
 
@@ -120,6 +136,8 @@ class FlowApp(App[int]):
     def on_unmount(self) -> None:
         self.close_engine()
         sys.setswitchinterval(self._switch_interval)
+        gc.set_threshold(*self._gc_threshold)
+        gc.unfreeze()
 
     def close_engine(self) -> None:
         """Stop watchers and runs, the scheduler and the workers (idempotent)."""

@@ -3,7 +3,9 @@
 The engine calls its subscribers on its scheduler thread (or the watcher's thread), sometimes
 thousands of times a second while a step prints. `EventBridge` queues every event and posts one
 `EventsReady` only when none is pending, so the UI drains a batch per message instead of handling a
-message per log line (toolong's coalescing, without dropping anything).
+message per log line (toolong's coalescing, without dropping anything). The screen releases the
+bridge a moment after each drain, so a flood is painted at most ~10 times a second while a lone
+event (a step finishing) is still shown at once.
 """
 
 from __future__ import annotations
@@ -82,11 +84,19 @@ class EventBridge:
         self._target.post_message(EventsReady())
 
     def drain(self) -> list[Event]:
+        """Take every queued event. Until `release()`, new events queue without a message."""
         with self._lock:
             events = list(self._queue)
             self._queue.clear()
-            self._pending = False
         return events
+
+    def release(self) -> None:
+        """Allow the next `EventsReady` (posted now if events arrived since the last drain)."""
+        with self._lock:
+            if not self._queue:
+                self._pending = False
+                return
+        self._target.post_message(EventsReady())
 
 
 def flow_key(path: str | Path | Any) -> str:

@@ -38,7 +38,10 @@ def test_flow_tui_in_tmux(tmp_path: Path) -> None:
     store = tmp_path / "store"
     flow_cmd = shutil.which("flow") or f"{sys.executable} -m runner.cli"
     session = f"flowtui-{uuid.uuid4().hex[:8]}"
-    command = f"cd {tmp_path} && env -u COLUMNS -u LINES {flow_cmd} tui {flow} --store {store} --workers 2; echo EXITED $?; sleep 30"
+    command = (
+        f"cd {tmp_path} && env -u COLUMNS -u LINES {flow_cmd} tui {flow} --store {store} --workers 2;"
+        " echo EXITED $?; sleep 30"
+    )
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "36", command], check=True)
     subprocess.run(["tmux", "resize-window", "-t", session, "-x", "120", "-y", "36"], check=False)
     try:

@@ -25,6 +25,9 @@ from tui.messages import EventBridge, EventsReady, flow_key
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
 
+DRAIN_INTERVAL_S = 0.1
+"""Least time between two batches of engine events (bounds repaints while logs stream)."""
+
 ACTIONS: list[tuple[str, str, str, str, bool]] = [
     # key, action, footer label, palette help, shown in the footer
     ("r", "run", "Run", "Run the flow (cached steps are reused)", True),
@@ -152,6 +155,7 @@ class MainScreen(Screen[None]):
 
     @on(EventsReady)
     def _drain(self) -> None:
+        self.set_timer(DRAIN_INTERVAL_S, self.bridge.release)
         batches: dict[str, list[Event]] = {}
         for event in self.bridge.drain():
             if isinstance(event, RunStarted):
