@@ -141,9 +141,7 @@ def _param_type(argument: inspect.Parameter, declared: Param | None, default: An
     if isinstance(annotation, type):
         return annotation
     if isinstance(annotation, str) and annotation in {"int", "float", "str", "bool", "list", "dict"}:
-        return {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}[
-            annotation
-        ]
+        return {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}[annotation]
     if default is not REQUIRED and default is not None:
         return type(default)
     return str
@@ -284,9 +282,8 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
 
 
 def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:
-    """Depth-first order; a back edge is a cycle, reported with its path."""
+    """Check for cycles depth-first (a back edge is a cycle, reported with its path), then order."""
     state: dict[str, int] = {}
-    order: list[str] = []
     for root in nodes:
         if root in state:
             continue

@@ -179,7 +179,9 @@ def load_flow(path: str | Path) -> LoadedFlow:
             raise
         except SystemExit as exc:
             sys.modules.pop(module_name, None)
-            raise FlowError(f"the flow file called sys.exit({exc.code!r}) while loading", file=shown) from None
+            raise FlowError(
+                f"the flow file called sys.exit({exc.code!r}) while loading", file=shown
+            ) from None
         except Exception as exc:
             sys.modules.pop(module_name, None)
             raise _import_error(exc, flow_path, sources) from None

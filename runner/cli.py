@@ -36,7 +36,9 @@ app = typer.Typer(
 FileArg = Annotated[Path, typer.Argument(help="The flow file (.py).", show_default=False)]
 StoreOpt = Annotated[
     Path | None,
-    typer.Option("--store", help="The run store directory (default: $FLOW_STORE or ./.flow).", show_default=False),
+    typer.Option(
+        "--store", help="The run store directory (default: $FLOW_STORE or ./.flow).", show_default=False
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ExecutorOpt = Annotated[
@@ -49,7 +51,8 @@ ExecutorOpt = Annotated[
     ),
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", help="Steps run in parallel (default: CPU cores).", show_default=False)
+    int | None,
+    typer.Option("--workers", help="Steps run in parallel (default: CPU cores).", show_default=False),
 ]
 
 
@@ -147,12 +150,16 @@ def run(
     to_step: Annotated[
         list[str] | None, typer.Option("--to", help="Run this step and everything upstream of it.")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Execute the selected steps even when cached.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Execute the selected steps even when cached.")
+    ] = False,
     executor: ExecutorOpt = None,
     workers: WorkersOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="Re-run what changed on every save.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="Print one JSON object per event.")] = False,
-    pdb: Annotated[bool, typer.Option("--pdb", help="Debug a failing step (implies --executor inline).")] = False,
+    pdb: Annotated[
+        bool, typer.Option("--pdb", help="Debug a failing step (implies --executor inline).")
+    ] = False,
     store_dir: StoreOpt = None,
 ) -> None:
     """Run a flow headless: re-executes only what changed, reuses everything else from the cache."""
@@ -188,8 +195,10 @@ def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> None:
         engine.cancel()
 
     previous = signal.signal(signal.SIGINT, on_signal)
-    print(f"watching {', '.join(sorted(p.name for p in session.watched_files()))} (Ctrl-C to stop)",
-          file=sys.stderr)
+    print(
+        f"watching {', '.join(sorted(p.name for p in session.watched_files()))} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
     try:
         session.watch(stop, run_options=options)
     finally:
@@ -223,7 +232,10 @@ def runs(
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
         took = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
         params = " ".join(f"{k}={v}" for k, v in r.params.items())
-        typer.echo(f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  {r.trigger[:16]:<16} {params}")
+        typer.echo(
+            f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
+            f"{r.trigger[:16]:<16} {params}"
+        )
 
 
 @app.command()
@@ -263,7 +275,9 @@ def show(
 def logs(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run id, or 'last'.")],
     step_name: Annotated[str | None, typer.Argument(metavar="STEP", help="Only this step's lines.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")
+    ] = False,
     store_dir: StoreOpt = None,
 ) -> None:
     """The captured stdout, stderr and logging of a run (or one step)."""

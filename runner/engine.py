@@ -88,6 +88,8 @@ class Output:
 
 
 NONE_OUTPUT_HASH = "none"
+CODE_CHUNK = 64
+"""Steps pickled together per code bundle (cloudpickle's per-call cost dominates for small functions)."""
 
 
 @dataclass
@@ -141,6 +143,7 @@ class _Run:
     remaining: int = 0
     values: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, tuple[str, str]] = field(default_factory=dict)
+    previous: dict[str, dict[str, Any]] | None = None
     cancelled: bool = False
 
     @property
@@ -185,6 +188,8 @@ class Engine:
         self._busy = 0
         self._recent: dict[str, tuple[str, int | None, str | None]] = {}
         self._codes: dict[str, bytes] = {}
+        self._orders: dict[str, dict[str, int]] = {}
+        self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._statics: dict[str, dict[str, StaticPrint]] = {}
         self._task_ids = itertools.count(1)
         self._closing = False
@@ -369,7 +374,9 @@ class Engine:
                 args = {a: self._value_or_param(run, a) for a in node.when_args}
                 go = bool(item.when(**args))
             except Exception as exc:
-                self._finish(run, name, "failed", error=f"the when= predicate raised {type(exc).__name__}: {exc}")
+                self._finish(
+                    run, name, "failed", error=f"the when= predicate raised {type(exc).__name__}: {exc}"
+                )
                 return
             if not go:
                 self._finish(run, name, "skipped", reason="condition (when=) is false")
@@ -474,7 +481,11 @@ class Engine:
                 state.output = Output(output_hash)
                 where = f"run #{from_run}" if from_run else "the cache"
                 self._finish(
-                    run, name, "cached", reason=f"cached: same fingerprint as {where}", preview_text=preview_text
+                    run,
+                    name,
+                    "cached",
+                    reason=f"cached: same fingerprint as {where}",
+                    preview_text=preview_text,
                 )
                 return
         if cache_only:
@@ -490,8 +501,7 @@ class Engine:
         elif not node.step.cache:
             reason = "cache disabled (cache=False)"
         else:
-            previous = self.store.previous_detail(request.loaded.name, name)
-            reason = explain(previous[1] if previous else None, detail)
+            reason = explain(self._previous_detail(run, name), detail)
         state.reason = reason
         state.status = "running"
         execution = self._executions.get(fingerprint)
@@ -516,7 +526,7 @@ class Engine:
             arg, item_hash, data = item
             kwargs[arg] = InputRef(hash=item_hash, data=data)
         try:
-            code_key, code = self._code(request.loaded, step_name)
+            code_key, code, entry = self._code(request.loaded, step_name)
         except Exception as exc:
             self._finish(run, name, "failed", error=f"the step's code cannot be shipped to a worker: {exc}")
             return
@@ -532,6 +542,7 @@ class Engine:
             artifact_dir=str(self.store.artifact_dir),
             sys_path=(str(request.loaded.root),),
             resources=dict(node.step.resources),
+            entry=entry,
         )
         execution = _Execution(
             key=fingerprint,
@@ -559,9 +570,11 @@ class Engine:
             found = recent
             self.store.flush()
         else:
-            hit = self.store.lookup(fingerprint)
+            hit = self.store.lookup(fingerprint, verify=True)
             if hit is None:
                 return None
+            if hit.intact:
+                return (hit.output_hash, hit.run_id, hit.preview)
             found = (hit.output_hash, hit.run_id, hit.preview)
         try:
             self.store.artifact_location(found[0])
@@ -570,6 +583,16 @@ class Engine:
             self.store.forget_cache(fingerprint)
             return None
         return found
+
+    def _previous_detail(self, run: _Run, name: str) -> dict[str, Any] | None:
+        """The fingerprint parts of the step's last execution (this engine's memory, else the store)."""
+        flow = run.request.loaded.name
+        known = self._details.get((flow, name))
+        if known is not None:
+            return known
+        if run.previous is None:
+            run.previous = self.store.previous_details(flow)
+        return run.previous.get(name)
 
     def _input_ref(self, output: Output | None) -> InputRef:
         if output is None:
@@ -603,17 +626,32 @@ class Engine:
         self.store.flush()
         return pickle.loads(self.store.read_artifact(output.hash))
 
-    def _code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes]:
-        key = f"{loaded.load_id}:{step_name}"
+    def _code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes, str]:
+        """(code_key, pickled code, entry) for a step: its load's steps are pickled in chunks."""
+        order = self._orders.get(loaded.load_id)
+        if order is None:
+            order = self._orders[loaded.load_id] = {n: i for i, n in enumerate(loaded.graph.order)}
+            if len(self._orders) > 8:
+                self._orders.pop(next(iter(self._orders)))
+        chunk = order[step_name] // CODE_CHUNK
+        key = f"{loaded.load_id}:{chunk}"
         code = self._codes.get(key)
         if code is None:
             for module_name in [loaded.module.__name__, *loaded.local_modules]:
                 if module_name in sys.modules:
                     cloudpickle.register_pickle_by_value(sys.modules[module_name])
-            code = self._codes[key] = cloudpickle.dumps(loaded.graph.nodes[step_name].step.fn, protocol=5)
+            names = loaded.graph.order[chunk * CODE_CHUNK : (chunk + 1) * CODE_CHUNK]
+            try:
+                code = cloudpickle.dumps({n: loaded.graph.nodes[n].step.fn for n in names}, protocol=5)
+            except Exception:
+                key = f"{loaded.load_id}:{step_name}"
+                code = self._codes.get(key) or cloudpickle.dumps(
+                    {step_name: loaded.graph.nodes[step_name].step.fn}, protocol=5
+                )
+            self._codes[key] = code
             if len(self._codes) > 4096:
                 self._codes.pop(next(iter(self._codes)))
-        return key, code
+        return key, code, step_name
 
     # ----- executing ----------------------------------------------------------------------------
 
@@ -632,7 +670,9 @@ class Engine:
                 state = run.states[name]
                 state.attempts = execution.task.attempt
                 self._emit(
-                    StepStarted(run.id, name, state.attempts, state.reason, state.fingerprint or "", time.time())
+                    StepStarted(
+                        run.id, name, state.attempts, state.reason, state.fingerprint or "", time.time()
+                    )
                 )
             self.executor.submit(execution.task)
 
@@ -649,7 +689,9 @@ class Engine:
                 timeout = execution.task.timeout
                 self._task_done(
                     execution.task.id,
-                    TaskResult(ok=False, error=f"timed out after {timeout:g}s; the step's process was killed"),
+                    TaskResult(
+                        ok=False, error=f"timed out after {timeout:g}s; the step's process was killed"
+                    ),
                 )
             elif execution.retry_at is not None and now >= execution.retry_at:
                 execution.retry_at = None
@@ -667,7 +709,9 @@ class Engine:
             delay = execution.retry_delay
             for run, name in execution.waiters:
                 self._emit(StepRetrying(run.id, name, task.attempt, result.error or "", delay, time.time()))
-            execution.task = dataclasses.replace(task, id=f"t{next(self._task_ids)}", attempt=task.attempt + 1)
+            execution.task = dataclasses.replace(
+                task, id=f"t{next(self._task_ids)}", attempt=task.attempt + 1
+            )
             self._by_task[execution.task.id] = execution
             execution.retry_at = time.monotonic() + delay
             return
@@ -679,18 +723,36 @@ class Engine:
         for run, name in execution.waiters:
             state = run.states[name]
             state.attempts = task.attempt
-            if state.detail is not None and state.fingerprint and not state.fingerprint.startswith("untrusted"):
+            if (
+                state.detail is not None
+                and state.fingerprint
+                and not state.fingerprint.startswith("untrusted")
+            ):
                 self._recorder.record_detail(run.id, name, state.detail, result.where)
+                self._details[(run.request.loaded.name, name)] = state.detail
+                if len(self._details) > 100_000:
+                    self._details.pop(next(iter(self._details)))
             if result.ok:
                 state.output = output
                 self._finish(
-                    run, name, "succeeded", reason=state.reason, duration=result.duration_s,
-                    preview_text=result.preview, metrics=result.metrics,
+                    run,
+                    name,
+                    "succeeded",
+                    reason=state.reason,
+                    duration=result.duration_s,
+                    preview_text=result.preview,
+                    metrics=result.metrics,
                 )
             else:
                 self._finish(
-                    run, name, "failed", reason=state.reason, error=result.error,
-                    traceback=result.traceback, duration=result.duration_s, metrics=result.metrics,
+                    run,
+                    name,
+                    "failed",
+                    reason=state.reason,
+                    error=result.error,
+                    traceback=result.traceback,
+                    duration=result.duration_s,
+                    metrics=result.metrics,
                 )
 
     def _persist_output(self, result: TaskResult, step: str, run_id: int, execution: _Execution) -> None:
@@ -709,7 +771,8 @@ class Engine:
             )
             if cacheable:
                 conn.execute(
-                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, preview) "
+                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, "
+                    "preview) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (fingerprint, digest, step, run_id, now, preview_text),
                 )
@@ -748,8 +811,19 @@ class Engine:
         output = state.output
         self._emit(
             StepFinished(
-                run.id, name, status, state.attempts, duration, state.reason, error, traceback,
-                state.fingerprint, output.hash if output else None, preview_text, dict(metrics or {}), time.time(),
+                run.id,
+                name,
+                status,
+                state.attempts,
+                duration,
+                state.reason,
+                error,
+                traceback,
+                state.fingerprint,
+                output.hash if output else None,
+                preview_text,
+                dict(metrics or {}),
+                time.time(),
             )
         )
         if state.parent is not None:
@@ -771,7 +845,12 @@ class Engine:
         instances = [run.states[i] for i in state.instances or []]
         failed = [s for s in instances if s.status == "failed"]
         if failed:
-            self._finish(run, name, "failed", error=f"{len(failed)} of {len(instances)} items failed: {failed[0].error}")
+            self._finish(
+                run,
+                name,
+                "failed",
+                error=f"{len(failed)} of {len(instances)} items failed: {failed[0].error}",
+            )
             return
         if any(s.status == "cancelled" for s in instances):
             self._finish(run, name, "cancelled", reason="stopped")
@@ -781,7 +860,9 @@ class Engine:
         state.output = Output(digest, parts=parts)
         status = "cached" if instances and all(s.status == "cached" for s in instances) else "succeeded"
         ran = sum(1 for s in instances if s.status == "succeeded")
-        self._finish(run, name, status, reason=f"{len(instances)} items: {ran} ran, {len(instances) - ran} cached")
+        self._finish(
+            run, name, status, reason=f"{len(instances)} items: {ran} ran, {len(instances) - ran} cached"
+        )
 
     def _maybe_finish(self, run: _Run) -> None:
         if run.remaining > 0 or run.id not in self._runs:
@@ -802,7 +883,11 @@ class Engine:
         run.handle._finish(status)
 
     def _cancel(self, run_id: int | None, reason: str = "stopped") -> None:
-        runs = list(self._runs.values()) if run_id is None else [r for r in self._runs.values() if r.id == run_id]
+        runs = (
+            list(self._runs.values())
+            if run_id is None
+            else [r for r in self._runs.values() if r.id == run_id]
+        )
         for run in runs:
             run.cancelled = True
             run.ready.clear()
@@ -837,4 +922,3 @@ class Engine:
                 subscriber(event)
             except Exception as exc:
                 print(f"flow: a subscriber failed on {event.kind}: {exc!r}", file=sys.stderr)
-

@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import pickle
 import sys
+import textwrap
 import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,10 +52,10 @@ class _SourceIndex:
 
     def __init__(self, text: str) -> None:
         self.tree = ast.parse(text)
+        self.lines = text.splitlines(keepends=True)
         self.functions: dict[int, ast.AST] = {}
         self.lambdas: dict[int, list[ast.Lambda]] = {}
         self.classes: dict[str, list[ast.ClassDef]] = {}
-        self.normalised: dict[int, str] = {}
         for node in ast.walk(self.tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 self.functions[node.lineno] = node
@@ -78,10 +79,12 @@ def _index(path: str, text: str) -> _SourceIndex:
     return index
 
 
-def _strip(node: ast.AST, *, drop_decorators: bool) -> ast.AST:
-    """A copy of a definition without docstrings (anywhere inside) and optionally its decorators."""
-    clone = ast.parse(ast.unparse(node)).body[0] if not isinstance(node, ast.Lambda) else node
-    for inner in ast.walk(clone):
+_NORMALISED: OrderedDict[str, str] = OrderedDict()
+_NORMALISED_CACHE_SIZE = 20_000
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for inner in ast.walk(tree):
         if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
             body = inner.body
             if (
@@ -91,9 +94,35 @@ def _strip(node: ast.AST, *, drop_decorators: bool) -> ast.AST:
                 and isinstance(body[0].value.value, str)
             ):
                 inner.body = body[1:] or [ast.Pass()]
-    if drop_decorators and isinstance(clone, ast.FunctionDef | ast.AsyncFunctionDef):
-        clone.decorator_list = []
-    return clone
+
+
+def normalised(index: _SourceIndex, node: ast.AST, *, drop_decorators: bool) -> str:
+    """A definition's source without comments, formatting, docstrings (and optionally decorators).
+
+    Memoised by the definition's exact text, so a reload re-normalises only what was edited.
+    """
+    decorators = getattr(node, "decorator_list", None)
+    first = node.lineno if drop_decorators or not decorators else decorators[0].lineno
+    segment = textwrap.dedent("".join(index.lines[first - 1 : node.end_lineno]))
+    key = f"{drop_decorators}:{segment}"
+    cached = _NORMALISED.get(key)
+    if cached is not None:
+        _NORMALISED.move_to_end(key)
+        return cached
+    try:
+        tree = ast.parse(segment)
+    except SyntaxError:
+        tree = ast.Module(body=[node], type_ignores=[])
+    _strip_docstrings(tree)
+    if drop_decorators:
+        for inner in tree.body:
+            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner.decorator_list = []
+    text = ast.unparse(tree)
+    _NORMALISED[key] = text
+    if len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
+        _NORMALISED.popitem(last=False)
+    return text
 
 
 @lru_cache(maxsize=512)
@@ -162,14 +191,18 @@ class _Hasher:
         self.flow_module = loaded.module.__name__
         self.memo: dict[int, tuple[str, dict[str, str]]] = {}
         self.keep: list[Any] = []
+        self.indexes: dict[str, _SourceIndex | None] = {}
 
     def source_of(self, filename: str) -> _SourceIndex | None:
+        if filename in self.indexes:
+            return self.indexes[filename]
         text = self.sources.get(filename)
+        key = filename
         if text is None:
-            resolved = str(Path(filename).resolve())
-            text = self.sources.get(resolved)
-            filename = resolved
-        return _index(filename, text) if text is not None else None
+            key = str(Path(filename).resolve())
+            text = self.sources.get(key)
+        index = self.indexes[filename] = _index(key, text) if text is not None else None
+        return index
 
     def function_node(self, fn: types.FunctionType) -> ast.AST | list[ast.Lambda] | None:
         code = fn.__code__
@@ -189,7 +222,9 @@ class _Hasher:
             return _code_hash(fn.__code__)
         if isinstance(node, list):
             return _sha(*(ast.unparse(n) for n in node))
-        return ast.unparse(_strip(node, drop_decorators=drop_decorators))
+        index = self.source_of(fn.__code__.co_filename)
+        assert index is not None
+        return normalised(index, node, drop_decorators=drop_decorators)
 
     def is_local_file(self, filename: str) -> bool:
         return self.source_of(filename) is not None
@@ -220,8 +255,12 @@ class _Hasher:
             value = value.fn
         if isinstance(value, types.FunctionType):
             if not self.is_local_file(value.__code__.co_filename):
-                found[label] = _sha("external", value.__module__ or "", value.__qualname__,
-                                    _package_version(value.__module__ or ""))
+                found[label] = _sha(
+                    "external",
+                    value.__module__ or "",
+                    value.__qualname__,
+                    _package_version(value.__module__ or ""),
+                )
                 return
             own, nested = self.function(value)
             found[label] = own
@@ -260,21 +299,24 @@ class _Hasher:
         file = getattr(module, "__file__", None)
         index = self.source_of(str(file)) if file else None
         if index is None:
-            found[label] = _sha("external-class", cls.__module__, cls.__qualname__,
-                                _package_version(cls.__module__))
+            found[label] = _sha(
+                "external-class", cls.__module__, cls.__qualname__, _package_version(cls.__module__)
+            )
             return
         nodes = index.classes.get(cls.__name__, [])
         if not nodes:
             found[label] = _sha("class-without-source", cls.__qualname__, repr(sorted(vars(cls))))
             return
-        found[label] = _sha(*(ast.unparse(_strip(n, drop_decorators=False)) for n in nodes))
+        found[label] = _sha(*(normalised(index, n, drop_decorators=False) for n in nodes))
         if id(cls) in self.memo:
             return
         self.memo[id(cls)] = (found[label], {})
         self.keep.append(cls)
         namespace = vars(module) if module is not None else {}
         used = {
-            n.id for node in nodes for n in ast.walk(node)
+            n.id
+            for node in nodes
+            for n in ast.walk(node)
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
         }
         for name in sorted(used):
@@ -347,9 +389,7 @@ def _defaults_hash(fn: types.FunctionType) -> str:
 
 def _code_hash(code: types.CodeType) -> str:
     """Fallback when no source is known: the bytecode, constants and names, recursively."""
-    consts = [
-        _code_hash(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
-    ]
+    consts = [_code_hash(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
     return _sha(code.co_code.hex(), *consts, *code.co_names, *code.co_varnames)
 
 
@@ -411,7 +451,9 @@ def explain(previous: dict[str, Any] | None, current: dict[str, Any]) -> str:
     if previous.get("code") != current["code"]:
         return "code changed"
     old_helpers, new_helpers = previous.get("helpers", {}), current["helpers"]
-    changed = sorted(k for k in set(old_helpers) | set(new_helpers) if old_helpers.get(k) != new_helpers.get(k))
+    changed = sorted(
+        k for k in set(old_helpers) | set(new_helpers) if old_helpers.get(k) != new_helpers.get(k)
+    )
     if changed:
         names = ", ".join(k.removeprefix("flow.") for k in changed[:3])
         return f"helper changed: {names}" + (" …" if len(changed) > 3 else "")
@@ -427,4 +469,4 @@ def explain(previous: dict[str, Any] | None, current: dict[str, Any]) -> str:
         return f"upstream output changed: {', '.join(changed)}"
     if previous.get("item") != current.get("item"):
         return "fan-out item changed"
-    return "no earlier result"
+    return "no cached result (its last execution failed or was stopped)"

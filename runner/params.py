@@ -42,8 +42,11 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if file.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         line = getattr(exc, "lineno", None)
-        raise FlowError(f"invalid {'JSON' if file.suffix.lower() == '.json' else 'TOML'}: {exc}",
-                        file=str(path), line=line) from None
+        raise FlowError(
+            f"invalid {'JSON' if file.suffix.lower() == '.json' else 'TOML'}: {exc}",
+            file=str(path),
+            line=line,
+        ) from None
     if not isinstance(data, dict):
         raise FlowError("the params file must hold a table/object of name = value", file=str(path))
     return data

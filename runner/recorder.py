@@ -32,38 +32,66 @@ class StoreRecorder:
                 submit(self._write_logs)
         elif isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
-            submit(lambda c: c.executemany(
-                "INSERT OR IGNORE INTO steps(run_id, name, status) VALUES (?, ?, 'pending')", rows
-            ))
+            submit(
+                lambda c: c.executemany(
+                    "INSERT OR IGNORE INTO steps(run_id, name, status) VALUES (?, ?, 'pending')", rows
+                )
+            )
         elif isinstance(event, StepStarted):
             parent = event.step.partition("[")[0] if event.step.endswith("]") else None
-            submit(lambda c: c.execute(
-                "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, fingerprint)"
-                " VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
-                "status='running', attempts=excluded.attempts, started_at=excluded.started_at, "
-                "reason=excluded.reason, fingerprint=excluded.fingerprint",
-                (event.run_id, event.step, parent, event.attempt, event.ts, event.reason, event.fingerprint),
-            ))
+            submit(
+                lambda c: c.execute(
+                    "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, "
+                    "fingerprint)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
+                    "status='running', attempts=excluded.attempts, started_at=excluded.started_at, "
+                    "reason=excluded.reason, fingerprint=excluded.fingerprint",
+                    (
+                        event.run_id,
+                        event.step,
+                        parent,
+                        event.attempt,
+                        event.ts,
+                        event.reason,
+                        event.fingerprint,
+                    ),
+                )
+            )
         elif isinstance(event, StepRetrying):
-            submit(lambda c: c.execute(
-                "UPDATE steps SET error=? WHERE run_id=? AND name=?",
-                (f"attempt {event.attempt} failed: {event.error}", event.run_id, event.step),
-            ))
+            submit(
+                lambda c: c.execute(
+                    "UPDATE steps SET error=? WHERE run_id=? AND name=?",
+                    (f"attempt {event.attempt} failed: {event.error}", event.run_id, event.step),
+                )
+            )
         elif isinstance(event, StepFinished):
             self._finished(event)
         elif isinstance(event, RunFinished):
             submit(self._write_logs)
-            submit(lambda c: c.execute(
-                "UPDATE runs SET status=?, finished_at=? WHERE id=?",
-                (event.status, event.ts, event.run_id),
-            ))
+            submit(
+                lambda c: c.execute(
+                    "UPDATE runs SET status=?, finished_at=? WHERE id=?",
+                    (event.status, event.ts, event.run_id),
+                )
+            )
 
     def _finished(self, event: StepFinished) -> None:
         parent = event.step.partition("[")[0] if event.step.endswith("]") else None
         row = (
-            event.run_id, event.step, parent, event.status, event.attempts,
-            event.ts - event.duration_s, event.ts, event.duration_s, event.reason, event.error,
-            event.traceback, event.fingerprint, event.output_hash, event.preview,
+            event.run_id,
+            event.step,
+            parent,
+            event.status,
+            event.attempts,
+            event.ts - event.duration_s,
+            event.ts,
+            event.duration_s,
+            event.reason,
+            event.error,
+            event.traceback,
+            event.fingerprint,
+            event.output_hash,
+            event.preview,
         )
         metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
 
@@ -81,17 +109,21 @@ class StoreRecorder:
                 row,
             )
             if metrics:
-                c.executemany("INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)",
-                              metrics)
+                c.executemany(
+                    "INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)", metrics
+                )
 
         self._store.submit(write)
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Store the fingerprint parts of an execution (what the next run compares against)."""
         text = dumps_json(detail)
-        self._store.submit(lambda c: c.execute(
-            "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?", (text, where, run_id, step)
-        ))
+        self._store.submit(
+            lambda c: c.execute(
+                "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
+                (text, where, run_id, step),
+            )
+        )
 
     def _write_logs(self, conn: sqlite3.Connection) -> None:
         with self._lock:

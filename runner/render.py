@@ -57,7 +57,7 @@ def as_mermaid(loaded: LoadedFlow) -> str:
 def as_dot(loaded: LoadedFlow) -> str:
     lines = [f'digraph "{loaded.name}" {{', "  rankdir=LR;", "  node [shape=box];"]
     for name, node in loaded.graph.nodes.items():
-        style = ' [style=rounded, peripheries=2]' if node.step.when is not None else ""
+        style = " [style=rounded, peripheries=2]" if node.step.when is not None else ""
         lines.append(f'  "{name}"{style};')
     for name, node in loaded.graph.nodes.items():
         for upstream in node.upstream:

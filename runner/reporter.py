@@ -77,7 +77,8 @@ class PlainReporter:
                     self._print(f"      {line}")
         elif isinstance(event, RunFinished):
             self._print(
-                f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: {summary_counts(event.counts)}"
+                f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
+                f"{summary_counts(event.counts)}"
             )
         elif isinstance(event, FlowReloaded):
             self._print(reload_line(event))
@@ -138,16 +139,24 @@ class LiveReporter:
         self._steps: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._title = ""
-        self._live = Live(console=self._console, refresh_per_second=12, transient=True,
-                          get_renderable=self._render)
+        self._live = Live(
+            console=self._console, refresh_per_second=12, transient=True, get_renderable=self._render
+        )
         self._started = False
 
     def _render(self) -> Any:
         from rich.spinner import Spinner
         from rich.table import Table
 
-        styles = {"succeeded": "green", "cached": "cyan", "failed": "red", "skipped": "dim",
-                  "cancelled": "yellow", "running": "bold", "pending": "dim"}
+        styles = {
+            "succeeded": "green",
+            "cached": "cyan",
+            "failed": "red",
+            "skipped": "dim",
+            "cancelled": "yellow",
+            "running": "bold",
+            "pending": "dim",
+        }
         table = Table.grid(padding=(0, 1))
         table.add_column(width=2)
         table.add_column()
@@ -177,12 +186,19 @@ class LiveReporter:
             elif isinstance(event, StepStarted):
                 self._steps[event.step] = {"status": "running", "t0": time.monotonic()}
             elif isinstance(event, StepLog):
-                self._console.print(f"[dim]{event.step} |[/] {event.line}", markup=True, highlight=False,
-                                    soft_wrap=True)
+                self._console.print(
+                    f"[dim]{event.step} |[/] {event.line}", markup=True, highlight=False, soft_wrap=True
+                )
             elif isinstance(event, StepRetrying):
-                self._console.print(f"[yellow]↻ {event.step} attempt {event.attempt} failed:[/] {event.error}")
+                self._console.print(
+                    f"[yellow]↻ {event.step} attempt {event.attempt} failed:[/] {event.error}"
+                )
             elif isinstance(event, StepFinished):
-                tail = f"{event.duration_s:.2f}s" if event.status == "succeeded" else (event.error or event.reason)
+                tail = (
+                    f"{event.duration_s:.2f}s"
+                    if event.status == "succeeded"
+                    else (event.error or event.reason)
+                )
                 self._steps[event.step] = {"status": event.status, "t0": 0.0, "tail": tail}
                 if event.status != "cached" or len(self._steps) <= 30:
                     self._console.print(PlainReporter.step_line(event), highlight=False, markup=False)

@@ -113,7 +113,12 @@ class FlowSession:
                 values = (time.time(),)
             step = node.step
             signature[name] = (
-                prints[name], tuple(node.upstream), values, step.cache, step.trigger, step.foreach
+                prints[name],
+                tuple(node.upstream),
+                values,
+                step.cache,
+                step.trigger,
+                step.foreach,
             )
         return signature
 
@@ -218,12 +223,15 @@ class FlowSession:
                 changed_file = ", ".join(p.name for p in touched)
                 if not self.path.exists():
                     self.engine.publish(
-                        LoadFailed(str(self.path), f"{self.path}: the file was deleted; waiting for it",
-                                   time.time())
+                        LoadFailed(
+                            str(self.path), f"{self.path}: the file was deleted; waiting for it", time.time()
+                        )
                     )
                     continue
                 good = self.reload(changed_file)
-                last_failed = self.current is not None and self.current.done and self.current.status != "succeeded"
+                last_failed = (
+                    self.current is not None and self.current.done and self.current.status != "succeeded"
+                )
                 if good and (not self.last_diff.empty or last_failed or self.current is None):
                     try:
                         self.run(trigger=f"watch: {changed_file} changed", **(run_options or {}))

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +109,8 @@ class CacheHit:
     output_hash: str
     run_id: int | None
     preview: str | None
+    intact: bool = False
+    """True when the lookup already verified an inline artifact against its hash."""
 
 
 def default_store_dir() -> Path:
@@ -237,9 +239,7 @@ class Store:
 
     def mark_interrupted(self) -> list[int]:
         """Mark runs whose runner process on this host is gone as `interrupted`; return their ids."""
-        rows = self.conn.execute(
-            "SELECT id, pid, host FROM runs WHERE status='running'"
-        ).fetchall()
+        rows = self.conn.execute("SELECT id, pid, host FROM runs WHERE status='running'").fetchall()
         dead = [rid for rid, pid, host in rows if host == self.host and pid and not _pid_alive(pid)]
         if not dead:
             return []
@@ -267,11 +267,22 @@ class Store:
 
     # ----- artifacts and cache --------------------------------------------------------------
 
-    def lookup(self, fingerprint: str) -> CacheHit | None:
+    def lookup(self, fingerprint: str, *, verify: bool = False) -> CacheHit | None:
+        """The cache entry for a fingerprint; with `verify`, check an inline artifact in the same query."""
+        if not verify:
+            row = self.conn.execute(
+                "SELECT output_hash, run_id, preview FROM cache WHERE fingerprint=?", (fingerprint,)
+            ).fetchone()
+            return CacheHit(row[0], row[1], row[2]) if row else None
         row = self.conn.execute(
-            "SELECT output_hash, run_id, preview FROM cache WHERE fingerprint=?", (fingerprint,)
+            "SELECT c.output_hash, c.run_id, c.preview, a.data FROM cache c "
+            "LEFT JOIN artifacts a ON a.hash = c.output_hash WHERE c.fingerprint=?",
+            (fingerprint,),
         ).fetchone()
-        return CacheHit(row[0], row[1], row[2]) if row else None
+        if row is None:
+            return None
+        intact = row[3] is not None and content_hash(bytes(row[3])) == row[0]
+        return CacheHit(row[0], row[1], row[2], intact)
 
     def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]:
         """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
@@ -319,12 +330,21 @@ class Store:
             return None
         return row[0], json.loads(row[1])
 
+    def previous_details(self, flow: str) -> dict[str, dict[str, Any]]:
+        """For every step of `flow`, the fingerprint parts of its last execution (one query)."""
+        rows = self.conn.execute(
+            "SELECT s.name, s.detail FROM steps s JOIN ("
+            "  SELECT s2.name AS name, MAX(s2.run_id) AS run_id FROM steps s2 JOIN runs r ON r.id = s2.run_id"
+            "  WHERE r.flow=? AND s2.detail IS NOT NULL GROUP BY s2.name"
+            ") last ON last.name = s.name AND last.run_id = s.run_id",
+            (flow,),
+        ).fetchall()
+        return {name: json.loads(detail) for name, detail in rows}
+
     def list_runs(self, flow: str | None = None, limit: int = 50) -> list[RunRecord]:
         """The newest runs first, each with its steps."""
         if flow is None:
-            rows = self.conn.execute(
-                "SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
+            rows = self.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         else:
             rows = self.conn.execute(
                 "SELECT * FROM runs WHERE flow=? OR file=? ORDER BY id DESC LIMIT ?",
@@ -341,7 +361,17 @@ class Store:
         return runs[0].id if runs else None
 
     def _run(self, row: tuple[Any, ...]) -> RunRecord:
-        columns = ("id", "flow", "file", "status", "started_at", "finished_at", "params", "trigger", "executor")
+        columns = (
+            "id",
+            "flow",
+            "file",
+            "status",
+            "started_at",
+            "finished_at",
+            "params",
+            "trigger",
+            "executor",
+        )
         data = dict(zip(columns, row[: len(columns)], strict=True))
         data["params"] = json.loads(data["params"])
         return RunRecord(**data, steps=tuple(self.get_steps(int(data["id"]))))
@@ -400,23 +430,36 @@ class Store:
 
 
 class _Writer:
-    """One thread applying queued writes in batched transactions."""
+    """One thread applying queued writes in batched transactions.
+
+    The queue is a deque plus an event set only when the writer may be asleep: a `queue.Queue` costs a
+    lock round trip per item, and the scheduler queues several writes per step.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: queue.Queue[Callable[[sqlite3.Connection], None] | threading.Event | None] = (
-            queue.Queue()
-        )
+        self._items: deque[Callable[[sqlite3.Connection], None] | threading.Event | None] = deque()
+        self._wake = threading.Event()
         self._error: BaseException | None = None
+        self._submitted = 0
+        self._applied = 0
         self._thread = threading.Thread(target=self._loop, name="flow-store-writer", daemon=True)
         self._thread.start()
 
+    def _put(self, item: Callable[[sqlite3.Connection], None] | threading.Event | None) -> None:
+        self._items.append(item)
+        if not self._wake.is_set():
+            self._wake.set()
+
     def put(self, op: Callable[[sqlite3.Connection], None]) -> None:
-        self._queue.put(op)
+        self._submitted += 1
+        self._put(op)
 
     def flush(self) -> None:
+        if self._applied == self._submitted and self._error is None:
+            return
         done = threading.Event()
-        self._queue.put(done)
+        self._put(done)
         done.wait()
         if self._error is not None:
             error, self._error = self._error, None
@@ -425,22 +468,22 @@ class _Writer:
             raise error
 
     def stop(self) -> None:
-        self._queue.put(None)
+        self._put(None)
         self._thread.join()
 
     def _loop(self) -> None:
         conn = self._store._connect()
         stop = False
         while not stop:
-            items = [self._queue.get()]
-            while True:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            ops = [i for i in items if callable(i) and not isinstance(i, threading.Event)]
+            self._wake.wait()
+            self._wake.clear()
+            items = []
+            while self._items:
+                items.append(self._items.popleft())
+            ops = [i for i in items if i is not None and not isinstance(i, threading.Event)]
             if ops:
-                self._apply(conn, ops)
+                self._apply(conn, ops)  # type: ignore[arg-type]
+                self._applied += len(ops)
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()

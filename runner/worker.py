@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 
 from runner.executors import wire
 from runner.executors.base import Task, TaskResult
-from runner.executors.execute import execute
+from runner.executors.execute import execute, resolve_code
 
 _CODE_CACHE_SIZE = 4096
 
@@ -51,16 +50,13 @@ def main(argv: list[str]) -> int:
         if message is None or message[0] == "exit":
             return 0
         task: Task = message[1]
-        fn = codes.get(task.code_key)
-        if fn is None:
-            try:
-                fn = pickle.loads(task.code)
-            except Exception as exc:
-                send(("done", task.id, TaskResult(ok=False, error=f"cannot load the step's code: {exc}")))
-                continue
-            codes[task.code_key] = fn
-            if len(codes) > _CODE_CACHE_SIZE:
-                codes.popitem(last=False)
+        try:
+            fn = resolve_code(task, codes)
+        except Exception as exc:
+            send(("done", task.id, TaskResult(ok=False, error=f"cannot load the step's code: {exc}")))
+            continue
+        if len(codes) > _CODE_CACHE_SIZE:
+            codes.popitem(last=False)
 
         def emit(stream: str, line: str, ts: float, task_id: str = task.id) -> None:
             send(("log", task_id, stream, line, ts))

@@ -31,8 +31,6 @@ def make_executor(spec: str, workers: int | None = None, *, debug: bool = False)
         try:
             from runner.executors.dask import DaskExecutor
         except ImportError as exc:
-            raise FlowError(
-                f"--executor {spec} needs Dask: pip install 'flowdsl[dask]' ({exc})"
-            ) from None
+            raise FlowError(f"--executor {spec} needs Dask: pip install 'flowdsl[dask]' ({exc})") from None
         return DaskExecutor(None if spec == "dask" else spec, workers=workers)
     raise FlowError(f"unknown executor {spec!r}; use local, inline, dask or dask://HOST:PORT")

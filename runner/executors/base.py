@@ -47,6 +47,9 @@ class Task:
         artifact_dir: where a worker writes an output too large to send back inline.
         sys_path: directories the worker puts on `sys.path` (the flow's project root).
         resources: the step's abstract resources (e.g. `{"GPU": 1}`), for executors that honour them.
+        entry: when set, `code` unpickles to a dict of functions (one load's steps, pickled together
+            because one cloudpickle call for many functions costs a fraction of one call each) and this
+            names the task's function in it. Use `runner.executors.execute.resolve_code`.
     """
 
     id: str
@@ -60,6 +63,7 @@ class Task:
     artifact_dir: str = ""
     sys_path: tuple[str, ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
+    entry: str = ""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,20 @@ class _LogHandler(logging.Handler):
             text = str(record.msg)
         for line in text.splitlines() or [""]:
             self._emit("log", line, record.created)
+
+
+def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:
+    """The task's function: unpickled from `task.code` once per `code_key`, then taken from `cache`.
+
+    Raises:
+        KeyError: the executor sent no code for a key this process has not seen.
+    """
+    code = cache.get(task.code_key)
+    if code is None:
+        if not task.code:
+            raise KeyError(f"no code for {task.code_key}")
+        code = cache[task.code_key] = pickle.loads(task.code)
+    return code[task.entry] if task.entry else code  # type: ignore[no-any-return]
 
 
 def load_input(ref: InputRef) -> Any:

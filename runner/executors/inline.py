@@ -7,14 +7,13 @@ are captured as with worker processes.
 from __future__ import annotations
 
 import pdb
-import pickle
 import sys
 import threading
 from collections import deque
 from typing import Any
 
 from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog
-from runner.executors.execute import execute
+from runner.executors.execute import execute, resolve_code
 
 
 class InlineExecutor:
@@ -52,10 +51,7 @@ class InlineExecutor:
         def emit(stream: str, line: str, ts: float) -> None:
             events.append(TaskLog(task.id, stream, line, ts))
 
-        fn = self._codes.get(task.code_key)
-        if fn is None:
-            fn = pickle.loads(task.code)
-            self._codes[task.code_key] = fn
+        fn = resolve_code(task, self._codes)
         result = execute(task, fn, emit, on_exception=self._post_mortem if self._debug else None)
         events.append(TaskDone(task.id, result))
         return events

@@ -79,9 +79,7 @@ class LocalExecutor:
         from_r, from_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONHASHSEED"] = "0"
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
             [sys.executable, "-m", "runner.worker", str(to_r), str(from_w)],
             pass_fds=(to_r, from_w),
@@ -198,9 +196,7 @@ class LocalExecutor:
             result: TaskResult = message[2]  # type: ignore[assignment]
             worker.task = None
             self._by_task.pop(task.id, None)
-            self._pending.append(
-                TaskDone(task.id, dataclasses.replace(result, where=worker.where))
-            )
+            self._pending.append(TaskDone(task.id, dataclasses.replace(result, where=worker.where)))
 
     def _on_raw(self, worker: _Worker, stream: str, chunk: bytes) -> None:
         """Output written straight to file descriptors 1 and 2 (C code, child processes)."""
