@@ -319,17 +319,6 @@ class Store:
 
     # ----- reads --------------------------------------------------------------------------
 
-    def previous_detail(self, flow: str, step: str) -> tuple[str, dict[str, Any]] | None:
-        """The fingerprint and its components of the last execution of `step` in `flow`."""
-        row = self.conn.execute(
-            "SELECT s.fingerprint, s.detail FROM steps s JOIN runs r ON r.id = s.run_id "
-            "WHERE r.flow=? AND s.name=? AND s.detail IS NOT NULL ORDER BY s.run_id DESC LIMIT 1",
-            (flow, step),
-        ).fetchone()
-        if row is None:
-            return None
-        return row[0], json.loads(row[1])
-
     def previous_details(self, flow: str) -> dict[str, dict[str, Any]]:
         """For every step of `flow`, the fingerprint parts of its last execution (one query)."""
         rows = self.conn.execute(
