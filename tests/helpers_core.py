@@ -1,0 +1,139 @@
+"""Helpers for the core suite: side-effect logs that prove a step really executed, store peeking,
+worker-process discovery and polling without sleeps-as-assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PRELUDE = '''\
+import os
+import time
+
+from dsl import Flow, log_metric, param, step
+
+LOG = {log!r}
+
+
+def mark(name):
+    with open(LOG, "a") as handle:
+        handle.write(f"{{name}} {{time.time()!r}}\\n")
+'''
+
+
+def prelude(log: Path) -> str:
+    """The top of a test flow: imports and `mark(name)`, which appends a line to `log`."""
+    return PRELUDE.format(log=str(log))
+
+
+def flow_source(log: Path, body: str) -> str:
+    """A whole flow file: the prelude, then `body` (dedented)."""
+    return prelude(log) + "\n\n" + textwrap.dedent(body)
+
+
+def executed(log: Path) -> list[str]:
+    """The names `mark` recorded, in order (empty if nothing ran)."""
+    if not log.exists():
+        return []
+    return [line.split()[0] for line in log.read_text().splitlines() if line.strip()]
+
+
+def marks(log: Path) -> list[tuple[str, float]]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        if line.strip():
+            name, ts = line.split()[:2]
+            out.append((name, float(ts)))
+    return out
+
+
+def reset(log: Path) -> None:
+    log.unlink(missing_ok=True)
+
+
+def steps_of(run: Any) -> dict[str, Any]:
+    """name -> StepRecord for a RunRecord."""
+    return {s.name: s for s in run.steps}
+
+
+def statuses(run: Any) -> dict[str, str]:
+    return {s.name: s.status for s in run.steps}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02) -> Any:
+    """Poll until `predicate()` is truthy; return its value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def db_rows(store_dir: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the store's SQLite directly (a separate connection, as another process would)."""
+    db = store_dir / "flow.db"
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def step_status_in_db(store_dir: Path, step: str) -> list[str]:
+    return [r[0] for r in db_rows(store_dir, "SELECT status FROM steps WHERE name=? ORDER BY run_id", (step,))]
+
+
+def worker_pids(marker: str) -> list[int]:
+    """Live `runner.worker` processes whose environment carries FLOW_TEST_MARKER=marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"runner.worker" not in cmdline:
+                continue
+            environ = (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if f"FLOW_TEST_MARKER={marker}".encode() not in environ.split(b"\0"):
+            continue
+        if "\nState:\tZ" in status:
+            continue
+        found.append(int(entry.name))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def json_or_fail(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:  # pragma: no cover - diagnostic
+        raise AssertionError(f"not JSON: {exc}\n{text}") from None
+
+
+def env_with_marker(marker: str) -> dict[str, str]:
+    return {"FLOW_TEST_MARKER": marker, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")}
