@@ -47,6 +47,7 @@ class PlainReporter:
         self._out = out or sys.stdout
         self._show_logs = show_logs
         self._lock = threading.Lock()
+        self._ran: dict[int, list[str]] = {}
 
     def _print(self, text: str) -> None:
         with self._lock:
@@ -55,6 +56,7 @@ class PlainReporter:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
+            self._ran[event.run_id] = []
             params = ", ".join(f"{k}={v!r}" for k, v in event.params.items())
             self._print(
                 f"run #{event.run_id} of {event.flow} ({len(event.steps)} steps)"
@@ -71,14 +73,17 @@ class PlainReporter:
                 f"retrying in {event.delay_s:g}s"
             )
         elif isinstance(event, StepFinished):
+            if event.status in ("succeeded", "failed") and not event.step.endswith("]"):
+                self._ran.setdefault(event.run_id, []).append(event.step)
             self._print(self.step_line(event))
             if event.status == "failed" and event.traceback:
                 for line in event.traceback.rstrip().splitlines():
                     self._print(f"      {line}")
         elif isinstance(event, RunFinished):
+            ran = self._ran.pop(event.run_id, [])
             self._print(
                 f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
-                f"{summary_counts(event.counts)}"
+                f"{summary_counts(event.counts)}" + (f" (ran: {', '.join(ran)})" if ran else "")
             )
         elif isinstance(event, FlowReloaded):
             self._print(reload_line(event))
