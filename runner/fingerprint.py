@@ -189,6 +189,7 @@ class _Hasher:
     def __init__(self, loaded: LoadedFlow) -> None:
         self.sources = {str(Path(p)): text for p, text in loaded.sources.items()}
         self.flow_module = loaded.module.__name__
+        self.root = loaded.root
         self.memo: dict[int, tuple[str, dict[str, str]]] = {}
         self.keep: list[Any] = []
         self.indexes: dict[str, _SourceIndex | None] = {}
@@ -246,7 +247,35 @@ class _Hasher:
             except ValueError:
                 continue
             self.add(f"{fn.__qualname__}.<closure {name}>", value, found, fn)
+        self.add_inner_imports(fn, found)
         return found
+
+    def add_inner_imports(self, fn: types.FunctionType, found: dict[str, str]) -> None:
+        """`import helpers` inside a function body: hash the local module's file as it is on disk now.
+
+        Such a module is imported by the worker at run time, so the parent may never have loaded it.
+        """
+        node = self.function_node(fn)
+        if node is None:
+            return
+        modules: set[str] = set()
+        for root in node if isinstance(node, list) else [node]:
+            for inner in ast.walk(root):
+                if isinstance(inner, ast.Import):
+                    modules.update(alias.name for alias in inner.names)
+                elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
+                    modules.add(inner.module)
+                    modules.update(f"{inner.module}.{alias.name}" for alias in inner.names)
+        for module in sorted(modules):
+            path = _local_module_file(self.root, module)
+            if path is not None:
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise Untrusted(f"cannot read {path}: {exc}") from None
+                found[f"import {module}"] = _sha("inner-import", text)
+            elif "." not in module and module not in found:
+                found[f"import {module}"] = _sha("module", module, _package_version(module))
 
     def add(self, label: str, value: Any, found: dict[str, str], user: Any) -> None:
         if label in found:
@@ -337,6 +366,15 @@ class _Hasher:
         for attribute in sorted(attributes):
             if hasattr(module, attribute):
                 self.add(f"{module.__name__}.{attribute}", getattr(module, attribute), found, module)
+
+
+def _local_module_file(root: Path, module: str) -> Path | None:
+    """The project file that `import module` would load, if it is one of the user's own."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _attributes_used(user: Any, alias: str, hasher: _Hasher) -> set[str] | None:

@@ -19,15 +19,12 @@ from typing import Any
 
 from dsl.context import StepContext, step_context
 from runner.artifacts import (
-    INLINE_MAX,
     ArtifactError,
     UnstorableOutput,
-    artifact_path,
-    content_hash,
-    dumps,
+    dump_output,
+    fault_point,
     preview,
-    read_file_checked,
-    write_file_atomic,
+    verify_file,
 )
 from runner.executors.base import InputRef, Task, TaskResult
 
@@ -91,8 +88,24 @@ def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., A
     if code is None:
         if not task.code:
             raise KeyError(f"no code for {task.code_key}")
+        _forget_project_modules(task.sys_path)
         code = cache[task.code_key] = pickle.loads(task.code)
     return code[task.entry] if task.entry else code  # type: ignore[no-any-return]
+
+
+def _forget_project_modules(roots: tuple[str, ...]) -> None:
+    """Drop the user's own modules imported by earlier tasks, so new code imports their current source.
+
+    A warm worker outlives edits: without this, `import helpers` inside a step would keep the version
+    imported before the save.
+    """
+    prefixes = tuple(str(Path(root).resolve()) + "/" for root in roots)
+    if not prefixes:
+        return
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and file.startswith(prefixes) and "site-packages" not in file:
+            del sys.modules[name]
 
 
 def load_input(ref: InputRef) -> Any:
@@ -104,20 +117,18 @@ def load_input(ref: InputRef) -> Any:
     if ref.data is not None:
         return pickle.loads(ref.data)
     if ref.path is not None:
-        return pickle.loads(read_file_checked(ref.path, ref.hash))
+        verify_file(ref.path, ref.hash)
+        with open(ref.path, "rb") as handle:
+            return pickle.load(handle)
     raise ArtifactError(f"input {ref.hash[:12]} carries no data")
 
 
 def store_output(value: Any, artifact_dir: str) -> tuple[str, bytes | None, str | None, int]:
-    """Pickle an output: (hash, inline bytes or None, file path or None, size)."""
-    data = dumps(value)
-    digest = content_hash(data)
-    if len(data) <= INLINE_MAX or not artifact_dir:
-        return digest, data, None, len(data)
-    path = artifact_path(artifact_dir, digest)
-    if not path.exists():
-        write_file_atomic(path, data)
-    return digest, None, str(path), len(data)
+    """Pickle an output: (hash, inline bytes or None, file path or None, size).
+
+    A large output is streamed to its artifact file as it is pickled (never held twice in memory).
+    """
+    return dump_output(value, artifact_dir or None)
 
 
 def execute(
@@ -159,9 +170,11 @@ def execute(
             kwargs = {name: load_input(ref) for name, ref in task.kwargs.items()}
         except ArtifactError as exc:
             return TaskResult(ok=False, error=f"an input could not be read: {exc}")
+        fault_point("step-start")
         with step_context(ctx):
             value = fn(**kwargs)
         duration = time.perf_counter() - started
+        fault_point("step-finish")
     except BaseException as exc:
         duration = time.perf_counter() - started
         if isinstance(exc, KeyboardInterrupt):
@@ -171,6 +184,8 @@ def execute(
             on_exception(exc)
         if isinstance(exc, SystemExit):
             error = f"the step called sys.exit({exc.code!r})"
+        elif isinstance(exc, MemoryError) and task.resources.get("memory"):
+            error = f"the step exceeded its memory limit (resources memory={task.resources['memory']!r})"
         else:
             error = f"{type(exc).__name__}: {exc}"
         return TaskResult(
@@ -188,6 +203,14 @@ def execute(
         return TaskResult(
             ok=False,
             error=f"the output cannot be stored ({type(value).__name__} is not picklable: {exc})",
+            metrics=dict(ctx.metrics),
+            duration_s=duration,
+        )
+    except MemoryError:
+        return TaskResult(
+            ok=False,
+            error="the output could not be pickled: out of memory"
+            + (f" (resources memory={task.resources['memory']!r})" if task.resources.get("memory") else ""),
             metrics=dict(ctx.metrics),
             duration_s=duration,
         )
