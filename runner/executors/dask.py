@@ -165,7 +165,8 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
             elif isinstance(event, TaskDone) and event.task_id == task.id:
                 result = event.result
         now = time.monotonic()
-        while lines and (result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES):
+        due = result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES
+        while lines and due:
             batches += 1
             worker.log_event(topic, {"t": task.id, "n": batches, "lines": lines[:_LOG_BATCH_LINES]})
             del lines[:_LOG_BATCH_LINES]
@@ -325,8 +326,9 @@ class DaskExecutor:
                 pending = self._forget(task_id)
             if pending is not None:
                 self._client.cancel([pending.future], reason="its worker died")
+                result = TaskResult(ok=False, error=reason, where=pending.worker or "")
                 with self._cond:
-                    self._ready.append(TaskDone(task_id, TaskResult(ok=False, error=reason, where=pending.worker or "")))
+                    self._ready.append(TaskDone(task_id, result))
         if finished:
             self._collect(finished)
         now = time.monotonic()
@@ -449,7 +451,7 @@ class DaskExecutor:
 
     def _exception(self, future: Future) -> BaseException:
         if future.status == "cancelled":
-            return RuntimeError("the task was cancelled on the cluster (the scheduler restarted or dropped it)")
+            return RuntimeError("the task was cancelled on the cluster (the scheduler restarted or lost it)")
         try:
             exc = future.exception(timeout=CONNECT_TIMEOUT_S)
         except Exception as err:
@@ -510,7 +512,7 @@ class DaskExecutor:
             if "start" in message:
                 pending.starts += 1
                 if pending.starts > 1:
-                    self._died.append((task_id, _died(pending.worker, "the task was started again elsewhere")))
+                    self._died.append((task_id, _died(pending.worker, "Dask started the task again")))
                 pending.worker = message["start"]
             else:
                 pending.batches += 1
@@ -525,9 +527,14 @@ class DaskExecutor:
         if not isinstance(message, dict) or message.get("action") != "remove-worker":
             return
         address = message.get("worker")
+        processing = set(message.get("processing-tasks") or ())
         with self._cond:
             for task_id, pending in self._tasks.items():
-                if pending.worker == address and pending.result is None:
+                if pending.result is not None:
+                    continue
+                # A start event can die with the worker's send buffer: a task the scheduler had on that
+                # worker and that never reported starting elsewhere counts as started there.
+                if pending.worker == address or (pending.worker is None and pending.future.key in processing):
                     self._died.append((task_id, _died(address, "it left the cluster")))
             self._cond.notify_all()
 
@@ -544,7 +551,7 @@ def _failure(exc: BaseException) -> TaskResult:
     if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in ("runner", "dsl"):
         return TaskResult(
             ok=False,
-            error=f"flow is not installed on the Dask workers ({exc}); install the same flowdsl version there",
+            error=f"flow is not installed on the Dask workers ({exc}); install the same flowdsl there",
         )
     return TaskResult(ok=False, error=f"the Dask task failed: {kind}: {exc}")
 
