@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dsl.context import StepContext, step_context
+from dsl.loader import install_local_imports
 from runner.artifacts import (
     ArtifactError,
     UnstorableOutput,
@@ -145,8 +146,7 @@ def execute(
     alive, after the real stdout and stderr are back.
     """
     for entry in task.sys_path:
-        if entry not in sys.path:
-            sys.path.insert(0, entry)
+        install_local_imports(Path(entry))
     ctx = StepContext(step=task.step, run_id=task.run_id, attempt=task.attempt)
     out, err = LineCapture("stdout", emit), LineCapture("stderr", emit)
     handler = _LogHandler(emit)
