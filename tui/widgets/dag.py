@@ -62,7 +62,7 @@ class DagView(ScrollView, can_focus=True):
         & > .dag--running { color: $accent; text-style: bold; }
         & > .dag--retrying { color: $warning; text-style: bold; }
         & > .dag--succeeded { color: $success; }
-        & > .dag--cached { color: $secondary; }
+        & > .dag--cached { color: $text-secondary; }
         & > .dag--failed { color: $error; text-style: bold; }
         & > .dag--skipped { color: $text-muted; text-style: italic; }
         & > .dag--cancelled { color: $warning; }

@@ -15,7 +15,7 @@ from tui.data.state import StepInfo
 
 STATUS_STYLE = {
     "succeeded": "$success",
-    "cached": "$secondary",
+    "cached": "$text-secondary",
     "failed": "$error",
     "running": "$accent",
     "retrying": "$warning",
