@@ -76,7 +76,7 @@ class FlowSession:
     def load(self) -> LoadedFlow:
         """The first load: raises `FlowError` (there is no last good graph to fall back on)."""
         loaded = load_flow(self.path)
-        resolve_params(loaded.graph.params, self.overrides, self.file_values)
+        self._check_params(loaded)
         with self._lock:
             self.loaded, self.error = loaded, None
             self._signature = self._signatures(loaded)
@@ -87,7 +87,7 @@ class FlowSession:
         shown = changed_file or self.path.name
         try:
             loaded = load_flow(self.path)
-            resolve_params(loaded.graph.params, self.overrides, self.file_values)
+            self._check_params(loaded)
         except FlowError as exc:
             with self._lock:
                 self.error = exc
@@ -101,6 +101,23 @@ class FlowSession:
         )
         self.last_diff = diff
         return True
+
+    def _check_params(self, loaded: LoadedFlow) -> None:
+        """Resolve the session's parameters against a new load; a bad one names the file and line.
+
+        Raises:
+            FlowError: as `resolve_params`, with the flow file (and the step's line) filled in.
+        """
+        try:
+            resolve_params(loaded.graph.params, self.overrides, self.file_values)
+        except FlowError as exc:
+            if exc.file:
+                raise
+            node = loaded.graph.nodes.get(exc.step) if exc.step else None
+            known = node is not None and not node.step.file.startswith("<")
+            file = node.step.file if known else str(loaded.path)
+            line = (node.step.line or None) if known else None
+            raise FlowError(exc.message, file=file, line=line, step=exc.step) from None
 
     def _signatures(self, loaded: LoadedFlow) -> dict[str, tuple[Any, ...]]:
         prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)
