@@ -10,18 +10,21 @@ it instead of starting it twice, and stopping a run kills only executions no oth
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import pickle
 import sys
 import threading
 import time
+import types
 import uuid
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+import cloudpickle.cloudpickle as cloudpickle_internals
 
 from dsl.errors import FlowError
 from dsl.graph import Node
@@ -106,6 +109,24 @@ class StepState:
     error: str | None = None
     instances: list[str] | None = None
     parent: str | None = None
+
+
+def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, with the real file name kept for tracebacks."""
+    constructor, args = cloudpickle_internals._code_reduce(code)
+    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class _CodePickler(cloudpickle.Pickler):
+    """Ships step functions by value; tracebacks on the worker name the flow file, not `<dynamic-code>`."""
+
+    dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
+def _pickle_code(functions: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    _CodePickler(buffer, protocol=5).dump(functions)
+    return buffer.getvalue()
 
 
 class RunHandle:
@@ -642,12 +663,11 @@ class Engine:
                     cloudpickle.register_pickle_by_value(sys.modules[module_name])
             names = loaded.graph.order[chunk * CODE_CHUNK : (chunk + 1) * CODE_CHUNK]
             try:
-                code = cloudpickle.dumps({n: loaded.graph.nodes[n].step.fn for n in names}, protocol=5)
+                code = _pickle_code({n: loaded.graph.nodes[n].step.fn for n in names})
             except Exception:
                 key = f"{loaded.load_id}:{step_name}"
-                code = self._codes.get(key) or cloudpickle.dumps(
-                    {step_name: loaded.graph.nodes[step_name].step.fn}, protocol=5
-                )
+                alone = {step_name: loaded.graph.nodes[step_name].step.fn}
+                code = self._codes.get(key) or _pickle_code(alone)
             self._codes[key] = code
             if len(self._codes) > 4096:
                 self._codes.pop(next(iter(self._codes)))
