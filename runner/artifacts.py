@@ -13,6 +13,7 @@ import os
 import pickle
 import reprlib
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,167 @@ def write_file_atomic(path: Path, data: bytes | memoryview) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class _Spool:
+    """A binary sink for a pickler: hashes what it is given, keeps up to `limit` bytes in memory and
+    spills the rest to a temporary file in `directory`, so a huge output is never held twice."""
+
+    def __init__(self, directory: str | Path | None, limit: int) -> None:
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+        self._directory = Path(directory) if directory else None
+        self._limit = limit
+        self._file: Any = None
+        self.tmp: Path | None = None
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self.size += len(view)
+        if self._file is None and (self._directory is None or self.size <= self._limit):
+            self._buffer += view
+            return len(view)
+        if self._file is None:
+            assert self._directory is not None
+            self._directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".tmp-")
+            self.tmp = Path(tmp)
+            self._file = os.fdopen(fd, "wb")
+            self._file.write(self._buffer)
+            self._buffer = bytearray()
+        self._file.write(view)
+        fault_point("artifact-write")
+        return len(view)
+
+    def finish(self) -> tuple[str, bytes | None, str | None, int]:
+        """(hash, inline bytes or None, file path or None, size); a spilled file is fsynced and renamed."""
+        digest = self._hash.hexdigest()
+        if self._file is None:
+            return digest, bytes(self._buffer), None, self.size
+        assert self._directory is not None and self.tmp is not None
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            fault_point("artifact-rename")
+            final = artifact_path(self._directory, digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            self.abort()
+            raise
+        return digest, None, str(final), self.size
+
+    def abort(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (power loss); best effort where unsupported."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def dump_output(
+    value: Any, artifact_dir: str | Path | None, inline_max: int = INLINE_MAX
+) -> tuple[str, bytes | None, str | None, int]:
+    """Pickle a step's output straight to its destination: (hash, inline bytes, file path, size).
+
+    Up to `inline_max` bytes come back inline; a larger output is streamed into
+    `artifact_dir/ab/<hash>` (temp file, fsync, rename) without ever holding the pickled bytes in
+    memory. With no `artifact_dir` everything is inline.
+
+    Raises:
+        UnstorableOutput: neither pickle nor cloudpickle can serialise the value.
+        OSError: the artifact store cannot be written (full disk, read-only).
+    """
+    first: Exception | None = None
+    for module in ("pickle", "cloudpickle"):
+        spool = _Spool(artifact_dir, inline_max)
+        try:
+            if module == "pickle":
+                pickle.Pickler(spool, protocol=5).dump(value)
+            else:
+                import cloudpickle
+
+                cloudpickle.Pickler(spool, protocol=5).dump(value)
+        except OSError:
+            spool.abort()
+            raise
+        except Exception as exc:
+            spool.abort()
+            first = first or exc
+            continue
+        return spool.finish()
+    assert first is not None
+    raise UnstorableOutput(f"{type(first).__name__}: {first}")
+
+
+def verify_file(path: str | Path, digest: str, size: int | None = None) -> None:
+    """Check a file artifact against its hash, reading it in chunks (constant memory).
+
+    Raises:
+        ArtifactError: the file is missing, unreadable, truncated or does not match `digest`.
+    """
+    hasher = hashlib.sha256()
+    total = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                hasher.update(chunk)
+                total += len(chunk)
+    except OSError as exc:
+        raise ArtifactError(f"artifact {digest[:12]} is missing: {exc.strerror}") from None
+    if size is not None and total != size:
+        raise ArtifactError(f"artifact {digest[:12]} is truncated ({total} of {size} bytes)")
+    if hasher.hexdigest() != digest:
+        raise ArtifactError(f"artifact {digest[:12]} is corrupt (content hash mismatch)")
+
+
+IN_WORKER = False
+"""True in a worker process (set by `runner.worker`): its fault points kill the parent, the runner."""
+
+_FAULTS: dict[str, int] = {}
+for _spec in filter(None, os.environ.get("FLOW_FAULT_KILL", "").split(",")):
+    _name, _, _count = _spec.partition(":")
+    _FAULTS[_name] = int(_count or 1)
+
+
+def fault_point(name: str) -> None:
+    """Fault-injection hook for the crash tests; free unless `FLOW_FAULT_KILL` is set.
+
+    `FLOW_FAULT_KILL=commit:3` SIGKILLs the runner the 3rd time this process reaches the point
+    `commit`. Points: `commit` (store writer, mid-transaction), `artifact-write` and
+    `artifact-rename` (a worker writing a file artifact), `step-start` and `step-finish` (a worker,
+    around the step call). A worker kills its parent, the runner.
+    """
+    if not _FAULTS or name not in _FAULTS:
+        return
+    _FAULTS[name] -= 1
+    if _FAULTS[name] == 0:
+        if IN_WORKER:
+            os.kill(os.getppid(), 9)
+            time.sleep(0.5)
+        else:
+            os.kill(os.getpid(), 9)
+            time.sleep(10)
 
 
 def read_file_checked(path: str | Path, digest: str) -> bytes:

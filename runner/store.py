@@ -25,10 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from dsl.errors import FlowError
-from runner.artifacts import ArtifactError, artifact_path, content_hash, read_file_checked
+from runner.artifacts import (
+    ArtifactError,
+    artifact_path,
+    content_hash,
+    fault_point,
+    read_file_checked,
+    verify_file,
+)
 from runner.records import LogLine, RunRecord, StepRecord, dumps_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -98,8 +105,29 @@ _SCHEMA = [
     )""",
 ]
 
-_MIGRATIONS: dict[int, list[str]] = {}
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (
+        fingerprint TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires REAL NOT NULL
+    )"""
+_SCHEMA.append(_LEASES)
+
+_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES]}
 """version -> statements that bring a store from `version - 1` to `version`."""
+
+LEASE_TTL_S = 6 * 3600.0
+"""A lease older than this is void even if its holder's pid is alive (guards against pid reuse)."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Another live process computing a fingerprint right now."""
+
+    pid: int
+    host: str
+    acquired_at: float
 
 
 @dataclass(frozen=True)
@@ -219,6 +247,10 @@ class Store:
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
+        try:
+            self.release_all_leases()
+        except FlowError:
+            pass
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -259,6 +291,11 @@ class Store:
                     "WHERE run_id=? AND status IN ('running', 'pending')",
                     (now, rid),
                 )
+            for fingerprint, pid in conn.execute(
+                "SELECT fingerprint, pid FROM leases WHERE host=?", (self.host,)
+            ).fetchall():
+                if not _pid_alive(pid):
+                    conn.execute("DELETE FROM leases WHERE fingerprint=? AND pid=?", (fingerprint, pid))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -306,7 +343,7 @@ class Store:
             raise ArtifactError(f"artifact {digest[:12]} is missing from {path}") from None
         if actual != size:
             raise ArtifactError(f"artifact {digest[:12]} is truncated ({actual} of {size} bytes)")
-        read_file_checked(path, digest)
+        verify_file(path, digest, size)
         return None, str(path)
 
     def read_artifact(self, digest: str) -> bytes:
@@ -316,6 +353,89 @@ class Store:
     def forget_cache(self, fingerprint: str) -> None:
         """Drop a cache entry whose artifact turned out missing or corrupt."""
         self.submit(lambda c: c.execute("DELETE FROM cache WHERE fingerprint=?", (fingerprint,)))
+
+    # ----- leases: one process computes a fingerprint, others wait for its result ---------------
+
+    def _holder(self, row: tuple[Any, ...] | None, now: float) -> LeaseHolder | None:
+        """The live holder in a `leases` row, or None if the row is ours, void or absent."""
+        if row is None:
+            return None
+        pid, host, acquired_at, expires = row
+        if expires < now or (host == self.host and (pid == os.getpid() or not _pid_alive(pid))):
+            return None
+        return LeaseHolder(pid, host, acquired_at)
+
+    def acquire_lease(self, fingerprint: str, ttl: float = LEASE_TTL_S) -> LeaseHolder | None:
+        """Claim `fingerprint` for this process before computing it.
+
+        Returns None when this process now holds the lease (or already did); otherwise the other
+        live process that holds it, whose result (`lookup`) or release (`lease_holder` → None) the
+        caller should wait for instead of computing the same thing. A lease whose holder died is taken over.
+        """
+
+        def claim() -> LeaseHolder | None:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                row = conn.execute(
+                    "SELECT pid, host, acquired_at, expires FROM leases WHERE fingerprint=?", (fingerprint,)
+                ).fetchone()
+                holder = self._holder(row, now)
+                if holder is None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO leases(fingerprint, pid, host, acquired_at, expires) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (fingerprint, os.getpid(), self.host, now, now + ttl),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return holder
+
+        return self._guard(claim)  # type: ignore[no-any-return]
+
+    def lease_holder(self, fingerprint: str) -> LeaseHolder | None:
+        """The other live process holding `fingerprint`, if any (None: free, void, or ours)."""
+        row = self.conn.execute(
+            "SELECT pid, host, acquired_at, expires FROM leases WHERE fingerprint=?", (fingerprint,)
+        ).fetchone()
+        return self._holder(row, time.time())
+
+    def release_lease(self, fingerprint: str) -> None:
+        """Give up this process's lease on `fingerprint`.
+
+        Queued like every write, so it commits together with or after the result's cache entry
+        (queue it after `_persist_output`): a waiter never sees the lease gone without the result.
+        """
+        pid, host = os.getpid(), self.host
+        self.submit(lambda c: c.execute(
+            "DELETE FROM leases WHERE fingerprint=? AND pid=? AND host=?", (fingerprint, pid, host)
+        ))
+
+    def release_all_leases(self) -> None:
+        """Drop every lease this process holds (on close; a killed process's leases die with its pid)."""
+        self._guard(lambda: self.conn.execute(
+            "DELETE FROM leases WHERE pid=? AND host=?", (os.getpid(), self.host)
+        ))
+
+    def wait_for(
+        self, fingerprint: str, timeout: float | None = None, poll: float = 0.1
+    ) -> CacheHit | None:
+        """Block until the result for `fingerprint` is cached (return it) or nobody else holds its
+        lease any more (return None: compute it yourself). For callers that can block; the engine's
+        scheduler should instead poll `lookup` and `lease_holder` from its timers."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            hit = self.lookup(fingerprint)
+            if hit is not None:
+                return hit
+            if self.lease_holder(fingerprint) is None:
+                return self.lookup(fingerprint)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(poll)
 
     # ----- reads --------------------------------------------------------------------------
 
@@ -451,7 +571,9 @@ class _Writer:
         self._put(done)
         done.wait()
         if self._error is not None:
-            error, self._error = self._error, None
+            # Sticky: once a batch is lost, nothing after it is written (so no later row can claim
+            # a result whose artifact row was in the lost batch), and every flush reports it.
+            error = self._error
             if isinstance(error, sqlite3.DatabaseError):
                 raise FlowError(f"cannot write to the store at {self._store.root}: {error}") from None
             raise error
@@ -481,10 +603,13 @@ class _Writer:
         conn.close()
 
     def _apply(self, conn: sqlite3.Connection, ops: Iterable[Callable[[sqlite3.Connection], None]]) -> None:
+        if self._error is not None:
+            return
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             for op in ops:
                 op(conn)
+            fault_point("commit")
             conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -493,3 +618,40 @@ class _Writer:
                 pass
             if self._error is None:
                 self._error = exc
+                self._give_up(conn)
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting out other processes' write locks however long they last (nothing
+        has been applied yet, so retrying is safe; giving up would lose the batch)."""
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            time.sleep(0.05)
+
+    def _give_up(self, conn: sqlite3.Connection) -> None:
+        """A batch could not be written (full disk, read-only, I/O error): try to mark this process's
+        running runs failed, so the history does not show them running; if even that fails, the next
+        open marks them interrupted."""
+        mine = "SELECT id FROM runs WHERE pid=? AND host=? AND status='running'"
+        me = (os.getpid(), self._store.host)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE steps SET status='failed', error=? WHERE status IN ('pending', 'running') "
+                f"AND run_id IN ({mine})",
+                (f"the store could not be written: {self._error}", *me),
+            )
+            conn.execute(
+                f"UPDATE runs SET status='failed', finished_at=? WHERE id IN ({mine})", (time.time(), *me)
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
