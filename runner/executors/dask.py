@@ -15,14 +15,16 @@ How a task travels, and why:
   a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner cancels the
   future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s, and a step
   that crashes its interpreter fails alone without taking the Dask worker down.
-- **Outputs inline.** The step returns its pickled output inside the `TaskResult`; the runner writes
+- **Outputs inline.** The step's pickled output comes back inside its `TaskResult`; the runner writes
   outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
   result to the scheduler, so the store sees exactly what the local executor produces. Cost: a large
   output crosses the network once more than a shared file system would need.
 - **Live logs through the scheduler's event log.** The step's lines are batched (every 50 ms) and
   published with `Worker.log_event` under a topic private to this executor; the runner subscribes. A
-  result is held back until the log batches it reports having sent have arrived (or 2 s passed), so
-  the last lines of a step are never dropped after the step finished.
+  small result (the common case) is published on the same ordered stream right after the last batch,
+  so it needs no `gather` round trip and can never overtake its logs. A large result is the future's
+  return value; it is held back until the log batches it reports having sent have arrived (or 2 s
+  passed), so the last lines of a step are never dropped after the step finished.
 - **A dead worker fails the step.** Dask would silently re-run a task whose worker died; flow owns
   retries, so when the scheduler reports that a worker left while one of our tasks had started on it
   (or a task starts a second time), the executor cancels the future and reports the step failed with
@@ -36,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import threading
 import time
 import uuid
@@ -65,6 +68,9 @@ _LOG_FLUSH_S = 0.05
 _LOG_BATCH_LINES = 1000
 _LOG_GRACE_S = 2.0
 """How long a finished task's result waits for log batches still in flight through the scheduler."""
+
+_EVENT_RESULT_MAX = 64 * 1024
+"""Results up to this many pickled bytes travel as an event behind the step's logs; larger by `gather`."""
 
 _TIMEOUT_GRACE_S = 2.0
 """A worker kills a step this long after its timeout even if the runner never cancelled it (runner gone)."""
@@ -136,12 +142,13 @@ def _cancelled(worker: Any, key: str) -> bool:
     return state is None or state.state in ("cancelled", "released", "forgotten")
 
 
-def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[TaskResult, int]:
+def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[TaskResult | None, int]:
     """The function each Dask future runs: one task in a killable process, logs published live.
 
     Returns:
-        The task's result (`where` = this worker's address) and how many log batches were published,
-        so the runner can wait for batches still in flight before it reports the result.
+        The task's result (`where` = this worker's address), or None when it was small enough to be
+        published as an event after the last log batch; and how many log batches were published,
+        so the runner can wait for batches still in flight before it reports a returned result.
     """
     from distributed import get_worker
 
@@ -172,7 +179,13 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
             del lines[:_LOG_BATCH_LINES]
             flushed = now
         if result is not None:
-            return dataclasses.replace(result, where=worker.address), batches
+            result = dataclasses.replace(result, where=worker.address)
+            payload = pickle.dumps(result, protocol=5)
+            if len(payload) <= _EVENT_RESULT_MAX:
+                # Behind the log batches on the same ordered stream, and no `gather` round trip.
+                worker.log_event(topic, {"t": task.id, "result": payload})
+                return None, batches
+            return result, batches
         if _cancelled(worker, key):
             local.cancel(task.id)
             return TaskResult(ok=False, error="cancelled on the cluster", where=worker.address), batches
@@ -433,6 +446,8 @@ class DaskExecutor:
             value: Any = values.get(future.key)
             if future.status == "finished" and not isinstance(value, BaseException):
                 result, expected = value
+                if result is None:  # it came as an event, which already reported it
+                    continue
                 result = self._store_large(task, result)
             else:
                 if value is None:
@@ -509,7 +524,10 @@ class DaskExecutor:
             pending = self._tasks.get(task_id)
             if pending is None:
                 return
-            if "start" in message:
+            if "result" in message:
+                pending.result = pickle.loads(message["result"])
+                self._release(task_id, pending)
+            elif "start" in message:
                 pending.starts += 1
                 if pending.starts > 1:
                     self._died.append((task_id, _died(pending.worker, "Dask started the task again")))
