@@ -386,6 +386,66 @@ def tui(
     raise ExitWith(run_tui(target, store_dir, workers))
 
 
+@app.command()
+def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
+    """Verify the run store: integrity, artifacts against their hashes, leftovers of crashes.
+
+    Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
+    crash), 1 when something the store promises does not hold.
+    """
+    from runner.doctor import diagnose, human_size
+
+    store = _store(store_dir, create=False)
+    try:
+        report = diagnose(store)
+    finally:
+        store.close()
+    if json_out:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        verdict = "healthy" if report.healthy else f"{len(report.problems)} problem(s)"
+        typer.echo(f"store {report.store}: {verdict}")
+        typer.echo(
+            f"  integrity: {', '.join(report.integrity[:3])}; {report.checked_artifacts} artifacts and "
+            f"{report.checked_steps} finished steps checked"
+        )
+        for problem in report.problems:
+            typer.echo(f"  problem: {problem}")
+        for note in report.notes:
+            typer.echo(f"  note: {note}")
+        if report.orphan_bytes or report.unreferenced_bytes:
+            reclaimable = human_size(report.orphan_bytes + report.unreferenced_bytes)
+            typer.echo(f"  reclaimable: {reclaimable} (flow gc)")
+    raise ExitWith(0 if report.healthy else 1)
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Remove artifacts that no run and no cache entry references (refuses while a run is in flight)."""
+    from runner.doctor import collect_garbage, human_size
+
+    store = _store(store_dir, create=False)
+    try:
+        done = collect_garbage(store, dry_run=dry_run)
+    finally:
+        store.close()
+    if json_out:
+        typer.echo(json.dumps(done.as_dict(), indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for digest in done.artifacts:
+        typer.echo(f"  {verb} artifact {digest[:16]}")
+    for path in done.files:
+        typer.echo(f"  {verb} file {path}")
+    typer.echo(
+        f"{verb} {len(done.artifacts)} artifact(s) and {len(done.files)} file(s), {human_size(done.bytes)}"
+    )
+
+
 def main() -> None:
     """Entry point: run the app; map user errors to one line on stderr and exit code 2."""
     try:

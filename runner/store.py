@@ -410,19 +410,19 @@ class Store:
         (queue it after `_persist_output`): a waiter never sees the lease gone without the result.
         """
         pid, host = os.getpid(), self.host
-        self.submit(lambda c: c.execute(
-            "DELETE FROM leases WHERE fingerprint=? AND pid=? AND host=?", (fingerprint, pid, host)
-        ))
+        self.submit(
+            lambda c: c.execute(
+                "DELETE FROM leases WHERE fingerprint=? AND pid=? AND host=?", (fingerprint, pid, host)
+            )
+        )
 
     def release_all_leases(self) -> None:
         """Drop every lease this process holds (on close; a killed process's leases die with its pid)."""
-        self._guard(lambda: self.conn.execute(
-            "DELETE FROM leases WHERE pid=? AND host=?", (os.getpid(), self.host)
-        ))
+        self._guard(
+            lambda: self.conn.execute("DELETE FROM leases WHERE pid=? AND host=?", (os.getpid(), self.host))
+        )
 
-    def wait_for(
-        self, fingerprint: str, timeout: float | None = None, poll: float = 0.1
-    ) -> CacheHit | None:
+    def wait_for(self, fingerprint: str, timeout: float | None = None, poll: float = 0.1) -> CacheHit | None:
         """Block until the result for `fingerprint` is cached (return it) or nobody else holds its
         lease any more (return None: compute it yourself). For callers that can block; the engine's
         scheduler should instead poll `lookup` and `lease_holder` from its timers."""

@@ -1,0 +1,264 @@
+"""Provides `diagnose` (`flow doctor`) and `collect_garbage` (`flow gc`): verify and tidy a run store.
+
+`diagnose` checks what the store promises (docs/guarantees.md): SQLite's own integrity check, that
+every cache entry and every step recorded as finished points at an artifact whose bytes match its
+hash, and it lists what a crash leaves behind — runs that were interrupted, artifact files no row
+knows (written by a worker just before the runner died), artifacts nothing references any more.
+Problems (exit 1) are things the store promised would not happen; notes are expected leftovers.
+
+`collect_garbage` removes artifacts that no run and no cache entry references, and files no row
+knows. It holds the store's write lock throughout and refuses to run beside a live run, so a run
+can neither start nor finish while it decides what is unreferenced.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsl.errors import FlowError
+from runner.artifacts import ArtifactError, content_hash, verify_file
+from runner.store import Store, _pid_alive
+
+_REFERENCED = (
+    "SELECT output_hash FROM cache UNION "
+    "SELECT output_hash FROM steps WHERE output_hash IS NOT NULL AND status IN ('succeeded', 'cached')"
+)
+
+
+@dataclass
+class Diagnosis:
+    """What `flow doctor` found. `healthy` is False when any `problems` were found."""
+
+    store: str
+    integrity: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    interrupted_runs: list[int] = field(default_factory=list)
+    orphan_files: list[str] = field(default_factory=list)
+    orphan_bytes: int = 0
+    unreferenced_artifacts: list[str] = field(default_factory=list)
+    unreferenced_bytes: int = 0
+    bad_artifacts: list[str] = field(default_factory=list)
+    checked_artifacts: int = 0
+    checked_steps: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "healthy": self.healthy,
+            "integrity": self.integrity,
+            "problems": self.problems,
+            "notes": self.notes,
+            "interrupted_runs": self.interrupted_runs,
+            "orphan_files": self.orphan_files,
+            "orphan_bytes": self.orphan_bytes,
+            "unreferenced_artifacts": self.unreferenced_artifacts,
+            "unreferenced_bytes": self.unreferenced_bytes,
+            "bad_artifacts": self.bad_artifacts,
+            "checked_artifacts": self.checked_artifacts,
+            "checked_steps": self.checked_steps,
+        }
+
+
+def _artifact_files(store: Store) -> dict[str, Path]:
+    """Every file under `artifacts/`, by name (hash, or `.tmp-…` for an unfinished write)."""
+    found: dict[str, Path] = {}
+    root = store.artifact_dir
+    if not root.is_dir():
+        return found
+    for directory, _, files in os.walk(root):
+        for name in files:
+            found[name] = Path(directory) / name
+    return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _fan_out_parents(conn: sqlite3.Connection) -> set[tuple[int, str]]:
+    """(run, step) of fan-out steps: their output hash names the list of their instances' outputs."""
+    rows = conn.execute("SELECT DISTINCT run_id, parent FROM steps WHERE parent IS NOT NULL")
+    return {(run_id, parent) for run_id, parent in rows}
+
+
+def diagnose(store: Store) -> Diagnosis:
+    """Verify a store (reads every artifact; marks runs whose runner died as interrupted first)."""
+    report = Diagnosis(store=str(store.root))
+    conn = store.conn
+    try:
+        store.mark_interrupted()
+    except sqlite3.DatabaseError as exc:
+        report.notes.append(f"could not mark dead runs interrupted (store not writable?): {exc}")
+    try:
+        report.integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        report.integrity = [str(exc)]
+        report.problems.append(f"the database cannot be read: {exc}")
+        return report
+    if report.integrity != ["ok"]:
+        report.problems.append("PRAGMA integrity_check: " + "; ".join(report.integrity[:5]))
+
+    rows = {h: (size, data) for h, size, data in conn.execute("SELECT hash, size, data FROM artifacts")}
+    files = _artifact_files(store)
+    bad: dict[str, str] = {}
+    for digest, (size, data) in rows.items():
+        report.checked_artifacts += 1
+        try:
+            if data is not None:
+                if content_hash(bytes(data)) != digest:
+                    raise ArtifactError(f"artifact {digest[:12]} is corrupt (content hash mismatch)")
+            else:
+                path = files.get(digest)
+                if path is None:
+                    raise ArtifactError(f"artifact {digest[:12]} is missing (no file)")
+                verify_file(path, digest, size)
+        except ArtifactError as exc:
+            bad[digest] = str(exc)
+
+    referenced = {h for (h,) in conn.execute(_REFERENCED)}
+    fan_outs = _fan_out_parents(conn)
+    for fingerprint, digest, step in conn.execute("SELECT fingerprint, output_hash, step FROM cache"):
+        if digest not in rows:
+            report.problems.append(
+                f"cache entry of step '{step}' ({fingerprint[:12]}) has no artifact {digest[:12]}"
+            )
+        elif digest in bad:
+            report.problems.append(f"cache entry of step '{step}' ({fingerprint[:12]}): {bad[digest]}")
+    for run_id, name, status, digest in conn.execute(
+        "SELECT run_id, name, status, output_hash FROM steps "
+        "WHERE status IN ('succeeded', 'cached') AND output_hash IS NOT NULL"
+    ):
+        report.checked_steps += 1
+        if (run_id, name) in fan_outs or digest == "none":
+            continue
+        if digest not in rows:
+            report.problems.append(
+                f"run #{run_id} step '{name}' is {status} but its artifact {digest[:12]} is gone"
+            )
+        elif digest in bad:
+            report.problems.append(f"run #{run_id} step '{name}' is {status} but {bad[digest]}")
+    for digest, message in bad.items():
+        if digest in referenced:
+            report.bad_artifacts.append(digest)
+        else:
+            report.notes.append(f"unreferenced {message} (flow gc removes it)")
+
+    for name, path in files.items():
+        if name not in rows:
+            report.orphan_files.append(str(path))
+            report.orphan_bytes += _size(path)
+    for digest, (size, _) in rows.items():
+        if digest not in referenced:
+            report.unreferenced_artifacts.append(digest)
+            report.unreferenced_bytes += int(size or 0)
+    if report.orphan_files:
+        report.notes.append(
+            f"{len(report.orphan_files)} artifact file(s) no row knows ({_human(report.orphan_bytes)}), "
+            "left by a run that was killed while writing; flow gc removes them"
+        )
+    if report.unreferenced_artifacts:
+        report.notes.append(
+            f"{len(report.unreferenced_artifacts)} artifact(s) no run or cache entry references "
+            f"({_human(report.unreferenced_bytes)}); flow gc removes them"
+        )
+    interrupted = conn.execute("SELECT id FROM runs WHERE status='interrupted' ORDER BY id")
+    report.interrupted_runs = [rid for (rid,) in interrupted]
+    if report.interrupted_runs:
+        shown = ", ".join(f"#{r}" for r in report.interrupted_runs[-10:])
+        report.notes.append(
+            f"{len(report.interrupted_runs)} run(s) were interrupted (runner killed or crashed): {shown}; "
+            "their finished steps are kept and reused"
+        )
+    for rid, pid, host in conn.execute("SELECT id, pid, host FROM runs WHERE status='running'"):
+        where = "this host" if host == store.host else f"host {host}"
+        report.notes.append(f"run #{rid} is in progress (pid {pid} on {where})")
+    return report
+
+
+@dataclass
+class Collected:
+    """What `flow gc` removed (or would remove, with `dry_run`)."""
+
+    dry_run: bool
+    artifacts: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "artifacts": self.artifacts,
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+
+
+def collect_garbage(store: Store, *, dry_run: bool = False) -> Collected:
+    """Remove artifacts no run or cache entry references, and artifact files no row knows.
+
+    Raises:
+        FlowError: a run is in progress on this store (gc would race it).
+    """
+    done = Collected(dry_run=dry_run)
+    conn = store.conn
+    store.mark_interrupted()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as exc:
+        raise FlowError(f"the store at {store.root} cannot be used: {exc}") from None
+    try:
+        running = conn.execute("SELECT id, pid, host FROM runs WHERE status='running'").fetchall()
+        for rid, pid, host in running:
+            if host != store.host or _pid_alive(pid):
+                raise FlowError(
+                    f"run #{rid} is in progress (pid {pid} on {host}); run flow gc when no run is in flight"
+                )
+        unreferenced = conn.execute(
+            f"SELECT hash, size FROM artifacts WHERE hash NOT IN ({_REFERENCED})"
+        ).fetchall()
+        done.artifacts = [h for h, _ in unreferenced]
+        done.bytes += sum(int(size or 0) for _, size in unreferenced)
+        known = {h for (h,) in conn.execute("SELECT hash FROM artifacts")} - set(done.artifacts)
+        for name, path in sorted(_artifact_files(store).items()):
+            if name not in known:
+                done.files.append(str(path))
+                if name not in done.artifacts:
+                    done.bytes += _size(path)
+        if dry_run:
+            conn.execute("ROLLBACK")
+            return done
+        conn.executemany("DELETE FROM artifacts WHERE hash=?", [(h,) for h in done.artifacts])
+        # Files go while the write lock is held: no run can start (create_run waits) and re-create one.
+        for path in done.files:
+            Path(path).unlink(missing_ok=True)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return done
+
+
+def _human(size: int) -> str:
+    """1234567 -> '1.2 MB'."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+human_size = _human
