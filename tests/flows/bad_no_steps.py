@@ -1,0 +1,3 @@
+"""A Python file with no step."""
+
+VALUE = 1

@@ -1,0 +1,8 @@
+"""A syntax error on line 8."""
+
+from dsl import step
+
+
+@step
+def broken():
+    return (1 +
