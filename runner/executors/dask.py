@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
@@ -76,6 +77,8 @@ _TIMEOUT_GRACE_S = 2.0
 """A worker kills a step this long after its timeout even if the runner never cancelled it (runner gone)."""
 
 _SLOTS_REFRESH_S = 5.0
+_TRUNCATE_EVERY = 10_000
+"""Events received between two truncations of this executor's topic on the scheduler."""
 _BLOB_MARK = "dask-blob:"
 _BLOB_KEY = "flow-blob-"
 _TOPIC_PREFIX = "flow-logs-"
@@ -270,6 +273,7 @@ class DaskExecutor:
         self._held: dict[str, _Pending] = {}
         self._woken = False
         self._closed = False
+        self._published = 0
         self._client.subscribe_topic(self._topic, self._on_task_event)
         self._client.subscribe_topic("all", self._on_cluster_event)
 
@@ -353,6 +357,12 @@ class DaskExecutor:
             self._ready.clear()
         if self._fixed_slots is None and self._cluster is None and now >= self._refreshed + _SLOTS_REFRESH_S:
             self._refresh()
+        if self._published >= _TRUNCATE_EVERY:
+            self._published = 0
+            try:
+                self._client.run_on_scheduler(_topic_truncator(), self._topic)
+            except Exception:  # memory hygiene only: never fail a run over it
+                pass
         return events
 
     def wakeup(self) -> None:
@@ -374,7 +384,7 @@ class DaskExecutor:
                 self._client.cancel(futures, reason="the runner closed")
             self._client.unsubscribe_topic(self._topic)
             self._client.unsubscribe_topic("all")
-            self._client.run_on_scheduler(_truncate_topic, self._topic)
+            self._client.run_on_scheduler(_topic_truncator(), self._topic)
         except Exception:  # the cluster may already be gone; closing must still finish
             pass
         self._client.close()
@@ -521,6 +531,7 @@ class DaskExecutor:
         message = event[1]
         task_id = message.get("t")
         with self._cond:
+            self._published += 1
             pending = self._tasks.get(task_id)
             if pending is None:
                 return
@@ -574,8 +585,17 @@ def _failure(exc: BaseException) -> TaskResult:
     return TaskResult(ok=False, error=f"the Dask task failed: {kind}: {exc}")
 
 
-def _truncate_topic(topic: str, dask_scheduler: Any = None) -> None:
-    """Drop this executor's log events from the scheduler's memory (it keeps every topic otherwise)."""
-    broker = getattr(dask_scheduler, "_broker", None)
-    if broker is not None:
-        broker.truncate(topic)
+def _topic_truncator() -> Callable[..., None]:
+    """A function for `run_on_scheduler` that forgets a topic's stored events.
+
+    The scheduler keeps the last `distributed.scheduler.events-log-length` (100,000) events of every
+    topic; ours are log lines and results nobody reads again once delivered. Defined inside a function
+    so cloudpickle ships it by value: the scheduler need not have flow installed.
+    """
+
+    def truncate(topic: str, dask_scheduler: Any = None) -> None:
+        broker = getattr(dask_scheduler, "_broker", None)
+        if broker is not None:
+            broker.truncate(topic)
+
+    return truncate
