@@ -1,0 +1,115 @@
+"""Cold-run overhead per step: `python -m benchmarks.cold`.
+
+Issue 2's budget: with the default process executor and a fresh store, the engine's wall time on a
+1,000-step chain and on a 1,000-wide fan-out (1 -> 1000 -> 1, as 1000 separate steps) is at most
+1.0 ms per step above a plain-Python baseline calling the same functions in order, in the same
+process. Timed is `engine.run(RunRequest(loaded, params))`, which includes computing the flow's
+static fingerprints, planning, shipping code to workers, executing and persisting every output.
+
+Two figures per shape:
+  * warm workers: the engine first ran a tiny warm-up flow (one step per worker slot), so worker
+    processes are already up — the steady state of `flow run --watch` and the TUI;
+  * incl. start-up: a brand-new engine whose first task starts the worker processes.
+The verdict uses the warm-worker figure of the worse of chain and fan-out; the start-up figure is
+printed next to it. A foreach variant (1 -> foreach over N -> 1) is printed as extra information.
+
+Last line: `cold: <ms> ms/step (budget 1.0) PASS|FAIL`.
+"""
+
+from __future__ import annotations
+
+from benchmarks.common import (
+    SHAPES,
+    baseline_seconds,
+    load,
+    machine,
+    median,
+    new_engine,
+    options,
+    tempdir,
+    timed_run,
+    verdict,
+    warm_up,
+    write_flow,
+)
+
+BUDGET_MS = 1.0
+
+
+def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
+    shape = SHAPES[shape_name]
+    steps = shape.steps(n)
+    warm, startup, cached = [], [], []
+    with tempdir() as root:
+        path = write_flow(root / "project", shape_name, shape.source(n))
+        loaded = load(path)
+        base = baseline_seconds(loaded, shape, n)
+        for rep in range(repeat):
+            bench = new_engine(root / f"store-warm-{rep}")
+            try:
+                warm_up(bench, root / f"warm-{rep}")
+                seconds, status, executed = timed_run(bench, loaded)
+                check(shape_name, "cold (warm workers)", status, executed, steps)
+                warm.append(seconds)
+                seconds, status, executed = timed_run(bench, loaded)
+                check(shape_name, "cached (same engine)", status, executed, 0)
+                cached.append(seconds)
+            finally:
+                bench.close()
+            bench = new_engine(root / f"store-start-{rep}")
+            try:
+                seconds, status, executed = timed_run(bench, loaded)
+                check(shape_name, "cold (incl. start-up)", status, executed, steps)
+                startup.append(seconds)
+            finally:
+                bench.close()
+    return {
+        "steps": steps,
+        "baseline": base,
+        "warm": median(warm),
+        "startup": median(startup),
+        "cached": median(cached),
+        "warm_all": warm,
+        "startup_all": startup,
+    }
+
+
+def check(shape: str, what: str, status: str, executed: int, expected: int) -> None:
+    if status != "succeeded" or executed != expected:
+        raise SystemExit(f"{shape} {what}: run {status}, {executed} steps executed (expected {expected})")
+
+
+def per_step_ms(seconds: float, base: float, steps: int) -> float:
+    return (seconds - base) * 1000 / steps
+
+
+def main() -> None:
+    opts = options(size=1000, repeat=3)
+    n = opts.size
+    print(f"cold-run overhead per step, N={n}, median of {opts.repeat} ({machine()})")
+    print(f"{'shape':<24}{'baseline':>12}{'warm workers':>26}{'incl. start-up':>26}{'cached (info)':>16}")
+    worst = 0.0
+    for name in ("chain", "fanout", "foreach"):
+        result = measure(name, n, opts.repeat)
+        steps = int(result["steps"])
+        base = result["baseline"]
+        warm_ms = per_step_ms(result["warm"], base, steps)
+        start_ms = per_step_ms(result["startup"], base, steps)
+        cached_ms = result["cached"] * 1000 / steps
+        label = SHAPES[name].label.replace("N", str(n))
+        print(
+            f"{label:<24}{base * 1000:9.3f} ms"
+            f"{result['warm']:9.3f} s = {warm_ms:6.3f} ms/step"
+            f"{result['startup']:9.3f} s = {start_ms:6.3f} ms/step"
+            f"{cached_ms:9.3f} ms/step"
+        )
+        runs = ", ".join(f"{s:.3f}" for s in result["warm_all"])
+        starts = ", ".join(f"{s:.3f}" for s in result["startup_all"])
+        print(f"{'':<24}  runs (s): warm [{runs}]  start-up [{starts}]")
+        if name != "foreach":
+            worst = max(worst, warm_ms)
+    print(verdict("cold", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))
+
+
+if __name__ == "__main__":
+    main()

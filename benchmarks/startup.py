@@ -1,0 +1,117 @@
+"""`flow run` of a 1-step flow, interpreter start to exit: `python -m benchmarks.startup`.
+
+Issue 2's budget: 0.5 s. Each sample is one `flow run FILE --store DIR` subprocess (the installed
+console script, output piped so the plain reporter is used) with a fresh store, timed from spawn to
+exit; the median of at least 5 samples is the figure (default 7). For context it also times a bare
+interpreter (`python -c pass`) and importing the CLI module (`python -c "import runner.cli"`).
+
+Bytecode: a normal install compiles `.pyc` files and Python reuses them. Some environments set
+`PYTHONDONTWRITEBYTECODE=1` with no `.pyc` for the project, so every start recompiles every project
+module from source. The verdict is measured as a user's install runs: bytecode caching on, written to
+a private `PYTHONPYCACHEPREFIX` (so the repository is not touched) by one untimed run first. When
+the environment disables bytecode writing, the as-is figure is printed too.
+
+Last line: `startup: <s> s (budget 0.5) PASS|FAIL`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, median, options, tempdir, verdict, write_flow
+
+BUDGET_S = 0.5
+
+ONE_STEP = '''"""One trivial step."""
+
+from dsl import step
+
+
+@step
+def hello():
+    return "hello"
+'''
+
+
+def flow_command() -> list[str]:
+    """The installed `flow` console script next to this interpreter, else `python -m runner`."""
+    here = Path(sys.executable).parent / "flow"
+    if here.exists():
+        return [str(here)]
+    found = shutil.which("flow")
+    return [found] if found else [sys.executable, "-m", "runner"]
+
+
+def clean_env(pycache: Path | None = None) -> dict[str, str]:
+    """The environment without the user's flow settings; with `pycache`, bytecode caching on there."""
+    env = dict(os.environ)
+    for key in ("FLOW_STORE", "FLOW_EXECUTOR"):
+        env.pop(key, None)
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return seconds
+
+
+def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Time the interpreter, the CLI import, and `flow run` with fresh stores (then cached, as info)."""
+    command = flow_command()
+    path = write_flow(root / "project", "one_step", ONE_STEP)
+    first = root / f"store-{tag}-0"
+    out: dict[str, list[float]] = {
+        "python -c pass": [timed([sys.executable, "-c", "pass"], root, env) for _ in range(runs)],
+        "python -c 'import runner.cli'": [
+            timed([sys.executable, "-c", "import runner.cli"], root, env) for _ in range(runs)
+        ],
+        "flow run, fresh store": [
+            timed([*command, "run", str(path), "--store", str(root / f"store-{tag}-{i}")], path.parent, env)
+            for i in range(runs)
+        ],
+    }
+    out["flow run, cached (info)"] = [
+        timed([*command, "run", str(path), "--store", str(first)], path.parent, env) for _ in range(runs)
+    ]
+    return out
+
+
+def show(title: str, results: dict[str, list[float]]) -> None:
+    print(title)
+    for what, samples in results.items():
+        print(f"  {what:<32} median {median(samples):.3f} s  "
+              f"(min {min(samples):.3f}, max {max(samples):.3f}; all {' '.join(f'{s:.3f}' for s in samples)})")
+
+
+def main() -> None:
+    opts = options(size=1, repeat=7)
+    runs = max(opts.repeat, 1)
+    print(f"`flow run` of a 1-step flow, start to exit, median of {runs} ({machine()})")
+    print(f"command: {' '.join(flow_command())} run FILE --store DIR")
+    with tempdir() as root:
+        env = clean_env(root / "pycache")
+        timed([*flow_command(), "run", str(write_flow(root / "warm", "one_step", ONE_STEP)),
+               "--store", str(root / "warm" / "store")], root, env)  # writes the .pyc files; untimed
+        normal = series(root, "normal", env, runs)
+        show("bytecode cache on (a normal install):", normal)
+        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+            as_is = series(root, "as-is", clean_env(), runs)
+            show("this environment as is (PYTHONDONTWRITEBYTECODE set, project compiled on every start):", as_is)
+    figure = median(normal["flow run, fresh store"])
+    print(verdict("startup", figure, "s", BUDGET_S, figure <= BUDGET_S))
+
+
+if __name__ == "__main__":
+    main()
