@@ -29,6 +29,11 @@ WATCH_STEP_MS = 10
 WATCH_DEBOUNCE_MS = 300
 """Longest a continuous stream of writes is grouped before reloading anyway."""
 
+WATCH_SETTLE_MS = 150
+"""A failed reload (or a deleted file) is reported only if no watched file changes for this long:
+a reload that read a file in the middle of its save (truncated, half written, renamed away) is not
+shown as an error. Good loads are not delayed."""
+
 
 @dataclass(frozen=True)
 class Diff:
@@ -84,6 +89,13 @@ class FlowSession:
 
     def reload(self, changed_file: str | None = None) -> bool:
         """Load the flow again; publish `FlowReloaded` or `LoadFailed`. Return True if the load is good."""
+        failure = self._reload(changed_file)
+        if failure is not None:
+            self.engine.publish(LoadFailed(str(self.path), str(failure), time.time()))
+        return failure is None
+
+    def _reload(self, changed_file: str | None) -> FlowError | None:
+        """`reload` without publishing a failure: return it (the watcher reports it once settled)."""
         shown = changed_file or self.path.name
         try:
             loaded = load_flow(self.path)
@@ -91,8 +103,7 @@ class FlowSession:
         except FlowError as exc:
             with self._lock:
                 self.error = exc
-            self.engine.publish(LoadFailed(str(self.path), str(exc), time.time()))
-            return False
+            return exc
         with self._lock:
             diff = self._diff(loaded)
             self.loaded, self.error = loaded, None
@@ -100,7 +111,7 @@ class FlowSession:
             FlowReloaded(str(self.path), shown, diff.changed, diff.added, diff.removed, time.time())
         )
         self.last_diff = diff
-        return True
+        return None
 
     def _check_params(self, loaded: LoadedFlow) -> None:
         """Resolve the session's parameters against a new load; a bad one names the file and line.
@@ -213,14 +224,21 @@ class FlowSession:
 
         Watches the directories of the watched files (not the files: a save by rename replaces the
         inode), reacts only to changes of watched files, and coalesces a burst of writes into one
-        reload. `on_ready` is called once the watcher is armed (tests wait on it).
+        reload: a load that fails is reported only once no watched file has changed for
+        `WATCH_SETTLE_MS` (it may have read a half-written file), and a change that leaves every
+        touched file exactly as last loaded is the tail of a save already handled. Once the watcher
+        is (re-)armed, files that changed while it was not (a save during the first run, or while it
+        restarted to watch a newly imported module) are reloaded. `on_ready` is called once the
+        watcher is armed (tests wait on it).
         """
         from watchfiles import watch
 
+        pending: tuple[FlowError, float] | None = None  # a failure not reported yet, and when to
         while not stop_event.is_set():
             files = self.watched_files()
             directories = sorted({str(f.parent) for f in files})
             restart = False
+            armed = False
             for changes in watch(
                 *directories,
                 stop_event=stop_event,
@@ -228,28 +246,38 @@ class FlowSession:
                 debounce=WATCH_DEBOUNCE_MS,
                 recursive=False,
                 raise_interrupt=False,
-                yield_on_timeout=on_ready is not None,
-                rust_timeout=50 if on_ready is not None else 5_000,
+                yield_on_timeout=True,
+                rust_timeout=50,
             ):
-                if on_ready is not None:
-                    on_ready()
-                    on_ready = None
-                touched = sorted({Path(p).resolve() for _, p in changes} & files)
+                touched = {Path(p).resolve() for _, p in changes} & files
+                if not armed:
+                    armed = True
+                    if on_ready is not None:
+                        on_ready()
+                        on_ready = None
+                    if self.loaded is not None and self.error is None:
+                        touched |= self._changed_since_load(files)
                 if not touched:
+                    if pending is not None and time.monotonic() >= pending[1]:
+                        self.engine.publish(LoadFailed(str(self.path), str(pending[0]), time.time()))
+                        pending = None
                     continue
-                changed_file = ", ".join(p.name for p in touched)
+                pending = None
+                settle = time.monotonic() + WATCH_SETTLE_MS / 1000
+                changed_file = ", ".join(sorted(p.name for p in touched))
                 if not self.path.exists():
-                    self.engine.publish(
-                        LoadFailed(
-                            str(self.path), f"{self.path}: the file was deleted; waiting for it", time.time()
-                        )
-                    )
+                    deleted = FlowError("the file was deleted; waiting for it", file=str(self.path))
+                    with self._lock:
+                        self.error = deleted
+                    pending = (deleted, settle)
                     continue
-                good = self.reload(changed_file)
-                last_failed = (
-                    self.current is not None and self.current.done and self.current.status != "succeeded"
-                )
-                if good and (not self.last_diff.empty or last_failed or self.current is None):
+                if not self._changed_since_load(touched) and not self._last_run_failed():
+                    continue  # the rest of a save already loaded: nothing to do
+                failure = self._reload(changed_file)
+                if failure is not None:
+                    pending = (failure, settle)
+                    continue
+                if not self.last_diff.empty or self._last_run_failed() or self.current is None:
                     try:
                         self.run(trigger=f"watch: {changed_file} changed", **(run_options or {}))
                     except FlowError as exc:
@@ -259,3 +287,23 @@ class FlowSession:
                     break
             if not restart:
                 return
+
+    def _last_run_failed(self) -> bool:
+        current = self.current
+        return current is not None and current.done and current.status != "succeeded"
+
+    def _changed_since_load(self, files: set[Path]) -> set[Path]:
+        """Those of `files` whose text differs from the last good load (all of them after a failed one)."""
+        with self._lock:
+            loaded, error = self.loaded, self.error
+        if loaded is None or error is not None:
+            return set(files)
+        changed = set()
+        for path in files:
+            try:
+                text: str | None = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = None
+            if text != loaded.sources.get(str(path)):
+                changed.add(path)
+        return changed

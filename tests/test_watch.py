@@ -226,21 +226,66 @@ def test_atomic_save_by_rename_is_one_reload(project: Callable[..., Project], ho
     assert leftovers == []
 
 
-def test_a_burst_of_writes_from_one_save_is_one_reload(project: Callable[..., Project]) -> None:
+def _write_in_chunks(path: Path, text: str, cuts: list[str], pause_s: float) -> None:
+    """One save written as several writes (an editor flushing its buffer in pieces): truncate, then
+    each chunk flushed to disk, `pause_s` apart (a slow disk); every piece ends after one of `cuts`."""
+    points = [text.index(cut) + len(cut) for cut in cuts]
+    with open(path, "w", encoding="utf-8") as handle:
+        for begin, end in zip([0, *points], [*points, len(text)], strict=True):
+            handle.write(text[begin:end])
+            handle.flush()
+            os.fsync(handle.fileno())
+            if end < len(text) and pause_s:
+                time.sleep(pause_s)  # the writer's pace, not a wait for the result
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 0.03], ids=["tight", "slow_writer"])
+def test_one_save_written_in_a_burst_of_writes_is_one_reload(
+    project: Callable[..., Project], pause_s: float
+) -> None:
     proj = project()
     done = proj.executions.mark()
+    final = proj.text.replace('note("c v1")', 'note("c v2")')
+    cuts = ["from d", "def no", 'note("a', "@step\ndef b(", 'note("c v']
+    for cut in cuts:  # every partial file is broken: only the final content can load
+        prefix = final[: final.index(cut) + len(cut)]
+        with pytest.raises(SyntaxError):
+            compile(prefix, "partial", "exec")
+
     mark = proj.events.mark()
-    # One save, five writes in quick succession (the last one is the content that counts).
-    for version in range(2, 7):
-        save_in_place(proj.path, proj.text.replace('note("c v1")', f'note("c v{version}")'))
+    _write_in_chunks(proj.path, final, cuts, pause_s)
     started, finished = proj.watch_run(mark)
     assert finished.status == "succeeded"
     proj.barrier()
-    reloads = [e for e in proj.events.since(mark, (FlowReloaded, LoadFailed))]
-    assert len(reloads) == 2, [type(e).__name__ for e in reloads]  # the burst, then the barrier
-    assert isinstance(reloads[0], FlowReloaded) and reloads[0].changed == ("c",)
+    reloads = proj.events.since(mark, (FlowReloaded, LoadFailed))
+    assert [type(e).__name__ for e in reloads] == ["FlowReloaded", "FlowReloaded"], [
+        getattr(e, "error", e) for e in reloads
+    ]  # the save (no error for a half-written file), then the barrier
+    assert reloads[0].changed == ("c",) and "barrier" in reloads[1].changed_file
     assert len(proj.events.since(mark, RunStarted)) == 1
-    assert proj.executions.since(done) == ["c v6"]
+    assert proj.executions.since(done) == ["c v2"]
+
+
+def test_rapid_saves_the_last_one_wins(project: Callable[..., Project]) -> None:
+    proj = project()
+    done = proj.executions.mark()
+    mark = proj.events.mark()
+    for version in range(2, 7):  # five saves in quick succession, each a different valid version
+        save_in_place(proj.path, proj.text.replace('note("c v1")', f'note("c v{version}")'))
+    proj.text = proj.text.replace('note("c v1")', 'note("c v6")')
+    final = proj.events.wait_for(
+        RunFinished, mark, lambda e: e.status == "succeeded", "a run to finish with the last version"
+    )
+    proj.barrier()
+    runs = proj.events.since(mark, RunFinished)
+    assert runs[-1] is final and all(r.status == "cancelled" for r in runs[:-1]), runs
+    assert proj.statuses(final.run_id) == {"a": "cached", "b": "cached", "c": "succeeded"}
+    assert not proj.events.since(mark, LoadFailed), "a truncated file mid-save is not reported"
+    executed = proj.executions.since(done)
+    assert executed[-1] == "c v6" and set(executed) <= {f"c v{v}" for v in range(2, 7)}, executed
+    assert (
+        1 <= len([e for e in proj.events.since(mark, FlowReloaded) if "barrier" not in e.changed_file]) <= 5
+    )
 
 
 def test_deleted_then_recreated_file(project: Callable[..., Project]) -> None:
