@@ -26,6 +26,7 @@ from dsl.errors import FlowError  # noqa: E402
 from runner.artifacts import artifact_path  # noqa: E402
 from runner.engine import Engine, RunHandle, RunRequest  # noqa: E402
 from runner.events import Event, StepLog, StepRetrying  # noqa: E402
+from runner.executors import dask as dask_module  # noqa: E402
 from runner.executors.base import Executor  # noqa: E402
 from runner.executors.dask import DaskExecutor, dask_resources, scheduler_address  # noqa: E402
 from runner.executors.local import LocalExecutor  # noqa: E402
@@ -201,9 +202,12 @@ def test_a_local_cache_is_reused_on_dask(dask_cluster: DaskCluster, tmp_path: Pa
 
 
 def test_large_outputs_and_inputs_cross_the_cluster(
-    dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
+    dask_cluster: DaskCluster,
+    tmp_path: Path,
+    write_flow: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A 3 MiB output is written into the runner's artifact store and shipped back to a worker."""
+    """A 3 MiB output lands in the runner's artifact store; its three readers share one scattered copy."""
     path = write_flow(
         """
         import hashlib, random
@@ -216,15 +220,30 @@ def test_large_outputs_and_inputs_cross_the_cluster(
         @step
         def digest(blob):
             return len(blob), hashlib.sha256(blob).hexdigest()
+
+        @step
+        def head(blob):
+            return blob[:4]
+
+        @step
+        def tail(blob):
+            return blob[-4:]
         """
     )
+    reads: list[str] = []
+    real_read = dask_module.read_file_checked
+    monkeypatch.setattr(dask_module, "read_file_checked", lambda p, h: reads.append(h) or real_read(p, h))
     with session(tmp_path / "store", DaskExecutor(dask_cluster.address)) as dask:
         record = dask.run(path)
         digest = pickle.loads(dask.store.read_artifact(step_of(record, "digest").output_hash))
+        head = pickle.loads(dask.store.read_artifact(step_of(record, "head").output_hash))
     expected = random.Random(1).randbytes(3 << 20)
+    blob_hash = step_of(record, "blob").output_hash
     assert record.status == "succeeded"
-    assert artifact_path(tmp_path / "store" / "artifacts", step_of(record, "blob").output_hash).exists()
+    assert artifact_path(tmp_path / "store" / "artifacts", blob_hash).exists()
     assert digest == (len(expected), hashlib.sha256(expected).hexdigest())
+    assert head == expected[:4]
+    assert reads == [blob_hash], "the large input was read (and scattered) more than once"
 
 
 def test_a_failed_attempt_is_retried(

@@ -42,7 +42,7 @@ import pickle
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,8 @@ _TIMEOUT_GRACE_S = 2.0
 _SLOTS_REFRESH_S = 5.0
 _TRUNCATE_EVERY = 10_000
 """Events received between two truncations of this executor's topic on the scheduler."""
+_BLOB_CACHE = 64
+"""Large inputs kept scattered on the cluster for reuse by later tasks (most recently used first)."""
 _BLOB_MARK = "dask-blob:"
 _BLOB_KEY = "flow-blob-"
 _TOPIC_PREFIX = "flow-logs-"
@@ -267,6 +269,7 @@ class DaskExecutor:
         self._cond = threading.Condition()
         self._tasks: dict[str, _Pending] = {}
         self._keys: dict[str, str] = {}
+        self._blobs: OrderedDict[str, Future] = OrderedDict()
         self._ready: deque[TaskEvent] = deque()
         self._finished: deque[Future] = deque()
         self._died: deque[tuple[str, str]] = deque()
@@ -289,16 +292,12 @@ class DaskExecutor:
         except ValueError as exc:
             self._fail_now(task, f"invalid resources: {exc}")
             return
-        blobs: dict[str, bytes] = {}
+        blob_futures: dict[str, Future] = {}
         try:
-            kwargs = {name: self._ship(ref, blobs) for name, ref in task.kwargs.items()}
+            kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
         except ArtifactError as exc:
             self._fail_now(task, f"an input could not be read: {exc}")
             return
-        blob_futures: dict[str, Future] = {}
-        if blobs:
-            scattered = self._client.scatter({_BLOB_KEY + h: data for h, data in blobs.items()}, hash=False)
-            blob_futures = {key[len(_BLOB_KEY) :]: future for key, future in scattered.items()}
         shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
         if resources:
             self._warn_unmatched(task, resources)
@@ -375,7 +374,8 @@ class DaskExecutor:
             return
         self._closed = True
         with self._cond:
-            futures = [p.future for p in self._tasks.values()]
+            futures = [p.future for p in self._tasks.values()] + list(self._blobs.values())
+            self._blobs.clear()
             self._tasks.clear()
             self._held.clear()
             self._keys.clear()
@@ -405,19 +405,32 @@ class DaskExecutor:
         if self._fixed_slots is None:
             self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def _ship(self, ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
-        """An input a remote worker can read: files read here, large bytes set aside for `scatter`."""
+    def _ship(self, ref: InputRef, blobs: dict[str, Future]) -> InputRef:
+        """An input a remote worker can read: files read here, large bytes scattered once per content.
+
+        A large input becomes a placeholder plus a scattered future in `blobs` (Dask then moves it to
+        each worker that needs it once, and keeps it there while a task holds it), so a dataset read
+        by a 1,000-way fan-out is read, hashed and sent once, not 1,000 times.
+        """
         if ref.parts is not None:
             return dataclasses.replace(ref, parts=tuple(self._ship(p, blobs) for p in ref.parts))
+        cached = self._blobs.get(ref.hash)
+        if cached is not None and cached.status == "finished" and not ref.none:
+            self._blobs.move_to_end(ref.hash)
+            blobs[ref.hash] = cached
+            return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
         data = ref.data
         if ref.path is not None:
             data = read_file_checked(ref.path, ref.hash)
         if data is None:
             return ref
-        if len(data) > INLINE_MAX:
-            blobs[ref.hash] = data
-            return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
-        return InputRef(hash=ref.hash, data=data)
+        if len(data) <= INLINE_MAX:
+            return InputRef(hash=ref.hash, data=data)
+        [future] = self._client.scatter({_BLOB_KEY + ref.hash: data}, hash=False).values()
+        self._blobs[ref.hash] = blobs[ref.hash] = future
+        while len(self._blobs) > _BLOB_CACHE:
+            self._blobs.popitem(last=False)  # tasks still pending keep their own reference
+        return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
 
     def _warn_unmatched(self, task: Task, resources: dict[str, float]) -> None:
         """Say why a step waits when no worker (yet) offers what it asks for; Dask would wait silently."""
@@ -523,6 +536,8 @@ class DaskExecutor:
     def _on_done(self, future: Future) -> None:
         """A future finished, failed or was cancelled (Dask's callback thread): hand it to `events`."""
         with self._cond:
+            if future.key not in self._keys:  # its result came as an event, or it was cancelled
+                return
             self._finished.append(future)
             self._cond.notify_all()
 
