@@ -138,7 +138,7 @@ def _param_type(argument: inspect.Parameter, declared: Param | None, default: An
     if declared is not None and declared.type is not None:
         return declared.type
     annotation = argument.annotation
-    if isinstance(annotation, type):
+    if isinstance(annotation, type) and annotation is not inspect.Parameter.empty:
         return annotation
     if isinstance(annotation, str) and annotation in {"int", "float", "str", "bool", "list", "dict"}:
         return {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}[annotation]
