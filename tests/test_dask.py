@@ -273,6 +273,31 @@ def test_a_failed_attempt_is_retried(
     assert [e.error for e in retried] == ["RuntimeError: first attempt fails"]
 
 
+def test_a_step_that_exits_the_interpreter_fails_alone(
+    dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    path = write_flow(
+        """
+        import os
+        from dsl import step
+
+        @step
+        def crash():
+            os._exit(3)
+
+        @step(trigger="all_done")
+        def after(crash):
+            return "the worker is still there"
+        """
+    )
+    with session(tmp_path / "store", DaskExecutor(dask_cluster.address)) as dask:
+        record = dask.run(path)
+    crash, after = step_of(record, "crash"), step_of(record, "after")
+    assert (crash.status, after.status) == ("failed", "succeeded")
+    assert "exited with code 3" in (crash.error or "")
+    assert crash.where in dask_cluster.workers()
+
+
 def test_a_timeout_kills_the_step(
     dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
 ) -> None:
@@ -371,7 +396,7 @@ def test_a_worker_that_dies_mid_step_fails_the_attempt_with_the_reason(
         def fragile():
             marker = Path({str(marker)!r})
             if not marker.exists():
-                marker.touch()
+                marker.write_text(str(os.getpid()))
                 os.kill(os.getppid(), signal.SIGKILL)
                 time.sleep(60)
             return "survived"
@@ -385,5 +410,6 @@ def test_a_worker_that_dies_mid_step_fails_the_attempt_with_the_reason(
         assert (record.status, fragile.status, fragile.attempts) == ("succeeded", "succeeded", 2)
         assert len(retried) == 1
         assert retried[0].error.startswith("the Dask worker running this step died"), retried[0].error
+        assert wait_until_gone(int(marker.read_text())), "the step outlived its Dask worker"
     finally:
         dask_cluster.wait_for_workers(2)
