@@ -1,0 +1,229 @@
+"""The run store on disk: location, WAL, versioned schema, atomic content-addressed artifacts,
+interrupted runs, several processes sharing one store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsl.errors import FlowError
+from runner import store as store_module
+from runner.artifacts import ArtifactError, content_hash, write_file_atomic
+from runner.store import Store
+from tests.helpers_core import executed, flow_source, reset
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "executed.log"
+
+
+SIMPLE = """
+    @step
+    def one():
+        mark("one")
+        return 1
+
+    @step
+    def two(one):
+        mark("two")
+        return one + 1
+"""
+
+
+def test_a_new_store_is_private_wal_and_versioned(store_dir):
+    store = Store(store_dir)
+    try:
+        assert stat.S_IMODE(store_dir.stat().st_mode) == 0o700
+        assert (store_dir / "artifacts").is_dir()
+        mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode.lower() == "wal"
+        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == store_module.SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_opening_without_create_refuses_a_missing_store(tmp_path):
+    with pytest.raises(FlowError):
+        Store(tmp_path / "absent", create=False)
+
+
+def test_a_store_from_a_newer_version_is_refused(store_dir):
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    conn.close()
+    with pytest.raises(FlowError) as info:
+        Store(store_dir)
+    assert "999" in str(info.value)
+
+
+def test_an_old_schema_is_migrated_forward(store_dir):
+    if store_module.SCHEMA_VERSION < 2:
+        pytest.skip("no migration yet")
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            if name == "leases":
+                conn.execute("DROP TABLE leases")
+    conn.close()
+    store = Store(store_dir)
+    try:
+        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == store_module.SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(flow_cli, store_dir, write_flow, log):
+    store_dir.mkdir()
+    (store_dir / "flow.db").write_bytes(b"this is not sqlite" * 100)
+    path = write_flow(flow_source(log, SIMPLE))
+    result = flow_cli("run", str(path))
+    assert result.code == 2, result
+    assert "Traceback" not in result.stderr
+    assert "store" in result.stderr
+
+
+def test_flow_store_env_and_store_option_and_default_dot_flow(flow_cli, write_flow, log, tmp_path):
+    path = write_flow(flow_source(log, SIMPLE))
+    other = tmp_path / "other_store"
+    assert flow_cli("run", str(path), "--store", str(other)).code == 0
+    assert (other / "flow.db").exists()
+    env_store = tmp_path / "env_store"
+    assert flow_cli("run", str(path), env={"FLOW_STORE": str(env_store)}).code == 0
+    assert (env_store / "flow.db").exists()
+    env = {k: v for k, v in os.environ.items() if k != "FLOW_STORE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / ".flow" / "flow.db").exists()
+
+
+def test_artifacts_are_content_addressed_and_verified(store_dir, tmp_path):
+    data = b"some bytes" * 10
+    digest = content_hash(data)
+    target = store_dir / "artifacts" / digest[:2] / digest
+    write_file_atomic(target, data)
+    assert target.read_bytes() == data
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
+    store = Store(store_dir)
+    try:
+        store.conn.execute(
+            "INSERT INTO artifacts(hash, size, data, created_at) VALUES (?, ?, NULL, 0)", (digest, len(data))
+        )
+        assert store.read_artifact(digest) == data
+        target.write_bytes(b"X" * len(data))
+        with pytest.raises(ArtifactError):
+            store.read_artifact(digest)
+        target.write_bytes(data[:-1])
+        with pytest.raises(ArtifactError):
+            store.read_artifact(digest)
+        target.unlink()
+        with pytest.raises(ArtifactError):
+            store.read_artifact(digest)
+        with pytest.raises(ArtifactError):
+            store.read_artifact("0" * 64)
+    finally:
+        store.close()
+
+
+def test_large_outputs_go_to_files_small_ones_inline(harness, write_flow, log, store_dir):
+    path = write_flow(flow_source(log, """
+        @step
+        def small():
+            return "tiny"
+
+        @step
+        def large():
+            return bytes(3 << 20)
+    """))
+    run = harness.run(path)
+    harness.store.flush()
+    hashes = {s.name: s.output_hash for s in run.steps}
+    rows = dict(harness.store.conn.execute("SELECT hash, data IS NULL FROM artifacts").fetchall())
+    assert rows[hashes["small"]] == 0
+    assert rows[hashes["large"]] == 1
+    assert (store_dir / "artifacts" / hashes["large"][:2] / hashes["large"]).stat().st_size > 3 << 20
+
+
+def test_mark_interrupted_only_touches_runs_of_dead_processes(store_dir):
+    store = Store(store_dir)
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        alive_id = store.create_run("f", "/f.py", {}, "cli", "local")
+        dead_id = store.create_run("f", "/f.py", {}, "cli", "local")
+        store.conn.execute("UPDATE runs SET pid=? WHERE id=?", (dead.pid, dead_id))
+        store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
+        store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
+        assert store.mark_interrupted() == [dead_id]
+        assert store.get_run(alive_id).status == "running"
+        run = store.get_run(dead_id)
+        assert run.status == "interrupted" and run.finished_at is not None
+        assert {s.name: s.status for s in run.steps} == {"a": "cancelled", "b": "succeeded"}
+        assert store.mark_interrupted() == []
+    finally:
+        store.close()
+
+
+def test_delete_run_keeps_cached_results(harness, write_flow, log):
+    path = write_flow(flow_source(log, SIMPLE))
+    run = harness.run(path)
+    harness.store.flush()
+    assert harness.store.delete_run(run.id)
+    assert harness.store.get_run(run.id) is None
+    assert not harness.store.delete_run(run.id)
+    reset(log)
+    again = harness.run(path)
+    assert executed(log) == []
+    assert {s.status for s in again.steps} == {"cached"}
+
+
+def test_two_processes_share_one_store(flow_cli, write_flow, log, store_dir, tmp_path):
+    """Two `flow run`s of different flows at the same time into one store: both succeed, both recorded."""
+    a = write_flow(flow_source(log, SIMPLE), name="a.py")
+    b = write_flow(flow_source(log, SIMPLE.replace("one", "uno").replace("two", "dos")), name="b.py")
+    env = {**os.environ, "FLOW_STORE": str(store_dir)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "runner", "run", str(p)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for p in (a, b)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (out, err)
+    runs = flow_cli("runs", "--json").json()
+    assert sorted(r["flow"] for r in runs) == ["a", "b"]
+    assert all(r["status"] == "succeeded" for r in runs)
+    assert sorted(executed(log)) == ["dos", "one", "two", "uno"]
+
+
+def test_the_store_is_consistent_after_every_run(harness, write_flow, log, store_dir):
+    path = write_flow(flow_source(log, SIMPLE))
+    harness.run(path)
+    harness.run(path, force=True)
+    harness.store.flush()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        dangling = conn.execute(
+            "SELECT COUNT(*) FROM cache c LEFT JOIN artifacts a ON a.hash = c.output_hash WHERE a.hash IS NULL"
+        ).fetchone()[0]
+        assert dangling == 0
+        for digest, data in conn.execute("SELECT hash, data FROM artifacts WHERE data IS NOT NULL"):
+            assert content_hash(bytes(data)) == digest
+    finally:
+        conn.close()
