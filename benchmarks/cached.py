@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 
+from benchmarks import common
 from benchmarks.common import (
     SHAPES,
     load,
@@ -44,7 +45,7 @@ def check(shape: str, what: str, status: str, executed: int, expected: int) -> N
 def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
     shape = SHAPES[shape_name]
     steps = shape.steps(n)
-    cold, same, fresh, loads = [], [], [], []
+    cold, same, fresh, loads, cpu_same, cpu_fresh = [], [], [], [], [], []
     with tempdir() as root:
         path = write_flow(root / "project", shape_name, shape.source(n))
         loaded = load(path)
@@ -58,6 +59,7 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
                 seconds, status, executed = timed_run(bench, loaded)
                 check(shape_name, "cached (same engine)", status, executed, 0)
                 same.append(seconds)
+                cpu_same.append(common.last_cpu.parent)
             finally:
                 bench.close()
             bench = new_engine(store_dir)
@@ -68,6 +70,7 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
                 seconds, status, executed = timed_run(bench, reloaded)
                 check(shape_name, "cached (new engine)", status, executed, 0)
                 fresh.append(seconds)
+                cpu_fresh.append(common.last_cpu.parent)
             finally:
                 bench.close()
     return {
@@ -76,6 +79,8 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
         "same": median(same),
         "fresh": median(fresh),
         "load": median(loads),
+        "cpu_same": median(cpu_same),
+        "cpu_fresh": median(cpu_fresh),
     }
 
 
@@ -96,6 +101,8 @@ def main() -> None:
             f"{result['fresh']:11.3f} s = {fresh_ms:6.3f} ms/step"
             f"{result['load'] * 1000:9.1f} ms{result['cold']:11.3f} s"
         )
+        print(f"{'':<24}  CPU per step (this process): same engine {result['cpu_same'] * 1000 / steps:.3f} ms, "
+              f"new engine {result['cpu_fresh'] * 1000 / steps:.3f} ms")
         if name != "foreach":
             worst = max(worst, same_ms, fresh_ms)
     print(verdict("cached", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))

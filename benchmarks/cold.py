@@ -18,6 +18,7 @@ Last line: `cold: <ms> ms/step (budget 1.0) PASS|FAIL`.
 
 from __future__ import annotations
 
+from benchmarks import common
 from benchmarks.common import (
     SHAPES,
     baseline_seconds,
@@ -39,7 +40,7 @@ BUDGET_MS = 1.0
 def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
     shape = SHAPES[shape_name]
     steps = shape.steps(n)
-    warm, startup, cached = [], [], []
+    warm, startup, cached, cpu_parent, cpu_workers = [], [], [], [], []
     with tempdir() as root:
         path = write_flow(root / "project", shape_name, shape.source(n))
         loaded = load(path)
@@ -51,6 +52,8 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
                 seconds, status, executed = timed_run(bench, loaded)
                 check(shape_name, "cold (warm workers)", status, executed, steps)
                 warm.append(seconds)
+                cpu_parent.append(common.last_cpu.parent)
+                cpu_workers.append(common.last_cpu.workers)
                 seconds, status, executed = timed_run(bench, loaded)
                 check(shape_name, "cached (same engine)", status, executed, 0)
                 cached.append(seconds)
@@ -69,6 +72,8 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
         "warm": median(warm),
         "startup": median(startup),
         "cached": median(cached),
+        "cpu_parent": median(cpu_parent),
+        "cpu_workers": median(cpu_workers),
         "warm_all": warm,
         "startup_all": startup,
     }
@@ -106,6 +111,8 @@ def main() -> None:
         runs = ", ".join(f"{s:.3f}" for s in result["warm_all"])
         starts = ", ".join(f"{s:.3f}" for s in result["startup_all"])
         print(f"{'':<24}  runs (s): warm [{runs}]  start-up [{starts}]")
+        print(f"{'':<24}  CPU per step, warm workers: this process {result['cpu_parent'] * 1000 / steps:.3f} ms, "
+              f"workers {result['cpu_workers'] * 1000 / steps:.3f} ms")
         if name != "foreach":
             worst = max(worst, warm_ms)
     print(verdict("cold", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))

@@ -247,17 +247,50 @@ def warm_up(bench: Bench, directory: Path) -> float:
     return seconds
 
 
+def _workers_cpu(bench: Bench) -> float:
+    """CPU seconds used so far by the executor's live worker processes (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for worker in list(getattr(bench.engine.executor, "_workers", [])):
+        try:
+            with open(f"/proc/{worker.proc.pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, AttributeError, IndexError):
+            continue
+    return total
+
+
+@dataclass
+class CPU:
+    """CPU seconds of the last timed run: this process, and worker processes alive before and after it.
+
+    Wall time on a busy machine mostly measures the other load; CPU time is far steadier.
+    """
+
+    parent: float = 0.0
+    workers: float = 0.0
+
+
+last_cpu = CPU()
+
+
 def timed_run(bench: Bench, loaded: Any, **request: Any) -> tuple[float, str, int]:
-    """Time `engine.run(RunRequest(loaded, params))`: (seconds, status, steps executed)."""
+    """Time `engine.run(RunRequest(loaded, params))`: (seconds, status, steps executed).
+
+    The CPU time it used is left in `last_cpu`.
+    """
     from runner.engine import RunRequest
     from runner.events import StepStarted
     from runner.params import resolve_params
 
     params = resolve_params(loaded.graph.params)
     mark = len(bench.events)
+    workers0, cpu0 = _workers_cpu(bench), time.process_time()
     t0 = time.perf_counter()
     handle = bench.engine.run(RunRequest(loaded, params, **request))
     seconds = time.perf_counter() - t0
+    last_cpu.parent = time.process_time() - cpu0
+    last_cpu.workers = max(0.0, _workers_cpu(bench) - workers0)
     executed = sum(1 for e in bench.events[mark:] if isinstance(e, StepStarted))
     return seconds, handle.status, executed
 
