@@ -56,9 +56,23 @@ def dumps(value: Any) -> bytes:
             raise UnstorableOutput(f"{type(first).__name__}: {first}") from None
 
 
+class _PreviewRepr(reprlib.Repr):
+    """reprlib without its fallback to the full `repr` for bytes (a 1 GB output is a 4 GB repr)."""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        head = repr(value[: self.maxstring])
+        return head if len(value) <= self.maxstring else f"{head[:-1]}...{head[-1]} ({len(value)} bytes)"
+
+    def repr_bytearray(self, value: bytearray, level: int) -> str:
+        return f"bytearray({self.repr_bytes(bytes(value[: self.maxstring + 1]), level)})"
+
+    def repr_memoryview(self, value: memoryview, level: int) -> str:
+        return f"<memoryview of {value.nbytes} bytes>"
+
+
 def preview(value: Any) -> str:
     """A bounded one-line repr of an output (never expensive, even for huge values)."""
-    short = reprlib.Repr()
+    short = _PreviewRepr()
     short.maxstring = 120
     short.maxother = 120
     short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
