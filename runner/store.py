@@ -351,8 +351,29 @@ class Store:
         return data if data is not None else read_file_checked(path or "", digest)
 
     def forget_cache(self, fingerprint: str) -> None:
-        """Drop a cache entry whose artifact turned out missing or corrupt."""
-        self.submit(lambda c: c.execute("DELETE FROM cache WHERE fingerprint=?", (fingerprint,)))
+        """Drop a cache entry whose artifact turned out missing or corrupt, and the bad artifact row
+        with it, so the re-run's good bytes replace it (artifact rows are written INSERT OR IGNORE)."""
+        artifact_dir = self.artifact_dir
+
+        def forget(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT output_hash FROM cache WHERE fingerprint=?", (fingerprint,)).fetchone()
+            c.execute("DELETE FROM cache WHERE fingerprint=?", (fingerprint,))
+            if row is None:
+                return
+            digest = row[0]
+            found = c.execute("SELECT data, size FROM artifacts WHERE hash=?", (digest,)).fetchone()
+            if found is None:
+                return
+            try:
+                if found[0] is not None:
+                    if content_hash(bytes(found[0])) != digest:
+                        raise ArtifactError("corrupt")
+                else:
+                    verify_file(artifact_path(artifact_dir, digest), digest, found[1])
+            except ArtifactError:
+                c.execute("DELETE FROM artifacts WHERE hash=?", (digest,))
+
+        self.submit(forget)
 
     # ----- leases: one process computes a fingerprint, others wait for its result ---------------
 
