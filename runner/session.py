@@ -271,8 +271,9 @@ class FlowSession:
                         self.error = deleted
                     pending = (deleted, settle)
                     continue
-                if not self._changed_since_load(touched) and not self._last_run_failed():
-                    continue  # the rest of a save already loaded: nothing to do
+                settled = self.current is not None and not self._last_run_failed()
+                if settled and not self._changed_since_load(touched):
+                    continue  # the rest of a save already loaded (and run): nothing to do
                 failure = self._reload(changed_file)
                 if failure is not None:
                     pending = (failure, settle)
