@@ -118,12 +118,22 @@ def install_local_imports(root: Path) -> None:
             sys.path.insert(0, str(root))
 
 
+_local_files: dict[tuple[str, int], bool] = {}
+
+
 def _purge_local_modules() -> None:
+    """Forget every imported module that lives under a project root (resolved paths memoised)."""
     for name, module in list(sys.modules.items()):
         if name.partition(".")[0] in _OWN_PACKAGES:
             continue
         file = getattr(module, "__file__", None)
-        if file and _is_local(Path(file).resolve()):
+        if not file:
+            continue
+        key = (file, len(_roots))
+        local = _local_files.get(key)
+        if local is None:
+            local = _local_files[key] = _is_local(Path(file).resolve())
+        if local:
             del sys.modules[name]
 
 

@@ -170,6 +170,9 @@ def run(
     file_values = read_params_file(params_file) if params_file else {}
     store = _store(store_dir)
     engine = _engine(store, executor, workers, debug=pdb)
+    prestart = getattr(engine.executor, "prestart", None)
+    if prestart is not None:
+        prestart(1)  # the worker's interpreter starts while the flow loads
     session = FlowSession(file, engine, overrides, file_values)
     try:
         session.load()

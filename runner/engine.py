@@ -109,6 +109,8 @@ class StepState:
     error: str | None = None
     instances: list[str] | None = None
     parent: str | None = None
+    pending: int = 0
+    """Fan-out instances, or upstream steps in the run's scope, not yet final."""
 
 
 def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
@@ -165,6 +167,7 @@ class _Run:
     values: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, tuple[str, str]] = field(default_factory=dict)
     previous: dict[str, dict[str, Any]] | None = None
+    inside: frozenset[str] = frozenset()
     cancelled: bool = False
 
     @property
@@ -204,6 +207,7 @@ class Engine:
         self._commands: deque[Callable[[], None]] = deque()
         self._runs: dict[int, _Run] = {}
         self._executions: dict[str, _Execution] = {}
+        self._parked: dict[str, int] = {}
         self._by_task: dict[str, _Execution] = {}
         self._queue: deque[_Execution] = deque()
         self._busy = 0
@@ -252,6 +256,7 @@ class Engine:
             request=request,
             static=static,
             scope=scope,
+            inside=frozenset(scope),
             states={name: StepState(name) for name in graph.order},
             handle=RunHandle(run_id),
             started=time.time(),
@@ -362,16 +367,17 @@ class Engine:
             )
         )
         graph = run.graph
-        inside = set(run.scope)
         for name in run.scope:
-            if all(u not in inside for u in graph.nodes[name].upstream):
+            state = run.states[name]
+            state.pending = sum(1 for u in graph.nodes[name].upstream if u in run.inside)
+            if state.pending == 0:
                 run.ready.append(name)
         if not run.scope:
             self._maybe_finish(run)
         while run.ready and not run.cancelled:
             self._advance(run, run.ready.popleft())
         if request.supersedes is not None:
-            self._cancel(request.supersedes, reason=f"superseded by run #{run.id}")
+            self._cancel(request.supersedes, reason=f"superseded by run #{run.id}", keep_for=run)
 
     def _drain_ready(self) -> None:
         for run in list(self._runs.values()):
@@ -455,26 +461,29 @@ class Engine:
             return
         state = run.states[name]
         state.instances = []
+        state.status = "running"
         if not items:
             self._finish_fan_out(run, name)
             return
+        pickled = []
         for index, value in enumerate(items):
-            instance = f"{name}[{index}]"
             try:
-                data = dumps(value)
+                pickled.append(dumps(value))
             except UnstorableOutput as exc:
                 self._finish(run, name, "failed", error=f"foreach item {index} cannot be pickled: {exc}")
                 return
-            item_hash = content_hash(data)
+        instances = [f"{name}[{index}]" for index in range(len(items))]
+        for instance in instances:
             run.states[instance] = StepState(instance, parent=name)
-            state.instances.append(instance)
-            own_inputs = {k: v for k, v in inputs.items() if k != arg}
+        state.instances = instances
+        state.pending = len(instances)
+        own_inputs = {k: v for k, v in inputs.items() if k != arg}
+        for instance, data in zip(instances, pickled, strict=True):
+            item_hash = content_hash(data)
             fingerprint, detail = combine(static, params, own_inputs, item=item_hash)
             self._execute_or_reuse(
                 run, instance, name, node, static, fingerprint, detail, cache_only, (arg, item_hash, data)
             )
-        if run.states[name].status == "pending":
-            run.states[name].status = "running"
 
     def _execute_or_reuse(
         self,
@@ -527,12 +536,15 @@ class Engine:
         state.status = "running"
         execution = self._executions.get(fingerprint)
         if execution is not None and not forced:
+            self._parked.pop(fingerprint, None)
             execution.waiters.append((run, name))
             state.attempts = execution.task.attempt
             state.reason = f"{reason} (joined the execution already running)"
             if execution.submitted:
                 self._emit(StepStarted(run.id, name, state.attempts, state.reason, fingerprint, time.time()))
             return
+        if self._parked:
+            self._release_parked(run, name)
         kwargs: dict[str, InputRef] = {}
         try:
             for arg, upstream in node.inputs.items():
@@ -588,8 +600,7 @@ class Engine:
                 return None
             found: tuple[str, int | None, str | None] = (resumed[1], run.request.resume_of, None)
         elif recent is not None:
-            found = recent
-            self.store.flush()
+            return recent
         else:
             hit = self.store.lookup(fingerprint, verify=True)
             if hit is None:
@@ -676,6 +687,12 @@ class Engine:
     # ----- executing ----------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        while self._queue and self._busy >= self.executor.slots and self._parked:
+            parked = self._executions.get(next(iter(self._parked)))
+            if parked is None or parked.waiters:
+                self._parked.pop(next(iter(self._parked)))
+            else:
+                self._kill(parked)  # a parked execution never holds a slot that wanted work needs
         while self._queue and self._busy < self.executor.slots:
             execution = self._queue.popleft()
             if not execution.waiters:
@@ -826,7 +843,9 @@ class Engine:
         state.error = error
         if reason:
             state.reason = reason
-        if name not in run.scope and (state.parent is None or state.parent not in run.scope):
+        if self._parked:
+            self._release_parked(run, name)
+        if name not in run.inside and (state.parent is None or state.parent not in run.inside):
             return
         output = state.output
         self._emit(
@@ -848,15 +867,17 @@ class Engine:
         )
         if state.parent is not None:
             parent = run.states[state.parent]
-            if parent.instances and all(run.states[i].status in FINAL for i in parent.instances):
+            parent.pending -= 1
+            if parent.pending == 0 and parent.status not in FINAL:
                 self._finish_fan_out(run, state.parent)
             return
         run.remaining -= 1
-        inside = set(run.scope)
         for child in run.graph.nodes[name].downstream:
-            if child in inside and run.states[child].status == "pending":
-                if all(run.states[u].status in FINAL for u in run.graph.nodes[child].upstream):
-                    run.states[child].status = "ready"
+            if child in run.inside:
+                waiting = run.states[child]
+                waiting.pending -= 1
+                if waiting.pending == 0 and waiting.status == "pending":
+                    waiting.status = "ready"
                     run.ready.append(child)
         self._maybe_finish(run)
 
@@ -898,11 +919,16 @@ class Engine:
         for value in statuses:
             counts[value] = counts.get(value, 0) + 1
         del self._runs[run.id]
+        if self._parked:
+            self._release_parked(run)
         now = time.time()
         self._emit(RunFinished(run.id, status, now - run.started, counts, now))
         run.handle._finish(status)
 
-    def _cancel(self, run_id: int | None, reason: str = "stopped") -> None:
+    def _cancel(self, run_id: int | None, reason: str = "stopped", keep_for: _Run | None = None) -> None:
+        """Stop runs. With `keep_for` (the run superseding this one), a running execution of a step that
+        run has not decided yet is parked instead of killed: the step's upstream may be re-running and
+        return the same output, and then the new run joins it by fingerprint."""
         runs = (
             list(self._runs.values())
             if run_id is None
@@ -915,15 +941,36 @@ class Engine:
                 before = len(execution.waiters)
                 execution.waiters = [(r, n) for r, n in execution.waiters if r is not run]
                 if before and not execution.waiters:
-                    if execution.submitted:
-                        self.executor.cancel(execution.task.id)
-                        self._busy -= 1
-                        execution.submitted = False
-                    self._by_task.pop(execution.task.id, None)
-                    self._drop(execution)
+                    if keep_for is not None and execution.submitted and self._undecided(keep_for, execution):
+                        self._parked[execution.key] = keep_for.id
+                    else:
+                        self._kill(execution)
             for name in [*run.scope, *(i for n in run.scope for i in run.states[n].instances or [])]:
                 if run.states[name].status not in FINAL:
                     self._finish(run, name, "cancelled", reason=reason, error=f"the run was {reason}")
+
+    @staticmethod
+    def _undecided(run: _Run, execution: _Execution) -> bool:
+        state = run.states.get(execution.task.step)
+        return state is None or state.status in ("pending", "ready")
+
+    def _kill(self, execution: _Execution) -> None:
+        self._parked.pop(execution.key, None)
+        if execution.submitted:
+            self.executor.cancel(execution.task.id)
+            self._busy -= 1
+            execution.submitted = False
+        self._by_task.pop(execution.task.id, None)
+        self._drop(execution)
+
+    def _release_parked(self, run: _Run, name: str | None = None) -> None:
+        """Kill parked executions `run` no longer needs: of step `name` (now decided), or all of them."""
+        for key, owner in list(self._parked.items()):
+            execution = self._executions.get(key)
+            if execution is None or execution.waiters:
+                self._parked.pop(key, None)
+            elif owner == run.id and (name is None or execution.task.step == name):
+                self._kill(execution)
 
     def publish(self, event: Event) -> None:
         """Send an event that did not come from a run (a reload, a load error) to every subscriber."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.metadata
 import pickle
 import sys
 import textwrap
@@ -130,6 +129,8 @@ def _package_version(module_name: str) -> str:
     top = module_name.partition(".")[0]
     if top in sys.stdlib_module_names or top == "builtins":
         return f"python{sys.version_info.major}.{sys.version_info.minor}"
+    import importlib.metadata
+
     try:
         return importlib.metadata.version(top)
     except Exception:

@@ -171,10 +171,31 @@ class Store:
                 self.artifact_dir.mkdir(mode=0o700)
             except OSError as exc:
                 raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
+        self._check_private()
         self._local = threading.local()
         self._writer: _Writer | None = None
         self._guard(self._open_schema)
         self.host = socket.gethostname()
+
+    def _check_private(self) -> None:
+        """Refuse a store someone else could have planted pickles in: artifacts are unpickled, so
+        they must only ever come from a store the user owns and nobody else can write to."""
+        if not hasattr(os, "getuid"):
+            return
+        try:
+            info = self.root.stat()
+        except OSError:
+            return
+        if info.st_uid != os.getuid():
+            raise FlowError(
+                f"the store at {self.root} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}); "
+                "flow only unpickles artifacts from a store you own"
+            )
+        if info.st_mode & 0o002:
+            raise FlowError(
+                f"the store at {self.root} is writable by every user (mode {info.st_mode & 0o777:o}); "
+                f"flow only unpickles artifacts from a private store: chmod 700 {self.root}"
+            )
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -563,13 +584,18 @@ class _Writer:
     """One thread applying queued writes in batched transactions.
 
     The queue is a deque plus an event set only when the writer may be asleep: a `queue.Queue` costs a
-    lock round trip per item, and the scheduler queues several writes per step.
+    lock round trip per item, and the scheduler queues several writes per step. Once woken, the writer
+    lets writes gather for `BATCH_WINDOW` seconds (unless a flush or stop is waiting), so a burst of tiny
+    steps costs one commit per window instead of one per step.
     """
+
+    BATCH_WINDOW = 0.005
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._items: deque[Callable[[sqlite3.Connection], None] | threading.Event | None] = deque()
         self._wake = threading.Event()
+        self._urgent = threading.Event()
         self._error: BaseException | None = None
         self._submitted = 0
         self._applied = 0
@@ -578,6 +604,8 @@ class _Writer:
 
     def _put(self, item: Callable[[sqlite3.Connection], None] | threading.Event | None) -> None:
         self._items.append(item)
+        if not callable(item):
+            self._urgent.set()
         if not self._wake.is_set():
             self._wake.set()
 
@@ -608,6 +636,9 @@ class _Writer:
         stop = False
         while not stop:
             self._wake.wait()
+            if not self._urgent.is_set():
+                self._urgent.wait(self.BATCH_WINDOW)
+            self._urgent.clear()
             self._wake.clear()
             items = []
             while self._items:

@@ -106,7 +106,9 @@ class EngineHarness:
 
 
 @pytest.fixture
-def harness(store_dir: Path) -> Iterator[EngineHarness]:
-    h = EngineHarness(store_dir)
+def harness(store_dir: Path, request: pytest.FixtureRequest) -> Iterator[EngineHarness]:
+    """`@pytest.mark.workers(n)` sizes the worker pool (default 2)."""
+    marker = request.node.get_closest_marker("workers")
+    h = EngineHarness(store_dir, workers=marker.args[0] if marker else 2)
     yield h
     h.close()

@@ -812,15 +812,12 @@ def test_cli_a_save_during_the_first_run_supersedes_it(
         gate.write_text("open")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (engine): runner/engine.py `_begin`/`_cancel`: superseding kills every execution the new run "
-    "has not joined yet, including one whose upstream is re-running but will return the same output "
-    "(early cut-off): b is killed and started a second time although its fingerprint did not change",
-)
+@pytest.mark.workers(3)
 def test_a_save_during_a_run_keeps_a_step_whose_upstream_reruns_with_the_same_output(
     project: Callable[..., Project], tmp_path: Path
 ) -> None:
+    # Three workers: b and c hold two while parked/running, a's re-run needs the third (with no free
+    # slot the engine preempts a parked execution, and b would rightly run twice).
     gate, started_dir = tmp_path / "gate", tmp_path / "started"
     started_dir.mkdir()
     proj = project(INFLIGHT, initial_run=False, gate=str(gate), started=str(started_dir))
