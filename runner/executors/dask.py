@@ -170,34 +170,51 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
     batches = 0
     flushed = started
     result: TaskResult | None = None
-    while True:
-        for event in local.events(_POLL_S):
-            if isinstance(event, TaskLog):
-                lines.append([event.stream, event.line, event.ts])
-            elif isinstance(event, TaskDone) and event.task_id == task.id:
-                result = event.result
-        now = time.monotonic()
-        due = result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES
-        while lines and due:
-            batches += 1
-            worker.log_event(topic, {"t": task.id, "n": batches, "lines": lines[:_LOG_BATCH_LINES]})
-            del lines[:_LOG_BATCH_LINES]
-            flushed = now
-        if result is not None:
-            result = dataclasses.replace(result, where=worker.address)
-            payload = pickle.dumps(result, protocol=5)
-            if len(payload) <= _EVENT_RESULT_MAX:
-                # Behind the log batches on the same ordered stream, and no `gather` round trip.
-                worker.log_event(topic, {"t": task.id, "result": payload})
-                return None, batches
-            return result, batches
-        if _cancelled(worker, key):
+    try:
+        while True:
+            for event in local.events(_POLL_S):
+                if isinstance(event, TaskLog):
+                    lines.append([event.stream, _encodable(event.line), event.ts])
+                elif isinstance(event, TaskDone) and event.task_id == task.id:
+                    result = event.result
+            now = time.monotonic()
+            due = result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES
+            while lines and due:
+                batches += 1
+                worker.log_event(topic, {"t": task.id, "n": batches, "lines": lines[:_LOG_BATCH_LINES]})
+                del lines[:_LOG_BATCH_LINES]
+                flushed = now
+            if result is not None:
+                result = dataclasses.replace(result, where=worker.address)
+                payload = pickle.dumps(result, protocol=5)
+                if len(payload) <= _EVENT_RESULT_MAX:
+                    # Behind the log batches on the same ordered stream, and no `gather` round trip.
+                    worker.log_event(topic, {"t": task.id, "result": payload})
+                    return None, batches
+                return result, batches
+            if _cancelled(worker, key):
+                return TaskResult(ok=False, error="cancelled on the cluster", where=worker.address), batches
+            if deadline is not None and now >= deadline:
+                error = f"timed out after {task.timeout:g}s; the step's process was killed"
+                return TaskResult(ok=False, error=error, where=worker.address), batches
+    finally:
+        if result is None:  # cancelled, timed out, or this function itself failed: never leave it running
             local.cancel(task.id)
-            return TaskResult(ok=False, error="cancelled on the cluster", where=worker.address), batches
-        if deadline is not None and now >= deadline:
-            local.cancel(task.id)
-            error = f"timed out after {task.timeout:g}s; the step's process was killed"
-            return TaskResult(ok=False, error=error, where=worker.address), batches
+
+
+def _encodable(line: str) -> str:
+    """The line as msgpack can send it: a lone surrogate (bytes Python could not decode) becomes "?".
+
+    Not optional: an unencodable string fails the worker's whole connection to the scheduler, which
+    then drops the worker and everything running on it.
+    """
+    if line.isascii():
+        return line
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "replace").decode("utf-8")
+    return line
 
 
 # ----- runner side ------------------------------------------------------------------------------
