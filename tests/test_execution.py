@@ -675,3 +675,65 @@ def test_sigkill_then_runs_and_show_report_the_run_as_interrupted(flow_cli, writ
     shown = flow_cli("show", "last", "--json")
     assert shown.code == 0, shown
     assert shown.json()["status"] == "interrupted"
+
+
+# ----- code shipping ------------------------------------------------------------------------------------
+
+LRU_FLOW = """
+    import functools
+
+    @functools.lru_cache(maxsize=None)
+    def cached_helper(x):
+        return x + 1000
+
+    @step
+    def uses_lru():
+        mark("uses_lru")
+        return cached_helper(1)
+
+    @step
+    def plain():
+        mark("plain")
+        return 1
+"""
+
+LRU_BUG = (
+    "BUG: a flow-file helper wrapped by functools.lru_cache is pickled by reference to the synthetic "
+    "module '__flow__<stem>_<hash>_<n>' that workers cannot import: 'cannot load the step's code: No "
+    "module named __flow__...'"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LRU_BUG)
+def test_a_step_using_an_lru_cached_helper_runs(harness, write_flow, log):
+    path = write(write_flow, log, LRU_FLOW)
+    run = harness.run(path)
+    assert steps_of(run)["uses_lru"].status == "succeeded", steps_of(run)["uses_lru"].error
+    assert steps_of(run)["uses_lru"].preview == "1001"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: steps' code is shipped in one bundle per 64 steps; when one step's code cannot be "
+    "unpickled, every other step of the bundle fails too ('no code for <key>'), retries included",
+)
+def test_a_step_whose_code_cannot_be_shipped_fails_alone(harness, write_flow, log):
+    path = write(write_flow, log, LRU_FLOW)
+    run = harness.run(path)
+    assert steps_of(run)["plain"].status == "succeeded", steps_of(run)["plain"].error
+    assert "plain" in executed(log)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: InlineExecutor.events lets the unpickling error escape: the scheduler thread dies "
+    "with a traceback and `flow run --executor inline` hangs forever",
+)
+def test_inline_executor_reports_unshippable_code_instead_of_hanging(flow_cli, write_flow, log):
+    path = write(write_flow, log, LRU_FLOW)
+    try:
+        result = flow_cli("run", str(path), "--executor", "inline", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("flow run --executor inline hung")
+    assert result.code == 1, result
+    assert "Traceback" not in result.stderr
