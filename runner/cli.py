@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -65,9 +66,15 @@ class ExitWith(Exception):
 
 
 def _store(path: Path | None, *, create: bool = True) -> Store:
+    """Open the store; runs whose runner died (kill -9, crash) are marked interrupted first."""
     from runner.store import Store
 
-    return Store(path, create=create)
+    store = Store(path, create=create)
+    try:
+        store.mark_interrupted()
+    except sqlite3.OperationalError:
+        pass  # a read-only store can still be read; its dead runs are marked by the next writer
+    return store
 
 
 def _engine(store: Store, executor: str | None, workers: int | None, *, debug: bool = False) -> Engine:
@@ -180,34 +187,46 @@ def run(
         engine.subscribe(reporter)
         options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
         handle = session.run(trigger="cli", force=force, **options)
-        status = _wait(engine, handle)
-        if watch:
-            _watch(session, engine, options)
-            status = session.current.status if session.current else status
+        status = _watch(session, engine, options) if watch else _wait(engine, handle)
     finally:
         engine.close()
         store.close()
     raise ExitWith(0 if status == "succeeded" else 1)
 
 
-def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> None:
+def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> str:
+    """Watch from the moment the first run starts (a save during it supersedes it) until Ctrl-C.
+
+    Returns the status of the last run.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
         engine.cancel()
 
+    def ready() -> None:
+        names = ", ".join(sorted(p.name for p in session.watched_files()))
+        print(f"watching {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
     previous = signal.signal(signal.SIGINT, on_signal)
-    print(
-        f"watching {', '.join(sorted(p.name for p in session.watched_files()))} (Ctrl-C to stop)",
-        file=sys.stderr,
+    previous_term = signal.signal(signal.SIGTERM, on_signal)
+    watcher = threading.Thread(
+        target=session.watch,
+        args=(stop,),
+        kwargs={"on_ready": ready, "run_options": options},
+        name="flow-watch",
+        daemon=True,
     )
+    watcher.start()
     try:
-        session.watch(stop, run_options=options)
+        while watcher.is_alive():
+            watcher.join(0.2)
     finally:
         signal.signal(signal.SIGINT, previous)
-    if session.current is not None:
-        session.current.wait()
+        signal.signal(signal.SIGTERM, previous_term)
+    last = session.current
+    return last.wait() if last is not None else "cancelled"
 
 
 @app.command()

@@ -194,6 +194,7 @@ class LocalExecutor:
             self._pending.append(TaskLog(str(task_id), str(stream), str(line), float(ts)))  # type: ignore[arg-type]
         elif kind == "done":
             result: TaskResult = message[2]  # type: ignore[assignment]
+            self._drain_raw(worker)  # what the step wrote to fds 1/2 before returning is in the pipes now
             worker.task = None
             self._by_task.pop(task.id, None)
             self._pending.append(TaskDone(task.id, dataclasses.replace(result, where=worker.where)))
