@@ -384,10 +384,10 @@ def check(
 ) -> None:
     """Validate a flow without running it: syntax, imports, graph, parameters."""
     from dsl.loader import load_flow
-    from runner.params import parse_assignments, resolve_params
+    from runner.params import parse_assignments, resolve_flow_params
 
     loaded = load_flow(file)
-    values = resolve_params(loaded.graph.params, parse_assignments(param or []))
+    values = resolve_flow_params(loaded, parse_assignments(param or []))
     typer.echo(
         f"ok: {loaded.name} has {len(loaded.graph.nodes)} steps and {len(values)} parameters "
         f"({', '.join(f'{k}={v!r}' for k, v in values.items()) or 'none'})"
@@ -468,26 +468,37 @@ def gc(
     )
 
 
+def _exit_now(code: int) -> None:
+    """Exit once a command has closed its engine and store, without joining stray threads.
+
+    A flow file may start non-daemon threads at import; a normal interpreter exit would wait for them
+    for ever after the run is over.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> None:
     """Entry point: run the app; map user errors to one line on stderr and exit code 2."""
     try:
         app(standalone_mode=False)
     except ExitWith as done:
-        sys.exit(done.code)
+        _exit_now(done.code)
     except FlowError as exc:
         print(f"flow: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _exit_now(exc.exit_code)
     except typer.Abort:
         print("flow: aborted", file=sys.stderr)
-        sys.exit(1)
+        _exit_now(1)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code)
+        _exit_now(code if isinstance(code, int) else 1)
     except Exception as exc:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            sys.exit(exc.exit_code)
+            _exit_now(exc.exit_code)
         raise
     except KeyboardInterrupt:
         print("flow: interrupted", file=sys.stderr)
-        sys.exit(1)
+        _exit_now(1)

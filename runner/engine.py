@@ -91,6 +91,8 @@ class Output:
 
 
 NONE_OUTPUT_HASH = "none"
+REMOTE_POLL_S = 0.1
+"""How often a step waiting on another process's computation of the same fingerprint checks again."""
 CODE_CHUNK = 64
 """Steps pickled together per code bundle (cloudpickle's per-call cost dominates for small functions)."""
 
@@ -184,6 +186,7 @@ class _Execution:
     retries: int
     retry_delay: float
     waiters: list[tuple[_Run, str]]
+    loaded: LoadedFlow | None = None
     submitted: bool = False
     deadline: float | None = None
     retry_at: float | None = None
@@ -208,11 +211,15 @@ class Engine:
         self._runs: dict[int, _Run] = {}
         self._executions: dict[str, _Execution] = {}
         self._parked: dict[str, int] = {}
+        self._remote: list[tuple[float, tuple[Any, ...]]] = []
+        self._others_checked = -1.0
+        self._others = False
         self._by_task: dict[str, _Execution] = {}
         self._queue: deque[_Execution] = deque()
         self._busy = 0
         self._recent: dict[str, tuple[str, int | None, str | None]] = {}
         self._codes: dict[str, bytes] = {}
+        self._broken_bundles: set[str] = set()
         self._orders: dict[str, dict[str, int]] = {}
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._statics: dict[str, dict[str, StaticPrint]] = {}
@@ -330,6 +337,8 @@ class Engine:
                     return
                 self._drain_ready()
                 self._timers()
+                if self._remote:
+                    self._poll_remote()
                 self._dispatch()
                 wait = self._next_wait()
             events = self.executor.events(wait)
@@ -347,6 +356,7 @@ class Engine:
         if self._commands or any(run.ready for run in self._runs.values()):
             return 0.0
         moments = [e.deadline for e in self._executions.values() if e.deadline is not None]
+        moments += [due for due, _ in self._remote]
         moments += [e.retry_at for e in self._executions.values() if e.retry_at is not None]
         if not moments:
             return None
@@ -499,7 +509,7 @@ class Engine:
     ) -> None:
         state = run.states[name]
         request = run.request
-        forced = request.force or step_name in request.force_steps
+        forced = (request.force and step_name in run.inside) or step_name in request.force_steps
         if static.untrusted:
             fingerprint = f"untrusted-{uuid.uuid4().hex}"
         state.fingerprint = fingerprint
@@ -524,6 +534,15 @@ class Engine:
                 "current code and parameters; run it first (or drop --only/--from)",
                 step=step_name,
             )
+        if not forced and not static.untrusted and fingerprint not in self._executions:
+            other = self._computing_elsewhere(fingerprint)
+            if other is not None:
+                state.status = "running"
+                state.reason = f"waiting: run #{other} in another process is computing the same step"
+                self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
+                retry = (run, name, step_name, node, static, fingerprint, detail, item)
+                self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
+                return
         if forced:
             reason = "forced"
         elif static.untrusted:
@@ -583,6 +602,7 @@ class Engine:
             retries=node.step.retries,
             retry_delay=node.step.retry_delay,
             waiters=[(run, name)],
+            loaded=request.loaded,
         )
         if not forced or fingerprint not in self._executions:
             self._executions[fingerprint] = execution
@@ -615,6 +635,31 @@ class Engine:
             self.store.forget_cache(fingerprint)
             return None
         return found
+
+    def _computing_elsewhere(self, fingerprint: str) -> int | None:
+        """The run in another live process now executing this fingerprint, if any.
+
+        Another process's executions are visible in the store (its `running` step rows carry their
+        fingerprints), so no write is needed per step; the check costs a query only while another
+        run is live on this store, which is itself checked at most once a second.
+        """
+        now = time.monotonic()
+        if now - self._others_checked > 1.0:
+            self._others = self.store.other_live_runs()
+            self._others_checked = now
+        return self.store.running_elsewhere(fingerprint) if self._others else None
+
+    def _poll_remote(self) -> None:
+        now = time.monotonic()
+        due = [entry for entry in self._remote if entry[0] <= now]
+        if not due:
+            return
+        self._remote = [entry for entry in self._remote if entry[0] > now]
+        for _, (run, name, step_name, node, static, fingerprint, detail, item) in due:
+            if run.cancelled or run.states[name].status in FINAL:
+                continue
+            run.states[name].status = "ready"
+            self._execute_or_reuse(run, name, step_name, node, static, fingerprint, detail, False, item)
 
     def _previous_detail(self, run: _Run, name: str) -> dict[str, Any] | None:
         """The fingerprint parts of the step's last execution (this engine's memory, else the store)."""
@@ -667,6 +712,8 @@ class Engine:
                 self._orders.pop(next(iter(self._orders)))
         chunk = order[step_name] // CODE_CHUNK
         key = f"{loaded.load_id}:{chunk}"
+        if key in self._broken_bundles:
+            key = f"{loaded.load_id}:{step_name}"
         code = self._codes.get(key)
         if code is None:
             for module_name in [loaded.module.__name__, *loaded.local_modules]:
@@ -742,6 +789,8 @@ class Engine:
         execution.submitted = False
         execution.deadline = None
         task = execution.task
+        if self._unbundle(execution, result):
+            return
         if not result.ok and task.attempt <= execution.retries and execution.waiters:
             delay = execution.retry_delay
             for run, name in execution.waiters:
@@ -791,6 +840,29 @@ class Engine:
                     duration=result.duration_s,
                     metrics=result.metrics,
                 )
+
+    def _unbundle(self, execution: _Execution, result: TaskResult) -> bool:
+        """A bundle of steps' code failed to load where it ran: ship this step's code alone and retry.
+
+        One step's unpicklable global must fail only that step, not the others pickled beside it.
+        """
+        task = execution.task
+        loaded = execution.loaded
+        if (
+            result.ok
+            or loaded is None
+            or not (result.error or "").startswith("cannot load the step's code")
+            or task.code_key.endswith(f":{task.entry}")
+        ):
+            return False
+        self._broken_bundles.add(task.code_key)
+        code_key, code, entry = self._code(loaded, task.entry)
+        execution.task = dataclasses.replace(
+            task, id=f"t{next(self._task_ids)}", code_key=code_key, code=code, entry=entry
+        )
+        self._by_task[execution.task.id] = execution
+        self._queue.appendleft(execution)
+        return True
 
     def _persist_output(self, result: TaskResult, step: str, run_id: int, execution: _Execution) -> None:
         digest, data, size = result.hash, result.data, result.size

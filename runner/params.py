@@ -14,6 +14,7 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.graph import ParamSpec
+from dsl.loader import LoadedFlow
 from dsl.params import REQUIRED
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -131,3 +132,25 @@ def resolve_params(
         else:
             values[name] = spec.default
     return values
+
+
+def resolve_flow_params(
+    loaded: LoadedFlow,
+    overrides: Mapping[str, Any] | None = None,
+    file_values: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`resolve_params` for a loaded flow: an error names the flow file and the reading step's line.
+
+    Raises:
+        FlowError: as `resolve_params`, with the file (and the step's line) filled in.
+    """
+    try:
+        return resolve_params(loaded.graph.params, overrides, file_values)
+    except FlowError as exc:
+        if exc.file:
+            raise
+        node = loaded.graph.nodes.get(exc.step) if exc.step else None
+        known = node is not None and not node.step.file.startswith("<")
+        file = node.step.file if known else str(loaded.path)
+        line = (node.step.line or None) if known else None
+        raise FlowError(exc.message, file=file, line=line, step=exc.step) from None

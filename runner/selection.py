@@ -54,4 +54,11 @@ def external_inputs(graph: Graph, scope: Sequence[str]) -> list[str]:
         if name not in needed:
             needed.add(name)
             todo.extend(u for u in graph.nodes[name].upstream if u not in inside)
+    for name in needed:
+        between = graph.ancestors(name) & inside
+        if between:
+            raise FlowError(
+                f"step '{name}' lies between selected steps ({', '.join(sorted(between))} before it) "
+                f"but is not selected; select it too (--only {name}) or use --from/--to"
+            )
     return [name for name in graph.order if name in needed]

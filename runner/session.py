@@ -21,7 +21,7 @@ from dsl.loader import LoadedFlow, load_flow
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
-from runner.params import resolve_params
+from runner.params import resolve_flow_params, resolve_params
 
 WATCH_STEP_MS = 10
 """Quiet time that ends a burst of writes: an editor's save (write, rename, chmod) is one reload."""
@@ -114,21 +114,8 @@ class FlowSession:
         return None
 
     def _check_params(self, loaded: LoadedFlow) -> None:
-        """Resolve the session's parameters against a new load; a bad one names the file and line.
-
-        Raises:
-            FlowError: as `resolve_params`, with the flow file (and the step's line) filled in.
-        """
-        try:
-            resolve_params(loaded.graph.params, self.overrides, self.file_values)
-        except FlowError as exc:
-            if exc.file:
-                raise
-            node = loaded.graph.nodes.get(exc.step) if exc.step else None
-            known = node is not None and not node.step.file.startswith("<")
-            file = node.step.file if known else str(loaded.path)
-            line = (node.step.line or None) if known else None
-            raise FlowError(exc.message, file=file, line=line, step=exc.step) from None
+        """Resolve the session's parameters against a new load (a bad one names the file and line)."""
+        resolve_flow_params(loaded, self.overrides, self.file_values)
 
     def _signatures(self, loaded: LoadedFlow) -> dict[str, tuple[Any, ...]]:
         prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)

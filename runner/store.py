@@ -35,7 +35,7 @@ from runner.artifacts import (
 )
 from runner.records import LogLine, RunRecord, StepRecord, dumps_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -113,8 +113,10 @@ _LEASES = """CREATE TABLE IF NOT EXISTS leases (
         expires REAL NOT NULL
     )"""
 _SCHEMA.append(_LEASES)
+_STEPS_BY_FINGERPRINT = "CREATE INDEX IF NOT EXISTS steps_fingerprint ON steps(fingerprint)"
+_SCHEMA.append(_STEPS_BY_FINGERPRINT)
 
-_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES]}
+_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT]}
 """version -> statements that bring a store from `version - 1` to `version`."""
 
 LEASE_TTL_S = 6 * 3600.0
@@ -437,6 +439,27 @@ class Store:
             return holder
 
         return self._guard(claim)  # type: ignore[no-any-return]
+
+    def other_live_runs(self) -> bool:
+        """Whether a run of another live process is in progress on this store."""
+        rows = self.conn.execute(
+            "SELECT pid, host FROM runs WHERE status='running' AND NOT (pid=? AND host=?)",
+            (os.getpid(), self.host),
+        ).fetchall()
+        return any(host != self.host or _pid_alive(pid) for pid, host in rows)
+
+    def running_elsewhere(self, fingerprint: str) -> int | None:
+        """The id of another live process's run whose step with this fingerprint is executing now."""
+        rows = self.conn.execute(
+            "SELECT r.id, r.pid, r.host FROM steps s JOIN runs r ON r.id = s.run_id "
+            "WHERE s.fingerprint=? AND s.status='running' AND r.status='running' "
+            "AND NOT (r.pid=? AND r.host=?)",
+            (fingerprint, os.getpid(), self.host),
+        ).fetchall()
+        for run_id, pid, host in rows:
+            if host != self.host or _pid_alive(pid):
+                return int(run_id)
+        return None
 
     def lease_holder(self, fingerprint: str) -> LeaseHolder | None:
         """The other live process holding `fingerprint`, if any (None: free, void, or ours)."""

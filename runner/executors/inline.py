@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
 from runner.executors.execute import execute, resolve_code
 
 
@@ -51,7 +51,11 @@ class InlineExecutor:
         def emit(stream: str, line: str, ts: float) -> None:
             events.append(TaskLog(task.id, stream, line, ts))
 
-        fn = resolve_code(task, self._codes)
+        try:
+            fn = resolve_code(task, self._codes)
+        except Exception as exc:
+            result = TaskResult(ok=False, error=f"cannot load the step's code: {type(exc).__name__}: {exc}")
+            return [TaskDone(task.id, result)]
         result = execute(task, fn, emit, on_exception=self._post_mortem if self._debug else None)
         events.append(TaskDone(task.id, result))
         return events
