@@ -279,12 +279,6 @@ def test_output_written_to_file_descriptors_is_captured(harness, write_flow, log
     assert lines == [("stdout", "from fd 1"), ("stderr", "from fd 2")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalExecutor._on_message clears worker.task on the 'done' frame before draining the "
-    "worker's stdout/stderr pipes, so fd-level output written just before the step returns is dropped "
-    "(~25% of runs)",
-)
 def test_fd_output_right_before_return_is_never_lost(harness, write_flow, log):
     body = """
         @step(cache=False)
@@ -389,12 +383,6 @@ def test_foreach_runs_one_instance_per_item_and_downstream_gets_the_ordered_list
     assert st["square[1]"].parent == "square"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine._fan_out appends instances to state.instances one by one and a cached instance "
-    "finishes at once, so _finish sees 'all instances final' after the first cached one and finishes the "
-    "fan-out early: downstream receives a truncated list ([1] instead of [1, 25, 9])",
-)
 def test_changing_one_item_reruns_only_that_instance(harness, write_flow, log):
     path = write(write_flow, log, FANOUT)
     harness.run(path)
@@ -651,11 +639,6 @@ def test_sigkill_of_the_runner_leaves_no_orphans_and_the_next_run_reuses_what_fi
     assert runs[1]["finished_at"] is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: only Engine.__init__ calls Store.mark_interrupted, so after kill -9 `flow runs` / "
-    "`flow show` keep reporting the dead run as 'running' until some later `flow run`",
-)
 def test_sigkill_then_runs_and_show_report_the_run_as_interrupted(flow_cli, write_flow, log, store_dir, tmp_path):
     path = write(write_flow, log, SLOW)
     marker = uuid.uuid4().hex
