@@ -142,9 +142,15 @@ def _restore(ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
 
 
 def _cancelled(worker: Any, key: str) -> bool:
-    """True once the scheduler has released this task on this worker (the client cancelled it)."""
+    """True once the task is no longer wanted here: the client cancelled it, or the worker is closing.
+
+    A closing worker (it lost the scheduler, or is being shut down) waits for its running tasks, so a
+    step left running would hold it open until the step ends on its own.
+    """
     state = worker.state.tasks.get(key)
-    return state is None or state.state in ("cancelled", "released", "forgotten")
+    if state is None or state.state in ("cancelled", "released", "forgotten"):
+        return True
+    return getattr(worker.status, "name", "") in ("closing", "closed", "failed", "stopping", "stopped")
 
 
 def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[TaskResult | None, int]:
@@ -260,14 +266,17 @@ class DaskExecutor:
             ) from None
         self._cluster: Any = None
         if address is None:
-            self._cluster = LocalCluster(
-                n_workers=max(1, workers or os.cpu_count() or 1),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            try:
+                self._cluster = LocalCluster(
+                    n_workers=max(1, workers or os.cpu_count() or 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            except Exception as exc:
+                raise FlowError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from None
             self._client: Client = Client(self._cluster, set_as_default=False)
         else:
             target = scheduler_address(address)
@@ -304,6 +313,7 @@ class DaskExecutor:
         return self._slots
 
     def submit(self, task: Task) -> None:
+        """Send `task` to the cluster; never raises (a failure to submit is the task's failure)."""
         try:
             resources = dask_resources(task.resources) if task.resources and self._cluster is None else {}
         except ValueError as exc:
@@ -312,21 +322,24 @@ class DaskExecutor:
         blob_futures: dict[str, Future] = {}
         try:
             kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
+            shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
+            if resources:
+                self._warn_unmatched(task, resources)
+            future = self._client.submit(
+                run_on_worker,
+                shipped,
+                self._topic,
+                blob_futures,
+                key=f"{task.step}-{self._uid}-{task.id}",
+                pure=False,
+                resources=resources or None,
+            )
         except ArtifactError as exc:
             self._fail_now(task, f"an input could not be read: {exc}")
             return
-        shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
-        if resources:
-            self._warn_unmatched(task, resources)
-        future = self._client.submit(
-            run_on_worker,
-            shipped,
-            self._topic,
-            blob_futures,
-            key=f"{task.step}-{self._uid}-{task.id}",
-            pure=False,
-            resources=resources or None,
-        )
+        except Exception as exc:  # the scheduler is gone, or the task cannot be serialised
+            self._fail_now(task, f"cannot submit the step to the Dask cluster: {type(exc).__name__}: {exc}")
+            return
         with self._cond:
             self._tasks[task.id] = _Pending(task, future, list(blob_futures.values()))
             self._keys[future.key] = task.id
@@ -336,7 +349,7 @@ class DaskExecutor:
         with self._cond:
             pending = self._forget(task_id)
         if pending is not None and not pending.future.done():
-            self._client.cancel([pending.future], reason="stopped by flow")
+            self._cancel_future(pending.future, "stopped by flow")
 
     def events(self, timeout: float | None) -> list[TaskEvent]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -358,7 +371,7 @@ class DaskExecutor:
             with self._cond:
                 pending = self._forget(task_id)
             if pending is not None:
-                self._client.cancel([pending.future], reason="its worker died")
+                self._cancel_future(pending.future, "its worker died")
                 result = TaskResult(ok=False, error=reason, where=pending.worker or "")
                 with self._cond:
                     self._ready.append(TaskDone(task_id, result))
@@ -404,11 +417,21 @@ class DaskExecutor:
             self._client.run_on_scheduler(_topic_truncator(), self._topic)
         except Exception:  # the cluster may already be gone; closing must still finish
             pass
-        self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        for closable in (self._client, self._cluster):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:
+                    pass
 
     # ----- runner-side helpers -------------------------------------------------------------------
+
+    def _cancel_future(self, future: Future, reason: str) -> None:
+        """Cancel on the cluster; a lost connection has dropped the task already, so that is fine too."""
+        try:
+            self._client.cancel([future], reason=reason)
+        except Exception:
+            pass
 
     def _refresh(self) -> None:
         """Re-read the cluster's size (an adaptive or shared cluster grows and shrinks)."""
@@ -489,6 +512,9 @@ class DaskExecutor:
                 if result is None:  # it came as an event, which already reported it
                     continue
                 result = self._store_large(task, result)
+            elif future.status == "cancelled":
+                error = "the Dask scheduler dropped this step (it restarted, or the runner lost it)"
+                result, expected = TaskResult(ok=False, error=error), 0
             else:
                 if value is None:
                     value = self._exception(future)
@@ -505,8 +531,6 @@ class DaskExecutor:
                     self._held[task_id] = pending
 
     def _exception(self, future: Future) -> BaseException:
-        if future.status == "cancelled":
-            return RuntimeError("the task was cancelled on the cluster (the scheduler restarted or lost it)")
         try:
             exc = future.exception(timeout=CONNECT_TIMEOUT_S)
         except Exception as err:
