@@ -10,6 +10,7 @@ it instead of starting it twice, and stopping a run kills only executions no oth
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import itertools
 import pickle
@@ -40,6 +41,7 @@ from runner.events import (
     StepStarted,
 )
 from runner.executors.base import Executor, InputRef, Task, TaskDone, TaskLog, TaskResult
+from runner.executors.execute import rebuild_lru_cache
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
 from runner.recorder import StoreRecorder
 from runner.selection import external_inputs, select_steps
@@ -122,9 +124,21 @@ def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
 
 
 class _CodePickler(cloudpickle.Pickler):
-    """Ships step functions by value; tracebacks on the worker name the flow file, not `<dynamic-code>`."""
+    """Ships step functions by value; tracebacks on the worker name the flow file, not `<dynamic-code>`.
+
+    A `functools.lru_cache`/`cache` wrapper defined in the flow file (or a local module) would be
+    pickled by reference to a module workers cannot import; it is rebuilt from its wrapped function.
+    """
 
     dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, functools._lru_cache_wrapper):
+            module = sys.modules.get(getattr(obj, "__module__", "") or "")
+            if module is not None and cloudpickle_internals._is_registered_pickle_by_value(module):
+                options = obj.cache_parameters()
+                return rebuild_lru_cache, (obj.__wrapped__, options["maxsize"], options["typed"])
+        return super().reducer_override(obj)
 
 
 def _pickle_code(functions: dict[str, Any]) -> bytes:
@@ -712,14 +726,14 @@ class Engine:
                 self._orders.pop(next(iter(self._orders)))
         chunk = order[step_name] // CODE_CHUNK
         key = f"{loaded.load_id}:{chunk}"
+        names = loaded.graph.order[chunk * CODE_CHUNK : (chunk + 1) * CODE_CHUNK]
         if key in self._broken_bundles:
-            key = f"{loaded.load_id}:{step_name}"
+            key, names = f"{loaded.load_id}:{step_name}", [step_name]
         code = self._codes.get(key)
         if code is None:
             for module_name in [loaded.module.__name__, *loaded.local_modules]:
                 if module_name in sys.modules:
                     cloudpickle.register_pickle_by_value(sys.modules[module_name])
-            names = loaded.graph.order[chunk * CODE_CHUNK : (chunk + 1) * CODE_CHUNK]
             try:
                 code = _pickle_code({n: loaded.graph.nodes[n].step.fn for n in names})
             except Exception:

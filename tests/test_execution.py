@@ -680,14 +680,30 @@ LRU_FLOW = """
         return 1
 """
 
-LRU_BUG = (
-    "BUG: a flow-file helper wrapped by functools.lru_cache is pickled by reference to the synthetic "
-    "module '__flow__<stem>_<hash>_<n>' that workers cannot import: 'cannot load the step's code: No "
-    "module named __flow__...'"
-)
+POISON_FLOW = """
+    class Poison:
+        \"\"\"Pickles fine in the runner, but cannot be rebuilt where the step runs.\"\"\"
+
+        def __reduce__(self):
+            return (explode, ())
+
+    def explode():
+        raise RuntimeError("this object cannot be rebuilt in a worker")
+
+    POISON = Poison()
+
+    @step
+    def uses_poison():
+        mark("uses_poison")
+        return repr(POISON)
+
+    @step
+    def plain():
+        mark("plain")
+        return 1
+"""
 
 
-@pytest.mark.xfail(strict=True, reason=LRU_BUG)
 def test_a_step_using_an_lru_cached_helper_runs(harness, write_flow, log):
     path = write(write_flow, log, LRU_FLOW)
     run = harness.run(path)
@@ -695,25 +711,19 @@ def test_a_step_using_an_lru_cached_helper_runs(harness, write_flow, log):
     assert steps_of(run)["uses_lru"].preview == "1001"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: steps' code is shipped in one bundle per 64 steps; when one step's code cannot be "
-    "unpickled, every other step of the bundle fails too ('no code for <key>'), retries included",
-)
 def test_a_step_whose_code_cannot_be_shipped_fails_alone(harness, write_flow, log):
-    path = write(write_flow, log, LRU_FLOW)
+    """Steps' code travels in bundles; one step's unloadable global must fail only that step."""
+    path = write(write_flow, log, POISON_FLOW)
     run = harness.run(path)
     assert steps_of(run)["plain"].status == "succeeded", steps_of(run)["plain"].error
     assert "plain" in executed(log)
+    poisoned = steps_of(run)["uses_poison"]
+    assert poisoned.status == "failed"
+    assert "cannot load the step's code" in poisoned.error and "rebuilt in a worker" in poisoned.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: InlineExecutor.events lets the unpickling error escape: the scheduler thread dies "
-    "with a traceback and `flow run --executor inline` hangs forever",
-)
 def test_inline_executor_reports_unshippable_code_instead_of_hanging(flow_cli, write_flow, log):
-    path = write(write_flow, log, LRU_FLOW)
+    path = write(write_flow, log, POISON_FLOW)
     try:
         result = flow_cli("run", str(path), "--executor", "inline", timeout=20)
     except subprocess.TimeoutExpired:

@@ -6,6 +6,7 @@ through this one function, so capture, metrics and output storage behave the sam
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import pickle
@@ -92,6 +93,11 @@ def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., A
         _forget_project_modules(task.sys_path)
         code = cache[task.code_key] = pickle.loads(task.code)
     return code[task.entry] if task.entry else code  # type: ignore[no-any-return]
+
+
+def rebuild_lru_cache(function: Callable[..., Any], maxsize: int | None, typed: bool) -> Callable[..., Any]:
+    """Unpickle a flow's `lru_cache`-wrapped helper as a fresh cache around its function."""
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(function)
 
 
 def _forget_project_modules(roots: tuple[str, ...]) -> None:
