@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import threading
-import time
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -147,27 +145,7 @@ class FlowApp(App[int]):
         if self.main is not None:
             for pane in self.main.panes.values():
                 pane.stop_watch()
-        close_engine(self.engine)
-
-
-def close_engine(engine: Engine, limit_s: float = 15.0) -> None:
-    """`engine.close()`, nudging the scheduler awake until its thread has stopped.
-
-    Works around the scheduler computing an unbounded wait right after its stop command ran
-    (`Engine._next_wait` ignores `_closing`), which would leave `close()` joined forever. Only
-    wakes while the scheduler thread lives: the executor's wake pipe is closed after it ends.
-    """
-    closer = threading.Thread(target=engine.close, name="flow-tui-close", daemon=True)
-    closer.start()
-    deadline = time.monotonic() + limit_s
-    while closer.is_alive() and time.monotonic() < deadline:
-        scheduler = getattr(engine, "_thread", None)
-        if scheduler is not None and scheduler.is_alive():
-            try:
-                engine.executor.wakeup()
-            except OSError:
-                pass
-        closer.join(0.05)
+        self.engine.close()
 
 
 def make_app(
