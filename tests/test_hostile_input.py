@@ -102,13 +102,6 @@ def test_a_flow_that_starts_daemon_threads_at_import(flow_cli, write_flow) -> No
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a flow file that starts a non-daemon thread at import makes `flow run` hang after the "
-    "run finished: runner/cli.py main() returns through sys.exit, and interpreter shutdown joins "
-    "every non-daemon thread. Fix: in main(), flush stdout/stderr and os._exit(code) once the command "
-    "has closed its engine and store",
-)
 def test_a_flow_that_starts_a_non_daemon_thread_at_import_still_exits(flow_cli, write_flow) -> None:
     path = write_flow(
         """
