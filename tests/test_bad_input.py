@@ -52,19 +52,12 @@ def nothing_ran(project: Path) -> bool:
 )
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_an_invalid_flow_file(flow_cli, project, name, fragments, command):
-    if command == "check" and name == "bad_required_value.py":
-        fragments = [f for f in fragments if f != "bad_required_value.py:"]  # see the xfail below
     result = flow_cli(command, str(project / name))
     assert_one_clear_line(result, *fragments)
     assert result.stdout == ""
     assert nothing_ran(project)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): `flow check` calls resolve_params without the file/line context FlowSession "
-    "adds, so a parameter error from `check` names the step but not the file (`flow run` names both)",
-)
 def test_check_names_the_file_of_a_parameter_error(flow_cli, project):
     result = flow_cli("check", str(project / "bad_required_value.py"))
     assert_one_clear_line(result, "bad_required_value.py:", "'dataset' is required")
