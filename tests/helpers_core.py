@@ -4,7 +4,6 @@ worker-process discovery and polling without sleeps-as-assertions."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import textwrap
 import time
@@ -95,7 +94,8 @@ def db_rows(store_dir: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple
 
 
 def step_status_in_db(store_dir: Path, step: str) -> list[str]:
-    return [r[0] for r in db_rows(store_dir, "SELECT status FROM steps WHERE name=? ORDER BY run_id", (step,))]
+    sql = "SELECT status FROM steps WHERE name=? ORDER BY run_id"
+    return [r[0] for r in db_rows(store_dir, sql, (step,))]
 
 
 def worker_pids(marker: str) -> list[int]:
@@ -133,7 +133,3 @@ def json_or_fail(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:  # pragma: no cover - diagnostic
         raise AssertionError(f"not JSON: {exc}\n{text}") from None
-
-
-def env_with_marker(marker: str) -> dict[str, str]:
-    return {"FLOW_TEST_MARKER": marker, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")}

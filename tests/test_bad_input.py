@@ -40,9 +40,12 @@ def nothing_ran(project: Path) -> bool:
     [
         ("bad_cycle.py", ["bad_cycle.py:23", "step 'a'", "cycle: a >> b >> c >> a"]),
         ("bad_duplicate.py", ["bad_duplicate.py:", "duplicate step name 'train'", "bad_duplicate.py:12"]),
-        ("bad_required_param.py", ["bad_required_param.py:12", "step 'evaluate'", "'model'", "names no step"]),
+        (
+            "bad_required_param.py",
+            ["bad_required_param.py:12", "step 'evaluate'", "'model'", "names no step"],
+        ),
         ("bad_syntax.py", ["bad_syntax.py:8", "syntax error"]),
-        ("bad_import.py", ["bad_import.py:5", "ModuleNotFoundError", "no_such_module_for_flow_tests"]),
+        ("bad_import.py", ["bad_import.py:3", "ModuleNotFoundError", "no_such_module_for_flow_tests"]),
         ("bad_raises_on_load.py", ["bad_raises_on_load.py:11", "KeyError"]),
         ("bad_self_edge.py", ["bad_self_edge.py:11", "step 'loop'", "after itself"]),
         ("bad_no_steps.py", ["bad_no_steps.py", "defines no step"]),

@@ -328,3 +328,32 @@ def test_resume_reuses_cache_false_steps_of_the_resumed_run(flow_cli, write_flow
     reset(log)
     assert flow_cli("resume", "last").code == 0
     assert executed(log) == ["then"]
+
+
+def test_resume_of_a_succeeded_run_executes_nothing(flow_cli, write_flow, log):
+    path = write(write_flow, log, DIAMOND)
+    assert flow_cli("run", str(path), "-p", "rows=2").code == 0
+    reset(log)
+    result = flow_cli("resume", "last")
+    assert result.code == 0, result
+    assert executed(log) == []
+    run = flow_cli("show", "last", "--json").json()
+    assert run["params"] == {"rows": 2}
+    assert {s["status"] for s in run["steps"]} == {"cached"}
+
+
+def test_delete_refuses_a_run_that_is_still_running(flow_cli, store_dir):
+    import os
+
+    from runner.store import Store
+
+    store = Store(store_dir)
+    try:
+        run_id = store.create_run("f", "/nowhere/f.py", {}, "cli", "local")  # pid: this live test process
+        assert os.getpid() > 0
+    finally:
+        store.close()
+    result = flow_cli("delete", str(run_id))
+    assert result.code == 2, result
+    assert "still running" in result.stderr
+    assert flow_cli("show", str(run_id), "--json").json()["status"] == "running"

@@ -265,7 +265,8 @@ def test_flow_declaration_names_the_flow(write_flow):
 
 
 def test_flow_name_defaults_to_the_file_stem(write_flow):
-    loaded = load_text(write_flow, "from dsl import step\n\n@step\ndef s():\n    return 1\n", name="my_flow.py")
+    text = "from dsl import step\n\n@step\ndef s():\n    return 1\n"
+    loaded = load_text(write_flow, text, name="my_flow.py")
     assert loaded.name == "my_flow" and loaded.description == ""
 
 
@@ -543,3 +544,93 @@ def test_check_reports_steps_and_params(flow_cli, write_flow):
     result = flow_cli("check", str(write_flow(GRAPH_FLOW)), "-p", "rows=9")
     assert result.code == 0, result
     assert "graphy has 5 steps and 2 parameters" in result.stdout and "rows=9" in result.stdout
+
+
+# ----- parameter conversion (property-based) ----------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dsl.graph import ParamSpec  # noqa: E402
+from runner.fingerprint import value_hash  # noqa: E402
+from runner.params import convert, resolve_params  # noqa: E402
+
+
+@given(st.integers())
+def test_int_parameters_round_trip_from_the_command_line(value):
+    spec = ParamSpec("n", 0, int, steps=("s",))
+    assert convert(spec, str(value)) == value
+    assert convert(spec, f"  {value} ") == value
+
+
+@given(st.floats(allow_nan=False))
+def test_float_parameters_round_trip_from_the_command_line(value):
+    spec = ParamSpec("lr", 0.1, float, steps=("s",))
+    assert convert(spec, repr(value)) == value
+    assert convert(spec, 3) == 3.0 and isinstance(convert(spec, 3), float)
+
+
+@given(st.text())
+def test_string_parameters_are_never_evaluated(value):
+    spec = ParamSpec("name", "x", str, steps=("s",))
+    assert convert(spec, value) == value
+
+
+@given(st.lists(st.integers()))
+def test_list_parameters_parse_json(values):
+    import json
+
+    spec = ParamSpec("xs", [], list, steps=("s",))
+    assert convert(spec, json.dumps(values)) == values
+
+
+@given(st.sampled_from(["1", "true", "YES", "on", "0", "false", "No", "off"]))
+def test_bool_parameters(text):
+    spec = ParamSpec("flag", False, bool, steps=("s",))
+    assert convert(spec, text) is (text.lower() in ("1", "true", "yes", "on"))
+
+
+@given(st.text().filter(lambda t: t.strip().lower() not in {"1", "true", "yes", "on", "y", "t",
+                                                            "0", "false", "no", "off", "n", "f"}))
+def test_bad_bool_values_are_flow_errors(text):
+    spec = ParamSpec("flag", False, bool, steps=("s",))
+    with pytest.raises(FlowError):
+        convert(spec, text)
+
+
+def test_resolve_params_precedence_and_required():
+    specs = {
+        "a": ParamSpec("a", 1, int, steps=("s",)),
+        "b": ParamSpec("b", REQUIRED, str, steps=("s",)),
+    }
+    assert resolve_params(specs, {"b": "x"}) == {"a": 1, "b": "x"}
+    assert resolve_params(specs, {"a": "3", "b": "x"}, {"a": 2}) == {"a": 3, "b": "x"}
+    assert resolve_params(specs, {"b": "x"}, {"a": 2}) == {"a": 2, "b": "x"}
+    with pytest.raises(FlowError):
+        resolve_params(specs, {})
+    with pytest.raises(FlowError):
+        resolve_params(specs, {"b": "x", "c": "1"})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_value_hash_is_deterministic_and_type_sensitive(value):
+    assert value_hash(value) == value_hash(value)
+    import copy
+
+    assert value_hash(copy.deepcopy(value)) == value_hash(value)
+
+
+def test_value_hash_distinguishes_types_and_orders():
+    assert value_hash(1) != value_hash(1.0) != value_hash("1")
+    assert value_hash(True) != value_hash(1)
+    assert value_hash([1, 2]) != value_hash([2, 1])
+    assert value_hash((1, 2)) != value_hash([1, 2])
+    assert value_hash({"a": 1, "b": 2}) == value_hash({"b": 2, "a": 1})
+    assert value_hash({1, 2, 3}) == value_hash({3, 2, 1})

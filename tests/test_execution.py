@@ -4,7 +4,6 @@ metrics, fan-out, conditions and trigger rules, Ctrl-C and SIGKILL of the runner
 from __future__ import annotations
 
 import os
-import time
 import signal
 import subprocess
 import sys
@@ -562,7 +561,9 @@ SLOW = """
 """
 
 
-def start_runner(path: Path, store_dir: Path, tmp_path: Path, marker: str, *args: str) -> subprocess.Popen[str]:
+def start_runner(
+    path: Path, store_dir: Path, tmp_path: Path, marker: str, *args: str
+) -> subprocess.Popen[str]:
     env = {**os.environ, "FLOW_STORE": str(store_dir), "FLOW_TEST_MARKER": marker}
     return subprocess.Popen(
         [sys.executable, "-m", "runner", "run", str(path), *args],
@@ -639,7 +640,9 @@ def test_sigkill_of_the_runner_leaves_no_orphans_and_the_next_run_reuses_what_fi
     assert runs[1]["finished_at"] is not None
 
 
-def test_sigkill_then_runs_and_show_report_the_run_as_interrupted(flow_cli, write_flow, log, store_dir, tmp_path):
+def test_sigkill_then_runs_and_show_report_the_run_as_interrupted(
+    flow_cli, write_flow, log, store_dir, tmp_path
+):
     path = write(write_flow, log, SLOW)
     marker = uuid.uuid4().hex
     proc = start_runner(path, store_dir, tmp_path, marker)
@@ -757,3 +760,27 @@ def test_timeout_does_not_count_worker_start_up(flow_cli, write_flow, log, tmp_p
     result = flow_cli("run", str(path), env=env)
     assert result.code == 0, result
     assert executed(log) == ["quick"]
+
+
+def test_resume_after_ctrl_c_reruns_the_cancelled_steps(flow_cli, write_flow, log, store_dir, tmp_path):
+    body = SLOW.replace("time.sleep(60)", "time.sleep(0 if os.path.exists(LOG + '.fast') else 60)")
+    path = write(write_flow, log, body)
+    marker = uuid.uuid4().hex
+    proc = start_runner(path, store_dir, tmp_path, marker)
+    try:
+        wait_for(lambda: "slow" in executed(log), timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    cancelled = flow_cli("show", "last", "--json").json()
+    assert cancelled["status"] == "cancelled"
+    Path(str(log) + ".fast").touch()
+    reset(log)
+    resumed = flow_cli("resume", str(cancelled["id"]))
+    assert resumed.code == 0, resumed
+    assert executed(log) == ["slow", "after"]
+    wait_for(lambda: not worker_pids(marker), timeout=10)

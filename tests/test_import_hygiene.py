@@ -76,6 +76,8 @@ def test_import_linter_contracts_hold_with_the_proposed_config(tmp_path):
         )
     config = tmp_path / "pyproject.toml"
     config.write_text(text)
-    proc = subprocess.run([exe, "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [exe, "--config", str(config)], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 kept, 0 broken" in proc.stdout

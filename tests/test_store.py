@@ -220,7 +220,8 @@ def test_the_store_is_consistent_after_every_run(harness, write_flow, log, store
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         dangling = conn.execute(
-            "SELECT COUNT(*) FROM cache c LEFT JOIN artifacts a ON a.hash = c.output_hash WHERE a.hash IS NULL"
+            "SELECT COUNT(*) FROM cache c LEFT JOIN artifacts a ON a.hash = c.output_hash "
+            "WHERE a.hash IS NULL"
         ).fetchone()[0]
         assert dangling == 0
         for digest, data in conn.execute("SELECT hash, data FROM artifacts WHERE data IS NOT NULL"):
