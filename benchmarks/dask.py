@@ -32,7 +32,6 @@ from typing import Any
 
 from benchmarks.common import (
     Bench,
-    foreach_source,
     load,
     machine,
     median,
@@ -69,7 +68,30 @@ def _burn(n: int) -> int:
     return total
 
 
-def cpu_source(steps: int, iterations: int) -> str:
+def fan_source(n: int, salt: int) -> str:
+    """`items -> work (foreach, n instances) -> total`; `salt` makes every repetition a cold run."""
+    return f'''"""A generated foreach fan-out."""
+
+from dsl import step
+
+
+@step
+def items():
+    return list(range({n})) + [] * {salt}
+
+
+@step(foreach="items")
+def work(items):
+    return items + {salt}
+
+
+@step
+def total(work):
+    return sum(work)
+'''
+
+
+def cpu_source(steps: int, iterations: int, salt: int = 0) -> str:
     """`steps` independent steps, each burning `iterations` loop turns (no data between them)."""
     lines = ['"""Independent CPU-bound steps."""', "", "from dsl import step", ""]
     for i in range(steps):
@@ -80,7 +102,7 @@ def cpu_source(steps: int, iterations: int) -> str:
             "    total = 0",
             f"    for j in range({iterations}):",
             "        total = (total + j * j) % 1_000_003",
-            f"    return total + {i}",
+            f"    return total + {i} + {salt}",
             "",
         ]
     return "\n".join(lines)
@@ -119,23 +141,24 @@ def main() -> int:
         t0 = time.perf_counter()
         dask_executor = DaskExecutor(None, workers=WORKERS)
         cluster_s = time.perf_counter() - t0
-        configs = [
-            ("local", LocalExecutor(WORKERS)),
-            ("dask", dask_executor),
-            ("local-1", LocalExecutor(1)),
-        ]
-        for name, executor in configs:
-            bench = bench_on(executor, root / f"store-{name}")
-            try:
-                warm_up(bench, root / f"warm-{name}")
-                for rep in range(opts.repeat):
-                    if name != "local-1":
-                        fan = write_flow(root / f"fan-{name}-{rep}", "fan", foreach_source(n))
-                        results.setdefault(f"{name}/fan", []).append(timed(bench, fan, fan_steps))
-                    cpu = write_flow(root / f"cpu-{name}-{rep}", "cpu", cpu_source(CPU_STEPS, iterations))
-                    results.setdefault(f"{name}/cpu", []).append(timed(bench, cpu, CPU_STEPS))
-            finally:
-                bench.close()
+        try:
+            configs: list[tuple[str, Any]] = [("local", LocalExecutor(WORKERS)), ("dask", dask_executor)]
+            configs.append(("local-1", LocalExecutor(1)))
+            for name, executor in configs:
+                bench = bench_on(executor, root / f"store-{name}")
+                try:
+                    warm_up(bench, root / f"warm-{name}")
+                    for rep in range(opts.repeat):
+                        if name != "local-1":
+                            fan = write_flow(root / f"fan-{name}-{rep}", "fan", fan_source(n, rep + 1))
+                            results.setdefault(f"{name}/fan", []).append(timed(bench, fan, fan_steps))
+                        source = cpu_source(CPU_STEPS, iterations, rep)
+                        cpu = write_flow(root / f"cpu-{name}-{rep}", "cpu", source)
+                        results.setdefault(f"{name}/cpu", []).append(timed(bench, cpu, CPU_STEPS))
+                finally:
+                    bench.close()
+        finally:
+            dask_executor.close()  # already closed by its engine unless something failed first
 
     local_fan, dask_fan = median(results["local/fan"]), median(results["dask/fan"])
     local_ms, dask_ms = local_fan * 1000 / fan_steps, dask_fan * 1000 / fan_steps

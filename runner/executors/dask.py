@@ -266,15 +266,20 @@ class DaskExecutor:
             ) from None
         self._cluster: Any = None
         if address is None:
+            import dask
+
             try:
-                self._cluster = LocalCluster(
-                    n_workers=max(1, workers or os.cpu_count() or 1),
-                    threads_per_worker=1,
-                    processes=True,
-                    host="127.0.0.1",
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
+                # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe,
+                # and on a small machine its CPU is taken from the steps.
+                with dask.config.set({"distributed.worker.profile.enabled": False}):
+                    self._cluster = LocalCluster(
+                        n_workers=max(1, workers or os.cpu_count() or 1),
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                        silence_logs=logging.ERROR,
+                    )
             except Exception as exc:
                 raise FlowError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from None
             self._client: Client = Client(self._cluster, set_as_default=False)
