@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import io
 import itertools
+import os
 import pickle
 import sys
 import threading
@@ -40,7 +41,7 @@ from runner.events import (
     StepRetrying,
     StepStarted,
 )
-from runner.executors.base import Executor, InputRef, Task, TaskDone, TaskLog, TaskResult
+from runner.executors.base import Executor, InputRef, Task, TaskDone, TaskLog, TaskResult, TaskStarted
 from runner.executors.execute import rebuild_lru_cache
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
 from runner.recorder import StoreRecorder
@@ -93,6 +94,8 @@ class Output:
 
 
 NONE_OUTPUT_HASH = "none"
+START_GRACE_S = 60.0
+"""How long a worker may take to start a task (interpreter start, imports) before its timeout counts."""
 REMOTE_POLL_S = 0.1
 """How often a step waiting on another process's computation of the same fingerprint checks again."""
 CODE_CHUNK = 64
@@ -232,6 +235,7 @@ class Engine:
         self._queue: deque[_Execution] = deque()
         self._busy = 0
         self._recent: dict[str, tuple[str, int | None, str | None]] = {}
+        self._stamps: dict[str, tuple[str, int, int]] = {}
         self._codes: dict[str, bytes] = {}
         self._broken_bundles: set[str] = set()
         self._orders: dict[str, dict[str, int]] = {}
@@ -365,6 +369,11 @@ class Engine:
                                 self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
                     elif isinstance(event, TaskDone):
                         self._task_done(event.task_id, event.result)
+                    elif isinstance(event, TaskStarted):
+                        execution = self._by_task.get(event.task_id)
+                        timeout = execution.task.timeout if execution is not None else None
+                        if execution is not None and execution.submitted and timeout:
+                            execution.deadline = time.monotonic() + timeout
 
     def _next_wait(self) -> float | None:
         if self._commands or any(run.ready for run in self._runs.values()):
@@ -634,7 +643,11 @@ class Engine:
                 return None
             found: tuple[str, int | None, str | None] = (resumed[1], run.request.resume_of, None)
         elif recent is not None:
-            return recent
+            if self._intact_file(fingerprint):
+                return recent
+            self._recent.pop(fingerprint, None)
+            self.store.forget_cache(fingerprint)
+            return None
         else:
             hit = self.store.lookup(fingerprint, verify=True)
             if hit is None:
@@ -684,6 +697,21 @@ class Engine:
         if run.previous is None:
             run.previous = self.store.previous_details(flow)
         return run.previous.get(name)
+
+    def _intact_file(self, fingerprint: str) -> bool:
+        """A file artifact this engine wrote is still the file it wrote (same size and mtime).
+
+        Cheap enough for every cached step of a re-run; inline artifacts live in SQLite with their row.
+        """
+        stamp = self._stamps.get(fingerprint)
+        if stamp is None:
+            return True
+        path, size, mtime = stamp
+        try:
+            status = os.stat(path)
+        except OSError:
+            return False
+        return status.st_size == size and status.st_mtime_ns == mtime
 
     def _input_ref(self, output: Output | None) -> InputRef:
         if output is None:
@@ -762,6 +790,8 @@ class Engine:
             execution.submitted = True
             execution.started = time.monotonic()
             timeout = execution.task.timeout
+            if timeout and getattr(self.executor, "reports_start", False):
+                timeout += START_GRACE_S  # tightened to `timeout` when the worker says it started
             execution.deadline = execution.started + timeout if timeout else None
             self._busy += 1
             for run, name in execution.waiters:
@@ -904,8 +934,16 @@ class Engine:
         if cacheable:
             assert digest is not None
             self._recent[fingerprint] = (digest, run_id, preview_text)
+            if result.path is not None:
+                try:
+                    status = os.stat(result.path)
+                    self._stamps[fingerprint] = (result.path, status.st_size, status.st_mtime_ns)
+                except OSError:
+                    self._recent.pop(fingerprint, None)
             if len(self._recent) > 100_000:
-                self._recent.pop(next(iter(self._recent)))
+                evicted = next(iter(self._recent))
+                self._recent.pop(evicted)
+                self._stamps.pop(evicted, None)
 
     # ----- finishing ----------------------------------------------------------------------------
 

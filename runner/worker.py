@@ -161,6 +161,7 @@ def main(argv: list[str]) -> int:
         if message is None or message[0] == "exit":
             return 0
         task: Task = message[1]
+        fresh = task.code_key not in codes
         try:
             fn = resolve_code(task, codes)
         except Exception as exc:
@@ -168,6 +169,8 @@ def main(argv: list[str]) -> int:
             continue
         if len(codes) > _CODE_CACHE_SIZE:
             codes.popitem(last=False)
+        if fresh or task.timeout:
+            send(("started", task.id))  # the step's timeout counts from here, not from a cold start
 
         def emit(stream: str, line: str, ts: float, task_id: str = task.id) -> None:
             send(("log", task_id, stream, line, ts))

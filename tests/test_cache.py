@@ -521,14 +521,6 @@ def test_a_corrupt_file_artifact_is_healed_for_downstream_steps(flow_cli, write_
     assert again.code == 0, again
 
 
-RECENT_BUG = (
-    "BUG: Engine._reusable returns an in-memory `_recent` hit without checking the artifact, so in a "
-    "long-lived engine (TUI, --watch) a deleted or corrupted artifact is reported 'cached' and never "
-    "re-run; a downstream step that must run then fails with 'an input could not be read'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RECENT_BUG)
 def test_a_missing_file_artifact_reruns_the_step(harness, write_flow, log, store_dir):
     body = """
         @step
@@ -563,7 +555,6 @@ def test_a_corrupt_inline_artifact_is_healed_by_the_rerun(harness, write_flow, l
     assert set(statuses(third).values()) == {"cached"}
 
 
-@pytest.mark.xfail(strict=True, reason=RECENT_BUG)
 def test_a_corrupt_file_artifact_in_a_long_lived_engine(harness, write_flow, log, store_dir):
     path = write(write_flow, log, BIG)
     harness.run(path)

@@ -249,8 +249,14 @@ def test_stdout_stderr_and_logging_are_captured_line_by_line(flow_cli, write_flo
     assert result.code == 0, result
     lines = result.stdout.splitlines()
     texts = [line.split(" ", 1)[1] for line in lines]
-    for expected in ["first line", "partial completed", "to stderr", "WARNING mylogger: a warning",
-                     "multi", "line"]:
+    for expected in [
+        "first line",
+        "partial completed",
+        "to stderr",
+        "WARNING mylogger: a warning",
+        "multi",
+        "line",
+    ]:
         assert expected in texts, (expected, texts)
     assert texts.index("first line") < texts.index("partial completed") < texts.index("multi")
     import re
@@ -616,8 +622,10 @@ def test_sigkill_of_the_runner_leaves_no_orphans_and_the_next_run_reuses_what_fi
         wait_for(lambda: "slow" in executed(log), timeout=30)
         from tests.helpers_core import db_rows
 
-        wait_for(lambda: db_rows(store_dir, "SELECT 1 FROM steps WHERE name='fast' AND status='succeeded'"),
-                 timeout=30)
+        wait_for(
+            lambda: db_rows(store_dir, "SELECT 1 FROM steps WHERE name='fast' AND status='succeeded'"),
+            timeout=30,
+        )
         assert worker_pids(marker)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
@@ -735,12 +743,6 @@ def test_inline_executor_reports_unshippable_code_instead_of_hanging(flow_cli, w
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the timeout deadline starts when the engine dispatches the task (Engine._dispatch), "
-    "so a cold worker's interpreter start and code loading count against the step's timeout: a step "
-    "that returns at once is 'timed out' when workers start slowly (a loaded CI machine)",
-)
 def test_timeout_does_not_count_worker_start_up(flow_cli, write_flow, log, tmp_path):
     slow = tmp_path / "slow_site"
     slow.mkdir()

@@ -115,7 +115,16 @@ class TaskDone:
     result: TaskResult
 
 
-TaskEvent = TaskLog | TaskDone
+@dataclass(frozen=True)
+class TaskStarted:
+    """The task's function is about to run after a slow start (a new process, new code): its timeout
+    counts from here. Executors whose start-up is negligible never send it."""
+
+    task_id: str
+    ts: float
+
+
+TaskEvent = TaskLog | TaskDone | TaskStarted
 
 
 class Executor(Protocol):

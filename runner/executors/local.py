@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from runner.executors import wire
-from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult, TaskStarted
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -53,6 +53,8 @@ class LocalExecutor:
     """Runs tasks in up to `workers` warm worker processes."""
 
     name = "local"
+    reports_start = True
+    """Workers send `TaskStarted` for every task with a timeout, so start-up never counts against it."""
 
     def __init__(self, workers: int | None = None) -> None:
         self._max = max(1, workers or os.cpu_count() or 1)
@@ -192,6 +194,8 @@ class LocalExecutor:
         if kind == "log":
             _, task_id, stream, line, ts = message
             self._pending.append(TaskLog(str(task_id), str(stream), str(line), float(ts)))  # type: ignore[arg-type]
+        elif kind == "started":
+            self._pending.append(TaskStarted(task.id, time.time()))
         elif kind == "done":
             result: TaskResult = message[2]  # type: ignore[assignment]
             self._drain_raw(worker)  # what the step wrote to fds 1/2 before returning is in the pipes now
