@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PRELUDE = '''\
+PRELUDE = """\
 import os
 import time
 
@@ -23,7 +23,7 @@ LOG = {log!r}
 def mark(name):
     with open(LOG, "a") as handle:
         handle.write(f"{{name}} {{time.time()!r}}\\n")
-'''
+"""
 
 
 def prelude(log: Path) -> str:

@@ -590,8 +590,13 @@ def test_bool_parameters(text):
     assert convert(spec, text) is (text.lower() in ("1", "true", "yes", "on"))
 
 
-@given(st.text().filter(lambda t: t.strip().lower() not in {"1", "true", "yes", "on", "y", "t",
-                                                            "0", "false", "no", "off", "n", "f"}))
+@given(
+    st.text().filter(
+        lambda t: (
+            t.strip().lower() not in {"1", "true", "yes", "on", "y", "t", "0", "false", "no", "off", "n", "f"}
+        )
+    )
+)
 def test_bad_bool_values_are_flow_errors(text):
     spec = ParamSpec("flag", False, bool, steps=("s",))
     with pytest.raises(FlowError):

@@ -41,7 +41,10 @@ def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
     path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}

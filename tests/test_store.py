@@ -106,7 +106,11 @@ def test_flow_store_env_and_store_option_and_default_dot_flow(flow_cli, write_fl
     env = {k: v for k, v in os.environ.items() if k != "FLOW_STORE"}
     proc = subprocess.run(
         [sys.executable, "-m", "runner", "run", str(path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / ".flow" / "flow.db").exists()
@@ -141,7 +145,10 @@ def test_artifacts_are_content_addressed_and_verified(store_dir, tmp_path):
 
 
 def test_large_outputs_go_to_files_small_ones_inline(harness, write_flow, log, store_dir):
-    path = write_flow(flow_source(log, """
+    path = write_flow(
+        flow_source(
+            log,
+            """
         @step
         def small():
             return "tiny"
@@ -149,7 +156,9 @@ def test_large_outputs_go_to_files_small_ones_inline(harness, write_flow, log, s
         @step
         def large():
             return bytes(3 << 20)
-    """))
+    """,
+        )
+    )
     run = harness.run(path)
     harness.store.flush()
     hashes = {s.name: s.output_hash for s in run.steps}
@@ -198,8 +207,14 @@ def test_two_processes_share_one_store(flow_cli, write_flow, log, store_dir, tmp
     b = write_flow(flow_source(log, SIMPLE.replace("one", "uno").replace("two", "dos")), name="b.py")
     env = {**os.environ, "FLOW_STORE": str(store_dir)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "runner", "run", str(p)], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", str(p)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for p in (a, b)
     ]
     for proc in procs:
