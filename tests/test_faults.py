@@ -362,7 +362,7 @@ class Lane:
             how = injected or f"timed {delay[1]:.2f}s after {delay[0]}" if delay else injected
             self.history.append(f"seed={self.seed} killed after {took:.2f}s ({how})")
         else:
-            context = f"lane {self.index} seed {self.seed} {injected}: {out[-2000:]}\n{err[-3000:]}"
+            context = f"lane {self.index} seed {self.seed} {injected}: {out[-3000:]}\n{err[-6000:]}"
             assert proc.returncode == 0, context
             assert new_run is not None and new_run[1] == "succeeded", new_run
             self.completed += 1
