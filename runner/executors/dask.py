@@ -362,7 +362,7 @@ class DaskExecutor:
             while not (self._ready or self._finished or self._died or self._woken):
                 waits = [] if deadline is None else [deadline]
                 waits += [p.hold_until for p in self._held.values()]
-                if self._fixed_slots is None and self._cluster is None:
+                if self._cluster is None:
                     waits.append(self._refreshed + _SLOTS_REFRESH_S)
                 if waits and min(waits) <= time.monotonic():
                     break
@@ -389,7 +389,7 @@ class DaskExecutor:
                     self._release(task_id, pending)
             events = list(self._ready)
             self._ready.clear()
-        if self._fixed_slots is None and self._cluster is None and now >= self._refreshed + _SLOTS_REFRESH_S:
+        if self._cluster is None and now >= self._refreshed + _SLOTS_REFRESH_S:
             self._refresh()
         if self._published >= _TRUNCATE_EVERY:
             self._published = 0
@@ -439,7 +439,7 @@ class DaskExecutor:
             pass
 
     def _refresh(self) -> None:
-        """Re-read the cluster's size (an adaptive or shared cluster grows and shrinks)."""
+        """Re-read the cluster's threads and resources (an adaptive or shared cluster changes)."""
         self._refreshed = time.monotonic()
         try:
             info = self._client.scheduler_info(n_workers=-1)
