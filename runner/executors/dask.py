@@ -17,7 +17,7 @@ How a task travels, and why:
   that crashes its interpreter fails alone without taking the Dask worker down.
 - **Outputs inline.** The step's pickled output comes back inside its `TaskResult`; the runner writes
   outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
-  result to the scheduler, so the store sees exactly what the local executor produces. Cost: a large
+  result to flow's scheduler, so the store sees exactly what the local executor produces. Cost: a large
   output crosses the network once more than a shared file system would need.
 - **Live logs through the scheduler's event log.** The step's lines are batched (every 50 ms) and
   published with `Worker.log_event` under a topic private to this executor; the runner subscribes. A
