@@ -170,8 +170,10 @@ def test_an_unpicklable_output_is_a_step_failure_naming_the_step_and_why(flow_cl
         (["delete", "999"], ["no run #999"]),
     ],
 )
-def test_commands_about_a_missing_run(flow_cli, project, args, fragments):
-    assert flow_cli("run", str(project / "good_params.py")).code == 0
+def test_commands_about_a_missing_run(flow_cli, store_dir, args, fragments):
+    from runner.store import Store
+
+    Store(store_dir).close()  # an existing, empty store
     assert_one_clear_line(flow_cli(*args), *fragments)
 
 
