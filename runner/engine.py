@@ -96,6 +96,8 @@ class Output:
 NONE_OUTPUT_HASH = "none"
 START_GRACE_S = 60.0
 """How long a worker may take to start a task (interpreter start, imports) before its timeout counts."""
+OTHERS_CHECK_S = 0.25
+"""How often the engine looks for another live process on its store (then steps are leased)."""
 REMOTE_POLL_S = 0.1
 """How often a step waiting on another process's computation of the same fingerprint checks again."""
 CODE_CHUNK = 64
@@ -231,6 +233,7 @@ class Engine:
         self._remote: list[tuple[float, tuple[Any, ...]]] = []
         self._others_checked = -1.0
         self._others = False
+        self._leases: set[str] = set()
         self._by_task: dict[str, _Execution] = {}
         self._queue: deque[_Execution] = deque()
         self._busy = 0
@@ -561,7 +564,7 @@ class Engine:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
                 state.status = "running"
-                state.reason = f"waiting: run #{other} in another process is computing the same step"
+                state.reason = f"waiting: {other} is computing the same step"
                 self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
@@ -592,6 +595,7 @@ class Engine:
             for arg, upstream in node.inputs.items():
                 kwargs[arg] = self._input_ref(run.states[upstream].output)
         except ArtifactError as exc:
+            self._unclaim(fingerprint)
             self._finish(run, name, "failed", error=f"an input could not be read: {exc}")
             return
         for p in node.params:
@@ -603,6 +607,7 @@ class Engine:
         try:
             code_key, code, entry = self._code(request.loaded, step_name)
         except Exception as exc:
+            self._unclaim(fingerprint)
             self._finish(run, name, "failed", error=f"the step's code cannot be shipped to a worker: {exc}")
             return
         task = Task(
@@ -663,18 +668,29 @@ class Engine:
             return None
         return found
 
-    def _computing_elsewhere(self, fingerprint: str) -> int | None:
-        """The run in another live process now executing this fingerprint, if any.
+    def _computing_elsewhere(self, fingerprint: str) -> str | None:
+        """Who else is computing this fingerprint now (None: this process claims it).
 
-        Another process's executions are visible in the store (its `running` step rows carry their
-        fingerprints), so no write is needed per step; the check costs a query only while another
-        run is live on this store, which is itself checked at most once a second.
+        Only while another live process uses this store (checked at most once a second) does a step
+        cost more than nothing here: then its fingerprint is claimed with an atomic lease, and a step
+        another process is executing (its `running` row) or holds the lease for is waited for. A
+        process that started alone takes no leases until its next check, so two processes starting
+        within `OTHERS_CHECK_S` of each other may both compute a step once; the store keeps one result.
         """
         now = time.monotonic()
-        if now - self._others_checked > 1.0:
-            self._others = self.store.other_live_runs()
+        if now - self._others_checked > OTHERS_CHECK_S:
+            self._others = self.store.other_live_runs() or self.store.other_live_leases()
             self._others_checked = now
-        return self.store.running_elsewhere(fingerprint) if self._others else None
+        if not self._others:
+            return None
+        other_run = self.store.running_elsewhere(fingerprint)
+        if other_run is not None:
+            return f"run #{other_run}"
+        holder = self.store.acquire_lease(fingerprint)
+        if holder is not None:
+            return f"process {holder.pid}"
+        self._leases.add(fingerprint)
+        return None
 
     def _poll_remote(self) -> None:
         now = time.monotonic()
@@ -808,6 +824,12 @@ class Engine:
         self._by_task.pop(execution.task.id, None)
         if self._executions.get(execution.key) is execution:
             del self._executions[execution.key]
+        self._unclaim(execution.key)
+
+    def _unclaim(self, fingerprint: str) -> None:
+        if fingerprint in self._leases:
+            self._leases.discard(fingerprint)
+            self.store.release_lease(fingerprint)
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -845,11 +867,11 @@ class Engine:
             self._by_task[execution.task.id] = execution
             execution.retry_at = time.monotonic() + delay
             return
-        self._drop(execution)
         if result.ok:
             assert result.hash is not None
             output = Output(result.hash, data=result.data, path=result.path)
             self._persist_output(result, task.step, task.run_id, execution)
+        self._drop(execution)  # after the output's writes: a lease is released only once they are queued
         for run, name in execution.waiters:
             state = run.states[name]
             state.attempts = task.attempt

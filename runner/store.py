@@ -448,6 +448,14 @@ class Store:
         ).fetchall()
         return any(host != self.host or _pid_alive(pid) for pid, host in rows)
 
+    def other_live_leases(self) -> bool:
+        """Whether another live process holds a lease on this store."""
+        rows = self.conn.execute(
+            "SELECT pid, host, expires FROM leases WHERE NOT (pid=? AND host=?)", (os.getpid(), self.host)
+        ).fetchall()
+        now = time.time()
+        return any(expires >= now and (host != self.host or _pid_alive(pid)) for pid, host, expires in rows)
+
     def running_elsewhere(self, fingerprint: str) -> int | None:
         """The id of another live process's run whose step with this fingerprint is executing now."""
         rows = self.conn.execute(

@@ -2,8 +2,8 @@
 and (with the engine's use of leases) a fingerprint is never computed by two processes at once.
 
 The lease API (`Store.acquire_lease / lease_holder / release_lease / wait_for`) is tested on its
-own across real processes; the end-to-end "computed once" property needs the engine to take a
-lease before submitting a step (see the xfail reason below).
+own across real processes, and end to end: a run waits for a fingerprint another live process
+holds the lease for.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-
-import pytest
 
 from runner.store import Store
 from tests.test_faults import REPO, assert_no_orphans, assert_store_sound, flow_env, start_flow
@@ -199,17 +197,6 @@ def _fingerprint_of_load(tmp_path: Path) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Engine._computing_elsewhere (runner/engine.py) decides from committed 'running' step "
-    "rows (Store.running_elsewhere): check-then-act, not atomic. Two runs that reach the same "
-    "fingerprint within the writer's batching window (before either 'running' row commits) both "
-    "compute it (about 1 run pair in 6 started together, measured). Fix: claim with the atomic "
-    "Store.acquire_lease(fingerprint) where _computing_elsewhere is called (park and retry while "
-    "another live process holds it), release with Store.release_lease after _persist_output and "
-    "when an execution is dropped; this test holds a lease from a helper process and expects the "
-    "run to wait for it",
-)
 def test_a_fingerprint_leased_by_another_live_process_is_not_computed(tmp_path: Path) -> None:
     fingerprint = _fingerprint_of_load(tmp_path)
     store_dir, effects = tmp_path / "store", tmp_path / "effects.txt"

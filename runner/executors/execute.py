@@ -34,6 +34,17 @@ Emit = Callable[[str, str, float], None]
 """Receives (stream, line, timestamp) for each captured line."""
 
 
+def printable(line: str) -> str:
+    """A line that encodes as UTF-8 (a lone surrogate would fail the store's write of the whole batch)."""
+    if line.isascii():
+        return line
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return line.encode("utf-8", "replace").decode("utf-8")
+    return line
+
+
 class LineCapture(io.TextIOBase):
     """A text stream that hands each complete line to `emit` (partial lines wait for their end)."""
 
@@ -55,14 +66,14 @@ class LineCapture(io.TextIOBase):
             *lines, self._partial = data.split("\n")
         now = time.time()
         for line in lines:
-            self._emit(self._stream, line.rstrip("\r"), now)
+            self._emit(self._stream, printable(line.rstrip("\r")), now)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             rest, self._partial = self._partial, ""
         if rest:
-            self._emit(self._stream, rest, time.time())
+            self._emit(self._stream, printable(rest), time.time())
 
 
 class _LogHandler(logging.Handler):
@@ -77,7 +88,7 @@ class _LogHandler(logging.Handler):
         except Exception:
             text = str(record.msg)
         for line in text.splitlines() or [""]:
-            self._emit("log", line, record.created)
+            self._emit("log", printable(line), record.created)
 
 
 def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:
