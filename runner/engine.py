@@ -552,6 +552,7 @@ class Engine:
                     "cached",
                     reason=f"cached: same fingerprint as {where}",
                     preview_text=preview_text,
+                    metrics=self.store.step_metrics(from_run, name) if from_run else None,
                 )
                 return
         if cache_only:

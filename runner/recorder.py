@@ -9,9 +9,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_json
 from runner.store import Store
+
+LOG_BACKLOG = 20_000
+"""Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
 
 
 class StoreRecorder:
@@ -28,8 +32,14 @@ class StoreRecorder:
             with self._lock:
                 first = not self._logs
                 self._logs.append((event.run_id, event.step, event.ts, event.stream, event.line))
+                backlog = len(self._logs)
             if first:
                 submit(self._write_logs)
+            elif backlog >= LOG_BACKLOG:
+                try:
+                    self._store.flush()  # back-pressure: a step printing faster than SQLite writes waits
+                except FlowError:
+                    pass  # a failed write is sticky: the run's final flush reports it
         elif isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
             submit(

@@ -176,6 +176,7 @@ class Store:
         self._check_private()
         self._local = threading.local()
         self._writer: _Writer | None = None
+        self._writer_lock = threading.Lock()
         self._guard(self._open_schema)
         self.host = socket.gethostname()
 
@@ -258,7 +259,9 @@ class Store:
     def submit(self, op: Callable[[sqlite3.Connection], None]) -> None:
         """Queue a write; it commits with whatever else is queued, in order."""
         if self._writer is None:
-            self._writer = _Writer(self)
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = _Writer(self)
         self._writer.put(op)
 
     def flush(self) -> None:
@@ -558,6 +561,13 @@ class Store:
         data["params"] = json.loads(data["params"])
         return RunRecord(**data, steps=tuple(self.get_steps(int(data["id"]))))
 
+    def step_metrics(self, run_id: int, step: str) -> dict[str, float]:
+        """The metrics one step recorded in one run (a cached step carries them into the new run)."""
+        rows = self.conn.execute(
+            "SELECT key, value FROM metrics WHERE run_id=? AND step=?", (run_id, step)
+        ).fetchall()
+        return dict(rows)
+
     def get_steps(self, run_id: int) -> list[StepRecord]:
         metrics: dict[str, dict[str, float]] = {}
         for step, key, value in self.conn.execute(
@@ -627,6 +637,7 @@ class _Writer:
         self._items: deque[Callable[[sqlite3.Connection], None] | threading.Event | None] = deque()
         self._wake = threading.Event()
         self._urgent = threading.Event()
+        self._count_lock = threading.Lock()
         self._error: BaseException | None = None
         self._submitted = 0
         self._applied = 0
@@ -641,7 +652,8 @@ class _Writer:
             self._wake.set()
 
     def put(self, op: Callable[[sqlite3.Connection], None]) -> None:
-        self._submitted += 1
+        with self._count_lock:
+            self._submitted += 1
         self._put(op)
 
     def flush(self) -> None:
@@ -667,7 +679,7 @@ class _Writer:
         stop = False
         while not stop:
             self._wake.wait()
-            if not self._urgent.is_set():
+            if not self._urgent.is_set() and len(self._items) < 256:
                 self._urgent.wait(self.BATCH_WINDOW)
             self._urgent.clear()
             self._wake.clear()
