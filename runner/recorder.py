@@ -127,11 +127,10 @@ class StoreRecorder:
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Store the fingerprint parts of an execution (what the next run compares against)."""
-        text = dumps_json(detail)
-        self._store.submit(
+        self._store.submit(  # serialised on the writer thread, off the scheduler's path
             lambda c: c.execute(
                 "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
-                (text, where, run_id, step),
+                (dumps_json(detail), where, run_id, step),
             )
         )
 
