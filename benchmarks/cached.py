@@ -88,7 +88,9 @@ def main() -> None:
     opts = options(size=1000, repeat=3)
     n = opts.size
     print(f"fully cached re-run per step, N={n}, median of {opts.repeat} ({machine()})")
-    print(f"{'shape':<24}{'same engine':>26}{'new engine + fresh load':>28}{'load_flow':>12}{'cold (info)':>14}")
+    print(
+        f"{'shape':<24}{'same engine':>26}{'new engine + fresh load':>28}{'load_flow':>12}{'cold (info)':>14}"
+    )
     worst = 0.0
     for name in ("chain", "fanout", "foreach"):
         result = measure(name, n, opts.repeat)
@@ -101,8 +103,10 @@ def main() -> None:
             f"{result['fresh']:11.3f} s = {fresh_ms:6.3f} ms/step"
             f"{result['load'] * 1000:9.1f} ms{result['cold']:11.3f} s"
         )
-        print(f"{'':<24}  CPU per step (this process): same engine {result['cpu_same'] * 1000 / steps:.3f} ms, "
-              f"new engine {result['cpu_fresh'] * 1000 / steps:.3f} ms")
+        print(
+            f"{'':<24}  CPU per step (this process): same engine {result['cpu_same'] * 1000 / steps:.3f} ms, "
+            f"new engine {result['cpu_fresh'] * 1000 / steps:.3f} ms"
+        )
         if name != "foreach":
             worst = max(worst, same_ms, fresh_ms)
     print(verdict("cached", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))

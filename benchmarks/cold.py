@@ -111,8 +111,11 @@ def main() -> None:
         runs = ", ".join(f"{s:.3f}" for s in result["warm_all"])
         starts = ", ".join(f"{s:.3f}" for s in result["startup_all"])
         print(f"{'':<24}  runs (s): warm [{runs}]  start-up [{starts}]")
-        print(f"{'':<24}  CPU per step, warm workers: this process {result['cpu_parent'] * 1000 / steps:.3f} ms, "
-              f"workers {result['cpu_workers'] * 1000 / steps:.3f} ms")
+        print(
+            f"{'':<24}  CPU per step, warm workers: "
+            f"this process {result['cpu_parent'] * 1000 / steps:.3f} ms, "
+            f"workers {result['cpu_workers'] * 1000 / steps:.3f} ms"
+        )
         if name != "foreach":
             worst = max(worst, warm_ms)
     print(verdict("cold", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))

@@ -237,7 +237,8 @@ def warm_up(bench: Bench, directory: Path) -> float:
     """Run a tiny flow with as many independent steps as worker slots; return its wall time."""
     slots = bench.engine.executor.slots
     steps = "\n".join(
-        f"@step\ndef warm{i}():\n    import time\n    time.sleep(0.05)\n    return {i}\n" for i in range(slots * 2)
+        f"@step\ndef warm{i}():\n    import time\n    time.sleep(0.05)\n    return {i}\n"
+        for i in range(slots * 2)
     )
     path = write_flow(directory, "warm_up", WARM_UP_SOURCE.format(steps=steps))
     loaded = load(path)

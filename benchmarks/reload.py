@@ -50,8 +50,14 @@ def step_names(size: int) -> list[list[str]]:
 
 
 def flow_source(chains: list[list[str]], edits: dict[str, int]) -> str:
-    lines = ['"""Generated for the reload benchmark: parallel chains of trivial steps."""', "",
-             "import time", "", "from dsl import step", ""]
+    lines = [
+        '"""Generated for the reload benchmark: parallel chains of trivial steps."""',
+        "",
+        "import time",
+        "",
+        "from dsl import step",
+        "",
+    ]
     for chain in chains:
         for i, name in enumerate(chain):
             arg = chain[i - 1] if i else ""
@@ -155,8 +161,10 @@ def main() -> None:
     names = [n for chain in chains for n in chain]
     saves = min(opts.saves, len(names))
     targets = random.Random(7).sample(names, saves)
-    print(f"reload latency: {len(names)}-step flow ({len(chains)} chains), {saves} saves, "
-          f"watch step={WATCH_STEP_MS} ms debounce={WATCH_DEBOUNCE_MS} ms ({machine()})")
+    print(
+        f"reload latency: {len(names)}-step flow ({len(chains)} chains), {saves} saves, "
+        f"watch step={WATCH_STEP_MS} ms debounce={WATCH_DEBOUNCE_MS} ms ({machine()})"
+    )
 
     edits: dict[str, int] = {}
     results: list[Save] = []
@@ -180,10 +188,19 @@ def main() -> None:
             status = handle.wait(120)
             print(f"cold run of {len(names)} steps: {status} in {time.perf_counter() - t0:.2f} s")
             threads = [
-                threading.Thread(target=session.watch, args=(stop,), kwargs={"on_ready": watcher_ready.set},
-                                 name="session-watch", daemon=True),
-                threading.Thread(target=floor_watcher, args=(project, stop, floor_ready, rec),
-                                 name="floor-watch", daemon=True),
+                threading.Thread(
+                    target=session.watch,
+                    args=(stop,),
+                    kwargs={"on_ready": watcher_ready.set},
+                    name="session-watch",
+                    daemon=True,
+                ),
+                threading.Thread(
+                    target=floor_watcher,
+                    args=(project, stop, floor_ready, rec),
+                    name="floor-watch",
+                    daemon=True,
+                ),
             ]
             for thread in threads:
                 thread.start()
@@ -211,13 +228,15 @@ def main() -> None:
                     return False
 
                 if not rec.wait_for(finished, SAVE_TIMEOUT_S):
-                    print(f"save {index + 1} ({target}, {mode}): the changed step did not start and finish "
-                          f"within {SAVE_TIMEOUT_S:.0f} s")
+                    print(
+                        f"save {index + 1} ({target}, {mode}): the changed step did not start and finish "
+                        f"within {SAVE_TIMEOUT_S:.0f} s"
+                    )
                 time.sleep(0.05)  # let trailing events of this save (if any) arrive before the next
                 with rec.cond:
                     window = list(rec.events[mark:])
                     yields = list(rec.yields[yields_mark:])
-                for received, event in window:
+                for _received, event in window:
                     if isinstance(event, StepStarted):
                         save.executed.append(event.step)
                         if event.step == target and save.submitted is None:
@@ -263,11 +282,18 @@ def report(results: list[Save]) -> None:
     run_started = column([ms(s.run_started, s.written) for s in results])
 
     print()
-    print(f"{'#':>3} {'step':<8} {'mode':<9}{'floor':>8}{'reloaded':>10}{'run':>8}{'submit':>8}{'body':>8}"
-          "  executed / notes")
+    print(
+        f"{'#':>3} {'step':<8} {'mode':<9}{'floor':>8}{'reloaded':>10}{'run':>8}{'submit':>8}{'body':>8}"
+        "  executed / notes"
+    )
     for i, s in enumerate(results, 1):
-        cells = [ms(s.floor, s.written), ms(s.reloaded, s.written), ms(s.run_started, s.written),
-                 ms(s.submitted, s.written), ms(s.body, s.written)]
+        cells = [
+            ms(s.floor, s.written),
+            ms(s.reloaded, s.written),
+            ms(s.run_started, s.written),
+            ms(s.submitted, s.written),
+            ms(s.body, s.written),
+        ]
         shown = "".join(f"{c:8.1f}" if c is not None else f"{'-':>8}" for c in cells)
         notes = ",".join(s.executed) or "nothing"
         if s.changed != (s.step,):
@@ -289,8 +315,10 @@ def report(results: list[Save]) -> None:
         ("replace -> step body starts", body),
     ):
         if values:
-            print(f"{label:<30} p50 {median(values):7.1f} ms   p95 {percentile(values, 95):7.1f} ms   "
-                  f"min {min(values):6.1f}   max {max(values):7.1f}   (n={len(values)})")
+            print(
+                f"{label:<30} p50 {median(values):7.1f} ms   p95 {percentile(values, 95):7.1f} ms   "
+                f"min {min(values):6.1f}   max {max(values):7.1f}   (n={len(values)})"
+            )
     unchanged = sum(1 for s in results for name in s.executed if name != s.step)
     missing = sum(1 for s in results if s.body is None)
     failed_loads = sum(s.load_failed for s in results)
@@ -298,8 +326,10 @@ def report(results: list[Save]) -> None:
     print(f"saves whose changed step never started: {missing}; load failures seen: {failed_loads}")
     p50 = median(body) if body else float("inf")
     p95 = percentile(body, 95) if body else float("inf")
-    print(f"verdict figure: body start p50 {p50:.1f} ms (budget {P50_BUDGET_MS}), "
-          f"p95 {p95:.1f} ms (budget {P95_BUDGET_MS})")
+    print(
+        f"verdict figure: body start p50 {p50:.1f} ms (budget {P50_BUDGET_MS}), "
+        f"p95 {p95:.1f} ms (budget {P95_BUDGET_MS})"
+    )
     ok = p50 <= P50_BUDGET_MS and p95 <= P95_BUDGET_MS and unchanged == 0 and missing == 0
     print(verdict("reload", p50, "ms", P50_BUDGET_MS, ok, digits=1))
 

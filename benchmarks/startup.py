@@ -91,8 +91,10 @@ def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, li
 def show(title: str, results: dict[str, list[float]]) -> None:
     print(title)
     for what, samples in results.items():
-        print(f"  {what:<32} median {median(samples):.3f} s  "
-              f"(min {min(samples):.3f}, max {max(samples):.3f}; all {' '.join(f'{s:.3f}' for s in samples)})")
+        print(
+            f"  {what:<32} median {median(samples):.3f} s  "
+            f"(min {min(samples):.3f}, max {max(samples):.3f}; all {' '.join(f'{s:.3f}' for s in samples)})"
+        )
 
 
 def main() -> None:
@@ -102,13 +104,25 @@ def main() -> None:
     print(f"command: {' '.join(flow_command())} run FILE --store DIR")
     with tempdir() as root:
         env = clean_env(root / "pycache")
-        timed([*flow_command(), "run", str(write_flow(root / "warm", "one_step", ONE_STEP)),
-               "--store", str(root / "warm" / "store")], root, env)  # writes the .pyc files; untimed
+        timed(
+            [
+                *flow_command(),
+                "run",
+                str(write_flow(root / "warm", "one_step", ONE_STEP)),
+                "--store",
+                str(root / "warm" / "store"),
+            ],
+            root,
+            env,
+        )  # writes the .pyc files; untimed
         normal = series(root, "normal", env, runs)
         show("bytecode cache on (a normal install):", normal)
         if os.environ.get("PYTHONDONTWRITEBYTECODE"):
             as_is = series(root, "as-is", clean_env(), runs)
-            show("this environment as is (PYTHONDONTWRITEBYTECODE set, project compiled on every start):", as_is)
+            show(
+                "this environment as is (PYTHONDONTWRITEBYTECODE set, project compiled on every start):",
+                as_is,
+            )
     figure = median(normal["flow run, fresh store"])
     print(verdict("startup", figure, "s", BUDGET_S, figure <= BUDGET_S))
 

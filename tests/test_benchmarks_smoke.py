@@ -27,7 +27,9 @@ CASES = [
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(("name", "unit", "budget", "env"), CASES, ids=[c[0] for c in CASES])
-def test_benchmark_runs_and_ends_with_its_verdict(name: str, unit: str, budget: str, env: dict[str, str]) -> None:
+def test_benchmark_runs_and_ends_with_its_verdict(
+    name: str, unit: str, budget: str, env: dict[str, str]
+) -> None:
     full_env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
     full_env.update(env)
     proc = subprocess.run(
