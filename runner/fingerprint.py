@@ -25,6 +25,7 @@ import sys
 import textwrap
 import types
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,17 +54,40 @@ class _SourceIndex:
         self.tree = ast.parse(text)
         self.lines = text.splitlines(keepends=True)
         self.functions: dict[int, ast.AST] = {}
-        self.lambdas: dict[int, list[ast.Lambda]] = {}
         self.classes: dict[str, list[ast.ClassDef]] = {}
-        for node in ast.walk(self.tree):
+        self._lambdas: dict[int, list[ast.Lambda]] | None = None
+        for node in _statements(self.tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 self.functions[node.lineno] = node
                 if node.decorator_list:
                     self.functions.setdefault(node.decorator_list[0].lineno, node)
-            elif isinstance(node, ast.Lambda):
-                self.lambdas.setdefault(node.lineno, []).append(node)
             elif isinstance(node, ast.ClassDef):
                 self.classes.setdefault(node.name, []).append(node)
+
+    @property
+    def lambdas(self) -> dict[int, list[ast.Lambda]]:
+        """Lambdas by line; lambdas hide in expressions, so this walks the whole tree, once, on demand."""
+        if self._lambdas is None:
+            self._lambdas = {}
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Lambda):
+                    self._lambdas.setdefault(node.lineno, []).append(node)
+        return self._lambdas
+
+
+_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _statements(node: ast.AST) -> Iterator[ast.AST]:
+    """`node` and every statement nested in it (definitions and imports are statements), skipping the
+    expressions a full `ast.walk` would also visit."""
+    yield node
+    for block in _BLOCKS:
+        children = getattr(node, block, None)
+        if isinstance(children, list):
+            for child in children:
+                if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+                    yield from _statements(child)
 
 
 def _index(path: str, text: str) -> _SourceIndex:
@@ -261,7 +285,7 @@ class _Hasher:
             return
         modules: set[str] = set()
         for root in node if isinstance(node, list) else [node]:
-            for inner in ast.walk(root):
+            for inner in ast.walk(root) if isinstance(root, ast.Lambda) else _statements(root):
                 if isinstance(inner, ast.Import):
                     modules.update(alias.name for alias in inner.names)
                 elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
