@@ -189,6 +189,7 @@ class _Run:
     resume: dict[str, tuple[str, str]] = field(default_factory=dict)
     previous: dict[str, dict[str, Any]] | None = None
     inside: frozenset[str] = frozenset()
+    source_metrics: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     cancelled: bool = False
 
     @property
@@ -552,7 +553,7 @@ class Engine:
                     "cached",
                     reason=f"cached: same fingerprint as {where}",
                     preview_text=preview_text,
-                    metrics=self.store.step_metrics(from_run, name) if from_run else None,
+                    metrics=self._metrics_of(run, from_run, name),
                 )
                 return
         if cache_only:
@@ -668,6 +669,15 @@ class Engine:
             self.store.forget_cache(fingerprint)
             return None
         return found
+
+    def _metrics_of(self, run: _Run, from_run: int | None, name: str) -> dict[str, float] | None:
+        """The metrics a cached step recorded in the run that computed it (one query per source run)."""
+        if from_run is None:
+            return None
+        by_step = run.source_metrics.get(from_run)
+        if by_step is None:
+            by_step = run.source_metrics[from_run] = self.store.run_metrics(from_run)
+        return by_step.get(name)
 
     def _computing_elsewhere(self, fingerprint: str) -> str | None:
         """Who else is computing this fingerprint now (None: this process claims it).

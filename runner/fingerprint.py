@@ -283,6 +283,10 @@ class _Hasher:
         node = self.function_node(fn)
         if node is None:
             return
+        index = self.source_of(fn.__code__.co_filename)
+        if index is not None and not isinstance(node, list):
+            if "import" not in "".join(index.lines[node.lineno - 1 : node.end_lineno]):
+                return
         modules: set[str] = set()
         for root in node if isinstance(node, list) else [node]:
             for inner in ast.walk(root) if isinstance(root, ast.Lambda) else _statements(root):

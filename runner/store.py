@@ -561,19 +561,17 @@ class Store:
         data["params"] = json.loads(data["params"])
         return RunRecord(**data, steps=tuple(self.get_steps(int(data["id"]))))
 
-    def step_metrics(self, run_id: int, step: str) -> dict[str, float]:
-        """The metrics one step recorded in one run (a cached step carries them into the new run)."""
-        rows = self.conn.execute(
-            "SELECT key, value FROM metrics WHERE run_id=? AND step=?", (run_id, step)
-        ).fetchall()
-        return dict(rows)
-
-    def get_steps(self, run_id: int) -> list[StepRecord]:
+    def run_metrics(self, run_id: int) -> dict[str, dict[str, float]]:
+        """Step -> metrics recorded in one run (cached steps carry them into later runs)."""
         metrics: dict[str, dict[str, float]] = {}
         for step, key, value in self.conn.execute(
             "SELECT step, key, value FROM metrics WHERE run_id=?", (run_id,)
         ):
             metrics.setdefault(step, {})[key] = value
+        return metrics
+
+    def get_steps(self, run_id: int) -> list[StepRecord]:
+        metrics = self.run_metrics(run_id)
         records = []
         for row in self.conn.execute(
             "SELECT name, status, attempts, duration_s, error, reason, traceback, started_at, "
