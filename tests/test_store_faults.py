@@ -216,29 +216,38 @@ def test_a_full_disk_fails_the_step_clearly_and_nothing_half_written_is_believed
         store = mount / "store"
         marker = f"flowfault-{uuid.uuid4().hex}"
         result = run_flow(store=store)
-        # small fits; big's 2 MiB artifact does not: the step fails with the OS error, total is skipped
-        assert result.code == 1, result
-        steps = final(result)
-        assert steps["small"]["status"] == "succeeded"
-        assert steps["big"]["status"] == "failed"
-        assert "No space left on device" in steps["big"]["error"], steps["big"]["error"]
-        assert steps["total"]["status"] != "succeeded"
+        # small fits; big's 2 MiB artifact does not. Usually the step fails with the OS error and total
+        # is skipped (exit 1). If the store commits while big's temporary file holds the last free bytes,
+        # the store write fails instead: a clear store error (exit 2). Either way nothing is believed.
+        assert result.code in (1, 2), result
+        assert "Traceback" not in result.stderr, result.stderr
+        if result.code == 1:
+            steps = final(result)
+            assert steps["small"]["status"] == "succeeded"
+            assert steps["big"]["status"] == "failed"
+            assert "No space left on device" in steps["big"]["error"], steps["big"]["error"]
+            assert steps["total"]["status"] != "succeeded"
+        else:
+            assert "disk is full" in result.stderr, result.stderr
         assert not [p for p in (store / "artifacts").rglob(".tmp-*")], "no temp file is left behind"
         assert_no_orphans(marker)
         report = assert_store_sound(store)
         runs = Store(store, create=False)
         try:
             run = runs.get_run(runs.latest_run_id())
-            assert run.status == "failed"
+            assert run.status in ("failed", "interrupted"), run.status
         finally:
             runs.close()
         assert report.healthy
         # The disk is freed: the next run computes what failed, reuses what succeeded.
         remount(mount, "size=20m")
-        executed(effects)
+        ran_before = executed(effects)
         again = run_flow(store=store)
         assert again.code == 0, again
-        assert executed(effects) == ["big", "total"]
+        if result.code == 1:
+            assert executed(effects) == ["big", "total"]
+        else:
+            assert {"big", "total"} <= set(executed(effects)) and "small" in ran_before
         assert final(again)["total"]["preview"] == str(TOTAL)
 
 
