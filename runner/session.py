@@ -21,7 +21,7 @@ from dsl.loader import LoadedFlow, load_flow
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
-from runner.params import resolve_flow_params, resolve_params
+from runner.params import resolve_flow_params
 
 WATCH_STEP_MS = 10
 """Quiet time that ends a burst of writes: an editor's save (write, rename, chmod) is one reload."""
@@ -81,10 +81,10 @@ class FlowSession:
     def load(self) -> LoadedFlow:
         """The first load: raises `FlowError` (there is no last good graph to fall back on)."""
         loaded = load_flow(self.path)
-        self._check_params(loaded)
+        params = resolve_flow_params(loaded, self.overrides, self.file_values)
         with self._lock:
             self.loaded, self.error = loaded, None
-            self._signature = self._signatures(loaded)
+            self._signature = self._signatures(loaded, params)
         return loaded
 
     def reload(self, changed_file: str | None = None) -> bool:
@@ -99,13 +99,13 @@ class FlowSession:
         shown = changed_file or self.path.name
         try:
             loaded = load_flow(self.path)
-            self._check_params(loaded)
+            params = resolve_flow_params(loaded, self.overrides, self.file_values)
         except FlowError as exc:
             with self._lock:
                 self.error = exc
             return exc
         with self._lock:
-            diff = self._diff(loaded)
+            diff = self._diff(loaded, params)
             self.loaded, self.error = loaded, None
         self.engine.publish(
             FlowReloaded(str(self.path), shown, diff.changed, diff.added, diff.removed, time.time())
@@ -113,13 +113,9 @@ class FlowSession:
         self.last_diff = diff
         return None
 
-    def _check_params(self, loaded: LoadedFlow) -> None:
-        """Resolve the session's parameters against a new load (a bad one names the file and line)."""
-        resolve_flow_params(loaded, self.overrides, self.file_values)
-
-    def _signatures(self, loaded: LoadedFlow) -> dict[str, tuple[Any, ...]]:
+    def _signatures(self, loaded: LoadedFlow, params: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+        """Per step, what a reload compares: load-time fingerprint, upstreams, parameter values, options."""
         prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)
-        params = resolve_params(loaded.graph.params, self.overrides, self.file_values)
         signature: dict[str, tuple[Any, ...]] = {}
         for name, node in loaded.graph.nodes.items():
             try:
@@ -137,8 +133,8 @@ class FlowSession:
             )
         return signature
 
-    def _diff(self, loaded: LoadedFlow) -> Diff:
-        new = self._signatures(loaded)
+    def _diff(self, loaded: LoadedFlow, params: dict[str, Any]) -> Diff:
+        new = self._signatures(loaded, params)
         old = self._signature
         self._signature = new
         return Diff(
@@ -153,7 +149,7 @@ class FlowSession:
         """Every parameter's value for the next run (session overrides, then `extra`)."""
         assert self.loaded is not None
         merged = {**self.overrides, **(extra or {})}
-        return resolve_params(self.loaded.graph.params, merged, self.file_values)
+        return resolve_flow_params(self.loaded, merged, self.file_values)
 
     def run(
         self,
