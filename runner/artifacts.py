@@ -104,7 +104,7 @@ class _Spool:
     def __init__(self, directory: str | Path | None, limit: int) -> None:
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
-        self._directory = Path(directory) if directory else None
+        self._directory = directory or None
         self._limit = limit
         self._file: Any = None
         self.tmp: Path | None = None
@@ -119,7 +119,7 @@ class _Spool:
             return len(view)
         if self._file is None:
             assert self._directory is not None
-            self._directory.mkdir(parents=True, exist_ok=True)
+            Path(self._directory).mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".tmp-")
             self.tmp = Path(tmp)
             self._file = os.fdopen(fd, "wb")

@@ -20,6 +20,7 @@ from typing import Any
 
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
+from runner import artifacts
 from runner.artifacts import (
     ArtifactError,
     UnstorableOutput,
@@ -77,18 +78,38 @@ class LineCapture(io.TextIOBase):
 
 
 class _LogHandler(logging.Handler):
-    def __init__(self, emit: Emit) -> None:
+    """Hands `logging` records to the current task's `emit`.
+
+    One handler per process, re-targeted per task: building a `logging.Handler` takes logging's
+    module lock and registers a weak reference, which is a noticeable part of a trivial step's cost.
+    """
+
+    def __init__(self) -> None:
         super().__init__(logging.NOTSET)
-        self._emit = emit
+        self.target: Emit | None = None
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        target = self.target
+        if target is None:
+            return
         try:
             text = self.format(record)
         except Exception:
             text = str(record.msg)
         for line in text.splitlines() or [""]:
-            self._emit("log", printable(line), record.created)
+            target("log", printable(line), record.created)
+
+
+_handler: _LogHandler | None = None
+_installed_roots: set[str] = set()
+
+
+def _log_handler() -> _LogHandler:
+    global _handler
+    if _handler is None:
+        _handler = _LogHandler()
+    return _handler
 
 
 def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:
@@ -163,10 +184,13 @@ def execute(
     alive, after the real stdout and stderr are back.
     """
     for entry in task.sys_path:
-        install_local_imports(Path(entry))
+        if entry not in _installed_roots:
+            install_local_imports(Path(entry))
+            _installed_roots.add(entry)
     ctx = StepContext(step=task.step, run_id=task.run_id, attempt=task.attempt)
     out, err = LineCapture("stdout", emit), LineCapture("stderr", emit)
-    handler = _LogHandler(emit)
+    handler = _log_handler()
+    previous_target, handler.target = handler.target, emit
     root = logging.getLogger()
     saved = sys.stdout, sys.stderr, root.level
     sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
@@ -179,7 +203,10 @@ def execute(
         err.flush()
         sys.stdout, sys.stderr = saved[0], saved[1]
         root.removeHandler(handler)
-        root.setLevel(saved[2])
+        handler.target = previous_target
+        if not artifacts.IN_WORKER and root.level != saved[2]:
+            # A worker keeps INFO for its next step: each setLevel clears every logger's cache.
+            root.setLevel(saved[2])
 
     started = time.perf_counter()
     try:

@@ -1,0 +1,92 @@
+"""Provides `pickle_code`: step functions pickled by value for the processes that run them.
+
+Steps and the helpers they use from the flow file or the user's local modules travel by value
+(cloudpickle), since a worker may not be able to import the flow file — or would import a stale
+copy of it. Two things differ from plain cloudpickle:
+
+- tracebacks on the worker name the flow file, not `<dynamic-code>`;
+- the globals a function uses are read straight from its bytecode (`code_globals`). cloudpickle
+  finds them with `dis`, which is most of the cost of shipping a one-line step; on a 1,000-step
+  cold run that was ~25 µs per step on the scheduler's critical path.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import io
+import sys
+import types
+from collections import ChainMap
+from typing import Any
+
+import cloudpickle
+import cloudpickle.cloudpickle as cloudpickle_internals
+
+from runner.executors.execute import rebuild_lru_cache
+
+_GLOBAL_OPS = frozenset(cloudpickle_internals.GLOBAL_OPS)
+_LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_NAME_SHIFT = 1 if sys.version_info >= (3, 11) else 0
+"""Since 3.11, LOAD_GLOBAL's argument is the name index shifted left by one (the low bit says
+whether a NULL is pushed too)."""
+
+
+def code_globals(code: types.CodeType) -> dict[str, None]:
+    """The global names `code` (and the code nested in it) reads, writes or deletes, in order.
+
+    The same answer as cloudpickle's `_extract_code_globals`, without building `dis` instructions.
+    """
+    names = code.co_names
+    raw = code.co_code
+    found: dict[str, None] = {}
+    extended = 0
+    for index in range(0, len(raw), 2):
+        op = raw[index]
+        if op == _EXTENDED_ARG:
+            extended = (extended | raw[index + 1]) << 8
+            continue
+        if op in _GLOBAL_OPS:
+            arg = extended | raw[index + 1]
+            found[names[arg >> _NAME_SHIFT if op == _LOAD_GLOBAL else arg]] = None
+        extended = 0
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found.update(code_globals(const))
+    return found
+
+
+def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, with the real file name kept for tracebacks."""
+    constructor, args = cloudpickle_internals._code_reduce(code)
+    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+class CodePickler(cloudpickle.Pickler):
+    """cloudpickle for step code: real file names, fast globals, `lru_cache` helpers rebuilt.
+
+    A `functools.lru_cache`/`cache` wrapper defined in the flow file (or a local module) would be
+    pickled by reference to a module workers cannot import; it is rebuilt from its wrapped function.
+    """
+
+    dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.FunctionType:
+            cache = cloudpickle_internals._extract_code_globals_cache
+            if obj.__code__ not in cache:
+                cache[obj.__code__] = code_globals(obj.__code__)
+        elif isinstance(obj, functools._lru_cache_wrapper):
+            module = sys.modules.get(getattr(obj, "__module__", "") or "")
+            if module is not None and cloudpickle_internals._is_registered_pickle_by_value(module):
+                options = obj.cache_parameters()
+                return rebuild_lru_cache, (obj.__wrapped__, options["maxsize"], options["typed"])
+        return super().reducer_override(obj)
+
+
+def pickle_code(functions: dict[str, Any]) -> bytes:
+    """Pickle step functions (by name) for a worker: see `runner.executors.execute.resolve_code`."""
+    buffer = io.BytesIO()
+    CodePickler(buffer, protocol=5).dump(functions)
+    return buffer.getvalue()

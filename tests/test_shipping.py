@@ -1,0 +1,91 @@
+"""`code_globals` must name exactly the globals cloudpickle's own (slower) walk finds: a name it
+missed would be a NameError on the worker; an extra one could ship an unpicklable object."""
+
+from __future__ import annotations
+
+import collections
+import email.message
+import inspect
+import json
+import pickle
+import sys
+import textwrap
+import types
+
+import cloudpickle
+import cloudpickle.cloudpickle as cloudpickle_internals
+import pytest
+
+from runner.shipping import code_globals, pickle_code
+
+
+def _functions(*modules: types.ModuleType) -> list[types.FunctionType]:
+    found = []
+    for module in modules:
+        for _, value in inspect.getmembers(module):
+            if isinstance(value, types.FunctionType):
+                found.append(value)
+            elif isinstance(value, type):
+                found += [v for v in vars(value).values() if isinstance(v, types.FunctionType)]
+    return found
+
+
+def _reference(code: types.CodeType) -> dict[str, None]:
+    names = {name: None for name in cloudpickle_internals._walk_global_ops(code)}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_reference(const))
+    return names
+
+
+def test_same_globals_as_cloudpickle_for_real_code():
+    functions = _functions(json, collections, email.message, inspect, textwrap)
+    assert len(functions) > 200
+    for fn in functions:
+        assert list(code_globals(fn.__code__)) == list(_reference(fn.__code__)), fn.__qualname__
+
+
+def test_same_globals_for_tricky_code():
+    names = [f"g{i}" for i in range(300)]  # more than 256 names: EXTENDED_ARG on the name index
+    source = "\n".join(
+        [
+            *(f"{name} = {i}" for i, name in enumerate(names)),
+            "def wide():",
+            "    return " + " + ".join(names),
+            "def writes():",
+            "    global g299, fresh",
+            "    g299 = 1",
+            "    fresh = [g1 for _ in range(g2)]",
+            "    del fresh",
+            "    def inner():",
+            "        return lambda: (g3, len)",
+            "    return inner",
+        ]
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<tricky>", "exec"), namespace)
+    for fn_name in ("wide", "writes"):
+        code = namespace[fn_name].__code__  # type: ignore[attr-defined]
+        assert list(code_globals(code)) == list(_reference(code)), fn_name
+    assert list(code_globals(namespace["wide"].__code__)) == names  # type: ignore[attr-defined]
+    writes = namespace["writes"].__code__  # type: ignore[attr-defined]
+    assert set(code_globals(writes)) == {"g299", "fresh", "g1", "g2", "g3", "len", "range"}
+
+
+def test_shipped_functions_run_with_their_globals(tmp_path):
+    module = types.ModuleType("shipped_flow")
+    source = "SCALE = 3\ndef helper(x):\n    return x * SCALE\ndef step(x):\n    return helper(x) + 1\n"
+    exec(compile(source, str(tmp_path / "f.py"), "exec"), module.__dict__)
+    sys.modules["shipped_flow"] = module
+    try:
+        cloudpickle.register_pickle_by_value(module)
+        data = pickle_code({"step": module.step})
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+        del sys.modules["shipped_flow"]
+    assert pickle.loads(data)["step"](2) == 7
+
+
+@pytest.mark.parametrize("fn", [lambda: undefined_name, lambda: print])  # noqa: F821
+def test_lambdas(fn):
+    assert list(code_globals(fn.__code__)) == list(_reference(fn.__code__))
