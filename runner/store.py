@@ -347,6 +347,15 @@ class Store:
         intact = row[3] is not None and content_hash(bytes(row[3])) == row[0]
         return CacheHit(row[0], row[1], row[2], intact)
 
+    def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[str], int] | None:
+        """Fingerprints of the cache rows newer than `rowid`, and the newest rowid; None if there
+        are more than `limit` (the caller then asks `lookup` instead of loading them)."""
+        newest = self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM cache").fetchone()[0]
+        if newest - rowid > limit:
+            return None
+        rows = self.conn.execute("SELECT fingerprint FROM cache WHERE rowid > ?", (rowid,)).fetchall()
+        return [row[0] for row in rows], newest
+
     def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]:
         """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
 

@@ -77,6 +77,22 @@ def test_cache_survives_a_new_engine_and_process(flow_cli, write_flow, log):
     assert {e["status"] for e in finished} == {"cached"}
 
 
+def test_a_long_lived_engine_reuses_what_another_process_computed_meanwhile(
+    harness, flow_cli, write_flow, log
+):
+    """The engine remembers which fingerprints the store holds (so a cold run skips a SQLite lookup
+    per step); a result another process stored after that must still be found, not recomputed."""
+    path = write(write_flow, log, "@step\ndef a(n: int = 1):\n    mark(f'a{n}')\n    return n\n")
+    assert harness.run(path).status == "succeeded"
+    assert flow_cli("run", str(path), "-p", "n=2").code == 0
+    assert flow_cli("run", str(path), "-p", "n=3").code == 0
+    reset(log)
+    for n in (2, 3):
+        run = harness.run(path, {"n": n})
+        assert statuses(run) == {"a": "cached"}, n
+    assert executed(log) == []
+
+
 # ----- code edits ----------------------------------------------------------------------------
 
 
