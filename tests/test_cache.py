@@ -125,6 +125,55 @@ def test_comment_docstring_and_formatting_edits_rerun_nothing(harness, write_flo
     assert set(statuses(run).values()) == {"cached"}
 
 
+TAILS = """
+    @step
+    def only_doc():
+        \"\"\"A body of only a docstring: no code to find its last line by.\"\"\"
+
+    @step
+    def tail(only_doc):
+        mark("tail")
+        value = 1
+        if only_doc:
+            value = 2
+        else:
+            pass
+
+    @step
+    def lines(tail):
+        mark("lines")
+        return (
+            tail,
+            1
+        )
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("        else:\n            pass\n", "        else:\n            value = 3\n", ["tail"]),
+        ("            tail,\n            1\n", "            tail,\n            2\n", ["lines"]),
+        ('last line by."""\n', 'last line by."""\n        mark("only_doc")\n', ["only_doc"]),
+    ],
+    ids=["trailing-else-gets-code", "last-line-of-a-multi-line-return", "docstring-only-body-gets-code"],
+)
+def test_edits_at_the_end_of_a_function_are_seen(harness, write_flow, log, old, new, expected):
+    """A function's text is cut out by the lines its code comes from; an edit in what follows its
+    last line of code (a trailing `else: pass`, the docstring of an empty body) must still count."""
+    path = write(write_flow, log, TAILS)
+    assert harness.run(path).status == "succeeded"
+    reset(log)
+    assert old in TAILS
+    rewrite(path, log, TAILS.replace(old, new))
+    run = harness.run(path)
+    assert executed(log) == expected
+    assert steps_of(run)[expected[0]].reason == "code changed"
+    reset(log)
+    assert set(statuses(harness.run(path)).values()) == {"cached"}
+    assert executed(log) == []
+
+
 def test_early_cutoff_when_an_edited_step_returns_the_same_value(harness, write_flow, log):
     path = write(write_flow, log, CHAIN)
     harness.run(path)
