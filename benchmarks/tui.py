@@ -79,7 +79,6 @@ async def first_paint(root: Path) -> float:
 
 async def key_latency(root: Path) -> tuple[float, float, int]:
     from textual import events
-    from textual.widgets import TabbedContent
 
     from tui.app import make_app
     from tui.widgets.logs import LogView
@@ -93,7 +92,6 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
             await pilot.pause(0.01)
         pane = app.main.pane
         log = pane.query_one(LogView)
-        tabs = pane.query_one(TabbedContent)
         await pilot.press("r")
         while not pane.active:
             await pilot.pause(0.01)
@@ -117,7 +115,7 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
             app._driver.send_message(events.Key(key, key))
             changed = None
             while True:
-                if changed is None and tabs.active == target:
+                if changed is None and pane.tab == target:
                     changed = time.perf_counter()
                 if changed is not None and displays and displays[-1] >= changed:
                     break

@@ -82,6 +82,10 @@ class FlowApp(App[int]):
         self._gc_threshold = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLD)
         self.call_after_refresh(gc.freeze)
+
+    def get_default_screen(self) -> MainScreen:
+        # The main screen is the first screen, not pushed over a blank one: each screen switch at
+        # start-up makes the footer rebuild its keys, which delayed the first paint.
         self.main = MainScreen(
             self.flows,
             self.engine,
@@ -90,7 +94,7 @@ class FlowApp(App[int]):
             listing=self.listing,
             preloaded=self.preloaded,
         )
-        self.push_screen(self.main)
+        return self.main
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:  # type: ignore[type-arg]
         yield from super().get_system_commands(screen)

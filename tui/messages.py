@@ -11,14 +11,14 @@ event (a step finishing) is still shown at once.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from runner.events import Event
+from runner.events import Event, StepLog
 
 if TYPE_CHECKING:
     from runner.records import RunRecord
@@ -66,29 +66,49 @@ class LogsLoaded(Message):
         self.buffer = buffer
 
 
+@dataclass
+class StepLogs:
+    """Consecutive `StepLog` events of one step in one run, queued by `EventBridge` as one item."""
+
+    run_id: int
+    step: str
+    events: list[StepLog]
+
+
 class EventBridge:
-    """An engine subscriber that hands events to the UI thread in batches."""
+    """An engine subscriber that hands events to the UI thread in batches.
+
+    Log lines are grouped as they arrive (on the engine's thread): consecutive lines of one step
+    become one `StepLogs`, so the UI thread handles a flood a batch at a time, never line by line.
+    """
 
     def __init__(self, target: MessagePump) -> None:
         self._target = target
-        self._queue: deque[Event] = deque()
+        self._queue: list[Event | StepLogs] = []
         self._lock = threading.Lock()
         self._pending = False
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            self._queue.append(event)
+            queue = self._queue
+            if type(event) is StepLog:
+                last = queue[-1] if queue else None
+                if type(last) is StepLogs and last.step == event.step and last.run_id == event.run_id:
+                    last.events.append(event)
+                    return  # the queue was not empty: its message is pending already
+                queue.append(StepLogs(event.run_id, event.step, [event]))
+            else:
+                queue.append(event)
             if self._pending:
                 return
             self._pending = True
         self._target.post_message(EventsReady())
 
-    def drain(self) -> list[Event]:
-        """Take every queued event. Until `release()`, new events queue without a message."""
+    def drain(self) -> list[Event | StepLogs]:
+        """Take every queued item. Until `release()`, new events queue without a message."""
         with self._lock:
-            events = list(self._queue)
-            self._queue.clear()
-        return events
+            items, self._queue = self._queue, []
+        return items
 
     def release(self) -> None:
         """Allow the next `EventsReady` (posted now if events arrived since the last drain)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.widgets import Input, TabbedContent
+from textual.widgets import Input
 
 from tests.tui.conftest import pane_of, ready, run_done, wait_for
 from tui.screens.compare import CompareScreen
@@ -58,7 +58,7 @@ async def test_second_run_is_cached_and_says_why(simple_flow, app_for):
         assert set(statuses(pane).values()) == {"cached"}
         assert "same fingerprint" in pane.viewed_state.steps["train"].reason
         await pilot.press("i")
-        assert pane.query_one(TabbedContent).active == "details-tab"
+        assert pane.tab == "details-tab"
         text = str(pane.query_one("#details-text").render())
         assert "cached" in text
 

@@ -61,6 +61,17 @@ class LogBuffer:
         if len(text) > self.width:
             self.width = len(text)
 
+    def extend(self, streams: list[str], lines: list[str]) -> None:
+        """Append many lines at once (what `append` does for each, without a call per line)."""
+        texts = [
+            text.rstrip("\n").expandtabs(4) if "\t" in text or text.endswith("\n") else text for text in lines
+        ]
+        self.lines += texts
+        self.stderr += bytes(stream == "stderr" for stream in streams)
+        longest = max(map(len, texts), default=0)
+        if longest > self.width:
+            self.width = longest
+
     def find(self, needle: str, start: int, backwards: bool = False) -> int | None:
         """The index of the next line containing `needle` (case-insensitive), wrapping around."""
         if not needle or not self.lines:
@@ -200,10 +211,7 @@ class RunState:
     def apply(self, event: Event) -> str | None:
         """Fold one event in; return the (parent) step it changed, if any."""
         if isinstance(event, StepLog):
-            base, index = split_instance(event.step)
-            line = event.line if index is None else f"[{index}] {event.line}"
-            self.log(base).append(event.stream, line)
-            return base
+            return self.add_logs(event.step, [event])
         if isinstance(event, StepStarted):
             base, index = split_instance(event.step)
             info = self.step(base)
@@ -254,6 +262,15 @@ class RunState:
             self.duration_s = event.duration_s
             return None
         return None
+
+    def add_logs(self, step: str, events: list[StepLog]) -> str:
+        """Append lines one step (or fan-out instance) logged; return the step whose log grew."""
+        base, index = split_instance(step)
+        lines = [event.line for event in events]
+        if index is not None:
+            lines = [f"[{index}] {line}" for line in lines]
+        self.log(base).extend([event.stream for event in events], lines)
+        return base
 
     def add_failure(self, name: str, buffer: LogBuffer | None = None) -> None:
         """Append a failed step's traceback (or error) to its log, as a terminal would show it."""

@@ -7,6 +7,7 @@ pane of the flow it belongs to, so several flows can run at once, each with its 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,19 +15,23 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Header, OptionList, TabbedContent
+from textual.widgets import ContentSwitcher, Footer, Header, OptionList
 
 from runner.engine import Engine
 from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
 from runner.session import FlowSession
 from runner.store import Store
-from tui.messages import EventBridge, EventsReady, flow_key
+from tui.messages import EventBridge, EventsReady, StepLogs, flow_key
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
 
 DRAIN_INTERVAL_S = 0.1
 """Least time between two batches of engine events (bounds repaints while logs stream)."""
+
+KEY_GRACE_S = 0.05
+"""How long after a key press a batch of engine events waits (the key's own repaint goes first)."""
 
 ACTIONS: list[tuple[str, str, str, str, bool]] = [
     # key, action, footer label, palette help, shown in the footer
@@ -81,13 +86,19 @@ class MainScreen(Screen[None]):
         self.panes: dict[str, FlowPane] = {}
         self.run_flows: dict[int, str] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        self._last_key = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≋")
         with Horizontal(id="body"):
             if self.listing:
                 yield FlowList(self.flows, id="flows")
-            yield ContentSwitcher(id="panes")
+            # The first flow's pane is composed with the screen (not mounted afterwards), so the
+            # screen's first layout has the DAG in it and focus lands there once.
+            first = self._new_pane(self.flows[0]) if self.flows else None
+            with ContentSwitcher(id="panes", initial=first.id if first is not None else None):
+                if first is not None:
+                    yield first
         yield Footer()
 
     def on_mount(self) -> None:
@@ -107,26 +118,32 @@ class MainScreen(Screen[None]):
 
     @property
     def pane(self) -> FlowPane | None:
-        """The current flow's pane."""
-        switcher = self.query_one(ContentSwitcher)
+        """The current flow's pane (None until the screen is composed or when no flow is open)."""
+        try:
+            switcher = self.query_one(ContentSwitcher)
+        except NoMatches:
+            return None
         current = switcher.current
         return switcher.get_child_by_id(current, FlowPane) if current else None
 
-    def open_flow(self, path: Path) -> FlowPane:
+    def _new_pane(self, path: Path) -> FlowPane:
         key = flow_key(path)
-        pane = self.panes.get(key)
-        switcher = self.query_one(ContentSwitcher)
+        pane = FlowPane(
+            path,
+            self.engine,
+            self.store,
+            watch=self.watch,
+            session=self.preloaded.pop(key, None),
+            id=f"pane-{len(self.panes)}",
+        )
+        self.panes[key] = pane
+        return pane
+
+    def open_flow(self, path: Path) -> FlowPane:
+        pane = self.panes.get(flow_key(path))
         if pane is None:
-            pane = FlowPane(
-                path,
-                self.engine,
-                self.store,
-                watch=self.watch,
-                session=self.preloaded.pop(key, None),
-                id=f"pane-{len(self.panes)}",
-            )
-            self.panes[key] = pane
-            switcher.mount(pane)
+            pane = self._new_pane(path)
+            self.query_one(ContentSwitcher).mount(pane)
             self.call_after_refresh(self._show, pane)
         else:
             self._show(pane)
@@ -153,10 +170,21 @@ class MainScreen(Screen[None]):
 
     # ----- engine events ---------------------------------------------------------------------
 
+    def on_key(self) -> None:
+        self._last_key = time.monotonic()
+
     @on(EventsReady)
+    def _events_ready(self) -> None:
+        wait = self._last_key + KEY_GRACE_S - time.monotonic()
+        if wait > 0:
+            # A key was just pressed: its frame goes out before the next batch of events is painted.
+            self.set_timer(wait, self._drain)
+        else:
+            self._drain()
+
     def _drain(self) -> None:
         self.set_timer(DRAIN_INTERVAL_S, self.bridge.release)
-        batches: dict[str, list[Event]] = {}
+        batches: dict[str, list[Event | StepLogs]] = {}
         for event in self.bridge.drain():
             if isinstance(event, RunStarted):
                 key = flow_key(event.file)
@@ -244,6 +272,6 @@ class MainScreen(Screen[None]):
     def action_tab(self, tab: str) -> None:
         pane = self.pane
         if pane is not None:
-            pane.query_one(TabbedContent).active = tab
+            pane.show_tab(tab)
             if tab == "history-tab":
                 pane.query_one("#history").focus()

@@ -92,6 +92,8 @@ class DagView(ScrollView, can_focus=True):
         self.states: dict[str, BoxState] = {}
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
+        self._spinning: set[int] = set()
+        """Rows with a running box's spinner (the rows a spinner frame repaints)."""
         self.painted = False
         """True once a frame with boxes has been rendered (the benchmark waits for it)."""
 
@@ -112,6 +114,8 @@ class DagView(ScrollView, can_focus=True):
     def set_states(self, states: dict[str, BoxState]) -> None:
         """Replace every box's status (steps not in `states` show as idle)."""
         self.states = states
+        boxes = self.layout_.boxes
+        self._spinning = {boxes[n].mid for n, s in states.items() if s.status == "running" and n in boxes}
         self._invalidate()
         if any(s.status in ("running", "retrying") for s in states.values()):
             if not hasattr(self, "_spinner") or self._spinner is None:
@@ -121,7 +125,14 @@ class DagView(ScrollView, can_focus=True):
             self._spinner = None
 
     def _spin(self) -> None:
+        """Next spinner frame: only the label rows of running boxes are painted again."""
         self.tick += 1
+        for row in self._spinning:
+            self.refresh_line(row)
+
+    def notify_style_update(self) -> None:
+        """The theme or CSS changed: cached rows carry the old colours."""
+        super().notify_style_update()
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -179,7 +190,7 @@ class DagView(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         row = y + scroll_y
-        key = (row, scroll_x, width, self._version, 0)
+        key = (row, scroll_x, width, self._version, self.tick if row in self._spinning else 0)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

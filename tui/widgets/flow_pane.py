@@ -16,22 +16,25 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow
 from runner.engine import Engine
-from runner.events import Event, FlowReloaded, LoadFailed, RunFinished, RunStarted, StepLog
+from runner.events import Event, FlowReloaded, LoadFailed, RunFinished, RunStarted
 from runner.records import RunRecord
 from runner.session import FlowSession
 from runner.store import Store
 from tui.data import format as fmt
 from tui.data.state import LogBuffer, RunState
-from tui.messages import HistoryLoaded, LogsLoaded, RunLoaded, SessionReady
+from tui.messages import HistoryLoaded, LogsLoaded, RunLoaded, SessionReady, StepLogs
 from tui.widgets.dag import BoxState, DagView
 from tui.widgets.details import StepDetails, describe
 from tui.widgets.history import RunHistory
 from tui.widgets.logs import LogView
+from tui.widgets.tab_bar import TabBar
+
+TABS = [("logs-tab", "Logs"), ("details-tab", "Details"), ("history-tab", "History")]
 
 KEEP_RUNS = 4
 """Finished runs whose states (and in-memory logs) are kept besides the viewed and active ones."""
@@ -89,23 +92,51 @@ class FlowPane(Vertical):
         self.history_loaded = False
         self._history_seq = 0
         self._history_shown = 0
+        self._log_status = ""
+        self._tab = "logs-tab"
+        self._searching = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="load-error")
         yield DagView(id="dag")
-        with TabbedContent(id="tabs", initial="logs-tab"):
-            with TabPane("Logs", id="logs-tab"):
-                yield Static(id="log-status")
-                yield LogView(id="log")
-                yield Input(placeholder="search the logs (enter: next match, esc: close)", id="log-search")
-            with TabPane("Details", id="details-tab"):
-                yield StepDetails(id="details")
-            with TabPane("History", id="history-tab"):
-                yield RunHistory(id="history")
+        yield TabBar(TABS, active="logs-tab", id="tab-bar")
+        yield Static(id="log-status")
+        yield LogView(id="log")
+        yield Input(placeholder="search the logs (enter: next match, esc: close)", id="log-search")
+        yield StepDetails(id="details")
+        yield RunHistory(id="history")
+
+    @property
+    def tab(self) -> str:
+        """The tab shown below the DAG: `logs-tab`, `details-tab` or `history-tab`."""
+        return self._tab
+
+    def show_tab(self, tab: str) -> None:
+        """Show a tab's widgets and hide the others'.
+
+        The tabs' widgets are the pane's own children, toggled here, rather than pages of a
+        `ContentSwitcher`: two fewer containers to lay out and paint on every switch.
+        """
+        if tab == self._tab:
+            return
+        self._tab = tab
+        logs = tab == "logs-tab"
+        self.query_one("#log-status").display = logs
+        self.query_one(LogView).display = logs
+        self.query_one("#log-search").display = logs and self._searching
+        self.query_one(StepDetails).display = tab == "details-tab"
+        self.query_one(RunHistory).display = tab == "history-tab"
+        self.query_one(TabBar).active = tab
+
+    @on(TabBar.Selected)
+    def _tab_clicked(self, message: TabBar.Selected) -> None:
+        message.stop()
+        self.show_tab(message.tab)
 
     def on_mount(self) -> None:
         self.query_one("#load-error").display = False
-        self.query_one("#log-search").display = False
+        for hidden in ("#log-search", "#details", "#history"):
+            self.query_one(hidden).display = False
         self.query_one(DagView).border_title = self.path.name
         if self._preloaded is not None:
             self.post_message(SessionReady(self.path, self._preloaded))
@@ -193,13 +224,19 @@ class FlowPane(Vertical):
 
     # ----- events ----------------------------------------------------------------------------
 
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[Event | StepLogs]) -> None:
         """Fold a batch of this flow's events in and repaint what they touched."""
         view_changed = status_changed = history_dirty = False
         log_steps: set[str] = set()
         status_steps: set[str] = set()
         for event in events:
-            if isinstance(event, RunStarted):
+            if isinstance(event, StepLogs):
+                logged = self.runs.get(event.run_id)
+                if logged is not None:
+                    step = logged.add_logs(event.step, event.events)
+                    if event.run_id == self.viewed:
+                        log_steps.add(step)
+            elif isinstance(event, RunStarted):
                 self.runs[event.run_id] = RunState.from_started(event)
                 self.active.add(event.run_id)
                 if self.follow_live or self.viewed is None:
@@ -226,7 +263,7 @@ class FlowPane(Vertical):
                     history_dirty = status_changed = True
                     view_changed |= run_id == self.viewed
                 elif run_id == self.viewed and step is not None:
-                    (log_steps if isinstance(event, StepLog) else status_steps).add(step)
+                    status_steps.add(step)
         if view_changed:
             self._refresh_all()
         else:
@@ -321,7 +358,11 @@ class FlowPane(Vertical):
         parts.append("follow" if log.follow else "paused (end: follow)")
         if log.search:
             parts.append(f"search: {log.search}")
-        self.query_one("#log-status", Static).update(" · ".join(parts))
+        text = " · ".join(parts)
+        if text != self._log_status:
+            self._log_status = text
+            # One row of fixed width: the text never changes the layout.
+            self.query_one("#log-status", Static).update(text, layout=False)
 
     def _refresh_details(self) -> None:
         step = self.selected
@@ -542,8 +583,7 @@ class FlowPane(Vertical):
 
     def _target_run(self) -> RunState | None:
         """The run an action on 'a run' means: the history row under the cursor, else the viewed run."""
-        tabs = self.query_one(TabbedContent)
-        if tabs.active == "history-tab":
+        if self.tab == "history-tab":
             run_id = self.query_one(RunHistory).cursor_run
             if run_id is not None:
                 record = next((r for r in self.history if r.id == run_id), None)
@@ -623,7 +663,8 @@ class FlowPane(Vertical):
     # ----- logs: search and errors -----------------------------------------------------------
 
     def open_search(self) -> None:
-        self.query_one(TabbedContent).active = "logs-tab"
+        self.show_tab("logs-tab")
+        self._searching = True
         search = self.query_one("#log-search", Input)
         search.display = True
         search.focus()
@@ -643,12 +684,12 @@ class FlowPane(Vertical):
             self._update_log_status()
 
     def close_search(self) -> None:
-        search = self.query_one("#log-search", Input)
-        search.display = False
+        self._searching = False
+        self.query_one("#log-search", Input).display = False
         self.query_one(LogView).focus()
 
     def jump_to_error(self) -> None:
-        self.query_one(TabbedContent).active = "logs-tab"
+        self.show_tab("logs-tab")
         log = self.query_one(LogView)
         if log.jump_to_error() is None:
             self.notify("no error in this step's logs", severity="information", timeout=2)

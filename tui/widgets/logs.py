@@ -4,6 +4,10 @@ The widget keeps no copy of the lines: it renders from a `LogBuffer` the owner a
 paints only the visible rows through an LRU cache of strips (the pattern of Textual's `Log`), so a
 million lines stay smooth. Follow mode keeps the end in view while lines stream in; scrolling up
 leaves it, `end` returns to it.
+
+Growing the buffer repaints only this widget: its own size never depends on its content, so the
+scrollable area is resized without a screen layout (a layout re-arranges and repaints every widget
+on the screen, which costs tens of milliseconds) unless a scrollbar has to appear or disappear.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class LogView(ScrollView, can_focus=True):
         self.search = ""
         self.current: int | None = None
         self._cache: LRUCache[tuple[int, int, int, str, int | None], Strip] = LRUCache(1000)
+        self._styles: tuple[Style, Style] | None = None
         self._shown = 0
 
     def set_buffer(self, buffer: LogBuffer, placeholder: str = "no output") -> None:
@@ -75,17 +80,47 @@ class LogView(ScrollView, can_focus=True):
         self.follow = True
         self.refresh_lines()
 
-    def refresh_lines(self) -> None:
+    def refresh_lines(self) -> None:  # type: ignore[override]
         """The buffer grew (or changed): resize, keep following, repaint."""
         count = len(self.buffer)
         if count == self._shown:
             return
         self._shown = count
-        self.virtual_size = Size(self.buffer.width + 1, count)
+        self._resize(Size(self.buffer.width + 1, count))
         if self.follow:
             bottom = max(0, count - self.scrollable_content_region.height)
             self.scroll_to(y=bottom, animate=False, immediate=True)
         self.refresh()
+
+    def _resize(self, size: Size) -> None:
+        """Set the scrollable size; lay the screen out again only if a scrollbar appears or goes."""
+        if size == self.virtual_size:
+            return
+        width, height = self.container_size
+        vertical, horizontal = self.show_vertical_scrollbar, self.show_horizontal_scrollbar
+        wants_vertical = size.height > height - self.scrollbar_size_horizontal
+        wants_horizontal = size.width > width - self.scrollbar_size_vertical
+        if not self.is_mounted or not height or (wants_vertical, wants_horizontal) != (vertical, horizontal):
+            self.virtual_size = size
+            return
+        self.set_reactive(LogView.virtual_size, size)
+        if vertical:
+            self.vertical_scrollbar.window_virtual_size = size.height
+        if horizontal:
+            self.horizontal_scrollbar.window_virtual_size = size.width
+
+    def notify_style_update(self) -> None:
+        """The theme or CSS changed: cached lines and styles carry the old colours."""
+        super().notify_style_update()
+        self._cache.clear()
+        self._styles = None
+
+    def _line_styles(self) -> tuple[Style, Style]:
+        """The style of a line and of a stderr line (working them out walks the DOM: done once)."""
+        if self._styles is None:
+            base = self.rich_style
+            self._styles = base, base + self.get_component_rich_style("logs--stderr", partial=True)
+        return self._styles
 
     # ----- follow, search, errors -----------------------------------------------------------
 
@@ -156,7 +191,7 @@ class LogView(ScrollView, can_focus=True):
         return strip
 
     def _render(self, index: int, scroll_x: int, width: int) -> Strip:
-        base = self.rich_style
+        base, stderr_style = self._line_styles()
         lines = self.buffer.lines
         if not lines:
             if index == 0:
@@ -165,14 +200,23 @@ class LogView(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         if index >= len(lines):
             return Strip.blank(width, base)
-        text = Text(lines[index], style=base, no_wrap=True, end="")
-        if self.buffer.stderr[index]:
+        line = lines[index]
+        stderr = self.buffer.stderr[index]
+        if line.isascii() and line.isprintable() and not self.search and index != self.current:
+            # The common line: one cell per character and one style, so no Text to build and render.
+            style = stderr_style if stderr else base
+            shown = line[scroll_x : scroll_x + width]
+            if not shown:
+                return Strip.blank(width, base)
+            return Strip([Segment(shown, style)], len(shown)).extend_cell_length(width, base)
+        text = Text(line, style=base, no_wrap=True, end="")
+        if stderr:
             text.stylize(self.get_component_rich_style("logs--stderr", partial=True))
         if index == self.current:
             text.stylize(self.get_component_rich_style("logs--current", partial=True))
         if self.search:
             match = self.get_component_rich_style("logs--match", partial=True)
             text.highlight_words([self.search], style=match, case_sensitive=False)
-        segments = list(text.render(self.app.console))
-        strip = Strip(segments).crop(scroll_x, scroll_x + width)
-        return strip.extend_cell_length(width, Style.null() + base)
+        # `Text.render` leaves the text's own style to the caller: under it goes the widget's style.
+        strip = Strip(text.render(self.app.console)).apply_style(base).crop(scroll_x, scroll_x + width)
+        return strip.extend_cell_length(width, base)
