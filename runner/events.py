@@ -60,6 +60,17 @@ class StepLog(Event):
     ts: float
     kind: str = field(init=False, default="step_log")
 
+    def __init__(self, run_id: int, step: str, stream: str, line: str, ts: float) -> None:
+        # One event per line: a step printing a flood makes hundreds of thousands. Filling the
+        # instance dict directly costs a third of the generated frozen `__init__` (one
+        # `object.__setattr__` call per field); `kind` stays the class default.
+        fields = self.__dict__
+        fields["run_id"] = run_id
+        fields["step"] = step
+        fields["stream"] = stream
+        fields["line"] = line
+        fields["ts"] = ts
+
 
 @dataclass(frozen=True)
 class StepRetrying(Event):

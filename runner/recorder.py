@@ -1,7 +1,7 @@
 """Provides `StoreRecorder`: the subscriber that turns the engine's events into run-store rows.
 
-Log lines are buffered and written with one `executemany` per batch, so a step printing a million
-lines costs a few thousand transactions, not a million.
+Log lines are buffered and written in batches (`insert_logs`: many rows per statement), so a step
+printing a million lines costs a few thousand transactions, not a million.
 """
 
 from __future__ import annotations
@@ -27,20 +27,22 @@ class StoreRecorder:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        submit = self._store.submit
-        if isinstance(event, StepLog):
+        if type(event) is StepLog:  # the bulk of the events: as few steps as possible per line
+            row = (event.run_id, event.step, event.ts, event.stream, event.line)
             with self._lock:
-                first = not self._logs
-                self._logs.append((event.run_id, event.step, event.ts, event.stream, event.line))
-                backlog = len(self._logs)
-            if first:
-                submit(self._write_logs)
+                logs = self._logs
+                logs.append(row)
+                backlog = len(logs)
+            if backlog == 1:
+                self._store.submit(self._write_logs)
             elif backlog >= LOG_BACKLOG:
                 try:
                     self._store.flush()  # back-pressure: a step printing faster than SQLite writes waits
                 except FlowError:
                     pass  # a failed write is sticky: the run's final flush reports it
-        elif isinstance(event, RunStarted):
+            return
+        submit = self._store.submit
+        if isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
             submit(
                 lambda c: c.executemany(
@@ -137,5 +139,33 @@ class StoreRecorder:
     def _write_logs(self, conn: sqlite3.Connection) -> None:
         with self._lock:
             rows, self._logs = self._logs, []
-        if rows:
-            conn.executemany("INSERT INTO logs(run_id, step, ts, stream, line) VALUES (?, ?, ?, ?, ?)", rows)
+        insert_logs(conn, rows)
+
+
+LOG_CHUNK = 128
+"""Log rows per INSERT statement (640 parameters: under SQLite's smallest limit of 999)."""
+
+
+def _insert_sql(count: int) -> str:
+    return "INSERT INTO logs(run_id, step, ts, stream, line) VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * count)
+
+
+_INSERT_SQL = {size: _insert_sql(size) for size in (LOG_CHUNK, 64, 32, 16, 8, 4, 2, 1)}
+
+
+def insert_logs(conn: sqlite3.Connection, rows: list[tuple[int, str, float, str, str]]) -> None:
+    """Insert log rows in order, many per statement.
+
+    `executemany` runs one statement per row, and releases and re-takes the GIL around each: with a
+    flood of lines that hands the GIL back and forth thousands of times a second and stalls every
+    other thread (the TUI's key handling among them). A statement of many rows does it once per
+    chunk. Chunks are LOG_CHUNK rows, the tail in power-of-two pieces, so a handful of statements
+    are ever compiled (the connection caches them).
+    """
+    start, total = 0, len(rows)
+    for size in _INSERT_SQL:
+        sql = _INSERT_SQL[size]
+        while total - start >= size:
+            chunk = rows[start : start + size]
+            conn.execute(sql, [value for row in chunk for value in row])
+            start += size
