@@ -13,6 +13,7 @@ from textual.message_pump import MessagePump
 
 from runner.events import RunFinished, StepLog
 from tests.tui.conftest import ready, run_done, wait_for, write_flow
+from tui.data.state import LogBuffer, RunState
 from tui.messages import EventBridge, EventsReady, StepLogs
 from tui.widgets.dag import DagView
 from tui.widgets.details import StepDetails
@@ -159,3 +160,18 @@ async def test_the_spinner_of_a_running_step_turns(slow_flow, app_for) -> None:
         assert sleepy_row() != first
         await pilot.press("s")
         await wait_for(pilot, lambda: not pane.active, what="the run to stop")
+
+
+def test_a_batch_of_lines_is_buffered_as_one_line_at_a_time_would_be() -> None:
+    streams = ["stdout", "stderr", "log", "stdout", "stderr"]
+    lines = ["plain", "tab\tseparated", "trailing newline\n", "", "wide ✓ and tab\t!"]
+    one_by_one, batched = LogBuffer(), LogBuffer()
+    for stream, line in zip(streams, lines, strict=True):
+        one_by_one.append(stream, line)
+    batched.extend(streams[:2], lines[:2])
+    batched.extend(streams[2:], lines[2:])
+    assert batched.lines == one_by_one.lines
+    assert batched.stderr == one_by_one.stderr and batched.width == one_by_one.width
+    state = RunState(1, "flow", "flow.py")
+    state.add_logs("train[2]", [StepLog(1, "train[2]", "stderr", "fan-out line", 1.0)])
+    assert state.log("train").lines == ["[2] fan-out line"] and list(state.log("train").stderr) == [1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from runner.events import (
@@ -24,6 +25,7 @@ from runner.events import (
 from runner.records import RunRecord
 
 _ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
+_line_of, _stream_of = attrgetter("line"), attrgetter("stream")
 
 
 def split_instance(name: str) -> tuple[str, int | None]:
@@ -62,13 +64,13 @@ class LogBuffer:
             self.width = len(text)
 
     def extend(self, streams: list[str], lines: list[str]) -> None:
-        """Append many lines at once (what `append` does for each, without a call per line)."""
-        texts = [
-            text.rstrip("\n").expandtabs(4) if "\t" in text or text.endswith("\n") else text for text in lines
-        ]
-        self.lines += texts
-        self.stderr += bytes(stream == "stderr" for stream in streams)
-        longest = max(map(len, texts), default=0)
+        """Append many lines at once (what `append` does for each, without Python code per line)."""
+        joined = "\x00".join(lines)
+        if "\t" in joined or "\n" in joined:  # rare: only then look at each line
+            lines = [text.rstrip("\n").expandtabs(4) for text in lines]
+        self.lines += lines
+        self.stderr += bytes(map("stderr".__eq__, streams))
+        longest = max(map(len, lines), default=0)
         if longest > self.width:
             self.width = longest
 
@@ -266,10 +268,10 @@ class RunState:
     def add_logs(self, step: str, events: list[StepLog]) -> str:
         """Append lines one step (or fan-out instance) logged; return the step whose log grew."""
         base, index = split_instance(step)
-        lines = [event.line for event in events]
+        lines = list(map(_line_of, events))
         if index is not None:
             lines = [f"[{index}] {line}" for line in lines]
-        self.log(base).extend([event.stream for event in events], lines)
+        self.log(base).extend(list(map(_stream_of, events)), lines)
         return base
 
     def add_failure(self, name: str, buffer: LogBuffer | None = None) -> None:
