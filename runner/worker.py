@@ -3,18 +3,25 @@
 A worker stays warm across tasks and runs: it receives tasks as frames, keeps each step's unpickled
 code by `code_key`, and sends back log lines and results. It never outlives the runner: a watchdog
 thread kills its whole process group (the step's own children included) once the parent is gone.
+
+Log lines travel in batches (`LogSender`): a step printing 100,000 lines would otherwise cost the
+runner a frame, an unpickle, a wake-up and an event object per line, all holding the runner's GIL.
 """
 
 from __future__ import annotations
 
+import array
 import faulthandler
+import fcntl
 import os
 import re
 import signal
 import sys
+import termios
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from runner import artifacts
@@ -82,6 +89,12 @@ def _children() -> list[int]:
 
 def kill_leftovers() -> int:
     """Kill (and reap) every process a finished step left behind; return how many were alive."""
+    try:
+        # One syscall answers the common case: ECHILD means no child at all, alive or zombie
+        # (orphans re-parented to this subreaper included), so /proc need not be walked.
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return 0
     alive = 0
     for _ in range(50):
         pids = _children()
@@ -100,6 +113,23 @@ def kill_leftovers() -> int:
             if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
                 alive += 1
     return alive
+
+
+def _raw_output_unread() -> bool:
+    """Whether bytes written to fds 1/2 (C code, child processes) wait unread in the runner's pipes.
+
+    Sent with each result: the runner reads those pipes before taking the result only if so, which
+    saves a trivial step two reads on the runner's side.
+    """
+    count = array.array("i", [0])
+    for fd in (1, 2):
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, count, True)
+        except OSError:
+            return True  # the step closed or replaced the fd: let the runner look
+        if count[0]:
+            return True
+    return False
 
 
 def _memory_limit(task: Task) -> int | None:
@@ -132,6 +162,126 @@ def _restore_memory(old: tuple[int, int] | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, old)
 
 
+FLUSH_INTERVAL_S = 0.005
+"""Longest a printed line waits in the worker before it is sent (while lines keep coming)."""
+
+MAX_BATCH = 1000
+"""Most lines in one frame (bounds the frame's size and the worker's buffer)."""
+
+_real_exit = os._exit
+
+
+class LogBatch:
+    """One task's log lines not sent yet. Closed when the task ends: later lines (a thread the step
+    left running) are sent one per frame, as the runner drops lines of a finished task anyway."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.lines: list[tuple[str, str, float]] = []
+        self.since = 0.0
+        self.closed = False
+
+
+class LogSender:
+    """Sends each task's log lines to the runner in frames of many lines, in order.
+
+    A line waits at most `FLUSH_INTERVAL_S`: the thread that prints sends the batch once its oldest
+    line is that old (or the batch is full), and a flusher thread sends what is left when printing
+    stops. A line printed after a quiet moment is sent at once, so the last words of a step that
+    then dies in native code reach the runner. Every line is sent before the task's result
+    (`close`), and before `os._exit` ends the process (the worker routes it through `exit`). A line
+    can only be lost if the process dies from a signal (a segfault, SIGKILL) within
+    `FLUSH_INTERVAL_S` of printing it while lines stream faster than that.
+
+    In a process forked by the step (multiprocessing), lines go out one per frame, as before:
+    the child has no flusher, and the lines it inherited in its buffer belong to the parent.
+    """
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        """Guards the current batch's lines."""
+        self._sending = threading.Lock()
+        """Held from taking a batch's lines until they are written: batches leave in order."""
+        self._current: LogBatch | None = None
+        self._last_sent = 0.0
+        self._wake = threading.Event()
+        self._child = False
+        os.register_at_fork(after_in_child=self._forked)
+        threading.Thread(target=self._flusher, name="flow-log-flusher", daemon=True).start()
+
+    def _forked(self) -> None:
+        # Another thread (the flusher) may have held a lock at the fork: the child starts afresh.
+        self._child = True
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+
+    def start(self, task_id: str) -> LogBatch:
+        """A batch for the task about to run (the previous one must be closed)."""
+        batch = self._current = LogBatch(task_id)
+        return batch
+
+    def emit(self, batch: LogBatch, stream: str, line: str, ts: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            single = batch.closed or self._child
+            if not single:
+                first = not batch.lines
+                if first:
+                    batch.since = now
+                batch.lines.append((stream, line, ts))
+                due = (
+                    len(batch.lines) >= MAX_BATCH
+                    or now - batch.since >= FLUSH_INTERVAL_S
+                    or (first and now - self._last_sent >= FLUSH_INTERVAL_S)
+                )
+                if first and not due:
+                    self._wake.set()
+        if single:
+            self._send(("log", batch.task_id, stream, line, ts))
+        elif due:
+            self.flush(batch)
+
+    def flush(self, batch: LogBatch, *, close: bool = False, timeout: float = -1) -> None:
+        """Send the batch's waiting lines; with `close`, later lines go out one by one."""
+        if not self._sending.acquire(timeout=timeout):
+            return
+        try:
+            with self._lock:
+                lines, batch.lines = batch.lines, []
+                batch.closed = batch.closed or close
+            if lines:
+                self._send(("logs", batch.task_id, lines))
+                self._last_sent = time.monotonic()
+        finally:
+            self._sending.release()
+
+    def close(self, batch: LogBatch) -> None:
+        """The task ended: send its last lines (before its result)."""
+        self.flush(batch, close=True)
+        if self._current is batch:
+            self._current = None
+
+    def exit(self, code: int) -> None:
+        """`os._exit` in the worker: send the lines printed so far, then end the process."""
+        batch = self._current
+        if batch is not None and not self._child:
+            try:
+                self.flush(batch, timeout=1.0)
+            except OSError:
+                pass
+        _real_exit(code)
+
+    def _flusher(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(FLUSH_INTERVAL_S)
+            batch = self._current
+            if batch is not None:
+                self.flush(batch)
+
+
 def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.2)
@@ -139,7 +289,7 @@ def _watch_parent(parent: int) -> None:
             try:
                 os.killpg(0, signal.SIGKILL)
             finally:
-                os._exit(1)
+                _real_exit(1)
 
 
 def main(argv: list[str]) -> int:
@@ -155,6 +305,14 @@ def main(argv: list[str]) -> int:
         with lock:
             wire.write_all(out_fd, frame)
 
+    def forked() -> None:
+        nonlocal lock
+        lock = threading.Lock()  # the flusher may have been writing a frame at the fork
+
+    os.register_at_fork(after_in_child=forked)
+
+    logs = LogSender(send)
+    os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: OrderedDict[str, Any] = OrderedDict()
     while True:
         message = wire.read_frame(in_fd)
@@ -172,12 +330,15 @@ def main(argv: list[str]) -> int:
         if fresh or task.timeout:
             send(("started", task.id))  # the step's timeout counts from here, not from a cold start
 
-        def emit(stream: str, line: str, ts: float, task_id: str = task.id) -> None:
-            send(("log", task_id, stream, line, ts))
+        batch = logs.start(task.id)
+
+        def emit(stream: str, line: str, ts: float, batch: LogBatch = batch) -> None:
+            logs.emit(batch, stream, line, ts)
 
         try:
             limit = _memory_limit(task)
         except ValueError as exc:
+            logs.close(batch)
             send(("done", task.id, TaskResult(ok=False, error=f"invalid memory limit: {exc}")))
             continue
         old_limit = _limit_memory(limit) if limit else None
@@ -188,7 +349,8 @@ def main(argv: list[str]) -> int:
         leftovers = kill_leftovers()
         if leftovers:
             emit("stderr", f"flow: killed {leftovers} process(es) the step left running", time.time())
-        send(("done", task.id, result))
+        logs.close(batch)
+        send(("done", task.id, result, _raw_output_unread()))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,17 @@ class TaskLog:
 
 
 @dataclass(frozen=True)
+class TaskLogs:
+    """Lines the task printed or logged, in order: `(stream, line, timestamp)` each.
+
+    Executors whose workers send lines in batches report them so: one record per batch instead of
+    one per line keeps a step that prints a flood cheap for the scheduler."""
+
+    task_id: str
+    lines: list[tuple[str, str, float]]
+
+
+@dataclass(frozen=True)
 class TaskDone:
     """A task finished (or its process died): its result."""
 
@@ -124,7 +135,7 @@ class TaskStarted:
     ts: float
 
 
-TaskEvent = TaskLog | TaskDone | TaskStarted
+TaskEvent = TaskLog | TaskLogs | TaskDone | TaskStarted
 
 
 class Executor(Protocol):

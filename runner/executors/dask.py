@@ -54,7 +54,7 @@ from runner.artifacts import (
     read_file_checked,
     write_file_atomic,
 )
-from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -179,7 +179,9 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
     try:
         while True:
             for event in local.events(_POLL_S):
-                if isinstance(event, TaskLog):
+                if isinstance(event, TaskLogs):
+                    lines.extend([stream, _encodable(line), ts] for stream, line, ts in event.lines)
+                elif isinstance(event, TaskLog):
                     lines.append([event.stream, _encodable(event.line), event.ts])
                 elif isinstance(event, TaskDone) and event.task_id == task.id:
                     result = event.result
@@ -623,8 +625,8 @@ class DaskExecutor:
                 if pending.result is not None:
                     continue
                 # A start event can die with the worker's send buffer: a task the scheduler had on that
-                # worker and that never reported starting elsewhere counts as started there.
-                if pending.worker == address or (pending.worker is None and pending.future.key in processing):
+                # worker counts as started there, even if its re-run elsewhere already reported a start.
+                if pending.worker == address or pending.future.key in processing:
                     self._died.append((task_id, _died(address, "it left the cluster")))
             self._cond.notify_all()
 

@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from runner.executors import wire
-from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult, TaskStarted
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult, TaskStarted
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -159,7 +159,12 @@ class LocalExecutor:
     def events(self, timeout: float | None) -> list[TaskEvent]:
         if self._pending:
             timeout = 0
-        for key, _ in self._selector.select(timeout):
+        ready = self._selector.select(timeout)
+        if len(ready) > 1:
+            # Raw fd output first: a chunk read in this batch belongs to a task whose result may be
+            # in the same batch, and is attributed to it only while the task is still current.
+            ready.sort(key=lambda item: item[0].data is not None and item[0].data[1] == "frames")
+        for key, _ in ready:
             if key.data is None:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -193,17 +198,22 @@ class LocalExecutor:
         task = worker.task
         if task is None or message[1] != task.id:
             return
-        if kind == "log":
+        if kind == "logs":
+            self._pending.append(TaskLogs(task.id, message[2]))  # type: ignore[arg-type]
+        elif kind == "log":
             _, task_id, stream, line, ts = message
             self._pending.append(TaskLog(str(task_id), str(stream), str(line), float(ts)))  # type: ignore[arg-type]
         elif kind == "started":
             self._pending.append(TaskStarted(task.id, time.time()))
         elif kind == "done":
             result: TaskResult = message[2]  # type: ignore[assignment]
-            self._drain_raw(worker)  # what the step wrote to fds 1/2 before returning is in the pipes now
+            # What the step wrote to fds 1/2 before returning is in the pipes now. The worker says
+            # whether any of it was still unread when it sent the result (absent: assume so).
+            self._drain_raw(worker, read=len(message) < 4 or bool(message[3]))
             worker.task = None
             self._by_task.pop(task.id, None)
-            self._pending.append(TaskDone(task.id, dataclasses.replace(result, where=worker.where)))
+            object.__setattr__(result, "where", worker.where)  # unpickled just now: ours to fill in
+            self._pending.append(TaskDone(task.id, result))
 
     def _on_raw(self, worker: _Worker, stream: str, chunk: bytes) -> None:
         """Output written straight to file descriptors 1 and 2 (C code, child processes)."""
@@ -218,11 +228,13 @@ class LocalExecutor:
             if worker.task is not None:
                 self._pending.append(TaskLog(worker.task.id, stream, line, now))
 
-    def _drain_raw(self, worker: _Worker) -> None:
+    def _drain_raw(self, worker: _Worker, *, read: bool = True) -> None:
+        """Attribute the task's last fd output to it: read what is left in the pipes (unless the
+        worker said nothing is), then end any partial last line."""
         for stream, pipe in (("stdout", worker.proc.stdout), ("stderr", worker.proc.stderr)):
             if pipe is None:
                 continue
-            while True:
+            while read:
                 try:
                     chunk = os.read(pipe.fileno(), 1 << 16)
                 except (BlockingIOError, OSError, ValueError):
