@@ -10,23 +10,19 @@ it instead of starting it twice, and stopping a run kills only executions no oth
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
 import itertools
 import os
 import pickle
 import sys
 import threading
 import time
-import types
 import uuid
-from collections import ChainMap, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
-import cloudpickle.cloudpickle as cloudpickle_internals
 
 from dsl.errors import FlowError
 from dsl.graph import Node
@@ -41,12 +37,21 @@ from runner.events import (
     StepRetrying,
     StepStarted,
 )
-from runner.executors.base import Executor, InputRef, Task, TaskDone, TaskLog, TaskResult, TaskStarted
-from runner.executors.execute import rebuild_lru_cache
+from runner.executors.base import (
+    Executor,
+    InputRef,
+    Task,
+    TaskDone,
+    TaskLog,
+    TaskLogs,
+    TaskResult,
+    TaskStarted,
+)
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
 from runner.recorder import StoreRecorder
 from runner.selection import external_inputs, select_steps
-from runner.store import Store
+from runner.shipping import pickle_code
+from runner.store import CacheHit, Store
 
 Subscriber = Callable[[Event], None]
 FINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
@@ -69,6 +74,8 @@ class RunRequest:
         supersedes: a run still in flight that this one replaces (a save during a run): once this run
             has joined every execution whose fingerprint is unchanged, the old run is stopped, which
             kills only the executions no longer wanted.
+        prioritise: steps to reach first (a save's changed steps): they and their upstream steps are
+            decided before the rest, so the step just edited starts as soon as it can.
     """
 
     loaded: LoadedFlow
@@ -81,6 +88,7 @@ class RunRequest:
     trigger: str = "cli"
     resume_of: int | None = None
     supersedes: int | None = None
+    prioritise: tuple[str, ...] = ()
 
 
 @dataclass
@@ -96,6 +104,9 @@ class Output:
 NONE_OUTPUT_HASH = "none"
 START_GRACE_S = 60.0
 """How long a worker may take to start a task (interpreter start, imports) before its timeout counts."""
+CACHED_ROWS_PER_STEP = 20
+"""A run loads the cache's new fingerprints if there are at most this many per step in its scope
+(plus 1,000): loading a row costs far less than one SQLite lookup on the scheduler thread."""
 OTHERS_CHECK_S = 0.25
 """How often the engine looks for another live process on its store (then steps are leased)."""
 REMOTE_POLL_S = 0.1
@@ -120,36 +131,6 @@ class StepState:
     parent: str | None = None
     pending: int = 0
     """Fan-out instances, or upstream steps in the run's scope, not yet final."""
-
-
-def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
-    """cloudpickle's reduction of a code object, with the real file name kept for tracebacks."""
-    constructor, args = cloudpickle_internals._code_reduce(code)
-    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
-
-
-class _CodePickler(cloudpickle.Pickler):
-    """Ships step functions by value; tracebacks on the worker name the flow file, not `<dynamic-code>`.
-
-    A `functools.lru_cache`/`cache` wrapper defined in the flow file (or a local module) would be
-    pickled by reference to a module workers cannot import; it is rebuilt from its wrapped function.
-    """
-
-    dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, functools._lru_cache_wrapper):
-            module = sys.modules.get(getattr(obj, "__module__", "") or "")
-            if module is not None and cloudpickle_internals._is_registered_pickle_by_value(module):
-                options = obj.cache_parameters()
-                return rebuild_lru_cache, (obj.__wrapped__, options["maxsize"], options["typed"])
-        return super().reducer_override(obj)
-
-
-def _pickle_code(functions: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    _CodePickler(buffer, protocol=5).dump(functions)
-    return buffer.getvalue()
 
 
 class RunHandle:
@@ -190,7 +171,17 @@ class _Run:
     previous: dict[str, dict[str, Any]] | None = None
     inside: frozenset[str] = frozenset()
     source_metrics: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    prefetched: dict[str, CacheHit] = field(default_factory=dict)
+    """Cache entries of the fingerprints the flow's last run used, read at the start (see `start`)."""
     cancelled: bool = False
+    urgent: frozenset[str] = frozenset()
+    """`prioritise` and its upstream steps: put at the front of `ready`."""
+
+    def make_ready(self, name: str) -> None:
+        if name in self.urgent:
+            self.ready.appendleft(name)
+        else:
+            self.ready.append(name)
 
     @property
     def graph(self) -> Any:
@@ -234,6 +225,11 @@ class Engine:
         self._remote: list[tuple[float, tuple[Any, ...]]] = []
         self._others_checked = -1.0
         self._others = False
+        self._cached: set[int] = set()
+        """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `_uncached`)."""
+        self._cached_rowid = 0
+        self._cached_fresh = False
+        self._flows_seen: set[str] = set()
         self._leases: set[str] = set()
         self._by_task: dict[str, _Execution] = {}
         self._queue: deque[_Execution] = deque()
@@ -298,6 +294,11 @@ class Engine:
                     for s in old.steps
                     if s.status in OK and s.fingerprint and s.output_hash
                 }
+        self._refresh_cached(len(scope))
+        if request.loaded.name not in self._flows_seen:
+            # This engine's first run of the flow: its in-memory index (`_recent`) knows nothing of it.
+            self._flows_seen.add(request.loaded.name)
+            run.prefetched = self.store.cache_hits_of_last_run(request.loaded.name)
         try:
             with self._lock:
                 for name in external_inputs(graph, scope):
@@ -366,7 +367,13 @@ class Engine:
             events = self.executor.events(wait)
             with self._lock:
                 for event in events:
-                    if isinstance(event, TaskLog):
+                    if isinstance(event, TaskLogs):
+                        execution = self._by_task.get(event.task_id)
+                        if execution is not None:
+                            for run, name in execution.waiters:
+                                for stream, line, ts in event.lines:
+                                    self._emit(StepLog(run.id, name, stream, line, ts))
+                    elif isinstance(event, TaskLog):
                         execution = self._by_task.get(event.task_id)
                         if execution is not None:
                             for run, name in execution.waiters:
@@ -404,22 +411,32 @@ class Engine:
             )
         )
         graph = run.graph
+        urgent = {name for name in request.prioritise if name in run.inside}
+        for name in list(urgent):
+            urgent |= graph.ancestors(name) & run.inside
+        run.urgent = frozenset(urgent)
         for name in run.scope:
             state = run.states[name]
             state.pending = sum(1 for u in graph.nodes[name].upstream if u in run.inside)
             if state.pending == 0:
-                run.ready.append(name)
+                run.make_ready(name)
         if not run.scope:
             self._maybe_finish(run)
-        while run.ready and not run.cancelled:
-            self._advance(run, run.ready.popleft())
+        self._decide_ready(run)
         if request.supersedes is not None:
             self._cancel(request.supersedes, reason=f"superseded by run #{run.id}", keep_for=run)
 
     def _drain_ready(self) -> None:
         for run in list(self._runs.values()):
-            while run.ready and not run.cancelled:
-                self._advance(run, run.ready.popleft())
+            self._decide_ready(run)
+
+    def _decide_ready(self, run: _Run) -> None:
+        """Decide every ready step; an execution starts as soon as it is decided (a free worker
+        need not wait for the rest of a big flow's cached steps to be checked)."""
+        while run.ready and not run.cancelled:
+            self._advance(run, run.ready.popleft())
+            if self._queue and self._busy < self.executor.slots:
+                self._dispatch()
 
     # ----- deciding what a step does ------------------------------------------------------------
 
@@ -656,7 +673,11 @@ class Engine:
             self.store.forget_cache(fingerprint)
             return None
         else:
-            hit = self.store.lookup(fingerprint, verify=True)
+            hit = run.prefetched.pop(fingerprint, None)
+            if hit is None:
+                if self._uncached(fingerprint):
+                    return None
+                hit = self.store.lookup(fingerprint, verify=True)
             if hit is None:
                 return None
             if hit.intact:
@@ -669,6 +690,39 @@ class Engine:
             self.store.forget_cache(fingerprint)
             return None
         return found
+
+    def _refresh_cached(self, steps: int) -> None:
+        """Catch up with the cache rows written since the last run started (by anyone).
+
+        A cold run then skips the SQLite lookup of every step whose fingerprint is not among them,
+        which is most of a trivial step's cost on the scheduler. Rows are loaded only while there
+        are few enough to beat one lookup per step; otherwise every step asks SQLite, as before.
+        """
+        found = self.store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
+        with self._lock:
+            if found is None:
+                self._cached_fresh = False
+                return
+            fingerprints, self._cached_rowid = found
+            self._cached.update(map(hash, fingerprints))
+            self._cached_fresh = True
+
+    def _uncached(self, fingerprint: str) -> bool:
+        """Surely not in the store's cache: unknown at the run's start, and not written since.
+
+        Rows this engine writes are in `_recent`; rows another process writes during the run are
+        not seen, so the answer is trusted only while no other live process uses the store (then a
+        miss here could only cost a needless execution, never a stale result).
+        """
+        return self._cached_fresh and hash(fingerprint) not in self._cached and not self._others_live()
+
+    def _others_live(self) -> bool:
+        """Whether another live process uses this store (checked at most every `OTHERS_CHECK_S`)."""
+        now = time.monotonic()
+        if now - self._others_checked > OTHERS_CHECK_S:
+            self._others = self.store.other_live_runs() or self.store.other_live_leases()
+            self._others_checked = now
+        return self._others
 
     def _metrics_of(self, run: _Run, from_run: int | None, name: str) -> dict[str, float] | None:
         """The metrics a cached step recorded in the run that computed it (one query per source run)."""
@@ -688,11 +742,7 @@ class Engine:
         process that started alone takes no leases until its next check, so two processes starting
         within `OTHERS_CHECK_S` of each other may both compute a step once; the store keeps one result.
         """
-        now = time.monotonic()
-        if now - self._others_checked > OTHERS_CHECK_S:
-            self._others = self.store.other_live_runs() or self.store.other_live_leases()
-            self._others_checked = now
-        if not self._others:
+        if not self._others_live():
             return None
         other_run = self.store.running_elsewhere(fingerprint)
         if other_run is not None:
@@ -781,20 +831,21 @@ class Engine:
                 self._orders.pop(next(iter(self._orders)))
         chunk = order[step_name] // CODE_CHUNK
         key = f"{loaded.load_id}:{chunk}"
-        names = loaded.graph.order[chunk * CODE_CHUNK : (chunk + 1) * CODE_CHUNK]
-        if key in self._broken_bundles:
-            key, names = f"{loaded.load_id}:{step_name}", [step_name]
+        alone = key in self._broken_bundles
+        if alone:
+            key = f"{loaded.load_id}:{step_name}"
         code = self._codes.get(key)
         if code is None:
+            start = chunk * CODE_CHUNK
+            names = [step_name] if alone else loaded.graph.order[start : start + CODE_CHUNK]
             for module_name in [loaded.module.__name__, *loaded.local_modules]:
                 if module_name in sys.modules:
                     cloudpickle.register_pickle_by_value(sys.modules[module_name])
             try:
-                code = _pickle_code({n: loaded.graph.nodes[n].step.fn for n in names})
+                code = pickle_code({n: loaded.graph.nodes[n].step.fn for n in names})
             except Exception:
                 key = f"{loaded.load_id}:{step_name}"
-                alone = {step_name: loaded.graph.nodes[step_name].step.fn}
-                code = self._codes.get(key) or _pickle_code(alone)
+                code = self._codes.get(key) or pickle_code({step_name: loaded.graph.nodes[step_name].step.fn})
             self._codes[key] = code
             if len(self._codes) > 4096:
                 self._codes.pop(next(iter(self._codes)))
@@ -1035,7 +1086,7 @@ class Engine:
                 waiting.pending -= 1
                 if waiting.pending == 0 and waiting.status == "pending":
                     waiting.status = "ready"
-                    run.ready.append(child)
+                    run.make_ready(child)
         self._maybe_finish(run)
 
     def _finish_fan_out(self, run: _Run, name: str) -> None:

@@ -127,6 +127,11 @@ class FlowReloaded(Event):
     added: tuple[str, ...]
     removed: tuple[str, ...]
     ts: float
+    rerun: tuple[str, ...] = ()
+    """What the next run will execute: the changed and added steps and everything downstream of them
+    (a downstream step whose inputs come out the same is then taken from the cache after all)."""
+    cached: int = 0
+    """How many steps the next run takes from the cache (if they have a result)."""
     kind: str = field(init=False, default="flow_reloaded")
 
 

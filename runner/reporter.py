@@ -109,14 +109,23 @@ class PlainReporter:
 
 
 def reload_line(event: FlowReloaded) -> str:
+    """`↻ train.py saved; changed: train; re-run: train, evaluate; 4 cached`."""
     what = []
     if event.changed:
-        what.append(f"changed: {', '.join(event.changed)}")
+        what.append(f"changed: {_names(event.changed)}")
     if event.added:
-        what.append(f"added: {', '.join(event.added)}")
+        what.append(f"added: {_names(event.added)}")
     if event.removed:
-        what.append(f"removed: {', '.join(event.removed)}")
+        what.append(f"removed: {_names(event.removed)}")
+    if event.rerun:
+        what.append(f"re-run: {_names(event.rerun)}")
+        what.append(f"{event.cached} cached")
     return f"↻ {event.changed_file} saved; " + ("; ".join(what) if what else "no step changed")
+
+
+def _names(names: tuple[str, ...], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 class JsonReporter:

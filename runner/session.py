@@ -107,8 +107,21 @@ class FlowSession:
         with self._lock:
             diff = self._diff(loaded, params)
             self.loaded, self.error = loaded, None
+        targets = set(diff.changed + diff.added)
+        for name in diff.changed + diff.added:
+            targets |= loaded.graph.descendants(name)
+        rerun = tuple(name for name in loaded.graph.order if name in targets)
         self.engine.publish(
-            FlowReloaded(str(self.path), shown, diff.changed, diff.added, diff.removed, time.time())
+            FlowReloaded(
+                str(self.path),
+                shown,
+                diff.changed,
+                diff.added,
+                diff.removed,
+                time.time(),
+                rerun=rerun,
+                cached=len(loaded.graph.nodes) - len(rerun),
+            )
         )
         self.last_diff = diff
         return None
@@ -162,6 +175,7 @@ class FlowSession:
         to_steps: Sequence[str] = (),
         params: dict[str, Any] | None = None,
         resume_of: int | None = None,
+        prioritise: Sequence[str] = (),
     ) -> RunHandle:
         """Start a run of the last good graph; it supersedes this session's run in flight, if any.
 
@@ -182,6 +196,7 @@ class FlowSession:
                 force_steps=tuple(force_steps),
                 trigger=trigger,
                 resume_of=resume_of,
+                prioritise=tuple(prioritise),
                 supersedes=previous.id if previous is not None and not previous.done else None,
             )
             self.current = self.engine.start(request)
@@ -263,7 +278,12 @@ class FlowSession:
                     continue
                 if not self.last_diff.empty or self._last_run_failed() or self.current is None:
                     try:
-                        self.run(trigger=f"watch: {changed_file} changed", **(run_options or {}))
+                        diff = self.last_diff
+                        self.run(
+                            trigger=f"watch: {changed_file} changed",
+                            prioritise=diff.changed + diff.added,
+                            **(run_options or {}),
+                        )
                     except FlowError as exc:
                         self.engine.publish(LoadFailed(str(self.path), str(exc), time.time()))
                 if self.watched_files() != files:

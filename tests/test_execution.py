@@ -302,6 +302,23 @@ def test_fd_output_right_before_return_is_never_lost(harness, write_flow, log):
     assert missing == 0, f"lost in {missing} of 20 runs"
 
 
+def test_a_large_fd_write_right_before_return_is_captured_whole(harness, write_flow, log):
+    """More than a pipe holds: the worker's write blocks until the runner reads, then the result
+    follows at once; every line must still be attributed to the step."""
+    body = """
+        @step(cache=False)
+        def native():
+            os.write(1, b"".join(b"row %06d\\n" % i for i in range(20000)) + b"last line\\n")
+            return 0
+    """
+    path = write(write_flow, log, body)
+    for _ in range(3):
+        run = harness.run(path)
+        harness.store.flush()
+        texts = [line.line for line in harness.store.get_logs(run.id, "native")]
+        assert len(texts) == 20001 and texts[-1] == "last line", (len(texts), texts[-1:])
+
+
 def test_logs_are_stored_with_timestamps_and_streams(harness, write_flow, log):
     body = """
         import sys
@@ -786,3 +803,26 @@ def test_resume_after_ctrl_c_reruns_the_cancelled_steps(flow_cli, write_flow, lo
     assert resumed.code == 0, resumed
     assert executed(log) == ["slow", "after"]
     wait_for(lambda: not worker_pids(marker), timeout=10)
+
+
+def test_a_prioritised_step_is_reached_before_unrelated_ones(harness, write_flow, log):
+    """A save's changed step goes first: its upstream steps are decided before any other branch's, so
+    the step just edited starts without waiting for the rest of a big flow to be checked."""
+    chains = [f"a{i}" for i in range(12)], [f"b{i}" for i in range(12)]
+    body = ""
+    for chain in chains:
+        for i, name in enumerate(chain):
+            arg = chain[i - 1] if i else ""
+            body += f"\n@step\ndef {name}({arg}):\n    mark('{name}')\n    return {i}\n"
+    path = write(write_flow, log, body)
+    assert harness.run(path).status == "succeeded"
+    path.write_text(flow_source(log, body.replace("mark('b8')", "mark('b8 edited')")), encoding="utf-8")
+    harness.events.clear()
+    harness.run(path, prioritise=("b8",))
+    decided = [
+        e.step
+        for e in harness.events
+        if (type(e).__name__ == "StepFinished" and e.status == "cached") or type(e).__name__ == "StepStarted"
+    ]
+    assert decided.index("b8") == 8, decided  # b0..b7 (cached), then b8 starts
+    assert not any(name.startswith("a") for name in decided[:9]), decided
