@@ -1,13 +1,16 @@
 """Provides `StoreRecorder`: the subscriber that turns the engine's events into run-store rows.
 
-Log lines are buffered and written in batches (`insert_logs`: many rows per statement), so a step
-printing a million lines costs a few thousand transactions, not a million.
+Log lines and finished steps' rows are buffered and written in batches (many rows per statement),
+so a step printing a million lines costs a few thousand transactions, not a million, and a
+1,000-step run a few dozen statements for its results, not a thousand.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
@@ -18,6 +21,12 @@ LOG_BACKLOG = 20_000
 """Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
 
 
+@dataclass
+class _FinishedBatch:
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
+
+
 class StoreRecorder:
     """Persists runs, steps, metrics and logs as events arrive (writes are queued, batched)."""
 
@@ -25,6 +34,9 @@ class StoreRecorder:
         self._store = store
         self._logs: list[tuple[int, str, float, str, str]] = []
         self._lock = threading.Lock()
+        self._open: _FinishedBatch | None = None
+        """Finished steps' rows waiting for the write already queued for them."""
+        self._details: dict[tuple[int, str], tuple[dict[str, object], str]] = {}
 
     def __call__(self, event: Event) -> None:
         if type(event) is StepLog:  # the bulk of the events: as few steps as possible per line
@@ -41,6 +53,10 @@ class StoreRecorder:
                 except FlowError:
                     pass  # a failed write is sticky: the run's final flush reports it
             return
+        if type(event) is StepFinished:
+            self._finished(event)
+            return
+        self._seal()
         submit = self._store.submit
         if isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
@@ -76,9 +92,8 @@ class StoreRecorder:
                     (f"attempt {event.attempt} failed: {event.error}", event.run_id, event.step),
                 )
             )
-        elif isinstance(event, StepFinished):
-            self._finished(event)
         elif isinstance(event, RunFinished):
+            self._write_details(event.run_id)
             submit(self._write_logs)
             submit(
                 lambda c: c.execute(
@@ -89,6 +104,7 @@ class StoreRecorder:
 
     def _finished(self, event: StepFinished) -> None:
         parent = event.step.partition("[")[0] if event.step.endswith("]") else None
+        detail = self._details.pop((event.run_id, event.step), None)
         row = (
             event.run_id,
             event.step,
@@ -104,37 +120,55 @@ class StoreRecorder:
             event.fingerprint,
             event.output_hash,
             event.preview,
+            detail[0] if detail else None,
+            detail[1] if detail else None,
         )
         metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
+        with self._lock:
+            batch = self._open
+            if batch is None:
+                batch = self._open = _FinishedBatch()
+                new = True
+            else:
+                new = False
+            batch.rows.append(row)
+            batch.metrics += metrics
+        if new:
+            self._store.submit(lambda c: self._write_finished(c, batch))
 
-        def write(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, finished_at, "
-                "duration_s, reason, error, traceback, fingerprint, output_hash, preview) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
-                "status=excluded.status, attempts=excluded.attempts, "
-                "started_at=COALESCE(steps.started_at, excluded.started_at), "
-                "finished_at=excluded.finished_at, duration_s=excluded.duration_s, "
-                "reason=excluded.reason, error=excluded.error, traceback=excluded.traceback, "
-                "fingerprint=excluded.fingerprint, output_hash=excluded.output_hash, "
-                "preview=excluded.preview",
-                row,
-            )
-            if metrics:
-                c.executemany(
-                    "INSERT OR REPLACE INTO metrics(run_id, step, key, value) VALUES (?, ?, ?, ?)", metrics
-                )
+    def _write_finished(self, conn: sqlite3.Connection, batch: _FinishedBatch) -> None:
+        with self._lock:
+            if self._open is batch:
+                self._open = None  # rows that come now go to a new batch, written after this one
+        rows = [
+            row if row[14] is None else (*row[:14], dumps_json(row[14]), row[15]) for row in batch.rows
+        ]
+        insert_finished(conn, rows)
+        if batch.metrics:
+            insert_metrics(conn, batch.metrics)
 
-        self._store.submit(write)
+    def _seal(self) -> None:
+        """Another step-row write is queued: finished rows after it must not join a batch before it
+        (a `StepStarted` written after the same step's `StepFinished` would make it look running)."""
+        with self._lock:
+            self._open = None
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
-        """Store the fingerprint parts of an execution (what the next run compares against)."""
-        self._store.submit(  # serialised on the writer thread, off the scheduler's path
-            lambda c: c.execute(
-                "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
-                (dumps_json(detail), where, run_id, step),
+        """Keep the fingerprint parts of an execution (what the next run compares against): they are
+        written with the step's finished row, or when its run ends (a step stopped meanwhile)."""
+        self._details[(run_id, step)] = (detail, where)
+
+    def _write_details(self, run_id: int) -> None:
+        left = [(key, value) for key, value in self._details.items() if key[0] == run_id]
+        for key, _ in left:
+            del self._details[key]
+        if left:
+            self._store.submit(
+                lambda c: c.executemany(
+                    "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
+                    [(dumps_json(detail), where, rid, name) for (rid, name), (detail, where) in left],
+                )
             )
-        )
 
     def _write_logs(self, conn: sqlite3.Connection) -> None:
         with self._lock:
@@ -146,26 +180,49 @@ LOG_CHUNK = 128
 """Log rows per INSERT statement (640 parameters: under SQLite's smallest limit of 999)."""
 
 
-def _insert_sql(count: int) -> str:
-    return "INSERT INTO logs(run_id, step, ts, stream, line) VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * count)
-
-
-_INSERT_SQL = {size: _insert_sql(size) for size in (LOG_CHUNK, 64, 32, 16, 8, 4, 2, 1)}
-
-
-def insert_logs(conn: sqlite3.Connection, rows: list[tuple[int, str, float, str, str]]) -> None:
-    """Insert log rows in order, many per statement.
+class MultiRowInsert:
+    """One INSERT of many rows per statement, rows kept in order.
 
     `executemany` runs one statement per row, and releases and re-takes the GIL around each: with a
-    flood of lines that hands the GIL back and forth thousands of times a second and stalls every
-    other thread (the TUI's key handling among them). A statement of many rows does it once per
-    chunk. Chunks are LOG_CHUNK rows, the tail in power-of-two pieces, so a handful of statements
-    are ever compiled (the connection caches them).
+    flood of rows that hands the GIL back and forth thousands of times a second and stalls every
+    other thread (the scheduler, the TUI's key handling). A statement of many rows does it once per
+    chunk. Chunks are `chunk` rows, the tail in power-of-two pieces, so a handful of statements are
+    ever compiled (the connection caches them).
     """
-    start, total = 0, len(rows)
-    for size in _INSERT_SQL:
-        sql = _INSERT_SQL[size]
-        while total - start >= size:
-            chunk = rows[start : start + size]
-            conn.execute(sql, [value for row in chunk for value in row])
-            start += size
+
+    def __init__(self, head: str, width: int, chunk: int, tail: str = "") -> None:
+        group = "(" + ", ".join(["?"] * width) + ")"
+        sizes = [chunk] + [2**i for i in range(chunk.bit_length() - 1, -1, -1) if 2**i < chunk]
+        self._sql = {size: f"{head} VALUES {', '.join([group] * size)}{tail}" for size in sizes}
+
+    def __call__(self, conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
+        start, total = 0, len(rows)
+        for size, sql in self._sql.items():
+            while total - start >= size:
+                chunk = rows[start : start + size]
+                conn.execute(sql, [value for row in chunk for value in row])
+                start += size
+
+
+insert_logs = MultiRowInsert("INSERT INTO logs(run_id, step, ts, stream, line)", 5, LOG_CHUNK)
+"""Insert log rows `(run_id, step, ts, stream, line)` in order, many per statement."""
+
+_FINISHED_COLUMNS = (
+    "run_id, name, parent, status, attempts, started_at, finished_at, duration_s, reason, error, "
+    "traceback, fingerprint, output_hash, preview, detail, where_ran"
+)
+insert_finished = MultiRowInsert(
+    f"INSERT INTO steps({_FINISHED_COLUMNS})",
+    16,
+    32,
+    " ON CONFLICT(run_id, name) DO UPDATE SET "
+    "status=excluded.status, attempts=excluded.attempts, "
+    "started_at=COALESCE(steps.started_at, excluded.started_at), "
+    "finished_at=excluded.finished_at, duration_s=excluded.duration_s, "
+    "reason=excluded.reason, error=excluded.error, traceback=excluded.traceback, "
+    "fingerprint=excluded.fingerprint, output_hash=excluded.output_hash, "
+    "preview=excluded.preview, detail=COALESCE(excluded.detail, steps.detail), "
+    "where_ran=COALESCE(excluded.where_ran, steps.where_ran)",
+)
+"""Upsert finished steps' rows (with the fingerprint parts of those that executed)."""
+insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, key, value)", 4, 128)

@@ -169,8 +169,9 @@ class Store:
             if not create:
                 raise FlowError(f"no flow store at {self.root} (nothing has run here yet)")
             try:
-                self.root.mkdir(mode=0o700, parents=True)
-                self.artifact_dir.mkdir(mode=0o700)
+                # exist_ok: another process may create the same store at the same moment.
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self.artifact_dir.mkdir(mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
         self._check_private()
@@ -208,7 +209,17 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                # Switching a new database to WAL can report "locked" at once, without waiting, while
+                # another process creates the same store: retry like the busy timeout would.
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
@@ -238,6 +249,13 @@ class Store:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Read again under the write lock: another process may have created or migrated the
+            # store since the first read (a migration applied twice would fail).
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            version = int(row[0]) if row else 0
             if version == 0:
                 for statement in _SCHEMA:
                     conn.execute(statement)

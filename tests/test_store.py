@@ -243,3 +243,57 @@ def test_the_store_is_consistent_after_every_run(harness, write_flow, log, store
             assert content_hash(bytes(data)) == digest
     finally:
         conn.close()
+
+
+def test_many_processes_creating_one_store_at_once_all_succeed(tmp_path):
+    """Creating a store races: the directory, the switch to WAL and the schema must each tolerate
+    another process doing the same at the same moment."""
+    go = tmp_path / "go"
+    script = (
+        "import sys, pathlib\n"
+        "from runner.store import Store\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): pass\n"
+        "Store(sys.argv[1]).close()\n"
+    )
+    for attempt in range(5):
+        store = tmp_path / f"store{attempt}"
+        go.unlink(missing_ok=True)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(store), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        go.touch()
+        results = [proc.communicate(timeout=60) for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 6, results
+
+
+def test_every_finished_step_row_is_written_whole(harness, write_flow, log, store_dir):
+    """Finished steps' rows go to SQLite many per statement: each one must still carry its status,
+    timings, fingerprint parts, worker and metrics, and a cached re-run must update them all."""
+    body = "from dsl import log_metric\n" + "".join(
+        f"\n@step\ndef s{i}({f's{i - 1}' if i else ''}):\n    log_metric('m', {i})\n    return {i}\n"
+        for i in range(150)
+    )
+    path = write_flow(flow_source(log, body))
+    first = harness.run(path)
+    second = harness.run(path)
+    harness.store.flush()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        rows = conn.execute(
+            "SELECT name, status, finished_at, detail, where_ran FROM steps WHERE run_id=?", (first.id,)
+        ).fetchall()
+        assert len(rows) == 150
+        assert all(s == "succeeded" and done and detail and where for _, s, done, detail, where in rows)
+        metrics = dict(conn.execute("SELECT step, value FROM metrics WHERE run_id=?", (first.id,)).fetchall())
+        assert metrics == {f"s{i}": float(i) for i in range(150)}
+        by_status = "SELECT status, COUNT(*) FROM steps WHERE run_id=? GROUP BY status"
+        assert conn.execute(by_status, (second.id,)).fetchall() == [("cached", 150)]
+    finally:
+        conn.close()
