@@ -22,8 +22,9 @@ LOG_BACKLOG = 20_000
 
 
 @dataclass
-class _FinishedBatch:
-    rows: list[tuple[object, ...]] = field(default_factory=list)
+class _StepBatch:
+    rows: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
+    """("started" or "finished", the row), in the order the events came."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
 
 
@@ -34,8 +35,8 @@ class StoreRecorder:
         self._store = store
         self._logs: list[tuple[int, str, float, str, str]] = []
         self._lock = threading.Lock()
-        self._open: _FinishedBatch | None = None
-        """Finished steps' rows waiting for the write already queued for them."""
+        self._open: _StepBatch | None = None
+        """Steps' started and finished rows waiting for the write already queued for them."""
         self._details: dict[tuple[int, str], tuple[dict[str, object], str]] = {}
 
     def __call__(self, event: Event) -> None:
@@ -56,6 +57,20 @@ class StoreRecorder:
         if type(event) is StepFinished:
             self._finished(event)
             return
+        if type(event) is StepStarted:
+            parent = event.step.partition("[")[0] if event.step.endswith("]") else None
+            row = (
+                event.run_id,
+                event.step,
+                parent,
+                "running",
+                event.attempt,
+                event.ts,
+                event.reason,
+                event.fingerprint,
+            )
+            self._add_step_row("started", row, [])
+            return
         self._seal()
         submit = self._store.submit
         if isinstance(event, RunStarted):
@@ -63,26 +78,6 @@ class StoreRecorder:
             submit(
                 lambda c: c.executemany(
                     "INSERT OR IGNORE INTO steps(run_id, name, status) VALUES (?, ?, 'pending')", rows
-                )
-            )
-        elif isinstance(event, StepStarted):
-            parent = event.step.partition("[")[0] if event.step.endswith("]") else None
-            submit(
-                lambda c: c.execute(
-                    "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, "
-                    "fingerprint)"
-                    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET "
-                    "status='running', attempts=excluded.attempts, started_at=excluded.started_at, "
-                    "reason=excluded.reason, fingerprint=excluded.fingerprint",
-                    (
-                        event.run_id,
-                        event.step,
-                        parent,
-                        event.attempt,
-                        event.ts,
-                        event.reason,
-                        event.fingerprint,
-                    ),
                 )
             )
         elif isinstance(event, StepRetrying):
@@ -124,26 +119,51 @@ class StoreRecorder:
             detail[1] if detail else None,
         )
         metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
+        self._add_step_row("finished", row, metrics)
+
+    def _add_step_row(
+        self, kind: str, row: tuple[object, ...], metrics: list[tuple[int, str, str, float]]
+    ) -> None:
         with self._lock:
             batch = self._open
             if batch is None:
-                batch = self._open = _FinishedBatch()
+                batch = self._open = _StepBatch()
                 new = True
             else:
                 new = False
-            batch.rows.append(row)
+            batch.rows.append((kind, row))
             batch.metrics += metrics
         if new:
-            self._store.submit(lambda c: self._write_finished(c, batch))
+            self._store.submit(lambda c: self._write_steps(c, batch))
 
-    def _write_finished(self, conn: sqlite3.Connection, batch: _FinishedBatch) -> None:
+    def _write_steps(self, conn: sqlite3.Connection, batch: _StepBatch) -> None:
+        """Write a batch of step rows in order. A step that started and finished within the batch
+        needs only its finished row (which carries everything), so a chain of quick steps costs a
+        statement per batch instead of two per step."""
         with self._lock:
             if self._open is batch:
                 self._open = None  # rows that come now go to a new batch, written after this one
-        rows = [
-            row if row[14] is None else (*row[:14], dumps_json(row[14]), row[15]) for row in batch.rows
-        ]
-        insert_finished(conn, rows)
+        finished_later: set[tuple[object, object]] = set()
+        kept: list[tuple[str, tuple[object, ...]]] = []
+        for kind, row in reversed(batch.rows):
+            key = (row[0], row[1])
+            if kind == "finished":
+                finished_later.add(key)
+                if row[14] is not None:
+                    row = (*row[:14], dumps_json(row[14]), row[15])
+            elif key in finished_later:
+                continue
+            kept.append((kind, row))
+        kept.reverse()
+        start = 0
+        while start < len(kept):
+            kind = kept[start][0]
+            end = start
+            while end < len(kept) and kept[end][0] == kind:
+                end += 1
+            rows = [row for _, row in kept[start:end]]
+            (insert_finished if kind == "finished" else insert_started)(conn, rows)
+            start = end
         if batch.metrics:
             insert_metrics(conn, batch.metrics)
 
@@ -225,4 +245,12 @@ insert_finished = MultiRowInsert(
     "where_ran=COALESCE(excluded.where_ran, steps.where_ran)",
 )
 """Upsert finished steps' rows (with the fingerprint parts of those that executed)."""
+insert_started = MultiRowInsert(
+    "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, fingerprint)",
+    8,
+    64,
+    " ON CONFLICT(run_id, name) DO UPDATE SET status='running', attempts=excluded.attempts, "
+    "started_at=excluded.started_at, reason=excluded.reason, fingerprint=excluded.fingerprint",
+)
+"""Upsert started steps' rows (status `running`)."""
 insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, key, value)", 4, 128)

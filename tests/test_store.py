@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from dsl import load_flow
 from dsl.errors import FlowError
 from runner import store as store_module
 from runner.artifacts import ArtifactError, content_hash, write_file_atomic
+from runner.engine import RunRequest
 from runner.store import Store
-from tests.helpers_core import executed, flow_source, reset
+from tests.helpers_core import executed, flow_source, reset, step_status_in_db, wait_for
 
 
 @pytest.fixture
@@ -297,3 +299,30 @@ def test_every_finished_step_row_is_written_whole(harness, write_flow, log, stor
         assert conn.execute(by_status, (second.id,)).fetchall() == [("cached", 150)]
     finally:
         conn.close()
+
+
+def test_a_running_step_shows_as_running_in_the_store_while_it_runs(
+    harness, write_flow, log, store_dir, tmp_path
+):
+    """Started rows are written in batches too: another process (`flow runs`, a TUI) must still see
+    a step as running while it runs, not only once it finished."""
+    release = tmp_path / "release"
+    body = f"""
+        import pathlib, time
+
+        @step(cache=False)
+        def slow():
+            while not pathlib.Path({str(release)!r}).exists():
+                time.sleep(0.01)
+            return 1
+    """
+    path = write_flow(flow_source(log, body))
+    loaded = load_flow(path)
+    handle = harness.engine.start(RunRequest(loaded, {}))
+    try:
+        wait_for(lambda: step_status_in_db(store_dir, "slow") == ["running"], timeout=30)
+    finally:
+        release.touch()
+    assert handle.wait(30) == "succeeded"
+    harness.store.flush()
+    assert step_status_in_db(store_dir, "slow") == ["succeeded"]
