@@ -406,7 +406,8 @@ class FlowPane(Vertical):
             run += " (past run: v follows live)"
         dag.border_title = f"{name} · {run}"
         watch = "watch on" if self.watching else "watch off"
-        dag.border_subtitle = f"{len(self.loaded.graph.nodes) if self.loaded else 0} steps · {watch}"
+        count = len(self.loaded.graph.nodes) if self.loaded else 0
+        dag.border_subtitle = f"{count} step{'' if count == 1 else 's'} · {watch}"
 
     # ----- children's messages ---------------------------------------------------------------
 
