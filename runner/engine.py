@@ -230,6 +230,8 @@ class Engine:
         self._cached_rowid = 0
         self._cached_fresh = False
         self._flows_seen: set[str] = set()
+        self._unusable: dict[str, str] = {}
+        """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
         self._leases: set[str] = set()
         self._by_task: dict[str, _Execution] = {}
         self._queue: deque[_Execution] = deque()
@@ -594,6 +596,8 @@ class Engine:
             reason = f"cannot fingerprint ({static.untrusted}); always runs"
         elif not node.step.cache:
             reason = "cache disabled (cache=False)"
+        elif fingerprint in self._unusable:
+            reason = f"its cached result could not be used: {self._unusable.pop(fingerprint)}"
         else:
             reason = explain(self._previous_detail(run, name), detail)
         state.reason = reason
@@ -671,6 +675,7 @@ class Engine:
                 return recent
             self._recent.pop(fingerprint, None)
             self.store.forget_cache(fingerprint)
+            self._unusable[fingerprint] = "its artifact file is gone or changed on disk"
             return None
         else:
             hit = run.prefetched.pop(fingerprint, None)
@@ -685,9 +690,10 @@ class Engine:
             found = (hit.output_hash, hit.run_id, hit.preview)
         try:
             self.store.artifact_location(found[0])
-        except ArtifactError:
+        except ArtifactError as exc:
             self._recent.pop(fingerprint, None)
             self.store.forget_cache(fingerprint)
+            self._unusable[fingerprint] = str(exc)
             return None
         return found
 

@@ -538,6 +538,8 @@ def test_a_corrupt_inline_artifact_is_detected_and_the_step_reruns(flow_cli, wri
     shown = flow_cli("show", "last", "--json").json()
     st = {s["name"]: s for s in shown["steps"]}
     assert st["b"]["status"] == "succeeded"
+    assert st["b"]["reason"].startswith("its cached result could not be used: artifact "), st["b"]["reason"]
+    assert "corrupt" in st["b"]["reason"]
     assert st["c"]["status"] == "cached"
     assert st["c"]["preview"] == "20"
 
@@ -601,6 +603,8 @@ def test_a_missing_file_artifact_reruns_the_step(harness, write_flow, log, store
     run = harness.run(path)
     assert executed(log) == ["big", "big"]
     assert steps_of(run)["big"].status == "succeeded"
+    reason = steps_of(run)["big"].reason
+    assert reason == "its cached result could not be used: its artifact file is gone or changed on disk"
 
 
 def test_a_corrupt_inline_artifact_is_healed_by_the_rerun(harness, write_flow, log, store_dir):
