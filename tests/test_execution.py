@@ -826,3 +826,20 @@ def test_a_prioritised_step_is_reached_before_unrelated_ones(harness, write_flow
     ]
     assert decided.index("b8") == 8, decided  # b0..b7 (cached), then b8 starts
     assert not any(name.startswith("a") for name in decided[:9]), decided
+
+
+def test_an_inline_result_larger_than_a_pipe_read_arrives_whole(harness, write_flow, log):
+    """Results up to 1 MiB travel inline in the result frame, which the runner reads 64 KiB at a time."""
+    body = """
+        @step
+        def big():
+            return bytes(range(256)) * 3000  # 768,000 bytes: inline, a dozen reads
+
+        @step
+        def check(big):
+            return (len(big), big[:256] == bytes(range(256)), big[-1])
+    """
+    path = write(write_flow, log, body)
+    run = harness.run(path)
+    assert run.status == "succeeded"
+    assert steps_of(run)["check"].preview == "(768000, True, 255)"
