@@ -170,19 +170,23 @@ def run(
     store_dir: StoreOpt = None,
 ) -> None:
     """Run a flow headless: re-executes only what changed, reuses everything else from the cache."""
-    from runner.params import parse_assignments, read_params_file
+    from dsl import load_flow
+    from runner.params import parse_assignments, read_params_file, resolve_flow_params
     from runner.session import FlowSession
 
     overrides = parse_assignments(param or [])
     file_values = read_params_file(params_file) if params_file else {}
+    # An invalid flow or parameter is reported before the store exists: a typo leaves no `.flow/`.
+    loaded = load_flow(file)
+    resolve_flow_params(loaded, overrides, file_values)
     store = _store(store_dir)
     engine = _engine(store, executor, workers, debug=pdb)
     prestart = getattr(engine.executor, "prestart", None)
     if prestart is not None:
-        prestart(1)  # the worker's interpreter starts while the flow loads
+        prestart(1)  # the worker's interpreter starts while the run is planned
     session = FlowSession(file, engine, overrides, file_values)
     try:
-        session.load()
+        session.load(loaded)
         reporter = _reporter(json_lines)
         engine.subscribe(reporter)
         options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}

@@ -58,8 +58,9 @@ class PlainReporter:
         if isinstance(event, RunStarted):
             self._ran[event.run_id] = []
             params = ", ".join(f"{k}={v!r}" for k, v in event.params.items())
+            count = len(event.steps)
             self._print(
-                f"run #{event.run_id} of {event.flow} ({len(event.steps)} steps)"
+                f"run #{event.run_id} of {event.flow} ({count} step{'' if count == 1 else 's'})"
                 + (f" [{event.trigger}]" if event.trigger not in ("cli", "") else "")
                 + (f" with {params}" if params else "")
             )

@@ -78,9 +78,11 @@ class FlowSession:
 
     # ----- loading ------------------------------------------------------------------------------
 
-    def load(self) -> LoadedFlow:
-        """The first load: raises `FlowError` (there is no last good graph to fall back on)."""
-        loaded = load_flow(self.path)
+    def load(self, loaded: LoadedFlow | None = None) -> LoadedFlow:
+        """The first load (or adopt `loaded`, already loaded from `path`): raises `FlowError` (there
+        is no last good graph to fall back on)."""
+        if loaded is None:
+            loaded = load_flow(self.path)
         params = resolve_flow_params(loaded, self.overrides, self.file_values)
         with self._lock:
             self.loaded, self.error = loaded, None

@@ -203,3 +203,15 @@ def test_an_invalid_flow_creates_no_run(flow_cli, project, store_dir):
     assert flow_cli("run", str(project / "good_params.py"), "-p", "lr=x").code == 2
     assert flow_cli("run", str(project / "bad_cycle.py")).code == 2
     assert len(flow_cli("runs", "--json").json()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("missing.py",), ("bad_syntax.py",), ("bad_cycle.py",), ("good_params.py", "-p", "nope=1")],
+    ids=["missing", "syntax", "cycle", "unknown-param"],
+)
+def test_an_invalid_flow_leaves_no_store_behind(flow_cli, project, store_dir, args):
+    """A typo'd file name or a broken flow must not create `.flow/` where the user happened to be."""
+    result = flow_cli("run", str(project / args[0]), *args[1:])
+    assert_one_clear_line(result)
+    assert not store_dir.exists()
