@@ -250,6 +250,7 @@ class Engine:
         self._statics: dict[str, dict[str, StaticPrint]] = {}
         self._task_ids = itertools.count(1)
         self._closing = False
+        self._closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         store.mark_interrupted()
@@ -314,7 +315,8 @@ class Engine:
             self.store.delete_run(run_id)
             raise
         run.remaining = len(scope)
-        self._command(lambda: self._begin(run))
+        if not self._command(lambda: self._begin(run)):
+            run.handle._finish("cancelled")  # its row is marked interrupted when the store next opens
         return run.handle
 
     def run(self, request: RunRequest) -> RunHandle:
@@ -329,6 +331,8 @@ class Engine:
 
     def close(self) -> None:
         """Stop every run, then the scheduler and the executor's workers."""
+        with self._lock:
+            self._closed = True  # from now on no scheduler thread starts (see `_command`)
         if self._thread is not None:
             done = threading.Event()
 
@@ -349,14 +353,19 @@ class Engine:
 
     # ----- scheduler thread ---------------------------------------------------------------------
 
-    def _command(self, fn: Callable[[], None]) -> None:
-        self._commands.append(fn)
+    def _command(self, fn: Callable[[], None]) -> bool:
+        """Hand `fn` to the scheduler thread (started on first use); False once the engine is closed
+        and its scheduler gone (a run started while the app quits then never starts)."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
+                    if self._closed:
+                        return False
                     self._thread = threading.Thread(target=self._loop, name="flow-scheduler", daemon=True)
                     self._thread.start()
+        self._commands.append(fn)
         self.executor.wakeup()
+        return True
 
     def _loop(self) -> None:
         while not self._closing:

@@ -843,3 +843,22 @@ def test_an_inline_result_larger_than_a_pipe_read_arrives_whole(harness, write_f
     run = harness.run(path)
     assert run.status == "succeeded"
     assert steps_of(run)["check"].preview == "(768000, True, 255)"
+
+
+def test_a_run_started_after_close_never_starts_and_never_hangs(store_dir, write_flow, log):
+    """The TUI may start a run from a worker thread while the app quits: once the engine is closed, a
+    start returns a finished (cancelled) run instead of a scheduler on a closed executor."""
+    from dsl import load_flow
+    from runner.engine import Engine, RunRequest
+    from runner.executors.local import LocalExecutor
+    from runner.store import Store
+
+    path = write(write_flow, log, "@step\ndef a():\n    mark('a')\n    return 1\n")
+    store = Store(store_dir)
+    engine = Engine(store, LocalExecutor(1))
+    loaded = load_flow(path)
+    engine.close()
+    handle = engine.start(RunRequest(loaded, {}))
+    assert handle.wait(5) == "cancelled"
+    assert executed(log) == []
+    store.close()
