@@ -55,6 +55,7 @@ from runner.artifacts import (
     write_file_atomic,
 )
 from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult
+from runner.executors.execute import printable
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -179,10 +180,11 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
     try:
         while True:
             for event in local.events(_POLL_S):
+                # printable: msgpack fails the worker's whole connection on a lone surrogate.
                 if isinstance(event, TaskLogs):
-                    lines.extend([stream, _encodable(line), ts] for stream, line, ts in event.lines)
+                    lines.extend([stream, printable(line), ts] for stream, line, ts in event.lines)
                 elif isinstance(event, TaskLog):
-                    lines.append([event.stream, _encodable(event.line), event.ts])
+                    lines.append([event.stream, printable(event.line), event.ts])
                 elif isinstance(event, TaskDone) and event.task_id == task.id:
                     result = event.result
             now = time.monotonic()
@@ -208,21 +210,6 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
     finally:
         if result is None:  # cancelled, timed out, or this function itself failed: never leave it running
             local.cancel(task.id)
-
-
-def _encodable(line: str) -> str:
-    """The line as msgpack can send it: a lone surrogate (bytes Python could not decode) becomes "?".
-
-    Not optional: an unencodable string fails the worker's whole connection to the scheduler, which
-    then drops the worker and everything running on it.
-    """
-    if line.isascii():
-        return line
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError:
-        return line.encode("utf-8", "replace").decode("utf-8")
-    return line
 
 
 # ----- runner side ------------------------------------------------------------------------------
