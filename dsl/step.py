@@ -42,6 +42,9 @@ class Step:
             item (each cached separately) and downstream steps receive the ordered list of outputs.
         version: an opaque string; changing it invalidates cached results without a code change.
         resources: abstract resources an executor may honour (e.g. Dask worker resources).
+        inputs: declared input files: glob patterns relative to the flow file's directory (or
+            absolute); their contents are part of the step's fingerprint.
+        env: declared environment variables; their values are part of the step's fingerprint.
         file: the file the function was defined in.
         line: the line of its `def`.
     """
@@ -60,6 +63,8 @@ class Step:
         foreach: str | None = None,
         version: str | None = None,
         resources: dict[str, Any] | None = None,
+        inputs: Iterable[str] = (),
+        env: Iterable[str] = (),
     ) -> None:
         if not callable(fn):
             raise FlowError(f"@step must decorate a function, got {type(fn).__name__}")
@@ -94,6 +99,8 @@ class Step:
         self.foreach = foreach
         self.version = version
         self.resources = dict(resources or {})
+        self.inputs = _strings(inputs, "inputs", "file patterns", bad)
+        self.env = _strings(env, "env", "environment variable names", bad)
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
@@ -126,6 +133,17 @@ class Step:
         for target in _as_steps(other, "left"):
             _record(self, target)
         return self
+
+
+def _strings(value: Any, option: str, what: str, bad: Callable[[str], FlowError]) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    try:
+        found = tuple(items)
+    except TypeError:
+        raise bad(f"{option}= must be a list of {what}, got {value!r}") from None
+    if not all(isinstance(item, str) and item for item in found):
+        raise bad(f"{option}= must be a list of {what}, got {value!r}")
+    return found
 
 
 def _as_steps(value: Any, side: str) -> list[Step]:
@@ -167,6 +185,8 @@ def step(
     foreach: str | None = None,
     version: str | None = None,
     resources: dict[str, Any] | None = None,
+    inputs: Iterable[str] = (),
+    env: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
