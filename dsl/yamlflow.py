@@ -1,0 +1,539 @@
+"""Provides `compile_yaml`: a YAML flow file turned into the same steps and edges a Python flow gives.
+
+The schema (documented in the README; `docs/flow.schema.json` for editors):
+
+    name: train_and_eval                 # optional; default: the file's stem
+    description: ...
+    inputs:                              # flow inputs: the flow's parameters (-p lr=0.5)
+      lr: {type: float, default: 0.1, description: learning rate}
+    outputs:                             # flow outputs: name -> {{ steps.STEP.outputs.NAME }}
+      accuracy: "{{ steps.evaluate.outputs.accuracy }}"
+    steps:
+      - name: prepare
+        command: [python3, prepare.py, --rows, "{{ inputs.rows }}"]
+        outputs: [path]
+      - name: train
+        uses: pipeline_steps:train       # a Python function, called with `inputs` as keyword arguments
+        inputs: {data: "{{ steps.prepare.outputs.path }}", lr: "{{ inputs.lr }}"}
+        outputs: [model]
+
+A step has exactly one of `command` (an argv list; a string only with `shell: true`), `image` (a
+container, with an optional `command`) or `uses: module:function`. Every problem is a `FlowError`
+naming the file and line, raised before anything runs.
+
+PyYAML is imported here, lazily: `import dsl` stays standard-library only (see pyproject.toml's import
+contract), and only loading a `.yaml` flow needs the parser. It is used for its node tree, which keeps
+every key's line for the error messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsl import templates
+from dsl.errors import FlowError
+from dsl.external import external_step
+from dsl.params import REQUIRED, Param
+from dsl.step import Step
+from dsl.wiring import Edge
+
+TOP_KEYS = ("name", "description", "inputs", "outputs", "steps")
+STEP_KEYS = (
+    "name",
+    "description",
+    "command",
+    "shell",
+    "image",
+    "uses",
+    "inputs",
+    "env",
+    "outputs",
+    "needs",
+    "files",
+    "connections",
+    "retries",
+    "retry_delay",
+    "timeout",
+    "cache",
+)
+INPUT_KEYS = ("type", "default", "description")
+TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "path": Path}
+
+
+class Located:
+    """A YAML mapping or sequence with the line of itself and of each key (or item)."""
+
+    def __init__(self, value: dict[str, Any] | list[Any], line: int, lines: dict[Any, int]) -> None:
+        self.value = value
+        self.line = line
+        self.lines = lines
+
+
+@dataclass
+class YamlFlow:
+    """What a YAML flow file declares, ready for `dsl.graph.build_graph`.
+
+    Attributes:
+        name: the `name:` (None: the file's stem).
+        description: the `description:`.
+        steps: the steps, in file order.
+        edges: the `needs:` edges.
+        outputs: flow output name -> (step, output name or None for the whole output).
+    """
+
+    name: str | None
+    description: str
+    steps: list[Step] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def parse(text: str, file: str) -> Any:
+    """The document as plain values wrapped in `Located` (mappings and sequences), scalars as YAML types.
+
+    Raises:
+        FlowError: a YAML syntax error or a duplicate key, with its line.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise FlowError("the file is empty; a YAML flow needs at least `steps:`", file=file)
+        return _convert(node, loader, file)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise FlowError(f"YAML syntax error: {problem}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise FlowError(f"YAML syntax error: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def _convert(node: Any, loader: Any, file: str) -> Any:
+    import yaml
+
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        values: dict[Any, Any] = {}
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = _convert(key_node, loader, file)
+            if isinstance(key, Located):
+                raise FlowError("a mapping key must be a plain value", file=file, line=key.line)
+            if key in values:
+                raise FlowError(
+                    f"duplicate key '{key}' (first at line {lines[key]})",
+                    file=file,
+                    line=key_node.start_mark.line + 1,
+                )
+            values[key] = _convert(value_node, loader, file)
+            lines[key] = key_node.start_mark.line + 1
+        return Located(values, line, lines)
+    if isinstance(node, yaml.SequenceNode):
+        items = [_convert(item, loader, file) for item in node.value]
+        return Located(items, line, {i: item.start_mark.line + 1 for i, item in enumerate(node.value)})
+    return loader.construct_object(node, deep=True)
+
+
+class _Checker:
+    """Reads one Located mapping with errors that name the file and the line of the offending key."""
+
+    def __init__(self, file: str, where: str, located: Located, step: str | None = None) -> None:
+        self.file = file
+        self.where = where
+        self.located = located
+        self.step = step
+
+    def line_of(self, key: Any) -> int:
+        return self.located.lines.get(key, self.located.line)
+
+    def error(self, message: str, key: Any = None) -> FlowError:
+        line = self.line_of(key) if key is not None else self.located.line
+        return FlowError(message, file=self.file, line=line, step=self.step)
+
+    def only(self, allowed: tuple[str, ...]) -> None:
+        for key in self.located.value:
+            if key not in allowed:
+                raise self.error(
+                    f"unknown key '{key}' in {self.where}; expected one of: {', '.join(allowed)}", key
+                )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.located.value.get(key, default)  # type: ignore[union-attr]
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.error(f"'{key}' must be text, got {_kind(value)}", key)
+        return value
+
+    def mapping(self, key: str) -> Located | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Located) or not isinstance(value.value, dict):
+            raise self.error(f"'{key}' must be a mapping (name: value), got {_kind(value)}", key)
+        return value
+
+    def names(self, key: str, what: str) -> list[str]:
+        """A list of names; one name alone is taken as a list of one."""
+        value = self.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, Located) or not isinstance(value.value, list):
+            raise self.error(f"'{key}' must be a list of {what}, got {_kind(value)}", key)
+        for index, item in enumerate(value.value):
+            if not isinstance(item, str) or not item:
+                raise FlowError(
+                    f"'{key}' must be a list of {what}, got {_kind(item)}",
+                    file=self.file,
+                    line=value.lines.get(index, value.line),
+                    step=self.step,
+                )
+        return list(value.value)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Located):
+        return "a mapping" if isinstance(value.value, dict) else "a list"
+    if value is None:
+        return "nothing"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _plain(value: Any) -> Any:
+    """Located wrappers removed, recursively (for values passed to a step)."""
+    if isinstance(value, Located):
+        if isinstance(value.value, dict):
+            return {k: _plain(v) for k, v in value.value.items()}
+        return [_plain(v) for v in value.value]
+    return value
+
+
+def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
+    """Compile a YAML flow's text (see the module docstring); `uses:` modules are imported here.
+
+    Raises:
+        FlowError: any problem, with the file and line.
+    """
+    document = parse(text, file)
+    if not isinstance(document, Located) or not isinstance(document.value, dict):
+        raise FlowError(
+            f"a YAML flow is a mapping with at least `steps:`, got {_kind(document)}", file=file, line=1
+        )
+    top = _Checker(file, "the flow", document)
+    top.only(TOP_KEYS)
+    name = top.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise top.error(f"'name' must be text, got {_kind(name)}", "name")
+    flow = YamlFlow(name=name, description=top.text("description"))
+    params = _inputs(top)
+
+    steps_node = top.get("steps")
+    if steps_node is None:
+        raise top.error("the flow has no `steps:`; a flow needs at least one step")
+    if not isinstance(steps_node, Located) or not isinstance(steps_node.value, list) or not steps_node.value:
+        raise top.error(f"'steps' must be a non-empty list of steps, got {_kind(steps_node)}", "steps")
+
+    checkers: list[_Checker] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(steps_node.value):
+        line = steps_node.lines.get(index, steps_node.line)
+        if not isinstance(raw, Located) or not isinstance(raw.value, dict):
+            raise FlowError(f"each step is a mapping with a name, got {_kind(raw)}", file=file, line=line)
+        check = _Checker(file, "a step", raw)
+        step_name = check.get("name")
+        if not isinstance(step_name, str) or not step_name:
+            raise check.error("a step needs a `name:`", "name" if "name" in raw.value else None)
+        check.step = step_name
+        check.where = f"step '{step_name}'"
+        if not step_name.isidentifier():
+            raise check.error(
+                f"step name {step_name!r} must be letters, digits and _ (not starting with a digit)", "name"
+            )
+        if step_name in seen:
+            raise check.error(
+                f"two steps are named '{step_name}' (the other at line {seen[step_name]}); rename one", "name"
+            )
+        if step_name in params:
+            raise check.error(f"'{step_name}' is both a flow input and a step; rename one", "name")
+        seen[step_name] = check.line_of("name")
+        check.only(STEP_KEYS)
+        checkers.append(check)
+
+    declared = {c.step: c.names("outputs", "output names") for c in checkers}
+    for check in checkers:
+        _check_references(check, declared)
+        flow.steps.append(_step(check, params, root))
+    by_name = {item.name: item for item in flow.steps}
+    for check in checkers:
+        needs = check.get("needs")
+        for index, upstream in enumerate(check.names("needs", "step names")):
+            line = needs.lines.get(index, needs.line) if isinstance(needs, Located) else check.line_of("needs")
+            if upstream not in by_name:
+                raise FlowError(
+                    f"needs: unknown step '{upstream}' (steps: {', '.join(by_name)})",
+                    file=file,
+                    line=line,
+                    step=check.step,
+                )
+            flow.edges.append(Edge(by_name[upstream], by_name[str(check.step)], file, line))
+    flow.outputs = _flow_outputs(top, declared)
+    return flow
+
+
+def _inputs(top: _Checker) -> dict[str, Param]:
+    """The flow inputs as the parameters `{{ inputs.NAME }}` stands for."""
+    node = top.mapping("inputs")
+    params: dict[str, Param] = {}
+    if node is None:
+        return params
+    for input_name, spec in node.value.items():  # type: ignore[union-attr]
+        where = _Checker(top.file, f"input '{input_name}'", node)
+        line_key = input_name
+        if not isinstance(input_name, str) or not input_name.isidentifier():
+            raise where.error(f"input name {input_name!r} must be letters, digits and _", line_key)
+        if spec is None:
+            spec = Located({}, node.lines[input_name], {})
+        if not isinstance(spec, Located) or not isinstance(spec.value, dict):
+            raise where.error(
+                f"input '{input_name}' must be a mapping with type, default, description; got {_kind(spec)}",
+                line_key,
+            )
+        check = _Checker(top.file, f"input '{input_name}'", spec)
+        check.only(INPUT_KEYS)
+        type_name = check.get("type", "str")
+        if type_name not in TYPES:
+            raise check.error(
+                f"input '{input_name}': type must be one of {', '.join(TYPES)}, got {type_name!r}", "type"
+            )
+        target = TYPES[type_name]
+        default = check.get("default", REQUIRED)
+        if default is not REQUIRED:
+            default = _typed(default, target, lambda m: check.error(f"input '{input_name}': {m}", "default"))
+        params[input_name] = Param(default=default, help=check.text("description"), type=target)
+    return params
+
+
+def _typed(value: Any, target: type, bad: Callable[[str], FlowError]) -> Any:
+    if isinstance(value, Located):
+        raise bad(f"default must be a single {target.__name__} value, got {_kind(value)}")
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is Path and isinstance(value, str):
+        return Path(value)
+    if not isinstance(value, target) or (target is int and isinstance(value, bool)):
+        raise bad(f"default {value!r} is not a {target.__name__ if target is not Path else 'path'}")
+    return value
+
+
+def _check_references(check: _Checker, declared: dict[str | None, list[str]]) -> None:
+    """Every `{{ steps.S.outputs.N }}` names a step and an output it declares."""
+    for key in ("command", "env", "inputs"):
+        for text in _strings(check.get(key)):
+            try:
+                found = templates.references(text)
+            except templates.TemplateError as exc:
+                raise check.error(str(exc), key) from None
+            for reference in found:
+                if reference.step is None:
+                    continue
+                if reference.step not in declared:
+                    raise check.error(f"{reference.text} names an unknown step '{reference.step}'", key)
+                outputs = declared[reference.step]
+                if reference.output is not None and reference.output not in outputs:
+                    have = ", ".join(outputs) if outputs else "none (add `outputs:` to it)"
+                    raise check.error(
+                        f"{reference.text}: step '{reference.step}' declares no output "
+                        f"'{reference.output}' (its outputs: {have})",
+                        key,
+                    )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Located):
+        items = value.value.values() if isinstance(value.value, dict) else value.value
+        return [text for item in items for text in _strings(item)]
+    return []
+
+
+def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
+    name = str(check.step)
+    present = [key for key in ("command", "image", "uses") if check.get(key) is not None]
+    if "image" in present:
+        if "uses" in present:
+            raise check.error("a step has either `image:` (with an optional command) or `uses:`, not both", "uses")
+        kind = "container"
+    elif present == ["command"]:
+        kind = "command"
+    elif present == ["uses"]:
+        kind = "uses"
+    elif not present:
+        raise check.error("a step needs exactly one of `command:`, `image:` or `uses:`")
+    else:
+        raise check.error("a step has either `command:` or `uses:`, not both", "uses")
+
+    shell = check.get("shell", False)
+    if not isinstance(shell, bool):
+        raise check.error(f"'shell' must be true or false, got {_kind(shell)}", "shell")
+    argv = _argv(check, shell)
+    if kind == "uses" and shell:
+        raise check.error("`shell:` applies to commands, not to `uses:`", "shell")
+
+    retries = check.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise check.error(f"'retries' must be a whole number >= 0, got {_kind(retries)}", "retries")
+    retry_delay = check.get("retry_delay", 0)
+    if not isinstance(retry_delay, int | float) or isinstance(retry_delay, bool) or retry_delay < 0:
+        raise check.error(f"'retry_delay' must be seconds >= 0, got {_kind(retry_delay)}", "retry_delay")
+    timeout = check.get("timeout")
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise check.error(f"'timeout' must be seconds > 0, got {_kind(timeout)}", "timeout")
+    cache = check.get("cache", True)
+    if not isinstance(cache, bool):
+        raise check.error(f"'cache' must be true or false, got {_kind(cache)}", "cache")
+    image = check.get("image")
+    if kind == "container" and (not isinstance(image, str) or not image.strip()):
+        raise check.error(f"'image' must be an image reference such as python:3.12-slim, got {_kind(image)}",
+                          "image")
+
+    inputs_node = check.mapping("inputs")
+    inputs = _plain(inputs_node) if inputs_node is not None else {}
+    for input_name in inputs:
+        if not isinstance(input_name, str) or not input_name.isidentifier():
+            raise check.error(f"step input name {input_name!r} must be letters, digits and _", "inputs")
+    env_node = check.mapping("env")
+    env: dict[str, Any] = {}
+    for key, value in (_plain(env_node) if env_node is not None else {}).items():
+        if isinstance(value, dict | list) or value is None:
+            raise check.error(f"env {key}: a value must be text or a number, got {_kind(value)}", "env")
+        env[str(key)] = templates.as_text(value)
+    outputs = check.names("outputs", "output names")
+    for output in outputs:
+        if not output.replace("-", "_").isidentifier():
+            raise check.error(f"output name {output!r} must be letters, digits, _ and -", "outputs")
+
+    function = None
+    uses = check.get("uses")
+    if kind == "uses":
+        function = _import_function(check, uses)
+
+    return external_step(
+        name,
+        kind=kind,
+        file=check.file,
+        line=check.line_of("name"),
+        root=root,
+        argv=argv,
+        shell=shell,
+        image=image,
+        function=function,
+        uses=uses,
+        inputs=inputs,
+        env=env,
+        outputs=outputs,
+        params=params,
+        files=check.names("files", "file patterns"),
+        connections=check.names("connections", "connection names"),
+        retries=retries,
+        retry_delay=float(retry_delay),
+        timeout=float(timeout) if timeout is not None else None,
+        cache=cache,
+        locate=check.line_of,
+    )
+
+
+def _argv(check: _Checker, shell: bool) -> list[str]:
+    value = check.get("command")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if not shell:
+            raise check.error(
+                "'command' must be a list of words, e.g. [python3, train.py]; "
+                "to run a string with /bin/sh, add `shell: true`",
+                "command",
+            )
+        return [value]
+    if not isinstance(value, Located) or not isinstance(value.value, list) or not value.value:
+        raise check.error(f"'command' must be a non-empty list of words, got {_kind(value)}", "command")
+    words = []
+    for index, item in enumerate(value.value):
+        if isinstance(item, Located) or item is None:
+            raise FlowError(
+                f"each word of 'command' must be text or a number, got {_kind(item)}",
+                file=check.file,
+                line=value.lines.get(index, value.line),
+                step=check.step,
+            )
+        words.append(templates.as_text(item))
+    if shell:
+        return [" ".join(words)]
+    return words
+
+
+def _import_function(check: _Checker, uses: Any) -> Callable[..., Any]:
+    if not isinstance(uses, str) or uses.count(":") != 1:
+        raise check.error(f"'uses' must be package.module:function, got {_kind(uses)}", "uses")
+    module_name, _, attribute = uses.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except FlowError:
+        raise
+    except Exception as exc:
+        raise check.error(f"uses: cannot import {module_name}: {type(exc).__name__}: {exc}", "uses") from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise check.error(f"uses: {module_name} has no '{attribute}'", "uses")
+    if isinstance(target, Step):
+        target = target.fn
+    if not callable(target) or inspect.isclass(target):
+        raise check.error(f"uses: {uses} is not a function", "uses")
+    return target  # type: ignore[no-any-return]
+
+
+def _flow_outputs(top: _Checker, declared: dict[str | None, list[str]]) -> dict[str, tuple[str, str | None]]:
+    node = top.mapping("outputs")
+    if node is None:
+        return {}
+    result: dict[str, tuple[str, str | None]] = {}
+    for name, expression in node.value.items():  # type: ignore[union-attr]
+        check = _Checker(top.file, "outputs", node)
+        problem = f"flow output '{name}' must be one reference {{{{ steps.STEP.outputs.NAME }}}}"
+        if not isinstance(expression, str):
+            raise check.error(f"{problem}, got {_kind(expression)}", name)
+        try:
+            found = templates.references(expression)
+        except templates.TemplateError as exc:
+            raise check.error(f"flow output '{name}': {exc}", name) from None
+        if len(found) != 1 or found[0].text != expression.strip() or found[0].step is None:
+            raise check.error(problem, name)
+        reference = found[0]
+        if reference.step not in declared:
+            raise check.error(f"flow output '{name}': {reference.text} names an unknown step", name)
+        outputs = declared[reference.step]
+        if reference.output is not None and reference.output not in outputs:
+            raise check.error(
+                f"flow output '{name}': step '{reference.step}' declares no output '{reference.output}'", name
+            )
+        result[str(name)] = (str(reference.step), reference.output)
+    return result
