@@ -4,7 +4,7 @@ A connection is a named set of environment variables handed to the steps that li
 server's URI and token, an S3 endpoint and its keys). A value is written in the file, or read from the
 user's environment when the flow loads, and may be marked secret:
 
-    [connections.mlflow]                      # in flow.toml; in pyproject.toml: [tool.flow.connections.mlflow]
+    [connections.mlflow]          # in flow.toml; in pyproject.toml: [tool.flow.connections.mlflow]
     MLFLOW_TRACKING_URI = "http://localhost:5000"
     MLFLOW_TRACKING_TOKEN = { env = "MLFLOW_TOKEN", secret = true }
     MLFLOW_EXPERIMENT_NAME = { env = "EXPERIMENT", default = "dev" }
@@ -128,7 +128,7 @@ def _variable(table: str, key: str, raw: Any, path: Path) -> Variable:
     if isinstance(raw, str | int | float | bool) and not isinstance(raw, Mapping):
         return Variable(key, value=_text(raw))
     if not isinstance(raw, Mapping):
-        raise bad(f"expected a value or {{ env = \"NAME\", secret = true }}, got {raw!r}")
+        raise bad(f'expected a value or {{ env = "NAME", secret = true }}, got {raw!r}')
     unknown = set(raw) - {"env", "secret", "default", "value"}
     if unknown:
         raise bad(f"unknown key(s) {', '.join(sorted(unknown))}; use env, default, secret")
@@ -140,13 +140,15 @@ def _variable(table: str, key: str, raw: Any, path: Path) -> Variable:
         raise bad(f"env must name an environment variable, got {env!r}")
     if "value" in raw:
         if secret:
-            raise bad("a secret must come from the environment ({ env = \"NAME\", secret = true }), "
-                      "never be written in a file")
+            raise bad(
+                'a secret must come from the environment ({ env = "NAME", secret = true }), '
+                "never be written in a file"
+            )
         if env is not None:
             raise bad("give either value or env, not both")
         return Variable(key, value=_text(raw["value"]))
     if env is None:
-        raise bad("give env = \"NAME\" (read from your environment) or a value")
+        raise bad('give env = "NAME" (read from your environment) or a value')
     default = raw.get("default")
     if default is not None and secret:
         raise bad("a secret cannot have a default written in the file")
@@ -181,7 +183,9 @@ def resolve(
     for name in names:
         connection = connections.get(name)
         if connection is None:
-            where = f"in {source}" if source is not None else "(no flow.toml or [tool.flow] in pyproject.toml)"
+            where = (
+                f"in {source}" if source is not None else "(no flow.toml or [tool.flow] in pyproject.toml)"
+            )
             known = ", ".join(sorted(connections)) or "none"
             raise FlowError(
                 f"unknown connection '{name}' {where}; declared: {known}", file=file, line=line, step=step

@@ -179,7 +179,9 @@ class ExternalCall:
             return ["/bin/sh", "-c", templates.render(self.argv[0], values, quote=True)]
         return [templates.render(part, values) for part in self.argv]
 
-    def invocation(self, values: Mapping[str, Any], outputs_dir: str, name: str) -> tuple[list[str], dict[str, str]]:
+    def invocation(
+        self, values: Mapping[str, Any], outputs_dir: str, name: str
+    ) -> tuple[list[str], dict[str, str]]:
         """The argv to start and the environment variables it adds to the inherited ones.
 
         A container gets its variables as `-e NAME` (the value travels in the client's environment, never
@@ -267,8 +269,7 @@ def _read_outputs(directory: Path, names: Sequence[str]) -> dict[str, str]:
             missing.append(name)
     if missing:
         raise MissingOutput(
-            f"exited 0 but wrote no output {', '.join(map(repr, missing))} "
-            f"(write each to $FLOW_OUTPUTS/NAME)"
+            f"exited 0 but wrote no output {', '.join(map(repr, missing))} (write each to $FLOW_OUTPUTS/NAME)"
         )
     return values
 
@@ -321,7 +322,10 @@ def container_engine() -> str:
             return path
         try:
             probe = subprocess.run(
-                [path, "info"], capture_output=True, text=True, timeout=ENGINE_CHECK_TIMEOUT_S,
+                [path, "info"],
+                capture_output=True,
+                text=True,
+                timeout=ENGINE_CHECK_TIMEOUT_S,
                 stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -612,8 +616,12 @@ def command(
     file, line = _caller()
     parts = [argv] if isinstance(argv, str) else list(argv)
     if isinstance(argv, str) and not shell:
-        raise FlowError("give the command as a list of words, or a string with shell=True", file=file,
-                        line=line, step=name)
+        raise FlowError(
+            "give the command as a list of words, or a string with shell=True",
+            file=file,
+            line=line,
+            step=name,
+        )
     return external_step(
         name,
         kind="command",

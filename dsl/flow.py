@@ -66,8 +66,8 @@ class Flow:
                 step_name = value.name
             else:
                 raise FlowError(
-                    f"flow output '{name}' must be a step, (step, 'key') or '{{{{ steps.STEP.outputs.KEY }}}}', "
-                    f"got {value!r}",
+                    f"flow output '{name}' must be a step, (step, 'key') or "
+                    f"'{{{{ steps.STEP.outputs.KEY }}}}', got {value!r}",
                     file=self.file,
                     line=self.line,
                 )

@@ -282,7 +282,9 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     for check in checkers:
         needs = check.get("needs")
         for index, upstream in enumerate(check.names("needs", "step names")):
-            line = needs.lines.get(index, needs.line) if isinstance(needs, Located) else check.line_of("needs")
+            line = (
+                needs.lines.get(index, needs.line) if isinstance(needs, Located) else check.line_of("needs")
+            )
             if upstream not in by_name:
                 raise FlowError(
                     f"needs: unknown step '{upstream}' (steps: {', '.join(by_name)})",
@@ -323,20 +325,22 @@ def _inputs(top: _Checker) -> dict[str, Param]:
         target = TYPES[type_name]
         default = check.get("default", REQUIRED)
         if default is not REQUIRED:
-            default = _typed(default, target, lambda m: check.error(f"input '{input_name}': {m}", "default"))
+            default = _typed(default, target, f"input '{input_name}'", check)
         params[input_name] = Param(default=default, help=check.text("description"), type=target)
     return params
 
 
-def _typed(value: Any, target: type, bad: Callable[[str], FlowError]) -> Any:
+def _typed(value: Any, target: type, what: str, check: _Checker) -> Any:
+    """A default checked against its input's type (an int is a float too; a text is a path)."""
+    type_name = "path" if target is Path else target.__name__
     if isinstance(value, Located):
-        raise bad(f"default must be a single {target.__name__} value, got {_kind(value)}")
+        raise check.error(f"{what}: default must be a single {type_name}, got {_kind(value)}", "default")
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if target is Path and isinstance(value, str):
         return Path(value)
     if not isinstance(value, target) or (target is int and isinstance(value, bool)):
-        raise bad(f"default {value!r} is not a {target.__name__ if target is not Path else 'path'}")
+        raise check.error(f"{what}: default {value!r} is not a {type_name}", "default")
     return value
 
 
@@ -377,7 +381,9 @@ def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
     present = [key for key in ("command", "image", "uses") if check.get(key) is not None]
     if "image" in present:
         if "uses" in present:
-            raise check.error("a step has either `image:` (with an optional command) or `uses:`, not both", "uses")
+            raise check.error(
+                "a step has either `image:` (with an optional command) or `uses:`, not both", "uses"
+            )
         kind = "container"
     elif present == ["command"]:
         kind = "command"
@@ -411,8 +417,9 @@ def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
         raise check.error(f"'cache' must be true or false, got {_kind(cache)}", "cache")
     image = check.get("image")
     if kind == "container" and (not isinstance(image, str) or not image.strip()):
-        raise check.error(f"'image' must be an image reference such as python:3.12-slim, got {_kind(image)}",
-                          "image")
+        raise check.error(
+            f"'image' must be an image reference such as python:3.12-slim, got {_kind(image)}", "image"
+        )
 
     inputs_node = check.mapping("inputs")
     inputs = _plain(inputs_node) if inputs_node is not None else {}

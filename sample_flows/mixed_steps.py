@@ -28,7 +28,11 @@ def report(summarise, numbers):
     return {"total": total, "mean": total / len(numbers)}
 
 
-flow = Flow("mixed_steps", description="A function, a command and a function", outputs={
-    "total": (report, "total"),
-    "mean": (report, "mean"),
-})
+flow = Flow(
+    "mixed_steps",
+    description="A function, a command and a function",
+    outputs={
+        "total": (report, "total"),
+        "mean": (report, "mean"),
+    },
+)
