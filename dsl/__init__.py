@@ -26,12 +26,12 @@ from dsl.step import TRIGGER_RULES, Step, step
 
 
 def __getattr__(name: str) -> Any:
-    """`command` and `container` (dsl.external) load on first use: a flow of plain Python steps
+    """`command` and `container` (dsl.commands) load on first use: a flow of plain Python steps
     never pays for subprocess, tempfile and tomllib."""
     if name in ("command", "container"):
-        from dsl import external
+        from dsl import commands
 
-        return getattr(external, name)
+        return getattr(commands, name)
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")
 
 __all__ = [

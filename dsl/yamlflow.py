@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dsl import templates
+from dsl.commands import external_step
 from dsl.errors import FlowError
-from dsl.external import external_step
 from dsl.params import REQUIRED, Param
 from dsl.step import Step
 from dsl.wiring import Edge
