@@ -111,6 +111,8 @@ def parse(text: str, file: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise FlowError(f"YAML syntax error: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise FlowError(f"YAML syntax error: {exc}", file=file) from None
@@ -332,47 +334,57 @@ def _inputs(top: _Checker) -> dict[str, Param]:
 
 def _typed(value: Any, target: type, what: str, check: _Checker) -> Any:
     """A default checked against its input's type (an int is a float too; a text is a path)."""
-    type_name = "path" if target is Path else target.__name__
+    type_name = {"int": "an int", "str": "a str", "float": "a float", "bool": "a bool"}.get(
+        target.__name__, "a path"
+    )
     if isinstance(value, Located):
-        raise check.error(f"{what}: default must be a single {type_name}, got {_kind(value)}", "default")
+        raise check.error(f"{what}: default must be {type_name}, got {_kind(value)}", "default")
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if target is Path and isinstance(value, str):
         return Path(value)
     if not isinstance(value, target) or (target is int and isinstance(value, bool)):
-        raise check.error(f"{what}: default {value!r} is not a {type_name}", "default")
+        raise check.error(f"{what}: default {value!r} is not {type_name}", "default")
     return value
 
 
 def _check_references(check: _Checker, declared: dict[str | None, list[str]]) -> None:
     """Every `{{ steps.S.outputs.N }}` names a step and an output it declares."""
     for key in ("command", "env", "inputs"):
-        for text in _strings(check.get(key)):
+        for text, line in _strings(check.get(key), check.line_of(key)):
+
+            def bad(message: str, line: int = line) -> FlowError:
+                return FlowError(message, file=check.file, line=line, step=check.step)
+
             try:
                 found = templates.references(text)
             except templates.TemplateError as exc:
-                raise check.error(str(exc), key) from None
+                raise bad(str(exc)) from None
             for reference in found:
                 if reference.step is None:
                     continue
                 if reference.step not in declared:
-                    raise check.error(f"{reference.text} names an unknown step '{reference.step}'", key)
+                    raise bad(f"{reference.text} names an unknown step '{reference.step}'")
                 outputs = declared[reference.step]
                 if reference.output is not None and reference.output not in outputs:
                     have = ", ".join(outputs) if outputs else "none (add `outputs:` to it)"
-                    raise check.error(
+                    raise bad(
                         f"{reference.text}: step '{reference.step}' declares no output "
-                        f"'{reference.output}' (its outputs: {have})",
-                        key,
+                        f"'{reference.output}' (its outputs: {have})"
                     )
 
 
-def _strings(value: Any) -> list[str]:
+def _strings(value: Any, line: int) -> list[tuple[str, int]]:
+    """Every text in a value, with the line it is written on."""
     if isinstance(value, str):
-        return [value]
+        return [(value, line)]
     if isinstance(value, Located):
-        items = value.value.values() if isinstance(value.value, dict) else value.value
-        return [text for item in items for text in _strings(item)]
+        keys = value.value.keys() if isinstance(value.value, dict) else range(len(value.value))
+        return [
+            found
+            for key in keys
+            for found in _strings(value.value[key], value.lines.get(key, value.line))  # type: ignore[index]
+        ]
     return []
 
 
