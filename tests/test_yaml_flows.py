@@ -37,7 +37,8 @@ steps:
     shell: true
     outputs: [out]
   - name: c
-    command: "echo c >> {log}; echo {{{{ steps.b.outputs.out }}}}-{{{{ inputs.greeting }}}} > $FLOW_OUTPUTS/out"
+    command: >-
+      echo c >> {log}; echo {{{{ steps.b.outputs.out }}}}-{{{{ inputs.greeting }}}} > $FLOW_OUTPUTS/out
     shell: true
     outputs: [out]
   - name: d
@@ -184,8 +185,10 @@ def test_graph_check_and_selection_work_on_a_yaml_flow(flow_cli, write_flow, tmp
         assert edge in mermaid, mermaid
     assert flow_cli("run", str(path), "--only", "a").code == 0
     assert ran(tmp_path / "ran.log") == ["a"]
-    required = write_flow("inputs:\n  n: {type: int}\nsteps:\n  - name: s\n    command: [echo, '{{ inputs.n }}']\n",
-                          name="required.yaml")
+    required = write_flow(
+        "inputs:\n  n: {type: int}\nsteps:\n  - name: s\n    command: [echo, '{{ inputs.n }}']\n",
+        name="required.yaml",
+    )
     missing = flow_cli("run", str(required))
     assert missing.code == 2 and "parameter 'n' is required" in missing.stderr, missing
     assert flow_cli("run", str(required), "-p", "n=4").code == 0
