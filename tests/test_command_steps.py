@@ -334,7 +334,8 @@ def test_python_command_steps_wire_by_name_and_with_shift(harness, write_flow, t
         join = command(
             "join",
             ["sh", "-c", 'printf "%s-%s-%s" "$1" "$2" "$3" > $FLOW_OUTPUTS/joined', "sh",
-             "{{{{ steps.words.outputs.first }}}}", "{{{{ steps.words.outputs.second }}}}", "{{{{ inputs.sep }}}}"],
+             "{{{{ steps.words.outputs.first }}}}", "{{{{ steps.words.outputs.second }}}}",
+             "{{{{ inputs.sep }}}}"],
             outputs=["joined"],
             params={{"sep": param("x", help="a separator")}},
         )
