@@ -124,6 +124,16 @@ _SCHEMA.append(_RUN_OUTPUTS)
 _MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT], 5: [_RUN_OUTPUTS]}
 """version -> statements that bring a store from `version - 1` to `version`."""
 
+def _apply(conn: sqlite3.Connection, statement: str) -> None:
+    """Run a migration statement; adding a column the table already has is a no-op, like the
+    `IF NOT EXISTS` of the other statements (SQLite has no `ADD COLUMN IF NOT EXISTS`)."""
+    try:
+        conn.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not statement.startswith("ALTER TABLE") or "duplicate column name" not in str(exc):
+            raise
+
+
 LEASE_TTL_S = 6 * 3600.0
 """A lease older than this is void even if its holder's pid is alive (guards against pid reuse)."""
 
@@ -267,7 +277,7 @@ class Store:
             else:
                 for step_version in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS.get(step_version, []):
-                        conn.execute(statement)
+                        _apply(conn, statement)
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

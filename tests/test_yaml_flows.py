@@ -285,3 +285,25 @@ def test_the_json_schema_for_editors_lists_exactly_the_keys_the_loader_accepts()
     loaded = load_flow(SAMPLE)
     assert list(loaded.graph.nodes) == ["prepare", "train", "evaluate"]
     assert loaded.outputs == {"accuracy": ("evaluate", "accuracy")}
+
+
+def test_a_store_of_schema_3_gains_the_flow_outputs_column(store_dir, write_flow):
+    import sqlite3
+
+    from runner import store as store_module
+    from runner.store import Store
+
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN outputs")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    conn.close()
+    store = Store(store_dir)
+    try:
+        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == store_module.SCHEMA_VERSION >= 5
+        columns = [row[1] for row in store.conn.execute("PRAGMA table_info(runs)")]
+        assert "outputs" in columns
+    finally:
+        store.close()
