@@ -12,6 +12,7 @@ the object); anything else is text with each reference replaced by the value's t
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -98,11 +99,17 @@ def value_of(reference: Reference, values: Mapping[str, Any]) -> Any:
 
 
 def as_text(value: Any) -> str:
-    """A value as it appears in a command line or an environment variable."""
+    """A value as it appears in a command line or an environment variable: lists and dicts as JSON
+    (what a script in any language can parse), true/false, None as nothing, the rest as `str`."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return ""
+    if isinstance(value, list | tuple | dict):
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError):
+            return str(value)
     return str(value)
 
 

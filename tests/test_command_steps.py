@@ -357,3 +357,41 @@ def test_python_command_steps_wire_by_name_and_with_shift(harness, write_flow, t
     assert {s.name: s.preview for s in record.steps}["upper"] == "'ALPHA-BETA-+'"
     assert marker.exists()
     assert os.path.getsize(marker) == 0
+
+
+def test_stopping_a_run_kills_the_running_command(harness, write_flow, tmp_path):
+    from runner.engine import RunRequest
+
+    pids = tmp_path / "pids"
+    path = write_flow(
+        f"""\
+        steps:
+          - name: hang
+            command: [sh, -c, "sleep 300 & echo $$ $! > {pids}.tmp && mv {pids}.tmp {pids}; wait"]
+        """,
+        name="hang.yaml",
+    )
+    handle = harness.engine.start(RunRequest(load_flow(path), {}))
+    wait_until("the command to start", pids.exists)
+    harness.engine.cancel(handle.id)
+    assert handle.wait(30) == "cancelled"
+    shell, child = map(int, pids.read_text().split())
+    wait_until("the command and its child to be killed", lambda: pid_gone(shell) and pid_gone(child))
+
+
+def test_a_failing_command_is_retried(flow_cli, write_flow, tmp_path):
+    marker = tmp_path / "failed-once"
+    path = write_flow(
+        f"""\
+        steps:
+          - name: flaky
+            shell: true
+            command: "if [ -e {marker} ]; then echo ok > $FLOW_OUTPUTS/r; else touch {marker}; exit 1; fi"
+            outputs: [r]
+            retries: 1
+        """,
+        name="flaky.yaml",
+    )
+    assert flow_cli("run", str(path)).code == 0
+    step = flow_cli("show", "last", "--json").json()["steps"][0]
+    assert (step["status"], step["attempts"], step["preview"]) == ("succeeded", 2, "{'r': 'ok'}")

@@ -196,3 +196,31 @@ def test_variables_reach_a_python_command_step(harness, write_flow, tmp_path, mo
     lines = [line.line for line in harness.store.get_logs(record.id, "probe")]
     assert lines == ["http://mlflow.local:5000-***"]
     assert Path(harness.store.db_path).read_bytes().find(SECRET.encode()) == -1
+
+
+def test_editing_flow_toml_reloads_and_reruns_the_steps_that_use_the_connection(
+    harness, project, tmp_path, monkeypatch
+):
+    from runner.events import FlowReloaded
+    from runner.session import FlowSession
+    from tests.helpers_watch import EventLog, save_in_place, watching
+
+    monkeypatch.setenv("FLOW_TEST_TOKEN", SECRET)
+    events = EventLog()
+    harness.engine.subscribe(events)
+    session = FlowSession(project, harness.engine)
+    session.load()
+    mark = events.mark()
+    session.run(trigger="first")
+    events.wait_run(mark, "first")
+    toml = tmp_path / "project" / "flow.toml"
+    with watching(session):
+        mark = events.mark()
+        save_in_place(toml, toml.read_text().replace("mlflow.local:5000", "mlflow.internal:80"))
+        reloaded = events.wait_reload(mark)
+        assert isinstance(reloaded, FlowReloaded) and reloaded.changed_file == "flow.toml", reloaded
+        assert reloaded.changed == ("use_command", "use_function")
+        started, finished = events.wait_run(mark, "watch:")
+        assert finished.status == "succeeded"
+    lines = [line.line for line in harness.store.get_logs(started.run_id, "use_command")]
+    assert lines[0] == "cmd http://mlflow.internal:80 dev ***"
