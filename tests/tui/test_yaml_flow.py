@@ -47,3 +47,12 @@ async def test_a_yaml_flow_runs_in_the_tui_and_its_secret_shows_only_as_stars(tm
         assert pane.query_one(LogView).buffer.lines == ["token ***"]
         shown = repr(vars(state)) + repr(pane.history)
         assert SECRET not in shown and "***" in shown
+
+
+def test_flow_tui_dir_lists_yaml_flows_beside_python_flows(tmp_path):
+    from tui.data.discovery import find_flows
+
+    (tmp_path / "train.py").write_text("from dsl import step\n")
+    (tmp_path / "pipeline.yaml").write_text("name: p\nsteps:\n  - name: a\n    command: [true]\n")
+    (tmp_path / "ci.yml").write_text("jobs:\n  test:\n    steps:\n      - run: pytest\n")
+    assert [p.name for p in find_flows(tmp_path)] == ["pipeline.yaml", "train.py"]
