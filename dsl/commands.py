@@ -73,9 +73,9 @@ def external_step(
         return FlowError(message, file=file, line=where, step=name)
 
     arguments: dict[str, inspect.Parameter] = {}
-    texts = [("command", part) for part in argv] + [("env", v) for v in env.values()]
-    texts += [("inputs", v) for v in inputs.values() if isinstance(v, str)]
-    for field, text in texts:
+    written = [("command", part) for part in argv] + [("env", v) for v in env.values()]
+    written += [("inputs", text) for text in templates.texts(list(inputs.values()))]
+    for field, text in written:
         try:
             found = templates.references(str(text))
         except templates.TemplateError as exc:

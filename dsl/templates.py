@@ -124,9 +124,24 @@ def render(text: str, values: Mapping[str, Any], *, quote: bool = False) -> str:
     return EXPRESSION.sub(fill, text)
 
 
+def texts(value: Any) -> list[str]:
+    """Every text in a value written in a flow (inside lists and dicts too)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in texts(item)]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in texts(item)]
+    return []
+
+
 def evaluate(template: Any, values: Mapping[str, Any]) -> Any:
     """A value written in a flow: a lone reference gives the value itself, other text is rendered,
-    and anything that is not text (a number, a list) is taken as it is."""
+    lists and dicts are evaluated item by item, anything else (a number) is taken as it is."""
+    if isinstance(template, list | tuple):
+        return [evaluate(item, values) for item in template]
+    if isinstance(template, dict):
+        return {key: evaluate(item, values) for key, item in template.items()}
     if not isinstance(template, str):
         return template
     found = references(template)

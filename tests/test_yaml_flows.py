@@ -307,3 +307,34 @@ def test_a_store_of_schema_3_gains_the_flow_outputs_column(store_dir, write_flow
         assert "outputs" in columns
     finally:
         store.close()
+
+
+def test_a_uses_function_receives_objects_and_nested_references(harness, write_flow):
+    write_flow(
+        "def make():\n    return {'rows': [1, 2, 3]}\n\n"
+        "def summary(config, label):\n"
+        "    return {'text': f\"{label}: {sum(config['rows']) * config['scale']}\"}\n",
+        name="objs.py",
+    )
+    path = write_flow(
+        """\
+        inputs:
+          scale: {type: int, default: 10}
+        outputs:
+          text: "{{ steps.summarise.outputs.text }}"
+        steps:
+          - name: make
+            uses: objs:make
+            outputs: [rows]
+          - name: summarise
+            uses: objs:summary
+            inputs:
+              config: {rows: "{{ steps.make.outputs.rows }}", scale: "{{ inputs.scale }}"}
+              label: "sum of {{ steps.make.outputs.rows }}"
+            outputs: [text]
+        """,
+        name="objects.yaml",
+    )
+    record = harness.run(path)
+    assert record.status == "succeeded", [(s.name, s.error) for s in record.steps]
+    assert harness.store.flow_output(record.id, "text") == "sum of [1, 2, 3]: 60"
