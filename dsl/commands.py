@@ -102,6 +102,9 @@ def external_step(
     if kind == "command":
         _check_executable(argv, shell, root, bad)
     elif kind == "container":
+        text = str(image or "")
+        if not text or text.startswith("-") or any(c.isspace() for c in text):
+            raise bad(f"image must be an image reference such as python:3.12-slim, got {image!r}", "image")
         try:
             engine = container_engine()
         except FlowError as exc:

@@ -428,7 +428,7 @@ def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
     if not isinstance(cache, bool):
         raise check.error(f"'cache' must be true or false, got {_kind(cache)}", "cache")
     image = check.get("image")
-    if kind == "container" and (not isinstance(image, str) or not image.strip()):
+    if kind == "container" and not isinstance(image, str):
         raise check.error(
             f"'image' must be an image reference such as python:3.12-slim, got {_kind(image)}", "image"
         )

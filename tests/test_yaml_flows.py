@@ -76,6 +76,7 @@ def steps_of(flow_cli: Callable[..., object]) -> dict[str, tuple[str, str]]:
         ("bad_uses_import.yaml", 3, "uses: cannot import no_such_module_for_flow: ModuleNotFoundError"),
         ("bad_command_string.yaml", 3, "'command' must be a list of words"),
         ("bad_expression.yaml", 3, "'{{ params.lr }}' is not an expression flow knows"),
+        ("bad_image.yaml", 3, "image must be an image reference such as python:3.12-slim"),
     ],
 )
 def test_a_bad_yaml_flow_is_one_line_naming_file_and_line_exit_2_before_anything_runs(
