@@ -63,6 +63,9 @@ STEP_KEYS = (
 )
 INPUT_KEYS = ("type", "default", "description")
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "path": Path}
+MAX_NODES = 200_000
+"""A flow of a thousand steps is ~20,000 values; an alias bomb (each alias repeating the one before)
+would otherwise expand without end."""
 
 
 class Located:
@@ -106,7 +109,9 @@ def parse(text: str, file: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             raise FlowError("the file is empty; a YAML flow needs at least `steps:`", file=file)
-        return _convert(node, loader, file)
+        return _convert(node, loader, file, [MAX_NODES])
+    except RecursionError:
+        raise FlowError("the document nests too deeply (or an alias refers to itself)", file=file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -120,15 +125,21 @@ def parse(text: str, file: str) -> Any:
         loader.dispose()
 
 
-def _convert(node: Any, loader: Any, file: str) -> Any:
+def _convert(node: Any, loader: Any, file: str, budget: list[int]) -> Any:
+    """Plain values from a node; `budget` counts the nodes left, aliases expanded (see `MAX_NODES`)."""
     import yaml
 
     line = node.start_mark.line + 1
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise FlowError(
+            f"the document expands to more than {MAX_NODES} values (aliases?)", file=file, line=line
+        )
     if isinstance(node, yaml.MappingNode):
         values: dict[Any, Any] = {}
         lines: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = _convert(key_node, loader, file)
+            key = _convert(key_node, loader, file, budget)
             if isinstance(key, Located):
                 raise FlowError("a mapping key must be a plain value", file=file, line=key.line)
             if key in values:
@@ -137,11 +148,11 @@ def _convert(node: Any, loader: Any, file: str) -> Any:
                     file=file,
                     line=key_node.start_mark.line + 1,
                 )
-            values[key] = _convert(value_node, loader, file)
+            values[key] = _convert(value_node, loader, file, budget)
             lines[key] = key_node.start_mark.line + 1
         return Located(values, line, lines)
     if isinstance(node, yaml.SequenceNode):
-        items = [_convert(item, loader, file) for item in node.value]
+        items = [_convert(item, loader, file, budget) for item in node.value]
         return Located(items, line, {i: item.start_mark.line + 1 for i, item in enumerate(node.value)})
     return loader.construct_object(node, deep=True)
 

@@ -339,3 +339,16 @@ def test_a_uses_function_receives_objects_and_nested_references(harness, write_f
     record = harness.run(path)
     assert record.status == "succeeded", [(s.name, s.error) for s in record.steps]
     assert harness.store.flow_output(record.id, "text") == "sum of [1, 2, 3]: 60"
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("bad_alias_bomb.yaml", "the document expands to more than 200000 values (aliases?)"),
+        ("bad_recursive_alias.yaml", "the document nests too deeply (or an alias refers to itself)"),
+    ],
+)
+def test_a_yaml_document_that_expands_without_end_is_refused(flow_cli, name, fragment):
+    result = flow_cli("check", str(FLOWS / name), timeout=60)
+    assert result.code == 2, result
+    assert "Traceback" not in result.stderr and fragment in result.stderr, result
