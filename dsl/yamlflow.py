@@ -21,9 +21,8 @@ A step has exactly one of `command` (an argv list; a string only with `shell: tr
 container, with an optional `command`) or `uses: module:function`. Every problem is a `FlowError`
 naming the file and line, raised before anything runs.
 
-PyYAML is imported here, lazily: `import dsl` stays standard-library only (see pyproject.toml's import
-contract), and only loading a `.yaml` flow needs the parser. It is used for its node tree, which keeps
-every key's line for the error messages.
+The document is read by `dsl.yamldoc` (PyYAML, imported only when a `.yaml` flow loads), which keeps
+the line of every key for the error messages.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from dsl.errors import FlowError
 from dsl.params import REQUIRED, Param
 from dsl.step import Step
 from dsl.wiring import Edge
+from dsl.yamldoc import Checker, Located, kind, parse, plain
 
 TOP_KEYS = ("name", "description", "inputs", "outputs", "steps")
 STEP_KEYS = (
@@ -63,18 +63,6 @@ STEP_KEYS = (
 )
 INPUT_KEYS = ("type", "default", "description")
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "path": Path}
-MAX_NODES = 200_000
-"""A flow of a thousand steps is ~20,000 values; an alias bomb (each alias repeating the one before)
-would otherwise expand without end."""
-
-
-class Located:
-    """A YAML mapping or sequence with the line of itself and of each key (or item)."""
-
-    def __init__(self, value: dict[str, Any] | list[Any], line: int, lines: dict[Any, int]) -> None:
-        self.value = value
-        self.line = line
-        self.lines = lines
 
 
 @dataclass
@@ -96,146 +84,6 @@ class YamlFlow:
     outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
-def parse(text: str, file: str) -> Any:
-    """The document as plain values wrapped in `Located` (mappings and sequences), scalars as YAML types.
-
-    Raises:
-        FlowError: a YAML syntax error or a duplicate key, with its line.
-    """
-    import yaml
-
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            raise FlowError("the file is empty; a YAML flow needs at least `steps:`", file=file)
-        return _convert(node, loader, file, [MAX_NODES])
-    except RecursionError:
-        raise FlowError("the document nests too deeply (or an alias refers to itself)", file=file) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
-            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        raise FlowError(f"YAML syntax error: {problem}", file=file, line=line) from None
-    except yaml.YAMLError as exc:
-        raise FlowError(f"YAML syntax error: {exc}", file=file) from None
-    finally:
-        loader.dispose()
-
-
-def _convert(node: Any, loader: Any, file: str, budget: list[int]) -> Any:
-    """Plain values from a node; `budget` counts the nodes left, aliases expanded (see `MAX_NODES`)."""
-    import yaml
-
-    line = node.start_mark.line + 1
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise FlowError(
-            f"the document expands to more than {MAX_NODES} values (aliases?)", file=file, line=line
-        )
-    if isinstance(node, yaml.MappingNode):
-        values: dict[Any, Any] = {}
-        lines: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = _convert(key_node, loader, file, budget)
-            if isinstance(key, Located):
-                raise FlowError("a mapping key must be a plain value", file=file, line=key.line)
-            if key in values:
-                raise FlowError(
-                    f"duplicate key '{key}' (first at line {lines[key]})",
-                    file=file,
-                    line=key_node.start_mark.line + 1,
-                )
-            values[key] = _convert(value_node, loader, file, budget)
-            lines[key] = key_node.start_mark.line + 1
-        return Located(values, line, lines)
-    if isinstance(node, yaml.SequenceNode):
-        items = [_convert(item, loader, file, budget) for item in node.value]
-        return Located(items, line, {i: item.start_mark.line + 1 for i, item in enumerate(node.value)})
-    return loader.construct_object(node, deep=True)
-
-
-class _Checker:
-    """Reads one Located mapping with errors that name the file and the line of the offending key."""
-
-    def __init__(self, file: str, where: str, located: Located, step: str | None = None) -> None:
-        self.file = file
-        self.where = where
-        self.located = located
-        self.step = step
-
-    def line_of(self, key: Any) -> int:
-        return self.located.lines.get(key, self.located.line)
-
-    def error(self, message: str, key: Any = None) -> FlowError:
-        line = self.line_of(key) if key is not None else self.located.line
-        return FlowError(message, file=self.file, line=line, step=self.step)
-
-    def only(self, allowed: tuple[str, ...]) -> None:
-        for key in self.located.value:
-            if key not in allowed:
-                raise self.error(
-                    f"unknown key '{key}' in {self.where}; expected one of: {', '.join(allowed)}", key
-                )
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.located.value.get(key, default)  # type: ignore[union-attr]
-
-    def text(self, key: str, default: str = "") -> str:
-        value = self.get(key, default)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise self.error(f"'{key}' must be text, got {_kind(value)}", key)
-        return value
-
-    def mapping(self, key: str) -> Located | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, Located) or not isinstance(value.value, dict):
-            raise self.error(f"'{key}' must be a mapping (name: value), got {_kind(value)}", key)
-        return value
-
-    def names(self, key: str, what: str) -> list[str]:
-        """A list of names; one name alone is taken as a list of one."""
-        value = self.get(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if not isinstance(value, Located) or not isinstance(value.value, list):
-            raise self.error(f"'{key}' must be a list of {what}, got {_kind(value)}", key)
-        for index, item in enumerate(value.value):
-            if not isinstance(item, str) or not item:
-                raise FlowError(
-                    f"'{key}' must be a list of {what}, got {_kind(item)}",
-                    file=self.file,
-                    line=value.lines.get(index, value.line),
-                    step=self.step,
-                )
-        return list(value.value)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, Located):
-        return "a mapping" if isinstance(value.value, dict) else "a list"
-    if value is None:
-        return "nothing"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _plain(value: Any) -> Any:
-    """Located wrappers removed, recursively (for values passed to a step)."""
-    if isinstance(value, Located):
-        if isinstance(value.value, dict):
-            return {k: _plain(v) for k, v in value.value.items()}
-        return [_plain(v) for v in value.value]
-    return value
-
-
 def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     """Compile a YAML flow's text (see the module docstring); `uses:` modules are imported here.
 
@@ -245,13 +93,13 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     document = parse(text, file)
     if not isinstance(document, Located) or not isinstance(document.value, dict):
         raise FlowError(
-            f"a YAML flow is a mapping with at least `steps:`, got {_kind(document)}", file=file, line=1
+            f"a YAML flow is a mapping with at least `steps:`, got {kind(document)}", file=file, line=1
         )
-    top = _Checker(file, "the flow", document)
+    top = Checker(file, "the flow", document)
     top.only(TOP_KEYS)
     name = top.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise top.error(f"'name' must be text, got {_kind(name)}", "name")
+        raise top.error(f"'name' must be text, got {kind(name)}", "name")
     flow = YamlFlow(name=name, description=top.text("description"))
     params = _inputs(top)
 
@@ -259,15 +107,15 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     if steps_node is None:
         raise top.error("the flow has no `steps:`; a flow needs at least one step")
     if not isinstance(steps_node, Located) or not isinstance(steps_node.value, list) or not steps_node.value:
-        raise top.error(f"'steps' must be a non-empty list of steps, got {_kind(steps_node)}", "steps")
+        raise top.error(f"'steps' must be a non-empty list of steps, got {kind(steps_node)}", "steps")
 
-    checkers: list[_Checker] = []
+    checkers: list[Checker] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps_node.value):
         line = steps_node.lines.get(index, steps_node.line)
         if not isinstance(raw, Located) or not isinstance(raw.value, dict):
-            raise FlowError(f"each step is a mapping with a name, got {_kind(raw)}", file=file, line=line)
-        check = _Checker(file, "a step", raw)
+            raise FlowError(f"each step is a mapping with a name, got {kind(raw)}", file=file, line=line)
+        check = Checker(file, "a step", raw)
         step_name = check.get("name")
         if not isinstance(step_name, str) or not step_name:
             raise check.error("a step needs a `name:`", "name" if "name" in raw.value else None)
@@ -310,14 +158,14 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     return flow
 
 
-def _inputs(top: _Checker) -> dict[str, Param]:
+def _inputs(top: Checker) -> dict[str, Param]:
     """The flow inputs as the parameters `{{ inputs.NAME }}` stands for."""
     node = top.mapping("inputs")
     params: dict[str, Param] = {}
     if node is None:
         return params
     for input_name, spec in node.value.items():  # type: ignore[union-attr]
-        where = _Checker(top.file, f"input '{input_name}'", node)
+        where = Checker(top.file, f"input '{input_name}'", node)
         line_key = input_name
         if not isinstance(input_name, str) or not input_name.isidentifier():
             raise where.error(f"input name {input_name!r} must be letters, digits and _", line_key)
@@ -325,10 +173,10 @@ def _inputs(top: _Checker) -> dict[str, Param]:
             spec = Located({}, node.lines[input_name], {})
         if not isinstance(spec, Located) or not isinstance(spec.value, dict):
             raise where.error(
-                f"input '{input_name}' must be a mapping with type, default, description; got {_kind(spec)}",
+                f"input '{input_name}' must be a mapping with type, default, description; got {kind(spec)}",
                 line_key,
             )
-        check = _Checker(top.file, f"input '{input_name}'", spec)
+        check = Checker(top.file, f"input '{input_name}'", spec)
         check.only(INPUT_KEYS)
         type_name = check.get("type", "str")
         if type_name not in TYPES:
@@ -343,13 +191,13 @@ def _inputs(top: _Checker) -> dict[str, Param]:
     return params
 
 
-def _typed(value: Any, target: type, what: str, check: _Checker) -> Any:
+def _typed(value: Any, target: type, what: str, check: Checker) -> Any:
     """A default checked against its input's type (an int is a float too; a text is a path)."""
     type_name = {"int": "an int", "str": "a str", "float": "a float", "bool": "a bool"}.get(
         target.__name__, "a path"
     )
     if isinstance(value, Located):
-        raise check.error(f"{what}: default must be {type_name}, got {_kind(value)}", "default")
+        raise check.error(f"{what}: default must be {type_name}, got {kind(value)}", "default")
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if target is Path and isinstance(value, str):
@@ -359,7 +207,7 @@ def _typed(value: Any, target: type, what: str, check: _Checker) -> Any:
     return value
 
 
-def _check_references(check: _Checker, declared: dict[str | None, list[str]]) -> None:
+def _check_references(check: Checker, declared: dict[str | None, list[str]]) -> None:
     """Every `{{ steps.S.outputs.N }}` names a step and an output it declares."""
     for key in ("command", "env", "inputs"):
         for text, line in _strings(check.get(key), check.line_of(key)):
@@ -399,7 +247,7 @@ def _strings(value: Any, line: int) -> list[tuple[str, int]]:
     return []
 
 
-def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
+def _step(check: Checker, params: dict[str, Param], root: Path) -> Step:
     name = str(check.step)
     present = [key for key in ("command", "image", "uses") if check.get(key) is not None]
     if "image" in present:
@@ -419,41 +267,41 @@ def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
 
     shell = check.get("shell", False)
     if not isinstance(shell, bool):
-        raise check.error(f"'shell' must be true or false, got {_kind(shell)}", "shell")
+        raise check.error(f"'shell' must be true or false, got {kind(shell)}", "shell")
     argv = _argv(check, shell)
     if kind == "uses" and shell:
         raise check.error("`shell:` applies to commands, not to `uses:`", "shell")
 
     retries = check.get("retries", 0)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise check.error(f"'retries' must be a whole number >= 0, got {_kind(retries)}", "retries")
+        raise check.error(f"'retries' must be a whole number >= 0, got {kind(retries)}", "retries")
     retry_delay = check.get("retry_delay", 0)
     if not isinstance(retry_delay, int | float) or isinstance(retry_delay, bool) or retry_delay < 0:
-        raise check.error(f"'retry_delay' must be seconds >= 0, got {_kind(retry_delay)}", "retry_delay")
+        raise check.error(f"'retry_delay' must be seconds >= 0, got {kind(retry_delay)}", "retry_delay")
     timeout = check.get("timeout")
     if timeout is not None and (
         not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
     ):
-        raise check.error(f"'timeout' must be seconds > 0, got {_kind(timeout)}", "timeout")
+        raise check.error(f"'timeout' must be seconds > 0, got {kind(timeout)}", "timeout")
     cache = check.get("cache", True)
     if not isinstance(cache, bool):
-        raise check.error(f"'cache' must be true or false, got {_kind(cache)}", "cache")
+        raise check.error(f"'cache' must be true or false, got {kind(cache)}", "cache")
     image = check.get("image")
     if kind == "container" and not isinstance(image, str):
         raise check.error(
-            f"'image' must be an image reference such as python:3.12-slim, got {_kind(image)}", "image"
+            f"'image' must be an image reference such as python:3.12-slim, got {kind(image)}", "image"
         )
 
     inputs_node = check.mapping("inputs")
-    inputs = _plain(inputs_node) if inputs_node is not None else {}
+    inputs = plain(inputs_node) if inputs_node is not None else {}
     for input_name in inputs:
         if not isinstance(input_name, str) or not input_name.isidentifier():
             raise check.error(f"step input name {input_name!r} must be letters, digits and _", "inputs")
     env_node = check.mapping("env")
     env: dict[str, Any] = {}
-    for key, value in (_plain(env_node) if env_node is not None else {}).items():
+    for key, value in (plain(env_node) if env_node is not None else {}).items():
         if isinstance(value, dict | list) or value is None:
-            raise check.error(f"env {key}: a value must be text or a number, got {_kind(value)}", "env")
+            raise check.error(f"env {key}: a value must be text or a number, got {kind(value)}", "env")
         env[str(key)] = templates.as_text(value)
     outputs = check.names("outputs", "output names")
     for output in outputs:
@@ -490,7 +338,7 @@ def _step(check: _Checker, params: dict[str, Param], root: Path) -> Step:
     )
 
 
-def _argv(check: _Checker, shell: bool) -> list[str]:
+def _argv(check: Checker, shell: bool) -> list[str]:
     value = check.get("command")
     if value is None:
         return []
@@ -503,12 +351,12 @@ def _argv(check: _Checker, shell: bool) -> list[str]:
             )
         return [value]
     if not isinstance(value, Located) or not isinstance(value.value, list) or not value.value:
-        raise check.error(f"'command' must be a non-empty list of words, got {_kind(value)}", "command")
+        raise check.error(f"'command' must be a non-empty list of words, got {kind(value)}", "command")
     words = []
     for index, item in enumerate(value.value):
         if isinstance(item, Located) or item is None:
             raise FlowError(
-                f"each word of 'command' must be text or a number, got {_kind(item)}",
+                f"each word of 'command' must be text or a number, got {kind(item)}",
                 file=check.file,
                 line=value.lines.get(index, value.line),
                 step=check.step,
@@ -519,9 +367,9 @@ def _argv(check: _Checker, shell: bool) -> list[str]:
     return words
 
 
-def _import_function(check: _Checker, uses: Any) -> Callable[..., Any]:
+def _import_function(check: Checker, uses: Any) -> Callable[..., Any]:
     if not isinstance(uses, str) or uses.count(":") != 1:
-        raise check.error(f"'uses' must be package.module:function, got {_kind(uses)}", "uses")
+        raise check.error(f"'uses' must be package.module:function, got {kind(uses)}", "uses")
     module_name, _, attribute = uses.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -541,16 +389,16 @@ def _import_function(check: _Checker, uses: Any) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def _flow_outputs(top: _Checker, declared: dict[str | None, list[str]]) -> dict[str, tuple[str, str | None]]:
+def _flow_outputs(top: Checker, declared: dict[str | None, list[str]]) -> dict[str, tuple[str, str | None]]:
     node = top.mapping("outputs")
     if node is None:
         return {}
     result: dict[str, tuple[str, str | None]] = {}
     for name, expression in node.value.items():  # type: ignore[union-attr]
-        check = _Checker(top.file, "outputs", node)
+        check = Checker(top.file, "outputs", node)
         problem = f"flow output '{name}' must be one reference {{{{ steps.STEP.outputs.NAME }}}}"
         if not isinstance(expression, str):
-            raise check.error(f"{problem}, got {_kind(expression)}", name)
+            raise check.error(f"{problem}, got {kind(expression)}", name)
         try:
             found = templates.references(expression)
         except templates.TemplateError as exc:
