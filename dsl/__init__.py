@@ -34,6 +34,7 @@ def __getattr__(name: str) -> Any:
         return getattr(commands, name)
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")
 
+
 __all__ = [
     "REQUIRED",
     "TRIGGER_RULES",

@@ -117,7 +117,7 @@ class Checker:
         if value is None:
             return default
         if not isinstance(value, str):
-            raise self.error(f"'{key}' must be text, got {kind(value)}", key)
+            raise self.error(f"'{key}' must be text, got {describe(value)}", key)
         return value
 
     def mapping(self, key: str) -> Located | None:
@@ -125,7 +125,7 @@ class Checker:
         if value is None:
             return None
         if not isinstance(value, Located) or not isinstance(value.value, dict):
-            raise self.error(f"'{key}' must be a mapping (name: value), got {kind(value)}", key)
+            raise self.error(f"'{key}' must be a mapping (name: value), got {describe(value)}", key)
         return value
 
     def names(self, key: str, what: str) -> list[str]:
@@ -136,11 +136,11 @@ class Checker:
         if isinstance(value, str):
             return [value]
         if not isinstance(value, Located) or not isinstance(value.value, list):
-            raise self.error(f"'{key}' must be a list of {what}, got {kind(value)}", key)
+            raise self.error(f"'{key}' must be a list of {what}, got {describe(value)}", key)
         for index, item in enumerate(value.value):
             if not isinstance(item, str) or not item:
                 raise FlowError(
-                    f"'{key}' must be a list of {what}, got {kind(item)}",
+                    f"'{key}' must be a list of {what}, got {describe(item)}",
                     file=self.file,
                     line=value.lines.get(index, value.line),
                     step=self.step,
@@ -148,7 +148,7 @@ class Checker:
         return list(value.value)
 
 
-def kind(value: Any) -> str:
+def describe(value: Any) -> str:
     if isinstance(value, Located):
         return "a mapping" if isinstance(value.value, dict) else "a list"
     if value is None:

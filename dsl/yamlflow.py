@@ -40,7 +40,7 @@ from dsl.errors import FlowError
 from dsl.params import REQUIRED, Param
 from dsl.step import Step
 from dsl.wiring import Edge
-from dsl.yamldoc import Checker, Located, kind, parse, plain
+from dsl.yamldoc import Checker, Located, describe, parse, plain
 
 TOP_KEYS = ("name", "description", "inputs", "outputs", "steps")
 STEP_KEYS = (
@@ -93,13 +93,13 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     document = parse(text, file)
     if not isinstance(document, Located) or not isinstance(document.value, dict):
         raise FlowError(
-            f"a YAML flow is a mapping with at least `steps:`, got {kind(document)}", file=file, line=1
+            f"a YAML flow is a mapping with at least `steps:`, got {describe(document)}", file=file, line=1
         )
     top = Checker(file, "the flow", document)
     top.only(TOP_KEYS)
     name = top.get("name")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise top.error(f"'name' must be text, got {kind(name)}", "name")
+        raise top.error(f"'name' must be text, got {describe(name)}", "name")
     flow = YamlFlow(name=name, description=top.text("description"))
     params = _inputs(top)
 
@@ -107,14 +107,14 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
     if steps_node is None:
         raise top.error("the flow has no `steps:`; a flow needs at least one step")
     if not isinstance(steps_node, Located) or not isinstance(steps_node.value, list) or not steps_node.value:
-        raise top.error(f"'steps' must be a non-empty list of steps, got {kind(steps_node)}", "steps")
+        raise top.error(f"'steps' must be a non-empty list of steps, got {describe(steps_node)}", "steps")
 
     checkers: list[Checker] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps_node.value):
         line = steps_node.lines.get(index, steps_node.line)
         if not isinstance(raw, Located) or not isinstance(raw.value, dict):
-            raise FlowError(f"each step is a mapping with a name, got {kind(raw)}", file=file, line=line)
+            raise FlowError(f"each step is a mapping with a name, got {describe(raw)}", file=file, line=line)
         check = Checker(file, "a step", raw)
         step_name = check.get("name")
         if not isinstance(step_name, str) or not step_name:
@@ -173,7 +173,7 @@ def _inputs(top: Checker) -> dict[str, Param]:
             spec = Located({}, node.lines[input_name], {})
         if not isinstance(spec, Located) or not isinstance(spec.value, dict):
             raise where.error(
-                f"input '{input_name}' must be a mapping with type, default, description; got {kind(spec)}",
+                f"input '{input_name}' must be a mapping (type, default, description), got {describe(spec)}",
                 line_key,
             )
         check = Checker(top.file, f"input '{input_name}'", spec)
@@ -197,7 +197,7 @@ def _typed(value: Any, target: type, what: str, check: Checker) -> Any:
         target.__name__, "a path"
     )
     if isinstance(value, Located):
-        raise check.error(f"{what}: default must be {type_name}, got {kind(value)}", "default")
+        raise check.error(f"{what}: default must be {type_name}, got {describe(value)}", "default")
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if target is Path and isinstance(value, str):
@@ -267,29 +267,29 @@ def _step(check: Checker, params: dict[str, Param], root: Path) -> Step:
 
     shell = check.get("shell", False)
     if not isinstance(shell, bool):
-        raise check.error(f"'shell' must be true or false, got {kind(shell)}", "shell")
+        raise check.error(f"'shell' must be true or false, got {describe(shell)}", "shell")
     argv = _argv(check, shell)
     if kind == "uses" and shell:
         raise check.error("`shell:` applies to commands, not to `uses:`", "shell")
 
     retries = check.get("retries", 0)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise check.error(f"'retries' must be a whole number >= 0, got {kind(retries)}", "retries")
+        raise check.error(f"'retries' must be a whole number >= 0, got {describe(retries)}", "retries")
     retry_delay = check.get("retry_delay", 0)
     if not isinstance(retry_delay, int | float) or isinstance(retry_delay, bool) or retry_delay < 0:
-        raise check.error(f"'retry_delay' must be seconds >= 0, got {kind(retry_delay)}", "retry_delay")
+        raise check.error(f"'retry_delay' must be seconds >= 0, got {describe(retry_delay)}", "retry_delay")
     timeout = check.get("timeout")
     if timeout is not None and (
         not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
     ):
-        raise check.error(f"'timeout' must be seconds > 0, got {kind(timeout)}", "timeout")
+        raise check.error(f"'timeout' must be seconds > 0, got {describe(timeout)}", "timeout")
     cache = check.get("cache", True)
     if not isinstance(cache, bool):
-        raise check.error(f"'cache' must be true or false, got {kind(cache)}", "cache")
+        raise check.error(f"'cache' must be true or false, got {describe(cache)}", "cache")
     image = check.get("image")
     if kind == "container" and not isinstance(image, str):
         raise check.error(
-            f"'image' must be an image reference such as python:3.12-slim, got {kind(image)}", "image"
+            f"'image' must be an image reference such as python:3.12-slim, got {describe(image)}", "image"
         )
 
     inputs_node = check.mapping("inputs")
@@ -301,7 +301,7 @@ def _step(check: Checker, params: dict[str, Param], root: Path) -> Step:
     env: dict[str, Any] = {}
     for key, value in (plain(env_node) if env_node is not None else {}).items():
         if isinstance(value, dict | list) or value is None:
-            raise check.error(f"env {key}: a value must be text or a number, got {kind(value)}", "env")
+            raise check.error(f"env {key}: a value must be text or a number, got {describe(value)}", "env")
         env[str(key)] = templates.as_text(value)
     outputs = check.names("outputs", "output names")
     for output in outputs:
@@ -351,12 +351,12 @@ def _argv(check: Checker, shell: bool) -> list[str]:
             )
         return [value]
     if not isinstance(value, Located) or not isinstance(value.value, list) or not value.value:
-        raise check.error(f"'command' must be a non-empty list of words, got {kind(value)}", "command")
+        raise check.error(f"'command' must be a non-empty list of words, got {describe(value)}", "command")
     words = []
     for index, item in enumerate(value.value):
         if isinstance(item, Located) or item is None:
             raise FlowError(
-                f"each word of 'command' must be text or a number, got {kind(item)}",
+                f"each word of 'command' must be text or a number, got {describe(item)}",
                 file=check.file,
                 line=value.lines.get(index, value.line),
                 step=check.step,
@@ -369,7 +369,7 @@ def _argv(check: Checker, shell: bool) -> list[str]:
 
 def _import_function(check: Checker, uses: Any) -> Callable[..., Any]:
     if not isinstance(uses, str) or uses.count(":") != 1:
-        raise check.error(f"'uses' must be package.module:function, got {kind(uses)}", "uses")
+        raise check.error(f"'uses' must be package.module:function, got {describe(uses)}", "uses")
     module_name, _, attribute = uses.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -398,7 +398,7 @@ def _flow_outputs(top: Checker, declared: dict[str | None, list[str]]) -> dict[s
         check = Checker(top.file, "outputs", node)
         problem = f"flow output '{name}' must be one reference {{{{ steps.STEP.outputs.NAME }}}}"
         if not isinstance(expression, str):
-            raise check.error(f"{problem}, got {kind(expression)}", name)
+            raise check.error(f"{problem}, got {describe(expression)}", name)
         try:
             found = templates.references(expression)
         except templates.TemplateError as exc:
