@@ -352,3 +352,21 @@ def test_a_yaml_document_that_expands_without_end_is_refused(flow_cli, name, fra
     result = flow_cli("check", str(FLOWS / name), timeout=60)
     assert result.code == 2, result
     assert "Traceback" not in result.stderr and fragment in result.stderr, result
+
+
+def test_cache_false_runs_a_yaml_step_every_time(flow_cli, write_flow, tmp_path):
+    log = tmp_path / "ran.log"
+    path = write_flow(
+        f"""\
+        steps:
+          - name: always
+            command: [sh, -c, "echo always >> {log}"]
+            cache: false
+          - name: once
+            command: [sh, -c, "echo once >> {log}"]
+        """,
+        name="cache.yaml",
+    )
+    assert flow_cli("run", str(path)).code == 0
+    assert flow_cli("run", str(path)).code == 0
+    assert sorted(ran(log)) == ["always", "always", "once"]
