@@ -14,6 +14,8 @@ Example:
     ```
 """
 
+from typing import Any
+
 from dsl.context import current_step, log_metric
 from dsl.errors import FlowError
 from dsl.flow import Flow
@@ -21,6 +23,17 @@ from dsl.graph import Graph, Node, ParamSpec, build_graph
 from dsl.loader import LoadedFlow, load_flow
 from dsl.params import REQUIRED, Param, param
 from dsl.step import TRIGGER_RULES, Step, step
+
+
+def __getattr__(name: str) -> Any:
+    """`command` and `container` (dsl.commands) load on first use: a flow of plain Python steps
+    never pays for subprocess, tempfile and tomllib."""
+    if name in ("command", "container"):
+        from dsl import commands
+
+        return getattr(commands, name)
+    raise AttributeError(f"module 'dsl' has no attribute {name!r}")
+
 
 __all__ = [
     "REQUIRED",
@@ -34,6 +47,8 @@ __all__ = [
     "ParamSpec",
     "Step",
     "build_graph",
+    "command",
+    "container",
     "current_step",
     "load_flow",
     "log_metric",

@@ -5,6 +5,9 @@ flow file's directory, never site-packages), compiled from the source text read 
 never from `__pycache__`: a `.pyc` is validated by mtime and size, so two quick edits of equal size
 would otherwise run old code. The source text of each of those files is kept on the result so that
 fingerprints hash exactly the code that runs.
+
+The file's suffix picks the language: `.py` is executed, `.yaml`/`.yml` is compiled by
+`dsl.yamlflow` (its `uses:` modules imported the same way); both give the same graph.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dsl.graph import Graph, build_graph
 from dsl.step import Step
 
 _OWN_PACKAGES = ("dsl", "runner", "tui")
+FLOW_SUFFIXES = (".py", ".yaml", ".yml")
 _lock = threading.RLock()
 _roots: set[Path] = set()
 _recording: list[dict[str, str]] = []
@@ -48,6 +52,8 @@ class LoadedFlow:
         sources: absolute path -> source text, for the flow file and every local module it imported.
         local_modules: module name -> absolute path of each local module imported while loading.
         load_id: unique per load; code shipped to workers is keyed by it.
+        outputs: flow output name -> (step, name of one of its outputs or None for the whole output):
+            YAML `outputs:` or `Flow(outputs=...)`.
     """
 
     path: Path
@@ -59,6 +65,7 @@ class LoadedFlow:
     sources: dict[str, str] = field(default_factory=dict)
     local_modules: dict[str, str] = field(default_factory=dict)
     load_id: str = ""
+    outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
     def watch_paths(self) -> list[Path]:
@@ -153,20 +160,24 @@ def load_flow(path: str | Path) -> LoadedFlow:
     if not flow_path.exists():
         raise FlowError("no such file", file=shown)
     if flow_path.is_dir():
-        raise FlowError("is a directory; give a flow file (.py)", file=shown)
+        raise FlowError("is a directory; give a flow file (.py, .yaml or .yml)", file=shown)
+    if flow_path.suffix.lower() not in FLOW_SUFFIXES:
+        raise FlowError("is not a flow file: a flow is a .py, .yaml or .yml file", file=shown)
     flow_path = flow_path.resolve()
     try:
         source = flow_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError(f"cannot read the file: {exc}", file=shown) from None
-    try:
-        code = compile(source, str(flow_path), "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        raise FlowError(
-            f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
-        ) from None
-    except ValueError as exc:
-        raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
+    code = None
+    if flow_path.suffix.lower() == ".py":
+        try:
+            code = compile(source, str(flow_path), "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise FlowError(
+                f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
+            ) from None
+        except ValueError as exc:
+            raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
 
     root = flow_path.parent
     with _lock:
@@ -182,8 +193,14 @@ def load_flow(path: str | Path) -> LoadedFlow:
         _recording.append(sources)
         sys.modules[module_name] = module
         recorded = wiring.push()
+        document = None
         try:
-            exec(code, module.__dict__)
+            if code is not None:
+                exec(code, module.__dict__)
+            else:
+                from dsl.yamlflow import compile_yaml
+
+                document = compile_yaml(source, str(flow_path), root)
         except FlowError:
             sys.modules.pop(module_name, None)
             raise
@@ -207,24 +224,48 @@ def load_flow(path: str | Path) -> LoadedFlow:
             and str(Path(mod.__file__).resolve()) in sources
         }
 
-    steps = [value for value in vars(module).values() if isinstance(value, Step)]
-    if not steps and not recorded.edges:
-        raise FlowError("defines no step; decorate a function with @step", file=shown)
-    graph = build_graph(steps, recorded.edges)
-    declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
-    flow_decl = declared[0] if declared else None
-    name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
+    if document is not None:
+        graph = build_graph(document.steps, document.edges)
+        name = document.name or flow_path.stem
+        description = document.description
+        outputs = document.outputs
+    else:
+        steps = [value for value in vars(module).values() if isinstance(value, Step)]
+        if not steps and not recorded.edges:
+            raise FlowError("defines no step; decorate a function with @step", file=shown)
+        graph = build_graph(steps, recorded.edges)
+        declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
+        flow_decl = declared[0] if declared else None
+        name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
+        description = flow_decl.description if flow_decl else ""
+        outputs = flow_decl.output_refs(graph) if flow_decl else {}
+    if any(node.step.spec is not None for node in graph.nodes.values()):
+        _record_project_file(root, sources)
     return LoadedFlow(
         path=flow_path,
         name=name,
-        description=flow_decl.description if flow_decl else "",
+        description=description,
         graph=graph,
         module=module,
         root=root,
         sources=sources,
         local_modules=local_modules,
         load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
+        outputs=outputs,
     )
+
+
+def _record_project_file(root: Path, sources: dict[str, str]) -> None:
+    """External steps read their connections from flow.toml (or pyproject.toml): watch it too, so an
+    edited connection reloads the flow."""
+    from dsl.connections import project_file
+
+    found = project_file(root)
+    if found is not None:
+        try:
+            sources.setdefault(str(found.resolve()), found.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
 
 
 def _import_error(exc: BaseException, flow_path: Path, sources: dict[str, Any]) -> FlowError:

@@ -45,6 +45,8 @@ class Step:
         inputs: declared input files: glob patterns relative to the flow file's directory (or
             absolute); their contents are part of the step's fingerprint.
         env: declared environment variables; their values are part of the step's fingerprint.
+        spec: for an external step (a command, a container, a `uses:` function; see `dsl.external`),
+            what it runs, hashed by the fingerprint in place of the function's source; None otherwise.
         file: the file the function was defined in.
         line: the line of its `def`.
     """
@@ -101,6 +103,7 @@ class Step:
         self.resources = dict(resources or {})
         self.inputs = _strings(inputs, "inputs", "file patterns", bad)
         self.env = _strings(env, "env", "environment variable names", bad)
+        self.spec: dict[str, Any] | None = None
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:

@@ -34,7 +34,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-FileArg = Annotated[Path, typer.Argument(help="The flow file (.py).", show_default=False)]
+FileArg = Annotated[Path, typer.Argument(help="The flow file (.py, .yaml or .yml).", show_default=False)]
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
@@ -245,7 +245,7 @@ def runs(
     flow_filter = None
     if file is not None:
         path = Path(file)
-        flow_filter = str(path.resolve()) if path.suffix == ".py" else file
+        flow_filter = str(path.resolve()) if path.suffix in (".py", ".yaml", ".yml") else file
     records = store.list_runs(flow_filter, limit=limit)
     if json_out:
         typer.echo(json.dumps([r.as_dict() for r in records], indent=2, default=repr))
@@ -272,6 +272,7 @@ def show(
 ) -> None:
     """One run: its parameters, and each step's status, attempts, duration and why it ran."""
     from runner.reporter import SYMBOLS
+    from runner.text import visible
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
@@ -295,6 +296,8 @@ def show(
         )
     if record.metrics:
         typer.echo("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in record.metrics.items()))
+    for name, output in record.outputs.items():
+        typer.echo(f"  output {name} = {visible(output.preview, newlines=False)}")
 
 
 @app.command()

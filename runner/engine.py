@@ -28,6 +28,7 @@ import cloudpickle
 from dsl.errors import FlowError
 from dsl.graph import Node
 from dsl.loader import LoadedFlow
+from runner import flow_outputs
 from runner.artifacts import ArtifactError, UnstorableOutput, content_hash, dumps
 from runner.events import (
     Event,
@@ -1150,7 +1151,8 @@ class Engine:
         if self._parked:
             self._release_parked(run)
         now = time.time()
-        self._emit(RunFinished(run.id, status, now - run.started, counts, now))
+        outputs = flow_outputs.collect(run.request.loaded, run.states, self._load)
+        self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
         run.handle._finish(status)
 
     def _cancel(self, run_id: int | None, reason: str = "stopped", keep_for: _Run | None = None) -> None:

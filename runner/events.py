@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runner.records import FlowOutput
+
 
 @dataclass(frozen=True)
 class Event:
@@ -114,6 +116,8 @@ class RunFinished(Event):
     duration_s: float
     counts: dict[str, int]
     ts: float
+    outputs: dict[str, FlowOutput] = field(default_factory=dict)
+    """The flow outputs the run produced, by name."""
     kind: str = field(init=False, default="run_finished")
 
 

@@ -7,6 +7,8 @@ A step's fingerprint hashes, separately so that `flow show` can say *why* a step
 - `helpers`: each same-project function, class, module or constant it references, transitively, by
   qualified name (site-packages code counts by package version);
 - `options`: `foreach`, `version` and the `when=` predicate;
+- `command`: for an external step (`dsl.external`), its `Step.spec`: argv and env templates, image and
+  digest, declared outputs, connection variables (a secret's value is never part of it);
 - `params`: the values of the flow parameters it reads;
 - `inputs`: the content hash of each upstream output (early cut-off: an upstream that re-runs and
   returns the same bytes does not invalidate its descendants).
@@ -280,12 +282,14 @@ class StaticPrint:
         helpers: qualified name -> hash, for everything it references from the project.
         options: hash of its result-changing options (`foreach`, `version`, `when=`).
         untrusted: why the step cannot be fingerprinted (then it always runs), or None.
+        command: hash of an external step's `Step.spec`; "" for a function step.
     """
 
     code: str
     helpers: dict[str, str] = field(default_factory=dict)
     options: str = ""
     untrusted: str | None = None
+    command: str = ""
 
 
 class _Hasher:
@@ -571,6 +575,9 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     for name, node in loaded.graph.nodes.items():
         item = node.step
         try:
+            if item.spec is not None:
+                prints[name] = _external_print(hasher, item)
+                continue
             fn = item.fn
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
@@ -592,6 +599,21 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     return prints
 
 
+def _external_print(hasher: _Hasher, item: Step) -> StaticPrint:
+    """A command, container or `uses:` step: its spec is hashed as `command`; the function a `uses:`
+    step calls counts as a function step's code and helpers."""
+    command = _sha("command", value_hash(item.spec))
+    function = getattr(item.fn, "function", None)
+    if not isinstance(function, types.FunctionType):
+        return StaticPrint(code=command, options=_sha(repr(item.version)), command=command)
+    return StaticPrint(
+        code=_sha(hasher.function_source(function, drop_decorators=True)),
+        helpers=hasher.references(function),
+        options=_sha(repr(item.version)),
+        command=command,
+    )
+
+
 def combine(
     static: StaticPrint,
     params: dict[str, str],
@@ -609,6 +631,9 @@ def combine(
     if item is not None:
         detail["item"] = item
     parts = [static.code, static.options, item or ""]
+    if static.command:
+        detail["command"] = static.command
+        parts.append(f"c:{static.command}")
     parts += [f"h:{k}={v}" for k, v in sorted(static.helpers.items())]
     parts += [f"p:{k}={v}" for k, v in sorted(params.items())]
     parts += [f"i:{k}={v}" for k, v in sorted(inputs.items())]
@@ -619,6 +644,8 @@ def explain(previous: dict[str, Any] | None, current: dict[str, Any]) -> str:
     """Why a step runs, comparing its fingerprint parts with those of its last execution."""
     if previous is None:
         return "no earlier result"
+    if previous.get("command", "") != current.get("command", ""):
+        return "command changed"
     if previous.get("code") != current["code"]:
         return "code changed"
     old_helpers, new_helpers = previous.get("helpers", {}), current["helpers"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
@@ -90,6 +90,9 @@ class StoreRecorder:
         elif isinstance(event, RunFinished):
             self._write_details(event.run_id)
             submit(self._write_logs)
+            if event.outputs:
+                outputs = dumps_json({name: asdict(output) for name, output in event.outputs.items()})
+                submit(lambda c: c.execute("UPDATE runs SET outputs=? WHERE id=?", (outputs, event.run_id)))
             submit(
                 lambda c: c.execute(
                     "UPDATE runs SET status=?, finished_at=? WHERE id=?",

@@ -46,6 +46,21 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class FlowOutput:
+    """One flow output of a run: where it comes from, and its preview.
+
+    Attributes:
+        step: the step whose output it is.
+        key: the key of that step's (dict) output, or None for the whole output.
+        preview: the value as text (bounded).
+    """
+
+    step: str
+    key: str | None
+    preview: str
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One run as stored."""
 
@@ -59,6 +74,8 @@ class RunRecord:
     trigger: str = ""
     executor: str = ""
     steps: tuple[StepRecord, ...] = ()
+    outputs: dict[str, FlowOutput] = field(default_factory=dict)
+    """The flow's declared outputs, by name (see `runner.flow_outputs`)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -91,6 +108,7 @@ class RunRecord:
             "executor": self.executor,
             "metrics": self.metrics,
             "steps": [s.as_dict() for s in self.steps],
+            "outputs": {name: output.preview for name, output in self.outputs.items()},
         }
 
 

@@ -40,6 +40,13 @@ def summary_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
+def output_lines(event: RunFinished) -> list[str]:
+    """The flow outputs a run produced, one `name = value` line each (values shown as text)."""
+    from runner.text import visible
+
+    return [f"  {name} = {visible(output.preview, newlines=False)}" for name, output in event.outputs.items()]
+
+
 class PlainReporter:
     """One line per step start, finish and log line; for logs, CI and pipes."""
 
@@ -86,6 +93,8 @@ class PlainReporter:
                 f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
                 f"{summary_counts(event.counts)}" + (f" (ran: {', '.join(ran)})" if ran else "")
             )
+            for line in output_lines(event):
+                self._print(line)
         elif isinstance(event, FlowReloaded):
             self._print(reload_line(event))
         elif isinstance(event, LoadFailed):
@@ -228,6 +237,8 @@ class LiveReporter:
                     f"[{style}]run #{event.run_id} {event.status}[/] in {event.duration_s:.2f}s: "
                     f"{summary_counts(event.counts)}"
                 )
+                for line in output_lines(event):
+                    self._console.print(line, highlight=False, markup=False)
             elif isinstance(event, FlowReloaded):
                 self._console.print(f"[bold]{reload_line(event)}[/]")
             elif isinstance(event, LoadFailed):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import sqlite3
 import threading
@@ -33,9 +34,9 @@ from runner.artifacts import (
     read_file_checked,
     verify_file,
 )
-from runner.records import LogLine, RunRecord, StepRecord, dumps_json
+from runner.records import FlowOutput, LogLine, RunRecord, StepRecord, dumps_json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -116,8 +117,22 @@ _SCHEMA.append(_LEASES)
 _STEPS_BY_FINGERPRINT = "CREATE INDEX IF NOT EXISTS steps_fingerprint ON steps(fingerprint)"
 _SCHEMA.append(_STEPS_BY_FINGERPRINT)
 
-_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT]}
+_RUN_OUTPUTS = "ALTER TABLE runs ADD COLUMN outputs TEXT"
+"""A run's flow outputs: JSON name -> {step, key, preview} (see `runner.flow_outputs`)."""
+_SCHEMA.append(_RUN_OUTPUTS)
+
+_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT], 5: [_RUN_OUTPUTS]}
 """version -> statements that bring a store from `version - 1` to `version`."""
+
+def _apply(conn: sqlite3.Connection, statement: str) -> None:
+    """Run a migration statement; adding a column the table already has is a no-op, like the
+    `IF NOT EXISTS` of the other statements (SQLite has no `ADD COLUMN IF NOT EXISTS`)."""
+    try:
+        conn.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not statement.startswith("ALTER TABLE") or "duplicate column name" not in str(exc):
+            raise
+
 
 LEASE_TTL_S = 6 * 3600.0
 """A lease older than this is void even if its holder's pid is alive (guards against pid reuse)."""
@@ -262,7 +277,7 @@ class Store:
             else:
                 for step_version in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS.get(step_version, []):
-                        conn.execute(statement)
+                        _apply(conn, statement)
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -604,7 +619,37 @@ class Store:
         )
         data = dict(zip(columns, row[: len(columns)], strict=True))
         data["params"] = json.loads(data["params"])
-        return RunRecord(**data, steps=tuple(self.get_steps(int(data["id"]))))
+        run_id = int(data["id"])
+        return RunRecord(**data, steps=tuple(self.get_steps(run_id)), outputs=self.run_outputs(run_id))
+
+    def run_outputs(self, run_id: int) -> dict[str, FlowOutput]:
+        """A run's flow outputs by name (empty for a flow that declares none)."""
+        row = self.conn.execute("SELECT outputs FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or not row[0]:
+            return {}
+        return {name: FlowOutput(**fields) for name, fields in json.loads(row[0]).items()}
+
+    def flow_output(self, run_id: int, name: str) -> Any:
+        """A flow output of a run as the Python object (for a command step's output: its text).
+
+        Raises:
+            FlowError: the run has no such output, or its step's output is no longer in the store.
+        """
+        from runner.flow_outputs import pick
+
+        output = self.run_outputs(run_id).get(name)
+        if output is None:
+            raise FlowError(f"run #{run_id} has no flow output '{name}'")
+        row = self.conn.execute(
+            "SELECT output_hash FROM steps WHERE run_id=? AND name=?", (run_id, output.step)
+        ).fetchone()
+        if row is None or not row[0]:
+            raise FlowError(f"run #{run_id}: step '{output.step}' left no output")
+        try:
+            value = pickle.loads(self.read_artifact(row[0]))
+            return pick(value, output.key)
+        except (ArtifactError, KeyError) as exc:
+            raise FlowError(f"run #{run_id}: flow output '{name}' cannot be read ({exc})") from None
 
     def run_metrics(self, run_id: int) -> dict[str, dict[str, float]]:
         """Step -> metrics recorded in one run (cached steps carry them into later runs)."""

@@ -38,7 +38,7 @@ from tests.dask_fixtures import DaskCluster, dask_cluster_fixture  # noqa: E402,
 pytestmark = pytest.mark.dask
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLE_FLOWS = sorted((REPO / "sample_flows").glob("*.py"))
+SAMPLE_FLOWS = sorted([*(REPO / "sample_flows").glob("*.py"), *(REPO / "sample_flows").glob("*.yaml")])
 WAIT_S = 60.0
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_flows"
-FILES = sorted(p.name for p in SAMPLES.glob("*.py") if not p.name.startswith("_"))
+FILES = sorted(p.name for p in [*SAMPLES.glob("*.py"), *SAMPLES.glob("*.yaml")] if not p.name.startswith("_"))
 
 
 def test_there_are_sample_flows():
     assert {"hello.py", "ml_pipeline.py", "quality_gated.py", "sweep.py", "model_chain.py"} <= set(FILES)
+    assert {"yaml_pipeline.yaml", "mixed_steps.py"} <= set(FILES)
 
 
 @pytest.mark.parametrize("name", FILES)

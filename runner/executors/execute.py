@@ -30,6 +30,7 @@ from runner.artifacts import (
     verify_file,
 )
 from runner.executors.base import InputRef, Task, TaskResult
+from runner.redaction import redacting
 
 Emit = Callable[[str, str, float], None]
 """Receives (stream, line, timestamp) for each captured line."""
@@ -170,6 +171,7 @@ def store_output(value: Any, artifact_dir: str) -> tuple[str, bytes | None, str 
     return dump_output(value, artifact_dir or None)
 
 
+@redacting
 def execute(
     task: Task,
     fn: Callable[..., Any],
