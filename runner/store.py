@@ -346,6 +346,24 @@ class Store:
             raise
         return dead
 
+    def abandon_run(self, run_id: int, error: str) -> None:
+        """Record a run the engine could not finish normally as `failed`, its unfinished steps with
+        `error` (queued like every write, so it lands after the run's earlier rows)."""
+        now = time.time()
+
+        def fail(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE steps SET status='failed', finished_at=?, error=? "
+                "WHERE run_id=? AND status IN ('running', 'pending')",
+                (now, error, run_id),
+            )
+            conn.execute(
+                "UPDATE runs SET status='failed', finished_at=COALESCE(finished_at, ?) WHERE id=?",
+                (now, run_id),
+            )
+
+        self.submit(fail)
+
     # ----- artifacts and cache --------------------------------------------------------------
 
     def lookup(self, fingerprint: str, *, verify: bool = False) -> CacheHit | None:
