@@ -401,3 +401,40 @@ def test_ctrl_c_under_watch_stops_a_run_blocked_in_a_predicate(tmp_path: Path) -
         assert run is not None and run.status == "cancelled"
     finally:
         store.close()
+
+
+def test_a_selection_below_a_conditional_step_decides_it_through_its_probe(tmp_path: Path) -> None:
+    """`--only report` with `train(when=...)` upstream: the predicate is asked of a worker before
+    the run starts, the cached `train` is reused, and a false predicate gives `report` None."""
+    path = write(
+        tmp_path / "project" / "gated.py",
+        """
+        @step
+        def check(ok: bool = True):
+            return {"ok": ok}
+
+        @step(when=lambda check: check["ok"])
+        def train(check):
+            return "model"
+
+        @step(trigger="all_done")
+        def report(train):
+            return f"report on {train}"
+        """,
+    )
+    store_dir = tmp_path / "store"
+    for ok in (True, False):
+        store = Store(store_dir)
+        engine = Engine(store, LocalExecutor(2))
+        loaded = load_flow(path)
+        try:
+            params = resolve_params(loaded.graph.params, {"ok": ok})
+            finish(engine, engine.start(RunRequest(loaded, params)))
+            handle = engine.start(RunRequest(loaded, params, only=("report",), force=True))
+            run = finish(engine, handle)
+            assert run.status == "succeeded"
+            report = {s.name: s for s in run.steps}["report"]
+            assert report.preview == ("'report on model'" if ok else "'report on None'")
+        finally:
+            engine.close()
+            store.close()
