@@ -96,6 +96,9 @@ def _fan_out_parents(conn: sqlite3.Connection) -> set[tuple[int, str]]:
 def diagnose(store: Store) -> Diagnosis:
     """Verify a store (reads every artifact; marks runs whose runner died as interrupted first)."""
     report = Diagnosis(store=str(store.root))
+    for problem in store.permission_problems(files=True):
+        fix = f"chmod -R go-w {store.root}" if "writable" in problem else f"chown -R $USER {store.root}"
+        report.problems.append(f"{problem}; anyone who can write there can plant a pickle (fix: {fix})")
     conn = store.conn
     try:
         store.mark_interrupted()

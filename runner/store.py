@@ -161,7 +161,18 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """The run store at `root` (created, private to the user, on first use)."""
 
-    def __init__(self, root: str | Path | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self, root: str | Path | None = None, *, create: bool = True, verify_private: bool = True
+    ) -> None:
+        """Open (or create) the store.
+
+        Args:
+            verify_private: refuse a store other users could write to (`permission_problems`);
+                only `flow doctor`, which unpickles nothing, opens one anyway to report it.
+
+        Raises:
+            FlowError: no store and not `create`, it cannot be created, or it is not private.
+        """
         self.root = Path(root) if root is not None else default_store_dir()
         self.db_path = self.root / "flow.db"
         self.artifact_dir = self.root / "artifacts"
@@ -174,7 +185,15 @@ class Store:
                 self.artifact_dir.mkdir(mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
-        self._check_private()
+        if verify_private:
+            self._check_private()
+        if not self.db_path.exists():
+            # SQLite creates the database (and gives its -wal/-shm files the same mode) with the
+            # umask's permissions: 0664 under a common umask of 002, writable by the user's group.
+            try:
+                os.close(os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+            except OSError:
+                pass  # a read-only store: SQLite reports it below
         self._local = threading.local()
         self._writer: _Writer | None = None
         self._writer_lock = threading.Lock()
@@ -182,24 +201,72 @@ class Store:
         self.host = socket.gethostname()
 
     def _check_private(self) -> None:
-        """Refuse a store someone else could have planted pickles in: artifacts are unpickled, so
-        they must only ever come from a store the user owns and nobody else can write to."""
+        """Refuse a store someone else could have planted pickles in (see `permission_problems`)."""
+        problems = self.permission_problems()
+        if problems:
+            raise FlowError(
+                f"the store at {self.root} is not private: {'; '.join(problems[:4])}"
+                + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
+                + f". Artifacts are unpickled, so anyone who can write there can run code as you; "
+                f"fix: chmod -R go-w {self.root}"
+                + ("" if all("writable" in p for p in problems) else " and chown it to yourself")
+            )
+
+    def permission_problems(self, *, files: bool = False) -> list[str]:
+        """Where the store is not private to this user: a path another user owns, or one its group
+        or every user may write to. Empty when the store is sound (or not created yet).
+
+        Checked on every open (every command): the root, `flow.db` and its `-wal`/`-shm` files
+        (inline artifacts live there), `artifacts/` and each of its shard directories (`artifacts/ab/`,
+        at most 256): nobody else can then add, replace or rename a file anywhere in the store. That
+        is a few `stat` calls and one listing of `artifacts/` (measured: 0.02 ms for a new store,
+        1.2 ms with all 256 shards). The artifact files themselves are visited only with `files`
+        (`flow doctor`): a store holds thousands, and a file someone else could rewrite can only
+        change bytes that are checked against their content hash before anything unpickles them.
+        """
         if not hasattr(os, "getuid"):
-            return
+            return []
+        uid = os.getuid()
+        root = str(self.root)
+        db = str(self.db_path)
+        checks: list[tuple[str, os.stat_result]] = []
+        for name, path in (("the store", root), ("flow.db", db), ("flow.db-wal", f"{db}-wal")):
+            try:
+                checks.append((name, os.stat(path)))
+            except OSError:
+                continue
+        for name in ("flow.db-shm", "artifacts"):
+            try:
+                checks.append((name, os.stat(os.path.join(root, name))))
+            except OSError:
+                continue
         try:
-            info = self.root.stat()
+            with os.scandir(self.artifact_dir) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        checks.append((f"artifacts/{entry.name}", entry.stat(follow_symlinks=False)))
+                        if files:
+                            checks.extend(self._file_modes(entry.path, f"artifacts/{entry.name}"))
         except OSError:
-            return
-        if info.st_uid != os.getuid():
-            raise FlowError(
-                f"the store at {self.root} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}); "
-                "flow only unpickles artifacts from a store you own"
-            )
-        if info.st_mode & 0o002:
-            raise FlowError(
-                f"the store at {self.root} is writable by every user (mode {info.st_mode & 0o777:o}); "
-                f"flow only unpickles artifacts from a private store: chmod 700 {self.root}"
-            )
+            pass
+        problems = []
+        for name, info in checks:
+            mode = info.st_mode & 0o777
+            if info.st_uid != uid:
+                problems.append(f"{name} is owned by uid {info.st_uid}, not by you (uid {uid})")
+            elif mode & 0o002:
+                problems.append(f"{name} is writable by every user (mode {mode:o})")
+            elif mode & 0o020:
+                problems.append(f"{name} is writable by its group (mode {mode:o})")
+        return problems
+
+    @staticmethod
+    def _file_modes(directory: str, name: str) -> list[tuple[str, os.stat_result]]:
+        try:
+            with os.scandir(directory) as entries:
+                return [(f"{name}/{e.name}", e.stat(follow_symlinks=False)) for e in entries]
+        except OSError:
+            return []
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
