@@ -262,6 +262,11 @@ def runs(
             f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
             f"{r.trigger[:16]:<16} {params}"
         )
+    from runner.doctor import held_lines
+
+    for line, stuck in held_lines(store.held()):
+        if stuck:
+            typer.echo(f"note: {line}")
 
 
 @app.command()
@@ -361,8 +366,12 @@ def delete(
     """Remove a run from the history (its cached results stay reusable until `flow gc`)."""
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
-    if record.status == "running":
-        raise FlowError(f"run #{record.id} is still running; stop it first")
+    verdict = store.run_verdict(record.id)  # a run whose process is gone was marked interrupted on open
+    if verdict is not None:
+        raise FlowError(
+            f"run #{record.id} is still running ({verdict.why}); stop it first"
+            + ("" if verdict.proven else " (if that process is gone: flow doctor --clear-stuck)")
+        )
     store.delete_run(record.id)
     typer.echo(f"deleted run #{record.id}")
 
@@ -413,7 +422,18 @@ def tui(
 
 
 @app.command()
-def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
+def doctor(
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+    clear_stuck: Annotated[
+        bool,
+        typer.Option(
+            "--clear-stuck",
+            help="First give up runs and leases whose process is not proven alive (another host whose "
+            "heartbeat is late, a row from an older flow): they read interrupted, their steps run again.",
+        ),
+    ] = False,
+) -> None:
     """Verify the run store: integrity, artifacts against their hashes, leftovers of crashes.
 
     Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
@@ -424,6 +444,13 @@ def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
 
     store = Store(store_dir, create=False, verify_private=False)  # a store others can write to: reported
     try:
+        if clear_stuck:
+            runs_cleared, leases_cleared = store.clear_stuck()
+            typer.echo(
+                f"cleared {len(runs_cleared)} stuck run(s) {' '.join(f'#{r}' for r in runs_cleared)} "
+                f"and {len(leases_cleared)} stuck lease(s)".replace("  ", " "),
+                err=json_out,
+            )
         report = diagnose(store)
     finally:
         store.close()

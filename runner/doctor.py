@@ -21,7 +21,7 @@ from typing import Any
 
 from dsl.errors import FlowError
 from runner.artifacts import ArtifactError, content_hash, verify_file
-from runner.store import Store, _pid_alive
+from runner.store import Held, Store
 
 _REFERENCED = (
     "SELECT output_hash FROM cache UNION "
@@ -45,6 +45,10 @@ class Diagnosis:
     bad_artifacts: list[str] = field(default_factory=list)
     checked_artifacts: int = 0
     checked_steps: int = 0
+    in_progress: list[str] = field(default_factory=list)
+    """Runs and leases of live processes."""
+    stuck: list[str] = field(default_factory=list)
+    """Runs and leases whose holder is not proven alive (`flow doctor --clear-stuck` gives them up)."""
 
     @property
     def healthy(self) -> bool:
@@ -65,6 +69,8 @@ class Diagnosis:
             "bad_artifacts": self.bad_artifacts,
             "checked_artifacts": self.checked_artifacts,
             "checked_steps": self.checked_steps,
+            "in_progress": self.in_progress,
+            "stuck": self.stuck,
         }
 
 
@@ -184,10 +190,30 @@ def diagnose(store: Store) -> Diagnosis:
             f"{len(report.interrupted_runs)} run(s) were interrupted (runner killed or crashed): {shown}; "
             "their finished steps are kept and reused"
         )
-    for rid, pid, host in conn.execute("SELECT id, pid, host FROM runs WHERE status='running'"):
-        where = "this host" if host == store.host else f"host {host}"
-        report.notes.append(f"run #{rid} is in progress (pid {pid} on {where})")
+    for line, stuck in held_lines(store.held()):
+        (report.stuck if stuck else report.in_progress).append(line)
+        report.notes.append(line)
     return report
+
+
+def held_lines(held: list[Held]) -> list[tuple[str, bool]]:
+    """One line per run in progress or lease held elsewhere, and whether it may be stuck."""
+    lines = []
+    for item in held:
+        what = f"run #{item.key} of {item.step}" if item.kind == "run" else f"the lease on step '{item.step}'"
+        if not item.verdict.alive:
+            continue
+        if item.verdict.proven:
+            lines.append((f"{what} is in progress: {item.verdict.why}", False))
+        else:
+            lines.append(
+                (
+                    f"{what} may be stuck: {item.verdict.why}; "
+                    "if that process is gone: flow doctor --clear-stuck",
+                    True,
+                )
+            )
+    return lines
 
 
 @dataclass
@@ -222,11 +248,11 @@ def collect_garbage(store: Store, *, dry_run: bool = False) -> Collected:
     except sqlite3.DatabaseError as exc:
         raise FlowError(f"the store at {store.root} cannot be used: {exc}") from None
     try:
-        running = conn.execute("SELECT id, pid, host FROM runs WHERE status='running'").fetchall()
-        for rid, pid, host in running:
-            if host != store.host or _pid_alive(pid):
+        for item in store.held():
+            if item.kind == "run" and item.verdict.alive:
                 raise FlowError(
-                    f"run #{rid} is in progress (pid {pid} on {host}); run flow gc when no run is in flight"
+                    f"run #{item.key} is in progress ({item.verdict.why}); run flow gc when no run is in "
+                    "flight (if that process is gone: flow doctor --clear-stuck)"
                 )
         unreferenced = conn.execute(
             f"SELECT hash, size FROM artifacts WHERE hash NOT IN ({_REFERENCED})"

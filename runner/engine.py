@@ -14,6 +14,7 @@ import gc
 import itertools
 import os
 import pickle
+import sqlite3
 import sys
 import threading
 import time
@@ -864,8 +865,10 @@ class Engine:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
                 state.status = "running"
-                state.reason = f"waiting: {other} is computing the same step"
-                self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
+                waiting = f"waiting: {other} is computing the same step"
+                if state.reason != waiting:  # said once, not at every poll
+                    state.reason = waiting
+                    self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
                 return
@@ -1044,11 +1047,19 @@ class Engine:
         if not due:
             return
         self._remote = [entry for entry in self._remote if entry[0] > now]
+        waited = False
         for _, (run, name, step_name, node, static, fingerprint, detail, item) in due:
             if run.cancelled or run.states[name].status in FINAL:
                 continue
             run.states[name].status = "ready"
             self._execute_or_reuse(run, name, step_name, node, static, fingerprint, detail, False, item)
+            waited = waited or not run.states[name].reason.startswith("waiting:")
+        if waited:
+            # The other process finished, or died: if it died, its run reads interrupted from now on.
+            try:
+                self.store.mark_interrupted()
+            except (FlowError, sqlite3.Error) as exc:
+                print(f"flow: could not mark a dead run interrupted: {exc}", file=sys.stderr)
 
     def _previous_detail(self, run: _Run, name: str) -> dict[str, Any] | None:
         """The fingerprint parts of the step's last execution (this engine's memory, else the store)."""
