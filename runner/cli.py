@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsl.errors import FlowError
+from runner import cli_maintenance
 
 if TYPE_CHECKING:
     from runner.engine import Engine, RunHandle
@@ -363,7 +364,11 @@ def delete(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run id, or 'last'.")],
     store_dir: StoreOpt = None,
 ) -> None:
-    """Remove a run from the history (its cached results stay reusable until `flow gc`)."""
+    """Remove a run from the history: its steps, logs and metrics.
+
+    The outputs it computed stay in the cache while a kept run uses them; `flow gc` frees the others
+    (it keeps the results of each flow's last runs and of pinned runs).
+    """
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
     verdict = store.run_verdict(record.id)  # a run whose process is gone was marked interrupted on open
@@ -473,31 +478,8 @@ def doctor(
     raise ExitWith(0 if report.healthy else 1)
 
 
-@app.command()
-def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
-    json_out: JsonOpt = False,
-    store_dir: StoreOpt = None,
-) -> None:
-    """Remove artifacts that no run and no cache entry references (refuses while a run is in flight)."""
-    from runner.doctor import collect_garbage, human_size
-
-    store = _store(store_dir, create=False)
-    try:
-        done = collect_garbage(store, dry_run=dry_run)
-    finally:
-        store.close()
-    if json_out:
-        typer.echo(json.dumps(done.as_dict(), indent=2))
-        return
-    verb = "would remove" if dry_run else "removed"
-    for digest in done.artifacts:
-        typer.echo(f"  {verb} artifact {digest[:16]}")
-    for path in done.files:
-        typer.echo(f"  {verb} file {path}")
-    typer.echo(
-        f"{verb} {len(done.artifacts)} artifact(s) and {len(done.files)} file(s), {human_size(done.bytes)}"
-    )
+app.command()(cli_maintenance.gc)
+app.command()(cli_maintenance.pin)
 
 
 def _exit_now(code: int) -> None:

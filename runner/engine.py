@@ -269,6 +269,7 @@ class Engine:
         """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `_uncached`)."""
         self._cached_rowid = 0
         self._cached_fresh = False
+        self._gc_generation = store.gc_generation()
         self._flows_seen: set[str] = set()
         self._unusable: dict[str, str] = {}
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
@@ -986,6 +987,16 @@ class Engine:
         which is most of a trivial step's cost on the scheduler. Rows are loaded only while there
         are few enough to beat one lookup per step; otherwise every step asks SQLite, as before.
         """
+        generation = self.store.gc_generation()
+        if generation != self._gc_generation:
+            # `flow gc` removed cache entries and artifacts since: what this engine remembers of the
+            # cache may name results that are gone (and the cache's rowids may be reused).
+            with self._lock:
+                self._gc_generation = generation
+                self._recent.clear()
+                self._stamps.clear()
+                self._cached.clear()
+                self._cached_rowid = 0
         found = self.store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
         with self._lock:
             if found is None:

@@ -141,8 +141,14 @@ _OWNERS = [
 ]
 """The processes that own runs and leases, judged alive by `runner.liveness` (schema 4)."""
 _SCHEMA.extend(_OWNERS)
+_GC_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN collected REAL",
+]
+"""`flow pin` keeps a run's results through `flow gc`; `collected` is when gc freed them (schema 4)."""
+_SCHEMA.extend(_GC_COLUMNS)
 
-_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT], 4: _OWNERS}
+_MIGRATIONS: dict[int, list[str]] = {2: [_LEASES], 3: [_STEPS_BY_FINGERPRINT], 4: _OWNERS + _GC_COLUMNS}
 """version -> statements that bring a store from `version - 1` to `version`."""
 
 LEASE_TTL_S = 6 * 3600.0
@@ -915,6 +921,21 @@ class Store:
                 (run_id, step, after, limit),
             )
         return [LogLine(*row) for row in rows]
+
+    def pin_run(self, run_id: int, pinned: bool = True) -> bool:
+        """Keep (or stop keeping) a run's results through `flow gc`; False if there is no such run."""
+        return bool(
+            self._guard(
+                lambda: (
+                    self.conn.execute("UPDATE runs SET pinned=? WHERE id=?", (int(pinned), run_id)).rowcount
+                )
+            )
+        )
+
+    def gc_generation(self) -> str:
+        """Changes each time `flow gc` removes cache entries (engines then forget what they remember)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='gc_generation'").fetchone()
+        return str(row[0]) if row else ""
 
     def delete_run(self, run_id: int) -> bool:
         """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`)."""
