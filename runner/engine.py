@@ -349,6 +349,8 @@ class Engine:
         external = external_inputs(graph, scope)
         try:
             if any(graph.nodes[n].step.when is not None or graph.nodes[n].step.foreach for n in external):
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("Engine.start cannot wait for its own scheduler (from a subscriber)")
                 planning = _Planning(run, deque(external))
                 if not self._command(lambda: self._plan_external(planning)):
                     run.handle._finish("cancelled")
