@@ -40,6 +40,7 @@ from runner.liveness import (
     Verdict,
     judge,
     judge_legacy,
+    lock_held,
     pid_alive,
     this_process,
 )
@@ -452,6 +453,7 @@ class Store:
             o.id for o in owners.values() if o.id != self.owner_id and gone(judge(o, self.owner_dir))
         ]
         if not held and not dead_owners:
+            self._forget_stray_locks(owners)
             return []
         now = time.time()
         conn = self.conn
@@ -486,6 +488,25 @@ class Store:
         for owner in dead_owners:
             (self.owner_dir / f"{owner}.lock").unlink(missing_ok=True)
         return dead
+
+    def _forget_stray_locks(self, owners: dict[str, Owner]) -> None:
+        """Remove lock files no process holds and no owner row names (a process killed between
+        taking its lock and registering leaves one)."""
+        old = time.time() - 60  # a lock file created just now may not be locked yet
+        try:
+            names = [
+                e.name
+                for e in os.scandir(self.owner_dir)
+                if e.name.endswith(".lock")
+                and e.name[: -len(".lock")] not in owners
+                and e.stat().st_mtime < old
+            ]
+        except OSError:
+            return
+        for name in names:
+            path = self.owner_dir / name
+            if lock_held(path) is False:
+                path.unlink(missing_ok=True)
 
     # ----- owners: who holds runs and leases, and whether it is alive ----------------------------
 
