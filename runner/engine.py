@@ -498,8 +498,11 @@ class Engine:
         """A bug (or a broken environment) surfaced in the engine's code: fail the runs concerned
         (None: every run in flight) so they are recorded `failed`, their steps killed, and their
         handles released; print the traceback, since this is not the user's mistake."""
-        detail = "".join(traceback.format_exception(exc)).rstrip()
-        print(f"flow: internal error in the scheduler:\n{detail}", file=sys.stderr)
+        try:
+            detail = "".join(traceback.format_exception(exc)).rstrip()
+            print(f"flow: internal error in the scheduler:\n{detail}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - a closed stderr must not stop the runs from ending
+            pass
         error = f"internal error in the runner: {type(exc).__name__}: {exc}"
         for run in list(self._runs.values()) if runs is None else runs:
             try:
