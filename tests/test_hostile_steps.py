@@ -438,3 +438,48 @@ def test_a_selection_below_a_conditional_step_decides_it_through_its_probe(tmp_p
         finally:
             engine.close()
             store.close()
+
+
+def test_an_executor_that_raises_fails_the_runs_in_flight_and_the_engine_carries_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception outside any one run's code (here: the executor's event wait) fails every run in
+    flight, kills their steps, and the next run works."""
+    path = write(
+        tmp_path / "project" / "plain.py",
+        """
+        @step
+        def up():
+            time.sleep(0.5)
+            return 1
+        """,
+    )
+    armed: list[bool] = []
+    shots = [1]  # the executor fails once, after the first step was submitted
+    real_submit, real_events = LocalExecutor.submit, LocalExecutor.events
+
+    def submit(self: LocalExecutor, task: Any) -> None:
+        armed.append(True)
+        real_submit(self, task)
+
+    def events(self: LocalExecutor, timeout: float | None) -> Any:
+        if armed and shots:
+            shots.pop()
+            raise OSError("select failed")
+        return real_events(self, timeout)
+
+    monkeypatch.setattr(LocalExecutor, "submit", submit)
+    monkeypatch.setattr(LocalExecutor, "events", events)
+    engine, handle = start_run(tmp_path / "store", path)
+    try:
+        run = finish(engine, handle, within=30)
+        assert run.status == "failed"
+        up = {s.name: s for s in run.steps}["up"]
+        assert up.status == "failed" and "internal error in the runner: OSError: select failed" in (
+            up.error or ""
+        )
+        again = finish(engine, engine.start(RunRequest(load_flow(path), {})))
+        assert again.status == "succeeded"
+    finally:
+        engine.close()
+        engine.store.close()
