@@ -84,7 +84,7 @@ def preview(value: Any) -> str:
 
 def write_file_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write `data` to `path` so that `path` either does not exist or holds all of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -119,7 +119,7 @@ class _Spool:
             return len(view)
         if self._file is None:
             assert self._directory is not None
-            Path(self._directory).mkdir(parents=True, exist_ok=True)
+            Path(self._directory).mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".tmp-")
             self.tmp = Path(tmp)
             self._file = os.fdopen(fd, "wb")
@@ -141,7 +141,7 @@ class _Spool:
             self._file.close()
             fault_point("artifact-rename")
             final = artifact_path(self._directory, digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.replace(self.tmp, final)
             _fsync_dir(final.parent)
         except BaseException:

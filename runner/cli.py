@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsl.errors import FlowError
+from runner import cli_maintenance
 
 if TYPE_CHECKING:
     from runner.engine import Engine, RunHandle
@@ -262,6 +263,11 @@ def runs(
             f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
             f"{r.trigger[:16]:<16} {params}"
         )
+    from runner.doctor import held_lines
+
+    for line, stuck in held_lines(store.held()):
+        if stuck:
+            typer.echo(f"note: {line}")
 
 
 @app.command()
@@ -361,11 +367,19 @@ def delete(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run id, or 'last'.")],
     store_dir: StoreOpt = None,
 ) -> None:
-    """Remove a run from the history (its cached results stay reusable until `flow gc`)."""
+    """Remove a run from the history: its steps, logs and metrics.
+
+    The outputs it computed stay in the cache while a kept run uses them; `flow gc` frees the others
+    (it keeps the results of each flow's last runs and of pinned runs).
+    """
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
-    if record.status == "running":
-        raise FlowError(f"run #{record.id} is still running; stop it first")
+    verdict = store.run_verdict(record.id)  # a run whose process is gone was marked interrupted on open
+    if verdict is not None:
+        raise FlowError(
+            f"run #{record.id} is still running ({verdict.why}); stop it first"
+            + ("" if verdict.proven else " (if that process is gone: flow doctor --clear-stuck)")
+        )
     store.delete_run(record.id)
     typer.echo(f"deleted run #{record.id}")
 
@@ -416,16 +430,35 @@ def tui(
 
 
 @app.command()
-def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
+def doctor(
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+    clear_stuck: Annotated[
+        bool,
+        typer.Option(
+            "--clear-stuck",
+            help="First give up runs and leases whose process is not proven alive (another host whose "
+            "heartbeat is late, a row from an older flow): they read interrupted, their steps run again.",
+        ),
+    ] = False,
+) -> None:
     """Verify the run store: integrity, artifacts against their hashes, leftovers of crashes.
 
     Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
     crash), 1 when something the store promises does not hold.
     """
     from runner.doctor import diagnose, human_size
+    from runner.store import Store
 
-    store = _store(store_dir, create=False)
+    store = Store(store_dir, create=False, verify_private=False)  # a store others can write to: reported
     try:
+        if clear_stuck:
+            runs_cleared, leases_cleared = store.clear_stuck()
+            typer.echo(
+                f"cleared {len(runs_cleared)} stuck run(s) {' '.join(f'#{r}' for r in runs_cleared)} "
+                f"and {len(leases_cleared)} stuck lease(s)".replace("  ", " "),
+                err=json_out,
+            )
         report = diagnose(store)
     finally:
         store.close()
@@ -448,31 +481,8 @@ def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
     raise ExitWith(0 if report.healthy else 1)
 
 
-@app.command()
-def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
-    json_out: JsonOpt = False,
-    store_dir: StoreOpt = None,
-) -> None:
-    """Remove artifacts that no run and no cache entry references (refuses while a run is in flight)."""
-    from runner.doctor import collect_garbage, human_size
-
-    store = _store(store_dir, create=False)
-    try:
-        done = collect_garbage(store, dry_run=dry_run)
-    finally:
-        store.close()
-    if json_out:
-        typer.echo(json.dumps(done.as_dict(), indent=2))
-        return
-    verb = "would remove" if dry_run else "removed"
-    for digest in done.artifacts:
-        typer.echo(f"  {verb} artifact {digest[:16]}")
-    for path in done.files:
-        typer.echo(f"  {verb} file {path}")
-    typer.echo(
-        f"{verb} {len(done.artifacts)} artifact(s) and {len(done.files)} file(s), {human_size(done.bytes)}"
-    )
+app.command()(cli_maintenance.gc)
+app.command()(cli_maintenance.pin)
 
 
 def _exit_now(code: int) -> None:

@@ -14,9 +14,11 @@ import gc
 import itertools
 import os
 import pickle
+import sqlite3
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,7 +31,7 @@ from dsl.errors import FlowError
 from dsl.graph import Node
 from dsl.loader import LoadedFlow
 from runner import flow_outputs
-from runner.artifacts import ArtifactError, UnstorableOutput, content_hash, dumps
+from runner.artifacts import ArtifactError, content_hash
 from runner.events import (
     Event,
     RunFinished,
@@ -50,6 +52,7 @@ from runner.executors.base import (
     TaskStarted,
 )
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
+from runner.probes import PROBE_TIMEOUT_S, foreach_probe, plain_loads, when_probe
 from runner.recorder import StoreRecorder
 from runner.selection import external_inputs, select_steps
 from runner.shipping import pickle_code
@@ -115,6 +118,9 @@ REMOTE_POLL_S = 0.1
 """How often a step waiting on another process's computation of the same fingerprint checks again."""
 CODE_CHUNK = 64
 """Steps pickled together per code bundle (cloudpickle's per-call cost dominates for small functions)."""
+CRASHES_IN_A_ROW = 3
+"""Internal errors in consecutive scheduler cycles after which the scheduler gives up (each one
+already failed every run in flight; an error that recurs with no run in flight would spin)."""
 
 
 @dataclass
@@ -133,6 +139,8 @@ class StepState:
     parent: str | None = None
     pending: int = 0
     """Fan-out instances, or upstream steps in the run's scope, not yet final."""
+    preview: str | None = None
+    """The worker's short repr of the output (flow outputs fall back on it for objects)."""
 
 
 class RunHandle:
@@ -176,6 +184,8 @@ class _Run:
     prefetched: dict[str, CacheHit] = field(default_factory=dict)
     """Cache entries of the fingerprints the flow's last run used, read at the start (see `start`)."""
     cancelled: bool = False
+    failure: str | None = None
+    """Set when the runner itself failed the run (an internal error): the run ends `failed`."""
     urgent: frozenset[str] = frozenset()
     """`prioritise` and its upstream steps: put at the front of `ready`."""
 
@@ -204,6 +214,33 @@ class _Execution:
     deadline: float | None = None
     retry_at: float | None = None
     started: float = 0.0
+
+
+@dataclass
+class _Probe:
+    """A question user code must answer before a step is decided (see `runner.probes`): a `when=`
+    predicate (`kind` "when") or a `foreach` iteration ("foreach"), run as a task like a step."""
+
+    kind: str
+    run: _Run
+    name: str
+    task: Task
+    cache_only: bool
+    planning: _Planning | None = None
+    submitted: bool = False
+    deadline: float | None = None
+
+
+@dataclass
+class _Planning:
+    """`start` resolving the steps upstream of a selection (`--only`/`--from`) whose decision needs
+    a probe: that runs on the scheduler thread, and `start` waits for `done`."""
+
+    run: _Run
+    todo: deque[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    advanced: set[str] = field(default_factory=set)
+    error: BaseException | None = None
 
 
 class Engine:
@@ -235,6 +272,7 @@ class Engine:
         """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `_uncached`)."""
         self._cached_rowid = 0
         self._cached_fresh = False
+        self._gc_generation = store.gc_generation()
         self._flows_seen: set[str] = set()
         self._unusable: dict[str, str] = {}
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
@@ -250,6 +288,9 @@ class Engine:
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._statics: dict[str, dict[str, StaticPrint]] = {}
         self._task_ids = itertools.count(1)
+        self._probes: dict[str, _Probe] = {}
+        self._probe_queue: deque[_Probe] = deque()
+        self._plannings: list[_Planning] = []
         self._closing = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -308,15 +349,27 @@ class Engine:
             # This engine's first run of the flow: its in-memory index (`_recent`) knows nothing of it.
             self._flows_seen.add(request.loaded.name)
             run.prefetched = self.store.cache_hits_of_last_run(request.loaded.name)
+        external = external_inputs(graph, scope)
         try:
-            with self._lock:
-                for name in external_inputs(graph, scope):
-                    self._advance(run, name, cache_only=True)
-        except FlowError:
+            if any(graph.nodes[n].step.when is not None or graph.nodes[n].step.foreach for n in external):
+                if threading.current_thread() is self._thread:
+                    raise RuntimeError("Engine.start cannot wait for its own scheduler (from a subscriber)")
+                planning = _Planning(run, deque(external))
+                if not self._command(lambda: self._plan_external(planning)):
+                    run.handle._finish("cancelled")
+                    return run.handle
+                planning.done.wait()
+                if planning.error is not None:
+                    raise planning.error
+            else:
+                with self._lock:
+                    for name in external:
+                        self._advance(run, name, cache_only=True)
+        except BaseException:
             self.store.delete_run(run_id)
             raise
         run.remaining = len(scope)
-        if not self._command(lambda: self._begin(run)):
+        if not self._command(lambda: self._guarded([run], self._begin, run)):
             run.handle._finish("cancelled")  # its row is marked interrupted when the store next opens
         return run.handle
 
@@ -339,6 +392,8 @@ class Engine:
 
             def stop() -> None:
                 self._cancel(None)
+                for planning in list(self._plannings):
+                    self._end_planning(planning, FlowError("the engine closed before the run started"))
                 self._closing = True
                 done.set()
 
@@ -369,44 +424,116 @@ class Engine:
         return True
 
     def _loop(self) -> None:
+        """Run scheduler cycles until closed. An exception in the engine's own code fails the runs it
+        concerns (recorded, handles released, reported on stderr) and the scheduler carries on."""
+        crashes = 0
         while not self._closing:
-            with self._lock:
-                while self._commands:
-                    self._commands.popleft()()
-                if self._closing:
+            try:
+                self._cycle()
+                crashes = 0
+            except BaseException as exc:  # noqa: BLE001 - whatever it is, no run may hang on it
+                crashes += 1
+                with self._lock:
+                    self._internal_error(exc, None)
+                if crashes >= CRASHES_IN_A_ROW and not self._runs:
+                    with self._lock:
+                        self._closed = True  # `_command` now refuses: a new run is cancelled, not lost
+                        self._thread = None
+                        for planning in list(self._plannings):
+                            self._end_planning(planning, FlowError(f"the scheduler failed: {exc!r}"))
                     return
-                self._drain_ready()
-                self._timers()
-                if self._remote:
-                    self._poll_remote()
-                self._dispatch()
-                wait = self._next_wait()
-            events = self.executor.events(wait)
-            with self._lock:
-                for event in events:
-                    if isinstance(event, TaskLogs):
-                        execution = self._by_task.get(event.task_id)
-                        if execution is not None:
-                            for run, name in execution.waiters:
-                                for stream, line, ts in event.lines:
-                                    self._emit(StepLog(run.id, name, stream, line, ts))
-                    elif isinstance(event, TaskLog):
-                        execution = self._by_task.get(event.task_id)
-                        if execution is not None:
-                            for run, name in execution.waiters:
-                                self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
-                    elif isinstance(event, TaskDone):
-                        self._task_done(event.task_id, event.result)
-                    elif isinstance(event, TaskStarted):
-                        execution = self._by_task.get(event.task_id)
-                        timeout = execution.task.timeout if execution is not None else None
-                        if execution is not None and execution.submitted and timeout:
-                            execution.deadline = time.monotonic() + timeout
+
+    def _cycle(self) -> None:
+        with self._lock:
+            while self._commands:
+                self._commands.popleft()()
+            if self._closing:
+                return
+            self._drain_ready()
+            self._timers()
+            if self._remote:
+                self._poll_remote()
+            self._dispatch()
+            wait = self._next_wait()
+        events = self.executor.events(wait)
+        with self._lock:
+            for event in events:
+                if isinstance(event, TaskLogs):
+                    for run, name in self._listeners(event.task_id):
+                        for stream, line, ts in event.lines:
+                            self._emit(StepLog(run.id, name, stream, line, ts))
+                elif isinstance(event, TaskLog):
+                    for run, name in self._listeners(event.task_id):
+                        self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
+                elif isinstance(event, TaskDone):
+                    self._task_done(event.task_id, event.result)
+                elif isinstance(event, TaskStarted):
+                    self._task_started(event.task_id)
+
+    def _listeners(self, task_id: str) -> list[tuple[_Run, str]]:
+        """(run, step) pairs a task's log lines belong to."""
+        execution = self._by_task.get(task_id)
+        if execution is not None:
+            return execution.waiters
+        probe = self._probes.get(task_id)
+        return [(probe.run, probe.name)] if probe is not None else []
+
+    def _task_started(self, task_id: str) -> None:
+        """The task's function starts now: its timeout counts from here (see `START_GRACE_S`)."""
+        execution = self._by_task.get(task_id)
+        if execution is not None:
+            timeout = execution.task.timeout
+            if execution.submitted and timeout:
+                execution.deadline = time.monotonic() + timeout
+            return
+        probe = self._probes.get(task_id)
+        if probe is not None and probe.submitted and probe.task.timeout:
+            probe.deadline = time.monotonic() + probe.task.timeout
+
+    def _guarded(self, runs: list[_Run], fn: Callable[..., None], *args: Any) -> None:
+        """Call `fn`; an exception from it fails `runs` (not every run in flight)."""
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - see `_internal_error`
+            self._internal_error(exc, runs)
+
+    def _internal_error(self, exc: BaseException, runs: list[_Run] | None) -> None:
+        """A bug (or a broken environment) surfaced in the engine's code: fail the runs concerned
+        (None: every run in flight) so they are recorded `failed`, their steps killed, and their
+        handles released; print the traceback, since this is not the user's mistake."""
+        try:
+            detail = "".join(traceback.format_exception(exc)).rstrip()
+            print(f"flow: internal error in the scheduler:\n{detail}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - a closed stderr must not stop the runs from ending
+            pass
+        error = f"internal error in the runner: {type(exc).__name__}: {exc}"
+        for run in list(self._runs.values()) if runs is None else runs:
+            try:
+                self._cancel(run.id, reason="failed", failure=error)
+            except BaseException:  # noqa: BLE001 - the last resort below still ends the run
+                pass
+            if not run.handle.done:
+                self._abandon(run, error)
+
+    def _abandon(self, run: _Run, error: str) -> None:
+        """The last resort when even failing a run raised: record it failed and release its handle."""
+        self._runs.pop(run.id, None)
+        now = time.time()
+        for record in (
+            lambda: self._emit(RunFinished(run.id, "failed", now - run.started, {}, now)),
+            lambda: self.store.abandon_run(run.id, error),
+        ):
+            try:
+                record()
+            except BaseException:  # noqa: BLE001 - the handle is released whatever happens
+                pass
+        run.handle._finish("failed")
 
     def _next_wait(self) -> float | None:
         if self._commands or any(run.ready for run in self._runs.values()):
             return 0.0
         moments = [e.deadline for e in self._executions.values() if e.deadline is not None]
+        moments += [p.deadline for p in self._probes.values() if p.deadline is not None]
         moments += [due for due, _ in self._remote]
         moments += [e.retry_at for e in self._executions.values() if e.retry_at is not None]
         if not moments:
@@ -445,20 +572,32 @@ class Engine:
 
     def _drain_ready(self) -> None:
         for run in list(self._runs.values()):
-            self._decide_ready(run)
+            if run.ready:
+                self._guarded([run], self._decide_ready, run)
 
     def _decide_ready(self, run: _Run) -> None:
         """Decide every ready step; an execution starts as soon as it is decided (a free worker
         need not wait for the rest of a big flow's cached steps to be checked)."""
         while run.ready and not run.cancelled:
             self._advance(run, run.ready.popleft())
-            if self._queue and self._busy < self.executor.slots:
+            if (self._queue or self._probe_queue) and self._busy < self.executor.slots:
                 self._dispatch()
 
     # ----- deciding what a step does ------------------------------------------------------------
 
-    def _advance(self, run: _Run, name: str, *, cache_only: bool = False) -> None:
-        """All upstream steps of `name` are final: skip it, reuse a cached result, or execute it."""
+    def _advance(
+        self,
+        run: _Run,
+        name: str,
+        *,
+        cache_only: bool = False,
+        when_checked: bool = False,
+        items: list[bytes] | None = None,
+    ) -> None:
+        """All upstream steps of `name` are final: skip it, reuse a cached result, or execute it.
+
+        A `when=` predicate or a `foreach` iteration is user code: it is asked of a probe task
+        (`_ask`), and the step is advanced again with the answer (`when_checked`, `items`)."""
         node: Node = run.graph.nodes[name]
         item = node.step
         states = run.states
@@ -467,18 +606,12 @@ class Engine:
         if skip is not None:
             self._finish(run, name, "skipped" if "cancelled" not in skip else "cancelled", reason=skip)
             return
-        if item.when is not None:
-            try:
-                args = {a: self._value_or_param(run, a) for a in node.when_args}
-                go = bool(item.when(**args))
-            except Exception as exc:
-                self._finish(
-                    run, name, "failed", error=f"the when= predicate raised {type(exc).__name__}: {exc}"
-                )
-                return
-            if not go:
-                self._finish(run, name, "skipped", reason="condition (when=) is false")
-                return
+        if item.when is not None and not when_checked:
+            self._ask(run, name, "when", node.when_args, cache_only)
+            return
+        if item.foreach is not None and items is None:
+            self._ask(run, name, "foreach", (item.foreach,), cache_only)
+            return
         static = run.static[name]
         params = {}
         try:
@@ -487,8 +620,8 @@ class Engine:
         except Untrusted as exc:
             static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
         inputs = {u: (states[u].output.hash if states[u].output else NONE_OUTPUT_HASH) for u in node.upstream}
-        if item.foreach is not None:
-            self._fan_out(run, name, node, static, params, inputs, cache_only)
+        if items is not None:
+            self._fan_out(run, name, node, static, params, inputs, cache_only, items)
             return
         fingerprint, detail = combine(static, params, inputs)
         self._execute_or_reuse(run, name, name, node, static, fingerprint, detail, cache_only, None)
@@ -522,28 +655,17 @@ class Engine:
         params: dict[str, str],
         inputs: dict[str, str],
         cache_only: bool,
+        pickled: list[bytes],
     ) -> None:
         arg = node.step.foreach
         assert arg is not None
-        try:
-            items = list(self._value_or_param(run, arg))
-        except TypeError as exc:
-            self._finish(run, name, "failed", error=f"foreach '{arg}' is not iterable: {exc}")
-            return
         state = run.states[name]
         state.instances = []
         state.status = "running"
-        if not items:
+        if not pickled:
             self._finish_fan_out(run, name)
             return
-        pickled = []
-        for index, value in enumerate(items):
-            try:
-                pickled.append(dumps(value))
-            except UnstorableOutput as exc:
-                self._finish(run, name, "failed", error=f"foreach item {index} cannot be pickled: {exc}")
-                return
-        instances = [f"{name}[{index}]" for index in range(len(items))]
+        instances = [f"{name}[{index}]" for index in range(len(pickled))]
         for instance in instances:
             run.states[instance] = StepState(instance, parent=name)
         state.instances = instances
@@ -555,6 +677,158 @@ class Engine:
             self._execute_or_reuse(
                 run, instance, name, node, static, fingerprint, detail, cache_only, (arg, item_hash, data)
             )
+
+    # ----- probes: user code that decides a step, run where a timeout and a stop apply -----------
+
+    def _ask(self, run: _Run, name: str, kind: str, args: Iterable[str], cache_only: bool) -> None:
+        """Ask a probe task for a step's `when=` answer or `foreach` items; `_probe_done` goes on."""
+        node = run.graph.nodes[name]
+        what = "when= predicate" if kind == "when" else f"foreach '{node.step.foreach}'"
+        kwargs: dict[str, InputRef] = {}
+        try:
+            for arg in args:
+                if arg in run.graph.nodes:
+                    kwargs[arg] = self._input_ref(run.states[arg].output)
+                else:
+                    kwargs[arg] = InputRef(hash="", data=pickle.dumps(run.request.params[arg], protocol=5))
+        except ArtifactError as exc:
+            self._finish(run, name, "failed", error=f"an input of the {what} could not be read: {exc}")
+            return
+        except Exception as exc:
+            self._finish(run, name, "failed", error=f"a parameter of the {what} cannot be pickled: {exc}")
+            return
+        try:
+            code_key, code = self._probe_code(run.request.loaded, name, kind)
+        except Exception as exc:
+            self._finish(run, name, "failed", error=f"the {what} cannot be shipped to a worker: {exc}")
+            return
+        task = Task(
+            id=f"t{next(self._task_ids)}",
+            step=name,
+            code_key=code_key,
+            code=code,
+            kwargs=kwargs,
+            run_id=run.id,
+            timeout=node.step.timeout or PROBE_TIMEOUT_S,
+            sys_path=(str(run.request.loaded.root),),
+            entry=kind,
+        )
+        probe = _Probe(kind, run, name, task, cache_only)
+        if cache_only:
+            probe.planning = next((p for p in self._plannings if p.run is run), None)
+        run.states[name].status = "asking"
+        self._probes[task.id] = probe
+        self._probe_queue.append(probe)
+
+    def _probe_code(self, loaded: LoadedFlow, name: str, kind: str) -> tuple[str, bytes]:
+        """(code_key, pickled code) of a step's probe: its predicate, or the foreach iteration."""
+        key = f"{loaded.load_id}:{kind}:{name}"
+        code = self._codes.get(key)
+        if code is None:
+            step = loaded.graph.nodes[name].step
+            for module_name in [loaded.module.__name__, *loaded.local_modules]:
+                if module_name in sys.modules:
+                    cloudpickle.register_pickle_by_value(sys.modules[module_name])
+            assert step.foreach is not None or kind == "when"
+            fn = when_probe(step.when) if kind == "when" else foreach_probe(step.foreach or "")
+            code = self._codes[key] = pickle_code({kind: fn})
+        return key, code
+
+    def _submit_probe(self, probe: _Probe) -> None:
+        probe.submitted = True
+        timeout = probe.task.timeout or PROBE_TIMEOUT_S
+        if getattr(self.executor, "reports_start", False):
+            timeout += START_GRACE_S  # tightened to the timeout when the worker says it started
+        probe.deadline = time.monotonic() + timeout
+        self._busy += 1
+        self.executor.submit(probe.task)
+
+    def _drop_probe(self, probe: _Probe) -> None:
+        """Forget a probe whose run stopped (killing its task if it runs)."""
+        self._probes.pop(probe.task.id, None)
+        if probe.submitted:
+            probe.submitted = False
+            self.executor.cancel(probe.task.id)
+            self._busy -= 1
+        elif probe in self._probe_queue:
+            self._probe_queue.remove(probe)
+
+    def _probe_done(self, probe: _Probe, result: TaskResult) -> None:
+        if probe.submitted:
+            probe.submitted = False
+            self._busy -= 1
+        run, name = probe.run, probe.name
+        if run.states[name].status != "asking":
+            return  # the run stopped meanwhile
+        run.states[name].status = "ready"
+        planning = probe.planning
+        if planning is None:
+            self._answer(probe, result)
+            return
+        try:
+            self._answer(probe, result)
+        except BaseException as exc:  # noqa: BLE001 - handed to `start`, which raises it
+            self._end_planning(planning, exc)
+            return
+        self._plan_external(planning)
+
+    def _answer(self, probe: _Probe, result: TaskResult) -> None:
+        """Go on deciding the step with the probe's answer (or fail it with the probe's failure)."""
+        run, name = probe.run, probe.name
+        step = run.graph.nodes[name].step
+        what = "the when= predicate" if probe.kind == "when" else f"foreach '{step.foreach}'"
+        answer: Any = None
+        error = result.error or "no answer"
+        if result.ok:
+            try:
+                answer = plain_loads(result.data or b"")
+            except Exception as exc:
+                error = f"its answer could not be read: {exc}"
+        valid = (
+            isinstance(answer, bool)
+            if probe.kind == "when"
+            else isinstance(answer, list) and all(isinstance(i, bytes) for i in answer)
+        )
+        if not result.ok or not valid:
+            error = error.replace("the step called", "it called").replace("the step's process", "its process")
+            error = error.removeprefix("ForeachItemUnstorable: ")
+            self._finish(run, name, "failed", error=f"{what} failed: {error}", traceback=result.traceback)
+        elif probe.kind == "when" and not answer:
+            self._finish(run, name, "skipped", reason="condition (when=) is false")
+        elif probe.kind == "when":
+            self._advance(run, name, cache_only=probe.cache_only, when_checked=True)
+        else:
+            self._advance(run, name, cache_only=probe.cache_only, when_checked=True, items=answer)
+
+    def _plan_external(self, planning: _Planning) -> None:
+        """Decide the steps upstream of a selection in order; a probe pauses this until its answer."""
+        if planning not in self._plannings:
+            self._plannings.append(planning)
+        run = planning.run
+        try:
+            while planning.todo:
+                name = planning.todo[0]
+                if run.states[name].status == "asking":
+                    return
+                if name not in planning.advanced:
+                    planning.advanced.add(name)
+                    self._advance(run, name, cache_only=True)
+                    if run.states[name].status == "asking":
+                        return
+                planning.todo.popleft()
+        except BaseException as exc:  # noqa: BLE001 - handed to `start`, which raises it
+            self._end_planning(planning, exc)
+            return
+        self._end_planning(planning, None)
+
+    def _end_planning(self, planning: _Planning, error: BaseException | None) -> None:
+        if planning in self._plannings:
+            self._plannings.remove(planning)
+        if error is not None:
+            for probe in [p for p in self._probes.values() if p.run is planning.run]:
+                self._drop_probe(probe)
+        planning.error = error
+        planning.done.set()
 
     def _execute_or_reuse(
         self,
@@ -600,8 +874,10 @@ class Engine:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
                 state.status = "running"
-                state.reason = f"waiting: {other} is computing the same step"
-                self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
+                waiting = f"waiting: {other} is computing the same step"
+                if state.reason != waiting:  # said once, not at every poll
+                    state.reason = waiting
+                    self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
                 return
@@ -719,6 +995,16 @@ class Engine:
         which is most of a trivial step's cost on the scheduler. Rows are loaded only while there
         are few enough to beat one lookup per step; otherwise every step asks SQLite, as before.
         """
+        generation = self.store.gc_generation()
+        if generation != self._gc_generation:
+            # `flow gc` removed cache entries and artifacts since: what this engine remembers of the
+            # cache may name results that are gone (and the cache's rowids may be reused).
+            with self._lock:
+                self._gc_generation = generation
+                self._recent.clear()
+                self._stamps.clear()
+                self._cached.clear()
+                self._cached_rowid = 0
         found = self.store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
         with self._lock:
             if found is None:
@@ -780,11 +1066,19 @@ class Engine:
         if not due:
             return
         self._remote = [entry for entry in self._remote if entry[0] > now]
+        waited = False
         for _, (run, name, step_name, node, static, fingerprint, detail, item) in due:
             if run.cancelled or run.states[name].status in FINAL:
                 continue
             run.states[name].status = "ready"
             self._execute_or_reuse(run, name, step_name, node, static, fingerprint, detail, False, item)
+            waited = waited or not run.states[name].reason.startswith("waiting:")
+        if waited:
+            # The other process finished, or died: if it died, its run reads interrupted from now on.
+            try:
+                self.store.mark_interrupted()
+            except (FlowError, sqlite3.Error) as exc:
+                print(f"flow: could not mark a dead run interrupted: {exc}", file=sys.stderr)
 
     def _previous_detail(self, run: _Run, name: str) -> dict[str, Any] | None:
         """The fingerprint parts of the step's last execution (this engine's memory, else the store)."""
@@ -821,27 +1115,22 @@ class Engine:
         data, path = self.store.artifact_location(output.hash)
         return InputRef(hash=output.hash, data=data, path=path)
 
-    def _value_or_param(self, run: _Run, name: str) -> Any:
-        """An upstream step's output (None if it produced none) or a parameter's value."""
-        if name in run.graph.nodes:
-            if name not in run.values:
-                output = run.states[name].output
-                run.values[name] = self._load(output)
-            return run.values[name]
-        return run.request.params[name]
+    def _plain_value(self, output: Output) -> Any:
+        """An output as plain data (dicts, lists, text, numbers), for flow outputs at a run's end.
 
-    def _load(self, output: Output | None) -> Any:
-        if output is None:
-            return None
+        Read with the probes' unpickler, which imports and calls nothing: the runner never runs a
+        user's `__reduce__`. An object raises `pickle.UnpicklingError`; its preview is shown instead.
+        """
         if output.parts is not None:
-            return [self._load(p) for p in output.parts]
+            return [self._plain_value(part) for part in output.parts]
+        if output.data is None and output.path is None:
+            self.store.flush()
+            return plain_loads(self.store.read_artifact(output.hash))
         if output.data is not None:
-            return pickle.loads(output.data)
-        if output.path is not None:
-            with open(output.path, "rb") as handle:
-                return pickle.load(handle)
-        self.store.flush()
-        return pickle.loads(self.store.read_artifact(output.hash))
+            return plain_loads(output.data)
+        assert output.path is not None
+        with open(output.path, "rb") as handle:
+            return plain_loads(handle.read())
 
     def _code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes, str]:
         """(code_key, pickled code, entry) for a step: its load's steps are pickled in chunks."""
@@ -875,12 +1164,14 @@ class Engine:
     # ----- executing ----------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while self._queue and self._busy >= self.executor.slots and self._parked:
+        while (self._queue or self._probe_queue) and self._busy >= self.executor.slots and self._parked:
             parked = self._executions.get(next(iter(self._parked)))
             if parked is None or parked.waiters:
                 self._parked.pop(next(iter(self._parked)))
             else:
                 self._kill(parked)  # a parked execution never holds a slot that wanted work needs
+        while self._probe_queue and self._busy < self.executor.slots:
+            self._submit_probe(self._probe_queue.popleft())
         while self._queue and self._busy < self.executor.slots:
             execution = self._queue.popleft()
             if not execution.waiters:
@@ -916,6 +1207,11 @@ class Engine:
 
     def _timers(self) -> None:
         now = time.monotonic()
+        for probe in list(self._probes.values()):
+            if probe.deadline is not None and now >= probe.deadline and probe.submitted:
+                self.executor.cancel(probe.task.id)
+                error = f"timed out after {probe.task.timeout:g}s; its process was killed"
+                self._task_done(probe.task.id, TaskResult(ok=False, error=error))
         for execution in list(self._executions.values()):
             if execution.deadline is not None and now >= execution.deadline and execution.submitted:
                 self.executor.cancel(execution.task.id)
@@ -931,9 +1227,17 @@ class Engine:
                 self._queue.append(execution)
 
     def _task_done(self, task_id: str, result: TaskResult) -> None:
+        probe = self._probes.pop(task_id, None)
+        if probe is not None:
+            self._guarded([probe.run], self._probe_done, probe, result)
+            return
         execution = self._by_task.pop(task_id, None)
         if execution is None:
             return
+        runs = list({run.id: run for run, _ in execution.waiters}.values())
+        self._guarded(runs, self._execution_done, execution, result)
+
+    def _execution_done(self, execution: _Execution, result: TaskResult) -> None:
         self._busy -= 1
         execution.submitted = False
         execution.deadline = None
@@ -1070,6 +1374,7 @@ class Engine:
             return
         state.status = status
         state.error = error
+        state.preview = preview_text
         if reason:
             state.reason = reason
         if self._parked:
@@ -1138,7 +1443,9 @@ class Engine:
         if run.remaining > 0 or run.id not in self._runs:
             return
         statuses = [run.states[n].status for n in run.scope]
-        if run.cancelled or "cancelled" in statuses:
+        if run.failure is not None:
+            status = "failed"
+        elif run.cancelled or "cancelled" in statuses:
             status = "cancelled"
         elif "failed" in statuses:
             status = "failed"
@@ -1151,14 +1458,22 @@ class Engine:
         if self._parked:
             self._release_parked(run)
         now = time.time()
-        outputs = flow_outputs.collect(run.request.loaded, run.states, self._load)
+        outputs = flow_outputs.collect(run.request.loaded, run.states, self._plain_value)
         self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
         run.handle._finish(status)
 
-    def _cancel(self, run_id: int | None, reason: str = "stopped", keep_for: _Run | None = None) -> None:
+    def _cancel(
+        self,
+        run_id: int | None,
+        reason: str = "stopped",
+        keep_for: _Run | None = None,
+        *,
+        failure: str | None = None,
+    ) -> None:
         """Stop runs. With `keep_for` (the run superseding this one), a running execution of a step that
         run has not decided yet is parked instead of killed: the step's upstream may be re-running and
-        return the same output, and then the new run joins it by fingerprint."""
+        return the same output, and then the new run joins it by fingerprint. With `failure` (an
+        internal error), unfinished steps and the run end `failed` with that error."""
         runs = (
             list(self._runs.values())
             if run_id is None
@@ -1166,7 +1481,10 @@ class Engine:
         )
         for run in runs:
             run.cancelled = True
+            run.failure = run.failure or failure
             run.ready.clear()
+            for probe in [p for p in self._probes.values() if p.run is run]:
+                self._drop_probe(probe)
             for execution in list(self._executions.values()) + list(self._queue):
                 before = len(execution.waiters)
                 execution.waiters = [(r, n) for r, n in execution.waiters if r is not run]
@@ -1177,12 +1495,15 @@ class Engine:
                         self._kill(execution)
             for name in [*run.scope, *(i for n in run.scope for i in run.states[n].instances or [])]:
                 if run.states[name].status not in FINAL:
-                    self._finish(run, name, "cancelled", reason=reason, error=f"the run was {reason}")
+                    if failure is not None:
+                        self._finish(run, name, "failed", error=failure)
+                    else:
+                        self._finish(run, name, "cancelled", reason=reason, error=f"the run was {reason}")
 
     @staticmethod
     def _undecided(run: _Run, execution: _Execution) -> bool:
         state = run.states.get(execution.task.step)
-        return state is None or state.status in ("pending", "ready")
+        return state is None or state.status in ("pending", "ready", "asking")
 
     def _kill(self, execution: _Execution) -> None:
         self._parked.pop(execution.key, None)

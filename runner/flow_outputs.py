@@ -9,6 +9,7 @@ the selection) is left out, one that cannot be read is shown as unavailable.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,7 +44,8 @@ def collect(
     loaded: LoadedFlow, states: Mapping[str, Any], load: Callable[[Any], Any]
 ) -> dict[str, FlowOutput]:
     """Each flow output whose step ended with an output in this run. `states` are the engine's step
-    states (with `status` and `output`), `load` turns an output into its value."""
+    states (with `status`, `output` and `preview`); `load` turns an output into its value as plain
+    data and raises `pickle.UnpicklingError` for an object, whose worker-made preview is shown."""
     found: dict[str, FlowOutput] = {}
     for name, (step, key) in loaded.outputs.items():
         state = states.get(step)
@@ -53,6 +55,8 @@ def collect(
             text = shown(pick(load(state.output), key))
         except KeyError:
             text = f"<step '{step}' returned no '{key}'>"
+        except pickle.UnpicklingError:
+            text = state.preview if key is None and state.preview else f"<an object: see {step}'s output>"
         except (ArtifactError, OSError, Exception) as exc:  # a corrupt or unreadable artifact
             text = f"<unavailable: {type(exc).__name__}>"
         found[name] = FlowOutput(step=step, key=key, preview=text)

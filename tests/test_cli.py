@@ -351,9 +351,9 @@ def test_delete_refuses_a_run_that_is_still_running(flow_cli, store_dir):
     try:
         run_id = store.create_run("f", "/nowhere/f.py", {}, "cli", "local")  # pid: this live test process
         assert os.getpid() > 0
+        result = flow_cli("delete", str(run_id))  # while this process (the run's owner) keeps it open
+        assert result.code == 2, result
+        assert "still running" in result.stderr
+        assert flow_cli("show", str(run_id), "--json").json()["status"] == "running"
     finally:
         store.close()
-    result = flow_cli("delete", str(run_id))
-    assert result.code == 2, result
-    assert "still running" in result.stderr
-    assert flow_cli("show", str(run_id), "--json").json()["status"] == "running"

@@ -413,3 +413,55 @@ def test_a_worker_that_dies_mid_step_fails_the_attempt_with_the_reason(
         assert wait_until_gone(int(marker.read_text())), "the step outlived its Dask worker"
     finally:
         dask_cluster.wait_for_workers(2)
+
+
+def test_hostile_predicates_run_on_the_cluster_and_fail_their_step_alone(
+    dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    """A `when=` predicate calling sys.exit, one that hangs past the step's timeout, and a foreach
+    over a value whose unpickling calls sys.exit: each fails its step; the run ends; a sibling runs."""
+    dask_cluster.wait_for_workers(2)
+    path = write_flow(
+        """
+        import sys, time
+        from dsl import step
+
+        class ExitOnLoad:
+            def __reduce__(self):
+                return (sys.exit, (0,))
+
+        @step
+        def up():
+            return ExitOnLoad()
+
+        @step
+        def one():
+            return 1
+
+        @step(when=lambda one: sys.exit(3))
+        def exits(one):
+            return 1
+
+        @step(timeout=2, when=lambda one: time.sleep(60) or True)
+        def hangs(one):
+            return 1
+
+        @step(foreach="up")
+        def iterates(up):
+            return up
+
+        @step
+        def sibling():
+            return "fine"
+        """
+    )
+    started = time.monotonic()
+    with session(tmp_path / "store", DaskExecutor(dask_cluster.address)) as dask:
+        record = dask.run(path)
+    assert time.monotonic() - started < 45
+    assert record.status == "failed"
+    assert step_of(record, "sibling").status == "succeeded"
+    assert step_of(record, "exits").error == "the when= predicate failed: it called sys.exit(3)"
+    assert "the when= predicate failed: " in (step_of(record, "hangs").error or "")
+    assert "timed out after 2s" in (step_of(record, "hangs").error or "")
+    assert step_of(record, "iterates").error == "foreach 'up' failed: it called sys.exit(0)"

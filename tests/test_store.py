@@ -177,7 +177,8 @@ def test_mark_interrupted_only_touches_runs_of_dead_processes(store_dir):
         dead.wait()
         alive_id = store.create_run("f", "/f.py", {}, "cli", "local")
         dead_id = store.create_run("f", "/f.py", {}, "cli", "local")
-        store.conn.execute("UPDATE runs SET pid=? WHERE id=?", (dead.pid, dead_id))
+        # A row as schema 3 wrote it (no owner): judged by its pid on this host.
+        store.conn.execute("UPDATE runs SET pid=?, owner=NULL WHERE id=?", (dead.pid, dead_id))
         store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
         store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
         assert store.mark_interrupted() == [dead_id]

@@ -6,6 +6,7 @@ file and line, nothing run, no store created."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -259,6 +260,47 @@ def test_python_flow_outputs_are_stored_with_the_run_and_readable_as_objects(har
     again = harness.run(path)  # all cached: outputs come from the cache
     assert {s.status for s in again.steps} == {"cached"}
     assert harness.store.flow_output(again.id, "report") == "acc=0.75"
+
+
+def test_an_object_flow_output_shows_its_preview_and_never_runs_user_code_in_the_runner(
+    harness, write_flow, tmp_path
+):
+    marker = tmp_path / "reduced"
+    path = write_flow(
+        f"""\
+        import os
+        from dsl import Flow, step
+
+        def _touch():
+            with open({str(marker)!r}, "a") as handle:
+                handle.write(f"{{os.getpid()}}\\n")
+            return Model()
+
+        class Model:
+            def __repr__(self):
+                return "Model(fitted)"
+
+            def __reduce__(self):
+                return (_touch, ())
+
+        @step
+        def train():
+            return Model()
+
+        @step
+        def pack(train):
+            return {{"model": train}}
+
+        flow = Flow("objs", outputs={{"model": train, "inner": (pack, "model")}})
+        """
+    )
+    record = harness.run(path)
+    assert record.status == "succeeded"
+    outputs = record.as_dict()["outputs"]
+    assert outputs["model"] == "Model(fitted)"
+    assert outputs["inner"] == "<an object: see pack's output>"
+    unpickled_in = marker.read_text().split()  # `pack`'s worker unpickles train's output: expected
+    assert unpickled_in and str(os.getpid()) not in unpickled_in  # the runner never ran __reduce__
 
 
 def test_a_flow_output_naming_no_step_is_an_invalid_flow(flow_cli, write_flow):

@@ -56,7 +56,11 @@ class InlineExecutor:
         except Exception as exc:
             result = TaskResult(ok=False, error=f"cannot load the step's code: {type(exc).__name__}: {exc}")
             return [TaskDone(task.id, result)]
-        result = execute(task, fn, emit, on_exception=self._post_mortem if self._debug else None)
+        try:
+            result = execute(task, fn, emit, on_exception=self._post_mortem if self._debug else None)
+        except KeyboardInterrupt:
+            # Raised by the step itself: a Ctrl-C reaches the main thread, never the scheduler's.
+            result = TaskResult(ok=False, error="the step raised KeyboardInterrupt")
         events.append(TaskDone(task.id, result))
         return events
 
