@@ -48,6 +48,7 @@ class LoadedFlow:
         sources: absolute path -> source text, for the flow file and every local module it imported.
         local_modules: module name -> absolute path of each local module imported while loading.
         load_id: unique per load; code shipped to workers is keyed by it.
+        declaration: the file's `Flow(...)`, if any: its schedule, loop and hook options.
     """
 
     path: Path
@@ -59,6 +60,7 @@ class LoadedFlow:
     sources: dict[str, str] = field(default_factory=dict)
     local_modules: dict[str, str] = field(default_factory=dict)
     load_id: str = ""
+    declaration: Flow | None = None
 
     @property
     def watch_paths(self) -> list[Path]:
@@ -224,6 +226,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         sources=sources,
         local_modules=local_modules,
         load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
+        declaration=flow_decl,
     )
 
 
