@@ -181,6 +181,8 @@ class HookRunner:
             "outputs": {s.step: s.preview for s in finished if s.status in ("succeeded", "cached")},
             "metrics": {s.step: dict(s.metrics) for s in finished if s.metrics},
             "step": None,
+            "error": None,
+            "attempt": None,
         }
 
     # ----- calling hooks (pool threads) -------------------------------------------------------
@@ -220,9 +222,9 @@ class HookRunner:
         )
         self._engine.publish(event)
         if outcome != "ok" and self._report is not None:
-            where = f"step {step}" if step else "run"
+            of = f" of step {step}" if step else ""
             self._report(
-                f"hook {visible(name)} (on {details['hook']} of {where} in run #{details['run_id']}) "
+                f"hook {visible(name)} (on {details['hook']}{of}, run #{details['run_id']}) "
                 f"{outcome}: {visible(error or '')}"
             )
 
