@@ -41,6 +41,8 @@ IDLE_WAKE_S = 1.0
 a clock jump (suspend, NTP step)."""
 WATCH_DEBOUNCE_MS = 300
 """Writes to DIR within this window are one change (an editor's save is several writes)."""
+WATCH_ARM_S = 10.0
+"""Longest the server waits for its file watcher to be in place before it starts scheduling."""
 
 
 @dataclass
@@ -69,6 +71,8 @@ class ServedFlow:
     next_due: float = 0.0
     served_since: float = 0.0
     restore: dict[int, float | None] = field(default_factory=dict)
+    attempted: dict[Path, str | None] = field(default_factory=dict)
+    """The text of files as the last failed load read them: only a change to them retries it."""
 
     @property
     def loaded(self) -> LoadedFlow | None:
@@ -163,6 +167,8 @@ class Server:
         except FlowError as exc:
             kept = " (the last good version stays scheduled)" if served.schedule is not None else ""
             served.error = str(exc)
+            watched = served.session.watched_files() if served.session is not None else set()
+            served.attempted = {p: _text(p) for p in watched | ({served.path} if served.path else set())}
             self._say(f"{served.label}: {visible(served.error)}{kept}; retried on its next save")
             return
         previous, served.error = served.schedule, None
@@ -183,8 +189,14 @@ class Server:
         if self.directory is not None:
             for path in find_flows(self.directory):
                 self._add_file(path)
-            watcher = threading.Thread(target=self._watch, args=(stop,), name="flow-serve-watch", daemon=True)
+            armed = threading.Event()
+            watcher = threading.Thread(
+                target=self._watch, args=(stop, armed), name="flow-serve-watch", daemon=True
+            )
             watcher.start()
+            armed.wait(WATCH_ARM_S)
+            # A file saved between its first load and the watcher's start is caught up now.
+            self._changes.put(set(self.directory.iterdir()))
         scheduled = sum(1 for f in self.flows.values() if f.schedule is not None)
         where = str(self.directory) if self.directory is not None else "releases"
         self._say(f"serving {scheduled} scheduled flow(s) from {where} (Ctrl-C to stop)")
@@ -252,13 +264,12 @@ class Server:
                 handle.wait(30)
                 if handle.status != "cancelled":
                     continue
-                if previous is not None:
-                    self.store.set_last_due(served.key, previous)
+                self.store.set_last_due(served.key, previous)
                 self._say(f"{served.label}: run #{handle.id} stopped; it runs again when served next")
 
     # ----- watching DIR -----------------------------------------------------------------------
 
-    def _watch(self, stop: threading.Event) -> None:
+    def _watch(self, stop: threading.Event, armed: threading.Event) -> None:
         from watchfiles import watch
 
         assert self.directory is not None
@@ -269,7 +280,9 @@ class Server:
             step=50,
             raise_interrupt=False,
             rust_timeout=200,
+            yield_on_timeout=True,
         ):
+            armed.set()  # the first (empty) yield comes once the watch is in place
             paths = {Path(p).resolve() for _, p in changes if Path(p).suffix in (".py", ".yaml", ".yml")}
             if paths:
                 self._changes.put(paths)
@@ -292,7 +305,7 @@ class Server:
                 del self.flows[served.key]
                 continue
             watched = served.session.watched_files() if served.session is not None else {served.path}
-            touched = changed & (watched | {served.path})
+            touched = {p for p in changed & (watched | {served.path}) if self._differs(served, p)}
             if touched:
                 self._load(served, ", ".join(sorted(p.name for p in touched)))
         assert self.directory is not None
@@ -300,6 +313,22 @@ class Server:
             if str(path) not in self.flows and path.parent == self.directory and is_flow_file(path):
                 self._say(f"{path.name}: new flow file")
                 self._add_file(path)
+
+    @staticmethod
+    def _differs(served: ServedFlow, path: Path) -> bool:
+        """Whether `path` changed since the served flow's last load (good or failed): the tail of a
+        save already loaded, or a touch that changed nothing, reloads nothing."""
+        loaded = served.loaded
+        if loaded is None or served.error is not None:
+            return path not in served.attempted or _text(path) != served.attempted[path]
+        return _text(path) != loaded.sources.get(str(path))
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def serve_in_terminal(server: Server) -> int:

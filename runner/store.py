@@ -765,8 +765,12 @@ class Store:
         row = self.conn.execute("SELECT last_due FROM schedule_state WHERE key=?", (key,)).fetchone()
         return float(row[0]) if row else None
 
-    def set_last_due(self, key: str, due: float) -> None:
-        """Remember that the due time `due` of a served flow has been handled (run or skipped)."""
+    def set_last_due(self, key: str, due: float | None) -> None:
+        """Remember that the due time `due` of a served flow has been handled (run or skipped);
+        None forgets it (the flow is then new to the next server)."""
+        if due is None:
+            self._guard(lambda: self.conn.execute("DELETE FROM schedule_state WHERE key=?", (key,)))
+            return
         self._guard(
             lambda: self.conn.execute(
                 "INSERT OR REPLACE INTO schedule_state(key, last_due, updated_at) VALUES (?, ?, ?)",
