@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
@@ -88,8 +89,14 @@ class ServedFlow:
         return bool(self.handles)
 
 
-def _stamp(moment: float) -> str:
-    return datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M:%S")
+def _stamp(moment: float, zone: str | None = None) -> str:
+    """`2026-12-02 03:00:00 CET`: in `zone`, else in the machine's local time."""
+    when = (
+        datetime.fromtimestamp(moment, ZoneInfo(zone))
+        if zone
+        else datetime.fromtimestamp(moment).astimezone()
+    )
+    return when.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 class Server:
@@ -367,6 +374,8 @@ class ScheduleRow:
     catch_up: str | None
     last_due: float | None
     error: str | None = None
+    timezone: str | None = None
+    """The zone `next_due_text` is shown in: the cron expression's, else the machine's."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -374,7 +383,7 @@ class ScheduleRow:
             "flow": self.flow,
             "schedule": self.schedule,
             "next_due": self.next_due,
-            "next_due_text": _stamp(self.next_due) if self.next_due is not None else None,
+            "next_due_text": _stamp(self.next_due, self.timezone) if self.next_due is not None else None,
             "catch_up": self.catch_up,
             "last_due": self.last_due,
             "error": self.error,
@@ -399,5 +408,10 @@ def list_schedules(directory: Path, store: Store | None, now: float | None = Non
         last = store.last_due(str(path)) if store is not None else None
         decision = decide(schedule, last, now, now)
         due = now if decision.run else decision.next_due
-        rows.append(ScheduleRow(str(path), loaded.name, schedule.describe(), due, schedule.catch_up, last))
+        zone = schedule.timezone if schedule.cron is not None else None
+        rows.append(
+            ScheduleRow(
+                str(path), loaded.name, schedule.describe(), due, schedule.catch_up, last, timezone=zone
+            )
+        )
     return rows

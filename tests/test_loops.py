@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.store import Store
+from tests.conftest import SAMPLE_FLOWS
 
 FLOW = """
 from dsl import Flow, step
@@ -182,3 +183,36 @@ def test_a_second_ctrl_c_stops_the_iteration_in_flight(write_flow, store_dir, tm
     runs = runs_of(store_dir)
     assert [(r.trigger, r.status) for r in runs] == [("loop", "cancelled")]
     assert runs[0].steps[0].status == "cancelled"
+
+
+def test_the_inbox_sample_loops_and_reuses_files_it_already_parsed(flow_cli, store_dir, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("1\n2\n3\n")
+    sample = str(SAMPLE_FLOWS / "inbox_loop.py")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", sample, "--every", "1s", "--max-iterations", "3"]
+        + ["-p", f"inbox={inbox}"],
+        env={**os.environ, "FLOW_STORE": str(store_dir)},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (store_dir.exists() and any(r.status == "succeeded" for r in runs_of(store_dir))):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        (inbox / "b.csv").write_text("4\nbad\n")  # data arriving between iterations
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    runs = runs_of(store_dir)
+    readings = [r.metrics["readings"] for r in runs]
+    assert readings[0] == 3 and readings[-1] == 4
+    arrived = next(r for r in runs if r.metrics["readings"] == 4)
+    parsed = {s.name: s.status for s in arrived.steps}
+    assert parsed["parse_file[0]"] == "cached" and parsed["parse_file[1]"] == "succeeded"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.store import Store
+from tests.conftest import SAMPLE_FLOWS
 
 
 @pytest.fixture
@@ -152,3 +153,22 @@ def test_serve_can_schedule_a_release(project, flow_cli, store_dir, tmp_path):
         process.kill()
     assert process.returncode == 0
     assert finished[0].trigger == "schedule" and release == "nightly@1"
+
+
+def test_the_ml_pipeline_sample_released_then_edited_runs_the_released_code(flow_cli, tmp_path):
+    copy = tmp_path / "ml_pipeline.py"
+    shutil.copy(SAMPLE_FLOWS / "ml_pipeline.py", copy)
+    assert flow_cli("run", str(copy)).code == 0
+    assert flow_cli("release", str(copy)).code == 0
+    source = copy.read_text()
+    assert "lr * g / n" in source
+    copy.write_text(source.replace("lr * g / n", "lr * g / n / 2"))  # the author keeps working
+    assert flow_cli("run", str(copy)).code == 0
+    assert {s["name"]: s["status"] for s in flow_cli("show", "last", "--json").json()["steps"]}["train"] == (
+        "succeeded"
+    )
+    result = flow_cli("run", "ml_pipeline@latest")
+    assert result.code == 0, result
+    run = flow_cli("show", "last", "--json").json()
+    assert run["release"] == "ml_pipeline@1"
+    assert {s["status"] for s in run["steps"]} == {"cached"}  # exactly the code of the first run

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from runner.records import RunRecord
 from runner.schedule import Schedule
 from runner.store import Store
+from tests.conftest import SAMPLE_FLOWS
 
 DEADLINE_S = 30.0
 
@@ -256,7 +258,7 @@ def test_flow_schedules_lists_each_flows_next_due_time(flows, flow_cli):
     assert rows["plain.py"]["schedule"] is None and rows["plain.py"]["error"] is None
     assert "not a valid cron expression" in rows["broken.py"]["error"]
     text = flow_cli("schedules", str(nightly.parent))
-    local = datetime.fromtimestamp(expected).strftime("%Y-%m-%d %H:%M:%S")
+    local = datetime.fromtimestamp(expected, ZoneInfo("Europe/Berlin")).strftime("%Y-%m-%d 03:00:00 %Z")
     line = f"nightly.py (nightly): cron '0 3 * * *' (Europe/Berlin), next {local}, catch-up once"
     assert line in text.stdout
     assert "plain.py (plain): not scheduled" in text.stdout
@@ -267,3 +269,15 @@ def test_serve_refuses_a_path_that_is_not_a_directory(flows, flow_cli):
     path = flows("x.py", flow_source("x", ""))
     result = flow_cli("serve", str(path))
     assert result.code == 2 and "not a directory" in result.stderr
+
+
+def test_the_nightly_report_sample_is_due_at_three_in_berlin(flow_cli):
+    before = time.time()
+    result = flow_cli("schedules", str(SAMPLE_FLOWS), "--json")
+    assert result.code == 0, result
+    rows = {r["flow"]: r for r in result.json()}
+    nightly = rows["nightly_report"]
+    assert nightly["schedule"] == "cron '0 3 * * *' (Europe/Berlin)" and nightly["catch_up"] == "once"
+    due = datetime.fromtimestamp(nightly["next_due"], ZoneInfo("Europe/Berlin"))
+    assert (due.hour, due.minute) == (3, 0) and 0 < nightly["next_due"] - before <= 86400
+    assert all(r["schedule"] is None for name, r in rows.items() if name != "nightly_report")
