@@ -425,8 +425,10 @@ def check(
     """Validate a flow without running it: syntax, imports, graph, parameters."""
     from dsl.loader import load_flow
     from runner.params import parse_assignments, resolve_flow_params
+    from runner.schedule import schedule_of
 
     loaded = load_flow(file)
+    schedule_of(loaded)
     values = resolve_flow_params(loaded, parse_assignments(param or []))
     typer.echo(
         f"ok: {loaded.name} has {len(loaded.graph.nodes)} steps and {len(values)} parameters "
@@ -560,7 +562,7 @@ def schedules(
         typer.echo(f"no flow files in {directory}")
     for row in rows:
         data = row.as_dict()
-        name = f"{Path(row.file).name} ({visible(row.flow)})" if row.flow else Path(row.file).name
+        name = visible(f"{Path(row.file).name} ({row.flow})" if row.flow else Path(row.file).name)
         if row.error is not None:
             typer.echo(f"{name}: does not load: {visible(row.error)}")
         elif row.schedule is None:
@@ -604,6 +606,8 @@ def releases(
     store_dir: StoreOpt = None,
 ) -> None:
     """The releases in the store, newest version first."""
+    from runner.text import visible
+
     store = _store(store_dir, create=False)
     found = store.list_releases(name)
     if json_out:
@@ -614,7 +618,7 @@ def releases(
     for item in found:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
         label = f"{item['name']}@{item['version']}"
-        typer.echo(f"{label:<24} {item['flow'][:20]:<20} {created}  {item['file']}")
+        typer.echo(visible(f"{label:<24} {item['flow'][:20]:<20} {created}  {item['file']}", newlines=False))
 
 
 def _exit_now(code: int) -> None:

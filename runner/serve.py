@@ -125,7 +125,7 @@ class Server:
         self.store = store
         self.engine = engine
         self.release_refs = releases
-        self._say = say or (lambda text: None)
+        self._say: Callable[[str], None] = (lambda text: say(visible(text))) if say else (lambda text: None)
         self._clock = clock
         self.flows: dict[str, ServedFlow] = {}
         self._changes: queue.SimpleQueue[set[Path]] = queue.SimpleQueue()
