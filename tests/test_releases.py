@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,21 @@ def test_the_ml_pipeline_sample_released_then_edited_runs_the_released_code(flow
     run = flow_cli("show", "last", "--json").json()
     assert run["release"] == "ml_pipeline@1"
     assert {s["status"] for s in run["steps"]} == {"cached"}  # exactly the code of the first run
+
+
+def test_a_store_from_before_releases_is_migrated_to_hold_them(store_dir):
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        for table in ("releases", "run_releases", "schedule_state"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    conn.close()
+    store = Store(store_dir)
+    try:
+        assert store.add_release("n", "flow", "f.py", "d", {"f.py": "x = 1\n"}, {"a": 1}) == 1
+        assert store.get_release("n")["sources"] == {"f.py": "x = 1\n"}
+        store.set_last_due("f.py", 12.5)
+        assert store.last_due("f.py") == 12.5
+    finally:
+        store.close()

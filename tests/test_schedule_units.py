@@ -164,6 +164,8 @@ def test_flow_run_refuses_an_invalid_cron_expression_before_anything_runs(write_
     assert f"{path}:4: schedule='0 25 * * *' is not a valid cron expression (Bad hour)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not store_dir.exists()
+    check = flow_cli("check", str(path))
+    assert check.code == 2 and "Bad hour" in check.stderr
 
 
 def test_a_step_hook_that_is_not_callable_names_the_step(write_flow):
