@@ -372,17 +372,20 @@ def resume(
     store_dir: StoreOpt = None,
 ) -> None:
     """Re-run what failed or never ran in RUN, with its parameters; what succeeded is reused."""
+    from runner.hooks import HookRunner
     from runner.session import FlowSession
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
     engine = _engine(store, executor, workers)
     session = FlowSession(record.file, engine, overrides=record.params)
+    hooks = HookRunner(engine, lambda _: session.loaded, report=_say)
     try:
         session.load()
         engine.subscribe(_reporter(json_lines))
         handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
         status = _wait(engine, handle)
+        hooks.drain()
     finally:
         engine.close()
         store.close()
@@ -551,9 +554,10 @@ def schedules(
 
     if not directory.is_dir():
         raise FlowError("not a directory", file=str(directory))
-    store = None
-    if (store_dir or Path(os.environ.get("FLOW_STORE") or ".flow")).exists():
-        store = _store(store_dir, create=False)
+    try:
+        store: Store | None = _store(store_dir, create=False)
+    except FlowError:
+        store = None  # nothing has been served here yet: no due time was handled
     rows = list_schedules(directory, store)
     if json_out:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))

@@ -13,13 +13,16 @@ catches them up.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +34,7 @@ from dsl.loader import LoadedFlow, load_flow
 from runner.discovery import find_flows, is_flow_file
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import Event, LoadFailed, RunFinished
-from runner.releases import load_release, parse_ref
+from runner.releases import load_release
 from runner.schedule import Schedule, decide, schedule_of
 from runner.session import FlowSession
 from runner.store import Store
@@ -149,8 +152,9 @@ class Server:
         self._load(served)
 
     def _add_release(self, ref: str) -> None:
-        parse_ref(ref)
+        """Serve a release; one that does not exist (or does not load) is refused at start."""
         served = ServedFlow(key=f"release:{ref}", label=ref, release=ref, served_since=self._clock())
+        load_release(self.store, ref)
         self.flows[served.key] = served
         self._load(served)
 
@@ -190,7 +194,16 @@ class Server:
     # ----- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
-        """Serve until `stop` is set; then stop the runs in flight (their due times are put back)."""
+        """Serve until `stop` is set; then stop the runs in flight (their due times are put back).
+
+        Raises:
+            FlowError: another server already serves the same flows with this store, or a
+                release to serve does not exist.
+        """
+        with _only_server(self.store, str(self.directory or sorted(self.release_refs))):
+            self._serve(stop, on_ready)
+
+    def _serve(self, stop: threading.Event, on_ready: Callable[[], None] | None) -> None:
         for ref in self.release_refs:
             self._add_release(ref)
         if self.directory is not None:
@@ -329,6 +342,31 @@ class Server:
         if loaded is None or served.error is not None:
             return path not in served.attempted or _text(path) != served.attempted[path]
         return _text(path) != loaded.sources.get(str(path))
+
+
+@contextlib.contextmanager
+def _only_server(store: Store, what: str) -> Iterator[None]:
+    """Hold a lock for serving `what` with `store`: two servers would start every due run twice."""
+    digest = hashlib.sha256(what.encode()).hexdigest()[:12]
+    path = store.root / f"serve-{digest}.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the server's lifetime
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise FlowError(
+                f"another `flow serve` (pid {holder}) is already serving {what} with the store at "
+                f"{store.root}; stop it first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def _text(path: Path) -> str | None:

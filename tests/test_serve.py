@@ -281,3 +281,18 @@ def test_the_nightly_report_sample_is_due_at_three_in_berlin(flow_cli):
     due = datetime.fromtimestamp(nightly["next_due"], ZoneInfo("Europe/Berlin"))
     assert (due.hour, due.minute) == (3, 0) and 0 < nightly["next_due"] - before <= 86400
     assert all(r["schedule"] is None for name, r in rows.items() if name != "nightly_report")
+
+
+def test_a_second_server_for_the_same_flows_and_store_is_refused(flows, serve, flow_cli):
+    path = flows("hourly.py", flow_source("hourly", 'every="1h"'))
+    first = serve(path.parent)
+    first.wait_for_runs(lambda runs: [r.status for r in runs] == ["succeeded"])
+    second = flow_cli("serve", str(path.parent), timeout=30)
+    assert second.code == 2, second
+    assert f"another `flow serve` (pid {first.process.pid}) is already serving {path.parent}" in second.stderr
+    elsewhere = path.parent.parent / "elsewhere"
+    elsewhere.mkdir()
+    missing = flow_cli("serve", str(elsewhere), "--release", "nightly@latest", timeout=30)
+    assert missing.code == 2 and "no release named 'nightly'" in missing.stderr
+    assert first.terminate() == 0
+    assert len(first.runs()) == 1
