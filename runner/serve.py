@@ -223,17 +223,20 @@ class Server:
         if on_ready is not None:
             on_ready()
         while not stop.is_set():
+            self._wake.clear()  # before looking: a wake-up from here on is not lost
             self._apply_changes()
             now = self._clock()
             wake = now + IDLE_WAKE_S
             for served in list(self.flows.values()):
+                busy = served.busy
                 if served.schedule is None:
                     continue
-                if served.next_due <= now and (served.schedule.overlap or not served.busy):
+                if served.next_due <= now:
+                    if busy and not served.schedule.overlap:
+                        continue  # due, but its run is still going: its end wakes this loop
                     self._decide(served, now)
                 wake = min(wake, max(served.next_due, now + 0.01))
             self._wake.wait(max(0.0, wake - self._clock()))
-            self._wake.clear()
         self._shutdown()
 
     def _decide(self, served: ServedFlow, now: float) -> None:
