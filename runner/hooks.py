@@ -123,6 +123,8 @@ class HookRunner:
             return
         if isinstance(event, StepFinished):
             tracked.steps[event.step] = event
+            if event.step.endswith("]"):
+                return  # a fan-out item: the step's hooks run once, when the whole step ends
             if event.status == "failed":
                 self._step_hooks(tracked, event, "failure", event.error, event.attempts)
             elif event.status == "succeeded":

@@ -185,3 +185,28 @@ def test_the_quality_gated_sample_notifies_the_data_team_through_a_hook(flow_cli
     assert body["hook"] == "success" and body["step"] == "notify_data_team"
     assert body["params"]["noise"] == 0.5
     assert "data rejected" in body["outputs"]["notify_data_team"]
+
+
+def test_a_fan_out_steps_hooks_run_once_for_the_step_and_retries_per_item(write_flow, flow_cli):
+    path = write_flow(
+        RECORDER
+        + """
+from dsl import step
+
+@step
+def items():
+    return [1, 2, 3]
+
+@step(foreach="items", retries=1, on_retry=record, on_failure=record, on_success=record)
+def crunch(items):
+    if items == 2:
+        raise ValueError("two is bad")
+    return items * 10
+"""
+    )
+    result = flow_cli("run", str(path))
+    assert result.code == 1, result
+    seen = sorted((c["hook"], c["step"]) for c in calls(path))
+    assert seen == [("failure", "crunch"), ("retry", "crunch[1]")]
+    failure = next(c for c in calls(path) if c["hook"] == "failure")
+    assert failure["error"] == "1 of 3 items failed: ValueError: two is bad"
