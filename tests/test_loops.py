@@ -60,7 +60,7 @@ def test_every_spaces_iterations_by_the_interval_start_to_start(write_flow, flow
     starts = [r.started_at for r in runs_of(store_dir)]
     assert len(starts) == 3
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
-    assert all(0.95 <= gap < 2.5 for gap in gaps), gaps
+    assert all(0.95 <= gap < 4.0 for gap in gaps), gaps  # an iteration never starts early
 
 
 def test_a_flow_can_declare_its_own_loop(write_flow, flow_cli, store_dir):
