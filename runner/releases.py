@@ -91,11 +91,14 @@ def create_release(store: Store, loaded: LoadedFlow, name: str | None = None) ->
     if not _NAME.fullmatch(name):
         raise FlowError(f"release name {name!r} must be letters, digits, '_', '.' or '-' (no '@')")
     root = loaded.path.parent
+    modules = {str(Path(p)) for p in loaded.local_modules.values()}
     sources: dict[str, str] = {}
     for path, text in loaded.sources.items():
         try:
             sources[Path(path).relative_to(root).as_posix()] = text
         except ValueError:
+            if path not in modules:
+                continue  # a project file found above the flow (flow.toml): read where the release runs
             raise FlowError(
                 f"the flow imports {path}, outside its directory {root}; a release can only freeze "
                 "modules that live beside or below the flow file",
