@@ -21,6 +21,7 @@ from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.graph import Graph, Node, ParamSpec, build_graph
 from dsl.loader import LoadedFlow, load_flow
+from dsl.operating import post_json, run_command
 from dsl.params import REQUIRED, Param, param
 from dsl.step import TRIGGER_RULES, Step, step
 
@@ -53,5 +54,7 @@ __all__ = [
     "load_flow",
     "log_metric",
     "param",
+    "post_json",
+    "run_command",
     "step",
 ]

@@ -54,6 +54,7 @@ class LoadedFlow:
         load_id: unique per load; code shipped to workers is keyed by it.
         outputs: flow output name -> (step, name of one of its outputs or None for the whole output):
             YAML `outputs:` or `Flow(outputs=...)`.
+        declaration: the file's `Flow(...)`, if any: its schedule, loop and hook options.
     """
 
     path: Path
@@ -66,6 +67,7 @@ class LoadedFlow:
     local_modules: dict[str, str] = field(default_factory=dict)
     load_id: str = ""
     outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    declaration: Flow | None = None
 
     @property
     def watch_paths(self) -> list[Path]:
@@ -224,6 +226,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
             and str(Path(mod.__file__).resolve()) in sources
         }
 
+    flow_decl: Flow | None = None
     if document is not None:
         graph = build_graph(document.steps, document.edges)
         name = document.name or flow_path.stem
@@ -252,6 +255,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         local_modules=local_modules,
         load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
         outputs=outputs,
+        declaration=flow_decl,
     )
 
 

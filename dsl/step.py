@@ -13,6 +13,7 @@ from typing import Any, overload
 
 from dsl import wiring
 from dsl.errors import FlowError
+from dsl.operating import hook_list
 
 TRIGGER_RULES = ("all_succeeded", "any_succeeded", "none_failed", "all_done")
 """When a step runs, given how its upstream steps ended.
@@ -47,6 +48,9 @@ class Step:
         env: declared environment variables; their values are part of the step's fingerprint.
         spec: for an external step (a command, a container, a `uses:` function; see `dsl.external`),
             what it runs, hashed by the fingerprint in place of the function's source; None otherwise.
+        on_success, on_failure, on_retry: hooks (callables, or lists of them) called with the run's
+            details (and `step`, `error`, `attempt`) when this step succeeds (executed, not cached),
+            fails, or is retried; they never change the step's result or its fingerprint.
         file: the file the function was defined in.
         line: the line of its `def`.
     """
@@ -67,6 +71,9 @@ class Step:
         resources: dict[str, Any] | None = None,
         inputs: Iterable[str] = (),
         env: Iterable[str] = (),
+        on_success: Any = None,
+        on_failure: Any = None,
+        on_retry: Any = None,
     ) -> None:
         if not callable(fn):
             raise FlowError(f"@step must decorate a function, got {type(fn).__name__}")
@@ -104,6 +111,12 @@ class Step:
         self.inputs = _strings(inputs, "inputs", "file patterns", bad)
         self.env = _strings(env, "env", "environment variable names", bad)
         self.spec: dict[str, Any] | None = None
+        try:
+            self.on_success = hook_list(on_success, "on_success")
+            self.on_failure = hook_list(on_failure, "on_failure")
+            self.on_retry = hook_list(on_retry, "on_retry")
+        except ValueError as exc:
+            raise bad(str(exc)) from None
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
@@ -190,6 +203,9 @@ def step(
     resources: dict[str, Any] | None = None,
     inputs: Iterable[str] = (),
     env: Iterable[str] = (),
+    on_success: Any = None,
+    on_failure: Any = None,
+    on_retry: Any = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 

@@ -81,11 +81,14 @@ def _store(path: Path | None, *, create: bool = True) -> Store:
 def _engine(store: Store, executor: str | None, workers: int | None, *, debug: bool = False) -> Engine:
     from runner.engine import Engine
     from runner.executors import make_executor
+    from runner.releases import link_releases
 
     spec = executor or os.environ.get("FLOW_EXECUTOR") or ("inline" if debug else "local")
     if debug and spec != "inline":
         raise FlowError("--pdb needs --executor inline (the debugger runs in this process)")
-    return Engine(store, make_executor(spec, workers, debug=debug))
+    engine = Engine(store, make_executor(spec, workers, debug=debug))
+    link_releases(engine, store)
+    return engine
 
 
 def _reporter(json_lines: bool) -> Any:
@@ -120,6 +123,11 @@ def _wait(engine: Engine, handle: RunHandle) -> str:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, previous_term)
     return handle.status
+
+
+def _say(text: str) -> None:
+    """A progress or warning line for the user, on stderr (stdout stays the run's output)."""
+    print(f"flow: {text}", file=sys.stderr, flush=True)
 
 
 def _run_id(store: Store, text: str) -> int:
@@ -168,35 +176,60 @@ def run(
     pdb: Annotated[
         bool, typer.Option("--pdb", help="Debug a failing step (implies --executor inline).")
     ] = False,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Run again after each run ends, until Ctrl-C.")
+    ] = False,
+    every: Annotated[
+        str | None, typer.Option("--every", help="With --loop: start an iteration every D (30s, 5m, 1h30m).")
+    ] = None,
+    max_iterations: Annotated[
+        int | None, typer.Option("--max-iterations", help="With --loop: stop after N iterations.")
+    ] = None,
     store_dir: StoreOpt = None,
 ) -> None:
-    """Run a flow headless: re-executes only what changed, reuses everything else from the cache."""
-    from dsl import load_flow
+    """Run a flow headless: re-executes only what changed, reuses everything else from the cache.
+
+    FILE may also be a release, NAME@VERSION or NAME@latest (see `flow release`).
+    """
+    from runner.hooks import HookRunner
+    from runner.loop import loop_session, loop_settings
     from runner.params import parse_assignments, read_params_file, resolve_flow_params
+    from runner.releases import open_target
+    from runner.schedule import schedule_of
     from runner.session import FlowSession
 
     overrides = parse_assignments(param or [])
     file_values = read_params_file(params_file) if params_file else {}
     # An invalid flow or parameter is reported before the store exists: a typo leaves no `.flow/`.
-    loaded = load_flow(file)
+    loaded, overrides, store = open_target(str(file), overrides, lambda: _store(store_dir, create=False))
     resolve_flow_params(loaded, overrides, file_values)
-    store = _store(store_dir)
+    schedule_of(loaded)  # an invalid cron expression is an invalid flow, even when run by hand
+    if watch and (loop or every is not None or max_iterations is not None or store is not None):
+        raise FlowError("--watch follows edits of a file: it goes with neither --loop nor a release")
+    looping = None if watch else loop_settings(loaded, loop, every, max_iterations)
+    store = store or _store(store_dir)
     engine = _engine(store, executor, workers, debug=pdb)
     prestart = getattr(engine.executor, "prestart", None)
     if prestart is not None:
         prestart(1)  # the worker's interpreter starts while the run is planned
-    session = FlowSession(file, engine, overrides, file_values)
+    session = FlowSession(loaded.path, engine, overrides, file_values)
+    hooks = HookRunner(engine, lambda _: session.loaded, report=_say)
     try:
         session.load(loaded)
         reporter = _reporter(json_lines)
         engine.subscribe(reporter)
         options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
-        handle = session.run(trigger="cli", force=force, **options)
-        status = _watch(session, engine, options) if watch else _wait(engine, handle)
+        if looping is not None:
+            code = loop_session(session, engine, looping, force=force, options=options, say=_say)
+        else:
+            handle = session.run(trigger="cli", force=force, **options)
+            status = _watch(session, engine, options) if watch else _wait(engine, handle)
+            code = 0 if status == "succeeded" else 1
+        hooks.drain()
     finally:
         engine.close()
         store.close()
-    raise ExitWith(0 if status == "succeeded" else 1)
+    raise ExitWith(code)
 
 
 def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> str:
@@ -282,12 +315,15 @@ def show(
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
+    release = store.run_release(record.id)
     if json_out:
-        typer.echo(json.dumps(record.as_dict(), indent=2, default=repr))
+        typer.echo(json.dumps({**record.as_dict(), "release": release}, indent=2, default=repr))
         return
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
     typer.echo(f"run #{record.id} of {record.flow}: {record.status} in {took} ({record.trigger or 'cli'})")
     typer.echo(f"  file: {record.file}")
+    if release is not None:
+        typer.echo(f"  release: {release}")
     if record.params:
         typer.echo("  params: " + ", ".join(f"{k}={v!r}" for k, v in record.params.items()))
     width = max((len(s.name) for s in record.steps), default=4)
@@ -345,17 +381,20 @@ def resume(
     store_dir: StoreOpt = None,
 ) -> None:
     """Re-run what failed or never ran in RUN, with its parameters; what succeeded is reused."""
+    from runner.hooks import HookRunner
     from runner.session import FlowSession
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
     engine = _engine(store, executor, workers)
     session = FlowSession(record.file, engine, overrides=record.params)
+    hooks = HookRunner(engine, lambda _: session.loaded, report=_say)
     try:
         session.load()
         engine.subscribe(_reporter(json_lines))
         handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
         status = _wait(engine, handle)
+        hooks.drain()
     finally:
         engine.close()
         store.close()
@@ -406,8 +445,10 @@ def check(
     """Validate a flow without running it: syntax, imports, graph, parameters."""
     from dsl.loader import load_flow
     from runner.params import parse_assignments, resolve_flow_params
+    from runner.schedule import schedule_of
 
     loaded = load_flow(file)
+    schedule_of(loaded)
     values = resolve_flow_params(loaded, parse_assignments(param or []))
     typer.echo(
         f"ok: {loaded.name} has {len(loaded.graph.nodes)} steps and {len(values)} parameters "
@@ -483,6 +524,118 @@ def doctor(
 
 app.command()(cli_maintenance.gc)
 app.command()(cli_maintenance.pin)
+
+
+@app.command()
+def serve(
+    directory: Annotated[Path, typer.Argument(help="The directory of flow files to serve.")] = Path("."),
+    release: Annotated[
+        list[str] | None, typer.Option("--release", help="Also serve this release (NAME@latest, NAME@3).")
+    ] = None,
+    executor: ExecutorOpt = None,
+    workers: WorkersOpt = None,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Run each scheduled flow in DIR when it is due, until SIGTERM or Ctrl-C (see README, Schedules)."""
+    from runner.hooks import HookRunner
+    from runner.serve import Server, serve_in_terminal
+
+    if not directory.is_dir():
+        raise FlowError("not a directory; give the directory of the flows to serve", file=str(directory))
+    store = _store(store_dir)
+    engine = _engine(store, executor, workers)
+    server = Server(directory, store, engine, releases=tuple(release or ()), say=_say)
+    hooks = HookRunner(engine, server.loaded_for, report=_say)
+    try:
+        code = serve_in_terminal(server)
+        hooks.drain()
+    finally:
+        engine.close()
+        store.close()
+    raise ExitWith(code)
+
+
+@app.command()
+def schedules(
+    directory: Annotated[Path, typer.Argument(help="The directory of flow files.")] = Path("."),
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Each flow in DIR with its schedule and when it is next due under `flow serve`."""
+    from runner.serve import list_schedules
+    from runner.text import visible
+
+    if not directory.is_dir():
+        raise FlowError("not a directory", file=str(directory))
+    try:
+        store: Store | None = _store(store_dir, create=False)
+    except FlowError:
+        store = None  # nothing has been served here yet: no due time was handled
+    rows = list_schedules(directory, store)
+    if json_out:
+        typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        typer.echo(f"no flow files in {directory}")
+    for row in rows:
+        data = row.as_dict()
+        name = visible(f"{Path(row.file).name} ({row.flow})" if row.flow else Path(row.file).name)
+        if row.error is not None:
+            typer.echo(f"{name}: does not load: {visible(row.error)}")
+        elif row.schedule is None:
+            typer.echo(f"{name}: not scheduled")
+        else:
+            typer.echo(f"{name}: {row.schedule}, next {data['next_due_text']}, catch-up {row.catch_up}")
+
+
+@app.command(name="release")
+def release_command(
+    file: FileArg,
+    name: Annotated[
+        str | None, typer.Option("--name", help="The release's name (default: the flow's name).")
+    ] = None,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Freeze the flow's code (with its local modules) and parameter defaults as NAME@N."""
+    from dsl.loader import load_flow
+    from runner.releases import create_release
+    from runner.schedule import schedule_of
+
+    loaded = load_flow(file)
+    schedule_of(loaded)
+    store = _store(store_dir)
+    try:
+        made = create_release(store, loaded, name)
+    finally:
+        store.close()
+    if made.created:
+        typer.echo(
+            f"released {made.label} ({len(loaded.sources)} file(s)); run it with: flow run {made.label}"
+        )
+    else:
+        typer.echo(f"unchanged: {made.label} already holds exactly this code and these defaults")
+
+
+@app.command()
+def releases(
+    name: Annotated[str | None, typer.Argument(help="Only the versions of this release.")] = None,
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """The releases in the store, newest version first."""
+    from runner.text import visible
+
+    store = _store(store_dir, create=False)
+    found = store.list_releases(name)
+    if json_out:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo("no releases yet (flow release FILE makes one)")
+    for item in found:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["created_at"]))
+        label = f"{item['name']}@{item['version']}"
+        typer.echo(visible(f"{label:<24} {item['flow'][:20]:<20} {created}  {item['file']}", newlines=False))
 
 
 def _exit_now(code: int) -> None:

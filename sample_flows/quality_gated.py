@@ -5,7 +5,9 @@
                                                └────────── notify_data_team ──┘
 
 Good data trains a model; a qualified model is released. Bad data (train and everything after it is
-skipped) or a model below `min_accuracy` notifies the data team instead.
+skipped) or a model below `min_accuracy` notifies the data team instead: `notify_data_team` writes
+the message, and its `on_success` hook POSTs the run's details (with that message) to the team's
+webhook, `$DATA_TEAM_WEBHOOK` (when it is not set, the hook reports that nothing was sent).
 
     flow run sample_flows/quality_gated.py                       # good path: release
     flow run sample_flows/quality_gated.py -p noise=0.5          # bad data: notify_data_team
@@ -16,7 +18,7 @@ import hashlib
 import math
 import random
 
-from dsl import Flow, log_metric, param, step
+from dsl import Flow, log_metric, param, post_json, step
 
 flow = Flow(
     "quality_gated",
@@ -181,6 +183,7 @@ def release(train: dict, check_model_quality: dict) -> dict:
 
 @step(
     trigger="all_done",
+    on_success=post_json(url_env="DATA_TEAM_WEBHOOK"),
     when=lambda check_data_quality, check_model_quality: (
         check_data_quality is None
         or not check_data_quality["ok"]
