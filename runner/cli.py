@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dsl.errors import FlowError
+from runner.interrupts import StopOnSignal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from runner.engine import Engine, RunHandle
     from runner.store import Store
 
@@ -32,7 +35,38 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("flowdsl")
+        except PackageNotFoundError:
+            shown = "unknown (not installed as a distribution)"
+        typer.echo(f"flow {shown}")
+        raise ExitWith(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Workflow-as-code for ML and data pipelines: run, watch and inspect flows."""
+
+
+def _host_runs() -> None:
+    """A command that runs flows survives a closed output (it stops the run and records it, see
+    `_leave`): writes to a closed pipe must fail with EPIPE, not kill the process at once."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
 
 FileArg = Annotated[Path, typer.Argument(help="The flow file (.py).", show_default=False)]
 StoreOpt = Annotated[
@@ -87,38 +121,63 @@ def _engine(store: Store, executor: str | None, workers: int | None, *, debug: b
     return Engine(store, make_executor(spec, workers, debug=debug))
 
 
-def _reporter(json_lines: bool) -> Any:
-    from runner.reporter import JsonReporter, LiveReporter, PlainReporter
+def _reporter(json_lines: bool, *, debug: bool = False) -> Any:
+    """JSON lines, the live view on a terminal, else plain lines (also under `--pdb`: a live panel
+    redrawn every 80 ms would scribble over the debugger's session)."""
+    from runner.reporter import JsonReporter, PlainReporter
 
     if json_lines:
         return JsonReporter()
-    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not debug:
+        from runner.live import LiveReporter
+
         return LiveReporter()
     return PlainReporter()
 
 
-def _wait(engine: Engine, handle: RunHandle) -> str:
-    """Wait for a run; the first Ctrl-C stops it cleanly (running steps killed), a second exits at once."""
-    stopping = False
+def _kill_now(engine: Engine, reporter: Any) -> Callable[[], None]:
+    """What a second Ctrl-C does before the process ends: give the terminal back, kill the workers."""
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if stopping:
-            engine.executor.close()
-            os._exit(130)
-        stopping = True
-        print("\nflow: stopping the run (Ctrl-C again to exit at once)", file=sys.stderr)
-        engine.cancel(handle.id)
+    def kill() -> None:
+        abort = getattr(reporter, "abort", None)
+        if abort is not None:
+            abort()
+        engine.executor.close()
 
-    previous = signal.signal(signal.SIGINT, stop)
-    previous_term = signal.signal(signal.SIGTERM, stop)
-    try:
-        while not handle.done:
-            handle.wait(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+    return kill
+
+
+def _wait(engine: Engine, handle: RunHandle, reporter: Any, stop: StopOnSignal) -> str:
+    """Wait for a run; stop it cleanly on the first Ctrl-C, or once nobody reads the output (`| head`)."""
+    from runner.interrupts import POLL_S
+
+    stopped = False
+    while not handle.done:
+        handle.wait(POLL_S)
+        if not stopped and (stop.requested.is_set() or reporter.closed.is_set()):
+            stopped = True
+            if stop.requested.is_set():
+                reporter.note("flow: stopping the run (Ctrl-C again to exit at once)")
+            engine.cancel(handle.id)
     return handle.status
+
+
+def _close(engine: Engine, reporter: Any, store: Store) -> None:
+    """Stop what is running (its last events still reach the reporter), then the output, then the store."""
+    try:
+        engine.close()
+    finally:
+        reporter.close()
+        store.close()
+
+
+def _leave(reporter: Any, status: str) -> None:
+    """Exit with the run's code, or as killed by SIGPIPE when nobody read the output to the end."""
+    from runner.interrupts import die_of_sigpipe
+
+    if reporter.closed.is_set():
+        die_of_sigpipe()
+    raise ExitWith(0 if status == "succeeded" else 1)
 
 
 def _run_id(store: Store, text: str) -> int:
@@ -170,6 +229,7 @@ def run(
     store_dir: StoreOpt = None,
 ) -> None:
     """Run a flow headless: re-executes only what changed, reuses everything else from the cache."""
+    _host_runs()
     from dsl import load_flow
     from runner.params import parse_assignments, read_params_file, resolve_flow_params
     from runner.session import FlowSession
@@ -185,52 +245,56 @@ def run(
     if prestart is not None:
         prestart(1)  # the worker's interpreter starts while the run is planned
     session = FlowSession(file, engine, overrides, file_values)
-    try:
-        session.load(loaded)
-        reporter = _reporter(json_lines)
-        engine.subscribe(reporter)
-        options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
-        handle = session.run(trigger="cli", force=force, **options)
-        status = _watch(session, engine, options) if watch else _wait(engine, handle)
-    finally:
-        engine.close()
-        store.close()
-    raise ExitWith(0 if status == "succeeded" else 1)
+    reporter = _reporter(json_lines, debug=pdb)
+    with StopOnSignal(_kill_now(engine, reporter)) as stop:
+        try:
+            session.load(loaded)
+            engine.subscribe(reporter)
+            options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
+            handle = session.run(trigger="cli", force=force, **options)
+            if watch:
+                status = _watch(session, engine, options, reporter, stop)
+            else:
+                status = _wait(engine, handle, reporter, stop)
+        finally:
+            _close(engine, reporter, store)
+    _leave(reporter, status)
 
 
-def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> str:
-    """Watch from the moment the first run starts (a save during it supersedes it) until Ctrl-C.
+def _watch(session: Any, engine: Engine, options: dict[str, Any], reporter: Any, stop: StopOnSignal) -> str:
+    """Watch from the moment the first run starts (a save during it supersedes it) until Ctrl-C
+    (or until nobody reads the output).
 
     Returns the status of the last run.
     """
-    stop = threading.Event()
+    from runner.interrupts import POLL_S
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-        engine.cancel()
+    stop_watching = threading.Event()
 
     def ready() -> None:
         names = ", ".join(sorted(p.name for p in session.watched_files()))
-        print(f"watching {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        reporter.note(f"watching {names} (Ctrl-C to stop)")
 
-    previous = signal.signal(signal.SIGINT, on_signal)
-    previous_term = signal.signal(signal.SIGTERM, on_signal)
     watcher = threading.Thread(
         target=session.watch,
-        args=(stop,),
+        args=(stop_watching,),
         kwargs={"on_ready": ready, "run_options": options},
         name="flow-watch",
         daemon=True,
     )
     watcher.start()
-    try:
-        while watcher.is_alive():
-            watcher.join(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+    while watcher.is_alive():
+        watcher.join(POLL_S)
+        if not stop_watching.is_set() and (stop.requested.is_set() or reporter.closed.is_set()):
+            if stop.requested.is_set():
+                reporter.note("flow: stopping (Ctrl-C again to exit at once)")
+            stop_watching.set()
+            engine.cancel()
+    engine.cancel()  # a run the watcher started just before it saw the stop
     last = session.current
-    return last.wait() if last is not None else "cancelled"
+    while last is not None and not last.done:
+        last.wait(POLL_S)
+    return last.status if last is not None else "cancelled"
 
 
 @app.command()
@@ -336,21 +400,23 @@ def resume(
     store_dir: StoreOpt = None,
 ) -> None:
     """Re-run what failed or never ran in RUN, with its parameters; what succeeded is reused."""
+    _host_runs()
     from runner.session import FlowSession
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
     engine = _engine(store, executor, workers)
     session = FlowSession(record.file, engine, overrides=record.params)
-    try:
-        session.load()
-        engine.subscribe(_reporter(json_lines))
-        handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
-        status = _wait(engine, handle)
-    finally:
-        engine.close()
-        store.close()
-    raise ExitWith(0 if status == "succeeded" else 1)
+    reporter = _reporter(json_lines)
+    with StopOnSignal(_kill_now(engine, reporter)) as stop:
+        try:
+            session.load()
+            engine.subscribe(reporter)
+            handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
+            status = _wait(engine, handle, reporter, stop)
+        finally:
+            _close(engine, reporter, store)
+    _leave(reporter, status)
 
 
 @app.command()
@@ -405,6 +471,7 @@ def tui(
     store_dir: StoreOpt = None,
 ) -> None:
     """The terminal UI: the DAG, live logs, run history, hot reload."""
+    _host_runs()
     from tui.app import run_tui
 
     if not target.exists():
@@ -484,7 +551,13 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app; map user errors to one line on stderr and exit code 2."""
+    """Entry point: run the app; map user errors to one line on stderr and exit code 2.
+
+    A command that only prints (`flow runs | head`) dies of SIGPIPE as `cat` does when its reader
+    goes away: quietly, status 141. Commands hosting a run opt out (`_host_runs`).
+    """
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app(standalone_mode=False)
     except ExitWith as done:
