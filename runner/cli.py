@@ -7,6 +7,7 @@ are imported inside the commands that need them, so `flow run` starts fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,11 +22,13 @@ import typer
 
 from dsl.errors import FlowError
 from runner.interrupts import StopOnSignal
+from runner.text import visible
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from runner.engine import Engine, RunHandle
+    from runner.records import StepRecord
     from runner.store import Store
 
 app = typer.Typer(
@@ -321,11 +324,31 @@ def runs(
     for r in records:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
         took = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
-        params = " ".join(f"{k}={v}" for k, v in r.params.items())
+        params = _cell(" ".join(f"{k}={v}" for k, v in r.params.items()))
         typer.echo(
-            f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
-            f"{r.trigger[:16]:<16} {params}"
+            f"{r.id:>5}  {_cell(r.flow)[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
+            f"{_cell(r.trigger)[:16]:<16} {params}"
         )
+
+
+def _cell(text: str) -> str:
+    """A user-supplied value in a one-line place (a table cell): every control character, newline
+    included, shown as a symbol."""
+    return visible(text, newlines=False)
+
+
+def _in_order(steps: Sequence[StepRecord]) -> list[StepRecord]:
+    """Steps as stored (graph order of their first record), fan-out instances by index, not by the
+    order they happened to finish in."""
+    first: dict[str, int] = {}
+    for position, s in enumerate(steps):
+        first.setdefault(s.parent or s.name, position)
+
+    def key(s: StepRecord) -> tuple[int, int, int]:
+        index = s.name[len(s.parent) + 1 : -1] if s.parent and s.name.endswith("]") else ""
+        return (first[s.parent or s.name], 1 if s.parent else 0, int(index) if index.isdigit() else -1)
+
+    return sorted(steps, key=key)
 
 
 @app.command()
@@ -339,26 +362,31 @@ def show(
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
+    record = dataclasses.replace(record, steps=tuple(_in_order(record.steps)))
     if json_out:
         typer.echo(json.dumps(record.as_dict(), indent=2, default=repr))
         return
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
-    typer.echo(f"run #{record.id} of {record.flow}: {record.status} in {took} ({record.trigger or 'cli'})")
-    typer.echo(f"  file: {record.file}")
+    trigger = _cell(record.trigger or "cli")
+    typer.echo(f"run #{record.id} of {_cell(record.flow)}: {record.status} in {took} ({trigger})")
+    typer.echo(f"  file: {_cell(record.file)}")
     if record.params:
-        typer.echo("  params: " + ", ".join(f"{k}={v!r}" for k, v in record.params.items()))
-    width = max((len(s.name) for s in record.steps), default=4)
+        typer.echo("  params: " + _cell(", ".join(f"{k}={v!r}" for k, v in record.params.items())))
+    width = max((len(_cell(s.name)) for s in record.steps), default=4)
     for s in record.steps:
         duration = f"{s.duration_s:.2f}s" if s.duration_s is not None and s.status == "succeeded" else ""
         attempts = f" ×{s.attempts}" if s.attempts > 1 else ""
-        why = s.error if s.status == "failed" and s.error else s.reason
-        metrics = " ".join(f"{k}={v:g}" for k, v in s.metrics.items())
+        why = _cell(s.error if s.status == "failed" and s.error else s.reason)
+        metrics = _cell(" ".join(f"{k}={v:g}" for k, v in s.metrics.items()))
         typer.echo(
-            f"  {SYMBOLS.get(s.status, '?')} {s.name:<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
+            f"  {SYMBOLS.get(s.status, '?')} {_cell(s.name):<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
             + (f"  [{metrics}]" if metrics else "")
         )
+        if s.status == "failed" and s.traceback:
+            for line in s.traceback.rstrip().splitlines():
+                typer.echo(f"      {visible(line)}")
     if record.metrics:
-        typer.echo("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in record.metrics.items()))
+        typer.echo("  metrics: " + _cell(", ".join(f"{k}={v:g}" for k, v in record.metrics.items())))
 
 
 @app.command()
@@ -373,22 +401,50 @@ def logs(
     """The captured stdout, stderr and logging of a run (or one step)."""
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
-    if step_name is not None and step_name not in {s.name for s in record.steps}:
-        raise FlowError(f"run #{record.id} has no step '{step_name}'")
+    source_run, source_step = record.id, step_name
+    if step_name is not None:
+        found = next((s for s in record.steps if s.name == step_name), None)
+        if found is None:
+            raise FlowError(f"run #{record.id} has no step '{_cell(step_name)}'")
+        computed = store.computed_by(found.fingerprint, record.id) if found.status == "cached" else None
+        if computed is not None:
+            source_run, source_step = computed
+            _note(
+                f"{_cell(step_name)} was cached in run #{record.id}: "
+                f"its output and these lines are from run #{source_run} ({_cell(source_step)})"
+            )
     last = 0
+    shown = 0
     while True:
-        lines = store.get_logs(record.id, step_name, after=last, limit=10_000)
+        lines = store.get_logs(source_run, source_step, after=last, limit=10_000)
         for line in lines:
             stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
-            prefix = "" if step_name else f"{line.step} | "
-            typer.echo(f"{stamp} {prefix}{line.line}")
+            prefix = "" if step_name else f"{_cell(line.step)} | "
+            typer.echo(f"{stamp} {prefix}{visible(line.line)}")
             last = line.id
+        shown += len(lines)
         if lines:
             continue
-        current = store.get_run(record.id)
+        current = store.get_run(source_run)
         if not follow or current is None or current.status != "running":
-            return
+            break
         time.sleep(0.2)
+    current = store.get_run(source_run) or record
+    for s in _in_order(current.steps):
+        if s.status == "failed" and s.traceback and source_step in (None, s.name):
+            stamp = time.strftime("%H:%M:%S", time.localtime(s.finished_at or current.started_at))
+            prefix = "" if step_name else f"{_cell(s.name)} | "
+            for line in s.traceback.rstrip().splitlines():
+                typer.echo(f"{stamp} {prefix}{visible(line)}")
+                shown += 1
+    if not shown:
+        what = f"step '{_cell(step_name)}'" if step_name else "any step"
+        _note(f"no output was captured for {what} in run #{source_run}")
+
+
+def _note(text: str) -> None:
+    """A remark about the output (not the output itself): on stderr, so a pipe gets only the lines."""
+    print(f"flow: {text}", file=sys.stderr)
 
 
 @app.command()
@@ -444,7 +500,7 @@ def graph(
 
     if fmt not in FORMATS:
         raise FlowError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    typer.echo(FORMATS[fmt](load_flow(file)))
+    typer.echo(visible(FORMATS[fmt](load_flow(file))))
 
 
 @app.command()
@@ -458,9 +514,11 @@ def check(
 
     loaded = load_flow(file)
     values = resolve_flow_params(loaded, parse_assignments(param or []))
+    steps, params = len(loaded.graph.nodes), len(values)
     typer.echo(
-        f"ok: {loaded.name} has {len(loaded.graph.nodes)} steps and {len(values)} parameters "
-        f"({', '.join(f'{k}={v!r}' for k, v in values.items()) or 'none'})"
+        f"ok: {_cell(loaded.name)} has {steps} step{'' if steps == 1 else 's'} and {params} "
+        f"parameter{'' if params == 1 else 's'} "
+        f"({_cell(', '.join(f'{k}={v!r}' for k, v in values.items())) or 'none'})"
     )
 
 
@@ -563,7 +621,7 @@ def main() -> None:
     except ExitWith as done:
         _exit_now(done.code)
     except FlowError as exc:
-        print(f"flow: error: {exc}", file=sys.stderr)
+        print(f"flow: error: {visible(str(exc))}", file=sys.stderr)
         _exit_now(exc.exit_code)
     except typer.Abort:
         print("flow: aborted", file=sys.stderr)

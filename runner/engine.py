@@ -312,7 +312,7 @@ class Engine:
                 for name in external_inputs(graph, scope):
                     self._advance(run, name, cache_only=True)
         except FlowError:
-            self.store.delete_run(run_id)
+            self.store.delete_run(run_id, reuse_id=True)
             raise
         run.remaining = len(scope)
         if not self._command(lambda: self._begin(run)):
@@ -586,21 +586,22 @@ class Engine:
                     "cached",
                     reason=f"cached: same fingerprint as {where}",
                     preview_text=preview_text,
-                    metrics=self._metrics_of(run, from_run, name),
+                    metrics=self._metrics_of(run, from_run, fingerprint),
                 )
                 return
         if cache_only:
             raise FlowError(
-                f"step '{step_name}' is upstream of the selected steps but has no cached result for the "
+                "it is upstream of the selected steps but has no cached result for the "
                 "current code and parameters; run it first (or drop --only/--from)",
                 step=step_name,
             )
         if not forced and not static.untrusted and fingerprint not in self._executions:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
-                state.status = "running"
-                state.reason = f"waiting: {other} is computing the same step"
-                self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
+                waiting = f"waiting: {other} is computing the same step"
+                if (state.status, state.reason) != ("running", waiting):  # said once, not at every poll
+                    state.status, state.reason = "running", waiting
+                    self._emit(StepStarted(run.id, name, 0, waiting, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
                 return
@@ -744,14 +745,15 @@ class Engine:
             self._others_checked = now
         return self._others
 
-    def _metrics_of(self, run: _Run, from_run: int | None, name: str) -> dict[str, float] | None:
-        """The metrics a cached step recorded in the run that computed it (one query per source run)."""
+    def _metrics_of(self, run: _Run, from_run: int | None, fingerprint: str) -> dict[str, float] | None:
+        """The metrics a cached step recorded in the run that computed it (one query per source run),
+        found by fingerprint: a fan-out item's index there may differ from its index now."""
         if from_run is None:
             return None
-        by_step = run.source_metrics.get(from_run)
-        if by_step is None:
-            by_step = run.source_metrics[from_run] = self.store.run_metrics(from_run)
-        return by_step.get(name)
+        by_print = run.source_metrics.get(from_run)
+        if by_print is None:
+            by_print = run.source_metrics[from_run] = self.store.metrics_by_fingerprint(from_run)
+        return by_print.get(fingerprint)
 
     def _computing_elsewhere(self, fingerprint: str) -> str | None:
         """Who else is computing this fingerprint now (None: this process claims it).

@@ -615,6 +615,31 @@ class Store:
             metrics.setdefault(step, {})[key] = value
         return metrics
 
+    def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]:
+        """Fingerprint -> metrics recorded in one run: what a cached step reuses. By fingerprint, not
+        by name: a fan-out item may have had another index (so another name) in that run."""
+        metrics: dict[str, dict[str, float]] = {}
+        for fingerprint, key, value in self.conn.execute(
+            "SELECT s.fingerprint, m.key, m.value FROM metrics m "
+            "JOIN steps s ON s.run_id=m.run_id AND s.name=m.step "
+            "WHERE m.run_id=? AND s.fingerprint IS NOT NULL",
+            (run_id,),
+        ):
+            metrics.setdefault(fingerprint, {})[key] = value
+        return metrics
+
+    def computed_by(self, fingerprint: str | None, before: int) -> tuple[int, str] | None:
+        """The latest run up to `before` that executed a step with `fingerprint`, and the step's name
+        there: where a cached step's logs are."""
+        if not fingerprint:
+            return None
+        row = self.conn.execute(
+            "SELECT run_id, name FROM steps WHERE fingerprint=? AND run_id<=? "
+            "AND status IN ('succeeded', 'failed') ORDER BY run_id DESC LIMIT 1",
+            (fingerprint, before),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
     def get_steps(self, run_id: int) -> list[StepRecord]:
         metrics = self.run_metrics(run_id)
         records = []
@@ -645,8 +670,12 @@ class Store:
             )
         return [LogLine(*row) for row in rows]
 
-    def delete_run(self, run_id: int) -> bool:
-        """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`)."""
+    def delete_run(self, run_id: int, *, reuse_id: bool = False) -> bool:
+        """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`).
+
+        `reuse_id`: the run never started (its plan was rejected): if it is the newest, its number
+        is given back, so the next run is not numbered as if one had happened in between.
+        """
 
         def delete() -> bool:
             conn = self.conn
@@ -655,6 +684,12 @@ class Store:
                 found = conn.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount > 0
                 for table in ("steps", "metrics", "logs"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+                if reuse_id:
+                    conn.execute(
+                        "UPDATE sqlite_sequence SET seq=(SELECT COALESCE(MAX(id), 0) FROM runs) "
+                        "WHERE name='runs' AND seq=?",
+                        (run_id,),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

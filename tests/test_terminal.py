@@ -197,7 +197,7 @@ def test_watch_on_a_terminal_keeps_the_reload_line_run_headers_and_reasons_in_th
     assert "watching flow_file.py (Ctrl-C to stop)" in shown, term.screen()
     assert re.search(r"↻ flow_file\.py saved; .*model", shown), term.screen()
     assert "run #2 of flow_file (2 steps) [watch: flow_file.py changed]" in shown, term.screen()
-    assert "▶ model started (" in shown.split("run #2 of")[1], term.screen()
+    assert "▶ model started (helper changed: VERSION)" in shown.split("[watch: flow_file.py changed]")[1]
     assert "    model | [model] fitting" in shown
     for markup in ("[cyan]", "[bold]", "[/]", "[dim]"):
         assert markup not in shown, f"raw markup {markup} on the terminal:\n{term.screen()}"
