@@ -378,8 +378,9 @@ def show(
         attempts = f" ×{s.attempts}" if s.attempts > 1 else ""
         why = _cell(s.error if s.status == "failed" and s.error else s.reason)
         metrics = _cell(" ".join(f"{k}={v:g}" for k, v in s.metrics.items()))
+        symbol = SYMBOLS.get(s.status, "?")
         typer.echo(
-            f"  {SYMBOLS.get(s.status, '?')} {_cell(s.name):<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
+            f"  {symbol} {_cell(s.name):<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
             + (f"  [{metrics}]" if metrics else "")
         )
         if s.status == "failed" and s.traceback:
