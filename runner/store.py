@@ -33,6 +33,7 @@ from runner.artifacts import (
     read_file_checked,
     verify_file,
 )
+from runner.discovery import find_store
 from runner.records import LogLine, RunRecord, StepRecord, dumps_json
 
 SCHEMA_VERSION = 3
@@ -144,8 +145,9 @@ class CacheHit:
 
 
 def default_store_dir() -> Path:
-    """`$FLOW_STORE`, else `.flow/` in the working directory."""
-    return Path(os.environ.get("FLOW_STORE") or ".flow")
+    """`$FLOW_STORE`, else the nearest store from the working directory upwards, else `./.flow`
+    (absolute; see `runner.discovery`)."""
+    return find_store()[0]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -162,7 +164,8 @@ class Store:
     """The run store at `root` (created, private to the user, on first use)."""
 
     def __init__(self, root: str | Path | None = None, *, create: bool = True) -> None:
-        self.root = Path(root) if root is not None else default_store_dir()
+        # Absolute from here on: a step's `os.chdir` must not move where results are written.
+        self.root = Path(os.path.abspath(root)) if root is not None else default_store_dir()
         self.db_path = self.root / "flow.db"
         self.artifact_dir = self.root / "artifacts"
         if not self.root.exists():
@@ -174,6 +177,8 @@ class Store:
                 self.artifact_dir.mkdir(mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
+        if not self.root.is_dir():
+            raise FlowError(f"the store at {self.root} is not a directory; use --store or FLOW_STORE")
         self._check_private()
         self._local = threading.local()
         self._writer: _Writer | None = None
