@@ -27,6 +27,7 @@ from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.graph import Graph, build_graph
 from dsl.step import Step
+from dsl.wiring import Edge
 
 _OWN_PACKAGES = ("dsl", "runner", "tui")
 _lock = threading.RLock()
@@ -208,9 +209,10 @@ def load_flow(path: str | Path) -> LoadedFlow:
         }
 
     steps = [value for value in vars(module).values() if isinstance(value, Step)]
-    if not steps and not recorded.edges:
+    edges = _own_edges(recorded.edges, steps, str(flow_path))
+    if not steps and not edges:
         raise FlowError("defines no step; decorate a function with @step", file=shown)
-    graph = build_graph(steps, recorded.edges)
+    graph = build_graph(steps, edges)
     declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
     flow_decl = declared[0] if declared else None
     name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
@@ -225,6 +227,14 @@ def load_flow(path: str | Path) -> LoadedFlow:
         local_modules=local_modules,
         load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
     )
+
+
+def _own_edges(edges: list[Edge], steps: list[Step], flow_file: str) -> list[Edge]:
+    """The `>>` edges of this flow: those written in the flow file, and those between two steps it
+    holds. Importing a step from another flow file brings the step, not that flow's wiring (its
+    `load >> total` would otherwise add `total` to this flow)."""
+    held = {id(s) for s in steps}
+    return [e for e in edges if e.file == flow_file or (id(e.upstream) in held and id(e.downstream) in held)]
 
 
 def _import_error(exc: BaseException, flow_path: Path, sources: dict[str, Any]) -> FlowError:
