@@ -213,7 +213,11 @@ def load_flow(path: str | Path) -> LoadedFlow:
     if not steps and not edges:
         raise FlowError("defines no step; decorate a function with @step", file=shown)
     graph = build_graph(steps, edges)
-    declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
+    declared = [f for f in vars(module).values() if isinstance(f, Flow)] or [
+        f
+        for f in recorded.flows
+        if f.file == str(flow_path)  # not the `Flow(...)` of an imported flow file
+    ]
     flow_decl = declared[0] if declared else None
     name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
     return LoadedFlow(
