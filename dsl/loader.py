@@ -155,6 +155,8 @@ def load_flow(path: str | Path) -> LoadedFlow:
         raise FlowError("no such file", file=shown)
     if flow_path.is_dir():
         raise FlowError("is a directory; give a flow file (.py)", file=shown)
+    if not flow_path.is_file():
+        raise FlowError("is not a regular file (a FIFO or a device?); give a flow file (.py)", file=shown)
     flow_path = flow_path.resolve()
     try:
         source = flow_path.read_text(encoding="utf-8")

@@ -599,8 +599,9 @@ class Engine:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
                 waiting = f"waiting: {other} is computing the same step"
-                if (state.status, state.reason) != ("running", waiting):  # said once, not at every poll
-                    state.status, state.reason = "running", waiting
+                state.status = "running"
+                if state.reason != waiting:  # said once, not at every poll of the other process
+                    state.reason = waiting
                     self._emit(StepStarted(run.id, name, 0, waiting, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))

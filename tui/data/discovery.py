@@ -14,8 +14,11 @@ def find_flows(directory: Path) -> list[Path]:
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith(("_", ".")) or path.name.startswith("test_"):
             continue
+        if not path.is_file():
+            continue  # a FIFO (or a device) named *.py: reading it would block for ever
         try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:20_000]
+            with path.open(encoding="utf-8", errors="replace") as file:
+                head = file.read(20_000)
         except OSError:
             continue
         if _MARKER.search(head):
