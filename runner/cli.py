@@ -630,9 +630,9 @@ def main() -> None:
     except FlowError as exc:
         print(f"flow: error: {visible(str(exc))}", file=sys.stderr)
         _exit_now(exc.exit_code)
-    except typer.Abort:
-        print("flow: aborted", file=sys.stderr)
-        _exit_now(1)
+    except typer.Abort:  # Ctrl-C before a command installed its own handling (click turns it into Abort)
+        print("flow: interrupted", file=sys.stderr)
+        _exit_now(130)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         _exit_now(code if isinstance(code, int) else 1)
@@ -643,4 +643,4 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         print("flow: interrupted", file=sys.stderr)
-        _exit_now(1)
+        _exit_now(130)

@@ -298,3 +298,27 @@ def test_a_second_ctrl_c_exits_at_once_when_the_first_cannot_stop_the_run(
         assert term.proc.returncode == 130
         assert b"\x1b[?25h" in term.output.rsplit(b"Ctrl-C again", 1)[1], "the cursor was not given back"
     assert took < HONOURED_S, f"the second Ctrl-C took {took:.2f}s:\n{term.screen()}"
+
+
+def test_pdb_on_a_terminal_gets_plain_lines_no_live_panel_redrawn_into_the_debugger(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path,
+        """
+        from dsl import step
+
+        @step
+        def broken():
+            answer = 41
+            raise ValueError("look at answer")
+        """,
+    )
+    with Terminal("run", "flow_file.py", "--pdb", cwd=project) as term:
+        term.wait_for(rb"\(Pdb\) ")
+        term.type(b"p answer + 1\n")
+        term.wait_for(rb"\r?\n42\r?\n")
+        term.type(b"q\n")
+        assert term.wait_exit() == 1
+        out = term.output
+    assert "▶ broken started (no earlier result)".encode() in out
+    for redraw in (b"\x1b[?25l", b"\x1b[2K", b"\x1b[1A"):
+        assert redraw not in out, f"live-panel redraw {redraw!r} in a --pdb session:\n{term.screen()}"
