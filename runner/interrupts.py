@@ -1,5 +1,5 @@
-"""Provides what Ctrl-C and SIGTERM do to a command that hosts runs (`flow run`, `--watch`, `resume`),
-and how such a command leaves when nobody reads its output any more.
+"""Provides what Ctrl-C, SIGTERM and SIGHUP do to a command that hosts runs (`flow run`, `--watch`,
+`resume`), and how such a command leaves when nobody reads its output any more.
 
 The first signal asks for a clean stop: the command's own loop (which checks `requested` every
 `POLL_S`) cancels the run, so it is recorded as cancelled. The handler itself only sets an event:
@@ -45,6 +45,9 @@ class StopOnSignal:
     def __enter__(self) -> StopOnSignal:
         for number in (signal.SIGINT, signal.SIGTERM):
             self._previous[number] = signal.signal(number, self._handle)
+        hangup = getattr(signal, "SIGHUP", None)
+        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:  # `nohup` stays nohup
+            self._previous[hangup] = signal.signal(hangup, self._handle)  # the terminal was closed
         return self
 
     def __exit__(

@@ -95,6 +95,8 @@ class LiveReporter:
     # ----- any thread: record and queue, never touch the terminal ------------------------------
 
     def __call__(self, event: Event) -> None:
+        if not self._thread.is_alive():
+            return  # the writer died of a bug (its traceback is on stderr): queue nothing for nobody
         lines = self._narrator.lines(event)
         with self._lock:
             if isinstance(event, RunStarted):

@@ -128,11 +128,17 @@ class Terminal:
             pass
         self.proc.wait()
 
+    def hang_up(self) -> None:
+        """Close the terminal, as closing its window does: the kernel sends SIGHUP to the child."""
+        if self._master >= 0:
+            os.close(self._master)
+            self._master = -1
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.kill()
+        self.hang_up()
         self._reader.join(DEADLINE_S)
-        os.close(self._master)
 
     def __enter__(self) -> Terminal:
         return self

@@ -19,7 +19,8 @@ from dsl import load_flow
 
 
 def flow(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "FLOW_STORE"}
+    """The real `flow` in `cwd`, with the store `cwd/.flow`."""
+    env = {**os.environ, "FLOW_STORE": str(cwd / ".flow")}
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,
@@ -32,7 +33,7 @@ def flow(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedPro
 
 def piped(*args: str, cwd: Path) -> subprocess.Popen[bytes]:
     """`flow ARGS | reader`: the test reads stdout as a pipe's reader would."""
-    env = {k: v for k, v in os.environ.items() if k != "FLOW_STORE"}
+    env = {**os.environ, "FLOW_STORE": str(cwd / ".flow")}
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *args],
         cwd=cwd,

@@ -6,6 +6,7 @@ tells what a pipe tells. See `tests/pty_harness.py` for how the terminal is driv
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -61,10 +62,16 @@ def _project(tmp_path: Path, text: str, name: str = "flow_file.py") -> Path:
     return project
 
 
+def _store(project: Path) -> dict[str, str]:
+    """The project's own store, whatever `.flow/` directories the machine has above the test's."""
+    return {"FLOW_STORE": str(project / ".flow")}
+
+
 def _runs(project: Path) -> list[dict[str, object]]:
     done = subprocess.run(
         [sys.executable, "-m", "runner", "runs", "--json"],
         cwd=project,
+        env={**os.environ, **_store(project)},
         capture_output=True,
         text=True,
         check=True,
@@ -77,7 +84,7 @@ def test_a_hundred_runs_of_a_noisy_parallel_flow_on_a_terminal_never_hang(tmp_pa
     other's locks) struck 4 runs in 20; 100 in a row must all finish, each with every log line shown."""
     project = _project(tmp_path, NOISY)
     for attempt in range(100):
-        with Terminal("run", "flow_file.py", "--workers", "4", cwd=project) as term:
+        with Terminal("run", "flow_file.py", "--workers", "4", cwd=project, env=_store(project)) as term:
             code = term.wait_exit(timeout=30)
             shown = plain(term.output)
             assert code == 0, f"run {attempt + 1} exited {code}:\n{term.screen()}"
@@ -113,7 +120,7 @@ def test_step_output_reaches_the_terminal_byte_for_byte_never_as_markup_or_contr
             raise ValueError("bad \x1b[31mred\x1b[0m [/x] value")
         """,
     )
-    with Terminal("run", "flow_file.py", cwd=project) as term:
+    with Terminal("run", "flow_file.py", cwd=project, env=_store(project)) as term:
         assert term.wait_exit() == 1
         out = term.output
     for line in (
@@ -151,10 +158,11 @@ def test_a_terminal_run_leaves_the_same_story_as_a_pipe_header_reasons_and_summa
     piped = subprocess.run(
         [sys.executable, "-m", "runner", "run", "flow_file.py", "-p", "rows=5"],
         cwd=project,
+        env={**os.environ, **_store(project)},
         capture_output=True,
         text=True,
     )
-    with Terminal("run", "flow_file.py", "-p", "rows=6", cwd=project) as term:
+    with Terminal("run", "flow_file.py", "-p", "rows=6", cwd=project, env=_store(project)) as term:
         assert term.wait_exit() == 0
         shown = plain(term.output)
     assert "run #1 of flow_file (2 steps) with rows=5" in piped.stdout
@@ -186,7 +194,7 @@ def test_watch_on_a_terminal_keeps_the_reload_line_run_headers_and_reasons_in_th
 ) -> None:
     project = _project(tmp_path, WATCHED)
     flow_file = project / "flow_file.py"
-    with Terminal("run", "flow_file.py", "--watch", cwd=project) as term:
+    with Terminal("run", "flow_file.py", "--watch", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"run #1 succeeded")
         term.wait_for(rb"watching flow_file\.py")
         flow_file.write_text(textwrap.dedent(WATCHED).replace("VERSION = 1", "VERSION = 2"), encoding="utf-8")
@@ -231,7 +239,7 @@ def test_ctrl_c_while_steps_run_stops_the_run_within_a_second_and_records_it_can
     tmp_path: Path,
 ) -> None:
     project = _project(tmp_path, SLOW)
-    with Terminal("run", "flow_file.py", cwd=project) as term:
+    with Terminal("run", "flow_file.py", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"slow-started")
         took = _ctrl_c(term)
         assert term.proc.returncode == 1
@@ -252,7 +260,7 @@ def test_ctrl_c_between_steps_waiting_for_a_retry_stops_within_a_second(tmp_path
             raise RuntimeError("not yet")
         """,
     )
-    with Terminal("run", "flow_file.py", cwd=project) as term:
+    with Terminal("run", "flow_file.py", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"retrying in 120s")
         took = _ctrl_c(term)
         assert term.proc.returncode == 1
@@ -262,7 +270,7 @@ def test_ctrl_c_between_steps_waiting_for_a_retry_stops_within_a_second(tmp_path
 
 def test_ctrl_c_under_watch_while_idle_ends_within_a_second(tmp_path: Path) -> None:
     project = _project(tmp_path, WATCHED)
-    with Terminal("run", "flow_file.py", "--watch", cwd=project) as term:
+    with Terminal("run", "flow_file.py", "--watch", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"watching flow_file\.py")
         term.wait_for(rb"run #1 succeeded")
         took = _ctrl_c(term)
@@ -272,7 +280,7 @@ def test_ctrl_c_under_watch_while_idle_ends_within_a_second(tmp_path: Path) -> N
 
 def test_ctrl_c_under_watch_mid_run_stops_the_run_within_a_second(tmp_path: Path) -> None:
     project = _project(tmp_path, SLOW)
-    with Terminal("run", "flow_file.py", "--watch", cwd=project) as term:
+    with Terminal("run", "flow_file.py", "--watch", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"slow-started")
         took = _ctrl_c(term)
         assert term.proc.returncode == 1
@@ -290,7 +298,7 @@ def test_a_second_ctrl_c_exits_at_once_when_the_first_cannot_stop_the_run(
     ends the process with 130 at once, in every mode."""
     project = _project(tmp_path, SLOW)
     args = ["run", "flow_file.py", "--executor", "inline", *(["--watch"] if watch else [])]
-    with Terminal(*args, cwd=project) as term:
+    with Terminal(*args, cwd=project, env=_store(project)) as term:
         term.wait_for("▶ slow started".encode())
         term.type(b"\x03")
         term.wait_for(rb"Ctrl-C again to exit at once")
@@ -312,7 +320,7 @@ def test_pdb_on_a_terminal_gets_plain_lines_no_live_panel_redrawn_into_the_debug
             raise ValueError("look at answer")
         """,
     )
-    with Terminal("run", "flow_file.py", "--pdb", cwd=project) as term:
+    with Terminal("run", "flow_file.py", "--pdb", cwd=project, env=_store(project)) as term:
         term.wait_for(rb"\(Pdb\) ")
         term.type(b"p answer + 1\n")
         term.wait_for(rb"\r?\n42\r?\n")
@@ -322,3 +330,14 @@ def test_pdb_on_a_terminal_gets_plain_lines_no_live_panel_redrawn_into_the_debug
     assert "▶ broken started (no earlier result)".encode() in out
     for redraw in (b"\x1b[?25l", b"\x1b[2K", b"\x1b[1A"):
         assert redraw not in out, f"live-panel redraw {redraw!r} in a --pdb session:\n{term.screen()}"
+
+
+def test_closing_the_terminal_stops_the_run_and_records_it_cancelled(tmp_path: Path) -> None:
+    """SIGHUP (the window closed) is a clean stop too, not a run left `running` until the store is
+    next opened."""
+    project = _project(tmp_path, SLOW)
+    with Terminal("run", "flow_file.py", cwd=project, env=_store(project)) as term:
+        term.wait_for(rb"slow-started")
+        term.hang_up()
+        term.proc.wait(timeout=10)
+    assert _runs(project)[0]["status"] == "cancelled"
