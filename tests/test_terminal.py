@@ -341,3 +341,34 @@ def test_closing_the_terminal_stops_the_run_and_records_it_cancelled(tmp_path: P
         term.hang_up()
         term.proc.wait(timeout=10)
     assert _runs(project)[0]["status"] == "cancelled"
+
+
+def test_a_hung_when_predicate_under_watch_cannot_hold_ctrl_c_hostage(tmp_path: Path) -> None:
+    """Issue 15's case: a `when=` predicate that sleeps for 40 s under `--watch`. Whether or not the
+    first Ctrl-C can stop it cleanly (that depends on where predicates run), the command ends within a
+    second of the second one at the latest."""
+    project = _project(
+        tmp_path,
+        """
+        import time
+        from dsl import step
+
+        @step
+        def a():
+            return 1
+
+        @step(when=lambda a: time.sleep(40) or True)
+        def b(a):
+            return 2
+        """,
+    )
+    with Terminal("run", "flow_file.py", "--watch", cwd=project, env=_store(project)) as term:
+        term.wait_for("✓ a succeeded".encode())
+        term.type(b"\x03")
+        term.wait_for(rb"Ctrl-C again to exit at once")
+        try:
+            term.proc.wait(HONOURED_S)
+        except subprocess.TimeoutExpired:
+            took = _ctrl_c(term)
+            assert term.proc.returncode == 130
+            assert took < HONOURED_S, f"the second Ctrl-C took {took:.2f}s:\n{term.screen()}"
