@@ -28,6 +28,10 @@ from runner.reporter import Line, Narrator, visible
 REFRESH_S = 1 / 12
 """The panel's redraw period: smooth spinners, and at most 12 redraws a second whatever the log rate."""
 
+BATCH_S = 0.01
+"""How long the writer lets lines gather after the first one arrives: a step printing 100,000 lines
+costs a few hundred prints and redraws instead of one each."""
+
 BACKLOG = 5_000
 """Lines queued for the terminal before the scheduler waits for the writer: bounds memory when a
 step prints faster than the terminal can show (the plain reporter blocks the same way, on write)."""
@@ -85,8 +89,8 @@ class LiveReporter:
             console=self._console,
             auto_refresh=False,
             transient=True,
-            redirect_stdout=True,
-            redirect_stderr=True,
+            redirect_stdout=True,  # a stray print (a flow's import, an inline step) lands above the panel
+            redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
             get_renderable=self._render,
         )
         self._thread = threading.Thread(target=self._write_loop, name="flow-terminal", daemon=True)
@@ -144,7 +148,8 @@ class LiveReporter:
     def _write_loop(self) -> None:
         started = False
         while True:
-            self._wake.wait(REFRESH_S)
+            if self._wake.wait(REFRESH_S) and not self._stopping:
+                time.sleep(BATCH_S)  # let a burst of log lines gather: one print and redraw for many
             self._wake.clear()
             with self._lock:
                 lines = list(self._queue)
@@ -169,11 +174,22 @@ class LiveReporter:
                     self._live.refresh()
             except (OSError, ValueError):
                 self.closed.set()  # the terminal is gone: drop output from now on
+                self._give_back(started)
+                started = False
                 continue
             if stopping:
                 with self._lock:
                     if not self._queue:
                         return
+
+    def _give_back(self, started: bool) -> None:
+        """Undo the panel's hold on `sys.stdout`/`sys.stderr` once the terminal is gone, so another
+        thread's stray print does not fail through it."""
+        if started:
+            try:
+                self._live.stop()  # restores the streams in a `finally`, even when its last write fails
+            except (OSError, ValueError):
+                pass
 
     def _print(self, lines: list[Line]) -> None:
         from rich.text import Text
