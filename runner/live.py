@@ -23,7 +23,8 @@ from collections import deque
 from typing import Any
 
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
-from runner.reporter import Line, Narrator, visible
+from runner.reporter import Line, Narrator
+from runner.text import visible
 
 REFRESH_S = 1 / 12
 """The panel's redraw period: smooth spinners, and at most 12 redraws a second whatever the log rate."""
