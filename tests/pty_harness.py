@@ -25,9 +25,13 @@ DEADLINE_S = 30.0
 """Upper bound of a single wait; never reached when all is well."""
 
 
-def _controlling_tty() -> None:
-    """In the child, after `setsid`: make the pty on fd 0 the session's controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+_ADOPT_TTY = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""Run in the child after `setsid`: make the pty on fd 0 the session's controlling terminal, then
+become `flow`. A tiny interpreter does it instead of a `preexec_fn`, which is unsafe in a parent
+with threads (the pty readers of other tests)."""
 
 
 class Terminal:
@@ -47,14 +51,13 @@ class Terminal:
         full_env.update({"TERM": "xterm-256color", "PYTHONUNBUFFERED": "1", **(env or {})})
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", *args],
+            [sys.executable, "-I", "-S", "-c", _ADOPT_TTY, sys.executable, "-m", "runner", *args],
             stdin=slave,
             stdout=slave,
             stderr=slave,
             cwd=cwd,
             env=full_env,
             start_new_session=True,
-            preexec_fn=_controlling_tty,
         )
         os.close(slave)
         self._master = master
