@@ -43,7 +43,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         raise FlowError(f"cannot read the params file: {exc.strerror}", file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise FlowError(
-            f"the params file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})",
+            f"the params file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
             file=str(path),
         ) from None
     try:
