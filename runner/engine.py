@@ -600,9 +600,9 @@ class Engine:
             if other is not None:
                 waiting = f"waiting: {other} is computing the same step"
                 state.status = "running"
-                if state.reason != waiting:  # said once, not at every poll of the other process
+                if state.reason != waiting:  # said once, not at every poll
                     state.reason = waiting
-                    self._emit(StepStarted(run.id, name, 0, waiting, fingerprint, time.time()))
+                    self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
                 retry = (run, name, step_name, node, static, fingerprint, detail, item)
                 self._remote.append((time.monotonic() + REMOTE_POLL_S, retry))
                 return
