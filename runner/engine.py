@@ -598,8 +598,8 @@ class Engine:
         if not forced and not static.untrusted and fingerprint not in self._executions:
             other = self._computing_elsewhere(fingerprint)
             if other is not None:
-                waiting = f"waiting: {other} is computing the same step"
                 state.status = "running"
+                waiting = f"waiting: {other} is computing the same step"
                 if state.reason != waiting:  # said once, not at every poll
                     state.reason = waiting
                     self._emit(StepStarted(run.id, name, 0, state.reason, fingerprint, time.time()))
