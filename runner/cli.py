@@ -548,21 +548,19 @@ def doctor(json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
     Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
     crash), 1 when something the store promises does not hold.
     """
-    from runner.discovery import find_store
     from runner.doctor import diagnose, human_size
 
-    where, how = find_store(store_dir)
-    store = _store(where, create=False)
+    store = _store(store_dir, create=False)
     try:
         report = diagnose(store)
     finally:
         store.close()
     if json_out:
-        typer.echo(json.dumps({**report.as_dict(), "found": how}, indent=2))
+        typer.echo(json.dumps({**report.as_dict(), "found": store.found}, indent=2))
     else:
         verdict = "healthy" if report.healthy else f"{len(report.problems)} problem(s)"
         typer.echo(f"store {_cell(report.store)}: {verdict}")
-        typer.echo(f"  which: {how}")
+        typer.echo(f"  which: {store.found}")
         typer.echo(
             f"  integrity: {', '.join(report.integrity[:3])}; {report.checked_artifacts} artifacts and "
             f"{report.checked_steps} finished steps checked"

@@ -161,11 +161,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Store:
-    """The run store at `root` (created, private to the user, on first use)."""
+    """The run store at `root` (created, private to the user, on first use).
+
+    Attributes:
+        root: the store's directory, absolute (`runner.discovery.find_store` when not given).
+        found: how it was chosen, for `flow doctor`: `--store`, `$FLOW_STORE`, found upwards, or new.
+    """
 
     def __init__(self, root: str | Path | None = None, *, create: bool = True) -> None:
         # Absolute from here on: a step's `os.chdir` must not move where results are written.
-        self.root = Path(os.path.abspath(root)) if root is not None else default_store_dir()
+        self.root, self.found = find_store(root)
         self.db_path = self.root / "flow.db"
         self.artifact_dir = self.root / "artifacts"
         if not self.root.exists():
