@@ -42,10 +42,8 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise FlowError(f"cannot read the params file: {exc.strerror}", file=str(path)) from None
     except UnicodeDecodeError as exc:
-        raise FlowError(
-            f"the params file is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
-            file=str(path),
-        ) from None
+        bad = exc.object[exc.start : exc.start + 1]
+        raise FlowError(f"the params file is not UTF-8 text (byte {exc.start}: {bad!r})", file=str(path)) from None
     try:
         data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
