@@ -43,7 +43,9 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         raise FlowError(f"cannot read the params file: {exc.strerror}", file=str(path)) from None
     except UnicodeDecodeError as exc:
         bad = exc.object[exc.start : exc.start + 1]
-        raise FlowError(f"the params file is not UTF-8 text (byte {exc.start}: {bad!r})", file=str(path)) from None
+        raise FlowError(
+            f"the params file is not UTF-8 text (byte {exc.start}: {bad!r})", file=str(path)
+        ) from None
     try:
         data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
