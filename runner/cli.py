@@ -42,35 +42,6 @@ app = typer.Typer(
 )
 
 
-def _show_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            shown = version("flowdsl")
-        except PackageNotFoundError:
-            shown = "unknown (not installed as a distribution)"
-        typer.echo(f"flow {shown}")
-        raise ExitWith(0)
-
-
-@app.callback()
-def _options(
-    show_version: Annotated[
-        bool,
-        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
-    ] = False,
-) -> None:
-    """Workflow-as-code for ML and data pipelines: run, watch and inspect flows."""
-
-
-def _host_runs() -> None:
-    """A command that runs flows survives a closed output (it stops the run and records it, see
-    `_leave`): writes to a closed pipe must fail with EPIPE, not kill the process at once."""
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-
-
 FileArg = Annotated[Path, typer.Argument(help="The flow file (.py).", show_default=False)]
 StoreOpt = Annotated[
     Path | None,
@@ -103,6 +74,35 @@ class ExitWith(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("flowdsl")
+        except PackageNotFoundError:
+            shown = "unknown (not installed as a distribution)"
+        typer.echo(f"flow {shown}")
+        raise ExitWith(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Workflow-as-code for ML and data pipelines: run, watch and inspect flows."""
+
+
+def _host_runs() -> None:
+    """A command that runs flows survives a closed output (it stops the run and records it, see
+    `_leave`): writes to a closed pipe must fail with EPIPE, not kill the process at once."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
 def _store(path: Path | None, *, create: bool = True) -> Store:
