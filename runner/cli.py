@@ -41,7 +41,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-
 FileArg = Annotated[Path, typer.Argument(help="The flow file (.py).", show_default=False)]
 StoreOpt = Annotated[
     Path | None,
