@@ -18,8 +18,11 @@ def find_flows(directory: Path) -> list[Path]:
     for path in sorted(candidates):
         if path.name.startswith(("_", ".")) or path.name.startswith("test_"):
             continue
+        if not path.is_file():
+            continue  # a FIFO (or a device) named *.py: reading it would block for ever
         try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:20_000]
+            with path.open(encoding="utf-8", errors="replace") as file:
+                head = file.read(20_000)
         except OSError:
             continue
         marker = _MARKER if path.suffix == ".py" else _YAML_MARKER
