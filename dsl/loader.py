@@ -30,6 +30,7 @@ from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.graph import Graph, build_graph
 from dsl.step import Step
+from dsl.wiring import Edge
 
 _OWN_PACKAGES = ("dsl", "runner", "tui")
 FLOW_SUFFIXES = (".py", ".yaml", ".yml")
@@ -165,6 +166,8 @@ def load_flow(path: str | Path) -> LoadedFlow:
         raise FlowError("is a directory; give a flow file (.py, .yaml or .yml)", file=shown)
     if flow_path.suffix.lower() not in FLOW_SUFFIXES:
         raise FlowError("is not a flow file: a flow is a .py, .yaml or .yml file", file=shown)
+    if not flow_path.is_file():
+        raise FlowError("is not a regular file (a FIFO or a device?); give a flow file", file=shown)
     flow_path = flow_path.resolve()
     try:
         source = flow_path.read_text(encoding="utf-8")
@@ -234,10 +237,15 @@ def load_flow(path: str | Path) -> LoadedFlow:
         outputs = document.outputs
     else:
         steps = [value for value in vars(module).values() if isinstance(value, Step)]
-        if not steps and not recorded.edges:
+        edges = _own_edges(recorded.edges, steps, str(flow_path))
+        if not steps and not edges:
             raise FlowError("defines no step; decorate a function with @step", file=shown)
-        graph = build_graph(steps, recorded.edges)
-        declared = [f for f in vars(module).values() if isinstance(f, Flow)] or recorded.flows
+        graph = build_graph(steps, edges)
+        declared = [f for f in vars(module).values() if isinstance(f, Flow)] or [
+            f
+            for f in recorded.flows
+            if f.file == str(flow_path)  # not the `Flow(...)` of an imported flow file
+        ]
         flow_decl = declared[0] if declared else None
         name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
         description = flow_decl.description if flow_decl else ""
@@ -270,6 +278,14 @@ def _record_project_file(root: Path, sources: dict[str, str]) -> None:
             sources.setdefault(str(found.resolve()), found.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             pass
+
+
+def _own_edges(edges: list[Edge], steps: list[Step], flow_file: str) -> list[Edge]:
+    """The `>>` edges of this flow: those written in the flow file, and those between two steps it
+    holds. Importing a step from another flow file brings the step, not that flow's wiring (its
+    `load >> total` would otherwise add `total` to this flow)."""
+    held = {id(s) for s in steps}
+    return [e for e in edges if e.file == flow_file or (id(e.upstream) in held and id(e.downstream) in held)]
 
 
 def _import_error(exc: BaseException, flow_path: Path, sources: dict[str, Any]) -> FlowError:

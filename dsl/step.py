@@ -14,6 +14,7 @@ from typing import Any, overload
 from dsl import wiring
 from dsl.errors import FlowError
 from dsl.operating import hook_list
+from dsl.params import REQUIRED, Param
 
 TRIGGER_RULES = ("all_succeeded", "any_succeeded", "none_failed", "all_done")
 """When a step runs, given how its upstream steps ended.
@@ -123,8 +124,23 @@ class Step:
             raise bad(f"cannot read the function's signature: {exc}") from None
         if foreach is not None and foreach not in self.signature.parameters:
             raise bad(f"foreach={foreach!r} names no argument of the step")
+        self._param_defaults = {
+            arg: p.default.default
+            for arg, p in self.signature.parameters.items()
+            if isinstance(p.default, Param)
+        }
+        """Arguments declared `= param(...)`: a direct call gets the declared default, not the marker."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function, as a unit test does: a `param(...)` argument left out gets its default."""
+        if self._param_defaults:
+            given = self.signature.bind_partial(*args, **kwargs).arguments
+            for arg, default in self._param_defaults.items():
+                if arg in given:
+                    continue
+                if default is REQUIRED:
+                    raise TypeError(f"{self.name}() missing the required flow parameter '{arg}' (a param())")
+                kwargs[arg] = default
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ are imported inside the commands that need them, so `flow run` starts fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -21,9 +22,14 @@ import typer
 
 from dsl.errors import FlowError
 from runner import cli_maintenance
+from runner.interrupts import StopOnSignal
+from runner.text import visible
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from runner.engine import Engine, RunHandle
+    from runner.records import StepRecord
     from runner.store import Store
 
 app = typer.Typer(
@@ -33,13 +39,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 FileArg = Annotated[Path, typer.Argument(help="The flow file (.py, .yaml or .yml).", show_default=False)]
 StoreOpt = Annotated[
     Path | None,
     typer.Option(
-        "--store", help="The run store directory (default: $FLOW_STORE or ./.flow).", show_default=False
+        "--store",
+        help="The run store directory (default: $FLOW_STORE, else the nearest .flow/ from the working "
+        "directory upwards, else ./.flow).",
+        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
@@ -64,6 +74,35 @@ class ExitWith(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            shown = version("flowdsl")
+        except PackageNotFoundError:
+            shown = "unknown (not installed as a distribution)"
+        typer.echo(f"flow {shown}")
+        raise ExitWith(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Workflow-as-code for ML and data pipelines: run, watch and inspect flows."""
+
+
+def _host_runs() -> None:
+    """A command that runs flows survives a closed output (it stops the run and records it, see
+    `_leave`): writes to a closed pipe must fail with EPIPE, not kill the process at once."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
 def _store(path: Path | None, *, create: bool = True) -> Store:
@@ -91,43 +130,68 @@ def _engine(store: Store, executor: str | None, workers: int | None, *, debug: b
     return engine
 
 
-def _reporter(json_lines: bool) -> Any:
-    from runner.reporter import JsonReporter, LiveReporter, PlainReporter
+def _reporter(json_lines: bool, *, debug: bool = False) -> Any:
+    """JSON lines, the live view on a terminal, else plain lines (also under `--pdb`: a live panel
+    redrawn every 80 ms would scribble over the debugger's session)."""
+    from runner.reporter import JsonReporter, PlainReporter
 
     if json_lines:
         return JsonReporter()
-    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb":
+    if sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not debug:
+        from runner.live import LiveReporter
+
         return LiveReporter()
     return PlainReporter()
 
 
-def _wait(engine: Engine, handle: RunHandle) -> str:
-    """Wait for a run; the first Ctrl-C stops it cleanly (running steps killed), a second exits at once."""
-    stopping = False
+def _kill_now(engine: Engine, reporter: Any) -> Callable[[], None]:
+    """What a second Ctrl-C does before the process ends: give the terminal back, kill the workers."""
 
-    def stop(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        if stopping:
-            engine.executor.close()
-            os._exit(130)
-        stopping = True
-        print("\nflow: stopping the run (Ctrl-C again to exit at once)", file=sys.stderr)
-        engine.cancel(handle.id)
+    def kill() -> None:
+        abort = getattr(reporter, "abort", None)
+        if abort is not None:
+            abort()
+        engine.executor.close()
 
-    previous = signal.signal(signal.SIGINT, stop)
-    previous_term = signal.signal(signal.SIGTERM, stop)
-    try:
-        while not handle.done:
-            handle.wait(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+    return kill
+
+
+def _wait(engine: Engine, handle: RunHandle, reporter: Any, stop: StopOnSignal) -> str:
+    """Wait for a run; stop it cleanly on the first Ctrl-C, or once nobody reads the output (`| head`)."""
+    from runner.interrupts import POLL_S
+
+    stopped = False
+    while not handle.done:
+        handle.wait(POLL_S)
+        if not stopped and (stop.requested.is_set() or reporter.closed.is_set()):
+            stopped = True
+            if stop.requested.is_set():
+                reporter.note("flow: stopping the run (Ctrl-C again to exit at once)")
+            engine.cancel(handle.id)
     return handle.status
 
 
 def _say(text: str) -> None:
     """A progress or warning line for the user, on stderr (stdout stays the run's output)."""
     print(f"flow: {text}", file=sys.stderr, flush=True)
+
+
+def _close(engine: Engine, reporter: Any, store: Store) -> None:
+    """Stop what is running (its last events still reach the reporter), then the output, then the store."""
+    try:
+        engine.close()
+    finally:
+        reporter.close()
+        store.close()
+
+
+def _leave(reporter: Any, status: str) -> None:
+    """Exit with the run's code, or as killed by SIGPIPE when nobody read the output to the end."""
+    from runner.interrupts import die_of_sigpipe
+
+    if reporter.closed.is_set():
+        die_of_sigpipe()
+    raise ExitWith(0 if status == "succeeded" else 1)
 
 
 def _run_id(store: Store, text: str) -> int:
@@ -191,6 +255,7 @@ def run(
 
     FILE may also be a release, NAME@VERSION or NAME@latest (see `flow release`).
     """
+    _host_runs()
     from runner.hooks import HookRunner
     from runner.loop import loop_session, loop_settings
     from runner.params import parse_assignments, read_params_file, resolve_flow_params
@@ -213,58 +278,69 @@ def run(
     if prestart is not None:
         prestart(1)  # the worker's interpreter starts while the run is planned
     session = FlowSession(loaded.path, engine, overrides, file_values)
-    hooks = HookRunner(engine, lambda _: session.loaded, report=_say)
-    try:
-        session.load(loaded)
-        reporter = _reporter(json_lines)
-        engine.subscribe(reporter)
-        options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
-        if looping is not None:
-            code = loop_session(session, engine, looping, force=force, options=options, say=_say)
-        else:
-            handle = session.run(trigger="cli", force=force, **options)
-            status = _watch(session, engine, options) if watch else _wait(engine, handle)
-            code = 0 if status == "succeeded" else 1
-        hooks.drain()
-    finally:
-        engine.close()
-        store.close()
-    raise ExitWith(code)
+    reporter = _reporter(json_lines, debug=pdb)
+    hooks = HookRunner(engine, lambda _: session.loaded, report=lambda text: reporter.note(f"flow: {text}"))
+    with StopOnSignal(_kill_now(engine, reporter)) as stop:
+        try:
+            session.load(loaded)
+            engine.subscribe(reporter)
+            options = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}
+            if looping is not None:
+                status = loop_session(
+                    session,
+                    engine,
+                    looping,
+                    force=force,
+                    options=options,
+                    say=lambda text: reporter.note(f"flow: {text}"),
+                    interrupted=lambda: stop.requested.is_set() or reporter.closed.is_set(),
+                )
+            else:
+                handle = session.run(trigger="cli", force=force, **options)
+                if watch:
+                    status = _watch(session, engine, options, reporter, stop)
+                else:
+                    status = _wait(engine, handle, reporter, stop)
+            hooks.drain()
+        finally:
+            _close(engine, reporter, store)
+    _leave(reporter, status)
 
 
-def _watch(session: Any, engine: Engine, options: dict[str, Any]) -> str:
-    """Watch from the moment the first run starts (a save during it supersedes it) until Ctrl-C.
+def _watch(session: Any, engine: Engine, options: dict[str, Any], reporter: Any, stop: StopOnSignal) -> str:
+    """Watch from the moment the first run starts (a save during it supersedes it) until Ctrl-C
+    (or until nobody reads the output).
 
     Returns the status of the last run.
     """
-    stop = threading.Event()
+    from runner.interrupts import POLL_S
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-        engine.cancel()
+    stop_watching = threading.Event()
 
     def ready() -> None:
         names = ", ".join(sorted(p.name for p in session.watched_files()))
-        print(f"watching {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        reporter.note(f"watching {names} (Ctrl-C to stop)")
 
-    previous = signal.signal(signal.SIGINT, on_signal)
-    previous_term = signal.signal(signal.SIGTERM, on_signal)
     watcher = threading.Thread(
         target=session.watch,
-        args=(stop,),
+        args=(stop_watching,),
         kwargs={"on_ready": ready, "run_options": options},
         name="flow-watch",
         daemon=True,
     )
     watcher.start()
-    try:
-        while watcher.is_alive():
-            watcher.join(0.2)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
+    while watcher.is_alive():
+        watcher.join(POLL_S)
+        if not stop_watching.is_set() and (stop.requested.is_set() or reporter.closed.is_set()):
+            if stop.requested.is_set():
+                reporter.note("flow: stopping (Ctrl-C again to exit at once)")
+            stop_watching.set()
+            engine.cancel()
+    engine.cancel()  # a run the watcher started just before it saw the stop
     last = session.current
-    return last.wait() if last is not None else "cancelled"
+    while last is not None and not last.done:
+        last.wait(POLL_S)
+    return last.status if last is not None else "cancelled"
 
 
 @app.command()
@@ -291,16 +367,36 @@ def runs(
     for r in records:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
         took = f"{r.duration_s:.2f}s" if r.duration_s is not None else "-"
-        params = " ".join(f"{k}={v}" for k, v in r.params.items())
+        params = _cell(" ".join(f"{k}={v}" for k, v in r.params.items()))
         typer.echo(
-            f"{r.id:>5}  {r.flow[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
-            f"{r.trigger[:16]:<16} {params}"
+            f"{r.id:>5}  {_cell(r.flow)[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
+            f"{_cell(r.trigger)[:16]:<16} {params}"
         )
     from runner.doctor import held_lines
 
     for line, stuck in held_lines(store.held()):
         if stuck:
             typer.echo(f"note: {line}")
+
+
+def _cell(text: str) -> str:
+    """A user-supplied value in a one-line place (a table cell): every control character, newline
+    included, shown as a symbol."""
+    return visible(text, newlines=False)
+
+
+def _in_order(steps: Sequence[StepRecord]) -> list[StepRecord]:
+    """Steps as stored (graph order of their first record), fan-out instances by index, not by the
+    order they happened to finish in."""
+    first: dict[str, int] = {}
+    for position, s in enumerate(steps):
+        first.setdefault(s.parent or s.name, position)
+
+    def key(s: StepRecord) -> tuple[int, int, int]:
+        index = s.name[len(s.parent) + 1 : -1] if s.parent and s.name.endswith("]") else ""
+        return (first[s.parent or s.name], 1 if s.parent else 0, int(index) if index.isdigit() else -1)
+
+    return sorted(steps, key=key)
 
 
 @app.command()
@@ -316,28 +412,34 @@ def show(
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
     release = store.run_release(record.id)
+    record = dataclasses.replace(record, steps=tuple(_in_order(record.steps)))
     if json_out:
         typer.echo(json.dumps({**record.as_dict(), "release": release}, indent=2, default=repr))
         return
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
-    typer.echo(f"run #{record.id} of {record.flow}: {record.status} in {took} ({record.trigger or 'cli'})")
-    typer.echo(f"  file: {record.file}")
+    trigger = _cell(record.trigger or "cli")
+    typer.echo(f"run #{record.id} of {_cell(record.flow)}: {record.status} in {took} ({trigger})")
+    typer.echo(f"  file: {_cell(record.file)}")
     if release is not None:
-        typer.echo(f"  release: {release}")
+        typer.echo(f"  release: {_cell(release)}")
     if record.params:
-        typer.echo("  params: " + ", ".join(f"{k}={v!r}" for k, v in record.params.items()))
-    width = max((len(s.name) for s in record.steps), default=4)
+        typer.echo("  params: " + _cell(", ".join(f"{k}={v!r}" for k, v in record.params.items())))
+    width = max((len(_cell(s.name)) for s in record.steps), default=4)
     for s in record.steps:
         duration = f"{s.duration_s:.2f}s" if s.duration_s is not None and s.status == "succeeded" else ""
         attempts = f" ×{s.attempts}" if s.attempts > 1 else ""
-        why = s.error if s.status == "failed" and s.error else s.reason
-        metrics = " ".join(f"{k}={v:g}" for k, v in s.metrics.items())
+        why = _cell(s.error if s.status == "failed" and s.error else s.reason)
+        metrics = _cell(" ".join(f"{k}={v:g}" for k, v in s.metrics.items()))
+        symbol = SYMBOLS.get(s.status, "?")
         typer.echo(
-            f"  {SYMBOLS.get(s.status, '?')} {s.name:<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
+            f"  {symbol} {_cell(s.name):<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
             + (f"  [{metrics}]" if metrics else "")
         )
+        if s.status == "failed" and s.traceback:
+            for line in s.traceback.rstrip().splitlines():
+                typer.echo(f"      {visible(line)}")
     if record.metrics:
-        typer.echo("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in record.metrics.items()))
+        typer.echo("  metrics: " + _cell(", ".join(f"{k}={v:g}" for k, v in record.metrics.items())))
     for name, output in record.outputs.items():
         typer.echo(f"  output {name} = {visible(output.preview, newlines=False)}")
 
@@ -354,22 +456,50 @@ def logs(
     """The captured stdout, stderr and logging of a run (or one step)."""
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
-    if step_name is not None and step_name not in {s.name for s in record.steps}:
-        raise FlowError(f"run #{record.id} has no step '{step_name}'")
+    source_run, source_step = record.id, step_name
+    if step_name is not None:
+        found = next((s for s in record.steps if s.name == step_name), None)
+        if found is None:
+            raise FlowError(f"run #{record.id} has no step '{_cell(step_name)}'")
+        computed = store.computed_by(found.fingerprint, record.id) if found.status == "cached" else None
+        if computed is not None:
+            source_run, source_step = computed
+            _note(
+                f"{_cell(step_name)} was cached in run #{record.id}: "
+                f"its output and these lines are from run #{source_run} ({_cell(source_step)})"
+            )
     last = 0
+    shown = 0
     while True:
-        lines = store.get_logs(record.id, step_name, after=last, limit=10_000)
+        lines = store.get_logs(source_run, source_step, after=last, limit=10_000)
         for line in lines:
             stamp = time.strftime("%H:%M:%S", time.localtime(line.ts))
-            prefix = "" if step_name else f"{line.step} | "
-            typer.echo(f"{stamp} {prefix}{line.line}")
+            prefix = "" if step_name else f"{_cell(line.step)} | "
+            typer.echo(f"{stamp} {prefix}{visible(line.line)}")
             last = line.id
+        shown += len(lines)
         if lines:
             continue
-        current = store.get_run(record.id)
+        current = store.get_run(source_run)
         if not follow or current is None or current.status != "running":
-            return
+            break
         time.sleep(0.2)
+    current = store.get_run(source_run) or record
+    for s in _in_order(current.steps):
+        if s.status == "failed" and s.traceback and source_step in (None, s.name):
+            stamp = time.strftime("%H:%M:%S", time.localtime(s.finished_at or current.started_at))
+            prefix = "" if step_name else f"{_cell(s.name)} | "
+            for line in s.traceback.rstrip().splitlines():
+                typer.echo(f"{stamp} {prefix}{visible(line)}")
+                shown += 1
+    if not shown:
+        what = f"step '{_cell(step_name)}'" if step_name else "any step"
+        _note(f"no output was captured for {what} in run #{source_run}")
+
+
+def _note(text: str) -> None:
+    """A remark about the output (not the output itself): on stderr, so a pipe gets only the lines."""
+    print(f"flow: {text}", file=sys.stderr)
 
 
 @app.command()
@@ -381,6 +511,7 @@ def resume(
     store_dir: StoreOpt = None,
 ) -> None:
     """Re-run what failed or never ran in RUN, with its parameters; what succeeded is reused."""
+    _host_runs()
     from runner.hooks import HookRunner
     from runner.session import FlowSession
 
@@ -388,17 +519,18 @@ def resume(
     record = _get_run(store, run_id)
     engine = _engine(store, executor, workers)
     session = FlowSession(record.file, engine, overrides=record.params)
-    hooks = HookRunner(engine, lambda _: session.loaded, report=_say)
-    try:
-        session.load()
-        engine.subscribe(_reporter(json_lines))
-        handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
-        status = _wait(engine, handle)
-        hooks.drain()
-    finally:
-        engine.close()
-        store.close()
-    raise ExitWith(0 if status == "succeeded" else 1)
+    reporter = _reporter(json_lines)
+    hooks = HookRunner(engine, lambda _: session.loaded, report=lambda text: reporter.note(f"flow: {text}"))
+    with StopOnSignal(_kill_now(engine, reporter)) as stop:
+        try:
+            session.load()
+            engine.subscribe(reporter)
+            handle = session.run(trigger=f"resume of #{record.id}", resume_of=record.id)
+            status = _wait(engine, handle, reporter, stop)
+            hooks.drain()
+        finally:
+            _close(engine, reporter, store)
+    _leave(reporter, status)
 
 
 @app.command()
@@ -434,7 +566,7 @@ def graph(
 
     if fmt not in FORMATS:
         raise FlowError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    typer.echo(FORMATS[fmt](load_flow(file)))
+    typer.echo(visible(FORMATS[fmt](load_flow(file))))
 
 
 @app.command()
@@ -450,9 +582,11 @@ def check(
     loaded = load_flow(file)
     schedule_of(loaded)
     values = resolve_flow_params(loaded, parse_assignments(param or []))
+    steps, params = len(loaded.graph.nodes), len(values)
     typer.echo(
-        f"ok: {loaded.name} has {len(loaded.graph.nodes)} steps and {len(values)} parameters "
-        f"({', '.join(f'{k}={v!r}' for k, v in values.items()) or 'none'})"
+        f"ok: {_cell(loaded.name)} has {steps} step{'' if steps == 1 else 's'} and {params} "
+        f"parameter{'' if params == 1 else 's'} "
+        f"({_cell(', '.join(f'{k}={v!r}' for k, v in values.items())) or 'none'})"
     )
 
 
@@ -463,6 +597,7 @@ def tui(
     store_dir: StoreOpt = None,
 ) -> None:
     """The terminal UI: the DAG, live logs, run history, hot reload."""
+    _host_runs()
     from tui.app import run_tui
 
     if not target.exists():
@@ -504,10 +639,11 @@ def doctor(
     finally:
         store.close()
     if json_out:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
+        typer.echo(json.dumps({**report.as_dict(), "found": store.found}, indent=2))
     else:
         verdict = "healthy" if report.healthy else f"{len(report.problems)} problem(s)"
-        typer.echo(f"store {report.store}: {verdict}")
+        typer.echo(f"store {_cell(report.store)}: {verdict}")
+        typer.echo(f"  which: {store.found}")
         typer.echo(
             f"  integrity: {', '.join(report.integrity[:3])}; {report.checked_artifacts} artifacts and "
             f"{report.checked_steps} finished steps checked"
@@ -650,17 +786,23 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app; map user errors to one line on stderr and exit code 2."""
+    """Entry point: run the app; map user errors to one line on stderr and exit code 2.
+
+    A command that only prints (`flow runs | head`) dies of SIGPIPE as `cat` does when its reader
+    goes away: quietly, status 141. Commands hosting a run opt out (`_host_runs`).
+    """
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         app(standalone_mode=False)
     except ExitWith as done:
         _exit_now(done.code)
     except FlowError as exc:
-        print(f"flow: error: {exc}", file=sys.stderr)
+        print(f"flow: error: {visible(str(exc))}", file=sys.stderr)
         _exit_now(exc.exit_code)
-    except typer.Abort:
-        print("flow: aborted", file=sys.stderr)
-        _exit_now(1)
+    except typer.Abort:  # Ctrl-C before a command installed its own handling (click turns it into Abort)
+        print("flow: interrupted", file=sys.stderr)
+        _exit_now(130)
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         _exit_now(code if isinstance(code, int) else 1)
@@ -671,4 +813,4 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         print("flow: interrupted", file=sys.stderr)
-        _exit_now(1)
+        _exit_now(130)

@@ -1,36 +1,34 @@
-"""Provides `find_flows` and `is_flow_file`: which files in a directory are flows (`flow serve`).
+"""Provides `find_store`: which run store a command uses, found the way git finds `.git`.
 
-A Python file is a flow if it imports `dsl` or uses `@step` (the TUI's rule, `tui/data/discovery.py`);
-a YAML file (`.yaml`/`.yml`) if it has a top-level `steps:` key, so a YAML flow is served as soon as
-the loader accepts YAML, and a config file beside the flows is not mistaken for a broken flow.
-Names starting with `_`, `.` or `test_` are skipped.
+`--store DIR`, else `$FLOW_STORE`, else the nearest `.flow/` holding a store from the working
+directory upwards, else a new `.flow/` in the working directory. So `cd pipelines && flow run p.py`
+uses the project's store instead of silently starting an empty one beside it. The answer is an
+absolute path, fixed when the command starts: a step that calls `os.chdir` (in the runner with
+`--executor inline`, or in a worker) must not move where results are written.
 """
 
 from __future__ import annotations
 
-import re
+import os
 from pathlib import Path
 
-_PY_MARKER = re.compile(r"^\s*(from\s+dsl\s+import|import\s+dsl\b|@step\b)", re.MULTILINE)
-_YAML_MARKER = re.compile(r"^steps\s*:", re.MULTILINE)
-SUFFIXES = (".py", ".yaml", ".yml")
-HEAD_BYTES = 20_000
-"""How much of a file is read to recognise it: imports and the first `@step` come early."""
+STORE_DIR = ".flow"
+STORE_DB = "flow.db"
+"""A `.flow/` counts as a store only if it holds the database: another tool's `.flow` directory
+higher up (or a half-created one) is not adopted."""
 
 
-def is_flow_file(path: Path) -> bool:
-    """Whether `path` looks like a flow file (see the module docstring)."""
-    if path.suffix not in SUFFIXES or path.name.startswith(("_", ".", "test_")):
-        return False
-    try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            head = handle.read(HEAD_BYTES)
-    except OSError:
-        return False
-    marker = _PY_MARKER if path.suffix == ".py" else _YAML_MARKER
-    return marker.search(head) is not None
-
-
-def find_flows(directory: Path) -> list[Path]:
-    """The flow files directly in `directory`, sorted by name, as absolute paths."""
-    return [p.resolve() for p in sorted(directory.iterdir()) if p.is_file() and is_flow_file(p)]
+def find_store(explicit: str | Path | None = None) -> tuple[Path, str]:
+    """The store's absolute path and how it was chosen (what `flow doctor` shows)."""
+    if explicit is not None:
+        return Path(os.path.abspath(explicit)), "--store"
+    env = os.environ.get("FLOW_STORE")
+    if env:
+        return Path(os.path.abspath(env)), "$FLOW_STORE"
+    here = Path(os.getcwd())
+    for directory in (here, *here.parents):
+        candidate = directory / STORE_DIR
+        if (candidate / STORE_DB).is_file():
+            how = "in the working directory" if directory == here else "found above the working directory"
+            return candidate, how
+    return here / STORE_DIR, "new, in the working directory"

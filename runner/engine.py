@@ -366,7 +366,7 @@ class Engine:
                     for name in external:
                         self._advance(run, name, cache_only=True)
         except BaseException:
-            self.store.delete_run(run_id)
+            self.store.delete_run(run_id, reuse_id=True)
             raise
         run.remaining = len(scope)
         if not self._command(lambda: self._guarded([run], self._begin, run)):
@@ -861,12 +861,12 @@ class Engine:
                     "cached",
                     reason=f"cached: same fingerprint as {where}",
                     preview_text=preview_text,
-                    metrics=self._metrics_of(run, from_run, name),
+                    metrics=self._metrics_of(run, from_run, fingerprint),
                 )
                 return
         if cache_only:
             raise FlowError(
-                f"step '{step_name}' is upstream of the selected steps but has no cached result for the "
+                "it is upstream of the selected steps but has no cached result for the "
                 "current code and parameters; run it first (or drop --only/--from)",
                 step=step_name,
             )
@@ -1031,14 +1031,15 @@ class Engine:
             self._others_checked = now
         return self._others
 
-    def _metrics_of(self, run: _Run, from_run: int | None, name: str) -> dict[str, float] | None:
-        """The metrics a cached step recorded in the run that computed it (one query per source run)."""
+    def _metrics_of(self, run: _Run, from_run: int | None, fingerprint: str) -> dict[str, float] | None:
+        """The metrics a cached step recorded in the run that computed it (one query per source run),
+        found by fingerprint: a fan-out item's index there may differ from its index now."""
         if from_run is None:
             return None
-        by_step = run.source_metrics.get(from_run)
-        if by_step is None:
-            by_step = run.source_metrics[from_run] = self.store.run_metrics(from_run)
-        return by_step.get(name)
+        by_print = run.source_metrics.get(from_run)
+        if by_print is None:
+            by_print = run.source_metrics[from_run] = self.store.metrics_by_fingerprint(from_run)
+        return by_print.get(fingerprint)
 
     def _computing_elsewhere(self, fingerprint: str) -> str | None:
         """Who else is computing this fingerprint now (None: this process claims it).

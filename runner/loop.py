@@ -5,15 +5,12 @@ did not change is all cached. Without an interval the next iteration starts when
 ends; with `every` iterations start that far apart (start to start), never overlapping: an iteration
 that takes longer than the interval is followed at once. The loop stops after `max_iterations`, or
 when asked: `stop()` lets the iteration in flight finish, `cancel()` stops it too (its finished
-steps keep their results). Iterations run the code loaded when the loop began: `--watch` is the
-mode that follows edits.
+steps keep their results); Ctrl-C in `flow run --loop` cancels. Iterations run the code loaded
+when the loop began: `--watch` is the mode that follows edits.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +20,7 @@ from dsl.errors import FlowError
 from dsl.loader import LoadedFlow
 from dsl.operating import parse_duration
 from runner.engine import Engine, RunHandle
+from runner.interrupts import POLL_S
 from runner.session import FlowSession
 
 
@@ -45,12 +43,14 @@ class Loop:
         every: float | None = None,
         max_iterations: int | None = None,
         say: Callable[[str], None] | None = None,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
         self._start = start
         self._engine = engine
         self.every = every
         self.max_iterations = max_iterations
         self.say = say or (lambda text: None)
+        self._interrupted = interrupted or (lambda: False)
         self._stop = threading.Event()
         self.current: RunHandle | None = None
         self.statuses: list[str] = []
@@ -79,7 +79,11 @@ class Loop:
             began = time.monotonic()
             self.current = self._start()
             while not self.current.done:
-                self.current.wait(0.2)
+                self.current.wait(POLL_S)
+                if self._interrupted() and not self.current.done:
+                    self.say("stopping the loop (Ctrl-C again to exit at once)")
+                    self.cancel()
+                    self.current.wait()
             self.statuses.append(self.current.status)
             if self.max_iterations is not None and len(self.statuses) >= self.max_iterations:
                 break
@@ -87,48 +91,13 @@ class Loop:
                 wait = began + self.every - time.monotonic()
                 if wait > 0 and not self._stop.is_set():
                     self.say(f"loop: next iteration in {wait:.1f}s (Ctrl-C to stop)")
-                    self._stop.wait(wait)
+                    until = time.monotonic() + wait
+                    while not self._stop.wait(min(POLL_S, max(0.0, until - time.monotonic()))):
+                        if self._interrupted():
+                            self.stop()
+                        elif time.monotonic() >= until:
+                            break
         return self.statuses
-
-
-def run_loop_in_terminal(loop: Loop) -> int:
-    """Run `loop` with the CLI's signal handling; return the exit code (0: every iteration succeeded).
-
-    Ctrl-C once: no new iteration starts, the one in flight finishes. Twice: it is stopped too.
-    Three times: exit at once. SIGTERM: stop the iteration in flight and end.
-    """
-    presses = 0
-
-    def on_interrupt(signum: int, frame: Any) -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1 and loop.current is not None and not loop.current.done:
-            print(
-                "\nflow: the loop ends after this iteration (Ctrl-C again to stop it now)",
-                file=sys.stderr,
-                flush=True,
-            )
-            loop.stop()
-        elif presses <= 2:
-            print("\nflow: stopping the loop", file=sys.stderr, flush=True)
-            loop.cancel()
-        else:
-            os._exit(130)
-
-    def on_term(signum: int, frame: Any) -> None:
-        loop.cancel()
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    previous_term = signal.signal(signal.SIGTERM, on_term)
-    try:
-        statuses = loop.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.signal(signal.SIGTERM, previous_term)
-    failed = sum(1 for s in statuses if s != "succeeded")
-    summary = f"loop: {len(statuses)} iteration(s)" + (f", {failed} not succeeded" if failed else "")
-    loop.say(summary)
-    return 0 if statuses and not failed else 1
 
 
 def loop_settings(
@@ -164,11 +133,29 @@ def loop_session(
     force: bool,
     options: dict[str, Any],
     say: Callable[[str], None],
-) -> int:
-    """`flow run --loop`: iterate `session`'s flow with `settings` from `loop_settings`; the exit code."""
+    interrupted: Callable[[], bool],
+) -> str:
+    """`flow run --loop`: iterate `session`'s flow with `settings` from `loop_settings`.
+
+    `interrupted` is the command's stop request (the first Ctrl-C or SIGTERM, or the output's reader
+    gone): the iteration in flight is stopped cleanly (recorded as cancelled) and the loop ends; a
+    second Ctrl-C exits at once, as in every mode (`runner.interrupts`).
+
+    Returns:
+        "succeeded" if every iteration succeeded, else the status of the first that did not.
+    """
 
     def start() -> RunHandle:
         return session.run(trigger="loop", force=force, **options)
 
     every, max_iterations = settings
-    return run_loop_in_terminal(Loop(start, engine, every=every, max_iterations=max_iterations, say=say))
+    loop = Loop(start, engine, every=every, max_iterations=max_iterations, say=say, interrupted=interrupted)
+    statuses = loop.run()
+    failed = [status for status in statuses if status != "succeeded"]
+    say(
+        f"loop: {len(statuses)} iteration{'' if len(statuses) == 1 else 's'}"
+        + (f", {len(failed)} not succeeded" if failed else "")
+    )
+    if not statuses:
+        return "cancelled"
+    return failed[0] if failed else "succeeded"

@@ -6,6 +6,7 @@ evaluated as code (`-p "x=$(rm -rf ~)"` stays a string).
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -35,19 +36,23 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """Parameters from a TOML or JSON file (a table/object of name = value)."""
     file = Path(path)
+    kind = "JSON" if file.suffix.lower() == ".json" else "TOML"
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise FlowError(f"cannot read the params file: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
+        raise FlowError(
+            f"the params file is not UTF-8 text (byte {exc.start}: {bad!r})", file=str(path)
+        ) from None
     try:
-        data = json.loads(text) if file.suffix.lower() == ".json" else tomllib.loads(text)
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         line = getattr(exc, "lineno", None)
-        raise FlowError(
-            f"invalid {'JSON' if file.suffix.lower() == '.json' else 'TOML'}: {exc}",
-            file=str(path),
-            line=line,
-        ) from None
+        raise FlowError(f"invalid {kind}: {exc}", file=str(path), line=line) from None
+    except RecursionError:
+        raise FlowError(f"invalid {kind}: nested too deeply to be parameters", file=str(path)) from None
     if not isinstance(data, dict):
         raise FlowError("the params file must hold a table/object of name = value", file=str(path))
     return data
@@ -67,6 +72,11 @@ def convert(spec: ParamSpec, value: Any) -> Any:
             converted = target(value)
         else:
             converted = value
+    except RecursionError:
+        raise FlowError(
+            f"parameter '{spec.name}': the value is nested too deeply to be a {target.__name__}",
+            step=spec.steps[0] if spec.steps else None,
+        ) from None
     except (ValueError, TypeError) as exc:
         raise FlowError(
             f"parameter '{spec.name}': {value!r} is not a valid {target.__name__} ({exc})",
@@ -118,7 +128,9 @@ def resolve_params(
         for name in source:
             if name not in specs:
                 known = ", ".join(sorted(specs)) or "none"
-                raise FlowError(f"unknown parameter '{name}' (this flow's parameters: {known})")
+                close = difflib.get_close_matches(name, list(specs), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise FlowError(f"unknown parameter '{name}' ({hint}this flow's parameters: {known})")
     for name, spec in specs.items():
         if overrides and name in overrides:
             values[name] = convert(spec, overrides[name])

@@ -1,7 +1,9 @@
-"""Provides the headless views of a run: plain lines, JSON lines, and live Rich progress on a terminal.
+"""Provides the wording of a run's narration (`Narrator`) and the headless views: plain lines, JSON lines.
 
-Each reporter is just a subscriber of the engine's events. Rich is imported only by the live reporter,
-so `flow run` in CI (not a terminal) starts without it.
+Each reporter is just a subscriber of the engine's events. The live terminal view (`runner.live`) renders
+the same `Narrator` lines, so a terminal and a pipe tell the same story; Rich is imported only there, so
+`flow run` in CI (not a terminal) starts without it. Every user- or step-supplied string passes through
+`runner.text.visible`: a step's bytes never drive the reader's terminal.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
-from typing import IO, Any
+from typing import IO, NamedTuple
 
 from runner.events import (
     Event,
@@ -23,6 +24,7 @@ from runner.events import (
     StepRetrying,
     StepStarted,
 )
+from runner.text import visible
 
 SYMBOLS = {
     "pending": "·",
@@ -47,75 +49,138 @@ def output_lines(event: RunFinished) -> list[str]:
     return [f"  {name} = {visible(output.preview, newlines=False)}" for name, output in event.outputs.items()]
 
 
-class PlainReporter:
-    """One line per step start, finish and log line; for logs, CI and pipes."""
+class Line(NamedTuple):
+    """One line of a run's narration: its words (already safe to show) and what kind of line it is.
 
-    def __init__(self, out: IO[str] | None = None, *, show_logs: bool = True) -> None:
-        self._out = out or sys.stdout
+    The wording is decided once, here; each view renders it its own way (`PlainReporter` writes the
+    text, the live terminal view styles it by `kind`), so a terminal shows what a pipe shows.
+    """
+
+    text: str
+    kind: str
+    """`run`, `started`, `log`, `retry`, a step status (`succeeded`, `failed`, …), `traceback`,
+    `finished_ok`, `finished_bad`, `reload`, `load_failed` or `note`."""
+    prefix: int = 0
+    """How many leading characters are a label rather than content (the `step |` of a log line)."""
+
+
+def _safe(text: str) -> str:
+    """Control characters shown as symbols; tabs and the newlines of a multi-line message kept."""
+    return visible(text)
+
+
+class Narrator:
+    """Turns events into the lines a person reads: the one wording of every headless view."""
+
+    def __init__(self, *, show_logs: bool = True) -> None:
         self._show_logs = show_logs
-        self._lock = threading.Lock()
         self._ran: dict[int, list[str]] = {}
 
-    def _print(self, text: str) -> None:
-        with self._lock:
-            self._out.write(text + "\n")
-            self._out.flush()
-
-    def __call__(self, event: Event) -> None:
+    def lines(self, event: Event) -> list[Line]:
+        if isinstance(event, StepLog):
+            if not self._show_logs:
+                return []
+            prefix = f"    {event.step} | "
+            return [Line(_safe(prefix + event.line), "log", len(_safe(prefix)))]
         if isinstance(event, RunStarted):
             self._ran[event.run_id] = []
             params = ", ".join(f"{k}={v!r}" for k, v in event.params.items())
             count = len(event.steps)
-            self._print(
+            text = (
                 f"run #{event.run_id} of {event.flow} ({count} step{'' if count == 1 else 's'})"
                 + (f" [{event.trigger}]" if event.trigger not in ("cli", "") else "")
                 + (f" with {params}" if params else "")
             )
-        elif isinstance(event, StepStarted):
-            self._print(f"  {SYMBOLS['running']} {event.step} started ({event.reason})")
-        elif isinstance(event, StepLog) and self._show_logs:
-            self._print(f"    {event.step} | {event.line}")
-        elif isinstance(event, StepRetrying):
-            self._print(
+            return [Line(_safe(text), "run")]
+        if isinstance(event, StepStarted):
+            return [Line(_safe(f"  {SYMBOLS['running']} {event.step} started ({event.reason})"), "started")]
+        if isinstance(event, StepRetrying):
+            text = (
                 f"  ↻ {event.step} attempt {event.attempt} failed: {event.error}; "
                 f"retrying in {event.delay_s:g}s"
             )
-        elif isinstance(event, StepFinished):
+            return [Line(_safe(text), "retry")]
+        if isinstance(event, StepFinished):
             if event.status in ("succeeded", "failed") and not event.step.endswith("]"):
                 self._ran.setdefault(event.run_id, []).append(event.step)
-            self._print(self.step_line(event))
+            lines = [Line(_safe(step_line(event)), event.status)]
             if event.status == "failed" and event.traceback:
-                for line in event.traceback.rstrip().splitlines():
-                    self._print(f"      {line}")
-        elif isinstance(event, RunFinished):
+                lines += [
+                    Line(_safe(f"      {t}"), "traceback") for t in event.traceback.rstrip().splitlines()
+                ]
+            return lines
+        if isinstance(event, RunFinished):
             ran = self._ran.pop(event.run_id, [])
-            self._print(
+            text = (
                 f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
                 f"{summary_counts(event.counts)}" + (f" (ran: {', '.join(ran)})" if ran else "")
             )
-            for line in output_lines(event):
-                self._print(line)
-        elif isinstance(event, FlowReloaded):
-            self._print(reload_line(event))
-        elif isinstance(event, LoadFailed):
-            self._print(f"✗ {event.error} (keeping the last good graph; waiting for the next save)")
+            finished = Line(_safe(text), "finished_ok" if event.status == "succeeded" else "finished_bad")
+            return [finished, *(Line(line, "output") for line in output_lines(event))]
+        if isinstance(event, FlowReloaded):
+            return [Line(_safe(reload_line(event)), "reload")]
+        if isinstance(event, LoadFailed):
+            text = f"✗ {event.error} (keeping the last good graph; waiting for the next save)"
+            return [Line(_safe(text), "load_failed")]
+        return []
 
-    @staticmethod
-    def step_line(event: StepFinished) -> str:
-        symbol = SYMBOLS.get(event.status, "?")
-        tail = ""
-        if event.status == "succeeded":
-            tail = f" in {event.duration_s:.2f}s"
-            if event.attempts > 1:
-                tail += f" (attempt {event.attempts})"
-        elif event.status == "failed":
-            tail = f": {event.error}"
-            if event.attempts > 1:
-                tail += f" (after {event.attempts} attempts)"
-        elif event.status in ("skipped", "cancelled", "cached"):
-            tail = f" ({event.reason})" if event.reason else ""
-        metrics = ", ".join(f"{k}={v:g}" for k, v in event.metrics.items())
-        return f"  {symbol} {event.step} {event.status}{tail}" + (f" [{metrics}]" if metrics else "")
+
+def step_line(event: StepFinished) -> str:
+    """`  ✓ train succeeded in 1.20s [loss=0.25]`: how a finished step is shown."""
+    symbol = SYMBOLS.get(event.status, "?")
+    tail = ""
+    if event.status == "succeeded":
+        tail = f" in {event.duration_s:.2f}s"
+        if event.attempts > 1:
+            tail += f" (attempt {event.attempts})"
+    elif event.status == "failed":
+        tail = f": {event.error}"
+        if event.attempts > 1:
+            tail += f" (after {event.attempts} attempts)"
+    elif event.status in ("skipped", "cancelled", "cached"):
+        reason = event.reason.removeprefix("cached: ") if event.status == "cached" else event.reason
+        tail = f" ({reason})" if reason else ""
+    metrics = ", ".join(f"{k}={v:g}" for k, v in event.metrics.items())
+    return f"  {symbol} {event.step} {event.status}{tail}" + (f" [{metrics}]" if metrics else "")
+
+
+class PlainReporter:
+    """One line per event (run header, step start with its reason, log line, finish); for CI and pipes.
+
+    Writing never raises: once the reader has gone (a closed pipe, `| head`), output stops quietly
+    and `closed` is set, so the command can stop the run and exit the way Unix tools do on SIGPIPE.
+    """
+
+    def __init__(self, out: IO[str] | None = None, *, show_logs: bool = True) -> None:
+        self._out = out or sys.stdout
+        self._narrator = Narrator(show_logs=show_logs)
+        self._lock = threading.Lock()
+        self.closed = threading.Event()
+        """Set once a write failed because nobody reads the output any more."""
+
+    def _print(self, text: str) -> None:
+        with self._lock:
+            if self.closed.is_set():
+                return
+            try:
+                self._out.write(text + "\n")
+                self._out.flush()
+            except (OSError, ValueError):
+                self.closed.set()
+
+    def __call__(self, event: Event) -> None:
+        for line in self._narrator.lines(event):
+            self._print(line.text)
+
+    def note(self, text: str) -> None:
+        """A message from the command itself (stopping, watching): on stderr, so pipes carry only the run."""
+        try:
+            print(_safe(text), file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        """Nothing to release: every line is written when its event arrives."""
 
 
 def reload_line(event: FlowReloaded) -> str:
@@ -138,114 +203,8 @@ def _names(names: tuple[str, ...], most: int = 8) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-class JsonReporter:
+class JsonReporter(PlainReporter):
     """One JSON object per event, one per line (`flow run --json`)."""
 
-    def __init__(self, out: IO[str] | None = None) -> None:
-        self._out = out or sys.stdout
-        self._lock = threading.Lock()
-
     def __call__(self, event: Event) -> None:
-        line = json.dumps(event.as_dict(), default=repr)
-        with self._lock:
-            self._out.write(line + "\n")
-            self._out.flush()
-
-
-class LiveReporter:
-    """Live Rich progress for a terminal: a table of steps that updates in place, logs above it."""
-
-    def __init__(self, console: Any = None) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
-        self._console = console or Console()
-        self._steps: dict[str, dict[str, Any]] = {}
-        self._lock = threading.RLock()
-        self._title = ""
-        self._live = Live(
-            console=self._console, refresh_per_second=12, transient=True, get_renderable=self._render
-        )
-        self._started = False
-
-    def _render(self) -> Any:
-        from rich.spinner import Spinner
-        from rich.table import Table
-
-        styles = {
-            "succeeded": "green",
-            "cached": "cyan",
-            "failed": "red",
-            "skipped": "dim",
-            "cancelled": "yellow",
-            "running": "bold",
-            "pending": "dim",
-        }
-        table = Table.grid(padding=(0, 1))
-        table.add_column(width=2)
-        table.add_column()
-        table.add_column()
-        table.add_column(style="dim")
-        now = time.monotonic()
-        with self._lock:
-            rows = list(self._steps.items())
-        shown = rows if len(rows) <= 30 else [r for r in rows if r[1]["status"] == "running"][:30]
-        for name, info in shown:
-            status = info["status"]
-            symbol: Any = Spinner("dots", style="bold") if status == "running" else SYMBOLS.get(status, "?")
-            elapsed = f"{now - info['t0']:.1f}s" if status == "running" else info.get("tail", "")
-            table.add_row(symbol, f"[{styles.get(status, '')}]{name}[/]", status, elapsed)
-        done = sum(1 for _, i in rows if i["status"] not in ("pending", "running"))
-        table.add_row("", f"[bold]{self._title}[/]", f"{done}/{len(rows)}", "")
-        return table
-
-    def __call__(self, event: Event) -> None:
-        with self._lock:
-            if isinstance(event, RunStarted):
-                self._title = f"run #{event.run_id} of {event.flow}"
-                self._steps = {n: {"status": "pending", "t0": 0.0} for n in event.steps}
-                if not self._started:
-                    self._live.start()
-                    self._started = True
-            elif isinstance(event, StepStarted):
-                self._steps[event.step] = {"status": "running", "t0": time.monotonic()}
-            elif isinstance(event, StepLog):
-                self._console.print(
-                    f"[dim]{event.step} |[/] {event.line}", markup=True, highlight=False, soft_wrap=True
-                )
-            elif isinstance(event, StepRetrying):
-                self._console.print(
-                    f"[yellow]↻ {event.step} attempt {event.attempt} failed:[/] {event.error}"
-                )
-            elif isinstance(event, StepFinished):
-                tail = (
-                    f"{event.duration_s:.2f}s"
-                    if event.status == "succeeded"
-                    else (event.error or event.reason)
-                )
-                self._steps[event.step] = {"status": event.status, "t0": 0.0, "tail": tail}
-                if event.status != "cached" or len(self._steps) <= 30:
-                    self._console.print(PlainReporter.step_line(event), highlight=False, markup=False)
-                if event.status == "failed" and event.traceback:
-                    self._console.print(event.traceback.rstrip(), style="red", highlight=False, markup=False)
-            elif isinstance(event, RunFinished):
-                if self._started:
-                    self._live.stop()
-                    self._started = False
-                style = "green" if event.status == "succeeded" else "red"
-                self._console.print(
-                    f"[{style}]run #{event.run_id} {event.status}[/] in {event.duration_s:.2f}s: "
-                    f"{summary_counts(event.counts)}"
-                )
-                for line in output_lines(event):
-                    self._console.print(line, highlight=False, markup=False)
-            elif isinstance(event, FlowReloaded):
-                self._console.print(f"[bold]{reload_line(event)}[/]")
-            elif isinstance(event, LoadFailed):
-                self._console.print(f"[red]✗ {event.error}[/] (keeping the last good graph)", markup=True)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._started:
-                self._live.stop()
-                self._started = False
+        self._print(json.dumps(event.as_dict(), default=repr))

@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
-from runner.discovery import find_flows, is_flow_file
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import Event, LoadFailed, RunFinished
+from runner.flow_files import find_flows, is_flow_file
 from runner.releases import load_release
 from runner.schedule import Schedule, decide, schedule_of
 from runner.session import FlowSession

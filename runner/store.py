@@ -34,6 +34,7 @@ from runner.artifacts import (
     read_file_checked,
     verify_file,
 )
+from runner.discovery import find_store
 from runner.liveness import (
     HEARTBEAT_S,
     Owner,
@@ -238,15 +239,21 @@ class CacheHit:
 
 
 def default_store_dir() -> Path:
-    """`$FLOW_STORE`, else `.flow/` in the working directory."""
-    return Path(os.environ.get("FLOW_STORE") or ".flow")
+    """`$FLOW_STORE`, else the nearest store from the working directory upwards, else `./.flow`
+    (absolute; see `runner.discovery`)."""
+    return find_store()[0]
 
 
 _pid_alive = pid_alive
 
 
 class Store:
-    """The run store at `root` (created, private to the user, on first use)."""
+    """The run store at `root` (created, private to the user, on first use).
+
+    Attributes:
+        root: the store's directory, absolute (`runner.discovery.find_store` when not given).
+        found: how it was chosen, for `flow doctor`: `--store`, `$FLOW_STORE`, found upwards, or new.
+    """
 
     def __init__(
         self, root: str | Path | None = None, *, create: bool = True, verify_private: bool = True
@@ -260,7 +267,8 @@ class Store:
         Raises:
             FlowError: no store and not `create`, it cannot be created, or it is not private.
         """
-        self.root = Path(root) if root is not None else default_store_dir()
+        # Absolute from here on: a step's `os.chdir` must not move where results are written.
+        self.root, self.found = find_store(root)
         self.db_path = self.root / "flow.db"
         self.artifact_dir = self.root / "artifacts"
         if not self.root.exists():
@@ -272,6 +280,8 @@ class Store:
                 self.artifact_dir.mkdir(mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise FlowError(f"cannot create the store at {self.root}: {exc.strerror}") from None
+        if not self.root.is_dir():
+            raise FlowError(f"the store at {self.root} is not a directory; use --store or FLOW_STORE")
         if verify_private:
             self._check_private()
         if not self.db_path.exists():
@@ -986,6 +996,31 @@ class Store:
             metrics.setdefault(step, {})[key] = value
         return metrics
 
+    def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]:
+        """Fingerprint -> metrics recorded in one run: what a cached step reuses. By fingerprint, not
+        by name: a fan-out item may have had another index (so another name) in that run."""
+        metrics: dict[str, dict[str, float]] = {}
+        for fingerprint, key, value in self.conn.execute(
+            "SELECT s.fingerprint, m.key, m.value FROM metrics m "
+            "JOIN steps s ON s.run_id=m.run_id AND s.name=m.step "
+            "WHERE m.run_id=? AND s.fingerprint IS NOT NULL",
+            (run_id,),
+        ):
+            metrics.setdefault(fingerprint, {})[key] = value
+        return metrics
+
+    def computed_by(self, fingerprint: str | None, before: int) -> tuple[int, str] | None:
+        """The latest run up to `before` that executed a step with `fingerprint`, and the step's name
+        there: where a cached step's logs are."""
+        if not fingerprint:
+            return None
+        row = self.conn.execute(
+            "SELECT run_id, name FROM steps WHERE fingerprint=? AND run_id<=? "
+            "AND status IN ('succeeded', 'failed') ORDER BY run_id DESC LIMIT 1",
+            (fingerprint, before),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
     def get_steps(self, run_id: int) -> list[StepRecord]:
         metrics = self.run_metrics(run_id)
         records = []
@@ -1031,8 +1066,12 @@ class Store:
         row = self.conn.execute("SELECT value FROM meta WHERE key='gc_generation'").fetchone()
         return str(row[0]) if row else ""
 
-    def delete_run(self, run_id: int) -> bool:
-        """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`)."""
+    def delete_run(self, run_id: int, *, reuse_id: bool = False) -> bool:
+        """Remove a run, its steps, metrics and logs (artifacts stay until `flow gc`).
+
+        `reuse_id`: the run never started (its plan was rejected): if it is the newest, its number
+        is given back, so the next run is not numbered as if one had happened in between.
+        """
 
         def delete() -> bool:
             conn = self.conn
@@ -1041,6 +1080,12 @@ class Store:
                 found = conn.execute("DELETE FROM runs WHERE id=?", (run_id,)).rowcount > 0
                 for table in ("steps", "metrics", "logs"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+                if reuse_id:
+                    conn.execute(
+                        "UPDATE sqlite_sequence SET seq=(SELECT COALESCE(MAX(id), 0) FROM runs) "
+                        "WHERE name='runs' AND seq=?",
+                        (run_id,),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

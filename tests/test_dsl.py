@@ -524,7 +524,8 @@ def test_graph_mermaid(flow_cli, write_flow):
     lines = result.stdout.splitlines()
     assert lines[0] == "flowchart LR"
     assert "  fetch --> build" in lines
-    assert "  build -. when .-> train" in lines
+    assert "  build --> train" in lines  # data edges are plain; `when` is the step's (issue 14)
+    assert '  train{{"train<br/>when"}}' in lines
     assert "  build --> notify" in lines
 
 
@@ -535,7 +536,8 @@ def test_graph_dot(flow_cli, write_flow):
     out = result.stdout
     assert out.startswith('digraph "graphy" {')
     assert '"fetch" -> "build";' in out
-    assert '"build" -> "train" [style=dashed, label="when"];' in out
+    assert '"build" -> "train";' in out  # data edges are plain; `when` is the step's (issue 14)
+    assert '"train" [label="train\\nwhen", style=rounded, peripheries=2];' in out
     assert out.rstrip().endswith("}")
     assert out.count("{") == out.count("}")
 

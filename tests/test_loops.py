@@ -1,7 +1,7 @@
 """Loops (`flow run --loop`, `Flow(loop=...)`): real `flow` processes, real time, the real store.
 
-Each iteration is a run with trigger `loop` and the cache applies; Ctrl-C ends the loop after the
-iteration in flight, a second Ctrl-C stops that iteration too.
+Each iteration is a run with trigger `loop` and the cache applies; Ctrl-C stops the iteration in
+flight cleanly (recorded as cancelled) and ends the loop, as it stops a run in every other mode.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_a_loop_of_three_iterations_records_three_runs_and_reuses_the_cache(writ
     assert all(r.status == "succeeded" for r in runs)
     assert {s.status for s in runs[0].steps} == {"succeeded"}
     assert {s.status for r in runs[1:] for s in r.steps} == {"cached"}
-    assert "loop: 3 iteration(s)" in result.stderr
+    assert "loop: 3 iterations" in result.stderr
 
 
 def test_every_spaces_iterations_by_the_interval_start_to_start(write_flow, flow_cli, store_dir):
@@ -152,30 +152,13 @@ def _read_until(process: subprocess.Popen[str], text: str) -> None:
     raise AssertionError(f"the process ended without saying {text!r}")
 
 
-def test_ctrl_c_ends_the_loop_after_the_iteration_in_flight(write_flow, store_dir, tmp_path):
+def test_ctrl_c_stops_the_iteration_in_flight_and_ends_the_loop(write_flow, store_dir, tmp_path):
     path = write_flow(BLOCKING)
     process = _start_loop(path, store_dir, tmp_path)
     try:
         _wait_until_step_runs(store_dir, process)
         process.send_signal(signal.SIGINT)
-        _read_until(process, "ends after this iteration")
-        (path.parent / "go").write_text("")
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 0, (out, err)
-    runs = runs_of(store_dir)
-    assert [(r.trigger, r.status) for r in runs] == [("loop", "succeeded")]
-
-
-def test_a_second_ctrl_c_stops_the_iteration_in_flight(write_flow, store_dir, tmp_path):
-    path = write_flow(BLOCKING)
-    process = _start_loop(path, store_dir, tmp_path)
-    try:
-        _wait_until_step_runs(store_dir, process)
-        process.send_signal(signal.SIGINT)
-        _read_until(process, "ends after this iteration")
-        process.send_signal(signal.SIGINT)
+        _read_until(process, "stopping the loop")
         out, err = process.communicate(timeout=30)
     finally:
         process.kill()
@@ -183,6 +166,28 @@ def test_a_second_ctrl_c_stops_the_iteration_in_flight(write_flow, store_dir, tm
     runs = runs_of(store_dir)
     assert [(r.trigger, r.status) for r in runs] == [("loop", "cancelled")]
     assert runs[0].steps[0].status == "cancelled"
+
+
+def test_ctrl_c_between_iterations_ends_the_loop_at_once(write_flow, store_dir, tmp_path):
+    path = write_flow(FLOW.format(options=""))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--every", "1h"],
+        env={**os.environ, "FLOW_STORE": str(store_dir)},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _read_until(process, "next iteration in")  # the first iteration is over; the loop waits
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)  # not an hour: the wait ends at once
+    finally:
+        process.kill()
+    assert process.returncode == 0, (out, err)
+    assert [(r.trigger, r.status) for r in runs_of(store_dir)] == [("loop", "succeeded")]
+    assert "loop: 1 iteration" in err
 
 
 def test_the_inbox_sample_loops_and_reuses_files_it_already_parsed(flow_cli, store_dir, tmp_path):

@@ -181,7 +181,7 @@ def test_a_uses_function_in_a_local_module_is_fingerprinted_by_its_code(flow_cli
 def test_graph_check_and_selection_work_on_a_yaml_flow(flow_cli, write_flow, tmp_path):
     path = write_flow(CHAIN.format(log=tmp_path / "ran.log"), name="chain.yaml")
     check = flow_cli("check", str(path))
-    assert check.code == 0 and "ok: chain has 4 steps and 1 parameters (greeting='hello')" in check.stdout
+    assert check.code == 0 and "ok: chain has 4 steps and 1 parameter (greeting='hello')" in check.stdout
     mermaid = flow_cli("graph", str(path), "--format", "mermaid").stdout
     for edge in ("a --> b", "b --> c", "a --> d"):
         assert edge in mermaid, mermaid

@@ -19,9 +19,9 @@ from textual.screen import Screen
 
 from runner.engine import Engine
 from runner.executors.local import LocalExecutor
+from runner.flow_files import find_flows
 from runner.session import FlowSession
 from runner.store import Store
-from tui.data.discovery import find_flows
 from tui.messages import flow_key
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.main import ACTIONS, MainScreen

@@ -50,7 +50,7 @@ async def test_a_yaml_flow_runs_in_the_tui_and_its_secret_shows_only_as_stars(tm
 
 
 def test_flow_tui_dir_lists_yaml_flows_beside_python_flows(tmp_path):
-    from tui.data.discovery import find_flows
+    from runner.flow_files import find_flows
 
     (tmp_path / "train.py").write_text("from dsl import step\n")
     (tmp_path / "pipeline.yaml").write_text("name: p\nsteps:\n  - name: a\n    command: [true]\n")

@@ -354,7 +354,8 @@ class FlowPane(Vertical):
         parts = [self.selected or "-"]
         if state is not None:
             parts.append(f"run #{state.run_id}")
-        parts.append(f"{len(log.buffer):,} lines")
+        count = len(log.buffer)
+        parts.append(f"{count:,} line{'' if count == 1 else 's'}")
         parts.append("follow" if log.follow else "paused (end: follow)")
         if log.search:
             parts.append(f"search: {log.search}")

@@ -1,0 +1,229 @@
+"""Provides `LiveReporter`: `flow run` on a terminal — the narration scrolls, a small live panel
+of the running steps stays at the bottom.
+
+Why a thread of its own: the engine calls subscribers on its scheduler thread, and a terminal can
+block (a slow link, a paused tmux pane) or vanish. So the subscriber only records what happened and
+queues the lines, under a lock that guards plain data and is never held while anything else is
+called; one writer thread is the only code that prints and redraws (Rich's `Live` runs without its
+own refresh thread). No thread ever waits for a lock while holding another one of ours, so the
+scheduler, the writer and a signal handler cannot deadlock, which the old design (the scheduler
+printing through `Live` under a lock the refresh thread's render also took) did.
+
+What scrolls is exactly what `PlainReporter` writes to a pipe (`Narrator` lines), styled; every
+string goes out as Rich `Text`, never as markup.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from runner.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
+from runner.reporter import Line, Narrator
+from runner.text import visible
+
+REFRESH_S = 1 / 12
+"""The panel's redraw period: smooth spinners, and at most 12 redraws a second whatever the log rate."""
+
+BATCH_S = 0.01
+"""How long the writer lets lines gather after the first one arrives: a step printing 100,000 lines
+costs a few hundred prints and redraws instead of one each."""
+
+BACKLOG = 5_000
+"""Lines queued for the terminal before the scheduler waits for the writer: bounds memory when a
+step prints faster than the terminal can show (the plain reporter blocks the same way, on write)."""
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+"""One frame per redraw, from the clock (a `rich.spinner.Spinner` made afresh per redraw never turns)."""
+
+PANEL_ROWS = 10
+"""Running steps listed in the panel at most (fewer on a short terminal); the rest are counted."""
+
+STYLES = {
+    "run": "bold",
+    "started": "",
+    "log": "",
+    "retry": "yellow",
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "red",
+    "skipped": "dim",
+    "cancelled": "yellow",
+    "traceback": "red",
+    "finished_ok": "bold green",
+    "finished_bad": "bold red",
+    "reload": "bold",
+    "load_failed": "red",
+    "note": "yellow",
+}
+
+
+class LiveReporter:
+    """Live progress for a terminal: narration above, the running steps in a panel below.
+
+    Args:
+        console: a Rich console (tests pass one writing to a file); default: the terminal.
+    """
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        # Bound to the terminal now: `--executor inline` swaps `sys.stdout` to capture a step's prints.
+        self._console = console or Console(file=sys.stdout, highlight=False, emoji=False, markup=False)
+        self._narrator = Narrator()
+        self._lock = threading.Condition(threading.Lock())
+        """Guards the fields below. A leaf: nothing is called while it is held."""
+        self._queue: deque[Line] = deque()
+        self._running: dict[tuple[int, str], float] = {}
+        self._runs: dict[int, list[Any]] = {}
+        """Run id -> [title, steps, finished steps]."""
+        self._stopping = False
+        self._wake = threading.Event()
+        self.closed = threading.Event()
+        """Set once the terminal cannot be written to any more (closed, hung up)."""
+        self._live = Live(
+            console=self._console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=True,  # a stray print (a flow's import, an inline step) lands above the panel
+            redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
+            get_renderable=self._render,
+        )
+        self._thread = threading.Thread(target=self._write_loop, name="flow-terminal", daemon=True)
+        self._thread.start()
+
+    # ----- any thread: record and queue, never touch the terminal ------------------------------
+
+    def __call__(self, event: Event) -> None:
+        if not self._thread.is_alive():
+            return  # the writer died of a bug (its traceback is on stderr): queue nothing for nobody
+        lines = self._narrator.lines(event)
+        with self._lock:
+            if isinstance(event, RunStarted):
+                self._runs[event.run_id] = [f"run #{event.run_id} of {event.flow}", len(event.steps), 0]
+            elif isinstance(event, StepStarted):
+                self._running[(event.run_id, event.step)] = time.monotonic()
+            elif isinstance(event, StepFinished):
+                self._running.pop((event.run_id, event.step), None)
+                run = self._runs.get(event.run_id)
+                if run is not None:
+                    run[2] += 1
+            elif isinstance(event, RunFinished):
+                self._runs.pop(event.run_id, None)
+                for key in [k for k in self._running if k[0] == event.run_id]:
+                    del self._running[key]
+            self._queue.extend(lines)
+            while len(self._queue) > BACKLOG and not self.closed.is_set() and self._thread.is_alive():
+                self._wake.set()
+                self._lock.wait(0.5)
+        self._wake.set()
+
+    def note(self, text: str) -> None:
+        """A message from the command itself (stopping, watching), shown above the panel."""
+        with self._lock:
+            self._queue.append(Line(visible(text), "note"))
+        self._wake.set()
+
+    def close(self) -> None:
+        """Write what is queued, take the panel down and end the writer thread."""
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        self._thread.join(5)
+
+    def abort(self) -> None:
+        """The process is about to end at once (a second Ctrl-C): give the cursor back, print nothing
+        else. Safe from a signal handler: no lock, one `write` on the terminal's descriptor."""
+        try:
+            os.write(self._console.file.fileno(), b"\x1b[?25h\r\n")
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    # ----- the writer thread: the only code that prints or redraws ------------------------------
+
+    def _write_loop(self) -> None:
+        started = False
+        while True:
+            if self._wake.wait(REFRESH_S) and not self._stopping:
+                time.sleep(BATCH_S)  # let a burst of log lines gather: one print and redraw for many
+            self._wake.clear()
+            with self._lock:
+                lines = list(self._queue)
+                self._queue.clear()
+                wanted = bool(self._runs) and not self._stopping
+                stopping = self._stopping
+                self._lock.notify_all()
+            if self.closed.is_set():
+                if stopping:
+                    return
+                continue
+            try:
+                if lines:
+                    self._print(lines)
+                if wanted and not started:
+                    self._live.start()
+                    started = True
+                elif started and not wanted:
+                    self._live.stop()
+                    started = False
+                if started:
+                    self._live.refresh()
+            except (OSError, ValueError):
+                self.closed.set()  # the terminal is gone: drop output from now on
+                self._give_back(started)
+                started = False
+                continue
+            if stopping:
+                with self._lock:
+                    if not self._queue:
+                        return
+
+    def _give_back(self, started: bool) -> None:
+        """Undo the panel's hold on `sys.stdout`/`sys.stderr` once the terminal is gone, so another
+        thread's stray print does not fail through it."""
+        if started:
+            try:
+                self._live.stop()  # restores the streams in a `finally`, even when its last write fails
+            except (OSError, ValueError):
+                pass
+
+    def _print(self, lines: list[Line]) -> None:
+        from rich.text import Text
+
+        text = Text(end="\n", no_wrap=False)
+        for i, line in enumerate(lines):
+            if i:
+                text.append("\n")
+            if line.prefix:
+                text.append(line.text[: line.prefix], style="dim")
+                text.append(line.text[line.prefix :])
+            else:
+                text.append(line.text, style=STYLES.get(line.kind, ""))
+        self._console.print(text, soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+    def _render(self) -> Any:
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.monotonic()
+        with self._lock:
+            running = sorted(self._running.items(), key=lambda item: item[1])
+            runs = [list(r) for r in self._runs.values()]
+        table = Table.grid(padding=(0, 1))
+        table.add_column(width=1, no_wrap=True)
+        table.add_column(no_wrap=True, overflow="ellipsis")
+        table.add_column(no_wrap=True, justify="right", style="dim")
+        rows = max(1, min(PANEL_ROWS, self._console.height - 3))
+        spin = SPINNER[int(now / REFRESH_S) % len(SPINNER)]
+        for (_, name), since in running[:rows]:
+            table.add_row(spin, Text(visible(name, newlines=False)), f"{now - since:.1f}s")
+        if len(running) > rows:
+            table.add_row("", Text(f"… and {len(running) - rows} more running", style="dim"), "")
+        for title, total, finished in runs:
+            table.add_row("", Text(visible(title, newlines=False), style="bold"), f"{finished}/{total}")
+        return table
