@@ -106,8 +106,9 @@ class FlowApp(App[int]):
             name, _, arg = action.partition("(")
             method = getattr(main, f"action_{name}")
             callback = partial(method, arg.rstrip(")").strip("'")) if arg else method
-            yield SystemCommand(f"{label} [{shown}]", help_text, callback)
-        yield SystemCommand("Toggle light/dark theme [t]", "Switch between the light and dark theme",
+            # The palette reads titles as markup: a key in brackets would be a tag (`[/]` crashed it).
+            yield SystemCommand(f"{label} ({shown})", help_text, callback)
+        yield SystemCommand("Toggle light/dark theme (t)", "Switch between the light and dark theme",
                             self.action_toggle_theme)
 
     def action_toggle_theme(self) -> None:

@@ -166,8 +166,16 @@ async def test_edit_params_validates_then_runs_with_them(simple_flow, app_for):
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, ParamsScreen)
         error = str(dialog.query_one("#param-error").render())
-        assert "rows" in error and "not a valid int" in error
+        assert error == "rows: 'lots' is not a whole number, e.g. 5"
         assert rows.has_class("-invalid")
+        rows.value = ""
+        lr = dialog.query_one("#param-lr", Input)
+        lr.value = "fast"
+        await pilot.press("ctrl+s")
+        error = str(dialog.query_one("#param-error").render())
+        assert error == "rows: empty — enter a whole number, e.g. 5\nlr: 'fast' is not a number, e.g. 0.5"
+        assert rows.has_class("-invalid") and lr.has_class("-invalid")
+        lr.value = "0.5"
         rows.value = "3"
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: not isinstance(app.screen, ParamsScreen), what="the dialog to close")
@@ -286,8 +294,8 @@ async def test_theme_toggle_and_palette_commands(simple_flow, app_for):
         await pilot.press("t")
         assert app.theme != before
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        for expected in ("Run [r]", "Re-run step [e]", "Force [f]", "Stop [s]", "Resume [u]",
-                         "Re-run past [a]", "Delete run [d]", "Params [p]", "Watch [w]"):
+        for expected in ("Run (r)", "Re-run step (e)", "Force (f)", "Stop (s)", "Resume (u)",
+                         "Re-run past (a)", "Delete run (d)", "Params (p)", "Watch (w)"):
             assert expected in titles
 
 

@@ -23,6 +23,7 @@ from runner.events import (
     StepStarted,
 )
 from runner.records import RunRecord
+from runner.text import visible
 
 _ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
 _line_of, _stream_of = attrgetter("line"), attrgetter("stream")
@@ -41,7 +42,8 @@ class LogBuffer:
     """A step's captured lines, append-only.
 
     Attributes:
-        lines: the text of each line (tabs expanded).
+        lines: the text of each line (tabs expanded, control characters shown as symbols: a step's
+            output never drives the terminal).
         stderr: 1 where the line came from stderr, else 0.
         width: the longest line's length (the view's virtual width).
         complete: False while older lines are still being read from the store.
@@ -57,7 +59,7 @@ class LogBuffer:
         return len(self.lines)
 
     def append(self, stream: str, line: str) -> None:
-        text = line.rstrip("\n").expandtabs(4)
+        text = visible(line.rstrip("\n").expandtabs(4), newlines=False)
         self.lines.append(text)
         self.stderr.append(1 if stream == "stderr" else 0)
         if len(text) > self.width:
@@ -65,9 +67,8 @@ class LogBuffer:
 
     def extend(self, streams: list[str], lines: list[str]) -> None:
         """Append many lines at once (what `append` does for each, without Python code per line)."""
-        joined = "\x00".join(lines)
-        if "\t" in joined or "\n" in joined:  # rare: only then look at each line
-            lines = [text.rstrip("\n").expandtabs(4) for text in lines]
+        if not " ".join(lines).isprintable():  # rare (a tab, newline or control): look at each line
+            lines = [visible(text.rstrip("\n").expandtabs(4), newlines=False) for text in lines]
         self.lines += lines
         self.stderr += bytes(map("stderr".__eq__, streams))
         longest = max(map(len, lines), default=0)

@@ -25,9 +25,11 @@ from runner.events import Event, FlowReloaded, LoadFailed, RunFinished, RunStart
 from runner.records import RunRecord
 from runner.session import FlowSession
 from runner.store import Store
+from runner.text import visible
 from tui.data import format as fmt
 from tui.data.state import LogBuffer, RunState
 from tui.messages import HistoryLoaded, LogsLoaded, RunLoaded, SessionReady, StepLogs
+from tui.text import plain
 from tui.widgets.dag import BoxState, DagView
 from tui.widgets.details import StepDetails, describe
 from tui.widgets.history import RunHistory
@@ -137,7 +139,7 @@ class FlowPane(Vertical):
         self.query_one("#load-error").display = False
         for hidden in ("#log-search", "#details", "#history"):
             self.query_one(hidden).display = False
-        self.query_one(DagView).border_title = self.path.name
+        self.query_one(DagView).border_title = plain(self.path.name, newlines=False)
         if self._preloaded is not None:
             self.post_message(SessionReady(self.path, self._preloaded))
             self._preloaded = None
@@ -186,7 +188,7 @@ class FlowPane(Vertical):
         if error is not None:
             keeping = "showing the last good graph" if self.loaded is not None else "fix it and save"
             panel.border_title = f"load error — {keeping}"
-            panel.update(error)
+            panel.update(plain(error))
         self._update_title()
 
     # ----- watching --------------------------------------------------------------------------
@@ -249,7 +251,8 @@ class FlowPane(Vertical):
                     view_changed = True
                 self._show_error(None)
                 what = ", ".join(event.changed + event.added) or "nothing"
-                self.notify(f"{event.changed_file} reloaded; changed: {what}", timeout=3)
+                self.notify(visible(f"{event.changed_file} reloaded; changed: {what}"), timeout=3,
+                            markup=False)
             elif isinstance(event, LoadFailed):
                 self._show_error(event.error)
             else:
@@ -362,7 +365,7 @@ class FlowPane(Vertical):
         if text != self._log_status:
             self._log_status = text
             # One row of fixed width: the text never changes the layout.
-            self.query_one("#log-status", Static).update(text, layout=False)
+            self.query_one("#log-status", Static).update(plain(text, newlines=False), layout=False)
 
     def _refresh_details(self) -> None:
         step = self.selected
@@ -404,7 +407,7 @@ class FlowPane(Vertical):
             run = f"run #{state.run_id} {fmt.symbol(state.status)} {state.status}"
         if state is not None and not self.follow_live:
             run += " (past run: v follows live)"
-        dag.border_title = f"{name} · {run}"
+        dag.border_title = plain(f"{name} · {run}", newlines=False)
         watch = "watch on" if self.watching else "watch off"
         count = len(self.loaded.graph.nodes) if self.loaded else 0
         dag.border_subtitle = f"{count} step{'' if count == 1 else 's'} · {watch}"
@@ -559,7 +562,8 @@ class FlowPane(Vertical):
         try:
             self.session.run(**options)
         except FlowError as exc:
-            self.app.notify(str(exc), title="cannot start the run", severity="error", timeout=8)
+            self.app.notify(visible(str(exc)), title="cannot start the run", severity="error", timeout=8,
+                            markup=False)
 
     def run_flow(self) -> None:
         self.start_run(trigger="tui")
@@ -675,7 +679,7 @@ class FlowPane(Vertical):
         message.stop()
         found = self.query_one(LogView).find(message.value)
         if found is None and message.value:
-            self.notify(f"'{message.value}' not found", severity="warning", timeout=2)
+            self.notify(f"'{message.value}' not found", severity="warning", timeout=2, markup=False)
         self._update_log_status()
 
     def search_next(self, backwards: bool = False) -> None:

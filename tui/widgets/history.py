@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 
 from runner.records import RunRecord
 from tui.data import format as fmt
+from tui.text import plain
 
 STATUS_STYLE = {
     "succeeded": "$success",
@@ -70,11 +71,11 @@ class RunHistory(DataTable[str | Content]):
         return [
             f"{mark}#{record.id}",
             fmt.when(record.started_at),
-            fmt.value(record.trigger, 22),
+            plain(fmt.value(record.trigger, 22), newlines=False),
             Content.styled(f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}", style),
             fmt.duration(record.duration_s),
-            fmt.params_line(record.params, 34),
-            fmt.params_line(record.metrics, 40),
+            plain(fmt.params_line(record.params, 34), newlines=False),
+            plain(fmt.params_line(record.metrics, 40), newlines=False),
         ]
 
     def set_runs(self, records: list[RunRecord]) -> None:

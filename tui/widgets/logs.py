@@ -86,6 +86,8 @@ class LogView(ScrollView, can_focus=True):
         if count == self._shown:
             return
         self._shown = count
+        # Rows past the old end were cached blank (or as the placeholder): they now hold lines.
+        self._cache.clear()
         self._resize(Size(self.buffer.width + 1, count))
         if self.follow:
             bottom = max(0, count - self.scrollable_content_region.height)
