@@ -22,7 +22,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.data import format as fmt
-from tui.data.layout import BOX_HEIGHT, LEFT, DagLayout, layout_dag
+from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,12 @@ class DagView(ScrollView, can_focus=True):
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.layout_: DagLayout = DagLayout()
+        self._graph: tuple[list[list[str]], dict[str, list[str]], set[str]] | None = None
+        self._room: tuple[int, int] | None = None
+        self.max_rows = 1000
+        self.all_edges = False
+        """Draw every data edge, not only those the run order needs (`E` toggles)."""
+        """The most rows the drawing may take before a more compact style is chosen."""
         self.states: dict[str, BoxState] = {}
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
@@ -103,13 +109,46 @@ class DagView(ScrollView, can_focus=True):
         self, layers: list[list[str]], upstream: dict[str, list[str]], conditional: set[str]
     ) -> None:
         """Lay out a (new or reloaded) graph; keeps the selection when the step still exists."""
-        notes = {name: 6 for layer in layers for name in layer}
-        self.layout_ = layout_dag(layers, upstream, conditional, notes)
-        self.virtual_size = Size(self.layout_.width, self.layout_.height)
+        self._graph = (layers, upstream, conditional)
+        self._room = None
+        self._relayout()
         if self.selected not in self.layout_.boxes:
             first = next((c[0] for c in self.layout_.columns if c), None)
             self.selected = first
+
+    def set_room(self, rows: int) -> None:
+        """The most rows the drawing may take (the pane keeps the rest for the logs)."""
+        if rows != self.max_rows:
+            self.max_rows = rows
+            self._relayout()
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Lay the graph out again in the roomiest style that fits, if the room changed."""
+        if self._graph is None:
+            return
+        width = self.size.width  # the content area: borders excluded (no scrollbar when it fits)
+        if width <= 0:  # not laid out on screen yet: guess from the app's size (resizing corrects it)
+            width = max(20, self.app.size.width - 28)
+        room = (width, self.max_rows)
+        if room == self._room:
+            return
+        self._room = room
+        layers, upstream, conditional = self._graph
+        if not self.all_edges:
+            upstream = reduce_edges(layers, upstream)
+        self.layout_ = fit_layout(layers, upstream, conditional, width=width, height=self.max_rows)
+        self.virtual_size = Size(self.layout_.width, self.layout_.height)
         self._invalidate()
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        box = self.layout_.boxes.get(self.selected) if self.selected is not None else None
+        if box is not None:
+            region = Region(box.x - 1, box.y, box.width + 2, box.height)
+            self.call_after_refresh(self.scroll_to_region, region, animate=False, immediate=True)
 
     def set_states(self, states: dict[str, BoxState]) -> None:
         """Replace every box's status (steps not in `states` show as idle)."""
@@ -146,7 +185,7 @@ class DagView(ScrollView, can_focus=True):
         self._invalidate()
         if new is not None and new in self.layout_.boxes:
             box = self.layout_.boxes[new]
-            self.scroll_to_region(Region(box.x - 1, box.y, box.width + 2, BOX_HEIGHT), animate=False)
+            self.scroll_to_region(Region(box.x - 1, box.y, box.width + 2, box.height), animate=False)
             self.post_message(self.StepSelected(self, new))
 
     def select(self, step: str) -> None:
@@ -159,7 +198,10 @@ class DagView(ScrollView, can_focus=True):
             self.selected = first
 
     def action_move(self, dx: int, dy: int) -> None:
+        """Arrow keys: across the layers (the direction edges run) or along one layer."""
         layout = self.layout_
+        if layout.style.down:
+            dx, dy = dy, dx
         if self.selected not in layout.boxes:
             self.action_first()
             return
@@ -174,8 +216,8 @@ class DagView(ScrollView, can_focus=True):
         while 0 <= c < len(layout.columns) and not layout.columns[c]:
             c += dx
         if 0 <= c < len(layout.columns):
-            target = min(layout.columns[c], key=lambda n: abs(layout.boxes[n].y - box.y))
-            self.selected = target
+            down, here = layout.style.down, box.across(layout.style.down)
+            self.selected = min(layout.columns[c], key=lambda n: abs(layout.boxes[n].across(down) - here))
 
     def on_click(self, event: events.Click) -> None:
         offset = self.scroll_offset
@@ -200,13 +242,32 @@ class DagView(ScrollView, can_focus=True):
             self.painted = True
         return strip
 
-    def _label(self, name: str, width: int) -> tuple[str, str]:
-        """The middle line text and the bottom-border note of a box."""
+    def _label(self, name: str, width: int) -> str:
+        """A box's middle line (or a compact node's row): status glyph and name, `width` cells."""
         state = self.states.get(name, BoxState())
         mark = fmt.symbol(state.status, self.tick)
-        room = width - 4 - 2
-        text = name if len(name) <= room else name[: room - 1] + "…"
-        return f" {mark} {text}".ljust(width - 2), state.note
+        room = width - 4 - 2 if self.layout_.style.boxed else width - 4
+        return f" {mark} {clip(name, room)} ".ljust(width - 2 if self.layout_.style.boxed else width)
+
+    def _box_text(self, box: Box, part: int) -> tuple[str, int, int]:
+        """One row of a box: its text, and the span of it that shows the selection."""
+        if not self.layout_.style.boxed:
+            label = f" {fmt.symbol(self.states.get(box.name, BoxState()).status, self.tick)} "
+            label += clip(box.name, min(self.layout_.style.max_name, box.width - 4)) + " "
+            fill = "─" if box.name in self.layout_.outgoing and not self.layout_.style.down else " "
+            return label + fill * (box.width - len(label)), 0, len(label)
+        inner = box.width - 2
+        if part == 0:
+            return "╭" + "─" * inner + "╮", 0, 0
+        if part == 1:
+            edge_row = self.layout_.edges.get(box.mid)
+            right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
+            return "│" + self._label(box.name, box.width)[:inner] + right, 1, box.width - 1
+        note = self.states.get(box.name, BoxState()).note
+        if note:
+            note = f" {note} "[: inner - 1]
+            return "╰" + "─" * (inner - len(note) - 1) + note + "─╯", 0, 0
+        return "╰" + "─" * inner + "╯", 0, 0
 
     def _render_row(self, row: int, scroll_x: int, width: int) -> Strip:
         layout = self.layout_
@@ -222,28 +283,19 @@ class DagView(ScrollView, can_focus=True):
             if box.x >= end or box.x + box.width <= scroll_x:
                 continue
             state = self.states.get(box.name, BoxState())
-            part = row - box.y
-            inner = box.width - 2
-            if part == 0:
-                text = "╭" + "─" * inner + "╮"
-            elif part == 1:
-                label, _ = self._label(box.name, box.width)
-                right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
-                text = "│" + label[:inner] + right
-            else:
-                note = state.note
-                if note:
-                    note = f" {note} "[: inner - 1]
-                    text = "╰" + "─" * (inner - len(note) - 1) + note + "─╯"
-                else:
-                    text = "╰" + "─" * inner + "╯"
+            text, first, last = self._box_text(box, row - box.y)
             style = f"dag--{state.status}"
             selected = box.name == self.selected
             for i, char in enumerate(text):
                 x = box.x + i - scroll_x
                 if 0 <= x < width:
                     cells[x] = char
-                    styles[x] = "dag--selected" if selected and part == 1 and 0 < i < len(text) - 1 else style
+                    if selected and first <= i < last:
+                        styles[x] = "dag--selected"
+                    elif char == "─" and not layout.style.boxed:
+                        styles[x] = "dag--edge"
+                    else:
+                        styles[x] = style
         segments: list[Segment] = []
         base = self.rich_style
         resolved: dict[str, Style] = {}

@@ -19,6 +19,10 @@ STATUS_STYLE = {
 }
 
 
+MAX_WIDTH = 28
+"""The widest the list gets; longer names are cut with `…`."""
+
+
 class FlowList(OptionList):
     """One option per flow file (option id: the file's resolved path)."""
 
@@ -26,6 +30,9 @@ class FlowList(OptionList):
         self.flows = flows
         self.statuses: dict[str, str] = {}
         super().__init__(*(Option(self._prompt(f, "idle"), id=str(f.resolve())) for f in flows), id=id)
+        # As wide as the names need (status, name, marker, borders): every column given back is
+        # the DAG's.
+        self.styles.width = min(MAX_WIDTH, max(14, max((len(f.stem) for f in flows), default=0) + 7))
 
     @staticmethod
     def _prompt(path: Path, status: str) -> Content:

@@ -38,6 +38,9 @@ from tui.widgets.tab_bar import TabBar
 
 TABS = [("logs-tab", "Logs"), ("details-tab", "Details"), ("history-tab", "History")]
 
+LOWER_ROWS = 8
+"""Rows the DAG always leaves below it: the tab bar, the log status line and five log lines."""
+
 KEEP_RUNS = 4
 """Finished runs whose states (and in-memory logs) are kept besides the viewed and active ones."""
 
@@ -97,6 +100,7 @@ class FlowPane(Vertical):
         self._log_status = ""
         self._tab = "logs-tab"
         self._searching = False
+        self.zoomed = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="load-error")
@@ -119,9 +123,12 @@ class FlowPane(Vertical):
         The tabs' widgets are the pane's own children, toggled here, rather than pages of a
         `ContentSwitcher`: two fewer containers to lay out and paint on every switch.
         """
-        if tab == self._tab:
+        if tab == self._tab and not self.zoomed:
             return
         self._tab = tab
+        if self.zoomed:
+            self.set_zoom(False)
+            return
         logs = tab == "logs-tab"
         self.query_one("#log-status").display = logs
         self.query_one(LogView).display = logs
@@ -129,6 +136,32 @@ class FlowPane(Vertical):
         self.query_one(StepDetails).display = tab == "details-tab"
         self.query_one(RunHistory).display = tab == "history-tab"
         self.query_one(TabBar).active = tab
+
+    def set_zoom(self, zoomed: bool) -> None:
+        """Give the DAG the whole pane (the tabs below hidden), or give the tabs their rows back."""
+        self.zoomed = zoomed
+        tab = self._tab
+        for widget in ("#tab-bar", "#log-status", "#log", "#log-search", "#details", "#history"):
+            self.query_one(widget).display = False
+        if not zoomed:
+            self.query_one("#tab-bar").display = True
+            self._tab = ""
+            self.show_tab(tab)
+        self._fit_dag()
+
+    def on_resize(self) -> None:
+        self._fit_dag()
+
+    def _fit_dag(self) -> None:
+        """Tell the DAG how many rows it may take: what the pane has, less the rows below it."""
+        if not self.size.height:
+            return
+        error = self.query_one("#load-error")
+        reserved = 2 + (0 if self.zoomed else LOWER_ROWS) + (error.outer_size.height if error.display else 0)
+        rows = max(3, self.size.height - reserved)
+        dag = self.query_one(DagView)
+        dag.styles.max_height = rows + 2
+        dag.set_room(rows)
 
     @on(TabBar.Selected)
     def _tab_clicked(self, message: TabBar.Selected) -> None:
@@ -190,6 +223,7 @@ class FlowPane(Vertical):
             panel.border_title = f"load error — {keeping}"
             panel.update(plain(error))
         self._update_title()
+        self.call_after_refresh(self._fit_dag)
 
     # ----- watching --------------------------------------------------------------------------
 
