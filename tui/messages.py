@@ -59,11 +59,13 @@ class RunLoaded(Message):
 class LogsLoaded(Message):
     """A step's stored log lines were read (for a run this process did not start)."""
 
-    def __init__(self, run_id: int, step: str, buffer: LogBuffer) -> None:
+    def __init__(self, run_id: int, step: str, buffer: LogBuffer, source: int | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.step = step
         self.buffer = buffer
+        self.source = source
+        """For a cached step: the run whose lines these are (the one that computed its result)."""
 
 
 @dataclass

@@ -29,6 +29,15 @@ _ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
 _line_of, _stream_of = attrgetter("line"), attrgetter("stream")
 
 
+_CACHED_FROM = re.compile(r"\brun #(\d+)")
+
+
+def cached_from(reason: str) -> int | None:
+    """The run a cached step's result came from, as its reason names it (`... as run #3`)."""
+    found = _CACHED_FROM.search(reason)
+    return int(found.group(1)) if found else None
+
+
 def split_instance(name: str) -> tuple[str, int | None]:
     """`train[3]` -> (`train`, 3); `train` -> (`train`, None)."""
     if name.endswith("]") and "[" in name:
@@ -145,6 +154,8 @@ class RunState:
     scope: tuple[str, ...] = ()
     steps: dict[str, StepInfo] = field(default_factory=dict)
     logs: dict[str, LogBuffer] = field(default_factory=dict)
+    log_sources: dict[str, int] = field(default_factory=dict)
+    """Cached step -> the run whose logs `logs` holds for it."""
     live: bool = True
 
     @classmethod
@@ -204,6 +215,14 @@ class RunState:
         if info is None:
             info = self.steps[name] = StepInfo(name)
         return info
+
+    def focus_step(self) -> str | None:
+        """The step a viewer following the run looks at: the latest started of those running,
+        else the first that failed, else None."""
+        running = [i for i in self.steps.values() if i.status in ("running", "retrying")]
+        if running:
+            return max(running, key=lambda i: i.started_at or 0.0).name
+        return next((i.name for i in self.steps.values() if i.status == "failed"), None)
 
     def log(self, name: str) -> LogBuffer:
         buffer = self.logs.get(name)

@@ -23,6 +23,7 @@ from runner.engine import Engine
 from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
 from runner.session import FlowSession
 from runner.store import Store
+from tui.keys import screen_bindings
 from tui.messages import EventBridge, EventsReady, StepLogs, flow_key
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
@@ -33,35 +34,11 @@ DRAIN_INTERVAL_S = 0.1
 KEY_GRACE_S = 0.05
 """How long after a key press a batch of engine events waits (the key's own repaint goes first)."""
 
-ACTIONS: list[tuple[str, str, str, str, bool]] = [
-    # key, action, footer label, palette help, shown in the footer
-    ("r", "run", "Run", "Run the flow (cached steps are reused)", True),
-    ("e", "rerun_step", "Re-run step", "Re-run the selected step and its descendants", True),
-    ("f", "force", "Force", "Force re-run every step, ignoring the cache", True),
-    ("s", "stop", "Stop", "Stop the running run (kills its running steps)", True),
-    ("u", "resume", "Resume", "Resume the selected failed or stopped run with its parameters", False),
-    ("a", "rerun_past", "Re-run past", "Re-run the selected past run with its parameters", False),
-    ("d", "delete_run", "Delete run", "Delete the selected run and its logs", False),
-    ("p", "edit_params", "Params", "Edit the flow's parameters before a run", True),
-    ("w", "toggle_watch", "Watch", "Toggle hot reload (re-run on save)", True),
-    ("v", "view_live", "Live", "View the latest run and follow new runs", False),
-    ("slash", "search", "Search", "Search the selected step's logs", False),
-    ("n", "search_next", "Next match", "Next search match in the logs", False),
-    ("N", "search_previous", "Prev match", "Previous search match in the logs", False),
-    ("x", "jump_to_error", "Error", "Jump to the first error in the step's logs", False),
-    ("F", "toggle_follow", "Follow", "Toggle follow mode of the logs", False),
-    ("l", "tab('logs-tab')", "Logs", "Show the selected step's logs", False),
-    ("i", "tab('details-tab')", "Details", "Show the selected step's details", False),
-    ("h", "tab('history-tab')", "History", "Show the run history", True),
-    ("g", "focus_dag", "DAG", "Focus the DAG", False),
-]
-
-
 class MainScreen(Screen[None]):
     """The screen a user lives in."""
 
     BINDINGS = [
-        *(Binding(key, action, label, show=show) for key, action, label, _, show in ACTIONS),
+        *screen_bindings(),
         Binding("escape", "close_search", "Close search", show=False),
     ]
 
@@ -275,3 +252,33 @@ class MainScreen(Screen[None]):
             pane.show_tab(tab)
             if tab == "history-tab":
                 pane.query_one("#history").focus()
+
+    def action_toggle_pin(self) -> None:
+        self._on_pane("toggle_pin")
+
+    def action_toggle_edges(self) -> None:
+        self._on_pane("toggle_edges")
+
+    def action_mark_run(self) -> None:
+        self.action_tab("history-tab")
+        self._on_pane("history_action", "mark")
+
+    def action_compare_runs(self) -> None:
+        self.action_tab("history-tab")
+        self._on_pane("history_action", "compare")
+
+    def action_zoom(self) -> None:
+        """The DAG alone on the screen (the flow list and the tabs below hidden), or back."""
+        pane = self.pane
+        if pane is None:
+            return
+        zoomed = not pane.zoomed
+        if self.listing:
+            self.query_one(FlowList).display = not zoomed
+        pane.set_zoom(zoomed)
+        pane.query_one("#dag").focus()
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen.of(self))

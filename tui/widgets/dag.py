@@ -23,6 +23,8 @@ from textual.strip import Strip
 
 from tui.data import format as fmt
 from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
+from tui.keys import pane_bindings
+from tui.widgets.styling import component_style
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,13 @@ class DagView(ScrollView, can_focus=True):
     """The DAG of one flow. Arrow keys move the selection; a click selects a box."""
 
     BINDINGS = [
-        Binding("up", "move(0, -1)", "Up", show=False),
-        Binding("down", "move(0, 1)", "Down", show=False),
-        Binding("left", "move(-1, 0)", "Left", show=False),
-        Binding("right", "move(1, 0)", "Right", show=False),
-        Binding("home", "first", "First step", show=False),
+        Binding("left,h", "move(-1, 0)", "Left", show=False, tooltip="Select the step to the left"),
+        Binding("down,j", "move(0, 1)", "Down", show=False, tooltip="Select the step below"),
+        Binding("up,k", "move(0, -1)", "Up", show=False, tooltip="Select the step above"),
+        Binding("right,l", "move(1, 0)", "Right", show=False, tooltip="Select the step to the right"),
+        Binding("home", "first", "First step", show=False, tooltip="Select the first step"),
+        Binding("enter", "screen.tab('logs-tab')", "Logs", show=False, tooltip="Show the step's logs"),
+        *pane_bindings("rerun_step", "zoom", "toggle_pin", "toggle_edges", quiet=("toggle_edges",)),
     ]
 
     COMPONENT_CLASSES = {
@@ -59,14 +63,14 @@ class DagView(ScrollView, can_focus=True):
         & > .dag--idle { color: $text-disabled; }
         & > .dag--pending { color: $text-muted; }
         & > .dag--ready { color: $text-muted; }
-        & > .dag--running { color: $accent; text-style: bold; }
-        & > .dag--retrying { color: $warning; text-style: bold; }
-        & > .dag--succeeded { color: $success; }
+        & > .dag--running { color: $text-accent; text-style: bold; }
+        & > .dag--retrying { color: $text-warning; text-style: bold; }
+        & > .dag--succeeded { color: $text-success; }
         & > .dag--cached { color: $text-secondary; }
-        & > .dag--failed { color: $error; text-style: bold; }
+        & > .dag--failed { color: $text-error; text-style: bold; }
         & > .dag--skipped { color: $text-muted; text-style: italic; }
-        & > .dag--cancelled { color: $warning; }
-        & > .dag--interrupted { color: $warning; }
+        & > .dag--cancelled { color: $text-warning; }
+        & > .dag--interrupted { color: $text-warning; }
         & > .dag--selected { background: $boost; text-style: reverse; }
     }
     """
@@ -74,10 +78,12 @@ class DagView(ScrollView, can_focus=True):
     class StepSelected(Message):
         """The user selected a step."""
 
-        def __init__(self, dag: DagView, step: str) -> None:
+        def __init__(self, dag: DagView, step: str, user: bool = True) -> None:
             super().__init__()
             self.dag = dag
             self.step = step
+            self.user = user
+            """Chosen by the user (a key or a click), not by the pane following a run."""
 
         @property
         def control(self) -> DagView:
@@ -93,6 +99,9 @@ class DagView(ScrollView, can_focus=True):
         self._room: tuple[int, int] | None = None
         self.max_rows = 1000
         self.all_edges = False
+        self._selecting_for_pane = False
+        self.hidden_edges = 0
+        """Data edges not drawn because another path implies them (`E` draws them)."""
         """Draw every data edge, not only those the run order needs (`E` toggles)."""
         """The most rows the drawing may take before a more compact style is chosen."""
         self.states: dict[str, BoxState] = {}
@@ -138,7 +147,11 @@ class DagView(ScrollView, can_focus=True):
         self._room = room
         layers, upstream, conditional = self._graph
         if not self.all_edges:
-            upstream = reduce_edges(layers, upstream)
+            reduced = reduce_edges(layers, upstream)
+            self.hidden_edges = sum(len(upstream.get(n, ())) - len(ups) for n, ups in reduced.items())
+            upstream = reduced
+        else:
+            self.hidden_edges = 0
         self.layout_ = fit_layout(layers, upstream, conditional, width=width, height=self.max_rows)
         self.virtual_size = Size(self.layout_.width, self.layout_.height)
         self._invalidate()
@@ -186,11 +199,23 @@ class DagView(ScrollView, can_focus=True):
         if new is not None and new in self.layout_.boxes:
             box = self.layout_.boxes[new]
             self.scroll_to_region(Region(box.x - 1, box.y, box.width + 2, box.height), animate=False)
-            self.post_message(self.StepSelected(self, new))
+            self.post_message(self.StepSelected(self, new, not self._selecting_for_pane))
 
-    def select(self, step: str) -> None:
+    def select(self, step: str, user: bool = True) -> None:
+        """Select a step (`user` False: the pane follows a run; the user did not choose it)."""
         if step in self.layout_.boxes:
-            self.selected = step
+            self._selecting_for_pane = not user
+            try:
+                self.selected = step
+            finally:
+                self._selecting_for_pane = False
+
+    def show_all_edges(self, on: bool) -> None:
+        """Draw every data edge, or only those the run order needs (the transitive reduction)."""
+        self.all_edges = on
+        self._room = None
+        self._relayout()
+
 
     def action_first(self) -> None:
         first = next((c[0] for c in self.layout_.columns if c), None)
@@ -305,14 +330,10 @@ class DagView(ScrollView, can_focus=True):
                 name = styles[start]
                 style = resolved.get(name)
                 if style is None:
-                    style = resolved[name] = base + self.get_component_rich_style(name, partial=True)
+                    style = resolved[name] = base + component_style(self, name)
                     if name == "dag--selected" and self.selected in self.states:
-                        status_style = self.get_component_rich_style(
-                            f"dag--{self.states[self.selected].status}", partial=True
-                        )
-                        style = resolved[name] = base + status_style + self.get_component_rich_style(
-                            name, partial=True
-                        )
+                        status_style = component_style(self, f"dag--{self.states[self.selected].status}")
+                        style = resolved[name] = base + status_style + component_style(self, name)
                 segments.append(Segment("".join(cells[start:i]), style))
                 start = i
         return Strip(segments, width)

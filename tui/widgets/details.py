@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
@@ -85,6 +86,11 @@ def describe(
 
 class StepDetails(VerticalScroll):
     """A scrollable panel with `describe()`'s text."""
+
+    BINDINGS = [
+        Binding("down,j", "scroll_down", "Down", show=False, tooltip="Scroll down"),
+        Binding("up,k", "scroll_up", "Up", show=False, tooltip="Scroll up"),
+    ]
 
     DEFAULT_CSS = """
     StepDetails { background: $surface; padding: 0 1; }

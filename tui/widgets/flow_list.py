@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.binding import Binding
 from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
@@ -25,6 +26,12 @@ MAX_WIDTH = 28
 
 class FlowList(OptionList):
     """One option per flow file (option id: the file's resolved path)."""
+
+    BINDINGS = [
+        Binding("down,j", "cursor_down", "Down", show=False, tooltip="Next flow"),
+        Binding("up,k", "cursor_up", "Up", show=False, tooltip="Previous flow"),
+        Binding("enter", "select", "Open", tooltip="Open the flow and focus its DAG"),
+    ]
 
     def __init__(self, flows: list[Path], *, id: str | None = None) -> None:
         self.flows = flows

@@ -27,7 +27,7 @@ from runner.session import FlowSession
 from runner.store import Store
 from runner.text import visible
 from tui.data import format as fmt
-from tui.data.state import LogBuffer, RunState
+from tui.data.state import LogBuffer, RunState, cached_from
 from tui.messages import HistoryLoaded, LogsLoaded, RunLoaded, SessionReady, StepLogs
 from tui.text import plain
 from tui.widgets.dag import BoxState, DagView
@@ -101,6 +101,8 @@ class FlowPane(Vertical):
         self._tab = "logs-tab"
         self._searching = False
         self.zoomed = False
+        self.pinned = False
+        """The logs stay on the selected step; else they follow the step that is running."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="load-error")
@@ -311,12 +313,38 @@ class FlowPane(Vertical):
             if self.selected in log_steps:
                 self.query_one(LogView).refresh_lines()
                 self._update_log_status()
+        if status_steps or view_changed:
+            self._follow_running()
         if status_changed:
             self._evict()
             self.post_message(self.StatusChanged(self, self.headline))
             self._update_title()
         if history_dirty:
             self.load_history()
+
+    def _follow_running(self) -> None:
+        """Unless pinned, select the step the viewed run is running (or the one that failed)."""
+        state = self.viewed_state
+        if self.pinned or state is None or not state.live:
+            return
+        step = state.focus_step()
+        if step is not None and step != self.selected:
+            self.query_one(DagView).select(step, user=False)
+
+    def toggle_pin(self) -> None:
+        self.pinned = not self.pinned
+        self.notify("logs pinned to the selected step" if self.pinned else "logs follow the running step")
+        self._follow_running()
+        self._update_log_status()
+
+    def toggle_edges(self) -> None:
+        dag = self.query_one(DagView)
+        dag.show_all_edges(not dag.all_edges)
+        self._update_title()
+
+    def history_action(self, name: str) -> None:
+        """Run a history table action (`mark`, `compare`) on the row under its cursor."""
+        getattr(self.query_one(RunHistory), f"action_{name}")()
 
     @property
     def headline(self) -> str:
@@ -374,10 +402,19 @@ class FlowPane(Vertical):
         log = self.query_one(LogView)
         state = self.viewed_state
         step = self.selected
+        info = state.steps.get(step) if state is not None and step is not None else None
+        source = cached_from(info.reason) if info is not None and info.status == "cached" else None
         if step is None:
             log.set_buffer(LogBuffer(), "no step selected")
         elif state is None:
             log.set_buffer(LogBuffer(), "no run yet: press r to run the flow")
+        elif source is not None and source != state.run_id:
+            # A cached step printed nothing in this run: its output is the run's that computed it.
+            if step in state.log_sources:
+                log.set_buffer(state.logs[step], f"no output in run #{source}")
+            else:
+                log.set_buffer(LogBuffer(), "loading…")
+                self._load_logs(source, step, state.run_id)
         elif state.live or step in state.logs:
             log.set_buffer(state.log(step), "no output yet" if state.status == "running" else "no output")
         else:
@@ -391,6 +428,11 @@ class FlowPane(Vertical):
         parts = [self.selected or "-"]
         if state is not None:
             parts.append(f"run #{state.run_id}")
+            source = state.log_sources.get(self.selected or "")
+            if source is not None:
+                parts.append(f"cached: logs of run #{source}")
+            if state.live and state.status == "running":
+                parts.append("pinned (P follows the run)" if self.pinned else "following the run (P pins)")
         parts.append(f"{len(log.buffer):,} lines")
         parts.append("follow" if log.follow else "paused (end: follow)")
         if log.search:
@@ -444,13 +486,17 @@ class FlowPane(Vertical):
         dag.border_title = plain(f"{name} · {run}", newlines=False)
         watch = "watch on" if self.watching else "watch off"
         count = len(self.loaded.graph.nodes) if self.loaded else 0
-        dag.border_subtitle = f"{count} step{'' if count == 1 else 's'} · {watch}"
+        hidden = dag.hidden_edges
+        edges = f" · {hidden} implied edge{'' if hidden == 1 else 's'} hidden (E)" if hidden else ""
+        dag.border_subtitle = f"{count} step{'' if count == 1 else 's'}{edges} · {watch}"
 
     # ----- children's messages ---------------------------------------------------------------
 
     @on(DagView.StepSelected)
     def _step_selected(self, message: DagView.StepSelected) -> None:
         message.stop()
+        if message.user and self.active:
+            self.pinned = True  # the user looks at another step while a run goes on: stay there
         if message.step == self.selected:
             return
         self.selected = message.step
@@ -539,7 +585,8 @@ class FlowPane(Vertical):
         self._refresh_all()
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False, description="read logs")
-    def _load_logs(self, run_id: int, step: str) -> None:
+    def _load_logs(self, run_id: int, step: str, into: int | None = None) -> None:
+        """Read a step's stored lines of `run_id` for the view of run `into` (default: the same)."""
         buffer = LogBuffer()
         after = 0
         prefix = f"{step}["
@@ -555,9 +602,9 @@ class FlowPane(Vertical):
                     buffer.append(line.stream, f"[{index}] {line.line}")
             after = lines[-1].id
         state = self.runs.get(run_id)
-        if state is not None:
+        if state is not None and into is None:
             state.add_failure(step, buffer)
-        self.post_message(LogsLoaded(run_id, step, buffer))
+        self.post_message(LogsLoaded(into or run_id, step, buffer, None if into is None else run_id))
 
     @on(LogsLoaded)
     def _logs_loaded(self, message: LogsLoaded) -> None:
@@ -566,8 +613,11 @@ class FlowPane(Vertical):
         if state is None:
             return
         state.logs[message.step] = message.buffer
+        if message.source is not None:
+            state.log_sources[message.step] = message.source
         if message.run_id == self.viewed and message.step == self.selected:
-            self.query_one(LogView).set_buffer(message.buffer)
+            empty = f"no output in run #{message.source}" if message.source is not None else "no output"
+            self.query_one(LogView).set_buffer(message.buffer, empty)
             self._update_log_status()
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False, description="compare runs")
@@ -588,6 +638,7 @@ class FlowPane(Vertical):
             self.notify("the flow has not loaded; fix the error and save", severity="error")
             return
         self.follow_live = True
+        self.pinned = False
         self._start(options)
 
     @work(thread=True, group="start", exit_on_error=False, description="start a run")

@@ -13,6 +13,7 @@ from textual.widgets import DataTable
 
 from runner.records import RunRecord
 from tui.data import format as fmt
+from tui.keys import pane_bindings
 from tui.text import plain
 
 STATUS_STYLE = {
@@ -28,8 +29,12 @@ class RunHistory(DataTable[str | Content]):
     """Past runs: id, when, trigger, status, duration, parameters, key metrics."""
 
     BINDINGS = [
-        Binding("m", "mark", "Mark to compare", show=False),
-        Binding("c", "compare", "Compare", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False, tooltip="Next (older) run"),
+        Binding("up,k", "cursor_up", "Up", show=False, tooltip="Previous (newer) run"),
+        Binding("enter", "select_cursor", "View", tooltip="View the run's DAG, logs and details"),
+        Binding("m", "mark", "Mark", tooltip="Mark the run under the cursor to compare it"),
+        Binding("c", "compare", "Compare", tooltip="Compare the marked run with the one under the cursor"),
+        *pane_bindings("resume", "rerun_past", "delete_run"),
     ]
 
     class RunChosen(Message):
