@@ -208,7 +208,8 @@ def _assign_lanes(nets: list[_Net]) -> int:
     """Give each bent net a lane; return how many lanes the gap needs.
 
     A net must lie left of every other net arriving at the row it leaves from (else its departing
-    line would run into their arrival); beyond that, nets whose rows never meet share a lane.
+    line would run into their arrival), and left of the others arriving at a row its lane passes
+    on from; beyond that, nets whose rows never meet share a lane.
     """
     bent = [n for n in nets if not n.straight]
     if not bent:
@@ -219,11 +220,21 @@ def _assign_lanes(nets: list[_Net]) -> int:
             arriving.setdefault(y, []).append(net)
     after: dict[int, set[int]] = {id(n): set() for n in bent}
     before_count: dict[int, int] = {id(n): 0 for n in bent}
+    def before(first: _Net, second: _Net) -> None:
+        if first is not second and id(second) not in after[id(first)]:
+            after[id(first)].add(id(second))
+            before_count[id(second)] += 1
+
     for net in bent:
         for other in arriving.get(net.row, ()):
-            if other is not net and id(other) not in after[id(net)]:
-                after[id(net)].add(id(other))
-                before_count[id(other)] += 1
+            before(net, other)
+        # A net that joins a target's row and goes on past it comes first among those arriving
+        # there, so the lines of the others never run through its lane (a `┼` reads both ways).
+        top, bottom = net.span
+        for _, y, _ in net.targets:
+            if top < y < bottom:
+                for other in arriving.get(y, ()):
+                    before(net, other)
     by_id = {id(n): n for n in bent}
     order: list[_Net] = []
     ready = sorted((n for n in bent if not before_count[id(n)]), key=lambda n: n.span)
