@@ -149,6 +149,7 @@ class FlowApp(App[int]):
             return
         self._closed = True
         if self.main is not None:
+            self.main.stop_watching()
             for pane in self.main.panes.values():
                 pane.stop_watch()
         self.engine.close()

@@ -39,6 +39,14 @@ class SessionReady(Message):
         self.session = session
 
 
+class FlowFileChanged(Message):
+    """A listed flow file was saved."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+
 class HistoryLoaded(Message):
     """A flow's past runs were read from the store."""
 

@@ -7,11 +7,12 @@ pane of the flow it belongs to, so several flows can run at once, each with its 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -24,7 +25,7 @@ from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
 from runner.session import FlowSession
 from runner.store import Store
 from tui.keys import screen_bindings
-from tui.messages import EventBridge, EventsReady, StepLogs, flow_key
+from tui.messages import EventBridge, EventsReady, FlowFileChanged, StepLogs, flow_key
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
 
@@ -63,6 +64,7 @@ class MainScreen(Screen[None]):
         self.panes: dict[str, FlowPane] = {}
         self.run_flows: dict[int, str] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        self._flows_stop = threading.Event()
         self._last_key = 0.0
 
     def compose(self) -> ComposeResult:
@@ -86,10 +88,39 @@ class MainScreen(Screen[None]):
             self.notify("no flow files here (a .py file that imports dsl)", severity="warning")
         if self.listing:
             self.query_one(FlowList).focus()
+            if self.flows:
+                self._watch_flows()
 
     def on_unmount(self) -> None:
+        self.stop_watching()
         if self._unsubscribe is not None:
             self._unsubscribe()
+
+    def stop_watching(self) -> None:
+        """Stop the watcher of the listed flow files (idempotent)."""
+        self._flows_stop.set()
+
+    @work(thread=True, exclusive=True, group="flow-files", exit_on_error=False, description="watch the flows")
+    def _watch_flows(self) -> None:
+        """Tell the screen when a listed flow file is saved (the pane of a flow not shown may not
+        exist yet, so no session watches it)."""
+        from watchfiles import watch
+
+        files = {path.resolve() for path in self.flows}
+        directories = sorted({str(path.parent) for path in files})
+        options = {"recursive": False, "raise_interrupt": False, "step": 50, "debounce": 200}
+        for changes in watch(*directories, stop_event=self._flows_stop, **options):  # type: ignore[arg-type]
+            for path in {Path(p).resolve() for _, p in changes} & files:
+                self.post_message(FlowFileChanged(path))
+
+    @on(FlowFileChanged)
+    def _flow_file_changed(self, message: FlowFileChanged) -> None:
+        key = flow_key(message.path)
+        pane = self.pane
+        if pane is None or flow_key(pane.path) != key:
+            self.query_one(FlowList).set_changed(key, True)
+        elif pane is not None:
+            pane.refresh_title()
 
     # ----- flows -----------------------------------------------------------------------------
 
@@ -129,6 +160,9 @@ class MainScreen(Screen[None]):
 
     def _show(self, pane: FlowPane) -> None:
         self.query_one(ContentSwitcher).current = pane.id
+        if self.listing:
+            self.query_one(FlowList).set_changed(flow_key(pane.path), False)
+        pane.refresh_title()
         if not self.listing or not self.query_one(FlowList).has_focus:
             pane.query_one("#dag").focus()
 

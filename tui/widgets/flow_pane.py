@@ -38,6 +38,9 @@ from tui.widgets.tab_bar import TabBar
 
 TABS = [("logs-tab", "Logs"), ("details-tab", "Details"), ("history-tab", "History")]
 
+BELOW_DAG = ("#tab-bar", "#log-status", "#log", "#log-search", "#details", "#history", "#history-row")
+"""The widgets under the DAG (zooming hides them)."""
+
 LOWER_ROWS = 8
 """Rows the DAG always leaves below it: the tab bar, the log status line and five log lines."""
 
@@ -113,6 +116,7 @@ class FlowPane(Vertical):
         yield Input(placeholder="search the logs (enter: next match, esc: close)", id="log-search")
         yield StepDetails(id="details")
         yield RunHistory(id="history")
+        yield Static(id="history-row")
 
     @property
     def tab(self) -> str:
@@ -137,13 +141,14 @@ class FlowPane(Vertical):
         self.query_one("#log-search").display = logs and self._searching
         self.query_one(StepDetails).display = tab == "details-tab"
         self.query_one(RunHistory).display = tab == "history-tab"
+        self.query_one("#history-row").display = tab == "history-tab"
         self.query_one(TabBar).active = tab
 
     def set_zoom(self, zoomed: bool) -> None:
         """Give the DAG the whole pane (the tabs below hidden), or give the tabs their rows back."""
         self.zoomed = zoomed
         tab = self._tab
-        for widget in ("#tab-bar", "#log-status", "#log", "#log-search", "#details", "#history"):
+        for widget in BELOW_DAG:
             self.query_one(widget).display = False
         if not zoomed:
             self.query_one("#tab-bar").display = True
@@ -172,7 +177,7 @@ class FlowPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#load-error").display = False
-        for hidden in ("#log-search", "#details", "#history"):
+        for hidden in ("#log-search", "#details", "#history", "#history-row"):
             self.query_one(hidden).display = False
         self.query_one(DagView).border_title = plain(self.path.name, newlines=False)
         if self._preloaded is not None:
@@ -483,12 +488,24 @@ class FlowPane(Vertical):
             run = f"run #{state.run_id} {fmt.symbol(state.status)} {state.status}"
         if state is not None and not self.follow_live:
             run += " (past run: v follows live)"
+        if state is not None and state.status != "running" and self._saved_after(state):
+            run += " · flow changed since: r runs it"
         dag.border_title = plain(f"{name} · {run}", newlines=False)
         watch = "watch on" if self.watching else "watch off"
         count = len(self.loaded.graph.nodes) if self.loaded else 0
         hidden = dag.hidden_edges
         edges = f" · {hidden} implied edge{'' if hidden == 1 else 's'} hidden (E)" if hidden else ""
         dag.border_subtitle = f"{count} step{'' if count == 1 else 's'}{edges} · {watch}"
+
+    def refresh_title(self) -> None:
+        """Repaint the title (the flow file may have been saved since the viewed run)."""
+        self._update_title()
+
+    def _saved_after(self, state: RunState) -> bool:
+        try:
+            return state.started_at is not None and self.path.stat().st_mtime > state.started_at
+        except OSError:
+            return False
 
     # ----- children's messages ---------------------------------------------------------------
 
@@ -512,6 +529,11 @@ class FlowPane(Vertical):
     def _run_chosen(self, message: RunHistory.RunChosen) -> None:
         message.stop()
         self.view_run(message.run_id)
+
+    @on(RunHistory.RowShown)
+    def _history_row(self, message: RunHistory.RowShown) -> None:
+        message.stop()
+        self.query_one("#history-row", Static).update(message.text)
 
     @on(RunHistory.CompareRequested)
     def _compare(self, message: RunHistory.CompareRequested) -> None:

@@ -1,5 +1,8 @@
 """Provides `RunHistory`: the table of a flow's past runs, newest first.
 
+Columns fit their values; where parameters and metrics do not fit they end in `…`, and the run under
+the cursor is posted whole (`RowShown`) for the line below the table.
+
 Enter (or a click) views a run; `m` marks a run and `c` compares the marked run with the one under
 the cursor. The widget only shows records pushed down to it and posts what the user chose.
 """
@@ -23,6 +26,15 @@ STATUS_STYLE = {
     "cancelled": "$warning",
     "interrupted": "$warning",
 }
+
+
+LABELS = ("run", "when", "trigger", "status", "time", "parameters", "metrics")
+KEYS = ("id", "when", "trigger", "status", "duration", "params", "metrics")
+
+
+def cut(text: str, width: int) -> str:
+    """`text` in `width` cells, ending in `…` when shortened."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 class RunHistory(DataTable[str | Content]):
@@ -52,46 +64,102 @@ class RunHistory(DataTable[str | Content]):
             self.first = first
             self.second = second
 
+    class RowShown(Message):
+        """The cursor is on a run: its parameters and metrics in full (the table may cut them)."""
+
+        def __init__(self, text: Content) -> None:
+            super().__init__()
+            self.text = text
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.records: dict[int, RunRecord] = {}
         self.marked: int | None = None
         self.viewed: int | None = None
+        self._widths: list[int] = []
 
-    def on_mount(self) -> None:
-        for label, key, width in (
-            ("run", "id", None),
-            ("when", "when", None),
-            ("trigger", "trigger", None),
-            ("status", "status", 13),
-            ("time", "duration", None),
-            ("parameters", "params", None),
-            ("metrics", "metrics", None),
-        ):
-            self.add_column(label, key=key, width=width)
-
-    def _row(self, record: RunRecord) -> list[str | Content]:
+    def _cells(self, record: RunRecord) -> list[str]:
+        """A run's cells as text, whole (the run id cell with its marker)."""
         mark = "*" if record.id == self.marked else ("▸" if record.id == self.viewed else " ")
-        style = STATUS_STYLE.get(record.status, "")
         return [
             f"{mark}#{record.id}",
             fmt.when(record.started_at),
-            plain(fmt.value(record.trigger, 22), newlines=False),
-            Content.styled(f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}", style),
+            record.trigger,
+            f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}",
             fmt.duration(record.duration_s),
-            plain(fmt.params_line(record.params, 34), newlines=False),
-            plain(fmt.params_line(record.metrics, 40), newlines=False),
+            fmt.params_line(record.params, 10_000),
+            fmt.params_line(record.metrics, 10_000),
+        ]
+
+    def _widths_for(self, rows: list[list[str]]) -> list[int]:
+        """Each column as wide as its longest cell, the parameters and metrics sharing what the
+        others leave of the table's width (cut cells end in `…`; the row under the cursor is shown
+        whole below the table)."""
+        wanted = [max([len(label), *(len(r[i]) for r in rows)]) for i, label in enumerate(LABELS)]
+        wanted[2] = min(wanted[2], 22)
+        room = max(30, (self.size.width or self.app.size.width) - 2 * len(LABELS) - 1)
+        fixed = sum(wanted[:5])
+        spare = max(16, room - fixed)
+        params, metrics = wanted[5], wanted[6]
+        if params + metrics > spare:
+            params = min(params, max(len(LABELS[5]), spare // 2, spare - metrics))
+            metrics = max(len(LABELS[6]), spare - params)
+        return [*wanted[:5], params, metrics]
+
+    def _row(self, record: RunRecord) -> list[str | Content]:
+        cells = [cut(text, width) for text, width in zip(self._cells(record), self._widths, strict=True)]
+        style = STATUS_STYLE.get(record.status, "")
+        return [
+            cells[0],
+            cells[1],
+            plain(cells[2], newlines=False),
+            Content.styled(cells[3], style),
+            cells[4],
+            plain(cells[5], newlines=False),
+            plain(cells[6], newlines=False),
         ]
 
     def set_runs(self, records: list[RunRecord]) -> None:
         """Replace the rows (keeps the cursor on the same run when it is still there)."""
         current = self.cursor_run if self.cursor_row > 0 else None
         self.records = {r.id: r for r in records}
-        self.clear()
+        widths = self._widths_for([self._cells(r) for r in records])
+        if widths != self._widths or not self.columns:
+            self._widths = widths
+            self.clear(columns=True)
+            for (label, key), width in zip(zip(LABELS, KEYS, strict=True), widths, strict=True):
+                self.add_column(label, key=key, width=width)
+        else:
+            self.clear()
         for record in records:
             self.add_row(*self._row(record), key=str(record.id))
         if current in self.records:
             self.move_cursor(row=self.get_row_index(str(current)), animate=False)
+        self._show_row()
+
+    def on_resize(self) -> None:
+        if self.records:
+            self.set_runs(list(self.records.values()))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_row()
+
+    def _show_row(self) -> None:
+        record = self.records.get(self.cursor_run or -1)
+        if record is None:
+            self.post_message(self.RowShown(Content("no runs yet")))
+            return
+        cells = self._cells(record)
+        text = Content.assemble(
+            (f"#{record.id} ", "bold"),
+            plain(record.trigger, newlines=False),
+            ("  params ", "bold"),
+            plain(cells[5] or "—", newlines=False),
+            ("  metrics ", "bold"),
+            plain(cells[6] or "—", newlines=False),
+        )
+        self.post_message(self.RowShown(text))
 
     @property
     def cursor_run(self) -> int | None:
