@@ -30,6 +30,9 @@ STATUS_STYLE = {
 
 LABELS = ("run", "when", "trigger", "status", "time", "parameters", "metrics")
 KEYS = ("id", "when", "trigger", "status", "duration", "params", "metrics")
+FIXED = (0, 1, 3, 4)
+SHRINKS = {2: 7, 5: 10, 6: 10}
+"""Column -> the fewest cells it is cut to when the table is narrow."""
 
 
 def cut(text: str, width: int) -> str:
@@ -46,7 +49,7 @@ class RunHistory(DataTable[str | Content]):
         Binding("enter", "select_cursor", "View", tooltip="View the run's DAG, logs and details"),
         Binding("m", "mark", "Mark", tooltip="Mark the run under the cursor to compare it"),
         Binding("c", "compare", "Compare", tooltip="Compare the marked run with the one under the cursor"),
-        *pane_bindings("resume", "rerun_past", "delete_run"),
+        *pane_bindings("resume", "rerun_past", "delete_run", quiet=("rerun_past",)),
     ]
 
     class RunChosen(Message):
@@ -77,34 +80,41 @@ class RunHistory(DataTable[str | Content]):
         self.marked: int | None = None
         self.viewed: int | None = None
         self._widths: list[int] = []
+        self.narrow = False
+        """Too narrow for every column whole: statuses show as their symbols."""
 
     def _cells(self, record: RunRecord) -> list[str]:
         """A run's cells as text, whole (the run id cell with its marker)."""
         mark = "*" if record.id == self.marked else ("▸" if record.id == self.viewed else " ")
+        symbol = fmt.SYMBOLS.get(record.status, "?")
         return [
             f"{mark}#{record.id}",
             fmt.when(record.started_at),
             record.trigger,
-            f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}",
+            symbol if self.narrow else f"{symbol} {record.status}",
             fmt.duration(record.duration_s),
             fmt.params_line(record.params, 10_000),
             fmt.params_line(record.metrics, 10_000),
         ]
 
     def _widths_for(self, rows: list[list[str]]) -> list[int]:
-        """Each column as wide as its longest cell, the parameters and metrics sharing what the
-        others leave of the table's width (cut cells end in `…`; the row under the cursor is shown
-        whole below the table)."""
+        """Each column as wide as its longest cell; when the table is too narrow, the trigger,
+        parameters and metrics give up cells, the widest first (cut cells end in `…`, and the row
+        under the cursor is shown whole below the table)."""
         wanted = [max([len(label), *(len(r[i]) for r in rows)]) for i, label in enumerate(LABELS)]
-        wanted[2] = min(wanted[2], 22)
-        room = max(30, (self.size.width or self.app.size.width) - 2 * len(LABELS) - 1)
-        fixed = sum(wanted[:5])
-        spare = max(16, room - fixed)
-        params, metrics = wanted[5], wanted[6]
-        if params + metrics > spare:
-            params = min(params, max(len(LABELS[5]), spare // 2, spare - metrics))
-            metrics = max(len(LABELS[6]), spare - params)
-        return [*wanted[:5], params, metrics]
+        width = self.size.width or max(40, self.app.size.width - 24)
+        room = width - 2 * len(LABELS) - 3 - sum(wanted[i] for i in FIXED)  # padding, a scrollbar
+        self.narrow = room < sum(SHRINKS.values())
+        if self.narrow:  # the status as its symbol only: ten more cells for the rest
+            room += wanted[3] - len(LABELS[3])
+            wanted[3] = len(LABELS[3])
+        flexible = {i: wanted[i] for i in SHRINKS}
+        while sum(flexible.values()) > room:
+            widest = max(flexible, key=lambda i: flexible[i] - SHRINKS[i])
+            if flexible[widest] <= SHRINKS[widest]:
+                break  # as narrow as they go: the table scrolls sideways
+            flexible[widest] -= 1
+        return [flexible.get(i, wanted[i]) for i in range(len(LABELS))]
 
     def _row(self, record: RunRecord) -> list[str | Content]:
         cells = [cut(text, width) for text, width in zip(self._cells(record), self._widths, strict=True)]
