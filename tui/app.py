@@ -103,7 +103,7 @@ class FlowApp(App[int]):
         if main is None:
             return
         for entry in ACTIONS:
-            shown = entry.display or entry.key.split(",")[0]
+            shown = entry.display or self.get_key_display(Binding(entry.key.split(",")[0], entry.action))
             name, _, arg = entry.action.partition("(")
             method = getattr(main, f"action_{name}")
             callback = partial(method, arg.rstrip(")").strip("'")) if arg else method
