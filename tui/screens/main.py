@@ -108,8 +108,11 @@ class MainScreen(Screen[None]):
 
         files = {path.resolve() for path in self.flows}
         directories = sorted({str(path.parent) for path in files})
-        options = {"recursive": False, "raise_interrupt": False, "step": 50, "debounce": 200}
-        for changes in watch(*directories, stop_event=self._flows_stop, **options):  # type: ignore[arg-type]
+        stop = self._flows_stop
+        for changes in watch(
+            *directories, stop_event=stop, recursive=False, raise_interrupt=False,
+            step=50, debounce=200, rust_timeout=200,
+        ):
             for path in {Path(p).resolve() for _, p in changes} & files:
                 self.post_message(FlowFileChanged(path))
 

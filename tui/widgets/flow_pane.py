@@ -154,6 +154,7 @@ class FlowPane(Vertical):
             self.query_one("#tab-bar").display = True
             self._tab = ""
             self.show_tab(tab)
+        self.query_one(DagView).styles.height = "1fr" if zoomed else "auto"
         self._fit_dag()
 
     def on_resize(self) -> None:
