@@ -238,6 +238,14 @@ async def test_a_cached_step_shows_the_logs_of_the_run_that_computed_it(simple_f
         await wait_for(pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(app),
                        what="the label")
         assert "loading 5 rows" in screen_text(app)
+    again = app_for(simple_flow)  # a new session: run #2 and run #1's lines come from the store
+    async with again.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, again)
+        await wait_for(pilot, lambda: pane.viewed == 2 and pane.viewed_state is not None, what="run #2")
+        await pilot.press("g", "home")
+        await wait_for(pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(again),
+                       what="the label")
+        assert pane.query_one(LogView).buffer.lines == ["loading 5 rows"]
 
 
 async def test_a_flow_saved_while_another_is_shown_is_marked_in_the_list(tmp_path, app_for):

@@ -416,6 +416,9 @@ class FlowPane(Vertical):
             log.set_buffer(LogBuffer(), "no run yet: press r to run the flow")
         elif source is not None and source != state.run_id:
             # A cached step printed nothing in this run: its output is the run's that computed it.
+            known = self.runs.get(source)
+            if step not in state.log_sources and known is not None and known.live:
+                state.logs[step], state.log_sources[step] = known.log(step), source  # still in memory
             if step in state.log_sources:
                 log.set_buffer(state.logs[step], f"no output in run #{source}")
             else:
@@ -610,6 +613,7 @@ class FlowPane(Vertical):
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False, description="read logs")
     def _load_logs(self, run_id: int, step: str, into: int | None = None) -> None:
         """Read a step's stored lines of `run_id` for the view of run `into` (default: the same)."""
+        self.store.flush()  # lines the engine recorded moments ago are in the store
         buffer = LogBuffer()
         after = 0
         prefix = f"{step}["
