@@ -3,8 +3,8 @@ feeds — a fan-in or fan-out never leads a reader to a step it does not feed �
 
 The drawing is traced the way a reader's eye follows it, the way edges run (left to right, or top
 to bottom): along a line; into every branch at a junction (`┬ ┴ ├ ┤ ┼`); straight on across a line
-that crosses it (drawn whole, the other broken); until an arrowhead (or, when layers are rows, a
-line running into a step from above).
+that crosses it (drawn whole, the other broken); through a lane's arrowhead only the way it points;
+until an arrowhead into a step (or, when layers are rows, a line running into a step from above).
 """
 
 from __future__ import annotations
@@ -66,8 +66,13 @@ def trace(layout: DagLayout, source: str) -> set[str]:
         char = cells.get((x, y))
         if char is None:
             continue
-        if char in "▶▷":
+        if char in "▶▷" and not down:
             reached.add(layout.box_at(x + 1, y) or f"nothing at {x + 1},{y}")
+            continue
+        if char in "▼▲▶◀":  # a lane's end joining other lines: passable only the way it points
+            if moving == {"▼": DOWN, "▲": UP, "▶": RIGHT, "◀": LEFT}[char]:
+                dx, dy = STEP[moving]
+                todo.append(((x + dx, y + dy), moving))
             continue
         mask = MASK[char]
         if not mask & OPPOSITE[moving]:
@@ -117,6 +122,21 @@ def test_every_sample_flow_reads_as_its_graph(path: Path, style: Style) -> None:
     check(layers, upstream, layout_dag(layers, upstream, conditional, None, style))
 
 
+KNOWN_TWO_WAY = {("quality_gated", Style(False, 24))}
+"""All-edges drawings with a junction that still reads two ways (lines of a step that both leaves
+from and arrives on one row cross the lanes of another that does the same, the other way)."""
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("style", [*STYLES, Style(False, 24), Style(False, 24, down=True)], ids=str)
+def test_every_sample_flow_with_all_its_edges_reads_as_its_graph(path: Path, style: Style) -> None:
+    """`E` draws every data edge (`build_dataset` to `train` as well as through the checks)."""
+    if (path.stem, style) in KNOWN_TWO_WAY:
+        pytest.xfail("a junction of this drawing reads two ways (known limitation)")
+    layers, upstream, conditional = sample(path)
+    check(layers, upstream, layout_dag(layers, upstream, conditional, None, style))
+
+
 def random_dag(rng: random.Random) -> tuple[list[list[str]], dict[str, list[str]]]:
     names = [f"s{i}" for i in range(rng.randint(3, 14))]
     upstream: dict[str, list[str]] = {}
@@ -131,8 +151,9 @@ def random_dag(rng: random.Random) -> tuple[list[list[str]], dict[str, list[str]
 
 @pytest.mark.parametrize("seed", range(200))
 def test_random_graphs_draw_every_edge_to_an_arrowhead(seed: int) -> None:
-    """Dense random graphs (with every data edge): no edge is lost, none ends nowhere. (Where many
-    lines share a lane, a junction can still read two ways: the default drawing avoids most.)"""
+    """Dense random graphs (up to 14 steps, 3 inputs each): no edge is lost, none ends nowhere.
+    (About 2% of these drawings, 6% with every data edge, still have a junction that reads two
+    ways: crossing lines of steps that leave from and arrive on the same rows.)"""
     layers, upstream = random_dag(random.Random(seed))
     feeds = expected(upstream)
     for style in (Style(True, 24), Style(False, 12), Style(False, 12, down=True)):

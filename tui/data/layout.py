@@ -14,7 +14,9 @@ target with an arrowhead. Lanes are what keeps fan-in and fan-out unambiguous:
 - at a row where a source leaves, the lanes of other sources arriving there lie to its right, so a
   departing line never runs into an arrival;
 - a junction (`┬ ┴ ├ ┤ ┼`) is drawn only where lines really connect: where a line crosses a lane it
-  does not connect to, the line is drawn whole and the lane is broken (`─`, never `┼`).
+  does not connect to, the line is drawn whole and the lane is broken (`─`, never `┼`);
+- a lane that ends where it joins other lines ends in an arrowhead (`▼`), so the join reads one way;
+  a fan-out's branch into a step other lines enter gets a lane of its own.
 
 Two renderings: boxes three rows high with the status and duration (`Style(boxed=True)`), and a
 compact one, a row per step with its status glyph and name, for graphs that would not fit.
@@ -49,6 +51,8 @@ LINES = {
     LEFT | RIGHT | UP: "┴",
     UP | DOWN | LEFT | RIGHT: "┼",
 }
+MERGE = {(False, DOWN): "▼", (False, UP): "▲", (True, DOWN): "▶", (True, UP): "◀"}
+"""(layers are rows, the way the lane runs) -> the arrowhead a lane ends in where it joins others."""
 DASHED = {LEFT | RIGHT: "╌", LEFT: "╌", RIGHT: "╌", UP | DOWN: "╎", UP: "╎", DOWN: "╎"}
 
 
@@ -204,6 +208,32 @@ class _Net:
         return len(self.targets) == 1 and self.targets[0][1] == self.row
 
 
+def _split_shared(nets: list[_Net]) -> list[_Net]:
+    """Give a fan-out's branch into a step other lines also enter its own lane.
+
+    A lane that joins a shared arrival and goes on to further targets draws a `┼` that reads both
+    ways (do the other lines go on too?); a lane of its own ends where it joins.
+    """
+    arrivals: dict[int, int] = {}
+    for net in nets:
+        for _, y, _ in net.targets:
+            arrivals[y] = arrivals.get(y, 0) + 1
+    result: list[_Net] = []
+    for net in nets:
+        if len(net.targets) < 2:
+            result.append(net)
+            continue
+        shared = [t for t in net.targets if arrivals[t[1]] > 1 and t[1] != net.row]
+        rest = [t for t in net.targets if t not in shared]
+        if not shared or (len(shared) == 1 and not rest):
+            result.append(net)
+            continue
+        result.extend(_Net(net.source, net.row, [t]) for t in shared)
+        if rest:
+            result.append(_Net(net.source, net.row, rest))
+    return result
+
+
 def _assign_lanes(nets: list[_Net]) -> int:
     """Give each bent net a lane; return how many lanes the gap needs.
 
@@ -341,11 +371,13 @@ def layout_dag(
     nodes: dict[str, Box] = {}
     gaps: list[tuple[list[_Net], int]] = []
     for layer in grid:
-        nets = [
-            _Net(name, mid[name], [(t, mid[t], segments[(name, t)]) for t in down[name]])
-            for name in layer
-            if down[name]
-        ]
+        nets = _split_shared(
+            [
+                _Net(name, mid[name], [(t, mid[t], segments[(name, t)]) for t in down[name]])
+                for name in layer
+                if down[name]
+            ]
+        )
         lanes = _assign_lanes(nets)
         gaps.append((nets, max(1, lanes) if style.down else lanes + lead + tail))
     at = 0 if style.down else 1
@@ -385,10 +417,14 @@ def layout_dag(
         if dashed:
             result.dashed.add((p, q))
 
-    def line(p1: int, p2: int, q: int, into: str, dashed: bool = False) -> None:
+    users: dict[tuple[int, int], set[int]] = {}
+    """Cell -> the nets whose lines along the layers pass through it."""
+
+    def line(p1: int, p2: int, q: int, into: str, dashed: bool = False, net: _Net | None = None) -> None:
         for p in range(p1, p2 + 1):
             mark(p, q, (LEFT if p > p1 else 0) | (RIGHT if p < p2 else 0), dashed)
             along.setdefault((p, q), set()).add(into)
+            users.setdefault((p, q), set()).add(id(net))
 
     for c, layer in enumerate(grid):
         for name in layer:
@@ -402,12 +438,12 @@ def layout_dag(
             mark(start, net.row, LEFT)  # joins the box's border (or the long edge's line)
             if net.straight:
                 target, q, dashed = net.targets[0]
-                line(start, end, q, target, dashed)
+                line(start, end, q, target, dashed, net)
                 continue
             lane = start + lead + net.lane
-            line(start, lane, net.row, f"\0from {net.source}")
+            line(start, lane, net.row, f"\0from {net.source}", net=net)
             for target, q, dashed in net.targets:
-                line(lane, end, q, target, dashed)
+                line(lane, end, q, target, dashed, net)
         # The lanes last, so each knows which lines it crosses rather than joins.
         for net in nets:
             if net.straight:
@@ -420,6 +456,14 @@ def layout_dag(
                 crossed = along.get((lane, q))
                 if q in own or not crossed or crossed & fed:
                     mark(lane, q, (UP if q > first else 0) | (DOWN if q < last else 0))
+            # A lane that ends joining other lines ends in an arrowhead, so nobody reads the join
+            # as those lines branching off up the lane (to this net's other targets).
+            for end_row, before, ahead in ((last, last - 1, DOWN), (first, first + 1, UP)):
+                if end_row == net.row or before in own or along.get((lane, before)):
+                    continue
+                if users.get((lane, end_row), set()) - {id(net)}:
+                    x, y = (before, lane) if style.down else (lane, before)
+                    result.arrows[(x, y)] = MERGE[(style.down, ahead)]
         for net in nets:
             for target, q, dashed in net.targets:
                 if target.startswith("\0") or style.down:
