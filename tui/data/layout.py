@@ -503,35 +503,45 @@ def fit_layout(
     *,
     width: int,
     height: int,
+    cache: dict[Style, DagLayout] | None = None,
 ) -> DagLayout:
     """The roomiest rendering of the graph that fits `width` × `height` cells: boxes if they fit;
     else one row per step with whole names, layers as columns or (a narrow pane with rows to spare)
     as rows; else layers as columns with names cut as little as needed (at worst to `MIN_NAME`, to
     be scrolled). Where lines go does not depend on how long names are, so that last drawing's
-    names get the room its gaps leave."""
-    for style in STYLES[:2]:
+    names get the room its gaps leave. `cache` keeps the drawings made per style (a pane resized
+    asks again; a 500-step drawing takes tens of milliseconds)."""
+    made = {} if cache is None else cache
+
+    def lay(style: Style) -> DagLayout:
+        layout = made.get(style)
+        if layout is None:
+            layout = made[style] = layout_dag(layers, upstream, conditional, labels, style)
+        return layout
+
+    for style in STYLES:
         widths = column_widths(layers, style, labels)
         if sum(widths) + 3 * max(0, len(widths) - 1) + 2 > width:
             continue
         if max((len(layer) for layer in layers), default=0) * (style.height + 1) - 1 > height:
             continue
-        layout = layout_dag(layers, upstream, conditional, labels, style)
+        layout = lay(style)
         if layout.width <= width and layout.height <= height:
             return layout
     longest = max((len(n) for layer in layers for n in layer), default=8)
     widest = Style(False, longest)
-    layout = layout_dag(layers, upstream, conditional, labels, widest)
+    layout = lay(widest)
     if layout.width <= width and layout.height <= height:
         return layout
     tall = Style(False, longest, down=True)
     if 2 * len(layers) - 1 <= height and all(
         sum(_node_width(n, tall, 0) + 2 for n in layer) <= width for layer in layers
     ):
-        turned = layout_dag(layers, upstream, conditional, labels, tall)
+        turned = lay(tall)
         if turned.width <= width and turned.height <= height:
             return turned
     gaps = layout.width - sum(column_widths(layers, widest)) - 2
     cap = longest
     while cap > MIN_NAME and sum(column_widths(layers, Style(False, cap))) + gaps + 2 > width:
         cap -= 1
-    return layout if cap == longest else layout_dag(layers, upstream, conditional, labels, Style(False, cap))
+    return lay(Style(False, cap))

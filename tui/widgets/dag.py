@@ -23,6 +23,7 @@ from textual.strip import Strip
 
 from tui.data import format as fmt
 from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
+from tui.data.layout import Style as Drawing
 from tui.keys import pane_bindings
 from tui.widgets.styling import component_style
 
@@ -97,6 +98,9 @@ class DagView(ScrollView, can_focus=True):
         self.layout_: DagLayout = DagLayout()
         self._graph: tuple[list[list[str]], dict[str, list[str]], set[str]] | None = None
         self._room: tuple[int, int] | None = None
+        self._layouts: dict[Drawing, DagLayout] = {}
+        self._reduced: dict[str, list[str]] | None = None
+        """Drawings of the current graph per style (resizing picks among them again)."""
         self.max_rows = 1000
         self.all_edges = False
         self._selecting_for_pane = False
@@ -120,6 +124,8 @@ class DagView(ScrollView, can_focus=True):
         """Lay out a (new or reloaded) graph; keeps the selection when the step still exists."""
         self._graph = (layers, upstream, conditional)
         self._room = None
+        self._layouts.clear()
+        self._reduced = None
         self._relayout()
         if self.selected not in self.layout_.boxes:
             first = next((c[0] for c in self.layout_.columns if c), None)
@@ -147,12 +153,15 @@ class DagView(ScrollView, can_focus=True):
         self._room = room
         layers, upstream, conditional = self._graph
         if not self.all_edges:
-            reduced = reduce_edges(layers, upstream)
-            self.hidden_edges = sum(len(upstream.get(n, ())) - len(ups) for n, ups in reduced.items())
-            upstream = reduced
+            if self._reduced is None:
+                self._reduced = reduce_edges(layers, upstream)
+                self.hidden_edges = sum(len(upstream.get(n, ())) - len(u) for n, u in self._reduced.items())
+            upstream = self._reduced
         else:
             self.hidden_edges = 0
-        self.layout_ = fit_layout(layers, upstream, conditional, width=width, height=self.max_rows)
+        self.layout_ = fit_layout(
+            layers, upstream, conditional, width=width, height=self.max_rows, cache=self._layouts
+        )
         self.virtual_size = Size(self.layout_.width, self.layout_.height)
         self._invalidate()
         self._show_selected()
@@ -214,6 +223,8 @@ class DagView(ScrollView, can_focus=True):
         """Draw every data edge, or only those the run order needs (the transitive reduction)."""
         self.all_edges = on
         self._room = None
+        self._layouts.clear()
+        self._reduced = None
         self._relayout()
 
 
