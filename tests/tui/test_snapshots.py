@@ -173,3 +173,26 @@ def test_sample_flow_after_a_run(snap_compare, size, flow):
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("flow", ["model_chain", "sweep"])
+def test_light_theme_dag(snap_compare, flow):
+    """The light theme: edges, arrowheads and the status colours of the DAG read on a light
+    background (they were near-white before)."""
+    directory = ROOT / f"light-{flow}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    path = directory / f"{flow}.py"
+    shutil.copy(SAMPLES / f"{flow}.py", path)
+    app = make_app(path, directory / "store", 2, watch=False)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        pane = await ready(pilot, app)
+        await pilot.press("t", "r")
+        await run_done(pilot, pane)
+        last = pane.loaded.graph.layers()[-1][0]
+        pane.query_one(DagView).select(last)
+        await wait_for(pilot, lambda: pane.selected == last, what="the last step selected")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=(120, 36))
