@@ -83,15 +83,16 @@ class RunHistory(DataTable[str | Content]):
         self.narrow = False
         """Too narrow for every column whole: statuses show as their symbols."""
 
-    def _cells(self, record: RunRecord) -> list[str]:
-        """A run's cells as text, whole (the run id cell with its marker)."""
+    def _cells(self, record: RunRecord, narrow: bool = False) -> list[str]:
+        """A run's cells as text, whole (the run id cell with its marker; the status as its symbol
+        only when `narrow`)."""
         mark = "*" if record.id == self.marked else ("▸" if record.id == self.viewed else " ")
         symbol = fmt.SYMBOLS.get(record.status, "?")
         return [
             f"{mark}#{record.id}",
             fmt.when(record.started_at),
             record.trigger,
-            symbol if self.narrow else f"{symbol} {record.status}",
+            symbol if narrow else f"{symbol} {record.status}",
             fmt.duration(record.duration_s),
             fmt.params_line(record.params, 10_000),
             fmt.params_line(record.metrics, 10_000),
@@ -117,7 +118,8 @@ class RunHistory(DataTable[str | Content]):
         return [flexible.get(i, wanted[i]) for i in range(len(LABELS))]
 
     def _row(self, record: RunRecord) -> list[str | Content]:
-        cells = [cut(text, width) for text, width in zip(self._cells(record), self._widths, strict=True)]
+        texts = self._cells(record, self.narrow)
+        cells = [cut(text, width) for text, width in zip(texts, self._widths, strict=True)]
         style = STATUS_STYLE.get(record.status, "")
         return [
             cells[0],
@@ -133,8 +135,9 @@ class RunHistory(DataTable[str | Content]):
         """Replace the rows (keeps the cursor on the same run when it is still there)."""
         current = self.cursor_run if self.cursor_row > 0 else None
         self.records = {r.id: r for r in records}
+        narrow = self.narrow
         widths = self._widths_for([self._cells(r) for r in records])
-        if widths != self._widths or not self.columns:
+        if widths != self._widths or narrow != self.narrow or not self.columns:
             self._widths = widths
             self.clear(columns=True)
             for (label, key), width in zip(zip(LABELS, KEYS, strict=True), widths, strict=True):
