@@ -22,9 +22,10 @@ from runner.executors.local import LocalExecutor
 from runner.flow_files import find_flows
 from runner.session import FlowSession
 from runner.store import Store
+from tui.keys import ACTIONS
 from tui.messages import flow_key
 from tui.screens.confirm import ConfirmScreen
-from tui.screens.main import ACTIONS, MainScreen
+from tui.screens.main import MainScreen
 from tui.widgets.flow_pane import open_session
 
 SWITCH_INTERVAL_S = 0.001
@@ -53,7 +54,7 @@ class FlowApp(App[int]):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-        Binding("t", "toggle_theme", "Theme", show=False),
+        Binding("t", "toggle_theme", "Theme", show=False, tooltip="Switch between the light and dark theme"),
     ]
 
     def __init__(self, flows: list[Path], engine: Engine, store: Store, *, watch: bool = True,
@@ -101,13 +102,14 @@ class FlowApp(App[int]):
         main = self.main
         if main is None:
             return
-        for key, action, label, help_text, _ in ACTIONS:
-            shown = "/" if key == "slash" else key
-            name, _, arg = action.partition("(")
+        for entry in ACTIONS:
+            shown = entry.display or self.get_key_display(Binding(entry.key.split(",")[0], entry.action))
+            name, _, arg = entry.action.partition("(")
             method = getattr(main, f"action_{name}")
             callback = partial(method, arg.rstrip(")").strip("'")) if arg else method
-            yield SystemCommand(f"{label} [{shown}]", help_text, callback)
-        yield SystemCommand("Toggle light/dark theme [t]", "Switch between the light and dark theme",
+            # The palette reads titles as markup: a key in brackets would be a tag (`[/]` crashed it).
+            yield SystemCommand(f"{entry.label} ({shown})", entry.help, callback)
+        yield SystemCommand("Toggle light/dark theme (t)", "Switch between the light and dark theme",
                             self.action_toggle_theme)
 
     def action_toggle_theme(self) -> None:
@@ -147,6 +149,7 @@ class FlowApp(App[int]):
             return
         self._closed = True
         if self.main is not None:
+            self.main.stop_watching()
             for pane in self.main.panes.values():
                 pane.stop_watch()
         self.engine.close()

@@ -39,6 +39,14 @@ class SessionReady(Message):
         self.session = session
 
 
+class FlowFileChanged(Message):
+    """A listed flow file was saved."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+
 class HistoryLoaded(Message):
     """A flow's past runs were read from the store."""
 
@@ -59,11 +67,13 @@ class RunLoaded(Message):
 class LogsLoaded(Message):
     """A step's stored log lines were read (for a run this process did not start)."""
 
-    def __init__(self, run_id: int, step: str, buffer: LogBuffer) -> None:
+    def __init__(self, run_id: int, step: str, buffer: LogBuffer, source: int | None = None) -> None:
         super().__init__()
         self.run_id = run_id
         self.step = step
         self.buffer = buffer
+        self.source = source
+        """For a cached step: the run whose lines these are (the one that computed its result)."""
 
 
 @dataclass

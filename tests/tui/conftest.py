@@ -149,3 +149,13 @@ async def run_done(pilot, pane: FlowPane, count: int = 1, timeout: float = 60.0)
         timeout,
         what=describe,
     )
+
+
+def screen_lines(app: FlowApp) -> list[str]:
+    """The text of each row of the current screen, as the compositor would paint it now."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+def screen_text(app: FlowApp) -> str:
+    """`screen_lines` as one string."""
+    return "\n".join(screen_lines(app))

@@ -39,8 +39,9 @@ async def test_run_shows_statuses_logs_and_history(simple_flow, app_for):
         await pilot.press("r")
         await run_done(pilot, pane)
         assert statuses(pane) == {"load": "succeeded", "train": "succeeded", "report": "succeeded"}
+        assert pane.viewed_state.log("load").lines == ["loading 5 rows"]
         log = pane.query_one(LogView)
-        assert log.buffer.lines == ["loading 5 rows"]
+        assert log.buffer is pane.viewed_state.log(pane.selected)  # the step the run left selected
         history = pane.query_one(RunHistory)
         assert history.row_count == 1
         assert pane.history[0].status == "succeeded" and pane.history[0].trigger == "tui"
@@ -69,7 +70,7 @@ async def test_rerun_selected_step_and_descendants(simple_flow, app_for):
         pane = await ready(pilot, app)
         await pilot.press("r")
         await run_done(pilot, pane)
-        await pilot.press("right")
+        await pilot.press("home", "right")
         assert pane.selected == "train"
         await pilot.press("e")
         await run_done(pilot, pane, 2)
@@ -166,15 +167,23 @@ async def test_edit_params_validates_then_runs_with_them(simple_flow, app_for):
         await pilot.press("ctrl+s")
         assert isinstance(app.screen, ParamsScreen)
         error = str(dialog.query_one("#param-error").render())
-        assert "rows" in error and "not a valid int" in error
+        assert error == "rows: 'lots' is not a whole number, e.g. 5"
         assert rows.has_class("-invalid")
+        rows.value = ""
+        lr = dialog.query_one("#param-lr", Input)
+        lr.value = "fast"
+        await pilot.press("ctrl+s")
+        error = str(dialog.query_one("#param-error").render())
+        assert error == "rows: empty — enter a whole number, e.g. 5\nlr: 'fast' is not a number, e.g. 0.5"
+        assert rows.has_class("-invalid") and lr.has_class("-invalid")
+        lr.value = "0.5"
         rows.value = "3"
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: not isinstance(app.screen, ParamsScreen), what="the dialog to close")
         assert pane.session.overrides == {"rows": "3"}
         await run_done(pilot, pane)
         assert pane.history[0].params["rows"] == 3
-        assert pane.query_one(LogView).buffer.lines == ["loading 3 rows"]
+        assert pane.viewed_state.log("load").lines == ["loading 3 rows"]
 
 
 async def test_history_view_past_run_compare_and_rerun_it(simple_flow, app_for):
@@ -186,7 +195,7 @@ async def test_history_view_past_run_compare_and_rerun_it(simple_flow, app_for):
         pane.session.overrides = {"lr": "2.0"}
         await pilot.press("r")
         await run_done(pilot, pane, 2)
-        await pilot.press("h")
+        await pilot.press("3")
         table = pane.query_one(RunHistory)
         assert table.has_focus and table.cursor_run == 2
         await pilot.press("m", "down")
@@ -213,7 +222,7 @@ async def test_delete_run_asks_first(simple_flow, app_for):
         pane = await ready(pilot, app)
         await pilot.press("r")
         await run_done(pilot, pane)
-        await pilot.press("h", "d")
+        await pilot.press("3", "d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
         await pilot.press("n")
         assert app.store.get_run(1) is not None
@@ -286,8 +295,8 @@ async def test_theme_toggle_and_palette_commands(simple_flow, app_for):
         await pilot.press("t")
         assert app.theme != before
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        for expected in ("Run [r]", "Re-run step [e]", "Force [f]", "Stop [s]", "Resume [u]",
-                         "Re-run past [a]", "Delete run [d]", "Params [p]", "Watch [w]"):
+        for expected in ("Run (r)", "Re-run step (e)", "Force (f)", "Stop (s)", "Resume (u)",
+                         "Re-run past (a)", "Delete run (d)", "Params (p)", "Watch (w)"):
             assert expected in titles
 
 
@@ -312,7 +321,8 @@ async def test_directory_lists_flows_and_runs_two_at_once(tmp_path, app_for, sim
         await run_done(pilot, first)
         assert slow.active, "the slow flow keeps running while the other one ran"
         assert flows.statuses[str(slow_flow.resolve())] == "running"
-        assert flows.statuses[str(simple_flow.resolve())] == "succeeded"
+        await wait_for(pilot, lambda: flows.statuses[str(simple_flow.resolve())] == "succeeded",
+                       what="simple's status in the list")
         await pilot.press("down")
         await wait_for(pilot, lambda: pane_of(app) is slow, what="slow again")
         await pilot.press("s")

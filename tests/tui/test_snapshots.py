@@ -1,4 +1,5 @@
-"""Snapshot tests of the main screens at 80×24 (the minimum) and 120×36.
+"""Snapshot tests of the main screens at 80×24 (the minimum) and 120×36, and of every sample flow's
+DAG after a run as `flow tui sample_flows` shows it.
 
 Deterministic: flows live at fixed paths (tracebacks name them), every store is fresh (run ids start
 at 1), durations and timestamps are masked, notifications are cleared before the picture.
@@ -15,8 +16,11 @@ import pytest
 from tests.tui.conftest import FAILING, SIMPLE, pane_of, ready, run_done, wait_for, write_flow
 from tui.app import make_app
 from tui.data import format as fmt
+from tui.widgets.dag import DagView
 
 ROOT = Path("/tmp/flow-tui-snapshots")
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_flows"
+SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.py"))
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
 
@@ -50,7 +54,7 @@ def test_main_screen_after_a_run(snap_compare, size):
         pane = await ready(pilot, app)
         await pilot.press("r")
         await run_done(pilot, pane)
-        await pilot.press("right")
+        await pilot.press("home", "right")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -65,7 +69,7 @@ def test_failed_step_with_traceback(snap_compare, size):
         pane = await ready(pilot, app)
         await pilot.press("r")
         await run_done(pilot, pane)
-        await pilot.press("right", "i")
+        await pilot.press("home", "right", "2")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -82,7 +86,7 @@ def test_cached_rerun(snap_compare, size):
         await run_done(pilot, pane)
         await pilot.press("r")
         await run_done(pilot, pane, 2)
-        await pilot.press("right", "i")
+        await pilot.press("home", "right", "2")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -103,7 +107,7 @@ def test_history_table(snap_compare, size):
         await run_done(pilot, pane, 2)
         await pilot.press("f")
         await run_done(pilot, pane, 3)
-        await pilot.press("h")
+        await pilot.press("home", "3")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -119,6 +123,7 @@ def test_load_error_keeps_the_last_good_graph(snap_compare, size):
         await pilot.press("r")
         await run_done(pilot, pane)
         await wait_for(pilot, lambda: pane.watch_armed, what="the watcher")
+        await pilot.press("home")
         write_flow(path, SIMPLE + "\ndef broken(:\n")
         await wait_for(pilot, lambda: pane_of(app).error is not None, what="the load error")
         await settle(pilot)
@@ -140,3 +145,54 @@ def test_light_theme_params_dialog(snap_compare):
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=(80, 24))
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("flow", SAMPLE_NAMES)
+def test_sample_flow_after_a_run(snap_compare, size, flow):
+    """`flow tui sample_flows`, the flow chosen in the list and run: its whole DAG, every step ✓
+    (or ⊘ where a `when=` skipped it), the last step selected with its logs."""
+    directory = ROOT / f"samples-{size[0]}"
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(SAMPLES, directory / "flows", ignore=shutil.ignore_patterns("*.md", "__pycache__"))
+    app = make_app(directory / "flows", directory / f"store-{flow}", 2, watch=False)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
+        for _ in range(SAMPLE_NAMES.index(flow)):
+            await pilot.press("down")
+        await wait_for(pilot, lambda: pane_of(app).path.stem == flow and pane_of(app).loaded is not None,
+                       what=f"{flow} loaded")
+        pane = pane_of(app)
+        await pilot.press("enter", "r")
+        await run_done(pilot, pane)
+        # The logs followed whichever step ran last (a race between parallel steps): show the last.
+        last = pane.loaded.graph.layers()[-1][0]
+        pane.query_one(DagView).select(last)
+        await wait_for(pilot, lambda: pane.selected == last, what="the last step selected")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=size)
+
+
+@pytest.mark.parametrize("flow", ["model_chain", "sweep"])
+def test_light_theme_dag(snap_compare, flow):
+    """The light theme: edges, arrowheads and the status colours of the DAG read on a light
+    background (they were near-white before)."""
+    directory = ROOT / f"light-{flow}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    path = directory / f"{flow}.py"
+    shutil.copy(SAMPLES / f"{flow}.py", path)
+    app = make_app(path, directory / "store", 2, watch=False)
+
+    async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
+        pane = await ready(pilot, app)
+        await pilot.press("t", "r")
+        await run_done(pilot, pane)
+        last = pane.loaded.graph.layers()[-1][0]
+        pane.query_one(DagView).select(last)
+        await wait_for(pilot, lambda: pane.selected == last, what="the last step selected")
+        await settle(pilot)
+
+    assert snap_compare(app, run_before=run_before, terminal_size=(120, 36))

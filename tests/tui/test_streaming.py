@@ -136,7 +136,7 @@ async def test_tabs_switch_by_key_and_by_click(simple_flow, app_for) -> None:
         assert search.display
         await pilot.press("escape", "i")
         assert not search.display
-        await pilot.press("l")
+        await pilot.press("1")
         assert pane.tab == "logs-tab" and not search.display
 
 

@@ -50,10 +50,10 @@ def test_flow_tui_in_tmux(tmp_path: Path) -> None:
         subprocess.run(["tmux", "send-keys", "-t", session, "r"], check=True)
         screen = wait_screen(session, lambda s: "run #1 ✓ succeeded" in s, timeout=60)
         assert screen.count("✓") >= 5  # the title and four boxes
-        subprocess.run(["tmux", "send-keys", "-t", session, "right", "right", "right", "i"], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "l", "l", "l", "2"], check=True)
         screen = wait_screen(session, lambda s: "accuracy=" in s)
         assert "evaluate" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "h"], check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "3"], check=True)
         screen = wait_screen(session, lambda s: "#1" in s and "trigger" in s)
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
         wait_screen(session, lambda s: "EXITED 0" in s)

@@ -1,23 +1,38 @@
-"""Provides `layout_dag`: places a graph's steps on a character grid, left to right by layer.
+"""Provides `layout_dag` and `fit_layout`: a graph's steps placed on a character grid, left to right.
 
-A Sugiyama-style drawing, kept simple enough to lay out 500 steps in about 15 ms:
-columns are `Graph.layers()`; an edge that skips layers gets a dummy node in each layer it
-crosses (drawn as a straight line), so edges never cut through boxes; within a column nodes are
-ordered by the barycentre of their neighbours (a few sweeps) and then pulled towards the rows of
-their upstream steps so chains draw straight. Edges run in the gap between two columns: out of
-the source box, along a vertical lane picked per source, into the target with an arrowhead. The
-incoming edges of a conditional (`when=`) step are dashed and end in a hollow arrowhead.
+A Sugiyama-style drawing, simple enough to lay out 500 steps in tens of milliseconds: columns are
+`Graph.layers()`; an edge that skips columns runs through a dummy node in each column it crosses
+(one per source and column, shared by all its long edges, drawn as a straight line), so edges never
+cut through boxes; nodes in a column are ordered by the barycentre of their neighbours and pulled
+towards their upstream steps' rows, so chains draw straight.
+
+Edges run in the gap between two columns. An edge between rows on one level is a straight line.
+Otherwise its source gets a vertical *lane* in the gap: out of the source, along the lane, into each
+target with an arrowhead. Lanes are what keeps fan-in and fan-out unambiguous:
+
+- a lane belongs to one source; two sources share a lane's column only where their rows never meet;
+- at a row where a source leaves, the lanes of other sources arriving there lie to its right, so a
+  departing line never runs into an arrival;
+- a junction (`┬ ┴ ├ ┤ ┼`) is drawn only where lines really connect: where a line crosses a lane it
+  does not connect to, the line is drawn whole and the lane is broken (`─`, never `┼`);
+- a lane that ends where it joins other lines ends in an arrowhead (`▼`), so the join reads one way;
+  a fan-out's branch into a step other lines enter gets a lane of its own.
+
+Two renderings: boxes three rows high with the status and duration (`Style(boxed=True)`), and a
+compact one, a row per step with its status glyph and name, for graphs that would not fit.
+`fit_layout` picks the largest rendering that fits the room given, names ellipsised if need be.
+The incoming edges of a conditional (`when=`) step are dashed and end in a hollow arrowhead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-BOX_HEIGHT = 3
-GAP = 7
-MAX_NAME = 22
-MIN_NAME = 8
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
+MIN_NAME = 6
+"""The fewest characters of a name a compact drawing keeps (`check…`)."""
+NOTE_ROOM = 12
+"""Inner width a box needs for the note on its bottom border (` 6/6 12.3s ` and the corners)."""
 
 LINES = {
     LEFT | RIGHT: "─",
@@ -36,12 +51,43 @@ LINES = {
     LEFT | RIGHT | UP: "┴",
     UP | DOWN | LEFT | RIGHT: "┼",
 }
-DASHED = {LEFT | RIGHT: "╌", LEFT: "╌", RIGHT: "╌"}
+MERGE = {(False, DOWN): "▼", (False, UP): "▲", (True, DOWN): "▶", (True, UP): "◀"}
+"""(layers are rows, the way the lane runs) -> the arrowhead a lane ends in where it joins others."""
+DASHED = {LEFT | RIGHT: "╌", LEFT: "╌", RIGHT: "╌", UP | DOWN: "╎", UP: "╎", DOWN: "╎"}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a graph is drawn.
+
+    Attributes:
+        boxed: steps as three-row boxes (status, name, duration); else one row (`✓ name`).
+        max_name: names longer than this end in `…` (the details tab has them whole).
+        down: layers are rows, top to bottom (one row per step only): a narrow pane that has rows
+            to spare shows whole names this way.
+    """
+
+    boxed: bool = True
+    max_name: int = 24
+    down: bool = False
+
+    @property
+    def height(self) -> int:
+        return 3 if self.boxed else 1
+
+
+STYLES = (Style(True, 24), Style(True, 16))
+"""The boxed styles `fit_layout` tries, roomiest first, before one row per step."""
+
+
+def clip(name: str, width: int) -> str:
+    """`name` in at most `width` characters, ending in `…` when shortened."""
+    return name if len(name) <= width else name[: max(1, width - 1)] + "…"
 
 
 @dataclass
 class Box:
-    """A step's box: top-left corner, size, and the cell its label starts in."""
+    """A step's box (or a dummy node's line): top-left corner, size, column."""
 
     name: str
     x: int
@@ -49,10 +95,16 @@ class Box:
     width: int
     column: int
     conditional: bool = False
+    height: int = 3
 
     @property
     def mid(self) -> int:
-        return self.y + 1
+        return self.y + self.height // 2
+
+    def across(self, down: bool) -> int:
+        """Where the box sits across the layers: its middle row, or its middle column when layers
+        are rows (keyboard moves between layers go to the nearest box by this)."""
+        return self.x + self.width // 2 if down else self.mid
 
 
 @dataclass
@@ -60,21 +112,25 @@ class DagLayout:
     """The drawing of a graph.
 
     Attributes:
-        boxes: step name -> box.
+        style: the rendering it was laid out for.
+        boxes: step name -> box (real steps only).
         columns: per layer, the real steps top to bottom (keyboard navigation).
         edges: row -> {x: connection mask} for edge cells.
         dashed: cells of dashed (conditional) edges.
         arrows: (x, y) -> arrowhead character.
         rows: row -> boxes that cross it (rendering touches only these).
+        outgoing: steps with an edge leaving them (a compact node draws its line from its name).
         width, height: the grid size.
     """
 
+    style: Style = field(default_factory=Style)
     boxes: dict[str, Box] = field(default_factory=dict)
     columns: list[list[str]] = field(default_factory=list)
     edges: dict[int, dict[int, int]] = field(default_factory=dict)
     dashed: set[tuple[int, int]] = field(default_factory=set)
     arrows: dict[tuple[int, int], str] = field(default_factory=dict)
     rows: dict[int, list[Box]] = field(default_factory=dict)
+    outgoing: set[str] = field(default_factory=set)
     width: int = 0
     height: int = 0
 
@@ -119,11 +175,135 @@ def _order(layers: list[list[str]], up: dict[str, list[str]], down: dict[str, li
                 position[name] = index
 
 
+def _node_width(name: str, style: Style, extra: int) -> int:
+    """Cells a step's box takes: the name (clipped), the status glyph, padding and borders."""
+    shown = len(clip(name, style.max_name))
+    if style.boxed:
+        return max(shown + 4, NOTE_ROOM, extra + 6) + 2
+    return shown + 4  # " ✓ name "
+
+
+def column_widths(layers: list[list[str]], style: Style, labels: dict[str, int] | None = None) -> list[int]:
+    """Each column's width in `style` (cheap: `fit_layout` rules out styles with it first)."""
+    labels = labels or {}
+    return [max((_node_width(n, style, labels.get(n, 0)) for n in layer), default=8) for layer in layers]
+
+
+@dataclass
+class _Net:
+    """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one)."""
+
+    source: str
+    row: int
+    targets: list[tuple[str, int, bool]]
+    lane: int = -1
+
+    @property
+    def span(self) -> tuple[int, int]:
+        rows = [self.row, *(y for _, y, _ in self.targets)]
+        return min(rows), max(rows)
+
+    @property
+    def straight(self) -> bool:
+        return len(self.targets) == 1 and self.targets[0][1] == self.row
+
+
+def _split_shared(nets: list[_Net]) -> list[_Net]:
+    """Give a fan-out's branch into a step other lines also enter its own lane.
+
+    A lane that joins a shared arrival and goes on to further targets draws a `┼` that reads both
+    ways (do the other lines go on too?); a lane of its own ends where it joins.
+    """
+    arrivals: dict[int, int] = {}
+    for net in nets:
+        for _, y, _ in net.targets:
+            arrivals[y] = arrivals.get(y, 0) + 1
+    result: list[_Net] = []
+    for net in nets:
+        if len(net.targets) < 2:
+            result.append(net)
+            continue
+        shared = [t for t in net.targets if arrivals[t[1]] > 1 and t[1] != net.row]
+        rest = [t for t in net.targets if t not in shared]
+        if not shared or (len(shared) == 1 and not rest):
+            result.append(net)
+            continue
+        result.extend(_Net(net.source, net.row, [t]) for t in shared)
+        if rest:
+            result.append(_Net(net.source, net.row, rest))
+    return result
+
+
+def _assign_lanes(nets: list[_Net]) -> int:
+    """Give each bent net a lane; return how many lanes the gap needs.
+
+    A net must lie left of every other net arriving at the row it leaves from (else its departing
+    line would run into their arrival), and left of the others arriving at a row its lane passes
+    on from; beyond that, nets whose rows never meet share a lane.
+    """
+    bent = [n for n in nets if not n.straight]
+    if not bent:
+        return 0
+    arriving: dict[int, list[_Net]] = {}
+    for net in bent:
+        for _, y, _ in net.targets:
+            arriving.setdefault(y, []).append(net)
+    after: dict[int, set[int]] = {id(n): set() for n in bent}
+    before_count: dict[int, int] = {id(n): 0 for n in bent}
+    def before(first: _Net, second: _Net) -> None:
+        if first is not second and id(second) not in after[id(first)]:
+            after[id(first)].add(id(second))
+            before_count[id(second)] += 1
+
+    for net in bent:
+        for other in arriving.get(net.row, ()):
+            before(net, other)
+        # A net that joins a target's row and goes on past it comes first among those arriving
+        # there, so the lines of the others never run through its lane (a `┼` reads both ways).
+        top, bottom = net.span
+        for _, y, _ in net.targets:
+            if top < y < bottom:
+                for other in arriving.get(y, ()):
+                    before(net, other)
+    by_id = {id(n): n for n in bent}
+    order: list[_Net] = []
+    ready = sorted((n for n in bent if not before_count[id(n)]), key=lambda n: n.span)
+    remaining = set(by_id)
+    while remaining:
+        if not ready:  # a cycle (two nets each arriving where the other leaves): break it
+            ready = [min((by_id[i] for i in remaining), key=lambda n: n.span)]
+        net = ready.pop(0)
+        if id(net) not in remaining:
+            continue
+        remaining.discard(id(net))
+        order.append(net)
+        for other in after[id(net)]:
+            before_count[other] -= 1
+            if not before_count[other] and other in remaining:
+                ready.append(by_id[other])
+                ready.sort(key=lambda n: n.span)
+    floor: dict[int, int] = {id(n): 0 for n in bent}
+    used: list[list[tuple[int, int]]] = []
+    for net in order:
+        top, bottom = net.span
+        lane = floor[id(net)]
+        while lane < len(used) and any(not (b < top or a > bottom) for a, b in used[lane]):
+            lane += 1
+        if lane == len(used):
+            used.append([])
+        used[lane].append((top, bottom))
+        net.lane = lane
+        for other in after[id(net)]:
+            floor[other] = max(floor[other], lane + 1)
+    return len(used)
+
+
 def layout_dag(
     layers: list[list[str]],
     upstream: dict[str, list[str]],
     conditional: set[str] | None = None,
     labels: dict[str, int] | None = None,
+    style: Style | None = None,
 ) -> DagLayout:
     """Lay out a DAG given its layers (`Graph.layers()`) and each step's upstream steps.
 
@@ -131,36 +311,47 @@ def layout_dag(
         layers: columns of step names, left to right.
         upstream: step -> its upstream steps.
         conditional: steps with a `when=` predicate (their incoming edges are dashed).
-        labels: step -> extra label width needed inside the box beyond the name (e.g. a counter).
+        labels: step -> width its bottom-border note needs (boxed style).
+        style: the rendering (default: boxes, names up to 24 characters).
     """
+    style = style or Style()
     conditional = conditional or set()
-    labels = labels or {}
     column_of = {name: c for c, layer in enumerate(layers) for name in layer}
     grid: list[list[str]] = [list(layer) for layer in layers]
     up: dict[str, list[str]] = {name: [] for layer in layers for name in layer}
     down: dict[str, list[str]] = {name: [] for layer in layers for name in layer}
-    segments: list[tuple[str, str, bool]] = []
-    dummy = 0
+    segments: dict[tuple[str, str], bool] = {}
+
+    def connect(a: str, b: str, dashed: bool) -> None:
+        if (a, b) not in segments:
+            segments[(a, b)] = dashed
+            up[b].append(a)
+            down[a].append(b)
+
     for name in column_of:
         for source in upstream.get(name, ()):
             if source not in column_of:
                 continue
             previous = source
             for c in range(column_of[source] + 1, column_of[name]):
-                dummy += 1
-                hop = f"\0{dummy}"
-                grid[c].append(hop)
-                up[hop], down[hop] = [previous], []
-                down[previous].append(hop)
-                segments.append((previous, hop, False))
+                hop = f"\0{source}\0{c}"  # one dummy per source and column, shared by its long edges
+                if hop not in up:
+                    grid[c].append(hop)
+                    up[hop], down[hop] = [], []
+                connect(previous, hop, False)
                 previous = hop
-            up[name].append(previous)
-            down[previous].append(name)
-            segments.append((previous, name, name in conditional))
+            connect(previous, name, name in conditional)
     _order(grid, up, down)
 
-    # Real steps first, lines of long edges below them; then pull each node towards the median row
-    # of its upstream nodes (chains draw straight), keeping the column's order.
+    # Real steps first, lines of long edges after them; then pull each node towards the median
+    # place of its upstream nodes (chains draw straight), keeping the layer's order. `top`, `mid` and
+    # `extent` run across the layers: rows when layers are columns, columns when layers are rows.
+    extent = {
+        name: 1 if name.startswith("\0") else (_node_width(name, style, 0) if style.down else style.height)
+        for layer in grid
+        for name in layer
+    }
+    spacing = 2 if style.down else 1
     for layer in grid:
         layer.sort(key=lambda n: n.startswith("\0"))
     top: dict[str, int] = {}
@@ -168,82 +359,189 @@ def layout_dag(
     for layer in grid:
         floor = 0
         for name in layer:
-            height = 1 if name.startswith("\0") else BOX_HEIGHT
+            size = extent[name]
             parents = sorted(mid[p] for p in up[name] if p in mid)
-            want = parents[len(parents) // 2] - height // 2 if parents else floor
+            want = parents[len(parents) // 2] - size // 2 if parents else floor
             top[name] = max(want, floor)
-            mid[name] = top[name] + height // 2
-            floor = top[name] + height + 1
-
-    widths = []
+            mid[name] = top[name] + size // 2
+            floor = top[name] + size + spacing
+    thickness = [1] * len(layers) if style.down else column_widths(layers, style, labels)
+    lead, tail = (0, 0) if style.down else (1, 2)
+    result = DagLayout(style=style)
+    nodes: dict[str, Box] = {}
+    gaps: list[tuple[list[_Net], int]] = []
     for layer in grid:
-        real = [n for n in layer if not n.startswith("\0")]
-        need = max((min(MAX_NAME, len(n)) + labels.get(n, 0) for n in real), default=MIN_NAME)
-        widths.append(max(MIN_NAME, need) + 6)
-    xs = [1]
-    for width in widths[:-1]:
-        xs.append(xs[-1] + width + GAP)
-
-    result = DagLayout()
+        nets = _split_shared(
+            [
+                _Net(name, mid[name], [(t, mid[t], segments[(name, t)]) for t in down[name]])
+                for name in layer
+                if down[name]
+            ]
+        )
+        lanes = _assign_lanes(nets)
+        gaps.append((nets, max(1, lanes) if style.down else lanes + lead + tail))
+    at = 0 if style.down else 1
+    starts = []
+    for c, size in enumerate(thickness):
+        starts.append(at)
+        at += size + gaps[c][1]
     for c, layer in enumerate(grid):
         result.columns.append([n for n in layer if not n.startswith("\0")])
         for name in layer:
-            box = Box(name, xs[c], top[name], widths[c], c, name in conditional)
-            if name.startswith("\0"):
-                box.y = top[name] - 1
-            result.boxes[name] = box
+            if style.down:
+                box = Box(name, top[name], starts[c], extent[name], c, name in conditional, 1)
+            else:
+                box = Box(name, starts[c], top[name], thickness[c], c, name in conditional, extent[name])
+            nodes[name] = box
             if not name.startswith("\0"):
-                for row in range(box.y, box.y + BOX_HEIGHT):
+                result.boxes[name] = box
+                for row in range(box.y, box.y + box.height):
                     result.rows.setdefault(row, []).append(box)
+                if down[name]:
+                    result.outgoing.add(name)
 
-    def mark(x: int, y: int, bits: int, dashed: bool = False) -> None:
-        row = result.edges.setdefault(y, {})
-        row[x] = row.get(x, 0) | bits
-        if dashed:
-            result.dashed.add((x, y))
-
-    def hline(x1: int, x2: int, y: int, dashed: bool = False) -> None:
-        for x in range(x1, x2 + 1):
-            mark(x, y, (LEFT if x > x1 else 0) | (RIGHT if x < x2 else 0), dashed)
-
-    lanes: dict[str, int] = {}
-    lanes_used: dict[int, int] = {}
-    """Column -> how many sources in it have a lane (sources share the gap's lanes in turn)."""
+    # Lines are marked along (layer axis, cross axis) with LEFT/RIGHT along the layers and UP/DOWN
+    # across them; when layers are rows, a cell and its connections are turned a quarter on storing.
     edges = result.edges
-    for source, target, dashed in segments:
-        a, b = result.boxes[source], result.boxes[target]
-        start = a.x + a.width
-        end = b.x - 1
-        if source.startswith("\0"):
-            # A dummy is a horizontal line across its column.
-            hline(a.x, start, a.mid)
-        lane_count = GAP - 4
-        if source not in lanes:
-            used = lanes_used.get(a.column, 0)
-            lanes_used[a.column] = used + 1
-            lanes[source] = used % lane_count
-        lane = lanes[source]
-        lane_x = start + 1 + lane
-        if a.mid == b.mid:
-            hline(start, end, a.mid, dashed)
-            mark(start, a.mid, LEFT)
-        else:
-            hline(start, lane_x, a.mid)
-            mark(start, a.mid, LEFT)
-            top, bottom = sorted((a.mid, b.mid))
-            mark(lane_x, top, DOWN)
-            # The vertical run of the edge, `mark` inlined: long edges of a big graph are most cells.
-            for y in range(top + 1, bottom):
-                row = edges.get(y)
-                if row is None:
-                    row = edges[y] = {}
-                row[lane_x] = row.get(lane_x, 0) | UP | DOWN
-            mark(lane_x, bottom, UP)
-            hline(lane_x, end, b.mid, dashed)
-        if target.startswith("\0"):
-            mark(end, b.mid, RIGHT)
-        else:
-            result.arrows[(end, b.mid)] = "▷" if dashed else "▶"
-    result.width = (xs[-1] + widths[-1] + 1) if grid else 0
-    result.height = max((box.y + BOX_HEIGHT for box in result.boxes.values()), default=0)
+    along: dict[tuple[int, int], set[str]] = {}
+    """Cell -> the targets of the lines along the layers through it (a lane joins them only if it
+    feeds one of them; else it crosses them)."""
+    turned = {LEFT: UP, RIGHT: DOWN, UP: LEFT, DOWN: RIGHT}
+
+    def mark(p: int, q: int, bits: int, dashed: bool = False) -> None:
+        if style.down:
+            p, q = q, p
+            bits = sum(turned[b] for b in (LEFT, RIGHT, UP, DOWN) if bits & b)
+        row = edges.setdefault(q, {})
+        row[p] = row.get(p, 0) | bits
+        if dashed:
+            result.dashed.add((p, q))
+
+    users: dict[tuple[int, int], set[int]] = {}
+    """Cell -> the nets whose lines along the layers pass through it."""
+
+    def line(p1: int, p2: int, q: int, into: str, dashed: bool = False, net: _Net | None = None) -> None:
+        for p in range(p1, p2 + 1):
+            mark(p, q, (LEFT if p > p1 else 0) | (RIGHT if p < p2 else 0), dashed)
+            along.setdefault((p, q), set()).add(into)
+            users.setdefault((p, q), set()).add(id(net))
+
+    for c, layer in enumerate(grid):
+        for name in layer:
+            if name.startswith("\0"):  # a long edge passing through this layer
+                for p in range(starts[c], starts[c] + thickness[c]):
+                    mark(p, mid[name], LEFT | RIGHT)
+    for c, (nets, size) in enumerate(gaps):
+        start = starts[c] + thickness[c]
+        end = start + size - 1
+        for net in nets:
+            mark(start, net.row, LEFT)  # joins the box's border (or the long edge's line)
+            if net.straight:
+                target, q, dashed = net.targets[0]
+                line(start, end, q, target, dashed, net)
+                continue
+            lane = start + lead + net.lane
+            line(start, lane, net.row, f"\0from {net.source}", net=net)
+            for target, q, dashed in net.targets:
+                line(lane, end, q, target, dashed, net)
+        # The lanes last, so each knows which lines it crosses rather than joins.
+        for net in nets:
+            if net.straight:
+                continue
+            lane = start + lead + net.lane
+            first, last = net.span
+            own = {net.row, *(q for _, q, _ in net.targets)}
+            fed = {t for t, _, _ in net.targets} | {f"\0from {net.source}"}
+            for q in range(first, last + 1):
+                crossed = along.get((lane, q))
+                if q in own or not crossed or crossed & fed:
+                    mark(lane, q, (UP if q > first else 0) | (DOWN if q < last else 0))
+            # A lane that ends joining other lines ends in an arrowhead, so nobody reads the join
+            # as those lines branching off up the lane (to this net's other targets).
+            for end_row, before, ahead in ((last, last - 1, DOWN), (first, first + 1, UP)):
+                if end_row == net.row or before in own or along.get((lane, before)):
+                    continue
+                if users.get((lane, end_row), set()) - {id(net)}:
+                    x, y = (before, lane) if style.down else (lane, before)
+                    result.arrows[(x, y)] = MERGE[(style.down, ahead)]
+        for net in nets:
+            for target, q, dashed in net.targets:
+                if target.startswith("\0") or style.down:
+                    mark(end, q, RIGHT, dashed)
+                else:
+                    result.arrows[(end, q)] = "▷" if dashed else "▶"
+    result.width = max((box.x + box.width for box in nodes.values()), default=0) + (0 if style.down else 1)
+    result.height = max((box.y + box.height for box in nodes.values()), default=0)
     return result
+
+
+def reduce_edges(layers: list[list[str]], upstream: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The transitive reduction: each step's upstream steps less those another of them already
+    depends on (`load -> train -> evaluate` draws no `load -> evaluate`; the run order is the same,
+    and the details tab lists every input). What people draw by hand, and far fewer crossings."""
+    bit = {name: 1 << i for i, name in enumerate(name for layer in layers for name in layer)}
+    ancestors: dict[str, int] = {}
+    reduced: dict[str, list[str]] = {}
+    for layer in layers:
+        for name in layer:
+            ups = [u for u in upstream.get(name, ()) if u in bit]
+            implied = 0
+            mask = 0
+            for u in ups:
+                implied |= ancestors.get(u, 0)
+                mask |= ancestors.get(u, 0) | bit[u]
+            ancestors[name] = mask
+            reduced[name] = [u for u in ups if not implied & bit[u]]
+    return reduced
+
+
+def fit_layout(
+    layers: list[list[str]],
+    upstream: dict[str, list[str]],
+    conditional: set[str] | None = None,
+    labels: dict[str, int] | None = None,
+    *,
+    width: int,
+    height: int,
+    cache: dict[Style, DagLayout] | None = None,
+) -> DagLayout:
+    """The roomiest rendering of the graph that fits `width` × `height` cells: boxes if they fit;
+    else one row per step with whole names, layers as columns or (a narrow pane with rows to spare)
+    as rows; else layers as columns with names cut as little as needed (at worst to `MIN_NAME`, to
+    be scrolled). Where lines go does not depend on how long names are, so that last drawing's
+    names get the room its gaps leave. `cache` keeps the drawings made per style (a pane resized
+    asks again; a 500-step drawing takes tens of milliseconds)."""
+    made = {} if cache is None else cache
+
+    def lay(style: Style) -> DagLayout:
+        layout = made.get(style)
+        if layout is None:
+            layout = made[style] = layout_dag(layers, upstream, conditional, labels, style)
+        return layout
+
+    for style in STYLES:
+        widths = column_widths(layers, style, labels)
+        if sum(widths) + 3 * max(0, len(widths) - 1) + 2 > width:
+            continue
+        if max((len(layer) for layer in layers), default=0) * (style.height + 1) - 1 > height:
+            continue
+        layout = lay(style)
+        if layout.width <= width and layout.height <= height:
+            return layout
+    longest = max((len(n) for layer in layers for n in layer), default=8)
+    widest = Style(False, longest)
+    layout = lay(widest)
+    if layout.width <= width and layout.height <= height:
+        return layout
+    tall = Style(False, longest, down=True)
+    if 2 * len(layers) - 1 <= height and all(
+        sum(_node_width(n, tall, 0) + 2 for n in layer) <= width for layer in layers
+    ):
+        turned = lay(tall)
+        if turned.width <= width and turned.height <= height:
+            return turned
+    gaps = layout.width - sum(column_widths(layers, widest)) - 2
+    cap = longest
+    while cap > MIN_NAME and sum(column_widths(layers, Style(False, cap))) + gaps + 2 > width:
+        cap -= 1
+    return lay(Style(False, cap))

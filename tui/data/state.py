@@ -23,9 +23,19 @@ from runner.events import (
     StepStarted,
 )
 from runner.records import RunRecord
+from runner.text import visible
 
 _ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
 _line_of, _stream_of = attrgetter("line"), attrgetter("stream")
+
+
+_CACHED_FROM = re.compile(r"\brun #(\d+)")
+
+
+def cached_from(reason: str) -> int | None:
+    """The run a cached step's result came from, as its reason names it (`... as run #3`)."""
+    found = _CACHED_FROM.search(reason)
+    return int(found.group(1)) if found else None
 
 
 def split_instance(name: str) -> tuple[str, int | None]:
@@ -41,7 +51,8 @@ class LogBuffer:
     """A step's captured lines, append-only.
 
     Attributes:
-        lines: the text of each line (tabs expanded).
+        lines: the text of each line (tabs expanded, control characters shown as symbols: a step's
+            output never drives the terminal).
         stderr: 1 where the line came from stderr, else 0.
         width: the longest line's length (the view's virtual width).
         complete: False while older lines are still being read from the store.
@@ -57,7 +68,7 @@ class LogBuffer:
         return len(self.lines)
 
     def append(self, stream: str, line: str) -> None:
-        text = line.rstrip("\n").expandtabs(4)
+        text = visible(line.rstrip("\n").expandtabs(4), newlines=False)
         self.lines.append(text)
         self.stderr.append(1 if stream == "stderr" else 0)
         if len(text) > self.width:
@@ -65,9 +76,8 @@ class LogBuffer:
 
     def extend(self, streams: list[str], lines: list[str]) -> None:
         """Append many lines at once (what `append` does for each, without Python code per line)."""
-        joined = "\x00".join(lines)
-        if "\t" in joined or "\n" in joined:  # rare: only then look at each line
-            lines = [text.rstrip("\n").expandtabs(4) for text in lines]
+        if not " ".join(lines).isprintable():  # rare (a tab, newline or control): look at each line
+            lines = [visible(text.rstrip("\n").expandtabs(4), newlines=False) for text in lines]
         self.lines += lines
         self.stderr += bytes(map("stderr".__eq__, streams))
         longest = max(map(len, lines), default=0)
@@ -144,6 +154,8 @@ class RunState:
     scope: tuple[str, ...] = ()
     steps: dict[str, StepInfo] = field(default_factory=dict)
     logs: dict[str, LogBuffer] = field(default_factory=dict)
+    log_sources: dict[str, int] = field(default_factory=dict)
+    """Cached step -> the run whose logs `logs` holds for it."""
     live: bool = True
 
     @classmethod
@@ -203,6 +215,14 @@ class RunState:
         if info is None:
             info = self.steps[name] = StepInfo(name)
         return info
+
+    def focus_step(self) -> str | None:
+        """The step a viewer following the run looks at: the latest started of those running,
+        else the first that failed, else None."""
+        running = [i for i in self.steps.values() if i.status in ("running", "retrying")]
+        if running:
+            return max(running, key=lambda i: i.started_at or 0.0).name
+        return next((i.name for i in self.steps.values() if i.status == "failed"), None)
 
     def log(self, name: str) -> LogBuffer:
         buffer = self.logs.get(name)

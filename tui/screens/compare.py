@@ -1,7 +1,8 @@
 """Provides `CompareScreen`: two runs side by side — status, duration, parameters, metrics.
 
 Rows whose values differ are highlighted, so "what changed between the good run and the bad one"
-reads at a glance.
+reads at a glance. Columns are as wide as their values (up to a share of the screen); a value cut
+to fit ends in `…`, and the row under the cursor is shown in full below the table.
 """
 
 from __future__ import annotations
@@ -11,25 +12,45 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Label, Static
 
 from runner.records import RunRecord
 from tui.data import format as fmt
+from tui.text import plain
+
+MISSING = "—"
+
+
+def pair(a: object, b: object) -> tuple[str, str]:
+    """Two values as text that differs exactly when the values differ: floats that round to the
+    same short form get more digits (0.86123 vs 0.86124 must not read `0.8612` twice)."""
+    if isinstance(a, float) and isinstance(b, float) and a != b:
+        for digits in (4, 6, 8, 12, 17):
+            left, right = f"{a:.{digits}g}", f"{b:.{digits}g}"
+            if left != right:
+                return left, right
+        return repr(a), repr(b)
+    return fmt.value(a, 10_000), fmt.value(b, 10_000)
 
 
 def rows(a: RunRecord, b: RunRecord) -> list[tuple[str, str, str, str]]:
-    """(kind, name, value in a, value in b) for every compared field (pure)."""
+    """(kind, name, value in a, value in b) for every compared field (pure; values never cut)."""
     result = [
         ("run", "status", a.status, b.status),
         ("run", "trigger", a.trigger, b.trigger),
         ("run", "duration", fmt.duration(a.duration_s), fmt.duration(b.duration_s)),
     ]
     for name in sorted(set(a.params) | set(b.params)):
-        result.append(("param", name, fmt.value(a.params.get(name, "—")), fmt.value(b.params.get(name, "—"))))
+        result.append(("param", name, *pair(a.params.get(name, MISSING), b.params.get(name, MISSING))))
     ma, mb = a.metrics, b.metrics
     for name in sorted(set(ma) | set(mb)):
-        result.append(("metric", name, fmt.value(ma.get(name, "—")), fmt.value(mb.get(name, "—"))))
+        result.append(("metric", name, *pair(ma.get(name, MISSING), mb.get(name, MISSING))))
     return result
+
+
+def cut(text: str, width: int) -> str:
+    """`text` in at most `width` cells, ending in `…` when shortened."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 class CompareScreen(ModalScreen[None]):
@@ -41,23 +62,45 @@ class CompareScreen(ModalScreen[None]):
         super().__init__()
         self.a = a
         self.b = b
+        self.compared = rows(a, b)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog compare-dialog"):
             title = f"Run #{self.a.id} vs run #{self.b.id} (differences highlighted)"
             yield Label(title, classes="dialog-title")
             yield DataTable(id="compare", cursor_type="row")
-            yield Label("esc: close", classes="dialog-hint")
+            yield Static(id="compare-full")
+            yield Label("↑↓ a row in full · esc: close", classes="dialog-hint")
+
+    def column_widths(self, room: int) -> list[int]:
+        """Cells per column: each as wide as its longest value, the two value columns sharing what
+        the kind and name columns leave of `room` when they do not all fit."""
+        headers = ("", "name", f"#{self.a.id}", f"#{self.b.id}")
+        wanted = [max([len(h), *(len(row[i]) for row in self.compared)]) for i, h in enumerate(headers)]
+        wanted[1] = min(wanted[1], max(12, room // 4))
+        spare = room - wanted[0] - wanted[1] - 4 * 2  # DataTable pads each cell by one on both sides
+        for i in (2, 3):
+            wanted[i] = min(wanted[i], max(6, spare // 2))
+        return wanted
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("", "name", f"#{self.a.id}", f"#{self.b.id}")
-        for kind, name, left, right in rows(self.a, self.b):
+        widths = self.column_widths(max(40, self.app.size.width * 95 // 100 - 8))
+        for header, width in zip(("", "name", f"#{self.a.id}", f"#{self.b.id}"), widths, strict=True):
+            table.add_column(header, width=width)
+        for kind, name, left, right in self.compared:
             style = "bold $warning" if left != right else ""
             table.add_row(
-                Content.styled(kind, "$text-muted"),
-                Content(name),
-                Content.styled(left, style),
-                Content.styled(right, style),
+                plain(kind, "$text-muted"),
+                plain(cut(name, widths[1]), newlines=False),
+                plain(cut(left, widths[2]), style, newlines=False),
+                plain(cut(right, widths[3]), style, newlines=False),
             )
         table.focus()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        kind, name, left, right = self.compared[event.cursor_row]
+        text = Content.assemble(
+            (f"{name}: ", "bold"), f"#{self.a.id} ", plain(left), f"  #{self.b.id} ", plain(right)
+        )
+        self.query_one("#compare-full", Static).update(text)

@@ -7,11 +7,12 @@ pane of the flow it belongs to, so several flows can run at once, each with its 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -23,7 +24,8 @@ from runner.engine import Engine
 from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
 from runner.session import FlowSession
 from runner.store import Store
-from tui.messages import EventBridge, EventsReady, StepLogs, flow_key
+from tui.keys import screen_bindings
+from tui.messages import EventBridge, EventsReady, FlowFileChanged, StepLogs, flow_key
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
 
@@ -33,35 +35,11 @@ DRAIN_INTERVAL_S = 0.1
 KEY_GRACE_S = 0.05
 """How long after a key press a batch of engine events waits (the key's own repaint goes first)."""
 
-ACTIONS: list[tuple[str, str, str, str, bool]] = [
-    # key, action, footer label, palette help, shown in the footer
-    ("r", "run", "Run", "Run the flow (cached steps are reused)", True),
-    ("e", "rerun_step", "Re-run step", "Re-run the selected step and its descendants", True),
-    ("f", "force", "Force", "Force re-run every step, ignoring the cache", True),
-    ("s", "stop", "Stop", "Stop the running run (kills its running steps)", True),
-    ("u", "resume", "Resume", "Resume the selected failed or stopped run with its parameters", False),
-    ("a", "rerun_past", "Re-run past", "Re-run the selected past run with its parameters", False),
-    ("d", "delete_run", "Delete run", "Delete the selected run and its logs", False),
-    ("p", "edit_params", "Params", "Edit the flow's parameters before a run", True),
-    ("w", "toggle_watch", "Watch", "Toggle hot reload (re-run on save)", True),
-    ("v", "view_live", "Live", "View the latest run and follow new runs", False),
-    ("slash", "search", "Search", "Search the selected step's logs", False),
-    ("n", "search_next", "Next match", "Next search match in the logs", False),
-    ("N", "search_previous", "Prev match", "Previous search match in the logs", False),
-    ("x", "jump_to_error", "Error", "Jump to the first error in the step's logs", False),
-    ("F", "toggle_follow", "Follow", "Toggle follow mode of the logs", False),
-    ("l", "tab('logs-tab')", "Logs", "Show the selected step's logs", False),
-    ("i", "tab('details-tab')", "Details", "Show the selected step's details", False),
-    ("h", "tab('history-tab')", "History", "Show the run history", True),
-    ("g", "focus_dag", "DAG", "Focus the DAG", False),
-]
-
-
 class MainScreen(Screen[None]):
     """The screen a user lives in."""
 
     BINDINGS = [
-        *(Binding(key, action, label, show=show) for key, action, label, _, show in ACTIONS),
+        *screen_bindings(),
         Binding("escape", "close_search", "Close search", show=False),
     ]
 
@@ -86,6 +64,7 @@ class MainScreen(Screen[None]):
         self.panes: dict[str, FlowPane] = {}
         self.run_flows: dict[int, str] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        self._flows_stop = threading.Event()
         self._last_key = 0.0
 
     def compose(self) -> ComposeResult:
@@ -109,10 +88,42 @@ class MainScreen(Screen[None]):
             self.notify("no flow files here (a .py file that imports dsl)", severity="warning")
         if self.listing:
             self.query_one(FlowList).focus()
+            if self.flows:
+                self._watch_flows()
 
     def on_unmount(self) -> None:
+        self.stop_watching()
         if self._unsubscribe is not None:
             self._unsubscribe()
+
+    def stop_watching(self) -> None:
+        """Stop the watcher of the listed flow files (idempotent)."""
+        self._flows_stop.set()
+
+    @work(thread=True, exclusive=True, group="flow-files", exit_on_error=False, description="watch the flows")
+    def _watch_flows(self) -> None:
+        """Tell the screen when a listed flow file is saved (the pane of a flow not shown may not
+        exist yet, so no session watches it)."""
+        from watchfiles import watch
+
+        files = {path.resolve() for path in self.flows}
+        directories = sorted({str(path.parent) for path in files})
+        stop = self._flows_stop
+        for changes in watch(
+            *directories, stop_event=stop, recursive=False, raise_interrupt=False,
+            step=50, debounce=200, rust_timeout=200,
+        ):
+            for path in {Path(p).resolve() for _, p in changes} & files:
+                self.post_message(FlowFileChanged(path))
+
+    @on(FlowFileChanged)
+    def _flow_file_changed(self, message: FlowFileChanged) -> None:
+        key = flow_key(message.path)
+        pane = self.pane
+        if pane is None or flow_key(pane.path) != key:
+            self.query_one(FlowList).set_changed(key, True)
+        elif pane is not None:
+            pane.refresh_title()
 
     # ----- flows -----------------------------------------------------------------------------
 
@@ -152,6 +163,9 @@ class MainScreen(Screen[None]):
 
     def _show(self, pane: FlowPane) -> None:
         self.query_one(ContentSwitcher).current = pane.id
+        if self.listing:
+            self.query_one(FlowList).set_changed(flow_key(pane.path), False)
+        pane.refresh_title()
         if not self.listing or not self.query_one(FlowList).has_focus:
             pane.query_one("#dag").focus()
 
@@ -275,3 +289,33 @@ class MainScreen(Screen[None]):
             pane.show_tab(tab)
             if tab == "history-tab":
                 pane.query_one("#history").focus()
+
+    def action_toggle_pin(self) -> None:
+        self._on_pane("toggle_pin")
+
+    def action_toggle_edges(self) -> None:
+        self._on_pane("toggle_edges")
+
+    def action_mark_run(self) -> None:
+        self.action_tab("history-tab")
+        self._on_pane("history_action", "mark")
+
+    def action_compare_runs(self) -> None:
+        self.action_tab("history-tab")
+        self._on_pane("history_action", "compare")
+
+    def action_zoom(self) -> None:
+        """The DAG alone on the screen (the flow list and the tabs below hidden), or back."""
+        pane = self.pane
+        if pane is None:
+            return
+        zoomed = not pane.zoomed
+        if self.listing:
+            self.query_one(FlowList).display = not zoomed
+        pane.set_zoom(zoomed)
+        pane.query_one("#dag").focus()
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen.of(self))

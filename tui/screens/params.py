@@ -7,6 +7,7 @@ set on save, and its one-line error is shown under the form with the offending f
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from textual.app import ComposeResult
@@ -17,7 +18,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from dsl.errors import FlowError
 from dsl.graph import ParamSpec
-from runner.params import resolve_params
+from runner.params import convert, resolve_params
+from tui.text import plain
 
 Result = tuple[dict[str, str], bool]
 """(overrides as `-p` strings, start a run now)."""
@@ -30,6 +32,31 @@ def as_text(value: Any) -> str:
     if isinstance(value, list | dict | tuple):
         return json.dumps(value)
     return "" if value is None else str(value)
+
+
+KINDS = {int: "a whole number", float: "a number", bool: "true or false", list: "a JSON list",
+         dict: "a JSON object", tuple: "a JSON list"}
+"""How a field's expected type is named to a user (`int` means little to someone who is not one)."""
+
+
+def field_problem(spec: ParamSpec, text: str) -> str | None:
+    """What is wrong with a field's text, in words a user acts on (None when it converts)."""
+    kind = KINDS.get(spec.type, f"a {spec.type.__name__}")
+    example = "" if spec.required else f", e.g. {as_text(spec.default)}"
+    if not text.strip() and spec.type is not str:
+        return f"{spec.name}: {'required' if spec.required else 'empty'} — enter {kind}{example}"
+    try:
+        convert(spec, text)
+    except FlowError:
+        if spec.choices is not None:
+            try:
+                convert(replace(spec, choices=None), text)
+            except FlowError:
+                pass
+            else:
+                return f"{spec.name}: {text.strip()!r} is not one of {', '.join(map(as_text, spec.choices))}"
+        return f"{spec.name}: {text.strip()!r} is not {kind}{example}"
+    return None
 
 
 class ParamsScreen(ModalScreen[Result | None]):
@@ -49,7 +76,7 @@ class ParamsScreen(ModalScreen[Result | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog params-dialog"):
-            yield Label(f"Parameters of {self.flow}", classes="dialog-title")
+            yield Label(plain(f"Parameters of {self.flow}", newlines=False), classes="dialog-title")
             with VerticalScroll(id="param-fields"):
                 if not self.specs:
                     yield Label("this flow has no parameters")
@@ -60,7 +87,7 @@ class ParamsScreen(ModalScreen[Result | None]):
                         hint += f" one of {', '.join(map(as_text, spec.choices))}"
                     if spec.help:
                         hint += f" — {spec.help}"
-                    yield Label(hint, classes="param-label")
+                    yield Label(plain(hint), classes="param-label")
                     value = self.overrides.get(name, None if spec.required else spec.default)
                     yield Input(as_text(value), id=f"param-{name}", classes="param-input", compact=True)
             yield Static(id="param-error")
@@ -85,20 +112,26 @@ class ParamsScreen(ModalScreen[Result | None]):
         return result
 
     def validate_form(self) -> dict[str, str] | None:
+        """The overrides when every field converts; else None, with each problem listed under the
+        form and its field marked."""
         values = self.values()
         error = self.query_one("#param-error", Static)
-        for field in self.query(Input):
-            field.remove_class("-invalid")
-        try:
-            resolve_params(self.specs, values)
-        except FlowError as exc:
-            error.update(exc.message)
-            error.display = True
-            for name in self.specs:
-                if f"'{name}'" in exc.message:
-                    self.query_one(f"#param-{name}", Input).add_class("-invalid")
+        problems: list[str] = []
+        for name, spec in self.specs.items():
+            field = self.query_one(f"#param-{name}", Input)
+            problem = field_problem(spec, field.value) if name in values else None
+            field.set_class(problem is not None, "-invalid")
+            if problem is not None:
+                problems.append(problem)
+        if not problems:
+            try:
+                resolve_params(self.specs, values)
+            except FlowError as exc:
+                problems.append(exc.message)
+        error.display = bool(problems)
+        if problems:
+            error.update(plain("\n".join(problems)))
             return None
-        error.display = False
         return values
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -22,7 +22,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.data import format as fmt
-from tui.data.layout import BOX_HEIGHT, LEFT, DagLayout, layout_dag
+from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
+from tui.data.layout import Style as Drawing
+from tui.keys import pane_bindings
+from tui.widgets.styling import component_style
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,13 @@ class DagView(ScrollView, can_focus=True):
     """The DAG of one flow. Arrow keys move the selection; a click selects a box."""
 
     BINDINGS = [
-        Binding("up", "move(0, -1)", "Up", show=False),
-        Binding("down", "move(0, 1)", "Down", show=False),
-        Binding("left", "move(-1, 0)", "Left", show=False),
-        Binding("right", "move(1, 0)", "Right", show=False),
-        Binding("home", "first", "First step", show=False),
+        Binding("left,h", "move(-1, 0)", "Left", show=False, tooltip="Select the step to the left"),
+        Binding("down,j", "move(0, 1)", "Down", show=False, tooltip="Select the step below"),
+        Binding("up,k", "move(0, -1)", "Up", show=False, tooltip="Select the step above"),
+        Binding("right,l", "move(1, 0)", "Right", show=False, tooltip="Select the step to the right"),
+        Binding("home", "first", "First step", show=False, tooltip="Select the first step"),
+        Binding("enter", "screen.tab('logs-tab')", "Logs", show=False, tooltip="Show the step's logs"),
+        *pane_bindings("rerun_step", "zoom", "toggle_pin", "toggle_edges", quiet=("toggle_edges",)),
     ]
 
     COMPONENT_CLASSES = {
@@ -59,14 +64,14 @@ class DagView(ScrollView, can_focus=True):
         & > .dag--idle { color: $text-disabled; }
         & > .dag--pending { color: $text-muted; }
         & > .dag--ready { color: $text-muted; }
-        & > .dag--running { color: $accent; text-style: bold; }
-        & > .dag--retrying { color: $warning; text-style: bold; }
-        & > .dag--succeeded { color: $success; }
+        & > .dag--running { color: $text-accent; text-style: bold; }
+        & > .dag--retrying { color: $text-warning; text-style: bold; }
+        & > .dag--succeeded { color: $text-success; }
         & > .dag--cached { color: $text-secondary; }
-        & > .dag--failed { color: $error; text-style: bold; }
+        & > .dag--failed { color: $text-error; text-style: bold; }
         & > .dag--skipped { color: $text-muted; text-style: italic; }
-        & > .dag--cancelled { color: $warning; }
-        & > .dag--interrupted { color: $warning; }
+        & > .dag--cancelled { color: $text-warning; }
+        & > .dag--interrupted { color: $text-warning; }
         & > .dag--selected { background: $boost; text-style: reverse; }
     }
     """
@@ -74,10 +79,12 @@ class DagView(ScrollView, can_focus=True):
     class StepSelected(Message):
         """The user selected a step."""
 
-        def __init__(self, dag: DagView, step: str) -> None:
+        def __init__(self, dag: DagView, step: str, user: bool = True) -> None:
             super().__init__()
             self.dag = dag
             self.step = step
+            self.user = user
+            """Chosen by the user (a key or a click), not by the pane following a run."""
 
         @property
         def control(self) -> DagView:
@@ -89,6 +96,18 @@ class DagView(ScrollView, can_focus=True):
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.layout_: DagLayout = DagLayout()
+        self._graph: tuple[list[list[str]], dict[str, list[str]], set[str]] | None = None
+        self._room: tuple[int, int] | None = None
+        self._layouts: dict[Drawing, DagLayout] = {}
+        self._reduced: dict[str, list[str]] | None = None
+        """Drawings of the current graph per style (resizing picks among them again)."""
+        self.max_rows = 1000
+        self.all_edges = False
+        self._selecting_for_pane = False
+        self.hidden_edges = 0
+        """Data edges not drawn because another path implies them (`E` draws them)."""
+        """Draw every data edge, not only those the run order needs (`E` toggles)."""
+        """The most rows the drawing may take before a more compact style is chosen."""
         self.states: dict[str, BoxState] = {}
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
@@ -103,13 +122,55 @@ class DagView(ScrollView, can_focus=True):
         self, layers: list[list[str]], upstream: dict[str, list[str]], conditional: set[str]
     ) -> None:
         """Lay out a (new or reloaded) graph; keeps the selection when the step still exists."""
-        notes = {name: 6 for layer in layers for name in layer}
-        self.layout_ = layout_dag(layers, upstream, conditional, notes)
-        self.virtual_size = Size(self.layout_.width, self.layout_.height)
+        self._graph = (layers, upstream, conditional)
+        self._room = None
+        self._layouts.clear()
+        self._reduced = None
+        self._relayout()
         if self.selected not in self.layout_.boxes:
             first = next((c[0] for c in self.layout_.columns if c), None)
             self.selected = first
+
+    def set_room(self, rows: int) -> None:
+        """The most rows the drawing may take (the pane keeps the rest for the logs)."""
+        if rows != self.max_rows:
+            self.max_rows = rows
+            self._relayout()
+
+    def on_resize(self) -> None:
+        self._relayout()
+
+    def _relayout(self) -> None:
+        """Lay the graph out again in the roomiest style that fits, if the room changed."""
+        if self._graph is None:
+            return
+        width = self.size.width  # the content area: borders excluded (no scrollbar when it fits)
+        if width <= 0:  # not laid out on screen yet: guess from the app's size (resizing corrects it)
+            width = max(20, self.app.size.width - 28)
+        room = (width, self.max_rows)
+        if room == self._room:
+            return
+        self._room = room
+        layers, upstream, conditional = self._graph
+        if not self.all_edges:
+            if self._reduced is None:
+                self._reduced = reduce_edges(layers, upstream)
+                self.hidden_edges = sum(len(upstream.get(n, ())) - len(u) for n, u in self._reduced.items())
+            upstream = self._reduced
+        else:
+            self.hidden_edges = 0
+        self.layout_ = fit_layout(
+            layers, upstream, conditional, width=width, height=self.max_rows, cache=self._layouts
+        )
+        self.virtual_size = Size(self.layout_.width, self.layout_.height)
         self._invalidate()
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        box = self.layout_.boxes.get(self.selected) if self.selected is not None else None
+        if box is not None:
+            region = Region(box.x - 1, box.y, box.width + 2, box.height)
+            self.call_after_refresh(self.scroll_to_region, region, animate=False, immediate=True)
 
     def set_states(self, states: dict[str, BoxState]) -> None:
         """Replace every box's status (steps not in `states` show as idle)."""
@@ -146,12 +207,26 @@ class DagView(ScrollView, can_focus=True):
         self._invalidate()
         if new is not None and new in self.layout_.boxes:
             box = self.layout_.boxes[new]
-            self.scroll_to_region(Region(box.x - 1, box.y, box.width + 2, BOX_HEIGHT), animate=False)
-            self.post_message(self.StepSelected(self, new))
+            self.scroll_to_region(Region(box.x - 1, box.y, box.width + 2, box.height), animate=False)
+            self.post_message(self.StepSelected(self, new, not self._selecting_for_pane))
 
-    def select(self, step: str) -> None:
+    def select(self, step: str, user: bool = True) -> None:
+        """Select a step (`user` False: the pane follows a run; the user did not choose it)."""
         if step in self.layout_.boxes:
-            self.selected = step
+            self._selecting_for_pane = not user
+            try:
+                self.selected = step
+            finally:
+                self._selecting_for_pane = False
+
+    def show_all_edges(self, on: bool) -> None:
+        """Draw every data edge, or only those the run order needs (the transitive reduction)."""
+        self.all_edges = on
+        self._room = None
+        self._layouts.clear()
+        self._reduced = None
+        self._relayout()
+
 
     def action_first(self) -> None:
         first = next((c[0] for c in self.layout_.columns if c), None)
@@ -159,7 +234,10 @@ class DagView(ScrollView, can_focus=True):
             self.selected = first
 
     def action_move(self, dx: int, dy: int) -> None:
+        """Arrow keys: across the layers (the direction edges run) or along one layer."""
         layout = self.layout_
+        if layout.style.down:
+            dx, dy = dy, dx
         if self.selected not in layout.boxes:
             self.action_first()
             return
@@ -174,8 +252,8 @@ class DagView(ScrollView, can_focus=True):
         while 0 <= c < len(layout.columns) and not layout.columns[c]:
             c += dx
         if 0 <= c < len(layout.columns):
-            target = min(layout.columns[c], key=lambda n: abs(layout.boxes[n].y - box.y))
-            self.selected = target
+            down, here = layout.style.down, box.across(layout.style.down)
+            self.selected = min(layout.columns[c], key=lambda n: abs(layout.boxes[n].across(down) - here))
 
     def on_click(self, event: events.Click) -> None:
         offset = self.scroll_offset
@@ -200,13 +278,32 @@ class DagView(ScrollView, can_focus=True):
             self.painted = True
         return strip
 
-    def _label(self, name: str, width: int) -> tuple[str, str]:
-        """The middle line text and the bottom-border note of a box."""
+    def _label(self, name: str, width: int) -> str:
+        """A box's middle line (or a compact node's row): status glyph and name, `width` cells."""
         state = self.states.get(name, BoxState())
         mark = fmt.symbol(state.status, self.tick)
-        room = width - 4 - 2
-        text = name if len(name) <= room else name[: room - 1] + "…"
-        return f" {mark} {text}".ljust(width - 2), state.note
+        room = width - 4 - 2 if self.layout_.style.boxed else width - 4
+        return f" {mark} {clip(name, room)} ".ljust(width - 2 if self.layout_.style.boxed else width)
+
+    def _box_text(self, box: Box, part: int) -> tuple[str, int, int]:
+        """One row of a box: its text, and the span of it that shows the selection."""
+        if not self.layout_.style.boxed:
+            label = f" {fmt.symbol(self.states.get(box.name, BoxState()).status, self.tick)} "
+            label += clip(box.name, min(self.layout_.style.max_name, box.width - 4)) + " "
+            fill = "─" if box.name in self.layout_.outgoing and not self.layout_.style.down else " "
+            return label + fill * (box.width - len(label)), 0, len(label)
+        inner = box.width - 2
+        if part == 0:
+            return "╭" + "─" * inner + "╮", 0, 0
+        if part == 1:
+            edge_row = self.layout_.edges.get(box.mid)
+            right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
+            return "│" + self._label(box.name, box.width)[:inner] + right, 1, box.width - 1
+        note = self.states.get(box.name, BoxState()).note
+        if note:
+            note = f" {note} "[: inner - 1]
+            return "╰" + "─" * (inner - len(note) - 1) + note + "─╯", 0, 0
+        return "╰" + "─" * inner + "╯", 0, 0
 
     def _render_row(self, row: int, scroll_x: int, width: int) -> Strip:
         layout = self.layout_
@@ -222,28 +319,19 @@ class DagView(ScrollView, can_focus=True):
             if box.x >= end or box.x + box.width <= scroll_x:
                 continue
             state = self.states.get(box.name, BoxState())
-            part = row - box.y
-            inner = box.width - 2
-            if part == 0:
-                text = "╭" + "─" * inner + "╮"
-            elif part == 1:
-                label, _ = self._label(box.name, box.width)
-                right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
-                text = "│" + label[:inner] + right
-            else:
-                note = state.note
-                if note:
-                    note = f" {note} "[: inner - 1]
-                    text = "╰" + "─" * (inner - len(note) - 1) + note + "─╯"
-                else:
-                    text = "╰" + "─" * inner + "╯"
+            text, first, last = self._box_text(box, row - box.y)
             style = f"dag--{state.status}"
             selected = box.name == self.selected
             for i, char in enumerate(text):
                 x = box.x + i - scroll_x
                 if 0 <= x < width:
                     cells[x] = char
-                    styles[x] = "dag--selected" if selected and part == 1 and 0 < i < len(text) - 1 else style
+                    if selected and first <= i < last:
+                        styles[x] = "dag--selected"
+                    elif char == "─" and not layout.style.boxed:
+                        styles[x] = "dag--edge"
+                    else:
+                        styles[x] = style
         segments: list[Segment] = []
         base = self.rich_style
         resolved: dict[str, Style] = {}
@@ -253,14 +341,10 @@ class DagView(ScrollView, can_focus=True):
                 name = styles[start]
                 style = resolved.get(name)
                 if style is None:
-                    style = resolved[name] = base + self.get_component_rich_style(name, partial=True)
+                    style = resolved[name] = base + component_style(self, name)
                     if name == "dag--selected" and self.selected in self.states:
-                        status_style = self.get_component_rich_style(
-                            f"dag--{self.states[self.selected].status}", partial=True
-                        )
-                        style = resolved[name] = base + status_style + self.get_component_rich_style(
-                            name, partial=True
-                        )
+                        status_style = component_style(self, f"dag--{self.states[self.selected].status}")
+                        style = resolved[name] = base + status_style + component_style(self, name)
                 segments.append(Segment("".join(cells[start:i]), style))
                 start = i
         return Strip(segments, width)

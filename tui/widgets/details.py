@@ -1,17 +1,24 @@
 """Provides `StepDetails`: one step's status, why it ran, timing, error and traceback, metrics,
-output preview and parameters, for the run being viewed.
+output preview and parameters, for the run being viewed — wrapped, never cut.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
 from tui.data import format as fmt
 from tui.data.state import StepInfo
+from tui.text import plain
+
+WHOLE = 10_000
+"""Values are shown whole here (wrapped): this is where a value cut elsewhere can be read."""
+PREVIEW = 500
+"""Characters of the output preview's first line shown (the step's output itself can be huge)."""
 
 STATUS_STYLE = {
     "succeeded": "$success",
@@ -25,8 +32,7 @@ STATUS_STYLE = {
 
 
 def _field(label: str, value: str, style: str = "") -> Content:
-    value_content = Content.styled(value, style) if style else Content(value)
-    return Content.assemble((f"{label:<12}", "$text-muted"), value_content)
+    return Content.assemble((f"{label:<12}", "$text-muted"), plain(value, style))
 
 
 def describe(
@@ -41,7 +47,7 @@ def describe(
     parts: list[Content] = []
     status = info.status if info else "idle"
     symbol = fmt.symbol(status)
-    title = Content.assemble((f"{symbol} {step}", f"bold {STATUS_STYLE.get(status, '')}".strip()))
+    title = plain(f"{symbol} {step}", f"bold {STATUS_STYLE.get(status, '')}".strip(), newlines=False)
     parts.append(title)
     if info is None:
         where = f"run #{run_id}" if run_id is not None else "any run yet"
@@ -67,28 +73,35 @@ def describe(
         if info.error:
             parts.append(_field("error", info.error, "$error"))
         if info.metrics:
-            metrics = "  ".join(f"{k}={fmt.value(v)}" for k, v in info.metrics.items())
+            metrics = "  ".join(f"{k}={fmt.value(v, WHOLE)}" for k, v in info.metrics.items())
             parts.append(_field("metrics", metrics, "bold"))
         if info.preview:
-            parts.append(_field("output", info.preview.splitlines()[0][:200] if info.preview else ""))
+            lines = info.preview.splitlines() or [""]
+            shown = lines[0][:PREVIEW] + ("…" if len(lines[0]) > PREVIEW or len(lines) > 1 else "")
+            parts.append(_field("output", shown))
     if params:
-        parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v)}" for k, v in params.items())))
+        parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v, WHOLE)}" for k, v in params.items())))
     shown = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
     if shown:
         parts.append(_field("options", "  ".join(shown), "$text-muted"))
     if info is not None and info.traceback:
         parts.append(Content(""))
         parts.append(Content.styled("traceback", "bold $error"))
-        parts.append(Content.styled(info.traceback.rstrip(), "$text-error"))
+        parts.append(plain(info.traceback.rstrip(), "$text-error"))
     return Content("\n").join(parts)
 
 
 class StepDetails(VerticalScroll):
     """A scrollable panel with `describe()`'s text."""
 
+    BINDINGS = [
+        Binding("down,j", "scroll_down", "Down", show=False, tooltip="Scroll down"),
+        Binding("up,k", "scroll_up", "Up", show=False, tooltip="Scroll up"),
+    ]
+
     DEFAULT_CSS = """
     StepDetails { background: $surface; padding: 0 1; }
-    StepDetails > Static { width: auto; }
+    StepDetails > Static { width: 100%; }
     """
 
     def compose(self):  # type: ignore[no-untyped-def]

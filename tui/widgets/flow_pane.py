@@ -25,9 +25,11 @@ from runner.events import Event, FlowReloaded, LoadFailed, RunFinished, RunStart
 from runner.records import RunRecord
 from runner.session import FlowSession
 from runner.store import Store
+from runner.text import visible
 from tui.data import format as fmt
-from tui.data.state import LogBuffer, RunState
+from tui.data.state import LogBuffer, RunState, cached_from
 from tui.messages import HistoryLoaded, LogsLoaded, RunLoaded, SessionReady, StepLogs
+from tui.text import plain
 from tui.widgets.dag import BoxState, DagView
 from tui.widgets.details import StepDetails, describe
 from tui.widgets.history import RunHistory
@@ -35,6 +37,12 @@ from tui.widgets.logs import LogView
 from tui.widgets.tab_bar import TabBar
 
 TABS = [("logs-tab", "Logs"), ("details-tab", "Details"), ("history-tab", "History")]
+
+BELOW_DAG = ("#tab-bar", "#log-status", "#log", "#log-search", "#details", "#history", "#history-row")
+"""The widgets under the DAG (zooming hides them)."""
+
+LOWER_ROWS = 8
+"""Rows the DAG always leaves below it: the tab bar, the log status line and five log lines."""
 
 KEEP_RUNS = 4
 """Finished runs whose states (and in-memory logs) are kept besides the viewed and active ones."""
@@ -95,6 +103,9 @@ class FlowPane(Vertical):
         self._log_status = ""
         self._tab = "logs-tab"
         self._searching = False
+        self.zoomed = False
+        self.pinned = False
+        """The logs stay on the selected step; else they follow the step that is running."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="load-error")
@@ -105,6 +116,7 @@ class FlowPane(Vertical):
         yield Input(placeholder="search the logs (enter: next match, esc: close)", id="log-search")
         yield StepDetails(id="details")
         yield RunHistory(id="history")
+        yield Static(id="history-row")
 
     @property
     def tab(self) -> str:
@@ -117,16 +129,47 @@ class FlowPane(Vertical):
         The tabs' widgets are the pane's own children, toggled here, rather than pages of a
         `ContentSwitcher`: two fewer containers to lay out and paint on every switch.
         """
-        if tab == self._tab:
+        if tab == self._tab and not self.zoomed:
             return
         self._tab = tab
+        if self.zoomed:
+            self.set_zoom(False)
+            return
         logs = tab == "logs-tab"
         self.query_one("#log-status").display = logs
         self.query_one(LogView).display = logs
         self.query_one("#log-search").display = logs and self._searching
         self.query_one(StepDetails).display = tab == "details-tab"
         self.query_one(RunHistory).display = tab == "history-tab"
+        self.query_one("#history-row").display = tab == "history-tab"
         self.query_one(TabBar).active = tab
+
+    def set_zoom(self, zoomed: bool) -> None:
+        """Give the DAG the whole pane (the tabs below hidden), or give the tabs their rows back."""
+        self.zoomed = zoomed
+        tab = self._tab
+        for widget in BELOW_DAG:
+            self.query_one(widget).display = False
+        if not zoomed:
+            self.query_one("#tab-bar").display = True
+            self._tab = ""
+            self.show_tab(tab)
+        self.query_one(DagView).styles.height = "1fr" if zoomed else "auto"
+        self._fit_dag()
+
+    def on_resize(self) -> None:
+        self._fit_dag()
+
+    def _fit_dag(self) -> None:
+        """Tell the DAG how many rows it may take: what the pane has, less the rows below it."""
+        if not self.size.height:
+            return
+        error = self.query_one("#load-error")
+        reserved = 2 + (0 if self.zoomed else LOWER_ROWS) + (error.outer_size.height if error.display else 0)
+        rows = max(3, self.size.height - reserved)
+        dag = self.query_one(DagView)
+        dag.styles.max_height = rows + 2
+        dag.set_room(rows)
 
     @on(TabBar.Selected)
     def _tab_clicked(self, message: TabBar.Selected) -> None:
@@ -135,9 +178,9 @@ class FlowPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#load-error").display = False
-        for hidden in ("#log-search", "#details", "#history"):
+        for hidden in ("#log-search", "#details", "#history", "#history-row"):
             self.query_one(hidden).display = False
-        self.query_one(DagView).border_title = self.path.name
+        self.query_one(DagView).border_title = plain(self.path.name, newlines=False)
         if self._preloaded is not None:
             self.post_message(SessionReady(self.path, self._preloaded))
             self._preloaded = None
@@ -186,8 +229,9 @@ class FlowPane(Vertical):
         if error is not None:
             keeping = "showing the last good graph" if self.loaded is not None else "fix it and save"
             panel.border_title = f"load error — {keeping}"
-            panel.update(error)
+            panel.update(plain(error))
         self._update_title()
+        self.call_after_refresh(self._fit_dag)
 
     # ----- watching --------------------------------------------------------------------------
 
@@ -249,7 +293,8 @@ class FlowPane(Vertical):
                     view_changed = True
                 self._show_error(None)
                 what = ", ".join(event.changed + event.added) or "nothing"
-                self.notify(f"{event.changed_file} reloaded; changed: {what}", timeout=3)
+                self.notify(visible(f"{event.changed_file} reloaded; changed: {what}"), timeout=3,
+                            markup=False)
             elif isinstance(event, LoadFailed):
                 self._show_error(event.error)
             else:
@@ -274,12 +319,38 @@ class FlowPane(Vertical):
             if self.selected in log_steps:
                 self.query_one(LogView).refresh_lines()
                 self._update_log_status()
+        if status_steps or view_changed:
+            self._follow_running()
         if status_changed:
             self._evict()
             self.post_message(self.StatusChanged(self, self.headline))
             self._update_title()
         if history_dirty:
             self.load_history()
+
+    def _follow_running(self) -> None:
+        """Unless pinned, select the step the viewed run is running (or the one that failed)."""
+        state = self.viewed_state
+        if self.pinned or state is None or not state.live:
+            return
+        step = state.focus_step()
+        if step is not None and step != self.selected:
+            self.query_one(DagView).select(step, user=False)
+
+    def toggle_pin(self) -> None:
+        self.pinned = not self.pinned
+        self.notify("logs pinned to the selected step" if self.pinned else "logs follow the running step")
+        self._follow_running()
+        self._update_log_status()
+
+    def toggle_edges(self) -> None:
+        dag = self.query_one(DagView)
+        dag.show_all_edges(not dag.all_edges)
+        self._update_title()
+
+    def history_action(self, name: str) -> None:
+        """Run a history table action (`mark`, `compare`) on the row under its cursor."""
+        getattr(self.query_one(RunHistory), f"action_{name}")()
 
     @property
     def headline(self) -> str:
@@ -337,10 +408,22 @@ class FlowPane(Vertical):
         log = self.query_one(LogView)
         state = self.viewed_state
         step = self.selected
+        info = state.steps.get(step) if state is not None and step is not None else None
+        source = cached_from(info.reason) if info is not None and info.status == "cached" else None
         if step is None:
             log.set_buffer(LogBuffer(), "no step selected")
         elif state is None:
             log.set_buffer(LogBuffer(), "no run yet: press r to run the flow")
+        elif source is not None and source != state.run_id:
+            # A cached step printed nothing in this run: its output is the run's that computed it.
+            known = self.runs.get(source)
+            if step not in state.log_sources and known is not None and known.live:
+                state.logs[step], state.log_sources[step] = known.log(step), source  # still in memory
+            if step in state.log_sources:
+                log.set_buffer(state.logs[step], f"no output in run #{source}")
+            else:
+                log.set_buffer(LogBuffer(), "loading…")
+                self._load_logs(source, step, state.run_id)
         elif state.live or step in state.logs:
             log.set_buffer(state.log(step), "no output yet" if state.status == "running" else "no output")
         else:
@@ -354,6 +437,11 @@ class FlowPane(Vertical):
         parts = [self.selected or "-"]
         if state is not None:
             parts.append(f"run #{state.run_id}")
+            source = state.log_sources.get(self.selected or "")
+            if source is not None:
+                parts.append(f"cached: logs of run #{source}")
+            if state.live and state.status == "running":
+                parts.append("pinned (P follows the run)" if self.pinned else "following the run (P pins)")
         count = len(log.buffer)
         parts.append(f"{count:,} line{'' if count == 1 else 's'}")
         parts.append("follow" if log.follow else "paused (end: follow)")
@@ -363,7 +451,7 @@ class FlowPane(Vertical):
         if text != self._log_status:
             self._log_status = text
             # One row of fixed width: the text never changes the layout.
-            self.query_one("#log-status", Static).update(text, layout=False)
+            self.query_one("#log-status", Static).update(plain(text, newlines=False), layout=False)
 
     def _refresh_details(self) -> None:
         step = self.selected
@@ -405,16 +493,32 @@ class FlowPane(Vertical):
             run = f"run #{state.run_id} {fmt.symbol(state.status)} {state.status}"
         if state is not None and not self.follow_live:
             run += " (past run: v follows live)"
-        dag.border_title = f"{name} · {run}"
+        if state is not None and state.status != "running" and self._saved_after(state):
+            run += " · flow changed since: r runs it"
+        dag.border_title = plain(f"{name} · {run}", newlines=False)
         watch = "watch on" if self.watching else "watch off"
         count = len(self.loaded.graph.nodes) if self.loaded else 0
-        dag.border_subtitle = f"{count} step{'' if count == 1 else 's'} · {watch}"
+        hidden = dag.hidden_edges
+        edges = f" · {hidden} implied edge{'' if hidden == 1 else 's'} hidden (E)" if hidden else ""
+        dag.border_subtitle = f"{count} step{'' if count == 1 else 's'}{edges} · {watch}"
+
+    def refresh_title(self) -> None:
+        """Repaint the title (the flow file may have been saved since the viewed run)."""
+        self._update_title()
+
+    def _saved_after(self, state: RunState) -> bool:
+        try:
+            return state.started_at is not None and self.path.stat().st_mtime > state.started_at
+        except OSError:
+            return False
 
     # ----- children's messages ---------------------------------------------------------------
 
     @on(DagView.StepSelected)
     def _step_selected(self, message: DagView.StepSelected) -> None:
         message.stop()
+        if message.user and self.active:
+            self.pinned = True  # the user looks at another step while a run goes on: stay there
         if message.step == self.selected:
             return
         self.selected = message.step
@@ -430,6 +534,11 @@ class FlowPane(Vertical):
     def _run_chosen(self, message: RunHistory.RunChosen) -> None:
         message.stop()
         self.view_run(message.run_id)
+
+    @on(RunHistory.RowShown)
+    def _history_row(self, message: RunHistory.RowShown) -> None:
+        message.stop()
+        self.query_one("#history-row", Static).update(message.text)
 
     @on(RunHistory.CompareRequested)
     def _compare(self, message: RunHistory.CompareRequested) -> None:
@@ -503,7 +612,9 @@ class FlowPane(Vertical):
         self._refresh_all()
 
     @work(thread=True, exclusive=True, group="logs", exit_on_error=False, description="read logs")
-    def _load_logs(self, run_id: int, step: str) -> None:
+    def _load_logs(self, run_id: int, step: str, into: int | None = None) -> None:
+        """Read a step's stored lines of `run_id` for the view of run `into` (default: the same)."""
+        self.store.flush()  # lines the engine recorded moments ago are in the store
         buffer = LogBuffer()
         after = 0
         prefix = f"{step}["
@@ -519,9 +630,9 @@ class FlowPane(Vertical):
                     buffer.append(line.stream, f"[{index}] {line.line}")
             after = lines[-1].id
         state = self.runs.get(run_id)
-        if state is not None:
+        if state is not None and into is None:
             state.add_failure(step, buffer)
-        self.post_message(LogsLoaded(run_id, step, buffer))
+        self.post_message(LogsLoaded(into or run_id, step, buffer, None if into is None else run_id))
 
     @on(LogsLoaded)
     def _logs_loaded(self, message: LogsLoaded) -> None:
@@ -530,8 +641,11 @@ class FlowPane(Vertical):
         if state is None:
             return
         state.logs[message.step] = message.buffer
+        if message.source is not None:
+            state.log_sources[message.step] = message.source
         if message.run_id == self.viewed and message.step == self.selected:
-            self.query_one(LogView).set_buffer(message.buffer)
+            empty = f"no output in run #{message.source}" if message.source is not None else "no output"
+            self.query_one(LogView).set_buffer(message.buffer, empty)
             self._update_log_status()
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False, description="compare runs")
@@ -552,6 +666,7 @@ class FlowPane(Vertical):
             self.notify("the flow has not loaded; fix the error and save", severity="error")
             return
         self.follow_live = True
+        self.pinned = False
         self._start(options)
 
     @work(thread=True, group="start", exit_on_error=False, description="start a run")
@@ -560,7 +675,8 @@ class FlowPane(Vertical):
         try:
             self.session.run(**options)
         except FlowError as exc:
-            self.app.notify(str(exc), title="cannot start the run", severity="error", timeout=8)
+            self.app.notify(visible(str(exc)), title="cannot start the run", severity="error", timeout=8,
+                            markup=False)
 
     def run_flow(self) -> None:
         self.start_run(trigger="tui")
@@ -676,7 +792,7 @@ class FlowPane(Vertical):
         message.stop()
         found = self.query_one(LogView).find(message.value)
         if found is None and message.value:
-            self.notify(f"'{message.value}' not found", severity="warning", timeout=2)
+            self.notify(f"'{message.value}' not found", severity="warning", timeout=2, markup=False)
         self._update_log_status()
 
     def search_next(self, backwards: bool = False) -> None:

@@ -1,5 +1,8 @@
 """Provides `RunHistory`: the table of a flow's past runs, newest first.
 
+Columns fit their values; where parameters and metrics do not fit they end in `…`, and the run under
+the cursor is posted whole (`RowShown`) for the line below the table.
+
 Enter (or a click) views a run; `m` marks a run and `c` compares the marked run with the one under
 the cursor. The widget only shows records pushed down to it and posts what the user chose.
 """
@@ -13,6 +16,8 @@ from textual.widgets import DataTable
 
 from runner.records import RunRecord
 from tui.data import format as fmt
+from tui.keys import pane_bindings
+from tui.text import plain
 
 STATUS_STYLE = {
     "succeeded": "$success",
@@ -23,12 +28,28 @@ STATUS_STYLE = {
 }
 
 
+LABELS = ("run", "when", "trigger", "status", "time", "parameters", "metrics")
+KEYS = ("id", "when", "trigger", "status", "duration", "params", "metrics")
+FIXED = (0, 1, 3, 4)
+SHRINKS = {2: 7, 5: 10, 6: 10}
+"""Column -> the fewest cells it is cut to when the table is narrow."""
+
+
+def cut(text: str, width: int) -> str:
+    """`text` in `width` cells, ending in `…` when shortened."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
 class RunHistory(DataTable[str | Content]):
     """Past runs: id, when, trigger, status, duration, parameters, key metrics."""
 
     BINDINGS = [
-        Binding("m", "mark", "Mark to compare", show=False),
-        Binding("c", "compare", "Compare", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False, tooltip="Next (older) run"),
+        Binding("up,k", "cursor_up", "Up", show=False, tooltip="Previous (newer) run"),
+        Binding("enter", "select_cursor", "View", tooltip="View the run's DAG, logs and details"),
+        Binding("m", "mark", "Mark", tooltip="Mark the run under the cursor to compare it"),
+        Binding("c", "compare", "Compare", tooltip="Compare the marked run with the one under the cursor"),
+        *pane_bindings("resume", "rerun_past", "delete_run", quiet=("rerun_past",)),
     ]
 
     class RunChosen(Message):
@@ -46,46 +67,112 @@ class RunHistory(DataTable[str | Content]):
             self.first = first
             self.second = second
 
+    class RowShown(Message):
+        """The cursor is on a run: its parameters and metrics in full (the table may cut them)."""
+
+        def __init__(self, text: Content) -> None:
+            super().__init__()
+            self.text = text
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.records: dict[int, RunRecord] = {}
         self.marked: int | None = None
         self.viewed: int | None = None
+        self._widths: list[int] = []
+        self.narrow = False
+        """Too narrow for every column whole: statuses show as their symbols."""
 
-    def on_mount(self) -> None:
-        for label, key, width in (
-            ("run", "id", None),
-            ("when", "when", None),
-            ("trigger", "trigger", None),
-            ("status", "status", 13),
-            ("time", "duration", None),
-            ("parameters", "params", None),
-            ("metrics", "metrics", None),
-        ):
-            self.add_column(label, key=key, width=width)
-
-    def _row(self, record: RunRecord) -> list[str | Content]:
+    def _cells(self, record: RunRecord, narrow: bool = False) -> list[str]:
+        """A run's cells as text, whole (the run id cell with its marker; the status as its symbol
+        only when `narrow`)."""
         mark = "*" if record.id == self.marked else ("▸" if record.id == self.viewed else " ")
-        style = STATUS_STYLE.get(record.status, "")
+        symbol = fmt.SYMBOLS.get(record.status, "?")
         return [
             f"{mark}#{record.id}",
             fmt.when(record.started_at),
-            fmt.value(record.trigger, 22),
-            Content.styled(f"{fmt.SYMBOLS.get(record.status, '?')} {record.status}", style),
+            record.trigger,
+            symbol if narrow else f"{symbol} {record.status}",
             fmt.duration(record.duration_s),
-            fmt.params_line(record.params, 34),
-            fmt.params_line(record.metrics, 40),
+            fmt.params_line(record.params, 10_000),
+            fmt.params_line(record.metrics, 10_000),
+        ]
+
+    def _widths_for(self, rows: list[list[str]]) -> list[int]:
+        """Each column as wide as its longest cell; when the table is too narrow, the trigger,
+        parameters and metrics give up cells, the widest first (cut cells end in `…`, and the row
+        under the cursor is shown whole below the table)."""
+        wanted = [max([len(label), *(len(r[i]) for r in rows)]) for i, label in enumerate(LABELS)]
+        width = self.size.width or max(40, self.app.size.width - 24)
+        room = width - 2 * len(LABELS) - 3 - sum(wanted[i] for i in FIXED)  # padding, a scrollbar
+        self.narrow = room < sum(SHRINKS.values())
+        if self.narrow:  # the status as its symbol only: ten more cells for the rest
+            room += wanted[3] - len(LABELS[3])
+            wanted[3] = len(LABELS[3])
+        flexible = {i: wanted[i] for i in SHRINKS}
+        while sum(flexible.values()) > room:
+            widest = max(flexible, key=lambda i: flexible[i] - SHRINKS[i])
+            if flexible[widest] <= SHRINKS[widest]:
+                break  # as narrow as they go: the table scrolls sideways
+            flexible[widest] -= 1
+        return [flexible.get(i, wanted[i]) for i in range(len(LABELS))]
+
+    def _row(self, record: RunRecord) -> list[str | Content]:
+        texts = self._cells(record, self.narrow)
+        cells = [cut(text, width) for text, width in zip(texts, self._widths, strict=True)]
+        style = STATUS_STYLE.get(record.status, "")
+        return [
+            cells[0],
+            cells[1],
+            plain(cells[2], newlines=False),
+            Content.styled(cells[3], style),
+            cells[4],
+            plain(cells[5], newlines=False),
+            plain(cells[6], newlines=False),
         ]
 
     def set_runs(self, records: list[RunRecord]) -> None:
         """Replace the rows (keeps the cursor on the same run when it is still there)."""
         current = self.cursor_run if self.cursor_row > 0 else None
         self.records = {r.id: r for r in records}
-        self.clear()
+        narrow = self.narrow
+        widths = self._widths_for([self._cells(r) for r in records])
+        if widths != self._widths or narrow != self.narrow or not self.columns:
+            self._widths = widths
+            self.clear(columns=True)
+            for (label, key), width in zip(zip(LABELS, KEYS, strict=True), widths, strict=True):
+                self.add_column(label, key=key, width=width)
+        else:
+            self.clear()
         for record in records:
             self.add_row(*self._row(record), key=str(record.id))
         if current in self.records:
             self.move_cursor(row=self.get_row_index(str(current)), animate=False)
+        self._show_row()
+
+    def on_resize(self) -> None:
+        if self.records:
+            self.set_runs(list(self.records.values()))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._show_row()
+
+    def _show_row(self) -> None:
+        record = self.records.get(self.cursor_run or -1)
+        if record is None:
+            self.post_message(self.RowShown(Content("no runs yet")))
+            return
+        cells = self._cells(record)
+        text = Content.assemble(
+            (f"#{record.id} ", "bold"),
+            plain(record.trigger, newlines=False),
+            ("  params ", "bold"),
+            plain(cells[5] or "—", newlines=False),
+            ("  metrics ", "bold"),
+            plain(cells[6] or "—", newlines=False),
+        )
+        self.post_message(self.RowShown(text))
 
     @property
     def cursor_run(self) -> int | None:

@@ -24,18 +24,21 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.data.state import LogBuffer
+from tui.keys import pane_bindings
+from tui.widgets.styling import component_style
 
 
 class LogView(ScrollView, can_focus=True):
     """Renders a `LogBuffer`. Call `refresh_lines()` after appending to it."""
 
     BINDINGS = [
-        Binding("end", "follow", "Follow", show=False),
-        Binding("home", "top", "Top", show=False),
-        Binding("up", "scroll_up", show=False),
-        Binding("down", "scroll_down", show=False),
-        Binding("pageup", "page_up", show=False),
-        Binding("pagedown", "page_down", show=False),
+        Binding("end,G", "follow", "End", show=False, tooltip="Go to the end and follow new lines"),
+        Binding("home", "top", "Top", show=False, tooltip="Go to the first line"),
+        Binding("up,k", "scroll_up", "Up", show=False, tooltip="Scroll up a line"),
+        Binding("down,j", "scroll_down", "Down", show=False, tooltip="Scroll down a line"),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        *pane_bindings("search", "search_next", "jump_to_error", "toggle_follow", quiet=("search_next",)),
     ]
 
     COMPONENT_CLASSES = {"logs--stderr", "logs--match", "logs--current", "logs--empty"}
@@ -86,6 +89,8 @@ class LogView(ScrollView, can_focus=True):
         if count == self._shown:
             return
         self._shown = count
+        # Rows past the old end were cached blank (or as the placeholder): they now hold lines.
+        self._cache.clear()
         self._resize(Size(self.buffer.width + 1, count))
         if self.follow:
             bottom = max(0, count - self.scrollable_content_region.height)
@@ -119,7 +124,7 @@ class LogView(ScrollView, can_focus=True):
         """The style of a line and of a stderr line (working them out walks the DOM: done once)."""
         if self._styles is None:
             base = self.rich_style
-            self._styles = base, base + self.get_component_rich_style("logs--stderr", partial=True)
+            self._styles = base, base + component_style(self, "logs--stderr")
         return self._styles
 
     # ----- follow, search, errors -----------------------------------------------------------
@@ -195,7 +200,7 @@ class LogView(ScrollView, can_focus=True):
         lines = self.buffer.lines
         if not lines:
             if index == 0:
-                style = base + self.get_component_rich_style("logs--empty", partial=True)
+                style = base + component_style(self, "logs--empty")
                 return Strip([Segment(self.placeholder[:width], style)]).extend_cell_length(width, base)
             return Strip.blank(width, base)
         if index >= len(lines):
@@ -211,11 +216,11 @@ class LogView(ScrollView, can_focus=True):
             return Strip([Segment(shown, style)], len(shown)).extend_cell_length(width, base)
         text = Text(line, style=base, no_wrap=True, end="")
         if stderr:
-            text.stylize(self.get_component_rich_style("logs--stderr", partial=True))
+            text.stylize(component_style(self, "logs--stderr"))
         if index == self.current:
-            text.stylize(self.get_component_rich_style("logs--current", partial=True))
+            text.stylize(component_style(self, "logs--current"))
         if self.search:
-            match = self.get_component_rich_style("logs--match", partial=True)
+            match = component_style(self, "logs--match")
             text.highlight_words([self.search], style=match, case_sensitive=False)
         # `Text.render` leaves the text's own style to the caller: under it goes the widget's style.
         strip = Strip(text.render(self.app.console)).apply_style(base).crop(scroll_x, scroll_x + width)
