@@ -20,7 +20,7 @@ from typing import Any
 
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
-from runner import artifacts
+from runner import artifacts, freshness
 from runner.artifacts import (
     ArtifactError,
     UnstorableOutput,
@@ -215,6 +215,7 @@ def execute(
         except ArtifactError as exc:
             return TaskResult(ok=False, error=f"an input could not be read: {exc}")
         fault_point("step-start")
+        freshness.forget_stale(task.expect)
         with step_context(ctx):
             value = fn(**kwargs)
         duration = time.perf_counter() - started
@@ -274,6 +275,7 @@ def execute(
         preview=preview(value),
         metrics=dict(ctx.metrics),
         duration_s=duration,
+        stale_code=freshness.stale(task.expect),
     )
 
 
