@@ -1,0 +1,373 @@
+"""Never stale (issue 13): every path by which an edit could leave an old cached result in place.
+
+Each test runs a flow through the real `flow` CLI (a subprocess, real worker processes, the store on
+disk), edits what a step really depends on, runs again, and asserts the new output; the needless
+re-run tests assert what did *not* run. Each case failed on main at 936ad4f.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLIResult
+
+Steps = dict[str, dict[str, Any]]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def run(
+    flow_cli: Callable[..., CLIResult], path: Path, *args: str, env: dict[str, str] | None = None
+) -> Steps:
+    """`flow run PATH --json`: each step's `step_finished` event by name."""
+    result = flow_cli("run", str(path), "--json", *args, env=env)
+    assert result.code == 0, result
+    return {e["step"]: e for e in result.events() if e["event"] == "step_finished"}
+
+
+def pythonpath(*directories: Path) -> str:
+    """`PYTHONPATH` with `directories` first (keeping what the test run itself was given)."""
+    return os.pathsep.join([*map(str, directories), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return tmp_path / "project"
+
+
+def rerun_shows(flow_cli: Callable[..., CLIResult], path: Path, step: str, before: str, after: str) -> Steps:
+    """Run, (the caller edits between the two), check the step's output went from `before` to `after`."""
+    steps = run(flow_cli, path)
+    assert steps[step]["status"] == "succeeded", steps[step]
+    assert steps[step]["preview"] == after, (steps[step], before)
+    return steps
+
+
+# ----- 1. helpers that are not plain functions ------------------------------------------------
+
+WRAPPED_HELPERS = {
+    "lru_cache": (
+        """
+        import functools
+
+        @functools.lru_cache(maxsize=None)
+        def helper(x):
+            return x + 1
+        """,
+        "helper(1)",
+    ),
+    "cache": (
+        """
+        import functools
+
+        @functools.cache
+        def helper(x):
+            return x + 1
+        """,
+        "helper(1)",
+    ),
+    "contextmanager": (
+        """
+        import contextlib
+
+        @contextlib.contextmanager
+        def helper(x):
+            yield x + 1
+        """,
+        "helper(1).__enter__()",
+    ),
+    "partial": (
+        """
+        import functools
+
+        def add(x, y):
+            return x + 1 + y
+
+        helper = functools.partial(add, y=0)
+        """,
+        "helper(1)",
+    ),
+    "dict_of_functions": (
+        """
+        def plus(x):
+            return x + 1
+
+        def minus(x):
+            return x - 1
+
+        HANDLERS = {"plus": plus, "minus": minus}
+        helper = lambda x: HANDLERS["plus"](x)  # noqa: E731
+        """,
+        "HANDLERS['plus'](1)",
+    ),
+    "list_of_functions": (
+        """
+        def plus(x):
+            return x + 1
+
+        PIPELINE = [plus]
+        """,
+        "PIPELINE[0](1)",
+    ),
+    "bound_method": (
+        """
+        class Tokenizer:
+            def tokenize(self, x):
+                return x + 1
+
+        helper = Tokenizer().tokenize
+        """,
+        "helper(1)",
+    ),
+    "singledispatch": (
+        """
+        import functools
+
+        @functools.singledispatch
+        def helper(x):
+            return "other"
+
+        @helper.register
+        def _(x: int):
+            return x + 1
+        """,
+        "helper(1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WRAPPED_HELPERS))
+def test_editing_a_wrapped_or_held_helper_reruns_its_user(flow_cli, project, kind):
+    """lru_cache, cache, contextmanager, partial, a dict or list of functions, a bound method and a
+    singledispatch function are all followed to the code they run (singledispatch used not to ship)."""
+    helpers, call = WRAPPED_HELPERS[kind]
+    path = write(
+        project / "flow.py",
+        "from dsl import step\n" + textwrap.dedent(helpers) + f"\n\n@step\ndef use():\n    return {call}\n",
+    )
+    assert run(flow_cli, path)["use"]["preview"] == "2"
+    assert run(flow_cli, path)["use"]["status"] == "cached"
+    edit(path, "x + 1", "x + 100")
+    steps = run(flow_cli, path)
+    assert (steps["use"]["status"], steps["use"]["preview"]) == ("succeeded", "101"), steps["use"]
+
+
+# ----- 2. closures from one factory -----------------------------------------------------------
+
+
+def test_closures_from_one_factory_are_told_apart_by_what_they_capture(flow_cli, project):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        def make_scaler(factor):
+            def scale(x):
+                return x * factor
+            return scale
+
+        double = make_scaler(2)
+        triple = make_scaler(3)
+
+        @step
+        def use():
+            return double(1) + triple(1)
+        """,
+    )
+    assert run(flow_cli, path)["use"]["preview"] == "5"
+    edit(path, "make_scaler(3)", "make_scaler(30)")
+    assert run(flow_cli, path)["use"]["preview"] == "32"
+
+
+def test_helpers_made_by_a_decorator_without_wraps_are_told_apart(flow_cli, project):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        def logged(fn):
+            def inner(*args):
+                return fn(*args)
+            return inner
+
+        @logged
+        def first(x):
+            return x + 1
+
+        @logged
+        def second(x):
+            return x + 2
+
+        @step
+        def use():
+            return first(0) * 10 + second(0)
+        """,
+    )
+    assert run(flow_cli, path)["use"]["preview"] == "12"
+    edit(path, "return x + 2", "return x + 5")
+    assert run(flow_cli, path)["use"]["preview"] == "15"
+
+
+# ----- 3. dict order ----------------------------------------------------------------------------
+
+
+def test_reordering_a_global_dicts_keys_reruns_its_user(flow_cli, project):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        STAGES = {"clean": 1, "train": 2}
+
+        @step
+        def order():
+            return ",".join(STAGES)
+        """,
+    )
+    assert run(flow_cli, path)["order"]["preview"] == "'clean,train'"
+    edit(path, '{"clean": 1, "train": 2}', '{"train": 2, "clean": 1}')
+    assert run(flow_cli, path)["order"]["preview"] == "'train,clean'"
+
+
+def test_reordering_a_dict_parameters_keys_reruns_its_reader(flow_cli, project, tmp_path):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import param, step
+
+        @step
+        def order(columns: dict = param({})):
+            return ",".join(columns)
+        """,
+    )
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"columns": {"a": 1, "b": 2}}))
+    assert run(flow_cli, path, "--params", str(params))["order"]["preview"] == "'a,b'"
+    params.write_text(json.dumps({"columns": {"b": 2, "a": 1}}))
+    assert run(flow_cli, path, "--params", str(params))["order"]["preview"] == "'b,a'"
+
+
+# ----- 4. code outside the flow file's directory ------------------------------------------------
+
+USES_SHARED = """
+from dsl import step
+import shared_util
+
+@step
+def use():
+    return shared_util.value()
+"""
+
+
+def test_a_sibling_directory_on_pythonpath_is_hashed_by_content(flow_cli, tmp_path, project):
+    shared = write(tmp_path / "shared" / "shared_util.py", "def value():\n    return 1\n")
+    path = write(project / "flow.py", USES_SHARED)
+    env = {"PYTHONPATH": pythonpath(tmp_path / "shared")}
+    assert run(flow_cli, path, env=env)["use"]["preview"] == "1"
+    assert run(flow_cli, path, env=env)["use"]["status"] == "cached"
+    edit(shared, "return 1", "return 2")
+    steps = run(flow_cli, path, env=env)
+    assert (steps["use"]["status"], steps["use"]["preview"]) == ("succeeded", "2")
+    assert "shared_util" in steps["use"]["reason"]
+
+
+def test_an_editable_install_of_the_users_package_is_hashed_by_content(flow_cli, tmp_path, project):
+    """An editable install: a dist-info whose RECORD lists only the install hook, the sources elsewhere
+    (so `importlib.metadata.version` answers "1.0" however the code changes)."""
+    site = tmp_path / "site"
+    write(
+        site / "shared_util-1.0.dist-info" / "METADATA",
+        "Metadata-Version: 2.1\nName: shared_util\nVersion: 1.0\n",
+    )
+    write(
+        site / "shared_util-1.0.dist-info" / "RECORD",
+        "__editable__.shared_util-1.0.pth,,\nshared_util-1.0.dist-info/METADATA,,\nshared_util-1.0.dist-info/RECORD,,\n",
+    )
+    shared = write(tmp_path / "src" / "shared_util.py", "def value():\n    return 1\n")
+    path = write(project / "flow.py", USES_SHARED)
+    env = {"PYTHONPATH": pythonpath(site, tmp_path / "src")}
+    assert run(flow_cli, path, env=env)["use"]["preview"] == "1"
+    edit(shared, "return 1", "return 2")
+    assert run(flow_cli, path, env=env)["use"]["preview"] == "2"
+
+
+def test_a_directory_added_to_sys_path_by_the_flow_ships_and_is_hashed(flow_cli, tmp_path, project):
+    lib = write(tmp_path / "lib" / "libmod.py", "def value():\n    return 1\n")
+    path = write(
+        project / "flow.py",
+        """
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))
+
+        import libmod
+        from dsl import step
+
+        @step
+        def use():
+            return libmod.value()
+
+        @step
+        def inner():
+            import libmod as again
+            return again.value() * 10
+        """,
+    )
+    steps = run(flow_cli, path)
+    assert (steps["use"]["preview"], steps["inner"]["preview"]) == ("1", "10")
+    edit(lib, "return 1", "return 2")
+    steps = run(flow_cli, path)
+    assert (steps["use"]["preview"], steps["inner"]["preview"]) == ("2", "20")
+
+
+def test_a_project_directory_named_like_site_packages_is_still_the_users(flow_cli, tmp_path):
+    project = tmp_path / "my-site-packages-tool"
+    helper = write(project / "helpers.py", "def value():\n    return 1\n")
+    path = write(project / "flow.py", USES_SHARED.replace("shared_util", "helpers"))
+    assert run(flow_cli, path)["use"]["preview"] == "1"
+    edit(helper, "return 1", "return 2")
+    assert run(flow_cli, path)["use"]["preview"] == "2"
+
+
+# ----- 9. attribute names are not globals ----------------------------------------------------------
+
+
+def test_a_method_named_like_a_step_does_not_make_that_step_a_helper(flow_cli, project):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        @step
+        def split():
+            rows = [1, 2, 3]
+            return rows[:2]
+
+        @step
+        def configs(c_values: str = "0.1,1.0"):
+            return [float(c) for c in c_values.split(",")]
+        """,
+    )
+    run(flow_cli, path)
+    edit(path, "rows = [1, 2, 3]\n    return rows[:2]", "data = [1, 2, 3]\n    return data[:2]")
+    steps = run(flow_cli, path)
+    assert steps["split"]["status"] == "succeeded"
+    assert steps["configs"]["status"] == "cached", steps["configs"]
