@@ -7,9 +7,13 @@ re-run tests assert what did *not* run. Each case failed on main at 936ad4f.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,15 @@ import pytest
 from tests.conftest import CLIResult
 
 Steps = dict[str, dict[str, Any]]
+EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> None:
+    """Wait (bounded) for a file a step creates to say it reached a point."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"timed out waiting for {path}"
+        time.sleep(0.01)
 
 
 def write(path: Path, text: str) -> Path:
@@ -371,3 +384,134 @@ def test_a_method_named_like_a_step_does_not_make_that_step_a_helper(flow_cli, p
     steps = run(flow_cli, path)
     assert steps["split"]["status"] == "succeeded"
     assert steps["configs"]["status"] == "cached", steps["configs"]
+
+
+# ----- 5. modules imported inside a step body -------------------------------------------------------
+
+
+def test_a_module_imported_in_a_step_body_is_hashed_with_what_it_imports(flow_cli, project):
+    write(project / "helpers.py", "from deep import value\n\n\ndef scaled():\n    return value() * 10\n")
+    deep = write(project / "deep.py", "def value():\n    return 1\n")
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        @step
+        def use():
+            import helpers
+            return helpers.scaled()
+        """,
+    )
+    assert run(flow_cli, path)["use"]["preview"] == "10"
+    assert run(flow_cli, path)["use"]["status"] == "cached"
+    edit(deep, "return 1", "return 2")
+    steps = run(flow_cli, path)
+    assert (steps["use"]["status"], steps["use"]["preview"]) == ("succeeded", "20")
+    assert steps["use"]["reason"] == "imported module changed: helpers"
+
+
+def test_importlib_import_module_with_a_literal_name_is_tracked(flow_cli, project):
+    helpers = write(project / "helpers.py", "def value():\n    return 1\n")
+    path = write(
+        project / "flow.py",
+        """
+        import importlib
+        from dsl import step
+
+        @step
+        def use():
+            return importlib.import_module("helpers").value()
+        """,
+    )
+    assert run(flow_cli, path)["use"]["preview"] == "1"
+    edit(helpers, "return 1", "return 2")
+    assert run(flow_cli, path)["use"]["preview"] == "2"
+
+
+def test_a_computed_module_name_is_reported_and_the_step_always_runs(flow_cli, project):
+    write(project / "helpers.py", "def value():\n    return 1\n")
+    path = write(
+        project / "flow.py",
+        """
+        import importlib
+        from dsl import step
+
+        @step
+        def use(module: str = "helpers"):
+            return importlib.import_module(module).value()
+        """,
+    )
+    for _ in range(2):
+        steps = run(flow_cli, path)
+        assert steps["use"]["status"] == "succeeded", steps["use"]
+        assert "cannot fingerprint" in steps["use"]["reason"] and "computed name" in steps["use"]["reason"]
+    shown = flow_cli("show", "last")
+    assert "computed name" in shown.stdout, shown
+
+
+def test_a_compiled_extension_module_of_the_users_is_reported_and_the_step_always_runs(flow_cli, project):
+    """Its source cannot be hashed: the fingerprint says so instead of trusting the cache."""
+    write(project / f"fast{EXTENSION_SUFFIX}", "not really machine code")
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        @step
+        def use():
+            try:
+                import fast  # noqa: F401
+            except ImportError:
+                return "not loadable"
+            return "loaded"
+        """,
+    )
+    for _ in range(2):
+        steps = run(flow_cli, path)
+        assert steps["use"]["status"] == "succeeded"
+        assert "compiled extension module of yours" in steps["use"]["reason"], steps["use"]
+
+
+def test_an_edit_during_the_run_is_never_cached_under_the_old_fingerprint(flow_cli, project, tmp_path):
+    """The step imports its module after the save: the result of the new code must not be stored
+    under the fingerprint of the old one, or reverting the edit would serve it forever."""
+    helpers = write(project / "helpers.py", "VALUE = 'old'\n")
+    waiting, go = tmp_path / "waiting", tmp_path / "go"
+    path = write(
+        project / "flow.py",
+        f"""
+        import os
+        import time
+        from dsl import step
+
+        @step
+        def use():
+            open({str(waiting)!r}, "w").close()
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.01)
+            import helpers
+            return helpers.VALUE
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_file(waiting)
+        helpers.write_text("VALUE = 'new'\n", encoding="utf-8")  # saved while the step runs
+        go.touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    finished = [json.loads(line) for line in out.splitlines() if '"step_finished"' in line]
+    assert finished[0]["preview"] == "'new'" and "not cached" in finished[0]["reason"], (out, err)
+    helpers.write_text("VALUE = 'old'\n", encoding="utf-8")  # reverted
+    steps = run(flow_cli, path)
+    assert (steps["use"]["status"], steps["use"]["preview"]) == ("succeeded", "'old'"), steps["use"]
+    assert run(flow_cli, path)["use"]["status"] == "cached"
