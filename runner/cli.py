@@ -271,12 +271,18 @@ def show(
     store_dir: StoreOpt = None,
 ) -> None:
     """One run: its parameters, and each step's status, attempts, duration and why it ran."""
+    from runner.declared import describe_declared
     from runner.reporter import SYMBOLS
+    from runner.text import visible
 
     store = _store(store_dir, create=False)
     record = _get_run(store, run_id)
+    declared = store.declared_inputs(record.id)
     if json_out:
-        typer.echo(json.dumps(record.as_dict(), indent=2, default=repr))
+        data = record.as_dict()
+        for step in data["steps"]:
+            step["declared"] = declared.get(step["name"], [])
+        typer.echo(json.dumps(data, indent=2, default=repr))
         return
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
     typer.echo(f"run #{record.id} of {record.flow}: {record.status} in {took} ({record.trigger or 'cli'})")
@@ -293,6 +299,9 @@ def show(
             f"  {SYMBOLS.get(s.status, '?')} {s.name:<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
             + (f"  [{metrics}]" if metrics else "")
         )
+        if s.name in declared:
+            inputs = visible(describe_declared(declared[s.name]), newlines=False)
+            typer.echo(f"    {'':<{width}}  declared inputs: {inputs}")
     if record.metrics:
         typer.echo("  metrics: " + ", ".join(f"{k}={v:g}" for k, v in record.metrics.items()))
 

@@ -104,3 +104,17 @@ def watched_paths(step: Step, root: Path) -> set[Path]:
         found.add(fixed if fixed.is_dir() or fixed == absolute else fixed.parent)
         found.update(matching_files(pattern, root))
     return found
+
+
+def describe_declared(keys: list[str]) -> str:
+    """`data/a.csv, data/b.csv (no file matches raw/*.json), env MODE` for `flow show`."""
+    parts = []
+    for key in keys:
+        kind, _, what = key.partition(":")
+        if kind == "env":
+            parts.append(f"env {what}")
+        elif kind == "pattern":
+            parts.append(f"{what} (no file matches)")
+        else:
+            parts.append(what)
+    return ", ".join(parts)

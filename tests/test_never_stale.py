@@ -515,3 +515,196 @@ def test_an_edit_during_the_run_is_never_cached_under_the_old_fingerprint(flow_c
     steps = run(flow_cli, path)
     assert (steps["use"]["status"], steps["use"]["preview"]) == ("succeeded", "'old'"), steps["use"]
     assert run(flow_cli, path)["use"]["status"] == "cached"
+
+
+# ----- 8. equal values hash equally, whatever process produced them --------------------------------
+
+USER_CLASS_FLOW = """
+from dsl import step
+{import_line}
+
+@step
+def train():
+    first = 1
+    return Model([first, 2])
+
+@step
+def evaluate(train):
+    return sum(train.weights)
+"""
+
+MODEL = """
+class Model:
+    def __init__(self, weights):
+        self.weights = weights
+"""
+
+
+@pytest.mark.parametrize("where", ["flow_file", "local_module"])
+def test_an_object_of_the_users_class_hashes_the_same_in_every_process(flow_cli, project, where):
+    """A re-execution that returns an equal object leaves its downstream cached (early cut-off)."""
+    if where == "flow_file":
+        text = USER_CLASS_FLOW.format(import_line=MODEL)
+    else:
+        write(project / "models.py", MODEL)
+        text = USER_CLASS_FLOW.format(import_line="from models import Model")
+    path = write(project / "flow.py", text)
+    first = run(flow_cli, path)
+    forced = run(flow_cli, path, "--only", "train", "--force")
+    assert forced["train"]["status"] == "succeeded"
+    assert forced["train"]["output_hash"] == first["train"]["output_hash"]
+    edit(path, "first = 1\n    return Model([first, 2])", "one = 1\n    return Model([one, 2])")
+    steps = run(flow_cli, path)
+    assert steps["train"]["status"] == "succeeded"
+    assert steps["evaluate"]["status"] == "cached", steps["evaluate"]
+
+
+def test_a_fitted_sklearn_pipeline_with_a_custom_transformer_hashes_stably(flow_cli, project):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("pandas")
+    path = write(
+        project / "flow.py",
+        """
+        import numpy as np
+        import pandas as pd
+        from sklearn.base import BaseEstimator, TransformerMixin
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from dsl import step
+
+        class Clipper(BaseEstimator, TransformerMixin):
+            def __init__(self, low=-3.0, high=3.0):
+                self.low = low
+                self.high = high
+
+            def fit(self, X, y=None):
+                return self
+
+            def transform(self, X):
+                return np.clip(X, self.low, self.high)
+
+        @step
+        def data():
+            rng = np.random.default_rng(0)
+            frame = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+            return frame.assign(y=(frame["a"] > 0).astype(int))
+
+        @step
+        def train(data):
+            c_value = 1.0
+            model = make_pipeline(Clipper(), LogisticRegression(C=c_value))
+            return model.fit(data[["a", "b", "c"]], data["y"])
+
+        @step
+        def evaluate(train, data):
+            return float(train.score(data[["a", "b", "c"]], data["y"]))
+        """,
+    )
+    first = run(flow_cli, path)
+    edit(
+        path,
+        "c_value = 1.0\n    model = make_pipeline(Clipper(), LogisticRegression(C=c_value))",
+        "c = 1.0\n    model = make_pipeline(Clipper(), LogisticRegression(C=c))",
+    )
+    steps = run(flow_cli, path)
+    assert steps["train"]["status"] == "succeeded"
+    assert steps["train"]["output_hash"] == first["train"]["output_hash"]
+    assert steps["evaluate"]["status"] == "cached", steps["evaluate"]
+    forced = run(flow_cli, path, "--only", "data", "--force")
+    assert forced["data"]["output_hash"] == first["data"]["output_hash"]  # a stock DataFrame stays stable
+
+
+# ----- 10. what may re-run, what did, and why ------------------------------------------------------
+
+
+def test_upstream_output_changed_names_only_upstreams_that_differ_from_the_previous_run(flow_cli, project):
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        @step
+        def configs():
+            return [0.1, 1.0]
+
+        @step
+        def data():
+            return [1, 2, 3]
+
+        @step
+        def train(configs, data):
+            return len(configs) * sum(data)
+        """,
+    )
+    run(flow_cli, path)
+    edit(path, "return [0.1, 1.0]", "return [0.1, 1.0, 10.0]")
+    assert run(flow_cli, path)["train"]["reason"] == "upstream output changed: configs"
+    edit(path, "return [0.1, 1.0, 10.0]", "return [0.1, 1.0]")
+    assert run(flow_cli, path)["train"]["status"] == "cached"
+    edit(path, "return [1, 2, 3]", "return [1, 2, 3, 4]")
+    steps = run(flow_cli, path)
+    assert steps["train"]["reason"] == "upstream output changed: data", steps["train"]
+
+
+# ----- declared inputs ---------------------------------------------------------------------------------
+
+DECLARED_FLOW = """
+import glob
+import os
+from dsl import step
+
+HERE = os.path.dirname(__file__)
+
+@step(inputs=["data/*.csv"], env=["MODE"])
+def load():
+    paths = sorted(glob.glob(os.path.join(HERE, "data", "*.csv")))
+    rows = sum(len(open(p).read().splitlines()) for p in paths)
+    return f"{rows} rows, mode {os.environ.get('MODE', 'unset')}"
+
+@step
+def report(load):
+    return load.upper()
+"""
+
+
+def test_declared_input_files_and_variables_are_part_of_the_fingerprint(flow_cli, project, monkeypatch):
+    monkeypatch.delenv("MODE", raising=False)
+    path = write(project / "flow.py", DECLARED_FLOW)
+    data = write(project / "data" / "a.csv", "x\n1\n")
+
+    def load(mode: str | None) -> dict[str, Any]:
+        return run(flow_cli, path, env={"MODE": mode} if mode is not None else {})["load"]
+
+    assert load("fast")["preview"] == "'2 rows, mode fast'"
+    assert load("fast")["status"] == "cached"
+
+    data.write_text("x\n1\n2\n")
+    step = load("fast")
+    assert (step["preview"], step["reason"]) == ("'3 rows, mode fast'", "input file changed: data/a.csv")
+
+    write(project / "data" / "b.csv", "y\n")
+    step = load("fast")
+    assert (step["preview"], step["reason"]) == ("'4 rows, mode fast'", "input file changed: data/b.csv")
+
+    step = load("slow")
+    assert (step["preview"], step["reason"]) == ("'4 rows, mode slow'", "environment changed: MODE")
+    step = load(None)
+    assert (step["preview"], step["reason"]) == ("'4 rows, mode unset'", "environment changed: MODE")
+    assert load(None)["status"] == "cached"
+
+    shown = flow_cli("show", "last")
+    assert "declared inputs: data/a.csv, data/b.csv, env MODE" in shown.stdout, shown
+    steps = {s["name"]: s for s in flow_cli("show", "last", "--json").json()["steps"]}
+    assert steps["load"]["declared"] == ["file:data/a.csv", "file:data/b.csv", "env:MODE"]
+    assert steps["report"]["declared"] == []
+
+
+def test_a_pattern_that_matches_nothing_counts_and_the_first_match_reruns(flow_cli, project, monkeypatch):
+    monkeypatch.delenv("MODE", raising=False)
+    path = write(project / "flow.py", DECLARED_FLOW)
+    assert run(flow_cli, path)["load"]["preview"] == "'0 rows, mode unset'"
+    assert "data/*.csv (no file matches)" in flow_cli("show", "last").stdout
+    write(project / "data" / "a.csv", "x\n")
+    step = run(flow_cli, path)["load"]
+    assert step["preview"] == "'1 rows, mode unset'"
+    assert step["reason"] == "input file changed: data/a.csv, data/*.csv"
