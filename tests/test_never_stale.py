@@ -14,13 +14,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runner.events import FlowReloaded
+from runner.session import FlowSession
 from tests.conftest import CLIResult
+from tests.helpers_watch import EventLog, save_in_place, watching
 
 Steps = dict[str, dict[str, Any]]
 EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -708,3 +712,121 @@ def test_a_pattern_that_matches_nothing_counts_and_the_first_match_reruns(flow_c
     step = run(flow_cli, path)["load"]
     assert step["preview"] == "'1 rows, mode unset'"
     assert step["reason"] == "input file changed: data/a.csv, data/*.csv"
+
+
+def test_a_declared_file_edited_during_the_run_is_not_cached_under_the_old_fingerprint(
+    flow_cli, project, tmp_path
+):
+    data = write(project / "data.csv", "old\n")
+    waiting, go = tmp_path / "waiting", tmp_path / "go"
+    path = write(
+        project / "flow.py",
+        f"""
+        import os
+        import time
+        from dsl import step
+
+        @step(inputs=["data.csv"])
+        def load():
+            open({str(waiting)!r}, "w").close()
+            while not os.path.exists({str(go)!r}):
+                time.sleep(0.01)
+            return open({str(data)!r}).read().strip()
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
+        cwd=tmp_path,
+    )
+    try:
+        wait_for_file(waiting)
+        data.write_text("new\n")
+        go.touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    finished = [json.loads(line) for line in out.splitlines() if '"step_finished"' in line]
+    assert "not cached: data.csv changed while the step ran" in finished[0]["reason"], (out, err)
+    data.write_text("old\n")
+    assert run(flow_cli, path)["load"]["preview"] == "'old'"
+
+
+# ----- --watch: what a step imports in its body, and its declared files ------------------------------
+
+
+@pytest.fixture
+def watched(harness: Any, project: Path) -> Iterator[Callable[[Path], tuple[FlowSession, EventLog]]]:
+    """Load a flow in a session on the real engine, run it once, then watch it."""
+    with ExitStack() as stack:
+
+        def start(path: Path) -> tuple[FlowSession, EventLog]:
+            events = EventLog()
+            harness.engine.subscribe(events)
+            session = FlowSession(path, harness.engine)
+            session.load()
+            mark = events.mark()
+            session.run(trigger="first")
+            events.wait_run(mark, "first")
+            stack.enter_context(watching(session))
+            return session, events
+
+        yield start
+
+
+def steps_of_run(harness: Any, run_id: int) -> dict[str, tuple[str, str]]:
+    record = harness.store.get_run(run_id)
+    return {s.name: (s.status, s.preview) for s in record.steps}
+
+
+def test_watch_reruns_when_a_module_imported_in_a_step_body_is_saved(watched, harness, project):
+    deep = write(project / "deep.py", "VALUE = 1\n")
+    write(project / "helpers.py", "from deep import VALUE\n")
+    path = write(
+        project / "flow.py",
+        """
+        from dsl import step
+
+        @step
+        def use():
+            import helpers
+            return helpers.VALUE
+        """,
+    )
+    session, events = watched(path)
+    assert deep.resolve() in session.watched_files()
+    mark = events.mark()
+    save_in_place(deep, "VALUE = 2\n")
+    reloaded = events.wait_reload(mark)
+    assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("use",), reloaded
+    started, finished = events.wait_run(mark)
+    assert finished.status == "succeeded"
+    assert steps_of_run(harness, started.run_id) == {"use": ("succeeded", "2")}
+
+
+def test_watch_reruns_when_a_declared_input_file_is_saved(watched, harness, project):
+    data = write(project / "data" / "a.csv", "1\n")
+    path = write(
+        project / "flow.py",
+        f"""
+        from dsl import step
+
+        @step(inputs=["data/*.csv"])
+        def load():
+            return open({str(data)!r}).read().strip()
+
+        @step
+        def other():
+            return 0
+        """,
+    )
+    session, events = watched(path)
+    mark = events.mark()
+    save_in_place(data, "2\n")
+    reloaded = events.wait_reload(mark)
+    assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("load",), reloaded
+    started, _ = events.wait_run(mark)
+    assert steps_of_run(harness, started.run_id) == {"load": ("succeeded", "'2'"), "other": ("cached", "0")}
