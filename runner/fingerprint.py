@@ -421,10 +421,9 @@ class _Hasher:
         return self.is_local_file(filename) or is_user_file(filename)
 
     def is_user_class(self, cls: type) -> bool:
-        module = sys.modules.get(cls.__module__)
-        file = getattr(module, "__file__", None)
-        if module is None or cls.__module__ == self.flow_module:
-            return True  # a class made at run time, or one of the flow file's
+        if cls.__module__ == self.flow_module:
+            return True
+        file = getattr(sys.modules.get(cls.__module__), "__file__", None)
         return bool(file) and self.is_user_code_file(str(file))
 
     def module_label(self, module_name: str) -> str:
@@ -472,11 +471,15 @@ class _Hasher:
         if segment is None and index is not None and not isinstance(node, list):
             if "import" not in "".join(index.lines[node.lineno - 1 : node.end_lineno]):
                 return
-        package = str(fn.__globals__.get("__package__") or "")
+        nodes = node if isinstance(node, list) else [node]
+        self.add_imports(nodes, str(fn.__globals__.get("__package__") or ""), f"{fn.__qualname__}()", found)
+
+    def add_imports(self, nodes: list[Any], package: str, where: str, found: dict[str, str]) -> None:
+        """`import X` -> the hash of X's import closure, for every module the code imports."""
         modules: set[str] = set()
         try:
-            for root in node if isinstance(node, list) else [node]:
-                modules.update(imports_in(root, package, f"{fn.__qualname__}()"))
+            for root in nodes:
+                modules.update(imports_in(root, package, where))
             for module in sorted(modules):
                 closure = self.imports.closure(module)
                 found[f"import {module}"] = closure.digest
@@ -685,7 +688,8 @@ class _Hasher:
         nodes = index.classes.get(cls.__name__, []) if index is not None else []
         if index is None or not nodes:
             return self._class_members(cls, nested), nested
-        own = _sha(*(normalised(index, n, drop_decorators=False) for n in nodes))
+        own_text = "\n".join(normalised(index, n, drop_decorators=False) for n in nodes)
+        own = _sha(own_text)
         namespace = vars(module) if module is not None else {}
         used = {
             n.id
@@ -696,6 +700,8 @@ class _Hasher:
         for name in sorted(used):
             if name in namespace and namespace[name] is not cls:
                 self.add(f"{self.module_label(cls.__module__)}.{name}", namespace[name], nested, cls)
+        if "import" in own_text:
+            self.add_imports(nodes, str(namespace.get("__package__") or ""), cls.__qualname__, nested)
         return own, nested
 
     def _class_members(self, cls: type, found: dict[str, str]) -> str:
