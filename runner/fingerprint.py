@@ -4,16 +4,23 @@ A step's fingerprint hashes, separately so that `flow show` can say *why* a step
 
 - `code`: its normalised source (parsed and unparsed: comments, formatting and docstrings do not count;
   decorators do not either, their result-changing options are hashed under `options`);
-- `helpers`: each same-project function, class, module or constant it references, transitively, by
-  qualified name (site-packages code counts by package version);
+- `helpers`: everything of the user's it can reach, transitively, by qualified name: functions, classes,
+  modules and constants it reads as globals (attribute names do not count: `text.split` does not make a
+  step named `split` a helper), and the code hidden in values (`_Hasher.digest`: wrapped functions,
+  partials, bound methods, functions in containers, closures by what they captured, dicts in order),
+  and `import X` for each module imported in a function body (its whole import closure, `runner.imports`).
+  "The user's" is decided by `dsl.locality` (not installed, not the standard library); installed code
+  counts by its distribution's version;
 - `options`: `foreach`, `version` and the `when=` predicate;
 - `params`: the values of the flow parameters it reads;
 - `inputs`: the content hash of each upstream output (early cut-off: an upstream that re-runs and
-  returns the same bytes does not invalidate its descendants).
+  returns the same bytes does not invalidate its descendants);
+- `declared`: its declared input files and environment variables (`runner.declared`).
 
 Source comes from the text the loader read and compiled, never from `linecache` or `inspect`, which can
-be stale right after an edit. When something cannot be hashed with confidence the step is marked
-untrusted and always runs: never a stale result.
+be stale right after an edit. When something cannot be hashed with confidence (a module imported by a
+computed name, a compiled extension of the user's, an unpicklable global) the step is marked untrusted
+and always runs: never a stale result.
 """
 
 from __future__ import annotations

@@ -830,3 +830,10 @@ def test_watch_reruns_when_a_declared_input_file_is_saved(watched, harness, proj
     assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("load",), reloaded
     started, _ = events.wait_run(mark)
     assert steps_of_run(harness, started.run_id) == {"load": ("succeeded", "'2'"), "other": ("cached", "0")}
+
+
+def test_flow_graph_shows_declared_inputs(flow_cli, project):
+    path = write(project / "flow.py", DECLARED_FLOW)
+    result = flow_cli("graph", str(path))
+    assert result.code == 0, result
+    assert "[inputs data/*.csv, env MODE]" in result.stdout, result

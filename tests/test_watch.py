@@ -745,6 +745,7 @@ def test_cli_run_watch_reloads_reruns_and_exits_on_ctrl_c(
         cli.out.wait(r"^run #2 .*\[watch: flow_file\.py changed\]", "the new run's header")
         summary = cli.out.wait(r"^run #2 (succeeded|failed|cancelled)", "the new run's summary")
         assert summary.startswith("run #2 succeeded") and "1 succeeded" in summary and "2 cached" in summary
+        assert summary.endswith("(ran: c)"), summary  # the reload line said what may re-run; this, what did
         executed = log.read_text().splitlines()
         assert sorted(executed[:3]) == ["a v1", "b v1", "c v1"] and executed[3:] == ["c v2"], executed
 
