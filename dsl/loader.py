@@ -130,18 +130,27 @@ def install_local_imports(root: Path) -> None:
 
 _loaded_names: set[str] = set()
 """Modules some load of a flow imported: the next load imports them again from their source."""
+_under_roots: dict[tuple[str, int], bool] = {}
 
 
 def _purge_local_modules() -> None:
-    """Forget the user's modules imported fresh: by a load, or (a step body's import, run in this
-    process) from under a project root. Other modules compiled fresh are left alone: a test suite's
-    own modules imported after a load are not the flow's."""
+    """Forget the user's modules a load imported, and any of the user's modules under a project root
+    (a step body's import run in this process): the next load imports them from their source. Other
+    modules are left alone: a test suite's own modules imported after a load are not the flow's."""
     for name, module in list(sys.modules.items()):
-        spec = getattr(module, "__spec__", None)
-        if not isinstance(getattr(spec, "loader", None), _FreshSourceLoader):
+        if name in _loaded_names:
+            del sys.modules[name]
             continue
-        file = getattr(module, "__file__", None) or ""
-        if name in _loaded_names or any(Path(file).resolve().is_relative_to(r) for r in _roots):
+        file = getattr(module, "__file__", None)
+        if not file or name.partition(".")[0] in _OWN_PACKAGES:
+            continue
+        key = (file, len(_roots))
+        under = _under_roots.get(key)
+        if under is None:
+            resolved = Path(file).resolve()
+            inside = any(resolved.is_relative_to(r) for r in _roots)
+            under = _under_roots[key] = inside and _is_local(resolved)
+        if under:
             del sys.modules[name]
 
 

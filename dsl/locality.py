@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,15 +34,10 @@ _SITE_DIR_NAMES = frozenset({"site-packages", "dist-packages"})
 
 
 def _stdlib_dirs() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    found: list[str] = []
-    for key in ("stdlib", "platstdlib"):
-        value = paths.get(key)
-        if value:
-            for variant in (value, os.path.realpath(value)):
-                if variant + os.sep not in found:
-                    found.append(variant + os.sep)
-    return tuple(found)
+    """The standard library's directory (where `os` lives; `lib-dynload` is inside it), as given
+    and resolved. Not `sysconfig`: importing it costs start-up time and a generated module."""
+    base = os.path.dirname(os.__file__)
+    return tuple(dict.fromkeys((base + os.sep, os.path.realpath(base) + os.sep)))
 
 
 _STDLIB_DIRS = _stdlib_dirs()
