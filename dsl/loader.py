@@ -1,7 +1,8 @@
 """Provides `load_flow`: execute a flow file in a fresh namespace and build its graph.
 
-Every load re-executes the flow file and the user's own local modules it imports (found under the
-flow file's directory, never site-packages), compiled from the source text read at that moment and
+Every load re-executes the flow file and the user's own modules it imports (`dsl.locality`: under the
+flow file's directory, on `PYTHONPATH`, an editable install; never installed or standard-library
+code), compiled from the source text read at that moment and
 never from `__pycache__`: a `.pyc` is validated by mtime and size, so two quick edits of equal size
 would otherwise run old code. The source text of each of those files is kept on the result so that
 fingerprints hash exactly the code that runs.

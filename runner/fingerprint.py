@@ -35,7 +35,6 @@ import pickle
 import sys
 import textwrap
 import types
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -366,6 +365,8 @@ class _Hasher:
         self.segments: dict[types.CodeType, str | None] = {}
         """Trees of function segments this load walks (imports in a body, a local module's uses)."""
         self.imports = ImportScanner([str(loaded.root), *loaded.search_paths, *sys.path])
+        self.files_seen = False
+        """Whether any step's helpers carry `_FILE_MARK` entries (most flows: none to filter out)."""
 
     def source_of(self, filename: str) -> _SourceIndex | None:
         if filename in self.indexes:
@@ -445,10 +446,12 @@ class _Hasher:
         named `split` a helper.
         """
         found: dict[str, str] = {}
-        module_label = self.module_label(fn.__globals__.get("__name__") or fn.__module__ or "")
-        for name in sorted(_global_names(fn.__code__)):
-            if name in fn.__globals__:
-                self.add(f"{module_label}.{name}", fn.__globals__[name], found, fn)
+        namespace = fn.__globals__
+        candidates = _names(fn.__code__) & namespace.keys()  # most names are locals, attributes, builtins
+        if candidates:
+            module_label = self.module_label(namespace.get("__name__") or fn.__module__ or "")
+            for name in sorted(candidates & _global_names(fn.__code__)):
+                self.add(f"{module_label}.{name}", namespace[name], found, fn)
         self.add_inner_imports(fn, found)
         return found
 
@@ -491,6 +494,7 @@ class _Hasher:
                 closure = self.imports.closure(module)
                 found[f"import {module}"] = closure.digest
                 found.update({_FILE_MARK + path: sha for path, sha in closure.files.items()})
+                self.files_seen = self.files_seen or bool(closure.files)
         except CannotSee as exc:
             raise Untrusted(str(exc)) from None
 
@@ -756,6 +760,7 @@ class _Hasher:
         except CannotSee as exc:
             raise Untrusted(str(exc)) from None
         found.update({_FILE_MARK + path: sha for path, sha in closure.files.items()})
+        self.files_seen = self.files_seen or bool(closure.files)
         return _sha("whole-module", text or "", closure.digest)
 
 
@@ -794,6 +799,16 @@ _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
 _GLOBAL_SHIFT = 1 if sys.version_info >= (3, 11) else 0
 
 
+def _names(code: types.CodeType) -> set[str]:
+    """Every name in `co_names` of the code and the code nested in it: globals and attribute names
+    alike (a cheap superset of `_global_names`)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
 def _global_names(code: types.CodeType) -> set[str]:
     """Every name the code (and code nested in it) reads, writes or deletes as a global.
 
@@ -801,9 +816,6 @@ def _global_names(code: types.CodeType) -> set[str]:
     name: `text.split` would count a global named `split`). A global that shadows a builtin (a user's
     own `filter`) is a global like any other.
     """
-    found = _GLOBALS.get(code)
-    if found is not None:
-        return found
     names = code.co_names
     raw = code.co_code
     by_name = not code.co_flags & inspect.CO_OPTIMIZED
@@ -823,11 +835,7 @@ def _global_names(code: types.CodeType) -> set[str]:
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             found |= _global_names(const)
-    _GLOBALS[code] = found
     return found
-
-
-_GLOBALS: weakref.WeakKeyDictionary[types.CodeType, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _code_hash(code: types.CodeType) -> str:
@@ -860,8 +868,11 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                         helpers.setdefault(key, digest)
                 else:
                     option_parts.append(hasher.digest(item.when, helpers))
-            files = {k.removeprefix(_FILE_MARK): v for k, v in helpers.items() if k.startswith(_FILE_MARK)}
-            helpers = {k: v for k, v in helpers.items() if not k.startswith(_FILE_MARK)}
+            files: dict[str, str] = {}
+            if hasher.files_seen:
+                marked = [k for k in helpers if k.startswith(_FILE_MARK)]
+                files = {k.removeprefix(_FILE_MARK): helpers[k] for k in marked}
+                helpers = {k: v for k, v in helpers.items() if not k.startswith(_FILE_MARK)}
             prints[name] = StaticPrint(code=code, helpers=helpers, options=_sha(*option_parts), files=files)
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))

@@ -123,15 +123,18 @@ class ImportScanner:
             return self._specs[name]
         parent, _, _ = name.rpartition(".")
         found: importlib.machinery.ModuleSpec | None = None
-        if name in sys.builtin_module_names:
-            found = importlib.machinery.ModuleSpec(name, None, origin="built-in")
-        elif not parent:
-            found = importlib.machinery.PathFinder.find_spec(name, self.search_path)
-        else:
-            outer = self.spec(parent)
-            locations = outer.submodule_search_locations if outer is not None else None
-            if locations:
-                found = importlib.machinery.PathFinder.find_spec(name, list(locations))
+        try:
+            if name in sys.builtin_module_names:
+                found = importlib.machinery.ModuleSpec(name, None, origin="built-in")
+            elif not parent:
+                found = importlib.machinery.PathFinder.find_spec(name, self.search_path)
+            else:
+                outer = self.spec(parent)
+                locations = outer.submodule_search_locations if outer is not None else None
+                if locations:
+                    found = importlib.machinery.PathFinder.find_spec(name, list(locations))
+        except (ImportError, ValueError, OSError):
+            found = None  # not importable here: it fails the same way in the worker
         self._specs[name] = found
         return found
 
