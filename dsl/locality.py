@@ -5,7 +5,7 @@ The cache hashes the user's own code by content and installed code by its distri
 
 - a file listed in the RECORD of an installed distribution (a `*.dist-info` directory beside it,
   as pip and every modern installer write) is installed code, identified by that distribution's
-  name and version;
+  name, version and RECORD (which holds every file's hash);
 - a file of the standard library is Python's;
 - a file of flow itself (`dsl`, `runner`, `tui`, wherever they are installed from) is the tool's;
 - anything else is the user's: the flow's directory, a sibling directory on `PYTHONPATH`, a
@@ -19,6 +19,7 @@ could belong to are read first (by name, then all of them): a venv with scikit-l
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sys
@@ -73,17 +74,22 @@ class _SiteDir:
         return None
 
     def _read_record(self, info: str) -> None:
+        """Index one distribution's files. Its identity is its name, version and a hash of its RECORD
+        (which lists every file's own hash): a reinstall with changed code but the same version number
+        is a different distribution."""
         self._read.add(info)
         stem = info.removesuffix(".dist-info")
         name, _, version = stem.partition("-")
         try:
             with open(os.path.join(self.directory, info, "RECORD"), encoding="utf-8") as handle:
-                for line in handle:
-                    path = line.partition(",")[0]
-                    if path:
-                        self.files.setdefault(path, (name, version))
-        except OSError:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
             return
+        identity = (name, f"{version}+{hashlib.sha256(text.encode()).hexdigest()[:12]}")
+        for line in text.splitlines():
+            path = line.partition(",")[0]
+            if path:
+                self.files.setdefault(path, identity)
 
 
 _SITE_DIRS: dict[str, _SiteDir | None] = {}

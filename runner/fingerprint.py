@@ -700,7 +700,7 @@ class _Hasher:
         if index is None or not nodes:
             return self._class_members(cls, nested), nested
         own_text = "\n".join(normalised(index, n, drop_decorators=False) for n in nodes)
-        own = _sha(own_text)
+        own = _sha(own_text, *self._assigned_members(cls, nested))
         namespace = vars(module) if module is not None else {}
         used = {
             n.id
@@ -714,6 +714,24 @@ class _Hasher:
         if "import" in own_text:
             self.add_imports(nodes, str(namespace.get("__package__") or ""), cls.__qualname__, nested)
         return own, nested
+
+    def _assigned_members(self, cls: type, found: dict[str, str]) -> list[str]:
+        """Members whose value the class body's source may not show: data attributes (set or changed
+        after the class was made: `Config.threshold = 5`) and functions defined elsewhere and attached
+        (`Model.predict = fast_predict`). An unhashable data attribute counts by its type."""
+        parts = []
+        inside = cls.__qualname__ + "."
+        for name, member in vars(cls).items():
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            code = getattr(getattr(member, "__func__", member), "__qualname__", "")
+            if isinstance(member, _CODE_OBJECTS) and code.startswith(inside):
+                continue  # defined in the class body: its source is hashed already
+            try:
+                parts.append(f"{name}={self.digest(member, found)}")
+            except Untrusted:
+                parts.append(f"{name}:{type(member).__qualname__}")
+        return parts
 
     def _class_members(self, cls: type, found: dict[str, str]) -> str:
         """A class whose source is not known (made by `type()`, or from a module imported before the

@@ -74,8 +74,11 @@ def test_the_standard_library_and_installed_distributions_are_not_user_code():
 
     assert not is_user_file(stdlib_module.__file__ or "")
     assert not is_user_file(cloudpickle.__file__ or "")
-    assert distribution_of(cloudpickle.__file__ or "") == ("cloudpickle", cloudpickle.__version__)
-    assert version_of(cloudpickle.__file__ or "", "cloudpickle") == f"cloudpickle=={cloudpickle.__version__}"
+    name, version = distribution_of(cloudpickle.__file__ or "") or ("", "")
+    assert (name, version.partition("+")[0]) == ("cloudpickle", cloudpickle.__version__)
+    assert version_of(cloudpickle.__file__ or "", "cloudpickle").startswith(
+        f"cloudpickle=={cloudpickle.__version__}+"
+    )
 
 
 def test_a_path_that_merely_mentions_site_packages_is_user_code(tmp_path):
@@ -88,9 +91,27 @@ def test_a_file_listed_in_a_record_is_installed_and_one_beside_it_is_not(tmp_pat
     write(site / "pkg-2.0.dist-info" / "RECORD", "pkg/__init__.py,,\npkg-2.0.dist-info/RECORD,,\n")
     installed = write(site / "pkg" / "__init__.py", "")
     dropped = write(site / "loose.py", "")
-    assert distribution_of(str(installed)) == ("pkg", "2.0")
+    name, version = distribution_of(str(installed)) or ("", "")
+    assert (name, version.partition("+")[0]) == ("pkg", "2.0")
     assert not is_user_file(str(installed))
     assert is_user_file(str(dropped))
+
+
+def test_a_reinstall_with_changed_files_but_the_same_version_is_another_distribution(tmp_path):
+    """Identity includes the RECORD, which holds each file's hash (one process per install)."""
+    site = tmp_path / "site"
+    record = site / "pkg-2.0.dist-info" / "RECORD"
+    module = write(site / "pkg.py", "")
+    probe = "import sys; from dsl.locality import version_of; print(version_of(sys.argv[1], 'pkg'))"
+    versions = []
+    for digest in ("sha256=aaa", "sha256=bbb"):
+        write(record, f"pkg.py,{digest},0\n")
+        versions.append(
+            subprocess.run(
+                [sys.executable, "-c", probe, str(module)], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+    assert versions[0].startswith("pkg==2.0+") and versions[0] != versions[1]
 
 
 # ----- imports ------------------------------------------------------------------------------------
@@ -219,3 +240,24 @@ def test_different_classes_get_different_ids_and_round_trip():
         StablePickler(buffer, protocol=5).dump(namespace[name])
         blobs.append(hashlib.sha256(buffer.getvalue()).hexdigest())
     assert blobs[0] != blobs[1]
+
+
+CLASS_FLOW = """
+from dsl import step
+
+class Config:
+    threshold = 1
+
+Config.threshold = {value}
+
+@step
+def use():
+    return Config.threshold
+"""
+
+
+def test_a_class_attribute_set_after_the_class_body_counts(tmp_path):
+    path = write(tmp_path / "flow.py", CLASS_FLOW.format(value=5))
+    before = prints_of(path)
+    write(path, CLASS_FLOW.format(value=6))
+    assert prints_of(path) != before
