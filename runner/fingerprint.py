@@ -925,7 +925,8 @@ def combine(
     parts += [f"h:{k}={v}" for k, v in sorted(static.helpers.items())]
     parts += [f"p:{k}={v}" for k, v in sorted(params.items())]
     parts += [f"i:{k}={v}" for k, v in sorted(inputs.items())]
-    parts += [f"d:{k}={v}" for k, v in sorted((declared or {}).items())]
+    if declared:
+        parts += [f"d:{k}={v}" for k, v in sorted(declared.items())]
     return _sha(*parts), detail
 
 
