@@ -20,6 +20,7 @@ from typing import Any
 
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
+from dsl.locality import is_user_file
 from runner import artifacts, freshness
 from runner.artifacts import (
     ArtifactError,
@@ -143,7 +144,7 @@ def _forget_project_modules(roots: tuple[str, ...]) -> None:
         return
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and file.startswith(prefixes) and "site-packages" not in file:
+        if file and file.startswith(prefixes) and is_user_file(file):
             del sys.modules[name]
 
 
