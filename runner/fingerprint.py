@@ -275,8 +275,8 @@ def value_hash(value: Any, _depth: int = 0) -> str:
 
 
 def _container_name(value: Any, base: str) -> str:
-    """`dict` for a plain dict (so existing fingerprints of plain values keep their form), else the
-    subclass's qualified name (an `OrderedDict` and a `dict` with equal items are different values)."""
+    """`dict` for a plain dict, else the subclass's qualified name (a `defaultdict` and a `dict` with
+    equal items behave differently, so they are different values)."""
     kind = type(value)
     return (
         base
