@@ -126,6 +126,7 @@ def distribution_of(path: str) -> tuple[str, str] | None:
     return None
 
 
+@lru_cache(maxsize=8192)
 def is_stdlib_file(path: str) -> bool:
     """A file of Python's standard library (not of a site-packages directory inside it)."""
     resolved = os.path.realpath(path)
@@ -150,6 +151,7 @@ def is_user_file(path: str) -> bool:
     return not (is_stdlib_file(path) or is_own_file(path) or distribution_of(path) is not None)
 
 
+@lru_cache(maxsize=8192)
 def version_of(path: str, module_name: str) -> str:
     """What identifies installed code: its distribution's name and version, or Python's version."""
     if is_stdlib_file(path) or module_name.partition(".")[0] in sys.stdlib_module_names:

@@ -367,6 +367,7 @@ class _Hasher:
         self.imports = ImportScanner([str(loaded.root), *loaded.search_paths, *sys.path])
         self.files_seen = False
         """Whether any step's helpers carry `_FILE_MARK` entries (most flows: none to filter out)."""
+        self.installed_modules: dict[str, str] = {}
 
     def source_of(self, filename: str) -> _SourceIndex | None:
         if filename in self.indexes:
@@ -450,7 +451,7 @@ class _Hasher:
         candidates = _names(fn.__code__) & namespace.keys()  # most names are locals, attributes, builtins
         if candidates:
             module_label = self.module_label(namespace.get("__name__") or fn.__module__ or "")
-            for name in sorted(candidates & _global_names(fn.__code__)):
+            for name in sorted(_global_names(fn.__code__, candidates)):
                 self.add(f"{module_label}.{name}", namespace[name], found, fn)
         self.add_inner_imports(fn, found)
         return found
@@ -765,7 +766,10 @@ class _Hasher:
         file = str(getattr(module, "__file__", None) or "")
         name = module.__name__
         if not file or not self.is_user_code_file(file):
-            return _sha("module", name, version_of(file, name))
+            known = self.installed_modules.get(name)
+            if known is None:
+                known = self.installed_modules[name] = _sha("module", name, version_of(file, name))
+            return known
         if not file.endswith(".py"):
             raise Untrusted(
                 f"it uses {name}, a compiled extension module of yours (its code cannot be hashed)"
@@ -827,16 +831,59 @@ def _names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    """Every name the code (and code nested in it) reads, writes or deletes as a global.
+def _global_names(code: types.CodeType, candidates: set[str]) -> set[str]:
+    """Those of `candidates` the code (or code nested in it) reads, writes or deletes as a global.
 
     Read from the bytecode's global instructions, not `co_names` (which also lists every attribute
     name: `text.split` would count a global named `split`). A global that shadows a builtin (a user's
-    own `filter`) is a global like any other.
+    own `filter`) is a global like any other. Each candidate's instructions are searched for as bytes
+    (a reload re-checks every step of a big flow); code with too many names for one-byte arguments
+    is scanned instruction by instruction.
     """
     names = code.co_names
-    raw = code.co_code
     by_name = not code.co_flags & inspect.CO_OPTIMIZED
+    found: set[str] = set()
+    if len(names) >= 128:
+        found = _scan_globals(code, by_name) & candidates
+    else:
+        raw = code.co_code
+        for name in candidates:
+            if name not in names:
+                continue
+            index = names.index(name)
+            if any(_at_instruction(raw, bytes(pattern)) for pattern in _instructions(index, by_name)):
+                found.add(name)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _global_names(const, candidates)
+    return found
+
+
+def _instructions(index: int, by_name: bool) -> Iterator[tuple[int, int]]:
+    """(opcode, argument) of each instruction that uses name `index` as a global, commonest first."""
+    yield _LOAD_GLOBAL, index << _GLOBAL_SHIFT
+    yield _LOAD_GLOBAL, index << _GLOBAL_SHIFT | 1
+    for op in _GLOBAL_OPS - {_LOAD_GLOBAL}:
+        yield op, index
+    if by_name:
+        for op in _NAME_OPS:
+            yield op, index
+
+
+def _at_instruction(raw: bytes, pattern: bytes) -> bool:
+    """Whether `pattern` (an opcode and its argument) occurs at an instruction boundary of `raw`."""
+    start = raw.find(pattern)
+    while start != -1:
+        if start % 2 == 0:
+            return True
+        start = raw.find(pattern, start + 1)
+    return False
+
+
+def _scan_globals(code: types.CodeType, by_name: bool) -> set[str]:
+    """Every name one code object's instructions use as a global (arguments of any size)."""
+    names = code.co_names
+    raw = code.co_code
     found = set()
     extended = 0
     for offset in range(0, len(raw), 2):
@@ -850,9 +897,6 @@ def _global_names(code: types.CodeType) -> set[str]:
             found.add(names[arg >> _GLOBAL_SHIFT if op == _LOAD_GLOBAL else arg])
         elif by_name and op in _NAME_OPS:
             found.add(names[arg])
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            found |= _global_names(const)
     return found
 
 

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import cloudpickle
@@ -19,7 +20,7 @@ import pytest
 
 from dsl import load_flow
 from dsl.locality import distribution_of, is_user_file, version_of
-from runner.fingerprint import _global_names, static_prints, value_hash
+from runner.fingerprint import _global_names, _names, static_prints, value_hash
 from runner.imports import CannotSee, ImportScanner, imports_in
 from runner.stable_pickle import StablePickler
 
@@ -42,23 +43,35 @@ def test_dict_order_is_part_of_a_values_hash_and_set_order_is_not():
 # ----- globals ------------------------------------------------------------------------------------
 
 
+def globals_of(code: types.CodeType) -> set[str]:
+    return _global_names(code, _names(code))
+
+
 def test_attribute_names_are_not_globals():
     def configs(c_values):
         return [split(c) for c in c_values.split(",")] + fit.predict  # noqa: F821
 
-    assert _global_names(configs.__code__) == {"split", "fit"}
+    assert globals_of(configs.__code__) == {"split", "fit"}
 
     def only_methods(frame):
         return frame.split(",").fit().transform()
 
-    assert _global_names(only_methods.__code__) == set()
+    assert globals_of(only_methods.__code__) == set()
 
 
 def test_globals_of_nested_code_and_class_bodies_count():
     source = "def outer():\n    class Inner:\n        size = LIMIT\n    return [helper(x) for x in ()]\n"
     namespace: dict[str, object] = {}
     exec(compile(source, "<test>", "exec"), namespace)
-    assert _global_names(namespace["outer"].__code__) >= {"LIMIT", "helper"}  # type: ignore[union-attr]
+    assert globals_of(namespace["outer"].__code__) >= {"LIMIT", "helper"}  # type: ignore[union-attr]
+
+
+def test_code_with_more_names_than_one_byte_arguments_hold_is_read_right():
+    attributes = " + ".join(f"x.a{i}" for i in range(300))
+    source = f"def wide(x):\n    return {attributes} + helper(x) + x.helper2\n"
+    namespace: dict[str, object] = {}
+    exec(compile(source, "<test>", "exec"), namespace)
+    assert globals_of(namespace["wide"].__code__) == {"helper"}  # type: ignore[union-attr]
 
 
 # ----- locality -----------------------------------------------------------------------------------
