@@ -8,6 +8,8 @@ The cache hashes the user's own code by content and installed code by its distri
   name, version and RECORD (which holds every file's hash);
 - a file of the standard library is Python's;
 - a file of flow itself (`dsl`, `runner`, `tui`, wherever they are installed from) is the tool's;
+- a file in one of the interpreter's own site-packages directories that no RECORD lists (a legacy
+  `setup.py install`) is installed code all the same;
 - anything else is the user's: the flow's directory, a sibling directory on `PYTHONPATH`, a
   directory added to `sys.path` at run time, an editable install of the user's own package (its
   RECORD lists only the `.pth` hook, not the sources).
@@ -109,7 +111,9 @@ def _site_dir(directory: str) -> _SiteDir | None:
 
 @lru_cache(maxsize=8192)
 def distribution_of(path: str) -> tuple[str, str] | None:
-    """(name, version) of the installed distribution whose RECORD lists this file, if any."""
+    """(name, version) of the installed distribution whose RECORD lists this file, if any; a file
+    in one of the interpreter's own site-packages directories that no RECORD lists (a legacy
+    `setup.py install`, some conda packages) is installed code too, of an unrecorded version."""
     resolved = os.path.realpath(path)
     for candidate in dict.fromkeys((os.path.abspath(path), resolved)):
         parent = os.path.dirname(candidate)
@@ -123,7 +127,25 @@ def distribution_of(path: str) -> tuple[str, str] | None:
             if up == parent:
                 break
             parent = up
+    for directory in _interpreter_site_dirs():
+        if resolved.startswith(directory):
+            return resolved[len(directory) :].split(os.sep, 1)[0].removesuffix(".py"), "unrecorded"
     return None
+
+
+@lru_cache(maxsize=1)
+def _interpreter_site_dirs() -> tuple[str, ...]:
+    """The site-packages directories the interpreter itself set up (not any directory so named)."""
+    import site
+
+    found: list[str] = []
+    try:
+        found += site.getsitepackages()
+    except AttributeError:  # an old virtualenv's `site` module
+        pass
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    found += [user] if isinstance(user, str) else []
+    return tuple(os.path.realpath(d) + os.sep for d in found)
 
 
 @lru_cache(maxsize=8192)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from dsl import load_flow
+from dsl import load_flow, locality
 from dsl.locality import distribution_of, is_user_file, version_of
 from runner.fingerprint import _global_names, _names, static_prints, value_hash
 from runner.imports import CannotSee, ImportScanner, imports_in
@@ -108,6 +109,15 @@ def test_a_file_listed_in_a_record_is_installed_and_one_beside_it_is_not(tmp_pat
     assert (name, version.partition("+")[0]) == ("pkg", "2.0")
     assert not is_user_file(str(installed))
     assert is_user_file(str(dropped))
+
+
+def test_an_unrecorded_file_in_the_interpreters_site_packages_is_installed(tmp_path, monkeypatch):
+    """A legacy `setup.py install` writes no RECORD; its files are still not the user's code."""
+    site = tmp_path / "lib" / "site-packages"
+    legacy = write(site / "legacy_pkg" / "__init__.py", "")
+    monkeypatch.setattr(locality, "_interpreter_site_dirs", lambda: (str(site.resolve()) + os.sep,))
+    assert distribution_of(str(legacy)) == ("legacy_pkg", "unrecorded")
+    assert not is_user_file(str(legacy))
 
 
 def test_a_reinstall_with_changed_files_but_the_same_version_is_another_distribution(tmp_path):
