@@ -7,7 +7,6 @@ down the rules themselves, fast, and name the rule when one breaks.
 from __future__ import annotations
 
 import ast
-import hashlib
 import io
 import json
 import os
