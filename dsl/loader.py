@@ -1,7 +1,8 @@
 """Provides `load_flow`: execute a flow file in a fresh namespace and build its graph.
 
-Every load re-executes the flow file and the user's own local modules it imports (found under the
-flow file's directory, never site-packages), compiled from the source text read at that moment and
+Every load re-executes the flow file and the user's own modules it imports (`dsl.locality`: under the
+flow file's directory, on `PYTHONPATH`, an editable install; never installed or standard-library
+code), compiled from the source text read at that moment and
 never from `__pycache__`: a `.pyc` is validated by mtime and size, so two quick edits of equal size
 would otherwise run old code. The source text of each of those files is kept on the result so that
 fingerprints hash exactly the code that runs.
@@ -29,6 +30,7 @@ from dsl import wiring
 from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.graph import Graph, build_graph
+from dsl.locality import is_user_file
 from dsl.step import Step
 from dsl.wiring import Edge
 
@@ -52,6 +54,8 @@ class LoadedFlow:
         root: the project directory (the flow file's directory); local modules live below it.
         sources: absolute path -> source text, for the flow file and every local module it imported.
         local_modules: module name -> absolute path of each local module imported while loading.
+        search_paths: the `sys.path` directories those modules were found in (a worker needs them
+            to import the same modules inside a step body: `PYTHONPATH`, a `sys.path.insert`).
         load_id: unique per load; code shipped to workers is keyed by it.
         outputs: flow output name -> (step, name of one of its outputs or None for the whole output):
             YAML `outputs:` or `Flow(outputs=...)`.
@@ -66,6 +70,7 @@ class LoadedFlow:
     root: Path
     sources: dict[str, str] = field(default_factory=dict)
     local_modules: dict[str, str] = field(default_factory=dict)
+    search_paths: tuple[str, ...] = ()
     load_id: str = ""
     outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     declaration: Flow | None = None
@@ -76,19 +81,28 @@ class LoadedFlow:
         return [Path(p) for p in self.sources]
 
 
+compiled: dict[str, str] = {}
+"""Absolute path -> SHA-256 of the source text each local module was last compiled from in this
+process: what a worker checks against the text the fingerprint hashed (`runner.freshness`)."""
+
+
 class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
     """Compiles a local module from its current source text, never from a cached `.pyc`."""
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
         source = Path(path).read_text(encoding="utf-8")
+        resolved = str(Path(path).resolve())
+        compiled[resolved] = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         for record in _recording:
-            record[str(Path(path).resolve())] = source
+            record[resolved] = source
         return compile(source, path, "exec", dont_inherit=True)
 
 
 class _LocalFinder(importlib.abc.MetaPathFinder):
-    """Routes modules found under a registered project root to `_FreshSourceLoader`."""
+    """Routes the user's own modules (`dsl.locality.is_user_file`) to `_FreshSourceLoader`: those
+    under the flow's directory, and those found elsewhere on `sys.path` (a sibling directory on
+    `PYTHONPATH`, an editable install of the user's package, a directory added at run time)."""
 
     def find_spec(
         self,
@@ -109,10 +123,7 @@ class _LocalFinder(importlib.abc.MetaPathFinder):
 
 
 def _is_local(path: Path) -> bool:
-    text = str(path)
-    if "site-packages" in text or "dist-packages" in text:
-        return False
-    return any(path.is_relative_to(root) for root in _roots)
+    return is_user_file(str(path))
 
 
 _finder = _LocalFinder()
@@ -128,22 +139,29 @@ def install_local_imports(root: Path) -> None:
             sys.path.insert(0, str(root))
 
 
-_local_files: dict[tuple[str, int], bool] = {}
+_loaded_names: set[str] = set()
+"""Modules some load of a flow imported: the next load imports them again from their source."""
+_under_roots: dict[tuple[str, int], bool] = {}
 
 
 def _purge_local_modules() -> None:
-    """Forget every imported module that lives under a project root (resolved paths memoised)."""
+    """Forget the user's modules a load imported, and any of the user's modules under a project root
+    (a step body's import run in this process): the next load imports them from their source. Other
+    modules are left alone: a test suite's own modules imported after a load are not the flow's."""
     for name, module in list(sys.modules.items()):
-        if name.partition(".")[0] in _OWN_PACKAGES:
+        if name in _loaded_names:
+            del sys.modules[name]
             continue
         file = getattr(module, "__file__", None)
-        if not file:
+        if not file or name.partition(".")[0] in _OWN_PACKAGES:
             continue
         key = (file, len(_roots))
-        local = _local_files.get(key)
-        if local is None:
-            local = _local_files[key] = _is_local(Path(file).resolve())
-        if local:
+        under = _under_roots.get(key)
+        if under is None:
+            resolved = Path(file).resolve()
+            inside = any(resolved.is_relative_to(r) for r in _roots)
+            under = _under_roots[key] = inside and _is_local(resolved)
+        if under:
             del sys.modules[name]
 
 
@@ -189,7 +207,9 @@ def load_flow(path: str | Path) -> LoadedFlow:
         install_local_imports(root)
         _counter += 1
         digest = hashlib.sha256(str(flow_path).encode()).hexdigest()[:8]
-        module_name = f"__flow__{flow_path.stem}_{digest}_{_counter}"
+        # The same name for every load of this file: classes and functions defined in it are pickled by
+        # value with their module's name, so a counter here would make equal outputs hash differently.
+        module_name = f"__flow__{flow_path.stem}_{digest}"
         module = types.ModuleType(module_name)
         module.__file__ = str(flow_path)
         sources: dict[str, str] = {str(flow_path): source}
@@ -228,6 +248,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
             and getattr(mod, "__file__", None)
             and str(Path(mod.__file__).resolve()) in sources
         }
+        _loaded_names.update(local_modules)
 
     flow_decl: Flow | None = None
     if document is not None:
@@ -261,6 +282,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         root=root,
         sources=sources,
         local_modules=local_modules,
+        search_paths=_search_paths(local_modules),
         load_id=f"{digest}-{_counter}-{hashlib.sha256(source.encode()).hexdigest()[:8]}",
         outputs=outputs,
         declaration=flow_decl,
@@ -286,6 +308,16 @@ def _own_edges(edges: list[Edge], steps: list[Step], flow_file: str) -> list[Edg
     `load >> total` would otherwise add `total` to this flow)."""
     held = {id(s) for s in steps}
     return [e for e in edges if e.file == flow_file or (id(e.upstream) in held and id(e.downstream) in held)]
+
+
+def _search_paths(local_modules: dict[str, str]) -> tuple[str, ...]:
+    """The `sys.path` directory each local module was found in (its file minus its dotted name)."""
+    found: dict[str, None] = {}
+    for name, file in local_modules.items():
+        path = Path(file)
+        depth = name.count(".") + (1 if path.name == "__init__.py" else 0)
+        found[str(path.parents[depth])] = None
+    return tuple(found)
 
 
 def _import_error(exc: BaseException, flow_path: Path, sources: dict[str, Any]) -> FlowError:

@@ -40,7 +40,8 @@ def artifact_path(artifact_dir: str | Path, digest: str) -> Path:
 
 
 def dumps(value: Any) -> bytes:
-    """Pickle a step's output; fall back to cloudpickle for functions and classes defined in a flow.
+    """Pickle a step's output; fall back to cloudpickle (with stable class ids: equal values, equal
+    bytes) for functions and classes defined in a flow.
 
     Raises:
         UnstorableOutput: naming the type that could not be pickled.
@@ -49,9 +50,9 @@ def dumps(value: Any) -> bytes:
         return pickle.dumps(value, protocol=5)
     except Exception as first:
         try:
-            import cloudpickle
+            from runner.stable_pickle import dumps as stable_dumps
 
-            return cloudpickle.dumps(value, protocol=5)
+            return stable_dumps(value)
         except Exception:
             raise UnstorableOutput(f"{type(first).__name__}: {first}") from None
 
@@ -193,9 +194,9 @@ def dump_output(
             if module == "pickle":
                 pickle.Pickler(spool, protocol=5).dump(value)
             else:
-                import cloudpickle
+                from runner.stable_pickle import StablePickler
 
-                cloudpickle.Pickler(spool, protocol=5).dump(value)
+                StablePickler(spool, protocol=5).dump(value)
         except OSError:
             spool.abort()
             raise

@@ -406,6 +406,7 @@ def show(
     store_dir: StoreOpt = None,
 ) -> None:
     """One run: its parameters, and each step's status, attempts, duration and why it ran."""
+    from runner.declared import describe_declared
     from runner.reporter import SYMBOLS
     from runner.text import visible
 
@@ -413,8 +414,12 @@ def show(
     record = _get_run(store, run_id)
     release = store.run_release(record.id)
     record = dataclasses.replace(record, steps=tuple(_in_order(record.steps)))
+    declared = store.declared_inputs(record.id)
     if json_out:
-        typer.echo(json.dumps({**record.as_dict(), "release": release}, indent=2, default=repr))
+        data = record.as_dict()
+        for step in data["steps"]:
+            step["declared"] = declared.get(step["name"], [])
+        typer.echo(json.dumps({**data, "release": release}, indent=2, default=repr))
         return
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
     trigger = _cell(record.trigger or "cli")
@@ -435,6 +440,9 @@ def show(
             f"  {symbol} {_cell(s.name):<{width}}  {s.status:<9} {duration:>7}{attempts}  {why}"
             + (f"  [{metrics}]" if metrics else "")
         )
+        if s.name in declared:
+            inputs = visible(describe_declared(declared[s.name]), newlines=False)
+            typer.echo(f"    {'':<{width}}  declared inputs: {inputs}")
         if s.status == "failed" and s.traceback:
             for line in s.traceback.rstrip().splitlines():
                 typer.echo(f"      {visible(line)}")

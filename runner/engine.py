@@ -23,6 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -32,6 +33,7 @@ from dsl.graph import Node
 from dsl.loader import LoadedFlow
 from runner import flow_outputs
 from runner.artifacts import ArtifactError, content_hash
+from runner.declared import declared_inputs
 from runner.events import (
     Event,
     RunFinished,
@@ -620,10 +622,11 @@ class Engine:
         except Untrusted as exc:
             static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
         inputs = {u: (states[u].output.hash if states[u].output else NONE_OUTPUT_HASH) for u in node.upstream}
+        declared = declared_inputs(item, run.request.loaded.root) if item.inputs or item.env else None
         if items is not None:
-            self._fan_out(run, name, node, static, params, inputs, cache_only, items)
+            self._fan_out(run, name, node, static, params, inputs, cache_only, items, declared)
             return
-        fingerprint, detail = combine(static, params, inputs)
+        fingerprint, detail = combine(static, params, inputs, declared=declared)
         self._execute_or_reuse(run, name, name, node, static, fingerprint, detail, cache_only, None)
 
     @staticmethod
@@ -656,6 +659,7 @@ class Engine:
         inputs: dict[str, str],
         cache_only: bool,
         pickled: list[bytes],
+        declared: dict[str, str] | None,
     ) -> None:
         arg = node.step.foreach
         assert arg is not None
@@ -673,7 +677,7 @@ class Engine:
         own_inputs = {k: v for k, v in inputs.items() if k != arg}
         for instance, data in zip(instances, pickled, strict=True):
             item_hash = content_hash(data)
-            fingerprint, detail = combine(static, params, own_inputs, item=item_hash)
+            fingerprint, detail = combine(static, params, own_inputs, item=item_hash, declared=declared)
             self._execute_or_reuse(
                 run, instance, name, node, static, fingerprint, detail, cache_only, (arg, item_hash, data)
             )
@@ -854,6 +858,7 @@ class Engine:
             if hit is not None:
                 output_hash, from_run, preview_text = hit
                 state.output = Output(output_hash)
+                self._remember_detail(run, name, detail)
                 where = f"run #{from_run}" if from_run else "the cache"
                 self._finish(
                     run,
@@ -934,9 +939,10 @@ class Engine:
             attempt=1,
             timeout=node.step.timeout,
             artifact_dir=str(self.store.artifact_dir),
-            sys_path=(str(request.loaded.root),),
+            sys_path=(str(request.loaded.root), *request.loaded.search_paths),
             resources=dict(node.step.resources),
             entry=entry,
+            expect=static.files,
         )
         execution = _Execution(
             key=fingerprint,
@@ -1081,8 +1087,16 @@ class Engine:
             except (FlowError, sqlite3.Error) as exc:
                 print(f"flow: could not mark a dead run interrupted: {exc}", file=sys.stderr)
 
+    def _remember_detail(self, run: _Run, name: str, detail: dict[str, Any]) -> None:
+        """What the next run of the flow compares this step against (`explain`): its fingerprint
+        parts in this run, whether it executed or came from the cache."""
+        self._details[(run.request.loaded.name, name)] = detail
+        if len(self._details) > 100_000:
+            self._details.pop(next(iter(self._details)))
+
     def _previous_detail(self, run: _Run, name: str) -> dict[str, Any] | None:
-        """The fingerprint parts of the step's last execution (this engine's memory, else the store)."""
+        """The fingerprint parts of the step in the flow's previous run (this engine's memory, else
+        the store): "upstream output changed: X" only when X differs from what the user last saw."""
         flow = run.request.loaded.name
         known = self._details.get((flow, name))
         if known is not None:
@@ -1255,23 +1269,25 @@ class Engine:
             self._by_task[execution.task.id] = execution
             execution.retry_at = time.monotonic() + delay
             return
+        moved = self._moved(execution, result)
         if result.ok:
             assert result.hash is not None
             output = Output(result.hash, data=result.data, path=result.path)
-            self._persist_output(result, task.step, task.run_id, execution)
+            self._persist_output(result, task.step, task.run_id, execution, cacheable=moved is None)
         self._drop(execution)  # after the output's writes: a lease is released only once they are queued
         for run, name in execution.waiters:
             state = run.states[name]
             state.attempts = task.attempt
+            if moved is not None:
+                state.fingerprint = f"untrusted-{uuid.uuid4().hex}"  # never reused, not even by resume
+                state.reason = f"{state.reason}; not cached: {moved}"
             if (
                 state.detail is not None
                 and state.fingerprint
                 and not state.fingerprint.startswith("untrusted")
             ):
                 self._recorder.record_detail(run.id, name, state.detail, result.where)
-                self._details[(run.request.loaded.name, name)] = state.detail
-                if len(self._details) > 100_000:
-                    self._details.pop(next(iter(self._details)))
+                self._remember_detail(run, name, state.detail)
             if result.ok:
                 state.output = output
                 self._finish(
@@ -1318,11 +1334,35 @@ class Engine:
         self._queue.appendleft(execution)
         return True
 
-    def _persist_output(self, result: TaskResult, step: str, run_id: int, execution: _Execution) -> None:
+    def _moved(self, execution: _Execution, result: TaskResult) -> str | None:
+        """Why a finished execution's result must not be stored under its fingerprint: what it read
+        moved while it ran (a module it imported, a declared input file), else None."""
+        if not result.ok:
+            return None
+        if result.stale_code:
+            return f"{Path(result.stale_code[0]).name} was edited while the step ran"
+        for run, name in execution.waiters[:1]:
+            state = run.states[name]
+            before = (state.detail or {}).get("declared")
+            if before:
+                step = run.graph.nodes[state.parent or name].step
+                now = declared_inputs(step, run.request.loaded.root)
+                changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+                if changed:
+                    return f"{changed[0].partition(':')[2]} changed while the step ran"
+        return None
+
+    def _persist_output(
+        self, result: TaskResult, step: str, run_id: int, execution: _Execution, *, cacheable: bool = True
+    ) -> None:
         digest, data, size = result.hash, result.data, result.size
         fingerprint = execution.key
-        cacheable = not fingerprint.startswith("untrusted") and any(
-            run.graph.nodes[run.states[name].parent or name].step.cache for run, name in execution.waiters
+        cacheable = (
+            cacheable
+            and not fingerprint.startswith("untrusted")
+            and any(
+                run.graph.nodes[run.states[name].parent or name].step.cache for run, name in execution.waiters
+            )
         )
         now = time.time()
         preview_text = result.preview

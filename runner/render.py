@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dsl.loader import LoadedFlow
+from runner.text import visible
 
 
 def _marks(loaded: LoadedFlow, name: str) -> str:
@@ -20,6 +21,10 @@ def _marks(loaded: LoadedFlow, name: str) -> str:
         marks.append(f"timeout {step.timeout:g}s")
     if not step.cache:
         marks.append("no cache")
+    if step.inputs:
+        marks.append(f"inputs {visible(' '.join(step.inputs), newlines=False)}")
+    if step.env:
+        marks.append(f"env {visible(' '.join(step.env), newlines=False)}")
     return f"  [{', '.join(marks)}]" if marks else ""
 
 

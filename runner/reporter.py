@@ -184,7 +184,8 @@ class PlainReporter:
 
 
 def reload_line(event: FlowReloaded) -> str:
-    """`↻ train.py saved; changed: train; re-run: train, evaluate; 4 cached`."""
+    """`↻ train.py saved; changed: train; may re-run: train, evaluate; 4 cached`: what *may* re-run
+    (a downstream step whose inputs come out the same is cached after all; the run says what ran)."""
     what = []
     if event.changed:
         what.append(f"changed: {_names(event.changed)}")
@@ -193,7 +194,7 @@ def reload_line(event: FlowReloaded) -> str:
     if event.removed:
         what.append(f"removed: {_names(event.removed)}")
     if event.rerun:
-        what.append(f"re-run: {_names(event.rerun)}")
+        what.append(f"may re-run: {_names(event.rerun)}")
         what.append(f"{event.cached} cached")
     return f"↻ {event.changed_file} saved; " + ("; ".join(what) if what else "no step changed")
 

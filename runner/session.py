@@ -9,6 +9,7 @@ the rest are killed. A broken save (syntax error, import error, cycle) keeps the
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,9 +19,11 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
+from runner.declared import declared_inputs, watched_paths
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
+from runner.imports import text_sha
 from runner.params import resolve_flow_params
 
 WATCH_STEP_MS = 10
@@ -138,6 +141,7 @@ class FlowSession:
             except Untrusted:
                 values = (time.time(),)
             step = node.step
+            declared = declared_inputs(step, loaded.root) if step.inputs or step.env else None
             signature[name] = (
                 prints[name],
                 tuple(node.upstream),
@@ -145,6 +149,7 @@ class FlowSession:
                 step.cache,
                 step.trigger,
                 step.foreach,
+                declared,
             )
         return signature
 
@@ -207,11 +212,30 @@ class FlowSession:
     # ----- watching -----------------------------------------------------------------------------
 
     def watched_files(self) -> set[Path]:
-        """The flow file and every local module the last good load imported."""
+        """The flow file, every local module the last good load imported, every module of the user's
+        a step imports in its body, and the steps' declared input files (and the directories new
+        ones would appear in)."""
         files = {self.path.resolve()}
-        if self.loaded is not None:
-            files |= {p.resolve() for p in self.loaded.watch_paths}
+        loaded = self.loaded
+        if loaded is not None:
+            files |= {p.resolve() for p in loaded.watch_paths}
+            for name, static in self.engine.static_prints(loaded).items():
+                files |= {Path(p) for p in static.files}
+                step = loaded.graph.nodes[name].step
+                if step.inputs:
+                    files |= {p.resolve() for p in watched_paths(step, loaded.root)}
         return files
+
+    def _declared_patterns(self) -> list[str]:
+        """Absolute glob patterns of the declared input files: a new file matching one counts."""
+        loaded = self.loaded
+        if loaded is None:
+            return []
+        return [
+            str(Path(pattern) if Path(pattern).is_absolute() else loaded.root / pattern)
+            for node in loaded.graph.nodes.values()
+            for pattern in node.step.inputs
+        ]
 
     def watch(
         self,
@@ -236,7 +260,8 @@ class FlowSession:
         pending: tuple[FlowError, float] | None = None  # a failure not reported yet, and when to
         while not stop_event.is_set():
             files = self.watched_files()
-            directories = sorted({str(f.parent) for f in files})
+            patterns = self._declared_patterns()
+            directories = sorted({str(f if f.is_dir() else f.parent) for f in files})
             restart = False
             armed = False
             for changes in watch(
@@ -249,7 +274,11 @@ class FlowSession:
                 yield_on_timeout=True,
                 rust_timeout=50,
             ):
-                touched = {Path(p).resolve() for _, p in changes} & files
+                touched = {
+                    path
+                    for path in (Path(p).resolve() for _, p in changes)
+                    if path in files or any(fnmatch.fnmatch(str(path), pattern) for pattern in patterns)
+                }
                 if not armed:
                     armed = True
                     if on_ready is not None:
@@ -299,17 +328,46 @@ class FlowSession:
         return current is not None and current.done and current.status != "succeeded"
 
     def _changed_since_load(self, files: set[Path]) -> set[Path]:
-        """Those of `files` whose text differs from the last good load (all of them after a failed one)."""
+        """Those of `files` that differ from the last good load (all of them after a failed one): a
+        module's text, a module a step imports in its body, or (any other watched path) a declared
+        input of some step."""
         with self._lock:
             loaded, error = self.loaded, self.error
         if loaded is None or error is not None:
             return set(files)
+        imported = {
+            path: sha
+            for static in self.engine.static_prints(loaded).values()
+            for path, sha in static.files.items()
+        }
+        declared_moved: bool | None = None
         changed = set()
         for path in files:
-            try:
-                text: str | None = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                text = None
-            if text != loaded.sources.get(str(path)):
+            key = str(path)
+            if key in loaded.sources or key in imported:
+                try:
+                    text: str | None = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError):
+                    text = None
+                if key in loaded.sources:
+                    moved = text != loaded.sources[key]
+                else:
+                    moved = text is None or text_sha(text) != imported[key]
+            else:
+                if declared_moved is None:
+                    declared_moved = self._declared_moved(loaded)
+                moved = declared_moved
+            if moved:
                 changed.add(path)
         return changed
+
+    def _declared_moved(self, loaded: LoadedFlow) -> bool:
+        """Whether any step's declared input files or variables differ from the last good load."""
+        with self._lock:
+            signature = dict(self._signature)
+        for name, node in loaded.graph.nodes.items():
+            step = node.step
+            if (step.inputs or step.env) and name in signature:
+                if declared_inputs(step, loaded.root) != signature[name][-1]:
+                    return True
+        return False

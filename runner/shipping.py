@@ -24,6 +24,7 @@ import cloudpickle
 import cloudpickle.cloudpickle as cloudpickle_internals
 
 from runner.executors.execute import rebuild_lru_cache
+from runner.stable_pickle import StablePickler
 
 _GLOBAL_OPS = frozenset(cloudpickle_internals.GLOBAL_OPS)
 _LOAD_GLOBAL = dis.opmap["LOAD_GLOBAL"]
@@ -63,8 +64,9 @@ def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
     return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
 
-class CodePickler(cloudpickle.Pickler):
-    """cloudpickle for step code: real file names, fast globals, `lru_cache` helpers rebuilt.
+class CodePickler(StablePickler):
+    """cloudpickle for step code: real file names, fast globals, `lru_cache` helpers rebuilt, classes
+    with stable ids (`runner.stable_pickle`).
 
     A `functools.lru_cache`/`cache` wrapper defined in the flow file (or a local module) would be
     pickled by reference to a module workers cannot import; it is rebuilt from its wrapped function.

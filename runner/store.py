@@ -238,6 +238,29 @@ class CacheHit:
     """True when the lookup already verified an inline artifact against its hash."""
 
 
+_PREVIOUS_DETAILS = (
+    "SELECT s.name, COALESCE(s.detail, (SELECT d.detail FROM steps d WHERE d.fingerprint = s.fingerprint "
+    "AND d.detail IS NOT NULL ORDER BY d.run_id DESC LIMIT 1)) FROM steps s JOIN ("
+    "SELECT s2.name AS name, MAX(s2.run_id) AS run_id FROM steps s2 JOIN runs r ON r.id = s2.run_id "
+    "WHERE r.flow=? AND s2.fingerprint IS NOT NULL AND (s2.detail IS NOT NULL OR s2.status = 'cached') "
+    "GROUP BY s2.name) last ON last.name = s.name AND last.run_id = s.run_id"
+)
+"""Per step of a flow, its fingerprint parts in the latest run that executed it or took it from the cache."""
+
+_RUN_DETAILS = (
+    "SELECT s.name, COALESCE(s.detail, (SELECT d.detail FROM steps d WHERE d.fingerprint = s.fingerprint "
+    "AND d.detail IS NOT NULL ORDER BY d.run_id DESC LIMIT 1)) FROM steps s WHERE s.run_id=? ORDER BY s.rowid"
+)
+"""Each step of a run with its fingerprint parts (a cached step: those of the execution it reused)."""
+
+_LAST_EXECUTION_DETAILS = (
+    "SELECT s.name, s.detail FROM steps s JOIN ("
+    "SELECT s2.name AS name, MAX(s2.run_id) AS run_id FROM steps s2 JOIN runs r ON r.id = s2.run_id "
+    "WHERE r.flow=? AND s2.detail IS NOT NULL GROUP BY s2.name) last "
+    "ON last.name = s.name AND last.run_id = s.run_id"
+)
+
+
 def default_store_dir() -> Path:
     """`$FLOW_STORE`, else the nearest store from the working directory upwards, else `./.flow`
     (absolute; see `runner.discovery`)."""
@@ -912,15 +935,26 @@ class Store:
     # ----- reads --------------------------------------------------------------------------
 
     def previous_details(self, flow: str) -> dict[str, dict[str, Any]]:
-        """For every step of `flow`, the fingerprint parts of its last execution (one query)."""
-        rows = self.conn.execute(
-            "SELECT s.name, s.detail FROM steps s JOIN ("
-            "  SELECT s2.name AS name, MAX(s2.run_id) AS run_id FROM steps s2 JOIN runs r ON r.id = s2.run_id"
-            "  WHERE r.flow=? AND s2.detail IS NOT NULL GROUP BY s2.name"
-            ") last ON last.name = s.name AND last.run_id = s.run_id",
-            (flow,),
-        ).fetchall()
-        return {name: json.loads(detail) for name, detail in rows}
+        """For every step of `flow`, the fingerprint parts it had in the latest run that decided it:
+        executed there, or cached (then the parts of the execution that stored that result); the
+        parts of its last execution when neither is known."""
+        rows = self.conn.execute(_PREVIOUS_DETAILS, (flow,)).fetchall()
+        found = {name: json.loads(detail) for name, detail in rows if detail is not None}
+        if len(found) < len(rows) or not rows:
+            for name, detail in self.conn.execute(_LAST_EXECUTION_DETAILS, (flow,)):
+                found.setdefault(name, json.loads(detail))
+        return found
+
+    def declared_inputs(self, run_id: int) -> dict[str, list[str]]:
+        """Per step of a run, its declared inputs as it saw them: `file:PATH`, `pattern:P` (nothing
+        matched) and `env:NAME` (a cached step: those of the execution that stored its result)."""
+        found: dict[str, list[str]] = {}
+        for name, detail in self.conn.execute(_RUN_DETAILS, (run_id,)):
+            declared = json.loads(detail).get("declared") if detail else None
+            if declared:
+                kinds = ("file", "pattern", "env")
+                found[name] = sorted(declared, key=lambda k: kinds.index(k.partition(":")[0]))
+        return found
 
     def list_runs(self, flow: str | None = None, limit: int = 50) -> list[RunRecord]:
         """The newest runs first, each with its steps."""

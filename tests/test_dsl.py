@@ -639,5 +639,5 @@ def test_value_hash_distinguishes_types_and_orders():
     assert value_hash(True) != value_hash(1)
     assert value_hash([1, 2]) != value_hash([2, 1])
     assert value_hash((1, 2)) != value_hash([1, 2])
-    assert value_hash({"a": 1, "b": 2}) == value_hash({"b": 2, "a": 1})
+    assert value_hash({"a": 1, "b": 2}) != value_hash({"b": 2, "a": 1})  # dicts are ordered (issue 13)
     assert value_hash({1, 2, 3}) == value_hash({3, 2, 1})

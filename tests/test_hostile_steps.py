@@ -329,7 +329,7 @@ def test_an_internal_error_in_the_engine_fails_the_run_instead_of_hanging_it(
         """,
     )
 
-    def broken(self: Engine, *args: Any) -> None:
+    def broken(self: Engine, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug in the engine")
 
     store_dir = tmp_path / "store"

@@ -50,6 +50,9 @@ class Task:
         entry: when set, `code` unpickles to a dict of functions (one load's steps, pickled together
             because one cloudpickle call for many functions costs a fraction of one call each) and this
             names the task's function in it. Use `runner.executors.execute.resolve_code`.
+        expect: absolute path -> SHA-256 of the text the fingerprint hashed, for each of the user's
+            modules the step imports at run time: the worker imports exactly these texts or reports
+            the difference (`runner.freshness`).
     """
 
     id: str
@@ -64,6 +67,7 @@ class Task:
     sys_path: tuple[str, ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
     entry: str = ""
+    expect: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,8 @@ class TaskResult:
         metrics: what `log_metric` recorded.
         duration_s: wall time of the function call.
         where: which worker ran it (process id, or a Dask worker address).
+        stale_code: modules of `Task.expect` the step ran with a text other than the fingerprinted one
+            (edited during the run): its result must not be cached under that fingerprint.
     """
 
     ok: bool
@@ -95,6 +101,7 @@ class TaskResult:
     metrics: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     where: str = ""
+    stale_code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

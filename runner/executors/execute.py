@@ -20,7 +20,8 @@ from typing import Any
 
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
-from runner import artifacts
+from dsl.locality import is_user_file
+from runner import artifacts, freshness
 from runner.artifacts import (
     ArtifactError,
     UnstorableOutput,
@@ -144,7 +145,7 @@ def _forget_project_modules(roots: tuple[str, ...]) -> None:
         return
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and file.startswith(prefixes) and "site-packages" not in file:
+        if file and file.startswith(prefixes) and is_user_file(file):
             del sys.modules[name]
 
 
@@ -217,6 +218,7 @@ def execute(
         except ArtifactError as exc:
             return TaskResult(ok=False, error=f"an input could not be read: {exc}")
         fault_point("step-start")
+        freshness.forget_stale(task.expect)
         with step_context(ctx):
             value = fn(**kwargs)
         duration = time.perf_counter() - started
@@ -276,6 +278,7 @@ def execute(
         preview=preview(value),
         metrics=dict(ctx.metrics),
         duration_s=duration,
+        stale_code=freshness.stale(task.expect),
     )
 
 
