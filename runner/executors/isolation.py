@@ -1,0 +1,341 @@
+"""Provides `Isolation`: what a warm worker puts back after each step, and when it must be replaced.
+
+A warm worker runs many steps, one after another. Whatever a step changes in the process must not
+be seen by the next step that lands on the same worker, or a result would depend on scheduling
+(`--workers 1` versus `--only b --force` giving two answers for one fingerprint). After each step
+the worker therefore
+
+- restores what is cheap to compare and to restore: the working directory, `os.environ`,
+  `sys.path` and `sys.meta_path`, `sys.stdin`, the umask, the recursion limit, a trace or profile
+  function, `warnings` filters, the root logger's handlers and level, and file descriptors 0/1/2
+  (re-pointed at the worker's own copies: a step that closed fd 1 leaves later steps a working
+  stdout); and it forgets the user's own modules the step imported (files under the flow's project
+  root), so the next step imports them afresh;
+- asks to be replaced by a fresh process (`Isolation.end` returns the reasons) when a step leaves
+  state that cannot be put back cheaply: a thread still running (daemon or not), a changed signal
+  handler, or a rebound attribute of a namespace the step's code can reach
+  (the flow's globals, a module it references or imports — `json.dumps = ...`, `helpers.SCALE = 10`),
+  or anything above that could not be restored.
+
+Everything is compared by identity or by one syscall; the per-step cost is a few microseconds
+(measured ~5 µs on the 2-core machine of MEASUREMENTS.md), against ~110 µs of worker CPU per
+trivial step. Not seen: in-place mutation of a mutable object (`CACHE.append(x)`), attributes of a
+module first imported in this worker by the step itself (its clean state is unknown), state kept by
+C code (`np.random.seed`), `os.putenv` without `os.environ`, a blocked signal or a pending alarm
+whose handler was not changed. docs/guarantees.md says so too.
+"""
+
+from __future__ import annotations
+
+import _signal
+import builtins
+import dis
+import fcntl
+import logging
+import os
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_SIGNALS = tuple(sorted(int(s) for s in _signal.valid_signals() if int(s) not in (9, 19)))
+"""Every signal whose handler a step could change (not SIGKILL, SIGSTOP). `_signal.getsignal` is the C
+function: `signal.getsignal` wraps each answer in an enum, ten times the cost."""
+
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_MISSING = object()
+WORKER_LOG_LEVEL = logging.INFO
+"""The root logger's level in a worker, as `execute` leaves it (kept between steps: each `setLevel`
+clears every logger's cache). A step that changes it has it set back."""
+_WATCH_CACHE = 4096
+"""Functions whose reachable namespaces are remembered (a worker's code cache holds as many)."""
+
+
+def import_names(code: types.CodeType) -> list[str]:
+    """The module names `code` (and the code nested in it) imports: `import x.y` gives "x.y"."""
+    names: list[str] = []
+    raw = code.co_code
+    extended = 0
+    for index in range(0, len(raw), 2):
+        op = raw[index]
+        if op == _EXTENDED_ARG:
+            extended = (extended | raw[index + 1]) << 8
+            continue
+        if op == _IMPORT_NAME:
+            names.append(code.co_names[extended | raw[index + 1]])
+        extended = 0
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.extend(import_names(const))
+    return names
+
+
+class _Namespace:
+    """One dict a step can rebind names in, with its state when first seen.
+
+    `shipped` namespaces (the flow's own globals, rebuilt by cloudpickle in the worker, and modules
+    shipped by value) are watched whole but for dunder names (`__warningregistry__`); an importable
+    module is watched for its public names only: libraries rebind their private globals in normal
+    use (`warnings._filters_version` on every `catch_warnings`).
+    """
+
+    __slots__ = ("label", "live", "snapshot", "shipped")
+
+    def __init__(self, label: str, live: dict[str, Any], shipped: bool) -> None:
+        self.label = label
+        self.live = live
+        self.snapshot = dict(live)
+        self.shipped = shipped
+
+    def changed(self) -> list[str]:
+        """The names rebound, added or deleted since the snapshot that count as a monkeypatch."""
+        try:
+            if self.live == self.snapshot:  # C speed; values compared by identity first
+                return []
+        except Exception:  # noqa: S110 - a value whose __eq__ raises (an array): look name by name
+            pass
+        found = []
+        for name in self.live.keys() | self.snapshot.keys():
+            old, new = self.snapshot.get(name, _MISSING), self.live.get(name, _MISSING)
+            if old is new or name[:2] == "__" or (not self.shipped and name[:1] == "_"):
+                continue
+            if isinstance(new, types.ModuleType):
+                continue  # a submodule imported (and bound on its package) is not a patch
+            found.append(f"{self.label}.{name}")
+        if not found:
+            self.snapshot = dict(self.live)
+        return sorted(found)
+
+
+_modules: dict[int, tuple[types.ModuleType, _Namespace]] = {}
+"""Importable modules watched so far (by id; the module is held, so the id stays its own)."""
+
+
+def _module_namespace(module: types.ModuleType) -> _Namespace:
+    entry = _modules.get(id(module))
+    if entry is None:
+        entry = _modules[id(module)] = (module, _Namespace(module.__name__, vars(module), shipped=False))
+    return entry[1]
+
+
+def _importable(module: types.ModuleType) -> bool:
+    return sys.modules.get(module.__name__) is module
+
+
+def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
+    """The namespaces a step function can rebind names in directly, each with its state now.
+
+    Its globals and those of the shipped (by-value) helpers it reaches through them, the modules
+    bound in those globals, the modules its code imports that are already imported, and `builtins`.
+    The code of importable libraries is not followed: their own references are theirs.
+    """
+    found: dict[int, _Namespace] = {}
+    pending: list[tuple[str, dict[str, Any], types.CodeType | None]] = []
+
+    def add_module(module: types.ModuleType) -> None:
+        if id(vars(module)) in found:
+            return
+        if _importable(module):
+            found[id(vars(module))] = _module_namespace(module)
+        else:
+            pending.append((module.__name__, vars(module), None))
+
+    def add_function(function: types.FunctionType) -> None:
+        owner = sys.modules.get(function.__module__ or "")
+        if owner is not None and vars(owner) is function.__globals__:
+            add_module(owner)
+        else:
+            # Named after its file: a flow's module name is generated (`__flow__name_<id>`).
+            label = Path(function.__code__.co_filename).stem
+            pending.append((label, function.__globals__, function.__code__))
+
+    if isinstance(fn, types.FunctionType):
+        add_function(fn)
+    add_module(builtins)
+    while pending:
+        label, namespace, code = pending.pop()
+        if code is not None:
+            for name in import_names(code):
+                parts = name.split(".")
+                for end in range(1, len(parts) + 1):  # `import a.b` binds `a`: a.X is reachable too
+                    module = sys.modules.get(".".join(parts[:end]))
+                    if module is not None:
+                        add_module(module)
+        if id(namespace) in found:
+            continue
+        found[id(namespace)] = _Namespace(label, namespace, shipped=True)
+        for value in list(namespace.values()):
+            if isinstance(value, types.ModuleType):
+                add_module(value)
+            elif isinstance(value, types.FunctionType) and id(value.__globals__) not in found:
+                add_function(value)
+    return list(found.values())
+
+
+def _dup_high(fd: int) -> int:
+    """A close-on-exec copy of `fd` above the low numbers a step is likely to close or reuse."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64)
+
+
+class StepState:
+    """What `Isolation.begin` saw just before a step, for `Isolation.end` to compare against."""
+
+    __slots__ = (
+        "path",
+        "path_copy",
+        "meta_path",
+        "meta_copy",
+        "warning_filters",
+        "last_module",
+        "threads",
+        "namespaces",
+        "roots",
+    )
+
+    def __init__(
+        self, last_module: str | None, threads: int, namespaces: list[_Namespace], roots: tuple[str, ...]
+    ) -> None:
+        self.path = sys.path
+        self.path_copy = list(sys.path)
+        self.meta_path = sys.meta_path
+        self.meta_copy = list(sys.meta_path)
+        self.warning_filters = list(warnings.filters)  # type: ignore[attr-defined]
+        self.last_module = last_module
+        self.threads = threads
+        self.namespaces = namespaces
+        self.roots = roots
+
+
+class Isolation:
+    """The worker's clean state, taken once at start-up; `begin`/`end` bracket each step.
+
+    Create it after the worker's own set-up (its threads, its signal handlers), so that what it
+    records is what every step must find.
+    """
+
+    def __init__(self) -> None:
+        self._cwd = os.getcwd()
+        self._environ = os.environ
+        self._env = dict(os.environ._data)  # type: ignore[attr-defined]
+        self._fds = tuple((fd, _dup_high(fd)) for fd in (0, 1, 2))
+        self._stdin = sys.stdin
+        self._signals = list(map(_signal.getsignal, _SIGNALS))
+        self._umask = os.umask(0o022)
+        os.umask(self._umask)
+        self._recursion = sys.getrecursionlimit()
+        self._root = logging.getLogger()
+        self._handlers = list(self._root.handlers)
+        self._watched: dict[int, tuple[Callable[..., Any], list[_Namespace]]] = {}
+        self._prefixes: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def begin(self, fn: Callable[..., Any], roots: tuple[str, ...]) -> StepState:
+        """Record what a step may change, just before it runs (after its project roots are installed)."""
+        entry = self._watched.get(id(fn))
+        if entry is None:
+            if len(self._watched) >= _WATCH_CACHE:
+                self._watched.clear()
+            entry = self._watched[id(fn)] = (fn, reachable_namespaces(fn))
+        return StepState(
+            last_module=next(reversed(sys.modules), None),
+            threads=len(sys._current_frames()),
+            namespaces=entry[1],
+            roots=roots,
+        )
+
+    def end(self, state: StepState) -> list[str]:
+        """Put back what the step changed; return why the worker must be replaced (empty: it need not)."""
+        reasons: list[str] = []
+        self._restore_files(reasons)
+        self._restore_interpreter(state, reasons)
+        self._forget_user_modules(state)
+        threads = len(sys._current_frames()) - state.threads
+        if threads > 0:
+            names = [t.name for t in threading.enumerate() if t.ident != threading.get_ident()]
+            left = ", ".join(names[-threads:]) or "started with _thread"
+            reasons.append(f"the step left {threads} thread(s) running ({left})")
+        if list(map(_signal.getsignal, _SIGNALS)) != self._signals:
+            reasons.append("the step changed a signal handler")
+        patched = [name for namespace in state.namespaces for name in namespace.changed()]
+        if patched:
+            shown = ", ".join(patched[:5]) + (f" and {len(patched) - 5} more" if len(patched) > 5 else "")
+            reasons.append(f"the step rebound {shown}")
+        return reasons
+
+    def _restore_files(self, reasons: list[str]) -> None:
+        """Working directory, umask and fds 0/1/2 (re-pointed unconditionally: one cheap dup2 each)."""
+        try:
+            for fd, saved in self._fds:
+                os.dup2(saved, fd)
+        except OSError as exc:
+            reasons.append(f"the worker's standard streams could not be restored ({exc.strerror})")
+        try:
+            if os.getcwd() != self._cwd:
+                os.chdir(self._cwd)
+        except OSError as exc:
+            reasons.append(f"the working directory could not be restored ({exc.strerror})")
+        os.umask(self._umask)
+
+    def _restore_interpreter(self, state: StepState, reasons: list[str]) -> None:
+        """`os.environ`, `sys.path`, `sys.meta_path`, `sys.stdin`, recursion limit, root log handlers."""
+        if os.environ is not self._environ:
+            os.environ = self._environ  # noqa: B003 - the object comes back; its contents just below
+        data: dict[bytes, bytes] = self._environ._data  # type: ignore[attr-defined]
+        if data != self._env:
+            try:
+                for key in data.keys() - self._env.keys():
+                    os.unsetenv(key)
+                for key, value in self._env.items():
+                    if data.get(key) != value:
+                        os.putenv(key, value)
+            except OSError as exc:
+                reasons.append(f"the environment could not be restored ({exc.strerror})")
+            data.clear()
+            data.update(self._env)
+        if sys.path is not state.path:
+            sys.path = state.path
+        if state.path != state.path_copy:
+            state.path[:] = state.path_copy
+        if sys.meta_path is not state.meta_path:
+            sys.meta_path = state.meta_path
+        if state.meta_path != state.meta_copy:
+            state.meta_path[:] = state.meta_copy
+        if sys.stdin is not self._stdin:
+            sys.stdin = self._stdin
+        if sys.getrecursionlimit() != self._recursion:
+            sys.setrecursionlimit(self._recursion)
+        if sys.gettrace() is not None or sys.getprofile() is not None:
+            sys.settrace(None)
+            sys.setprofile(None)
+        if self._root.handlers != self._handlers:
+            self._root.handlers[:] = self._handlers
+        if self._root.level != WORKER_LOG_LEVEL:
+            self._root.setLevel(WORKER_LOG_LEVEL)
+        if warnings.filters != state.warning_filters:  # type: ignore[attr-defined]
+            warnings.filters[:] = state.warning_filters  # type: ignore[attr-defined]
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+
+    def _forget_user_modules(self, state: StepState) -> None:
+        """Drop the user's own modules the step imported: the next step imports them from their file.
+
+        Modules are found from the end of `sys.modules` back to the last one present before the step
+        (a dict keeps insertion order), so a step that imported nothing costs one lookup.
+        """
+        if not state.roots or next(reversed(sys.modules), None) == state.last_module:
+            return
+        prefixes = self._prefixes.get(state.roots)
+        if prefixes is None:
+            prefixes = tuple(str(Path(root).resolve()) + os.sep for root in state.roots)
+            self._prefixes[state.roots] = prefixes
+        added = []
+        for name in reversed(sys.modules):
+            if name == state.last_module:
+                break
+            added.append(name)
+        for name in added:
+            file = getattr(sys.modules.get(name), "__file__", None)
+            if file and file.startswith(prefixes) and "site-packages" not in file:
+                del sys.modules[name]
