@@ -9,6 +9,7 @@ fingerprint. Every test here fails on the code before the isolation (main at 936
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +191,48 @@ def test_a_steps_sys_path_and_signal_handlers_are_not_seen_by_the_next_step(
     )
     b = _b_both_ways(flow_cli, path)
     assert b["preview"] == repr((False, True))
+
+
+def test_a_steps_logging_warnings_umask_and_recursion_settings_are_not_seen_by_the_next_step(
+    flow_cli: FlowCLI, store_dir: Path, tmp_path: Path
+) -> None:
+    path = _write(
+        tmp_path / "project",
+        """
+        import logging
+        import os
+        import sys
+        import warnings
+        from dsl import step
+
+        @step
+        def a():
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("a's handler: %(message)s"))
+            logging.getLogger().addHandler(handler)
+            logging.getLogger().setLevel(logging.DEBUG)
+            warnings.simplefilter("error")
+            os.umask(0o077)
+            sys.setrecursionlimit(200)
+            return 1
+
+        @step
+        def b(a):
+            logging.getLogger("b").debug("debug from b")
+            try:
+                warnings.warn("a warning is not an error")
+                warned = "warned"
+            except UserWarning:
+                warned = "raised"
+            umask = os.umask(0o022)
+            os.umask(umask)
+            return logging.getLogger().level, warned, oct(umask), sys.getrecursionlimit() > 200
+        """,
+    )
+    b = _b_both_ways(flow_cli, path, restored=True)
+    level, warned, _, recursion = ast.literal_eval(b["preview"])
+    assert (level, warned, recursion) == (20, "warned", True)
+    assert not any("a's handler" in line or "debug from b" in line for line in _logs(store_dir, "b"))
 
 
 def test_a_step_that_closes_fds_1_and_2_leaves_later_steps_working(

@@ -87,6 +87,10 @@ class LineCapture(io.TextIOBase):
         if rest and target is not None:
             target(self._stream, printable(rest), time.time())
 
+    def close(self) -> None:
+        """Flush only: the capture outlives every step, so a step's `sys.stdout.close()` must not end it."""
+        self.flush()
+
     def retarget(self, target: Emit | None) -> None:
         """Send later lines to `target`; a partial line of the previous target is flushed to it first."""
         self.flush()

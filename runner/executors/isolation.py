@@ -218,7 +218,10 @@ class Isolation:
     """
 
     def __init__(self) -> None:
-        self._cwd = os.getcwd()
+        try:
+            self._cwd: str | None = os.getcwd()
+        except OSError:
+            self._cwd = None  # started in a deleted directory (a step removed it): nothing to go back to
         self._environ = os.environ
         self._env = dict(os.environ._data)  # type: ignore[attr-defined]
         self._fds = tuple((fd, _dup_high(fd)) for fd in (0, 1, 2))
@@ -272,11 +275,16 @@ class Isolation:
                 os.dup2(saved, fd)
         except OSError as exc:
             reasons.append(f"the worker's standard streams could not be restored ({exc.strerror})")
-        try:
-            if os.getcwd() != self._cwd:
-                os.chdir(self._cwd)
-        except OSError as exc:
-            reasons.append(f"the working directory could not be restored ({exc.strerror})")
+        if self._cwd is not None:
+            try:
+                current: str | None = os.getcwd()
+            except OSError:
+                current = None  # the step's directory was deleted under it
+            if current != self._cwd:
+                try:
+                    os.chdir(self._cwd)
+                except OSError as exc:
+                    reasons.append(f"the working directory could not be restored ({exc.strerror})")
         os.umask(self._umask)
 
     def _restore_interpreter(self, state: StepState, reasons: list[str]) -> None:
