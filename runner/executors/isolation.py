@@ -33,7 +33,9 @@ import dis
 import fcntl
 import logging
 import os
+import site
 import sys
+import sysconfig
 import threading
 import types
 import warnings
@@ -77,19 +79,22 @@ def import_names(code: types.CodeType) -> list[str]:
 class _Namespace:
     """One dict a step can rebind names in, with its state when first seen.
 
-    `shipped` namespaces (the flow's own globals, rebuilt by cloudpickle in the worker, and modules
-    shipped by value) are watched whole but for dunder names (`__warningregistry__`); an importable
-    module is watched for its public names only: libraries rebind their private globals in normal
-    use (`warnings._filters_version` on every `catch_warnings`).
+    The user's code (the flow's own globals, rebuilt by cloudpickle in the worker, modules shipped
+    by value, and importable modules outside the standard library and site-packages) is watched
+    whole but for dunder names (`__warningregistry__`). A library module is watched for what a
+    monkeypatch replaces: a public function or class (`json.dumps = ...`). Libraries rebind their
+    private globals in normal use (`warnings._filters_version` on every `catch_warnings`) and
+    initialise public data lazily (`tempfile.tempdir` on the first temporary file, `mimetypes.inited`):
+    counting those would replace a worker after every step that uses them.
     """
 
-    __slots__ = ("label", "live", "snapshot", "shipped")
+    __slots__ = ("label", "live", "snapshot", "library")
 
-    def __init__(self, label: str, live: dict[str, Any], shipped: bool) -> None:
+    def __init__(self, label: str, live: dict[str, Any], library: bool) -> None:
         self.label = label
         self.live = live
         self.snapshot = dict(live)
-        self.shipped = shipped
+        self.library = library
 
     def changed(self) -> list[str]:
         """The names rebound, added or deleted since the snapshot that count as a monkeypatch."""
@@ -101,10 +106,10 @@ class _Namespace:
         found = []
         for name in self.live.keys() | self.snapshot.keys():
             old, new = self.snapshot.get(name, _MISSING), self.live.get(name, _MISSING)
-            if old is new or name[:2] == "__" or (not self.shipped and name[:1] == "_"):
+            if old is new or name[:2] == "__" or isinstance(new, types.ModuleType):
+                continue  # a submodule imported (and bound on its package) is not a patch either
+            if self.library and (name[:1] == "_" or not (callable(old) or callable(new))):
                 continue
-            if isinstance(new, types.ModuleType):
-                continue  # a submodule imported (and bound on its package) is not a patch
             found.append(f"{self.label}.{name}")
         if not found:
             self.snapshot = dict(self.live)
@@ -114,11 +119,35 @@ class _Namespace:
 _modules: dict[int, tuple[types.ModuleType, _Namespace]] = {}
 """Importable modules watched so far (by id; the module is held, so the id stays its own)."""
 
+_LIBRARY_PATHS = tuple(
+    {
+        os.path.join(os.path.realpath(path), "")
+        for path in (
+            *(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+            *site.getsitepackages(),
+            site.getusersitepackages(),
+        )
+    }
+)
+"""Where library modules live: the standard library and every site-packages directory."""
+_OWN_ROOT = os.path.join(str(Path(__file__).resolve().parents[2]), "")
+"""flow's own packages count as a library too (`dsl.context` keeps the current step in a global)."""
+
+
+def _is_library(module: types.ModuleType) -> bool:
+    file = getattr(module, "__file__", None)
+    if not file:
+        return True  # built in (`sys`, `builtins`) or a namespace package
+    return os.path.realpath(file).startswith(_LIBRARY_PATHS) or (
+        module.__name__.partition(".")[0] in ("dsl", "runner", "tui") and file.startswith(_OWN_ROOT)
+    )
+
 
 def _module_namespace(module: types.ModuleType) -> _Namespace:
     entry = _modules.get(id(module))
     if entry is None:
-        entry = _modules[id(module)] = (module, _Namespace(module.__name__, vars(module), shipped=False))
+        namespace = _Namespace(module.__name__, vars(module), library=_is_library(module))
+        entry = _modules[id(module)] = (module, namespace)
     return entry[1]
 
 
@@ -167,7 +196,7 @@ def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
                         add_module(module)
         if id(namespace) in found:
             continue
-        found[id(namespace)] = _Namespace(label, namespace, shipped=True)
+        found[id(namespace)] = _Namespace(label, namespace, library=False)
         for value in list(namespace.values()):
             if isinstance(value, types.ModuleType):
                 add_module(value)
