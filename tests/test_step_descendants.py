@@ -91,9 +91,9 @@ def _start_flow(path: Path, store_dir: Path, tmp_path: Path) -> subprocess.Popen
 
 
 def test_a_timeout_kills_children_in_their_own_session(flow_cli, tmp_path: Path) -> None:
-    path, pids = _flow(tmp_path, timeout=3, linger=True)
+    path, pids = _flow(tmp_path, timeout=5, linger=True)
     result: CLIResult = flow_cli("run", str(path))
-    assert result.code == 1 and "timed out after 3s" in result.stdout, result
+    assert result.code == 1 and "timed out after 5s" in result.stdout, result
     _all_gone(_spawned(pids))
 
 
