@@ -20,15 +20,14 @@ the worker therefore
 Everything is compared by identity or by one syscall; the per-step cost is a few microseconds
 (measured ~5 µs on the 2-core machine of MEASUREMENTS.md), against ~110 µs of worker CPU per
 trivial step. Not seen: in-place mutation of a mutable object (`CACHE.append(x)`), attributes of a
-module first imported in this worker by the step itself (its clean state is unknown), state kept by
-C code (`np.random.seed`), `os.putenv` without `os.environ`, a blocked signal or a pending alarm
-whose handler was not changed. docs/guarantees.md says so too.
+module first imported in this worker by the step itself (its clean state is unknown), `builtins`,
+state kept by C code (`np.random.seed`), `os.putenv` without `os.environ`, a blocked signal, a
+pending alarm whose handler was not changed, a real-time signal's handler. docs/guarantees.md says so too.
 """
 
 from __future__ import annotations
 
 import _signal
-import builtins
 import dis
 import fcntl
 import logging
@@ -43,9 +42,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_SIGNALS = tuple(sorted(int(s) for s in _signal.valid_signals() if int(s) not in (9, 19)))
-"""Every signal whose handler a step could change (not SIGKILL, SIGSTOP). `_signal.getsignal` is the C
-function: `signal.getsignal` wraps each answer in an enum, ten times the cost."""
+_SIGNALS = tuple(sorted(int(s) for s in _signal.valid_signals() if int(s) < 32 and int(s) not in (9, 19)))
+"""The standard signals, whose handler a step could change (not SIGKILL, SIGSTOP; real-time signals are
+left to C libraries). `_signal.getsignal` is the C function: `signal.getsignal` wraps each answer in an
+enum, ten times the cost."""
 
 _IMPORT_NAME = dis.opmap["IMPORT_NAME"]
 _EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
@@ -92,6 +92,7 @@ class _Namespace:
 
     def __init__(self, label: str, live: dict[str, Any], library: bool) -> None:
         self.label = label
+        """A module's name, or the file of the flow's functions (made readable only when reported)."""
         self.live = live
         self.snapshot = dict(live)
         self.library = library
@@ -110,7 +111,10 @@ class _Namespace:
                 continue  # a submodule imported (and bound on its package) is not a patch either
             if self.library and (name[:1] == "_" or not (callable(old) or callable(new))):
                 continue
-            found.append(f"{self.label}.{name}")
+            label = self.label
+            if label.endswith(".py"):  # the flow's globals: its module name is generated
+                label = os.path.splitext(os.path.basename(label))[0]
+            found.append(f"{label}.{name}")
         if not found:
             self.snapshot = dict(self.live)
         return sorted(found)
@@ -159,7 +163,7 @@ def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
     """The namespaces a step function can rebind names in directly, each with its state now.
 
     Its globals and those of the shipped (by-value) helpers it reaches through them, the modules
-    bound in those globals, the modules its code imports that are already imported, and `builtins`.
+    bound in those globals, and the modules its code imports that are already imported.
     The code of importable libraries is not followed: their own references are theirs.
     """
     found: dict[int, _Namespace] = {}
@@ -178,13 +182,10 @@ def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
         if owner is not None and vars(owner) is function.__globals__:
             add_module(owner)
         else:
-            # Named after its file: a flow's module name is generated (`__flow__name_<id>`).
-            label = Path(function.__code__.co_filename).stem
-            pending.append((label, function.__globals__, function.__code__))
+            pending.append((function.__code__.co_filename, function.__globals__, function.__code__))
 
     if isinstance(fn, types.FunctionType):
         add_function(fn)
-    add_module(builtins)
     while pending:
         label, namespace, code = pending.pop()
         if code is not None:
