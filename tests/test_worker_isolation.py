@@ -10,6 +10,8 @@ fingerprint. Every test here fails on the code before the isolation (main at 936
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -343,3 +345,42 @@ def test_a_thread_left_running_never_writes_into_another_steps_logs(
     assert steps["a"]["where"] != steps["b"]["where"], "the worker that ran a was not replaced"
     a_logs = _logs(store_dir, "a")
     assert any("left 1 thread(s) running (stray)" in line for line in a_logs), a_logs
+
+
+SWAPPING = """
+import sys
+import threading
+
+from runner.executors.base import Task
+from runner.executors.execute import execute
+
+
+def chatter():
+    while True:
+        print("a line from a thread that outlived its step")
+
+
+threading.Thread(target=chatter, daemon=True).start()
+task = Task(id="t", step="s", code_key="k", code=b"", kwargs={})
+for _ in range(30_000):
+    assert execute(task, lambda: 1, lambda stream, line, ts: None).ok
+"""
+
+
+def test_a_thread_printing_while_steps_start_and_end_never_crashes_the_process(tmp_path: Path) -> None:
+    """The crash itself, in the function every executor runs steps with: `print` holds a borrowed
+    reference to `sys.stdout`, and a capture swapped out (and freed) at a step's end while a thread
+    printed into it was a use-after-free (`AttributeError: 'LineCapture' object has no attribute
+    '_lock'`, then SIGSEGV; every run of this script on main at 936ad4f)."""
+    script = tmp_path / "swapping.py"
+    script.write_text(SWAPPING)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Error" not in proc.stderr, proc.stderr[-2000:]
