@@ -16,6 +16,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CLIResult
 from tests.helpers_core import pid_alive, wait_for
 
@@ -90,16 +92,17 @@ def _start_flow(path: Path, store_dir: Path, tmp_path: Path) -> subprocess.Popen
     )
 
 
-def test_a_timeout_kills_children_in_their_own_session(flow_cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_a_timeout_kills_children_in_their_own_session(flow_cli, tmp_path: Path, executor: str) -> None:
+    if executor == "dask":
+        pytest.importorskip("distributed")
     path, pids = _flow(tmp_path, timeout=5, linger=True)
-    result: CLIResult = flow_cli("run", str(path))
+    result: CLIResult = flow_cli("run", str(path), "--executor", executor, "--workers", "1")
     assert result.code == 1 and "timed out after 5s" in result.stdout, result
     _all_gone(_spawned(pids))
 
 
-def test_ctrl_c_on_flow_run_kills_children_in_their_own_session(
-    store_dir: Path, tmp_path: Path
-) -> None:
+def test_ctrl_c_on_flow_run_kills_children_in_their_own_session(store_dir: Path, tmp_path: Path) -> None:
     path, pids = _flow(tmp_path, timeout=None, linger=True)
     proc = _start_flow(path, store_dir, tmp_path)
     try:
