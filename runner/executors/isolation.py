@@ -260,6 +260,7 @@ class Isolation:
         self._umask = os.umask(0o022)
         os.umask(self._umask)
         self._recursion = sys.getrecursionlimit()
+        self._trace = sys.gettrace(), sys.getprofile()  # a coverage tracer of the worker's own stays
         self._root = logging.getLogger()
         self._handlers = list(self._root.handlers)
         self._watched: dict[int, tuple[Callable[..., Any], list[_Namespace]]] = {}
@@ -345,9 +346,9 @@ class Isolation:
             sys.stdin = self._stdin
         if sys.getrecursionlimit() != self._recursion:
             sys.setrecursionlimit(self._recursion)
-        if sys.gettrace() is not None or sys.getprofile() is not None:
-            sys.settrace(None)
-            sys.setprofile(None)
+        if (sys.gettrace(), sys.getprofile()) != self._trace:
+            sys.settrace(self._trace[0])
+            sys.setprofile(self._trace[1])
         if self._root.handlers != self._handlers:
             self._root.handlers[:] = self._handlers
         if self._root.level != WORKER_LOG_LEVEL:
@@ -366,8 +367,8 @@ class Isolation:
             return
         prefixes = self._prefixes.get(state.roots)
         if prefixes is None:
-            prefixes = tuple(str(Path(root).resolve()) + os.sep for root in state.roots)
-            self._prefixes[state.roots] = prefixes
+            given_and_resolved = (path for root in state.roots for path in (root, str(Path(root).resolve())))
+            prefixes = self._prefixes[state.roots] = tuple({os.path.join(p, "") for p in given_and_resolved})
         added = []
         for name in reversed(sys.modules):
             if name == state.last_module:
