@@ -5,6 +5,10 @@ that keeps a grandchild, and a grandchild whose own parent exits at once (re-par
 the child subreaper). Then the step times out, the run is stopped with SIGINT to `flow run`, the
 runner is killed outright, or the step simply returns: afterwards no process of the step is alive.
 Each is checked by pid, waiting with a deadline for the pid to go (a zombie counts as gone).
+
+The one process meant to outlive a killed step is its own cleanup guard, marked with
+`FLOW_OUTLIVES_STEP=1` (a container step's guard removes its container once the worker is gone): the
+step here starts one too, and it must get to clean up every time the step is killed.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ from tests.conftest import CLIResult
 from tests.helpers_core import pid_alive, wait_for
 
 SPAWNER = """
+import os
 import subprocess
+import sys
 import time
 from dsl import step
 
 PIDS = {pids!r}
+GUARD = (
+    "import sys\\n"
+    "if not sys.stdin.buffer.read():\\n"
+    "    open(sys.argv[1], 'w').write('cleaned up')\\n"
+)
 
 
 @step(timeout={timeout})
@@ -43,14 +54,22 @@ def spawner():
     )
     orphan = int(helper.stdout.readline())
     helper.wait()
-    pids = [own_session.pid, keeper.pid, kept_grandchild, orphan]
+    # the step's cleanup guard: end of file on its stdin (the worker is gone) makes it clean up
+    read_end, write_end = os.pipe()
+    guard = subprocess.Popen(
+        [sys.executable, "-c", GUARD, PIDS + ".cleaned"],
+        stdin=read_end,
+        start_new_session=True,
+        env={{**os.environ, "FLOW_OUTLIVES_STEP": "1"}},
+    )
+    os.close(read_end)
+    pids = [own_session.pid, keeper.pid, kept_grandchild, orphan, guard.pid]
     with open(PIDS + ".tmp", "w") as handle:
         handle.write(" ".join(map(str, pids)))
-    import os
     os.rename(PIDS + ".tmp", PIDS)
     if {linger}:
         time.sleep(300)
-    return "spawned"
+    return "spawned"  # the guard still waits: a normal end kills it like the rest
 """
 
 
@@ -64,9 +83,19 @@ def _flow(tmp_path: Path, *, timeout: float | None, linger: bool) -> tuple[Path,
 
 
 def _spawned(pids: Path) -> list[int]:
+    """The step's processes: the last one is its cleanup guard."""
     found = [int(pid) for pid in wait_for(lambda: pids.exists() and pids.read_text().split(), timeout=60)]
-    assert len(found) == 4
+    assert len(found) == 5
     return found
+
+
+def _killed_and_cleaned_up(pids: Path) -> None:
+    """Every process of the killed step is gone, and its guard cleaned up (then went too)."""
+    spawned = _spawned(pids)
+    cleaned = Path(str(pids) + ".cleaned")
+    wait_for(cleaned.exists, timeout=10)
+    assert cleaned.read_text() == "cleaned up"
+    _all_gone(spawned)
 
 
 def _all_gone(pids: list[int]) -> None:
@@ -99,20 +128,20 @@ def test_a_timeout_kills_children_in_their_own_session(flow_cli, tmp_path: Path,
     path, pids = _flow(tmp_path, timeout=5, linger=True)
     result: CLIResult = flow_cli("run", str(path), "--executor", executor, "--workers", "1")
     assert result.code == 1 and "timed out after 5s" in result.stdout, result
-    _all_gone(_spawned(pids))
+    _killed_and_cleaned_up(pids)
 
 
 def test_ctrl_c_on_flow_run_kills_children_in_their_own_session(store_dir: Path, tmp_path: Path) -> None:
     path, pids = _flow(tmp_path, timeout=None, linger=True)
     proc = _start_flow(path, store_dir, tmp_path)
     try:
-        spawned = _spawned(pids)
+        _spawned(pids)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     assert proc.returncode == 1, (out, err)
-    _all_gone(spawned)
+    _killed_and_cleaned_up(pids)
 
 
 def test_killing_the_runner_kills_children_in_their_own_session(store_dir: Path, tmp_path: Path) -> None:
@@ -120,11 +149,11 @@ def test_killing_the_runner_kills_children_in_their_own_session(store_dir: Path,
     path, pids = _flow(tmp_path, timeout=None, linger=True)
     proc = _start_flow(path, store_dir, tmp_path)
     try:
-        spawned = _spawned(pids)
+        _spawned(pids)
     finally:
         proc.kill()
         proc.communicate(timeout=60)
-    _all_gone(spawned)
+    _killed_and_cleaned_up(pids)
 
 
 def test_a_step_that_returns_leaves_no_process_behind(flow_cli, tmp_path: Path) -> None:

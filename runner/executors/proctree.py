@@ -9,6 +9,11 @@ is whole: each process found is stopped (SIGSTOP: a stopped process cannot fork 
 converges even against a fork loop), the tree is walked again until nothing new appears, then all are
 killed at once. Killing the worker first would hand its children to pid 1, out of reach.
 
+One exception, on purpose: a process started with `FLOW_OUTLIVES_STEP=1` in its environment is left
+alone, with everything below it. That is how a step's own cleanup survives the kill it exists for —
+a container step's guard, which removes the container once its worker is gone (`dsl.external`).
+At a normal end of a step, its worker kills every process the step left, marked or not.
+
 Linux only (`/proc`); elsewhere `kill_tree` kills the root alone and callers fall back on `killpg`.
 """
 
@@ -16,6 +21,10 @@ from __future__ import annotations
 
 import os
 import signal
+
+OUTLIVES_STEP = "FLOW_OUTLIVES_STEP"
+"""The environment variable (value "1") that spares a process and its descendants from `kill_tree`."""
+_MARK = f"{OUTLIVES_STEP}=1".encode()
 
 _MAX_ROUNDS = 100
 """Walks of the tree before giving up on stopping a tree that keeps growing (each round stops what it
@@ -58,14 +67,25 @@ def _children_by_scan(pid: int) -> list[int]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, parents before their children."""
+    """Every process below `pid`, parents before their children, but for those marked `OUTLIVES_STEP`
+    (and what is below them)."""
     found: list[int] = []
     pending = [pid]
     while pending:
         for child in children(pending.pop()):
+            if _outlives_step(child):
+                continue
             found.append(child)
             pending.append(child)
     return found
+
+
+def _outlives_step(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return _MARK in handle.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
