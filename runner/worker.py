@@ -358,7 +358,8 @@ def main(argv: list[str]) -> int:
             logs.close(batch)
             send(("done", task.id, TaskResult(ok=False, error=f"invalid memory limit: {exc}")))
             continue
-        install_roots(task)
+        if install_roots(task):
+            isolation.rebase()
         state = isolation.begin(fn, task.sys_path)
         old_limit = _limit_memory(limit) if limit else None
         try:

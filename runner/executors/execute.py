@@ -137,16 +137,20 @@ def _log_handler() -> _LogHandler:
     return _handler
 
 
-def install_roots(task: Task) -> None:
+def install_roots(task: Task) -> bool:
     """Put the task's project roots on `sys.path` (once per root per process), so its local modules import.
 
     Called by `execute`; a worker calls it earlier, before it takes the snapshot a step is checked
     against (`runner.executors.isolation`), so the roots count as the worker's state, not the step's.
+    Returns whether it changed anything.
     """
+    changed = False
     for entry in task.sys_path:
         if entry not in _installed_roots:
             install_local_imports(Path(entry))
             _installed_roots.add(entry)
+            changed = True
+    return changed
 
 
 def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:

@@ -6,23 +6,25 @@ be seen by the next step that lands on the same worker, or a result would depend
 the worker therefore
 
 - restores what is cheap to compare and to restore: the working directory, `os.environ`,
-  `sys.path` and `sys.meta_path`, `sys.stdin`, the umask, the recursion limit, a trace or profile
-  function, `warnings` filters, the root logger's handlers and level, and file descriptors 0/1/2
-  (re-pointed at the worker's own copies: a step that closed fd 1 leaves later steps a working
-  stdout); and it forgets the user's own modules the step imported (files under the flow's project
-  root), so the next step imports them afresh;
+  `sys.path`, finders removed from `sys.meta_path`, `sys.stdin`, the recursion limit, a
+  trace or profile function, `warnings` filters that raise, the root logger's handlers and level,
+  and fds 0/1/2 (re-pointed at the worker's own copies: a step that closed fd 1 leaves later steps a
+  working stdout); and it forgets the user's own modules the step imported (files under the flow's
+  project root), so the next step imports them afresh;
 - asks to be replaced by a fresh process (`Isolation.end` returns the reasons) when a step leaves
   state that cannot be put back cheaply: a thread still running (daemon or not), a changed signal
   handler, or a rebound attribute of a namespace the step's code can reach
   (the flow's globals, a module it references or imports — `json.dumps = ...`, `helpers.SCALE = 10`),
   or anything above that could not be restored.
 
-Everything is compared by identity or by one syscall; the per-step cost is a few microseconds
-(measured ~5 µs on the 2-core machine of MEASUREMENTS.md), against ~110 µs of worker CPU per
-trivial step. Not seen: in-place mutation of a mutable object (`CACHE.append(x)`), attributes of a
-module first imported in this worker by the step itself (its clean state is unknown), `builtins`,
-state kept by C code (`np.random.seed`), `os.putenv` without `os.environ`, a blocked signal, a
-pending alarm whose handler was not changed, a real-time signal's handler. docs/guarantees.md says so too.
+Everything is compared by identity or by one syscall; in a worker that costs ~8 µs per step (on
+the 2-core machine of MEASUREMENTS.md), against ~90 µs of worker CPU per trivial step. Not seen:
+in-place mutation of a mutable object (`CACHE.append(x)`), attributes of a module first imported in
+this worker by the step itself (its clean state is unknown), `builtins`, state kept by C code
+(`np.random.seed`), `os.putenv` without `os.environ`, the umask, a blocked signal, a pending alarm
+whose handler was not changed, a real-time signal's handler, fd 1 or 2 replaced by another pipe;
+import hooks and "ignore" warning filters are kept on purpose (libraries add them when first
+imported). docs/guarantees.md says so too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import dis
 import fcntl
 import logging
 import os
+import select
 import site
 import sys
 import sysconfig
@@ -214,26 +217,11 @@ def _dup_high(fd: int) -> int:
 class StepState:
     """What `Isolation.begin` saw just before a step, for `Isolation.end` to compare against."""
 
-    __slots__ = (
-        "path",
-        "path_copy",
-        "meta_path",
-        "meta_copy",
-        "warning_filters",
-        "last_module",
-        "threads",
-        "namespaces",
-        "roots",
-    )
+    __slots__ = ("last_module", "threads", "namespaces", "roots")
 
     def __init__(
         self, last_module: str | None, threads: int, namespaces: list[_Namespace], roots: tuple[str, ...]
     ) -> None:
-        self.path = sys.path
-        self.path_copy = list(sys.path)
-        self.meta_path = sys.meta_path
-        self.meta_copy = list(sys.meta_path)
-        self.warning_filters = list(warnings.filters)  # type: ignore[attr-defined]
         self.last_module = last_module
         self.threads = threads
         self.namespaces = namespaces
@@ -244,7 +232,9 @@ class Isolation:
     """The worker's clean state, taken once at start-up; `begin`/`end` bracket each step.
 
     Create it after the worker's own set-up (its threads, its signal handlers), so that what it
-    records is what every step must find.
+    records is what every step must find; call `rebase` when the worker itself changes `sys.path`
+    (a new project root). A step's own snapshot is as small as can be (two lookups): copying
+    `sys.path` and the rest before every step cost more than comparing them after it.
     """
 
     def __init__(self) -> None:
@@ -255,16 +245,25 @@ class Isolation:
         self._environ = os.environ
         self._env = dict(os.environ._data)  # type: ignore[attr-defined]
         self._fds = tuple((fd, _dup_high(fd)) for fd in (0, 1, 2))
+        self._poll = select.poll()
+        for fd in (0, 1, 2):
+            self._poll.register(fd, select.POLLIN | select.POLLOUT)
+        self._fd_events = self._poll.poll(0)
         self._stdin = sys.stdin
         self._signals = list(map(_signal.getsignal, _SIGNALS))
-        self._umask = os.umask(0o022)
-        os.umask(self._umask)
         self._recursion = sys.getrecursionlimit()
         self._trace = sys.gettrace(), sys.getprofile()  # a coverage tracer of the worker's own stays
         self._root = logging.getLogger()
         self._handlers = list(self._root.handlers)
         self._watched: dict[int, tuple[Callable[..., Any], list[_Namespace]]] = {}
         self._prefixes: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.rebase()
+
+    def rebase(self) -> None:
+        """Take the current `sys.path`, `sys.meta_path` and `warnings` filters as the clean ones."""
+        self._path = sys.path, list(sys.path)
+        self._meta_path = sys.meta_path, list(sys.meta_path)
+        self._filters = warnings.filters, list(warnings.filters)  # type: ignore[attr-defined]
 
     def begin(self, fn: Callable[..., Any], roots: tuple[str, ...]) -> StepState:
         """Record what a step may change, just before it runs (after its project roots are installed)."""
@@ -273,12 +272,9 @@ class Isolation:
             if len(self._watched) >= _WATCH_CACHE:
                 self._watched.clear()
             entry = self._watched[id(fn)] = (fn, reachable_namespaces(fn))
-        return StepState(
-            last_module=next(reversed(sys.modules), None),
-            threads=len(sys._current_frames()),
-            namespaces=entry[1],
-            roots=roots,
-        )
+        # Threads counted per step: one an import started while the step's code was loaded is the
+        # worker's (it would start again in any fresh worker), not the step's.
+        return StepState(next(reversed(sys.modules), None), len(sys._current_frames()), entry[1], roots)
 
     def end(self, state: StepState) -> list[str]:
         """Put back what the step changed; return why the worker must be replaced (empty: it need not)."""
@@ -300,12 +296,19 @@ class Isolation:
         return reasons
 
     def _restore_files(self, reasons: list[str]) -> None:
-        """Working directory, umask and fds 0/1/2 (re-pointed unconditionally: one cheap dup2 each)."""
-        try:
-            for fd, saved in self._fds:
-                os.dup2(saved, fd)
-        except OSError as exc:
-            reasons.append(f"the worker's standard streams could not be restored ({exc.strerror})")
+        """The working directory, and fds 0/1/2 when one syscall says they changed.
+
+        `poll` tells a closed fd (POLLNVAL) and one replaced by a file or a terminal (readable as well
+        as writable, where the worker's are a pipe's write end and /dev/null) from the worker's own;
+        only another pipe's write end put in their place goes unseen. Three `dup2` every step cost
+        three syscalls where this costs one.
+        """
+        if self._poll.poll(0) != self._fd_events:
+            try:
+                for fd, saved in self._fds:
+                    os.dup2(saved, fd)
+            except OSError as exc:
+                reasons.append(f"the worker's standard streams could not be restored ({exc.strerror})")
         if self._cwd is not None:
             try:
                 current: str | None = os.getcwd()
@@ -316,7 +319,6 @@ class Isolation:
                     os.chdir(self._cwd)
                 except OSError as exc:
                     reasons.append(f"the working directory could not be restored ({exc.strerror})")
-        os.umask(self._umask)
 
     def _restore_interpreter(self, state: StepState, reasons: list[str]) -> None:
         """`os.environ`, `sys.path`, `sys.meta_path`, `sys.stdin`, recursion limit, root log handlers."""
@@ -334,14 +336,20 @@ class Isolation:
                 reasons.append(f"the environment could not be restored ({exc.strerror})")
             data.clear()
             data.update(self._env)
-        if sys.path is not state.path:
-            sys.path = state.path
-        if state.path != state.path_copy:
-            state.path[:] = state.path_copy
-        if sys.meta_path is not state.meta_path:
-            sys.meta_path = state.meta_path
-        if state.meta_path != state.meta_copy:
-            state.meta_path[:] = state.meta_copy
+        clean, copy = self._path
+        if sys.path is not clean or clean != copy:
+            sys.path = clean
+            clean[:] = copy
+        clean, copy = self._meta_path
+        if sys.meta_path is not clean or clean != copy:
+            # A finder added is kept (libraries install import hooks when first imported: `six`);
+            # one removed (flow's own, or the standard ones) comes back.
+            current = sys.meta_path
+            if all(finder in current for finder in copy):
+                self._meta_path = current, list(current)
+            else:
+                sys.meta_path = clean
+                clean[:] = copy
         if sys.stdin is not self._stdin:
             sys.stdin = self._stdin
         if sys.getrecursionlimit() != self._recursion:
@@ -353,9 +361,24 @@ class Isolation:
             self._root.handlers[:] = self._handlers
         if self._root.level != WORKER_LOG_LEVEL:
             self._root.setLevel(WORKER_LOG_LEVEL)
-        if warnings.filters != state.warning_filters:  # type: ignore[attr-defined]
-            warnings.filters[:] = state.warning_filters  # type: ignore[attr-defined]
-            warnings._filters_mutated()  # type: ignore[attr-defined]
+        filters, copy = self._filters
+        if warnings.filters is not filters or filters != copy:  # type: ignore[attr-defined]
+            self._restore_warnings()
+
+    def _restore_warnings(self) -> None:
+        """Undo what the step did to the `warnings` filters that can change a result: a filter that
+        turns a warning into an error, added or removed. Other changes are kept: libraries add
+        "ignore" filters when they are first imported (often inside a step), and taking those away
+        while the library stays imported would only bring back the warnings it meant to silence.
+        """
+        filters, copy = self._filters
+        current = warnings.filters  # type: ignore[attr-defined]
+        if [f for f in current if f[0] == "error"] == [f for f in copy if f[0] == "error"]:
+            self._filters = current, list(current)
+            return
+        warnings.filters = filters  # type: ignore[attr-defined]
+        filters[:] = copy
+        warnings._filters_mutated()  # type: ignore[attr-defined]
 
     def _forget_user_modules(self, state: StepState) -> None:
         """Drop the user's own modules the step imported: the next step imports them from their file.
