@@ -268,6 +268,7 @@ def _start_guard(engine: str, name: str) -> tuple[subprocess.Popen[bytes], int]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, "FLOW_OUTLIVES_STEP": "1"},  # a stop kills the step's tree, not its guard
         )
     finally:
         os.close(read_end)

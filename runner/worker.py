@@ -1,8 +1,21 @@
-"""Provides the worker process: `python -m runner.worker IN_FD OUT_FD`.
+"""Provides the worker process: `python -P -m runner.worker IN_FD OUT_FD`.
 
 A worker stays warm across tasks and runs: it receives tasks as frames, keeps each step's unpickled
 code by `code_key`, and sends back log lines and results. It never outlives the runner: a watchdog
-thread kills its whole process group (the step's own children included) once the parent is gone.
+thread kills every process below it (the step's own children, those in a session of their own
+included) and its process group once the parent is gone. `-P`: the working directory is not put on
+`sys.path`, so a user's `runner.py` there cannot shadow this package.
+
+Steps do not leak into each other (`runner.executors.isolation`): after each step the worker puts
+back what the step changed, or, when that cannot be done cheaply, says so in its result and exits.
+
+The protocol (frames of `runner.executors.wire`), runner to worker: `("task", Task)`, `("exit",)`;
+worker to runner: `("started", task_id)`, `("logs", task_id, [(stream, line, ts), ...])`,
+`("log", task_id, stream, line, ts)`, and last for each task
+`("done", task_id, TaskResult, raw_output_unread, retiring)`: `raw_output_unread` says whether bytes the
+step wrote to fds 1/2 may wait unread in the runner's pipes; `retiring` that this worker takes no
+further task (the step left state that cannot be undone) and is exiting: the runner reaps it and
+starts a fresh worker on demand.
 
 Log lines travel in batches (`LogSender`): a step printing 100,000 lines would otherwise cost the
 runner a frame, an unpickle, a wake-up and an event object per line, all holding the runner's GIL.
@@ -27,7 +40,9 @@ from typing import Any
 from runner import artifacts
 from runner.executors import wire
 from runner.executors.base import Task, TaskResult
-from runner.executors.execute import execute, resolve_code
+from runner.executors.execute import execute, install_roots, resolve_code
+from runner.executors.isolation import Isolation
+from runner.executors.proctree import kill_tree
 
 _CODE_CACHE_SIZE = 4096
 
@@ -287,6 +302,7 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.2)
         if os.getppid() != parent:
             try:
+                kill_tree(os.getpid(), include_root=False)
                 os.killpg(0, signal.SIGKILL)
             finally:
                 _real_exit(1)
@@ -314,6 +330,7 @@ def main(argv: list[str]) -> int:
     logs = LogSender(send)
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: OrderedDict[str, Any] = OrderedDict()
+    isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
     while True:
         message = wire.read_frame(in_fd)
         if message is None or message[0] == "exit":
@@ -341,6 +358,9 @@ def main(argv: list[str]) -> int:
             logs.close(batch)
             send(("done", task.id, TaskResult(ok=False, error=f"invalid memory limit: {exc}")))
             continue
+        if install_roots(task):
+            isolation.rebase()
+        state = isolation.begin(fn, task.sys_path)
         old_limit = _limit_memory(limit) if limit else None
         try:
             result = execute(task, fn, emit)
@@ -349,8 +369,14 @@ def main(argv: list[str]) -> int:
         leftovers = kill_leftovers()
         if leftovers:
             emit("stderr", f"flow: killed {leftovers} process(es) the step left running", time.time())
+        retire = isolation.end(state)
+        if retire:
+            reasons = "; ".join(retire)
+            emit("stderr", f"flow: {reasons}: this worker is replaced, so no later step sees it", time.time())
         logs.close(batch)
-        send(("done", task.id, result, _raw_output_unread()))
+        send(("done", task.id, result, _raw_output_unread(), bool(retire)))
+        if retire:
+            _real_exit(0)  # now: a thread the step left must not run on, nor print, nor finalize
 
 
 if __name__ == "__main__":

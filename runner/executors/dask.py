@@ -35,15 +35,18 @@ How a task travels, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
@@ -117,6 +120,45 @@ def dask_resources(resources: dict[str, Any]) -> dict[str, float]:
         else:
             converted[name] = float(value)
     return converted
+
+
+_OWN_PACKAGES = ("runner", "dsl", "tui")
+_OWN_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shadows(entry: str) -> bool:
+    """Whether a `sys.path` entry holds a user's own `runner`, `dsl` or `tui` (module or package)."""
+    try:
+        base = Path(entry or os.getcwd()).resolve()
+        if base == _OWN_ROOT or not base.is_dir():
+            return False
+        return any((base / name).is_dir() or (base / f"{name}.py").is_file() for name in _OWN_PACKAGES)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _spawn_path() -> Iterator[None]:
+    """`sys.path` without the directories that would shadow this package, while a local cluster starts.
+
+    A Dask worker process is spawned with a copy of this process's `sys.path` (the flow's directory
+    first, once the flow is loaded; the working directory under `python -m`) and imports `runner`
+    from it before anything else (its main module, then `run_on_worker`): a user's `runner.py` there
+    made every worker fail to start. The worker process needs none of those directories (a step's
+    code travels by value; its `runner.worker` processes get the flow's root with each task).
+    Limitation: a worker process the cluster restarts later (after it died) is spawned with the
+    `sys.path` of that moment.
+    """
+    saved = list(sys.path)
+    kept = [entry for entry in saved if not _shadows(entry)]
+    if len(kept) == len(saved):
+        yield
+        return
+    sys.path[:] = kept
+    try:
+        yield
+    finally:
+        sys.path[:] = saved + [entry for entry in sys.path if entry not in saved]
 
 
 # ----- worker side ------------------------------------------------------------------------------
@@ -260,7 +302,7 @@ class DaskExecutor:
             try:
                 # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe,
                 # and on a small machine its CPU is taken from the steps.
-                with dask.config.set({"distributed.worker.profile.enabled": False}):
+                with dask.config.set({"distributed.worker.profile.enabled": False}), _spawn_path():
                     self._cluster = LocalCluster(
                         n_workers=max(1, workers or os.cpu_count() or 1),
                         threads_per_worker=1,

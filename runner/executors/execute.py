@@ -49,12 +49,20 @@ def printable(line: str) -> str:
 
 
 class LineCapture(io.TextIOBase):
-    """A text stream that hands each complete line to `emit` (partial lines wait for their end)."""
+    """A text stream that hands each complete line to its `target` (partial lines wait for their end).
 
-    def __init__(self, stream: str, emit: Emit) -> None:
+    One pair lives for the whole process (`_captures`) and is re-targeted per task, never replaced:
+    `print` holds a *borrowed* reference to `sys.stdout` while it writes, so a capture freed when a
+    step ends (swapped out of `sys.stdout`) while a thread the step left behind is printing into it
+    was a use-after-free: `AttributeError: 'LineCapture' object has no attribute '_lock'`, then a
+    segfault of the worker. Between tasks the target is None and lines are dropped: they belong to
+    no step.
+    """
+
+    def __init__(self, stream: str) -> None:
         super().__init__()
         self._stream = stream
-        self._emit = emit
+        self.target: Emit | None = None
         self._partial = ""
         self._lock = threading.Lock()
 
@@ -67,16 +75,33 @@ class LineCapture(io.TextIOBase):
         with self._lock:
             data = self._partial + text
             *lines, self._partial = data.split("\n")
-        now = time.time()
-        for line in lines:
-            self._emit(self._stream, printable(line.rstrip("\r")), now)
+            target = self.target
+        if target is not None:
+            now = time.time()
+            for line in lines:
+                target(self._stream, printable(line.rstrip("\r")), now)
         return len(text)
 
     def flush(self) -> None:
         with self._lock:
             rest, self._partial = self._partial, ""
-        if rest:
-            self._emit(self._stream, printable(rest), time.time())
+            target = self.target
+        if rest and target is not None:
+            target(self._stream, printable(rest), time.time())
+
+    def close(self) -> None:
+        """Flush only: the capture outlives every step, so a step's `sys.stdout.close()` must not end it."""
+        self.flush()
+
+    def retarget(self, target: Emit | None) -> None:
+        """Send later lines to `target`; a partial line of the previous target is flushed to it first."""
+        self.flush()
+        with self._lock:
+            self.target = target
+
+
+_captures = (LineCapture("stdout"), LineCapture("stderr"))
+"""The process's two captures (see `LineCapture`): module globals, so never freed."""
 
 
 class _LogHandler(logging.Handler):
@@ -112,6 +137,22 @@ def _log_handler() -> _LogHandler:
     if _handler is None:
         _handler = _LogHandler()
     return _handler
+
+
+def install_roots(task: Task) -> bool:
+    """Put the task's project roots on `sys.path` (once per root per process), so its local modules import.
+
+    Called by `execute`; a worker calls it earlier, before it takes the snapshot a step is checked
+    against (`runner.executors.isolation`), so the roots count as the worker's state, not the step's.
+    Returns whether it changed anything.
+    """
+    changed = False
+    for entry in task.sys_path:
+        if entry not in _installed_roots:
+            install_local_imports(Path(entry))
+            _installed_roots.add(entry)
+            changed = True
+    return changed
 
 
 def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:
@@ -186,12 +227,11 @@ def execute(
     `on_exception` (the inline executor's `--pdb`) is called with the exception while its frames are
     alive, after the real stdout and stderr are back.
     """
-    for entry in task.sys_path:
-        if entry not in _installed_roots:
-            install_local_imports(Path(entry))
-            _installed_roots.add(entry)
+    install_roots(task)
     ctx = StepContext(step=task.step, run_id=task.run_id, attempt=task.attempt)
-    out, err = LineCapture("stdout", emit), LineCapture("stderr", emit)
+    out, err = _captures
+    out.retarget(emit)
+    err.retarget(emit)
     handler = _log_handler()
     previous_target, handler.target = handler.target, emit
     root = logging.getLogger()
@@ -202,8 +242,8 @@ def execute(
         root.setLevel(logging.INFO)
 
     def restore() -> None:
-        out.flush()
-        err.flush()
+        out.retarget(None)
+        err.retarget(None)
         sys.stdout, sys.stderr = saved[0], saved[1]
         root.removeHandler(handler)
         handler.target = previous_target

@@ -1,9 +1,15 @@
 """Provides `LocalExecutor`: warm worker processes on this machine, one task per worker at a time.
 
 Isolation is per process: a step that raises, calls `os._exit`, segfaults or hangs fails alone; a
-cancel kills the worker's whole process group (so processes the step spawned die too) and a fresh
-worker replaces it on demand. The scheduler thread drives everything through `events()`, which is a
-`select` over the workers' pipes, so a result reaches the scheduler without a thread hand-off.
+cancel kills the worker and every process below it (`kill_tree`: so processes the step spawned die
+too, even in a session of their own) and a fresh worker replaces it on demand, as it does a worker
+that retires after a step left state it cannot undo (`runner.executors.isolation`).
+
+Workers start as `python -P -m runner.worker`: without `-P`, `-m` puts the working directory first
+on `sys.path`, and a user's own `runner.py` (or `dsl.py`, `runner/`) there shadowed this package.
+
+The scheduler thread drives everything through `events()`, which is a `select` over the workers'
+pipes, so a result reaches the scheduler without a thread hand-off.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from runner.executors import wire
 from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult, TaskStarted
+from runner.executors.proctree import kill_tree
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 READ_SIZE = 1 << 16
@@ -88,7 +95,7 @@ class LocalExecutor:
         env["PYTHONHASHSEED"] = "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.worker", str(to_r), str(from_w)],
+            [sys.executable, "-P", "-m", "runner.worker", str(to_r), str(from_w)],
             pass_fds=(to_r, from_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -130,6 +137,7 @@ class LocalExecutor:
             self._kill(worker)
 
     def _kill(self, worker: _Worker) -> None:
+        kill_tree(worker.proc.pid)
         try:
             os.killpg(worker.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -218,6 +226,8 @@ class LocalExecutor:
             self._by_task.pop(task.id, None)
             object.__setattr__(result, "where", worker.where)  # unpickled just now: ours to fill in
             self._pending.append(TaskDone(task.id, result))
+            if len(message) > 4 and message[4]:
+                self._kill(worker)  # retiring: it exits by itself; this reaps it (and anything left)
 
     def _on_raw(self, worker: _Worker, stream: str, chunk: bytes) -> None:
         """Output written straight to file descriptors 1 and 2 (C code, child processes)."""
