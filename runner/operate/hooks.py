@@ -3,7 +3,7 @@
 A hook is the user's plain callable, so it may raise, hang, or call `sys.exit`. It therefore never
 runs on the scheduler thread or in the runner's process: the runner subscribes to the engine's
 events (recording what a hook needs to know, which costs a dict update), and a small thread pool
-starts each hook in its own process (`runner.hook_worker`) with a time limit. A hook that raises,
+starts each hook in its own process (`runner.operate.hook_worker`) with a time limit. A hook that raises,
 exits non-zero or passes its limit is reported (`HookFinished` event, plus the `report` callback)
 and stopped; the run's status, exit code and timing never depend on a hook.
 """
@@ -241,7 +241,7 @@ class HookRunner:
     @staticmethod
     def _run_process(payload: bytes, timeout: float) -> tuple[str, str | None]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "runner.hook_worker"],
+            [sys.executable, "-m", "runner.operate.hook_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

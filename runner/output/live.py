@@ -9,8 +9,8 @@ own refresh thread). No thread ever waits for a lock while holding another one o
 scheduler, the writer and a signal handler cannot deadlock, which the old design (the scheduler
 printing through `Live` under a lock the refresh thread's render also took) did.
 
-What scrolls is exactly what `PlainReporter` writes to a pipe (`Narrator` lines), styled; every
-string goes out as Rich `Text`, never as markup.
+What scrolls is exactly what `runner.output.plain.PlainReporter` writes to a pipe (`Narrator` lines),
+styled; every string goes out as Rich `Text`, never as markup.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections import deque
 from typing import Any
 
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
-from runner.reporter import Line, Narrator
+from runner.output.narration import Line, Narrator
+from runner.status import StepStatus
 from runner.text import visible
 
 REFRESH_S = 1 / 12
@@ -43,16 +44,16 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 PANEL_ROWS = 10
 """Running steps listed in the panel at most (fewer on a short terminal); the rest are counted."""
 
-STYLES = {
+STYLES: dict[str, str] = {
     "run": "bold",
     "started": "",
     "log": "",
     "retry": "yellow",
-    "succeeded": "green",
-    "cached": "cyan",
-    "failed": "red",
-    "skipped": "dim",
-    "cancelled": "yellow",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.CACHED: "cyan",
+    StepStatus.FAILED: "red",
+    StepStatus.SKIPPED: "dim",
+    StepStatus.CANCELLED: "yellow",
     "traceback": "red",
     "finished_ok": "bold green",
     "finished_bad": "bold red",
