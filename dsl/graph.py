@@ -186,7 +186,7 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
     for name, item in by_name.items():
         node = Node(step=item)
         for argument in item.signature.parameters.values():
-            where = {"file": item.file, "line": item.line, "step": name}
+            where: dict[str, Any] = {"file": item.file, "line": item.line, "step": name}
             if argument.kind in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD):
                 raise FlowError(
                     f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
