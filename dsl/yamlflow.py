@@ -162,7 +162,7 @@ def _inputs(top: Checker) -> dict[str, Param]:
     params: dict[str, Param] = {}
     if node is None:
         return params
-    for input_name, spec in node.value.items():  # type: ignore[union-attr]
+    for input_name, spec in node.entries.items():
         where = Checker(top.file, f"input '{input_name}'", node)
         line_key = input_name
         if not isinstance(input_name, str) or not input_name.isidentifier():
@@ -210,7 +210,7 @@ def _flow_outputs(top: Checker, declared: dict[str | None, list[str]]) -> dict[s
     if node is None:
         return {}
     result: dict[str, tuple[str, str | None]] = {}
-    for name, expression in node.value.items():  # type: ignore[union-attr]
+    for name, expression in node.entries.items():
         check = Checker(top.file, "outputs", node)
         problem = f"flow output '{name}' must be one reference {{{{ steps.STEP.outputs.NAME }}}}"
         if not isinstance(expression, str):

@@ -11,7 +11,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dsl import templates
 from dsl.commands import external_step
@@ -197,7 +197,7 @@ def _import_function(check: Checker, uses: Any) -> Callable[..., Any]:
         target = target.fn
     if not callable(target) or inspect.isclass(target):
         raise check.error(f"uses: {uses} is not a function", "uses")
-    return target  # type: ignore[no-any-return]
+    return cast("Callable[..., Any]", target)  # a function: checked just above
 
 
 def check_references(check: Checker, declared: dict[str | None, list[str]]) -> None:
@@ -231,10 +231,6 @@ def _strings(value: Any, line: int) -> list[tuple[str, int]]:
     if isinstance(value, str):
         return [(value, line)]
     if isinstance(value, Located):
-        keys = value.value.keys() if isinstance(value.value, dict) else range(len(value.value))
-        return [
-            found
-            for key in keys
-            for found in _strings(value.value[key], value.lines.get(key, value.line))  # type: ignore[index]
-        ]
+        items = value.value.items() if isinstance(value.value, dict) else enumerate(value.value)
+        return [found for key, item in items for found in _strings(item, value.lines.get(key, value.line))]
     return []
