@@ -95,6 +95,8 @@ class LiveReporter:
             redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
             get_renderable=self._render,
         )
+        self._panel_up = False
+        """Whether the panel is on the terminal; only the writer thread reads or sets it."""
         self._thread = threading.Thread(target=self._write_loop, name="flow-terminal", daemon=True)
         self._thread.start()
 
@@ -148,7 +150,6 @@ class LiveReporter:
     # ----- the writer thread: the only code that prints or redraws ------------------------------
 
     def _write_loop(self) -> None:
-        started = False
         while True:
             if self._wake.wait(REFRESH_S) and not self._stopping:
                 time.sleep(BATCH_S)  # let a burst of log lines gather: one print and redraw for many
@@ -164,30 +165,34 @@ class LiveReporter:
                     return
                 continue
             try:
-                if lines:
-                    self._print(lines)
-                if wanted and not started:
-                    self._live.start()
-                    started = True
-                elif started and not wanted:
-                    self._live.stop()
-                    started = False
-                if started:
-                    self._live.refresh()
+                self._draw(lines, wanted)
             except (OSError, ValueError):
                 self.closed.set()  # the terminal is gone: drop output from now on
-                self._give_back(started)
-                started = False
+                self._give_back()
                 continue
             if stopping:
                 with self._lock:
                     if not self._queue:
                         return
 
-    def _give_back(self, started: bool) -> None:
+    def _draw(self, lines: list[Line], wanted: bool) -> None:
+        """Print `lines` above the panel, put the panel up or take it down as `wanted`, redraw it."""
+        if lines:
+            self._print(lines)
+        if wanted and not self._panel_up:
+            self._live.start()
+            self._panel_up = True
+        elif self._panel_up and not wanted:
+            self._live.stop()
+            self._panel_up = False
+        if self._panel_up:
+            self._live.refresh()
+
+    def _give_back(self) -> None:
         """Undo the panel's hold on `sys.stdout`/`sys.stderr` once the terminal is gone, so another
         thread's stray print does not fail through it."""
-        if started:
+        if self._panel_up:
+            self._panel_up = False
             try:
                 self._live.stop()  # restores the streams in a `finally`, even when its last write fails
             except (OSError, ValueError):
