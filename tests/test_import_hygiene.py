@@ -59,3 +59,10 @@ def test_import_linter_contracts_hold():
         pytest.skip("import-linter is not installed")
     proc = subprocess.run([exe], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_cli_starts_without_the_http_client():
+    """`post_json` hooks import urllib.request when they send: it (with http.client and email) cost
+    every `flow` command 20-40 ms at start-up."""
+    modules = imported_after("import runner.cli")
+    assert not {"urllib.request", "http.client", "email.parser"} & modules
