@@ -72,29 +72,9 @@ def external_step(
         where = locate(field) if locate is not None and field else line
         return FlowError(message, file=file, line=where, step=name)
 
-    arguments: dict[str, inspect.Parameter] = {}
-    written = [("command", part) for part in argv] + [("env", v) for v in env.values()]
-    written += [("inputs", text) for text in templates.texts(list(inputs.values()))]
-    for field, text in written:
-        try:
-            found = templates.references(str(text))
-        except templates.TemplateError as exc:
-            raise bad(str(exc), field) from None
-        for reference in found:
-            if reference.input is not None:
-                if reference.input not in params:
-                    known = ", ".join(sorted(params)) or "none"
-                    raise bad(f"{reference.text} names no input of the flow (inputs: {known})", field)
-                arguments[reference.input] = inspect.Parameter(
-                    reference.input, inspect.Parameter.KEYWORD_ONLY, default=params[reference.input]
-                )
-            else:
-                step_name = str(reference.step)
-                if step_name == name:
-                    raise bad(f"{reference.text}: a step cannot use its own output", field)
-                if step_name in params:
-                    raise bad(f"'{step_name}' is both a flow input and a step; rename one", field)
-                arguments[step_name] = inspect.Parameter(step_name, inspect.Parameter.KEYWORD_ONLY)
+    written = [("command", str(part)) for part in argv] + [("env", str(v)) for v in env.values()]
+    written += [("inputs", str(text)) for text in templates.texts(list(inputs.values()))]
+    arguments = _arguments(written, name, params, bad)
 
     workdir = str(root)
     engine = None
@@ -171,6 +151,38 @@ def external_step(
         },
     }
     return item
+
+
+def _arguments(
+    written: list[tuple[str, str]], name: str, params: Mapping[str, Param], bad: Callable[..., FlowError]
+) -> dict[str, inspect.Parameter]:
+    """The keyword arguments of the step's function: one per flow input (with its default) and per
+    upstream step its `{{ }}` expressions reference, so each reference is an edge of the graph.
+
+    `written` holds each expression's text with the field it is written in (for the error's line).
+    """
+    arguments: dict[str, inspect.Parameter] = {}
+    for field, text in written:
+        try:
+            found = templates.references(text)
+        except templates.TemplateError as exc:
+            raise bad(str(exc), field) from None
+        for reference in found:
+            if reference.input is not None:
+                if reference.input not in params:
+                    known = ", ".join(sorted(params)) or "none"
+                    raise bad(f"{reference.text} names no input of the flow (inputs: {known})", field)
+                arguments[reference.input] = inspect.Parameter(
+                    reference.input, inspect.Parameter.KEYWORD_ONLY, default=params[reference.input]
+                )
+                continue
+            step_name = str(reference.step)
+            if step_name == name:
+                raise bad(f"{reference.text}: a step cannot use its own output", field)
+            if step_name in params:
+                raise bad(f"'{step_name}' is both a flow input and a step; rename one", field)
+            arguments[step_name] = inspect.Parameter(step_name, inspect.Parameter.KEYWORD_ONLY)
+    return arguments
 
 
 def _check_executable(argv: Sequence[str], shell: bool, root: Path, bad: Callable[..., FlowError]) -> None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,6 +91,20 @@ class ExternalCall:
         "function",
         "__signature__",
     )
+    kind: str
+    step: str
+    argv: list[str]
+    shell: bool
+    image: str | None
+    engine: str | None
+    env: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: tuple[str, ...]
+    public_env: dict[str, str]
+    secret_env: dict[str, str]
+    files: tuple[str, ...]
+    workdir: str
+    function: Callable[..., Any] | None
 
     def __init__(self, **fields: Any) -> None:
         for slot in self.__slots__:
@@ -123,6 +137,7 @@ class ExternalCall:
         env = {**self.public_env, **self.secret_env, **self._rendered_env(values)}
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)
+        assert self.function is not None  # a `uses:` step is built with its function
         try:
             result = self.function(**kwargs)
         finally:
@@ -176,6 +191,7 @@ class ExternalCall:
         command = self.command_line(values) if self.argv else []
         if self.kind == "command":
             return command, {**step_env, "FLOW_OUTPUTS": outputs_dir}
+        assert self.engine is not None and self.image is not None  # a container step is built with both
         argv = [self.engine, "run", "--rm", "--name", name, "--workdir", self.workdir]
         argv += ["--volume", f"{outputs_dir}:{OUTPUTS_IN_CONTAINER}", "--env", "FLOW_OUTPUTS"]
         for path in self.files:
@@ -192,8 +208,9 @@ class ExternalCall:
         try:
             argv, env = self.invocation(values, outputs_dir, name)
             if self.kind == "container":
+                assert self.engine is not None  # a container step is built with its engine
                 guard = _start_guard(self.engine, name)
-            shown = " ".join(argv if self.kind == "command" else argv[argv.index(self.image) :])
+            shown = " ".join(argv[0 if self.kind == "command" else argv.index(str(self.image)) :])
             try:
                 process = subprocess.Popen(
                     argv,

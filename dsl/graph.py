@@ -154,6 +154,39 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
         FlowError: for a duplicate step name, an argument with no default that names no step, a
             variadic argument, a `foreach` or `when` naming nothing, a conflicting parameter or a cycle.
     """
+    edge_list = list(edges)
+    by_name = _steps_by_name(steps, edge_list)
+    nodes: dict[str, Node] = {}
+    params: dict[str, ParamSpec] = {}
+    for name, item in by_name.items():
+        node = Node(step=item)
+        for argument in item.signature.parameters.values():
+            if argument.kind in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD):
+                raise FlowError(
+                    f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
+                    "name each input",
+                    file=item.file,
+                    line=item.line,
+                    step=name,
+                )
+            if argument.name in by_name and argument.name != name:
+                node.inputs[argument.name] = argument.name
+            else:
+                params[argument.name] = _param(argument, item, params.get(argument.name))
+                node.params.append(argument.name)
+        node.when_args = _when_args(item, by_name, node.params)
+        nodes[name] = node
+    _link(nodes, edge_list)
+    order = _topological_order(nodes, edge_list)
+    return Graph(nodes={name: nodes[name] for name in order}, params=params)
+
+
+def _steps_by_name(steps: Iterable[Step], edges: list[Edge]) -> dict[str, Step]:
+    """Every step of the flow by name: those defined in it, then those only its `>>` edges name.
+
+    Raises:
+        FlowError: two different steps with one name.
+    """
     by_name: dict[str, Step] = {}
     for item in steps:
         other = by_name.get(item.name)
@@ -166,8 +199,7 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
                 step=item.name,
             )
         by_name[item.name] = item
-    edge_list = list(edges)
-    for edge in edge_list:
+    for edge in edges:
         for end in (edge.upstream, edge.downstream):
             other = by_name.get(end.name)
             if other is None:
@@ -180,81 +212,90 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
                     line=edge.line,
                     step=end.name,
                 )
+    return by_name
 
-    nodes: dict[str, Node] = {}
-    params: dict[str, ParamSpec] = {}
-    for name, item in by_name.items():
-        node = Node(step=item)
-        for argument in item.signature.parameters.values():
-            where = {"file": item.file, "line": item.line, "step": name}
-            if argument.kind in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD):
-                raise FlowError(
-                    f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
-                    "name each input",
-                    **where,
-                )
-            if argument.name in by_name and argument.name != name:
-                node.inputs[argument.name] = argument.name
-                continue
-            declared = argument.default if isinstance(argument.default, Param) else None
-            default = declared.default if declared is not None else argument.default
-            if default is inspect.Parameter.empty:
-                default = REQUIRED
-                if declared is None:
-                    raise FlowError(
-                        f"argument '{argument.name}' has no default and names no step; "
-                        "give it a default, use param(...), or add a step with that name",
-                        **where,
-                    )
-            spec = ParamSpec(
-                name=argument.name,
-                default=default,
-                type=_param_type(argument, declared, default),
-                help=declared.help if declared else "",
-                choices=declared.choices if declared else None,
-                steps=(name,),
+
+def _param(argument: inspect.Parameter, item: Step, previous: ParamSpec | None) -> ParamSpec:
+    """The flow parameter a step's argument declares, merged with the same parameter of earlier steps.
+
+    Raises:
+        FlowError: an argument with no default that names no step, or a parameter declared with
+            another default or type by an earlier step.
+    """
+    where: dict[str, Any] = {"file": item.file, "line": item.line, "step": item.name}
+    declared = argument.default if isinstance(argument.default, Param) else None
+    default = declared.default if declared is not None else argument.default
+    if default is inspect.Parameter.empty:
+        default = REQUIRED
+        if declared is None:
+            raise FlowError(
+                f"argument '{argument.name}' has no default and names no step; "
+                "give it a default, use param(...), or add a step with that name",
+                **where,
             )
-            previous = params.get(argument.name)
-            if previous is not None:
-                if previous.default != spec.default or previous.type is not spec.type:
-                    raise FlowError(
-                        f"parameter '{argument.name}' is declared with default "
-                        f"{spec.default!r} ({spec.type.__name__}) here but "
-                        f"{previous.default!r} ({previous.type.__name__}) in step "
-                        f"'{previous.steps[0]}'; a flow parameter needs one declaration",
-                        **where,
-                    )
-                spec = ParamSpec(
-                    name=spec.name,
-                    default=spec.default,
-                    type=spec.type,
-                    help=previous.help or spec.help,
-                    choices=previous.choices or spec.choices,
-                    steps=(*previous.steps, name),
-                )
-            params[argument.name] = spec
-            node.params.append(argument.name)
-        if item.when is not None:
-            try:
-                when_signature = inspect.signature(item.when)
-            except (TypeError, ValueError) as exc:
-                raise FlowError(
-                    f"cannot read the when= predicate's signature: {exc}",
-                    file=item.file,
-                    line=item.line,
-                    step=name,
-                ) from None
-            for argument_name in when_signature.parameters:
-                if argument_name not in by_name and argument_name not in node.params:
-                    raise FlowError(
-                        f"the when= predicate's argument '{argument_name}' names no step and no "
-                        "parameter of this step",
-                        file=item.file,
-                        line=item.line,
-                        step=name,
-                    )
-                node.when_args.append(argument_name)
-        nodes[name] = node
+    spec = ParamSpec(
+        name=argument.name,
+        default=default,
+        type=_param_type(argument, declared, default),
+        help=declared.help if declared else "",
+        choices=declared.choices if declared else None,
+        steps=(item.name,),
+    )
+    if previous is None:
+        return spec
+    if previous.default != spec.default or previous.type is not spec.type:
+        raise FlowError(
+            f"parameter '{argument.name}' is declared with default "
+            f"{spec.default!r} ({spec.type.__name__}) here but "
+            f"{previous.default!r} ({previous.type.__name__}) in step "
+            f"'{previous.steps[0]}'; a flow parameter needs one declaration",
+            **where,
+        )
+    return ParamSpec(
+        name=spec.name,
+        default=spec.default,
+        type=spec.type,
+        help=previous.help or spec.help,
+        choices=previous.choices or spec.choices,
+        steps=(*previous.steps, item.name),
+    )
+
+
+def _when_args(item: Step, by_name: dict[str, Step], params: list[str]) -> list[str]:
+    """The names the step's `when=` predicate takes: upstream steps or the step's own parameters.
+
+    Raises:
+        FlowError: the predicate's signature cannot be read, or one of its arguments names neither.
+    """
+    if item.when is None:
+        return []
+    try:
+        when_signature = inspect.signature(item.when)
+    except (TypeError, ValueError) as exc:
+        raise FlowError(
+            f"cannot read the when= predicate's signature: {exc}",
+            file=item.file,
+            line=item.line,
+            step=item.name,
+        ) from None
+    for argument_name in when_signature.parameters:
+        if argument_name not in by_name and argument_name not in params:
+            raise FlowError(
+                f"the when= predicate's argument '{argument_name}' names no step and no "
+                "parameter of this step",
+                file=item.file,
+                line=item.line,
+                step=item.name,
+            )
+    return list(when_signature.parameters)
+
+
+def _link(nodes: dict[str, Node], edges: list[Edge]) -> None:
+    """Draw every edge between nodes: data inputs, `when` inputs, then the `>>` edges, each once.
+
+    Raises:
+        FlowError: a step wired to run after itself.
+    """
 
     def link(upstream: str, downstream: str) -> None:
         if upstream not in nodes[downstream].upstream:
@@ -267,7 +308,7 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
         for argument_name in node.when_args:
             if argument_name in nodes:
                 link(argument_name, name)
-    for edge in edge_list:
+    for edge in edges:
         if edge.upstream is edge.downstream:
             raise FlowError(
                 f"step '{edge.upstream.name}' cannot run after itself",
@@ -276,9 +317,6 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
                 step=edge.upstream.name,
             )
         link(edge.upstream.name, edge.downstream.name)
-
-    order = _topological_order(nodes, edge_list)
-    return Graph(nodes={name: nodes[name] for name in order}, params=params)
 
 
 def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:

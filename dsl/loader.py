@@ -24,7 +24,7 @@ import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsl import wiring
 from dsl.errors import FlowError
@@ -33,6 +33,9 @@ from dsl.graph import Graph, build_graph
 from dsl.locality import is_user_file
 from dsl.step import Step
 from dsl.wiring import Edge
+
+if TYPE_CHECKING:
+    from dsl.yamlflow import YamlFlow
 
 _OWN_PACKAGES = ("dsl", "runner", "tui")
 FLOW_SUFFIXES = (".py", ".yaml", ".yml")
@@ -176,32 +179,8 @@ def load_flow(path: str | Path) -> LoadedFlow:
             defines no step, or its graph is invalid. The message names the file and line.
     """
     global _counter
-    flow_path = Path(path).expanduser()
     shown = str(path)
-    if not flow_path.exists():
-        raise FlowError("no such file", file=shown)
-    if flow_path.is_dir():
-        raise FlowError("is a directory; give a flow file (.py, .yaml or .yml)", file=shown)
-    if flow_path.suffix.lower() not in FLOW_SUFFIXES:
-        raise FlowError("is not a flow file: a flow is a .py, .yaml or .yml file", file=shown)
-    if not flow_path.is_file():
-        raise FlowError("is not a regular file (a FIFO or a device?); give a flow file", file=shown)
-    flow_path = flow_path.resolve()
-    try:
-        source = flow_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FlowError(f"cannot read the file: {exc}", file=shown) from None
-    code = None
-    if flow_path.suffix.lower() == ".py":
-        try:
-            code = compile(source, str(flow_path), "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            raise FlowError(
-                f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
-            ) from None
-        except ValueError as exc:
-            raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
-
+    flow_path, source, code = _read_flow_file(path)
     root = flow_path.parent
     with _lock:
         install_local_imports(root)
@@ -215,39 +194,8 @@ def load_flow(path: str | Path) -> LoadedFlow:
         sources: dict[str, str] = {str(flow_path): source}
         before = set(sys.modules)
         _purge_local_modules()
-        _recording.append(sources)
-        sys.modules[module_name] = module
-        recorded = wiring.push()
-        document = None
-        try:
-            if code is not None:
-                exec(code, module.__dict__)
-            else:
-                from dsl.yamlflow import compile_yaml
-
-                document = compile_yaml(source, str(flow_path), root)
-        except FlowError:
-            sys.modules.pop(module_name, None)
-            raise
-        except SystemExit as exc:
-            sys.modules.pop(module_name, None)
-            raise FlowError(
-                f"the flow file called sys.exit({exc.code!r}) while loading", file=shown
-            ) from None
-        except Exception as exc:
-            sys.modules.pop(module_name, None)
-            raise _import_error(exc, flow_path, sources) from None
-        finally:
-            wiring.pop(recorded)
-            _recording.remove(sources)
-        local_modules = {
-            name: str(Path(mod.__file__).resolve())
-            for name, mod in sys.modules.items()
-            if name not in before
-            and name != module_name
-            and getattr(mod, "__file__", None)
-            and str(Path(mod.__file__).resolve()) in sources
-        }
+        recorded, document = _execute(module, code, source, flow_path, sources, shown)
+        local_modules = _new_local_modules(before, module_name, sources)
         _loaded_names.update(local_modules)
 
     flow_decl: Flow | None = None
@@ -257,17 +205,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         description = document.description
         outputs = document.outputs
     else:
-        steps = [value for value in vars(module).values() if isinstance(value, Step)]
-        edges = _own_edges(recorded.edges, steps, str(flow_path))
-        if not steps and not edges:
-            raise FlowError("defines no step; decorate a function with @step", file=shown)
-        graph = build_graph(steps, edges)
-        declared = [f for f in vars(module).values() if isinstance(f, Flow)] or [
-            f
-            for f in recorded.flows
-            if f.file == str(flow_path)  # not the `Flow(...)` of an imported flow file
-        ]
-        flow_decl = declared[0] if declared else None
+        graph, flow_decl = _python_graph(module, recorded, flow_path, shown)
         name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
         description = flow_decl.description if flow_decl else ""
         outputs = flow_decl.output_refs(graph) if flow_decl else {}
@@ -287,6 +225,114 @@ def load_flow(path: str | Path) -> LoadedFlow:
         outputs=outputs,
         declaration=flow_decl,
     )
+
+
+def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]:
+    """The flow file's absolute path, its text, and its compiled code (None for a YAML flow).
+
+    Raises:
+        FlowError: not a readable flow file, or a Python syntax error (with its line).
+    """
+    flow_path = Path(path).expanduser()
+    shown = str(path)
+    if not flow_path.exists():
+        raise FlowError("no such file", file=shown)
+    if flow_path.is_dir():
+        raise FlowError("is a directory; give a flow file (.py, .yaml or .yml)", file=shown)
+    if flow_path.suffix.lower() not in FLOW_SUFFIXES:
+        raise FlowError("is not a flow file: a flow is a .py, .yaml or .yml file", file=shown)
+    if not flow_path.is_file():
+        raise FlowError("is not a regular file (a FIFO or a device?); give a flow file", file=shown)
+    flow_path = flow_path.resolve()
+    try:
+        source = flow_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FlowError(f"cannot read the file: {exc}", file=shown) from None
+    if flow_path.suffix.lower() != ".py":
+        return flow_path, source, None
+    try:
+        code = compile(source, str(flow_path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise FlowError(
+            f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
+        ) from None
+    except ValueError as exc:
+        raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
+    return flow_path, source, code
+
+
+def _execute(
+    module: types.ModuleType,
+    code: types.CodeType | None,
+    source: str,
+    flow_path: Path,
+    sources: dict[str, str],
+    shown: str,
+) -> tuple[wiring.Wiring, YamlFlow | None]:
+    """Run the flow file in `module` (or compile its YAML), recording the `>>` edges and `Flow(...)`s it
+    declares and the text of every local module it imports (into `sources`). Called under `_lock`.
+
+    Raises:
+        FlowError: the file failed while loading (its module is forgotten again).
+    """
+    _recording.append(sources)
+    sys.modules[module.__name__] = module
+    recorded = wiring.push()
+    try:
+        if code is not None:
+            exec(code, module.__dict__)
+            return recorded, None
+        from dsl.yamlflow import compile_yaml
+
+        return recorded, compile_yaml(source, str(flow_path), flow_path.parent)
+    except FlowError:
+        sys.modules.pop(module.__name__, None)
+        raise
+    except SystemExit as exc:
+        sys.modules.pop(module.__name__, None)
+        raise FlowError(f"the flow file called sys.exit({exc.code!r}) while loading", file=shown) from None
+    except Exception as exc:
+        sys.modules.pop(module.__name__, None)
+        raise _import_error(exc, flow_path, sources) from None
+    finally:
+        wiring.pop(recorded)
+        _recording.remove(sources)
+
+
+def _new_local_modules(before: set[str], module_name: str, sources: dict[str, str]) -> dict[str, str]:
+    """Module name -> absolute path of each local module (one whose text was recorded) imported since
+    `before` was taken."""
+    found: dict[str, str] = {}
+    for name, mod in list(sys.modules.items()):
+        if name in before or name == module_name:
+            continue
+        file = getattr(mod, "__file__", None)
+        path = str(Path(file).resolve()) if file else None
+        if path is not None and path in sources:
+            found[name] = path
+    return found
+
+
+def _python_graph(
+    module: types.ModuleType, recorded: wiring.Wiring, flow_path: Path, shown: str
+) -> tuple[Graph, Flow | None]:
+    """A Python flow's graph, from the steps its namespace holds and the edges it wired, and its
+    `Flow(...)` declaration, if any.
+
+    Raises:
+        FlowError: it defines no step, or its graph is invalid.
+    """
+    steps = [value for value in vars(module).values() if isinstance(value, Step)]
+    edges = _own_edges(recorded.edges, steps, str(flow_path))
+    if not steps and not edges:
+        raise FlowError("defines no step; decorate a function with @step", file=shown)
+    graph = build_graph(steps, edges)
+    declared = [f for f in vars(module).values() if isinstance(f, Flow)] or [
+        f
+        for f in recorded.flows
+        if f.file == str(flow_path)  # not the `Flow(...)` of an imported flow file
+    ]
+    return graph, declared[0] if declared else None
 
 
 def _record_project_file(root: Path, sources: dict[str, str]) -> None:

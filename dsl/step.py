@@ -83,7 +83,7 @@ class Step:
         self.file: str = code.co_filename if code else "<unknown>"
         self.line: int = code.co_firstlineno if code else 0
         self.name = name if name is not None else fn.__name__
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
         def bad(message: str) -> FlowError:
             return FlowError(message, file=self.file, line=self.line, step=self.name)

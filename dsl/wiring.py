@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,9 +57,9 @@ def pop(wiring: Wiring) -> None:
 
 def caller_location(depth: int = 2) -> tuple[str, int]:
     """The file and line of the user code `depth` frames up (for error messages)."""
-    frame = sys._getframe(depth)
+    frame: FrameType | None = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename.endswith(("dsl/step.py", "dsl/wiring.py")):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     if frame is None:
         return "<unknown>", 0
     return frame.f_code.co_filename, frame.f_lineno

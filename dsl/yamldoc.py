@@ -24,6 +24,12 @@ class Located:
         self.line = line
         self.lines = lines
 
+    @property
+    def entries(self) -> dict[str, Any]:
+        """The value as a mapping: for a `Located` already checked to be one (a `Checker`'s)."""
+        assert isinstance(self.value, dict), "a YAML list read as a mapping"
+        return self.value
+
 
 def parse(text: str, file: str) -> Any:
     """The document as plain values wrapped in `Located` (mappings and sequences), scalars as YAML types.
@@ -103,14 +109,14 @@ class Checker:
         return FlowError(message, file=self.file, line=line, step=self.step)
 
     def only(self, allowed: tuple[str, ...]) -> None:
-        for key in self.located.value:
+        for key in self.located.entries:
             if key not in allowed:
                 raise self.error(
                     f"unknown key '{key}' in {self.where}; expected one of: {', '.join(allowed)}", key
                 )
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.located.value.get(key, default)  # type: ignore[union-attr]
+        return self.located.entries.get(key, default)
 
     def text(self, key: str, default: str = "") -> str:
         value = self.get(key, default)

@@ -27,40 +27,19 @@ the line of every key for the error messages.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dsl import templates
-from dsl.commands import external_step
 from dsl.errors import FlowError
 from dsl.params import REQUIRED, Param
 from dsl.step import Step
 from dsl.wiring import Edge
-from dsl.yamldoc import Checker, Located, describe, parse, plain
+from dsl.yamldoc import Checker, Located, describe, parse
+from dsl.yamlstep import STEP_KEYS, check_references, compile_step
 
 TOP_KEYS = ("name", "description", "inputs", "outputs", "steps")
-STEP_KEYS = (
-    "name",
-    "description",
-    "command",
-    "shell",
-    "image",
-    "uses",
-    "inputs",
-    "env",
-    "outputs",
-    "needs",
-    "files",
-    "connections",
-    "retries",
-    "retry_delay",
-    "timeout",
-    "cache",
-)
 INPUT_KEYS = ("type", "default", "description")
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "path": Path}
 
@@ -102,13 +81,29 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
         raise top.error(f"'name' must be text, got {describe(name)}", "name")
     flow = YamlFlow(name=name, description=top.text("description"))
     params = _inputs(top)
+    checkers = _step_checkers(top, params)
+    declared = {c.step: c.names("outputs", "output names") for c in checkers}
+    for check in checkers:
+        check_references(check, declared)
+        flow.steps.append(compile_step(check, params, root))
+    flow.edges = _needs(checkers, {item.name: item for item in flow.steps})
+    flow.outputs = _flow_outputs(top, declared)
+    return flow
 
+
+def _step_checkers(top: Checker, params: dict[str, Param]) -> list[Checker]:
+    """A checker per entry of `steps:`, each named after its step (`check.step`), in file order.
+
+    Raises:
+        FlowError: no `steps:`, an entry that is not a mapping, a missing, malformed or repeated
+            step name, a step named like a flow input, or an unknown key.
+    """
+    file = top.file
     steps_node = top.get("steps")
     if steps_node is None:
         raise top.error("the flow has no `steps:`; a flow needs at least one step")
     if not isinstance(steps_node, Located) or not isinstance(steps_node.value, list) or not steps_node.value:
         raise top.error(f"'steps' must be a non-empty list of steps, got {describe(steps_node)}", "steps")
-
     checkers: list[Checker] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(steps_node.value):
@@ -134,12 +129,16 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
         seen[step_name] = check.line_of("name")
         check.only(STEP_KEYS)
         checkers.append(check)
+    return checkers
 
-    declared = {c.step: c.names("outputs", "output names") for c in checkers}
-    for check in checkers:
-        _check_references(check, declared)
-        flow.steps.append(_step(check, params, root))
-    by_name = {item.name: item for item in flow.steps}
+
+def _needs(checkers: list[Checker], by_name: dict[str, Step]) -> list[Edge]:
+    """The `needs:` edges, each with the line it is written on.
+
+    Raises:
+        FlowError: a `needs:` naming an unknown step.
+    """
+    edges: list[Edge] = []
     for check in checkers:
         needs = check.get("needs")
         for index, upstream in enumerate(check.names("needs", "step names")):
@@ -149,13 +148,12 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
             if upstream not in by_name:
                 raise FlowError(
                     f"needs: unknown step '{upstream}' (steps: {', '.join(by_name)})",
-                    file=file,
+                    file=check.file,
                     line=line,
                     step=check.step,
                 )
-            flow.edges.append(Edge(by_name[upstream], by_name[str(check.step)], file, line))
-    flow.outputs = _flow_outputs(top, declared)
-    return flow
+            edges.append(Edge(by_name[upstream], by_name[str(check.step)], check.file, line))
+    return edges
 
 
 def _inputs(top: Checker) -> dict[str, Param]:
@@ -164,7 +162,7 @@ def _inputs(top: Checker) -> dict[str, Param]:
     params: dict[str, Param] = {}
     if node is None:
         return params
-    for input_name, spec in node.value.items():  # type: ignore[union-attr]
+    for input_name, spec in node.entries.items():
         where = Checker(top.file, f"input '{input_name}'", node)
         line_key = input_name
         if not isinstance(input_name, str) or not input_name.isidentifier():
@@ -207,194 +205,12 @@ def _typed(value: Any, target: type, what: str, check: Checker) -> Any:
     return value
 
 
-def _check_references(check: Checker, declared: dict[str | None, list[str]]) -> None:
-    """Every `{{ steps.S.outputs.N }}` names a step and an output it declares."""
-    for key in ("command", "env", "inputs"):
-        for text, line in _strings(check.get(key), check.line_of(key)):
-
-            def bad(message: str, line: int = line) -> FlowError:
-                return FlowError(message, file=check.file, line=line, step=check.step)
-
-            try:
-                found = templates.references(text)
-            except templates.TemplateError as exc:
-                raise bad(str(exc)) from None
-            for reference in found:
-                if reference.step is None:
-                    continue
-                if reference.step not in declared:
-                    raise bad(f"{reference.text} names an unknown step '{reference.step}'")
-                outputs = declared[reference.step]
-                if reference.output is not None and reference.output not in outputs:
-                    have = ", ".join(outputs) if outputs else "none (add `outputs:` to it)"
-                    raise bad(
-                        f"{reference.text}: step '{reference.step}' declares no output "
-                        f"'{reference.output}' (its outputs: {have})"
-                    )
-
-
-def _strings(value: Any, line: int) -> list[tuple[str, int]]:
-    """Every text in a value, with the line it is written on."""
-    if isinstance(value, str):
-        return [(value, line)]
-    if isinstance(value, Located):
-        keys = value.value.keys() if isinstance(value.value, dict) else range(len(value.value))
-        return [
-            found
-            for key in keys
-            for found in _strings(value.value[key], value.lines.get(key, value.line))  # type: ignore[index]
-        ]
-    return []
-
-
-def _step(check: Checker, params: dict[str, Param], root: Path) -> Step:
-    name = str(check.step)
-    present = [key for key in ("command", "image", "uses") if check.get(key) is not None]
-    if "image" in present:
-        if "uses" in present:
-            raise check.error(
-                "a step has either `image:` (with an optional command) or `uses:`, not both", "uses"
-            )
-        kind = "container"
-    elif present == ["command"]:
-        kind = "command"
-    elif present == ["uses"]:
-        kind = "uses"
-    elif not present:
-        raise check.error("a step needs exactly one of `command:`, `image:` or `uses:`")
-    else:
-        raise check.error("a step has either `command:` or `uses:`, not both", "uses")
-
-    shell = check.get("shell", False)
-    if not isinstance(shell, bool):
-        raise check.error(f"'shell' must be true or false, got {describe(shell)}", "shell")
-    argv = _argv(check, shell)
-    if kind == "uses" and shell:
-        raise check.error("`shell:` applies to commands, not to `uses:`", "shell")
-
-    retries = check.get("retries", 0)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise check.error(f"'retries' must be a whole number >= 0, got {describe(retries)}", "retries")
-    retry_delay = check.get("retry_delay", 0)
-    if not isinstance(retry_delay, int | float) or isinstance(retry_delay, bool) or retry_delay < 0:
-        raise check.error(f"'retry_delay' must be seconds >= 0, got {describe(retry_delay)}", "retry_delay")
-    timeout = check.get("timeout")
-    if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-    ):
-        raise check.error(f"'timeout' must be seconds > 0, got {describe(timeout)}", "timeout")
-    cache = check.get("cache", True)
-    if not isinstance(cache, bool):
-        raise check.error(f"'cache' must be true or false, got {describe(cache)}", "cache")
-    image = check.get("image")
-    if kind == "container" and not isinstance(image, str):
-        raise check.error(
-            f"'image' must be an image reference such as python:3.12-slim, got {describe(image)}", "image"
-        )
-
-    inputs_node = check.mapping("inputs")
-    inputs = plain(inputs_node) if inputs_node is not None else {}
-    for input_name in inputs:
-        if not isinstance(input_name, str) or not input_name.isidentifier():
-            raise check.error(f"step input name {input_name!r} must be letters, digits and _", "inputs")
-    env_node = check.mapping("env")
-    env: dict[str, Any] = {}
-    for key, value in (plain(env_node) if env_node is not None else {}).items():
-        if isinstance(value, dict | list) or value is None:
-            raise check.error(f"env {key}: a value must be text or a number, got {describe(value)}", "env")
-        env[str(key)] = templates.as_text(value)
-    outputs = check.names("outputs", "output names")
-    for output in outputs:
-        if not output.replace("-", "_").isidentifier():
-            raise check.error(f"output name {output!r} must be letters, digits, _ and -", "outputs")
-
-    function = None
-    uses = check.get("uses")
-    if kind == "uses":
-        function = _import_function(check, uses)
-
-    return external_step(
-        name,
-        kind=kind,
-        file=check.file,
-        line=check.line_of("name"),
-        root=root,
-        argv=argv,
-        shell=shell,
-        image=image,
-        function=function,
-        uses=uses,
-        inputs=inputs,
-        env=env,
-        outputs=outputs,
-        params=params,
-        files=check.names("files", "file patterns"),
-        connections=check.names("connections", "connection names"),
-        retries=retries,
-        retry_delay=float(retry_delay),
-        timeout=float(timeout) if timeout is not None else None,
-        cache=cache,
-        locate=check.line_of,
-    )
-
-
-def _argv(check: Checker, shell: bool) -> list[str]:
-    value = check.get("command")
-    if value is None:
-        return []
-    if isinstance(value, str):
-        if not shell:
-            raise check.error(
-                "'command' must be a list of words, e.g. [python3, train.py]; "
-                "to run a string with /bin/sh, add `shell: true`",
-                "command",
-            )
-        return [value]
-    if not isinstance(value, Located) or not isinstance(value.value, list) or not value.value:
-        raise check.error(f"'command' must be a non-empty list of words, got {describe(value)}", "command")
-    words = []
-    for index, item in enumerate(value.value):
-        if isinstance(item, Located) or item is None:
-            raise FlowError(
-                f"each word of 'command' must be text or a number, got {describe(item)}",
-                file=check.file,
-                line=value.lines.get(index, value.line),
-                step=check.step,
-            )
-        words.append(templates.as_text(item))
-    if shell:
-        return [" ".join(words)]
-    return words
-
-
-def _import_function(check: Checker, uses: Any) -> Callable[..., Any]:
-    if not isinstance(uses, str) or uses.count(":") != 1:
-        raise check.error(f"'uses' must be package.module:function, got {describe(uses)}", "uses")
-    module_name, _, attribute = uses.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except FlowError:
-        raise
-    except Exception as exc:
-        raise check.error(f"uses: cannot import {module_name}: {type(exc).__name__}: {exc}", "uses") from None
-    target: Any = module
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise check.error(f"uses: {module_name} has no '{attribute}'", "uses")
-    if isinstance(target, Step):
-        target = target.fn
-    if not callable(target) or inspect.isclass(target):
-        raise check.error(f"uses: {uses} is not a function", "uses")
-    return target  # type: ignore[no-any-return]
-
-
 def _flow_outputs(top: Checker, declared: dict[str | None, list[str]]) -> dict[str, tuple[str, str | None]]:
     node = top.mapping("outputs")
     if node is None:
         return {}
     result: dict[str, tuple[str, str | None]] = {}
-    for name, expression in node.value.items():  # type: ignore[union-attr]
+    for name, expression in node.entries.items():
         check = Checker(top.file, "outputs", node)
         problem = f"flow output '{name}' must be one reference {{{{ steps.STEP.outputs.NAME }}}}"
         if not isinstance(expression, str):

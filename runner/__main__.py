@@ -1,4 +1,5 @@
-"""`python -m runner` is the `flow` command."""
+"""Provides `python -m runner`: the `flow` command (`runner.cli.main`), for when the console script is
+not on PATH."""
 
 from runner.cli import main
 

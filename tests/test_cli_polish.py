@@ -276,7 +276,7 @@ def test_a_cached_step_line_does_not_say_cached_twice(tmp_path: Path) -> None:
     project = write(tmp_path, FAN.replace("raise ValueError", "return 1 or ValueError"))
     assert flow("run", "f.py", cwd=project).returncode == 0
     again = flow("run", "f.py", cwd=project).stdout
-    assert "  ● items cached (same fingerprint as run #1)" in again.splitlines(), again
+    assert "  ≡ items cached (same fingerprint as run #1)" in again.splitlines(), again
 
 
 def test_an_upstream_without_result_names_the_step_once_and_uses_up_no_run_number(tmp_path: Path) -> None:

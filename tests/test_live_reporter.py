@@ -11,8 +11,8 @@ import time
 from rich.console import Console
 
 from runner.events import RunFinished, RunStarted, StepFinished, StepLog, StepStarted
-from runner.live import LiveReporter
-from runner.reporter import PlainReporter
+from runner.output.live import LiveReporter
+from runner.output.plain import PlainReporter
 
 
 def _events(lines: int) -> list[object]:

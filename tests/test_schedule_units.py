@@ -10,7 +10,7 @@ import pytest
 
 from dsl import FlowError, load_flow
 from dsl.operating import parse_duration
-from runner.schedule import Schedule, decide, format_duration, schedule_of
+from runner.operate.schedule import Schedule, decide, format_duration, schedule_of
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from runner.operate.schedule import Schedule
 from runner.records import RunRecord
-from runner.schedule import Schedule
 from runner.store import Store
 from tests.conftest import SAMPLE_FLOWS
 

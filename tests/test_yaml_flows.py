@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dsl import load_flow
-from dsl.yamlflow import INPUT_KEYS, STEP_KEYS, TOP_KEYS
+from dsl.yamlflow import INPUT_KEYS, TOP_KEYS
+from dsl.yamlstep import STEP_KEYS
 from runner.events import FlowReloaded, LoadFailed
 from runner.session import FlowSession
 from tests.helpers_watch import EventLog, save_in_place, watching

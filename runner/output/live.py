@@ -9,8 +9,8 @@ own refresh thread). No thread ever waits for a lock while holding another one o
 scheduler, the writer and a signal handler cannot deadlock, which the old design (the scheduler
 printing through `Live` under a lock the refresh thread's render also took) did.
 
-What scrolls is exactly what `PlainReporter` writes to a pipe (`Narrator` lines), styled; every
-string goes out as Rich `Text`, never as markup.
+What scrolls is exactly what `runner.output.plain.PlainReporter` writes to a pipe (`Narrator` lines),
+styled; every string goes out as Rich `Text`, never as markup.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections import deque
 from typing import Any
 
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepStarted
-from runner.reporter import Line, Narrator
+from runner.output.narration import Line, Narrator
+from runner.status import StepStatus
 from runner.text import visible
 
 REFRESH_S = 1 / 12
@@ -43,16 +44,16 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 PANEL_ROWS = 10
 """Running steps listed in the panel at most (fewer on a short terminal); the rest are counted."""
 
-STYLES = {
+STYLES: dict[str, str] = {
     "run": "bold",
     "started": "",
     "log": "",
     "retry": "yellow",
-    "succeeded": "green",
-    "cached": "cyan",
-    "failed": "red",
-    "skipped": "dim",
-    "cancelled": "yellow",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.CACHED: "cyan",
+    StepStatus.FAILED: "red",
+    StepStatus.SKIPPED: "dim",
+    StepStatus.CANCELLED: "yellow",
     "traceback": "red",
     "finished_ok": "bold green",
     "finished_bad": "bold red",
@@ -94,6 +95,8 @@ class LiveReporter:
             redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
             get_renderable=self._render,
         )
+        self._panel_up = False
+        """Whether the panel is on the terminal; only the writer thread reads or sets it."""
         self._thread = threading.Thread(target=self._write_loop, name="flow-terminal", daemon=True)
         self._thread.start()
 
@@ -147,7 +150,6 @@ class LiveReporter:
     # ----- the writer thread: the only code that prints or redraws ------------------------------
 
     def _write_loop(self) -> None:
-        started = False
         while True:
             if self._wake.wait(REFRESH_S) and not self._stopping:
                 time.sleep(BATCH_S)  # let a burst of log lines gather: one print and redraw for many
@@ -163,30 +165,34 @@ class LiveReporter:
                     return
                 continue
             try:
-                if lines:
-                    self._print(lines)
-                if wanted and not started:
-                    self._live.start()
-                    started = True
-                elif started and not wanted:
-                    self._live.stop()
-                    started = False
-                if started:
-                    self._live.refresh()
+                self._draw(lines, wanted)
             except (OSError, ValueError):
                 self.closed.set()  # the terminal is gone: drop output from now on
-                self._give_back(started)
-                started = False
+                self._give_back()
                 continue
             if stopping:
                 with self._lock:
                     if not self._queue:
                         return
 
-    def _give_back(self, started: bool) -> None:
+    def _draw(self, lines: list[Line], wanted: bool) -> None:
+        """Print `lines` above the panel, put the panel up or take it down as `wanted`, redraw it."""
+        if lines:
+            self._print(lines)
+        if wanted and not self._panel_up:
+            self._live.start()
+            self._panel_up = True
+        elif self._panel_up and not wanted:
+            self._live.stop()
+            self._panel_up = False
+        if self._panel_up:
+            self._live.refresh()
+
+    def _give_back(self) -> None:
         """Undo the panel's hold on `sys.stdout`/`sys.stderr` once the terminal is gone, so another
         thread's stray print does not fail through it."""
-        if started:
+        if self._panel_up:
+            self._panel_up = False
             try:
                 self._live.stop()  # restores the streams in a `finally`, even when its last write fails
             except (OSError, ValueError):

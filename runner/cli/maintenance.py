@@ -1,19 +1,24 @@
-"""Provides the store-maintenance commands `flow gc` and `flow pin` (registered by `runner.cli`).
+"""Provides the store-maintenance commands: `flow doctor` (verify the store), `flow gc` (free old
+results) and `flow pin` (keep a run's results through gc).
 
-Kept apart from `runner.cli` so the command line's main module stays a thin list of commands; the
-policy itself (what gc keeps) lives in `runner.doctor.collect_garbage`.
+The policy itself (what gc keeps, what doctor checks) lives in `runner.doctor`; these commands parse
+their options and print the outcome.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dsl.errors import FlowError
+from runner.cli.common import ExitWith, cell, get_run, open_store
+from runner.cli.options import JsonOpt, RunArg, StoreOpt
+
+if TYPE_CHECKING:
+    from runner.doctor import Diagnosis
 
 DEFAULT_KEEP_LAST = 10
 """Runs per flow whose results `flow gc` keeps by default. A run that reused a result keeps it too, so
@@ -72,13 +77,8 @@ def gc(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be freed.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
-    store_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--store", help="The run store directory (default: $FLOW_STORE or ./.flow).", show_default=False
-        ),
-    ] = None,
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
 ) -> None:
     """Free the results no kept run uses: the cache entries and artifacts of older runs.
 
@@ -87,7 +87,6 @@ def gc(
     the history. Also removes artifact files no row knows (left by a killed run). Refuses while a run
     is in flight.
     """
-    from runner.cli import _store
     from runner.doctor import Policy, collect_garbage, human_size
 
     policy = Policy(
@@ -95,7 +94,7 @@ def gc(
         older_than_s=parse_duration(older_than) if older_than is not None else None,
         max_size=parse_max_size(max_size) if max_size is not None else None,
     )
-    store = _store(store_dir, create=False)
+    store = open_store(store_dir, create=False)
     try:
         done = collect_garbage(store, policy, dry_run=dry_run)
     finally:
@@ -123,22 +122,75 @@ def gc(
 
 
 def pin(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run id, or 'last'.")],
+    run_id: RunArg,
     remove: Annotated[bool, typer.Option("--remove", help="Unpin: gc may free its results again.")] = False,
-    store_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--store", help="The run store directory (default: $FLOW_STORE or ./.flow).", show_default=False
-        ),
-    ] = None,
+    store_dir: StoreOpt = None,
 ) -> None:
     """Keep a run's results through `flow gc`, however old (--remove to unpin)."""
-    from runner.cli import _get_run, _store
-
-    store = _store(store_dir, create=False)
+    store = open_store(store_dir, create=False)
     try:
-        record = _get_run(store, run_id)
+        record = get_run(store, run_id)
         store.pin_run(record.id, not remove)
     finally:
         store.close()
     typer.echo(f"{'unpinned' if remove else 'pinned'} run #{record.id}")
+
+
+def doctor(
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+    clear_stuck: Annotated[
+        bool,
+        typer.Option(
+            "--clear-stuck",
+            help="First give up runs and leases whose process is not proven alive (another host whose "
+            "heartbeat is late, a row from an older flow): they read interrupted, their steps run again.",
+        ),
+    ] = False,
+) -> None:
+    """Verify the run store: integrity, artifacts against their hashes, leftovers of crashes.
+
+    Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
+    crash), 1 when something the store promises does not hold.
+    """
+    from runner.doctor import diagnose
+    from runner.store import Store
+
+    store = Store(store_dir, create=False, verify_private=False)  # a store others can write to: reported
+    try:
+        if clear_stuck:
+            runs_cleared, leases_cleared = store.clear_stuck()
+            typer.echo(
+                f"cleared {len(runs_cleared)} stuck run(s) {' '.join(f'#{r}' for r in runs_cleared)} "
+                f"and {len(leases_cleared)} stuck lease(s)".replace("  ", " "),
+                err=json_out,
+            )
+        report = diagnose(store)
+    finally:
+        store.close()
+    if json_out:
+        typer.echo(json.dumps({**report.as_dict(), "found": store.found}, indent=2))
+    else:
+        for line in _report_lines(report, store.found):
+            typer.echo(line)
+    raise ExitWith(0 if report.healthy else 1)
+
+
+def _report_lines(report: Diagnosis, found: str) -> list[str]:
+    """`flow doctor` as text: the verdict, what was checked, each problem and note, what gc would free."""
+    from runner.doctor import human_size
+
+    verdict = "healthy" if report.healthy else f"{len(report.problems)} problem(s)"
+    lines = [
+        f"store {cell(report.store)}: {verdict}",
+        f"  which: {found}",
+        f"  integrity: {', '.join(report.integrity[:3])}; {report.checked_artifacts} artifacts and "
+        f"{report.checked_steps} finished steps checked",
+    ]
+    lines += [f"  problem: {problem}" for problem in report.problems]
+    lines += [f"  note: {note}" for note in report.notes]
+    if report.orphan_bytes or report.unreferenced_bytes:
+        lines.append(
+            f"  reclaimable: {human_size(report.orphan_bytes + report.unreferenced_bytes)} (flow gc)"
+        )
+    return lines

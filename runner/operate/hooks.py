@@ -3,7 +3,7 @@
 A hook is the user's plain callable, so it may raise, hang, or call `sys.exit`. It therefore never
 runs on the scheduler thread or in the runner's process: the runner subscribes to the engine's
 events (recording what a hook needs to know, which costs a dict update), and a small thread pool
-starts each hook in its own process (`runner.hook_worker`) with a time limit. A hook that raises,
+starts each hook in its own process (`runner.operate.hook_worker`) with a time limit. A hook that raises,
 exits non-zero or passes its limit is reported (`HookFinished` event, plus the `report` callback)
 and stopped; the run's status, exit code and timing never depend on a hook.
 """
@@ -28,6 +28,7 @@ from dsl.loader import LoadedFlow
 from runner.engine import Engine
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepRetrying
 from runner.shipping import pickle_code
+from runner.status import OK, RunStatus, StepStatus
 from runner.text import visible
 
 DEFAULT_HOOK_TIMEOUT_S = 30.0
@@ -36,6 +37,10 @@ takes longer is stuck, and `flow run` should not wait longer than this to exit."
 
 HOOK_THREADS = 4
 """Hooks running at once: each is a process; more would only compete with the steps."""
+
+
+_RUN_HOOKS: dict[str, str] = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failure"}
+"""A finished run's status -> which of the flow's hooks it calls (`on_success`, `on_failure`)."""
 
 
 @dataclass(frozen=True)
@@ -122,26 +127,32 @@ class HookRunner:
         if tracked is None:
             return
         if isinstance(event, StepFinished):
-            tracked.steps[event.step] = event
-            if event.step.endswith("]"):
-                return  # a fan-out item: the step's hooks run once, when the whole step ends
-            if event.status == "failed":
-                self._step_hooks(tracked, event, "failure", event.error, event.attempts)
-            elif event.status == "succeeded":
-                self._step_hooks(tracked, event, "success", None, event.attempts)
+            self._step_finished(tracked, event)
         elif isinstance(event, StepRetrying):
             self._step_hooks(tracked, event, "retry", event.error, event.attempt)
         else:
             del self._runs[event.run_id]
-            declaration = tracked.loaded.declaration
-            if declaration is None:
-                return
-            on = {"succeeded": "success", "failed": "failure"}.get(event.status)
-            if on is None:
-                return  # a stopped run is the user's doing: neither success nor failure
-            details = self._details(tracked, event.run_id, event.status, on)
-            for hook in getattr(declaration, f"on_{on}"):
-                self._submit(tracked.loaded, hook, details, None, declaration.hook_timeout)
+            self._run_finished(tracked, event)
+
+    def _step_finished(self, tracked: _Tracked, event: StepFinished) -> None:
+        tracked.steps[event.step] = event
+        if event.step.endswith("]"):
+            return  # a fan-out item: the step's hooks run once, when the whole step ends
+        if event.status == StepStatus.FAILED:
+            self._step_hooks(tracked, event, "failure", event.error, event.attempts)
+        elif event.status == StepStatus.SUCCEEDED:
+            self._step_hooks(tracked, event, "success", None, event.attempts)
+
+    def _run_finished(self, tracked: _Tracked, event: RunFinished) -> None:
+        declaration = tracked.loaded.declaration
+        if declaration is None:
+            return
+        on = _RUN_HOOKS.get(event.status)
+        if on is None:
+            return  # a stopped run is the user's doing: neither success nor failure
+        details = self._details(tracked, event.run_id, event.status, on)
+        for hook in getattr(declaration, f"on_{on}"):
+            self._submit(tracked.loaded, hook, details, None, declaration.hook_timeout)
 
     def _step_hooks(
         self, tracked: _Tracked, event: StepFinished | StepRetrying, on: str, error: str | None, attempt: int
@@ -178,9 +189,9 @@ class HookRunner:
             "failed_steps": [
                 {"name": s.step, "error": s.error, "traceback": s.traceback}
                 for s in finished
-                if s.status == "failed"
+                if s.status == StepStatus.FAILED
             ],
-            "outputs": {s.step: s.preview for s in finished if s.status in ("succeeded", "cached")},
+            "outputs": {s.step: s.preview for s in finished if s.status in OK},
             "metrics": {s.step: dict(s.metrics) for s in finished if s.metrics},
             "step": None,
             "error": None,
@@ -206,6 +217,7 @@ class HookRunner:
     ) -> None:
         name = hook_name(hook)
         started = time.monotonic()
+        error: str | None
         try:
             payload = self._pickle(loaded, hook, details)
         except Exception as exc:
@@ -241,7 +253,7 @@ class HookRunner:
     @staticmethod
     def _run_process(payload: bytes, timeout: float) -> tuple[str, str | None]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "runner.hook_worker"],
+            [sys.executable, "-m", "runner.operate.hook_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -20,8 +20,10 @@ from dsl.errors import FlowError
 from dsl.loader import LoadedFlow
 from dsl.operating import parse_duration
 from runner.engine import Engine, RunHandle
-from runner.interrupts import POLL_S
 from runner.session import FlowSession
+
+POLL_S = 0.1
+"""How often a waiting loop looks at a stop request (the command's Ctrl-C): acted on within this."""
 
 
 class Loop:
@@ -139,7 +141,7 @@ def loop_session(
 
     `interrupted` is the command's stop request (the first Ctrl-C or SIGTERM, or the output's reader
     gone): the iteration in flight is stopped cleanly (recorded as cancelled) and the loop ends; a
-    second Ctrl-C exits at once, as in every mode (`runner.interrupts`).
+    second Ctrl-C exits at once, as in every mode (`runner.cli.interrupts`).
 
     Returns:
         "succeeded" if every iteration succeeded, else the status of the first that did not.

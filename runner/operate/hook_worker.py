@@ -1,4 +1,4 @@
-"""Provides the hook process: `python -m runner.hook_worker` calls one hook and exits.
+"""Provides the hook process: `python -m runner.operate.hook_worker` calls one hook and exits.
 
 The runner writes a pickled `{"hook": ..., "details": ...}` to stdin (the hook pickled by value, as step code
 is). Exit 0: the hook returned. Exit 1: it raised; the traceback is on stderr and its last line is

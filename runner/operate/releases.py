@@ -144,6 +144,7 @@ def load_release(store: Store, ref: str) -> tuple[LoadedFlow, dict[str, Any]]:
 
 
 def release_dir(store: Store) -> Path:
+    """Where releases are laid out as files, one directory per `NAME@VERSION`, inside the store."""
     return store.root.resolve() / RELEASE_DIR
 
 
@@ -151,8 +152,9 @@ def materialise(store: Store, release: dict[str, Any]) -> Path:
     """Write a release's files under the store (unless already there, unchanged); return its flow file."""
     target = release_dir(store) / f"{release['name']}@{release['version']}"
     sources: dict[str, str] = release["sources"]
+    flow_file: str = release["file"]
     if target.is_dir() and all(_reads(target / rel) == text for rel, text in sources.items()):
-        return target / release["file"]
+        return target / flow_file
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     for rel, text in sources.items():
@@ -168,7 +170,7 @@ def materialise(store: Store, release: dict[str, Any]) -> Path:
     except OSError:
         # Another process laid out the same release at the same moment: use theirs.
         shutil.rmtree(staging, ignore_errors=True)
-    return target / release["file"]
+    return target / flow_file
 
 
 def _reads(path: Path) -> str | None:

@@ -1,7 +1,7 @@
 """Provides `Server` (`flow serve [DIR]`) and `list_schedules` (`flow schedules [DIR]`).
 
 The server keeps every flow file in DIR loaded (one `FlowSession` each) and starts a run (trigger
-`schedule`) whenever a flow's schedule is due, as `runner.schedule.decide` says, including the
+`schedule`) whenever a flow's schedule is due, as `runner.operate.schedule.decide` says, including the
 catch-up of due times missed while it was down. The last due time handled per flow is kept in the
 store, so a restarted server knows what it missed. It watches DIR: an edited file is reloaded (a
 broken save is reported and the last good version stays scheduled), a new file is picked up, a
@@ -34,8 +34,8 @@ from dsl.loader import LoadedFlow, load_flow
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import Event, LoadFailed, RunFinished
 from runner.flow_files import find_flows, is_flow_file
-from runner.releases import load_release
-from runner.schedule import Schedule, decide, schedule_of
+from runner.operate.releases import load_release
+from runner.operate.schedule import Schedule, decide, schedule_of
 from runner.session import FlowSession
 from runner.store import Store
 from runner.text import visible

@@ -17,6 +17,10 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType, TracebackType
+from typing import Any
+
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""What `signal.signal` returns and takes back: a function, SIG_DFL/SIG_IGN, or None (set outside Python)."""
 
 POLL_S = 0.1
 """How often a waiting command looks at a stop request: Ctrl-C is acted on within this."""
@@ -40,7 +44,8 @@ class StopOnSignal:
         self.requested = threading.Event()
         """Set by the first signal: the command should stop its run (or its watch) cleanly."""
         self._kill = kill
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Handler] = {}
+        """The handlers in place before, restored on exit (Python's own for SIGINT and SIGTERM)."""
 
     def __enter__(self) -> StopOnSignal:
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -54,7 +59,7 @@ class StopOnSignal:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         for number, previous in self._previous.items():
-            signal.signal(number, previous)  # type: ignore[arg-type]
+            signal.signal(number, previous)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested.is_set():

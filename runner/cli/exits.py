@@ -1,0 +1,69 @@
+"""Provides `main`, the `flow` console script: the one place that maps how a command ended to the
+process's exit status.
+
+0 the command (or run) succeeded, 1 a step failed or the run was stopped, 2 the flow or the command
+line is invalid (a `FlowError` carries its code, as click's exceptions do), 130 interrupted before a
+command installed its own Ctrl-C handling, 141 killed by SIGPIPE when the reader went away. A
+user's mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import typer
+
+from dsl.errors import FlowError
+from runner.cli.commands import app
+from runner.cli.common import ExitWith
+from runner.cli.interrupts import EXIT_INTERRUPTED
+from runner.text import visible
+
+
+def _exit_now(code: int) -> None:
+    """Exit once a command has closed its engine and store, without joining stray threads.
+
+    A flow file may start non-daemon threads at import; a normal interpreter exit would wait for them
+    for ever after the run is over.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _code_of(exc: typer.Exit | SystemExit) -> int:
+    code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+    return code if isinstance(code, int) else 1
+
+
+def main() -> None:
+    """Entry point: run the app; map user errors to one line on stderr and exit code 2.
+
+    A command that only prints (`flow runs | head`) dies of SIGPIPE as `cat` does when its reader
+    goes away: quietly, status 141. Commands hosting a run opt out (`runner.cli.hosting.host_runs`).
+    """
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        app(standalone_mode=False)
+    except ExitWith as done:
+        _exit_now(done.code)
+    except FlowError as exc:
+        print(f"flow: error: {visible(str(exc))}", file=sys.stderr)
+        _exit_now(exc.exit_code)
+    except typer.Abort:  # Ctrl-C before a command installed its own handling (click turns it into Abort)
+        print("flow: interrupted", file=sys.stderr)
+        _exit_now(EXIT_INTERRUPTED)
+    except (typer.Exit, SystemExit) as exc:
+        _exit_now(_code_of(exc))
+    except Exception as exc:
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):  # a click usage error: its message, its code (2)
+            show()
+            _exit_now(code)
+        raise
+    except KeyboardInterrupt:
+        print("flow: interrupted", file=sys.stderr)
+        _exit_now(EXIT_INTERRUPTED)
