@@ -33,7 +33,6 @@ from dsl.graph import Node
 from dsl.loader import LoadedFlow
 from runner import flow_outputs
 from runner.artifacts import ArtifactError, content_hash
-from runner.declared import declared_inputs
 from runner.events import (
     Event,
     RunFinished,
@@ -54,6 +53,7 @@ from runner.executors.base import (
     TaskStarted,
 )
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
+from runner.fingerprint.declared import declared_inputs
 from runner.probes import PROBE_TIMEOUT_S, foreach_probe, plain_loads, when_probe
 from runner.recorder import StoreRecorder
 from runner.selection import external_inputs, select_steps

@@ -19,11 +19,11 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
-from runner.declared import declared_inputs, watched_paths
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
-from runner.imports import text_sha
+from runner.fingerprint.declared import declared_inputs, watched_paths
+from runner.fingerprint.imports import text_sha
 from runner.params import resolve_flow_params
 
 WATCH_STEP_MS = 10
