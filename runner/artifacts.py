@@ -231,7 +231,7 @@ def verify_file(path: str | Path, digest: str, size: int | None = None) -> None:
 
 
 IN_WORKER = False
-"""True in a worker process (set by `runner.worker`): its fault points kill the parent, the runner."""
+"""True in a worker process (set by `runner.executors.worker`): its fault points kill the parent."""
 
 _FAULTS: dict[str, int] = {}
 for _spec in filter(None, os.environ.get("FLOW_FAULT_KILL", "").split(",")):

@@ -1,7 +1,7 @@
 """Log lines from real worker processes: batched, complete, in order, timestamped, before the result.
 
-A worker sends a step's lines in frames of many lines (`runner.worker.LogSender`); these tests drive a
-real `LocalExecutor` (worker processes, pipes, pickled frames) and a real engine and store, and check
+A worker sends a step's lines in frames of many lines (`runner.executors.worker.LogSender`); these tests
+drive a real `LocalExecutor` (worker processes, pipes, pickled frames) and a real engine and store, and check
 that batching loses nothing: not the order between stdout and stderr, not the per-line timestamps,
 not the last lines of a step that ends with `os._exit` or dies in native code.
 """

@@ -11,10 +11,10 @@ How a task travels, and why:
   inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key instead of riding in the task
   graph, so a large upstream output shared by a fan-out crosses the network once per worker.
 - **A killable process per step.** A Python function running in a Dask worker thread cannot be
-  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.worker` process through
-  a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner cancels the
-  future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s, and a step
-  that crashes its interpreter fails alone without taking the Dask worker down.
+  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.executors.worker`
+  process through a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner
+  cancels the future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s,
+  and a step that crashes its interpreter fails alone without taking the Dask worker down.
 - **Outputs inline.** The step's pickled output comes back inside its `TaskResult`; the runner writes
   outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
   result to flow's scheduler, so the store sees exactly what the local executor produces. Cost: a large
@@ -145,7 +145,7 @@ def _spawn_path() -> Iterator[None]:
     first, once the flow is loaded; the working directory under `python -m`) and imports `runner`
     from it before anything else (its main module, then `run_on_worker`): a user's `runner.py` there
     made every worker fail to start. The worker process needs none of those directories (a step's
-    code travels by value; its `runner.worker` processes get the flow's root with each task).
+    code travels by value; its `runner.executors.worker` processes get the flow's root with each task).
     Limitation: a worker process the cluster restarts later (after it died) is spawned with the
     `sys.path` of that moment.
     """
@@ -167,7 +167,7 @@ _thread_local = threading.local()
 
 
 def _thread_executor() -> Any:
-    """This Dask worker thread's own warm `runner.worker` process (a one-slot `LocalExecutor`)."""
+    """This Dask worker thread's own warm `runner.executors.worker` process (a one-slot `LocalExecutor`)."""
     executor = getattr(_thread_local, "executor", None)
     if executor is None:
         from runner.executors.local import LocalExecutor
