@@ -55,7 +55,6 @@ from runner.executors.base import (
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain, static_prints, value_hash
 from runner.fingerprint.declared import declared_inputs
 from runner.probes import PROBE_TIMEOUT_S, foreach_probe, plain_loads, when_probe
-from runner.recorder import StoreRecorder
 from runner.selection import external_inputs, select_steps
 from runner.shipping import pickle_code
 from runner.store import CacheHit, Store
@@ -261,7 +260,7 @@ class Engine:
         gc.freeze()
         self.store = store
         self.executor = executor
-        self._recorder = StoreRecorder(store)
+        self._recorder = store.recorder()
         self._subscribers: list[Subscriber] = list(subscribers)
         self._commands: deque[Callable[[], None]] = deque()
         self._runs: dict[int, _Run] = {}
@@ -1364,25 +1363,18 @@ class Engine:
                 run.graph.nodes[run.states[name].parent or name].step.cache for run, name in execution.waiters
             )
         )
-        now = time.time()
         preview_text = result.preview
-
-        def write(conn: Any) -> None:
-            conn.execute(
-                "INSERT OR IGNORE INTO artifacts(hash, size, data, created_at) VALUES (?, ?, ?, ?)",
-                (digest, size, data, now),
-            )
-            if cacheable:
-                conn.execute(
-                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, "
-                    "preview) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (fingerprint, digest, step, run_id, now, preview_text),
-                )
-
-        self.store.submit(write)
+        assert digest is not None
+        self.store.record_output(
+            digest,
+            size,
+            data,
+            cache_as=fingerprint if cacheable else None,
+            step=step,
+            run_id=run_id,
+            preview=preview_text,
+        )
         if cacheable:
-            assert digest is not None
             self._recent[fingerprint] = (digest, run_id, preview_text)
             if result.path is not None:
                 try:

@@ -324,7 +324,7 @@ def test_a_lease_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
         assert store.acquire_lease(fp) is None, "re-entrant for its holder"
         store.release_lease(fp)
         store.flush()
-        assert store.conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert store._conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -339,7 +339,7 @@ def test_close_releases_every_lease_of_the_process(tmp_path: Path) -> None:
     store.close()
     again = Store(tmp_path / "store")
     try:
-        assert again.conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert again._conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     finally:
         again.close()
 
