@@ -260,14 +260,14 @@ for fp in [f"{{i:064x}}" for i in range({n})]:
                 break
             computed.append(fp)
             time.sleep(0.01)
-            now = time.time()
-            store.submit(lambda c, fp=fp, now=now: c.execute(
-                "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at) "
-                "VALUES (?, ?, 'x', NULL, ?)", (fp, "h" + fp[:8], now)))
+            store.record_output("h" + fp[:8], 0, b"", cache_as=fp, step="x", run_id=0, preview=None)
             store.release_lease(fp)      # queued after the cache row: commits with or after it
             store.flush()
             break
-        if store.wait_for(fp, timeout=30) is not None:
+        deadline = time.monotonic() + 30   # another process computes it: wait for its result or release
+        while store.lookup(fp) is None and store.lease_holder(fp) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if store.lookup(fp) is not None:
             break
 print(json.dumps(computed))
 store.close()
@@ -316,7 +316,7 @@ def test_a_lease_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
         other = store.acquire_lease(fp)
         assert other is not None and other.pid == proc.pid
         assert store.lease_holder(fp) is not None
-        assert store.wait_for(fp, timeout=0.3) is None  # still held, nothing cached: gave up waiting
+        assert store.lookup(fp) is None  # still held, nothing cached
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert store.lease_holder(fp) is None, "a dead holder's lease is void"
