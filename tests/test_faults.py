@@ -1,7 +1,7 @@
 """Fault-injection campaign: `kill -9` the runner of a real `flow run` at random points, many times.
 
 Each kill is either a timed SIGKILL from outside at a random moment of the run, or an injected one
-(`FLOW_FAULT_KILL`, see `runner.artifacts.fault_point`) at a precise point: a worker starting or
+(`FLOW_FAULT_KILL`, see `runner.testing`) at a precise point: a worker starting or
 finishing a step, a worker writing or renaming a file artifact, the store writer between its writes
 and its COMMIT. The RNG seed is printed; `FLOW_FAULT_SEED=<seed>` replays a campaign.
 
@@ -35,8 +35,7 @@ import psutil
 import pytest
 
 from dsl import load_flow
-from runner.store import diagnose
-from runner.store import Store
+from runner.store import Store, diagnose
 
 REPO = Path(__file__).resolve().parent.parent
 

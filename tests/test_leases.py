@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from runner.store.liveness import HEARTBEAT_EXPIRY_S, LATE_S
 from runner.store import Store
+from runner.store.liveness import HEARTBEAT_EXPIRY_S, LATE_S
 from tests.helpers_core import wait_for
 
 REPO = Path(__file__).resolve().parent.parent

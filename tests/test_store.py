@@ -179,8 +179,9 @@ def test_mark_interrupted_only_touches_runs_of_dead_processes(store_dir):
         dead_id = store.create_run("f", "/f.py", {}, "cli", "local")
         # A row as schema 3 wrote it (no owner): judged by its pid on this host.
         store._conn.execute("UPDATE runs SET pid=?, owner=NULL WHERE id=?", (dead.pid, dead_id))
-        store._conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
-        store._conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
+        conn = store._conn
+        conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
+        conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
         assert store.mark_interrupted() == [dead_id]
         assert store.get_run(alive_id).status == "running"
         run = store.get_run(dead_id)

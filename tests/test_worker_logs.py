@@ -19,8 +19,8 @@ import pytest
 from runner.events import StepFinished, StepLog
 from runner.executors.base import Task, TaskDone, TaskLog, TaskLogs
 from runner.executors.local import LocalExecutor
-from runner.store.recorder import insert_logs
 from runner.store import Store
+from runner.store.recorder import insert_logs
 from tests.conftest import EngineHarness
 
 

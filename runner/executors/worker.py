@@ -31,13 +31,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from runner import artifacts
 from runner.executors import wire
 from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
 from runner.executors.execute import execute, install_roots, resolve_code
 from runner.executors.isolation import Isolation
 from runner.executors.limits import limit_memory, memory_limit, restore_memory
 from runner.executors.proctree import kill_tree
+from runner.testing import kill_parent_on_fault
 
 _CODE_CACHE_SIZE = 4096
 
@@ -244,7 +244,7 @@ def _watch_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     in_fd, out_fd = int(argv[1]), int(argv[2])
     faulthandler.enable()
-    artifacts.IN_WORKER = True
+    kill_parent_on_fault()
     _become_subreaper()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     lock = threading.Lock()
@@ -299,7 +299,7 @@ def main(argv: list[str]) -> int:
         state = isolation.begin(fn, task.sys_path)
         old_limit = limit_memory(limit) if limit else None
         try:
-            result = execute(task, fn, emit)
+            result = execute(task, fn, emit, keep_log_level=True)
         finally:
             restore_memory(old_limit)
         leftovers = kill_leftovers()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from dsl.errors import FlowError
-from runner.artifacts import fault_point
+from runner.testing import fault_point
 
 if TYPE_CHECKING:
     from runner.store.base import StoreBase
