@@ -13,6 +13,7 @@ from typing import Any
 from dsl.errors import FlowError
 from runner.artifacts import ArtifactError
 from runner.records import FlowOutput, LogLine, RunRecord, StepRecord, dumps_json
+from runner.status import RunStatus, StepStatus
 from runner.store.cache import Cache
 from runner.store.owners import Owners
 
@@ -130,6 +131,7 @@ class History(Owners, Cache):
         )
         data = dict(zip(columns, row[: len(columns)], strict=True))
         data["params"] = json.loads(data["params"])
+        data["status"] = RunStatus(data["status"])
         run_id = int(data["id"])
         return RunRecord(**data, steps=tuple(self.get_steps(run_id)), outputs=self.run_outputs(run_id))
 
@@ -205,7 +207,8 @@ class History(Owners, Cache):
             "FROM steps WHERE run_id=? ORDER BY rowid",
             (run_id,),
         ):
-            records.append(StepRecord(*row, metrics=metrics.get(row[0], {})))
+            name, status, *rest = row
+            records.append(StepRecord(name, StepStatus(status), *rest, metrics=metrics.get(name, {})))
         return records
 
     def get_logs(
