@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,10 @@ class Diff:
 class FlowSession:
     """A flow file, its last good load and its runs.
 
+    Parameters are resolved once per load (`load`, a reload) and kept as typed values: every run of
+    that load takes them as they are (`params`), and the engine hashes and pickles each once per run.
+    `set_overrides` changes the `-p` values for the next runs (the TUI's parameters screen).
+
     Args:
         path: the flow file.
         engine: runs the flow; reload events are published through its subscribers.
@@ -70,8 +74,10 @@ class FlowSession:
     ) -> None:
         self.path = Path(path)
         self.engine = engine
-        self.overrides = dict(overrides or {})
+        self._overrides = dict(overrides or {})
         self.file_values = dict(file_values or {})
+        self._values: dict[str, Any] | None = None
+        """The parameters of the last good load, resolved (None: to resolve at the next run)."""
         self.loaded: LoadedFlow | None = None
         self.error: FlowError | None = None
         self.current: RunHandle | None = None
@@ -86,9 +92,10 @@ class FlowSession:
         is no last good graph to fall back on)."""
         if loaded is None:
             loaded = load_flow(self.path)
-        params = resolve_flow_params(loaded, self.overrides, self.file_values)
+        params = resolve_flow_params(loaded, self._overrides, self.file_values)
         with self._lock:
             self.loaded, self.error = loaded, None
+            self._values = params
             self._signature = self._signatures(loaded, params)
         return loaded
 
@@ -104,7 +111,7 @@ class FlowSession:
         shown = changed_file or self.path.name
         try:
             loaded = load_flow(self.path)
-            params = resolve_flow_params(loaded, self.overrides, self.file_values)
+            params = resolve_flow_params(loaded, self._overrides, self.file_values)
         except FlowError as exc:
             with self._lock:
                 self.error = exc
@@ -112,6 +119,7 @@ class FlowSession:
         with self._lock:
             diff = self._diff(loaded, params)
             self.loaded, self.error = loaded, None
+            self._values = params
         targets = set(diff.changed + diff.added)
         for name in diff.changed + diff.added:
             targets |= loaded.graph.descendants(name)
@@ -165,11 +173,39 @@ class FlowSession:
 
     # ----- running ------------------------------------------------------------------------------
 
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The `-p` values applied to every run (a copy: change them with `set_overrides`)."""
+        return dict(self._overrides)
+
+    @overrides.setter
+    def overrides(self, overrides: dict[str, Any]) -> None:
+        self.set_overrides(overrides)
+
+    def set_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """Replace the `-p` values for the next runs. They are resolved against the last good load at
+        the next run (`params`), where a value that does not fit raises `FlowError`, as `-p` would."""
+        with self._lock:
+            self._overrides = dict(overrides)
+            self._values = None
+
     def params(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Every parameter's value for the next run (session overrides, then `extra`)."""
-        assert self.loaded is not None
-        merged = {**self.overrides, **(extra or {})}
-        return resolve_flow_params(self.loaded, merged, self.file_values)
+        """Every parameter's typed value for the next run (session overrides, then `extra`).
+
+        Raises:
+            FlowError: a value that does not fit its parameter, or a required one missing.
+        """
+        with self._lock:
+            loaded, values = self.loaded, self._values
+        assert loaded is not None
+        if extra:
+            return resolve_flow_params(loaded, {**self._overrides, **extra}, self.file_values)
+        if values is None:
+            values = resolve_flow_params(loaded, self._overrides, self.file_values)
+            with self._lock:
+                if self.loaded is loaded:
+                    self._values = values
+        return dict(values)
 
     def run(
         self,
