@@ -144,6 +144,7 @@ class FlowSession:
         prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)
         signature: dict[str, tuple[Any, ...]] = {}
         for name, node in loaded.graph.nodes.items():
+            values: tuple[object, ...]
             try:
                 values = tuple(value_hash(params[p]) for p in node.params)
             except Untrusted:

@@ -9,6 +9,7 @@ unpicklable global fails only that step.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import cloudpickle
 
@@ -69,8 +70,13 @@ class CodeBundles:
         if code is None:
             step = loaded.graph.nodes[name].step
             _by_value(loaded)
-            assert step.foreach is not None or kind == "when"
-            fn = when_probe(step.when) if kind == "when" else foreach_probe(step.foreach or "")
+            fn: Callable[..., object]
+            if kind == "when":
+                assert step.when is not None
+                fn = when_probe(step.when)
+            else:
+                assert step.foreach is not None
+                fn = foreach_probe(step.foreach)
             code = self._codes[key] = pickle_code({kind: fn})
         return key, code
 

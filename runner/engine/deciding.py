@@ -108,7 +108,7 @@ class Deciding(Probing):
                 params[p] = run.param_hash(p)
         except Untrusted as exc:
             static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
-        inputs = {u: (states[u].output.hash if states[u].output else NONE_OUTPUT_HASH) for u in node.upstream}
+        inputs = {u: _output_hash(states[u].output) for u in node.upstream}
         declared = declared_inputs(item, run.request.loaded.root) if item.inputs or item.env else None
         if items is not None:
             self._fan_out(run, name, node, static, params, inputs, cache_only, items, declared)
@@ -305,3 +305,7 @@ class Deciding(Probing):
                 self.store.mark_interrupted()
             except (FlowError, sqlite3.Error) as exc:
                 print(f"flow: could not mark a dead run interrupted: {exc}", file=sys.stderr)
+
+
+def _output_hash(output: Output | None) -> str:
+    return output.hash if output is not None else NONE_OUTPUT_HASH

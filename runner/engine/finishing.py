@@ -53,10 +53,11 @@ class Finishing(SchedulerState):
         """The last resort when even failing a run raised: record it failed and release its handle."""
         self._runs.pop(run.id, None)
         now = time.time()
-        for record in (
+        records: tuple[Callable[[], object], ...] = (
             lambda: self._emit(RunFinished(run.id, RunStatus.FAILED, now - run.started, {}, now)),
             lambda: self.store.abandon_run(run.id, error),
-        ):
+        )
+        for record in records:
             try:
                 record()
             except BaseException:  # noqa: BLE001 - the handle is released whatever happens
@@ -67,7 +68,7 @@ class Finishing(SchedulerState):
         self,
         run: Run,
         name: str,
-        status: str,
+        status: StepStatus,
         *,
         reason: str = "",
         error: str | None = None,

@@ -61,6 +61,7 @@ from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, 
 from runner.executors.execute import printable
 
 if TYPE_CHECKING:
+    from dask.typing import Key
     from distributed import Client, Future
 
 CONNECT_TIMEOUT_S = 5.0
@@ -184,7 +185,7 @@ def _restore(ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
     return ref
 
 
-def _cancelled(worker: Any, key: str) -> bool:
+def _cancelled(worker: Any, key: Key) -> bool:
     """True once the task is no longer wanted here: the client cancelled it, or the worker is closing.
 
     A closing worker (it lost the scheduler, or is being shut down) waits for its running tasks, so a
@@ -262,8 +263,8 @@ class _Pending:
     """A submitted task as the runner tracks it."""
 
     task: Task
-    future: Future
-    blobs: list[Future]
+    future: Future[Any]
+    blobs: list[Future[Any]]
     worker: str | None = None
     starts: int = 0
     batches: int = 0
@@ -320,7 +321,8 @@ class DaskExecutor:
                 self._client = Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise FlowError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
-        self.address: str = self._client.scheduler.address
+        assert self._client.scheduler is not None
+        self.address = str(self._client.scheduler.address)
         self._fixed_slots = workers
         self._slots = max(1, workers or 0)
         self._worker_resources: list[dict[str, float]] = []
@@ -330,10 +332,10 @@ class DaskExecutor:
         self._topic = _TOPIC_PREFIX + self._uid
         self._cond = threading.Condition()
         self._tasks: dict[str, _Pending] = {}
-        self._keys: dict[str, str] = {}
-        self._blobs: OrderedDict[str, Future] = OrderedDict()
+        self._keys: dict[Key, str] = {}
+        self._blobs: OrderedDict[str, Future[Any]] = OrderedDict()
         self._ready: deque[TaskEvent] = deque()
-        self._finished: deque[Future] = deque()
+        self._finished: deque[Future[Any]] = deque()
         self._died: deque[tuple[str, str]] = deque()
         self._held: dict[str, _Pending] = {}
         self._woken = False
@@ -355,7 +357,7 @@ class DaskExecutor:
         except ValueError as exc:
             self._fail_now(task, f"invalid resources: {exc}")
             return
-        blob_futures: dict[str, Future] = {}
+        blob_futures: dict[str, Future[Any]] = {}
         try:
             kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
             shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
@@ -462,7 +464,7 @@ class DaskExecutor:
 
     # ----- runner-side helpers -------------------------------------------------------------------
 
-    def _cancel_future(self, future: Future, reason: str) -> None:
+    def _cancel_future(self, future: Future[Any], reason: str) -> None:
         """Cancel on the cluster; a lost connection has dropped the task already, so that is fine too."""
         try:
             self._client.cancel([future], reason=reason)
@@ -481,7 +483,7 @@ class DaskExecutor:
         if self._fixed_slots is None:
             self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def _ship(self, ref: InputRef, blobs: dict[str, Future]) -> InputRef:
+    def _ship(self, ref: InputRef, blobs: dict[str, Future[Any]]) -> InputRef:
         """An input a remote worker can read: files read here, large bytes scattered once per content.
 
         A large input becomes a placeholder plus a scattered future in `blobs` (Dask then moves it to
@@ -525,12 +527,12 @@ class DaskExecutor:
             self._ready.append(TaskDone(task.id, TaskResult(ok=False, error=error)))
             self._cond.notify_all()
 
-    def _collect(self, futures: list[Future]) -> None:
+    def _collect(self, futures: list[Future[Any]]) -> None:
         """Turn finished futures into results: one `gather` for the successful ones."""
         with self._cond:
             tracked = [(f, self._tasks[self._keys[f.key]].task) for f in futures if f.key in self._keys]
         ok = [f for f, _ in tracked if f.status == "finished"]
-        values: dict[str, Any] = {}
+        values: dict[Key, Any] = {}
         if ok:
             try:
                 values = dict(zip((f.key for f in ok), self._client.gather(ok), strict=True))
@@ -566,7 +568,7 @@ class DaskExecutor:
                     pending.hold_until = time.monotonic() + _LOG_GRACE_S
                     self._held[task_id] = pending
 
-    def _exception(self, future: Future) -> BaseException:
+    def _exception(self, future: Future[Any]) -> BaseException:
         try:
             exc = future.exception(timeout=CONNECT_TIMEOUT_S)
         except Exception as err:
@@ -610,7 +612,7 @@ class DaskExecutor:
 
     # ----- callbacks (Dask's threads) --------------------------------------------------------------
 
-    def _on_done(self, future: Future) -> None:
+    def _on_done(self, future: Future[Any]) -> None:
         """A future finished, failed or was cancelled (Dask's callback thread): hand it to `events`."""
         with self._cond:
             if future.key not in self._keys:  # its result came as an event, or it was cancelled

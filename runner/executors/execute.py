@@ -167,7 +167,8 @@ def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., A
             raise KeyError(f"no code for {task.code_key}")
         _forget_project_modules(task.sys_path)
         code = cache[task.code_key] = pickle.loads(task.code)
-    return code[task.entry] if task.entry else code  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = code[task.entry] if task.entry else code
+    return fn
 
 
 def rebuild_lru_cache(function: Callable[..., Any], maxsize: int | None, typed: bool) -> Callable[..., Any]:
@@ -238,7 +239,7 @@ def execute(
     previous_target, handler.target = handler.target, emit
     root = logging.getLogger()
     saved = sys.stdout, sys.stderr, root.level
-    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    sys.stdout, sys.stderr = out, err
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)

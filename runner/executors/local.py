@@ -150,7 +150,7 @@ class LocalExecutor:
             self._workers.remove(worker)
         for fd in (worker.from_worker, worker.proc.stdout, worker.proc.stderr):
             try:
-                self._selector.unregister(fd)  # type: ignore[arg-type]
+                self._selector.unregister(fd)  # type: ignore[arg-type]  # a pipe, or None: both raise here
             except (KeyError, ValueError):
                 pass
         for closable in (worker.proc.stdout, worker.proc.stderr):

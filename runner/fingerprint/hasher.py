@@ -77,7 +77,7 @@ class Hasher:
         self.memo: dict[int, tuple[str, dict[str, str]] | Untrusted] = {}
         self.keep: list[Any] = []
         self.indexes: dict[str, SourceIndex | None] = {}
-        self.nodes: dict[str, ast.AST] = {}
+        self.nodes: dict[str, ast.stmt] = {}
         self.segments: dict[types.CodeType, str | None] = {}
         """Trees of function segments this load walks (imports in a body, a local module's uses)."""
         self.imports = ImportScanner([str(loaded.root), *loaded.search_paths, *sys.path])
@@ -105,7 +105,7 @@ class Hasher:
         found = self.segments[code] = index.function_segment(code) if index is not None else None
         return found
 
-    def function_node(self, fn: types.FunctionType) -> ast.AST | list[ast.Lambda] | None:
+    def function_node(self, fn: types.FunctionType) -> ast.stmt | list[ast.Lambda] | None:
         code = fn.__code__
         index = self.source_of(code.co_filename)
         if index is None:
@@ -519,9 +519,9 @@ def attributes_used(user: Any, alias: str, hasher: Hasher) -> set[str] | None:
                 parents[id(child)] = parent
         for inner in ast.walk(root):
             if isinstance(inner, ast.Name) and inner.id == alias:
-                parent = parents.get(id(inner))
-                if isinstance(parent, ast.Attribute) and parent.value is inner:
-                    attributes.add(parent.attr)
+                found = parents.get(id(inner))
+                if isinstance(found, ast.Attribute) and found.value is inner:
+                    attributes.add(found.attr)
                 else:
                     bare += 1
     return None if bare else attributes

@@ -34,7 +34,7 @@ class SourceIndex:
         self.text = text
         self.lines = text.splitlines(keepends=True)
         self._tree: ast.Module | None = None
-        self._functions: dict[int, ast.AST] = {}
+        self._functions: dict[int, ast.stmt] = {}
         self._classes: dict[str, list[ast.ClassDef]] = {}
         self._lambdas: dict[int, list[ast.Lambda]] | None = None
 
@@ -52,7 +52,7 @@ class SourceIndex:
         return self._tree
 
     @property
-    def functions(self) -> dict[int, ast.AST]:
+    def functions(self) -> dict[int, ast.stmt]:
         """Function definitions by the line of their `def` and of their first decorator."""
         self.tree  # noqa: B018 - parses on first use
         return self._functions
@@ -164,7 +164,7 @@ def _strip_docstrings(tree: ast.AST) -> None:
                 inner.body = body[1:] or [ast.Pass()]
 
 
-def normalised(index: SourceIndex, node: ast.AST, *, drop_decorators: bool) -> str:
+def normalised(index: SourceIndex, node: ast.stmt, *, drop_decorators: bool) -> str:
     """A definition's source without comments, formatting, docstrings (and optionally decorators).
 
     Memoised by the definition's exact text, so a reload re-normalises only what was edited.
@@ -175,7 +175,7 @@ def normalised(index: SourceIndex, node: ast.AST, *, drop_decorators: bool) -> s
     return normalised_text(segment, drop_decorators=drop_decorators, node=node)
 
 
-def normalised_text(segment: str, *, drop_decorators: bool, node: ast.AST | None = None) -> str:
+def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | None = None) -> str:
     """`normalised` for a definition's text (`node`: its tree, if the text alone does not parse)."""
     key = f"{drop_decorators}:{segment}"
     cached = _NORMALISED.get(key)

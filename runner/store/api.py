@@ -9,7 +9,6 @@ concrete store and return the public records of `runner.records`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +16,16 @@ from runner.events import Event
 from runner.records import RunRecord
 from runner.store.cache import CacheHit
 from runner.store.leases import LeaseHolder
+
+
+class Recorder(Protocol):
+    """Records a run's events in the store (an ordinary subscriber, called before any other)."""
+
+    def __call__(self, event: Event) -> None: ...
+
+    def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
+        """Keep an execution's fingerprint parts (written with the step's row, or at the run's end)."""
+        ...
 
 
 class RunStore(Protocol):
@@ -44,7 +53,7 @@ class RunStore(Protocol):
 
     def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]: ...
 
-    def recorder(self) -> Callable[[Event], None]:
+    def recorder(self) -> Recorder:
         """The subscriber that records events (the engine calls it before any other subscriber)."""
         ...
 

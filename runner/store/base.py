@@ -10,13 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from dsl.errors import FlowError
 from runner.store.discovery import find_store
 from runner.store.liveness import OwnerLock, this_process
 from runner.store.schema import open_schema
-from runner.store.writer import Writer
+from runner.store.writer import WriteOp, Writer
+
+T = TypeVar("T")
 
 
 class StoreBase:
@@ -136,7 +138,8 @@ class StoreBase:
         except OSError:
             return []
 
-    def _guard(self, fn: Callable[[], Any]) -> Any:
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """`fn()`, with a database error reported as a `FlowError` naming the store."""
         try:
             return fn()
         except sqlite3.DatabaseError as exc:
@@ -170,7 +173,7 @@ class StoreBase:
     def _open_schema(self) -> None:
         open_schema(self._conn, self.root)
 
-    def _write(self, op: Callable[[sqlite3.Connection], None]) -> None:
+    def _write(self, op: WriteOp) -> None:
         """Queue a write; it commits with whatever else is queued, in order."""
         if self._writer is None:
             with self._writer_lock:

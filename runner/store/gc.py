@@ -168,8 +168,8 @@ def collect_garbage(store: Store, policy: Policy | None = None, *, dry_run: bool
         if stale_cache or done.artifacts:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('gc_generation', ?)", (repr(now),))
         # Files go while the write lock is held: no run can start (create_run waits) and re-create one.
-        for path in done.files:
-            Path(path).unlink(missing_ok=True)
+        for file in done.files:
+            Path(file).unlink(missing_ok=True)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -207,8 +207,27 @@ class History(Owners, Cache):
             "FROM steps WHERE run_id=? ORDER BY rowid",
             (run_id,),
         ):
-            name, status, *rest = row
-            records.append(StepRecord(name, StepStatus(status), *rest, metrics=metrics.get(name, {})))
+            name, status, attempts, duration, error, reason, trace, started, finished, *rest = row
+            fingerprint, output_hash, preview, where, parent = rest
+            records.append(
+                StepRecord(
+                    name,
+                    StepStatus(status),
+                    attempts,
+                    duration,
+                    error,
+                    reason,
+                    trace,
+                    started,
+                    finished,
+                    fingerprint,
+                    output_hash,
+                    preview,
+                    where,
+                    parent,
+                    metrics=metrics.get(name, {}),
+                )
+            )
         return records
 
     def get_logs(

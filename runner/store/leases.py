@@ -67,7 +67,7 @@ class Leases(Owners):
                 raise
             return holder
 
-        return self._guard(claim)  # type: ignore[no-any-return]
+        return self._guard(claim)
 
     def other_live_runs(self) -> bool:
         """Whether a run of another live process is in progress on this store."""

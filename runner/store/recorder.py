@@ -59,7 +59,7 @@ class StoreRecorder:
             return
         if type(event) is StepStarted:
             parent = event.step.partition("[")[0] if event.step.endswith("]") else None
-            row = (
+            started = (
                 event.run_id,
                 event.step,
                 parent,
@@ -69,7 +69,7 @@ class StoreRecorder:
                 event.reason,
                 event.fingerprint,
             )
-            self._add_step_row("started", row, [])
+            self._add_step_row("started", started, [])
             return
         self._seal()
         submit = self._store._write

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from runner.store.base import StoreBase
 
 
+WriteOp = Callable[[sqlite3.Connection], object]
+"""A queued write: statements on the writer's connection, inside its transaction (any return is ignored)."""
+
+
 class Writer:
     """One thread applying queued writes in batched transactions.
 
@@ -30,7 +34,7 @@ class Writer:
 
     def __init__(self, store: StoreBase) -> None:
         self._store = store
-        self._items: deque[Callable[[sqlite3.Connection], None] | threading.Event | None] = deque()
+        self._items: deque[WriteOp | threading.Event | None] = deque()
         self._wake = threading.Event()
         self._urgent = threading.Event()
         self._count_lock = threading.Lock()
@@ -40,14 +44,14 @@ class Writer:
         self._thread = threading.Thread(target=self._loop, name="flow-store-writer", daemon=True)
         self._thread.start()
 
-    def _put(self, item: Callable[[sqlite3.Connection], None] | threading.Event | None) -> None:
+    def _put(self, item: WriteOp | threading.Event | None) -> None:
         self._items.append(item)
         if not callable(item):
             self._urgent.set()
         if not self._wake.is_set():
             self._wake.set()
 
-    def put(self, op: Callable[[sqlite3.Connection], None]) -> None:
+    def put(self, op: WriteOp) -> None:
         with self._count_lock:
             self._submitted += 1
         self._put(op)
@@ -84,7 +88,7 @@ class Writer:
                 items.append(self._items.popleft())
             ops = [i for i in items if i is not None and not isinstance(i, threading.Event)]
             if ops:
-                self._apply(conn, ops)  # type: ignore[arg-type]
+                self._apply(conn, ops)
                 self._applied += len(ops)
             for item in items:
                 if isinstance(item, threading.Event):
@@ -93,7 +97,7 @@ class Writer:
                     stop = True
         conn.close()
 
-    def _apply(self, conn: sqlite3.Connection, ops: Iterable[Callable[[sqlite3.Connection], None]]) -> None:
+    def _apply(self, conn: sqlite3.Connection, ops: Iterable[WriteOp]) -> None:
         if self._error is not None:
             return
         try:
