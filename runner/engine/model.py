@@ -17,7 +17,7 @@ from dsl.loader import LoadedFlow
 from runner.events import Event
 from runner.executors.base import Task
 from runner.fingerprint import StaticPrint, value_hash
-from runner.store.cache import CacheHit
+from runner.store.api import CacheHit
 
 Subscriber = Callable[[Event], None]
 

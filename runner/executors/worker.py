@@ -41,6 +41,7 @@ from runner.testing import kill_parent_on_fault
 
 _CODE_CACHE_SIZE = 4096
 
+
 def _become_subreaper() -> None:
     """Orphaned descendants of a step are re-parented to this worker, so it can find and kill them."""
     try:

@@ -36,7 +36,6 @@ class StaticPrint:
     files: dict[str, str] = field(default_factory=dict)
 
 
-
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     """Fingerprint parts of every step in a loaded flow that do not depend on run-time values."""
     hasher = Hasher(loaded)

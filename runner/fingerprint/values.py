@@ -21,7 +21,6 @@ def sha(*parts: str) -> str:
     return digest.hexdigest()
 
 
-
 class Untrusted(Exception):
     """A value the fingerprint cannot hash with confidence."""
 

@@ -10,11 +10,18 @@ metrics), `operating` (releases, schedule state), `recorder` (events to rows: an
 
 from __future__ import annotations
 
-from runner.store.api import ArtifactStore, CacheStore, EngineStore, LeaseStore, RunStore
-from runner.store.cache import CacheHit
+from runner.store.api import (
+    ArtifactStore,
+    CacheHit,
+    CacheStore,
+    EngineStore,
+    LeaseHolder,
+    LeaseStore,
+    RunStore,
+)
 from runner.store.doctor import Diagnosis, diagnose, held_lines, human_size
 from runner.store.gc import Collected, Policy, collect_garbage
-from runner.store.leases import LEASE_TTL_S, LeaseHolder
+from runner.store.leases import LEASE_TTL_S
 from runner.store.owners import Held
 from runner.store.schema import SCHEMA_VERSION
 from runner.store.sqlite import Store, default_store_dir

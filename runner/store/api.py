@@ -3,19 +3,39 @@
 `runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all four
 and stays the zero-set-up default. A team store would implement them over PostgreSQL (runs, cache,
 leases) and an S3-compatible object store (artifacts) without touching the engine, which depends on
-`EngineStore` only. Reads for people (`flow runs`, `flow show`, the TUI) use the `History` part of the
-concrete store and return the public records of `runner.records`.
+`EngineStore` only (and the plain records here: `CacheHit`, `LeaseHolder`). Reads for people
+(`flow runs`, `flow show`, the TUI) use the `History` part of the concrete store and return the
+public records of `runner.records`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner.events import Event
 from runner.records import RunRecord
-from runner.store.cache import CacheHit
-from runner.store.leases import LeaseHolder
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A cached output: its hash and where its bytes are."""
+
+    output_hash: str
+    run_id: int | None
+    preview: str | None
+    intact: bool = False
+    """True when the lookup already verified an inline artifact against its hash."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Another live process computing a fingerprint right now."""
+
+    pid: int
+    host: str
+    acquired_at: float
 
 
 class Recorder(Protocol):

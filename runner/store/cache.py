@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 
 from runner.artifacts import ArtifactError, artifact_path, content_hash, read_file_checked, verify_file
+from runner.store.api import CacheHit
 from runner.store.base import StoreBase
 
-
-@dataclass(frozen=True)
-class CacheHit:
-    """A cached output: its hash and where its bytes are."""
-
-    output_hash: str
-    run_id: int | None
-    preview: str | None
-    intact: bool = False
-    """True when the lookup already verified an inline artifact against its hash."""
 
 class Cache(StoreBase):
     """Cache entries and artifacts."""

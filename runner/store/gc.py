@@ -176,5 +176,3 @@ def collect_garbage(store: Store, policy: Policy | None = None, *, dry_run: bool
             conn.execute("ROLLBACK")
         raise
     return done
-
-

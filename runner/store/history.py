@@ -39,6 +39,7 @@ _LAST_EXECUTION_DETAILS = (
     "ON last.name = s.name AND last.run_id = s.run_id"
 )
 
+
 class History(Owners, Cache):
     """Run history: create, read, pin and delete runs."""
 

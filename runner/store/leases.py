@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from runner.store.api import LeaseHolder
 from runner.store.owners import Owners
 
 LEASE_TTL_S = 6 * 3600.0
 """A lease older than this is void even if its holder's pid is alive (guards against pid reuse)."""
 
-@dataclass(frozen=True)
-class LeaseHolder:
-    """Another live process computing a fingerprint right now."""
-
-    pid: int
-    host: str
-    acquired_at: float
 
 class Leases(Owners):
     """Atomic leases on fingerprints, and who else is computing what."""

@@ -39,6 +39,7 @@ class Held:
     """The step a lease is for, or a run's flow."""
     verdict: Verdict
 
+
 class Owners(StoreBase):
     """Owner rows, their lock files and heartbeat; runs and leases held by other processes."""
 

@@ -152,6 +152,7 @@ _MIGRATIONS: dict[int, list[str]] = {
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 
+
 def _apply(conn: sqlite3.Connection, statement: str) -> None:
     """Run a migration statement; adding a column the table already has is a no-op, like the
     `IF NOT EXISTS` of the other statements (SQLite has no `ADD COLUMN IF NOT EXISTS`)."""
@@ -160,6 +161,7 @@ def _apply(conn: sqlite3.Connection, statement: str) -> None:
     except sqlite3.OperationalError as exc:
         if not statement.startswith("ALTER TABLE") or "duplicate column name" not in str(exc):
             raise
+
 
 def open_schema(conn: sqlite3.Connection, root: Path) -> None:
     """Create the schema, or migrate it forward, in one transaction (another process may be opening

@@ -26,6 +26,7 @@ def default_store_dir() -> Path:
     (absolute; see `runner.discovery`)."""
     return find_store()[0]
 
+
 class Store(History, Leases, Operating):
     """The run store at `root`: run history, cache and artifacts, leases and owners, releases.
 
