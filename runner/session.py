@@ -54,6 +54,10 @@ class Diff:
 class FlowSession:
     """A flow file, its last good load and its runs.
 
+    Over the ~300 lines a class should be, for a reason: loading, running and watching share the
+    last good load, its parameters and the run in flight under one lock, and the watcher's decisions
+    (reload? re-run?) read all three.
+
     Parameters are resolved once per load (`load`, a reload) and kept as typed values: every run of
     that load takes them as they are (`params`), and the engine hashes and pickles each once per run.
     `set_overrides` changes the `-p` values for the next runs (the TUI's parameters screen).

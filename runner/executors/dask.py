@@ -30,7 +30,9 @@ How a task travels, and why:
   (or a task starts a second time), the executor cancels the future and reports the step failed with
   "the Dask worker running this step died"; the scheduler then retries or fails it.
 
-`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it.
+`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it. That is
+also why this module is longer than ~500 lines: both halves (the Dask worker's `run_on_worker` and the
+runner's `DaskExecutor`) stay behind that one lazy import, and tests reach both through it.
 """
 
 from __future__ import annotations
@@ -275,6 +277,10 @@ class _Pending:
 
 class DaskExecutor:
     """Runs tasks on a Dask cluster: a `LocalCluster` it starts, or an existing scheduler.
+
+    Over the ~300 lines a class should be, for a reason: the `Executor` interface on one side and
+    Dask's futures, topics and scheduler plugins on the other meet here, under one lock; the
+    worker-side half (`run_on_worker`) is already apart, above.
 
     Args:
         address: None to start a local cluster sized to this machine; else the scheduler's address

@@ -8,7 +8,6 @@ import ast
 import functools
 import hashlib
 import io
-import pickle
 import sys
 import types
 from pathlib import Path
@@ -19,46 +18,9 @@ from dsl.locality import is_user_file, version_of
 from dsl.step import Step
 from runner.fingerprint.bytecode import code_hash, code_names, global_names
 from runner.fingerprint.imports import CannotSee, ImportScanner, imports_in
+from runner.fingerprint.pickler import CODE_OBJECTS, DigestPickler
 from runner.fingerprint.source import SourceIndex, index_source, normalised, normalised_text
 from runner.fingerprint.values import CONSTANT_TYPES, Untrusted, container_name, sha, value_hash
-
-_CODE_OBJECTS = (
-    types.FunctionType,
-    types.MethodType,
-    types.ModuleType,
-    types.BuiltinFunctionType,
-    functools.partial,
-    functools._lru_cache_wrapper,
-    staticmethod,
-    classmethod,
-    property,
-)
-"""Objects a value may hold that are code, not data: hashed by what they run, not by name."""
-
-
-class _DigestPickler(pickle.Pickler):
-    """Pickles an arbitrary value to hash it, with every piece of code inside it (functions, methods,
-    modules, the user's classes) replaced by its fingerprint: an object holding a local function
-    (`FunctionTransformer(func=clean)`, a registry instance) changes when that function's code does."""
-
-    def __init__(
-        self, file: io.BytesIO, hasher: Hasher, found: dict[str, str], depth: int, root: Any
-    ) -> None:
-        super().__init__(file, protocol=5)
-        self._hasher = hasher
-        self._found = found
-        self._depth = depth
-        self._root = root
-
-    def persistent_id(self, obj: Any) -> str | None:
-        if obj is self._root:
-            return None
-        if isinstance(obj, _CODE_OBJECTS) or isinstance(obj, Step):
-            return self._hasher.digest(obj, self._found, self._depth + 1)
-        if isinstance(obj, type) and self._hasher.is_user_class(obj):
-            return self._hasher.digest(obj, self._found, self._depth + 1)
-        return None
-
 
 FILE_MARK = "\0file:"
 """Marks, among a step's helpers while they are gathered, a file its imports reach
@@ -68,7 +30,13 @@ _SKIPPED_CLASS_ATTRIBUTES = frozenset({"__dict__", "__weakref__", "__module__", 
 
 
 class Hasher:
-    """Walks a flow's code: one instance per load, memoising every object it has hashed."""
+    """Walks a flow's code: one instance per load, memoising every object it has hashed.
+
+    Longer than the ~300 lines a class should be, for a reason: it is one recursive walk over the
+    user's code (a function's references, a value's code, a class's members, a module's closure lead
+    into one another) sharing one memo and one set of found helpers; split into parts, each part
+    would take the hasher back to recurse, which makes nothing independent.
+    """
 
     def __init__(self, loaded: LoadedFlow) -> None:
         self.sources = {str(Path(p)): text for p, text in loaded.sources.items()}
@@ -307,7 +275,7 @@ class Hasher:
         """Any other object: pickled with the code inside it replaced by its fingerprint."""
         buffer = io.BytesIO()
         try:
-            _DigestPickler(buffer, self, found, depth, value).dump(value)
+            DigestPickler(buffer, self, found, depth, value).dump(value)
         except Untrusted:
             raise
         except RecursionError:
@@ -442,7 +410,7 @@ class Hasher:
             if name.startswith("__") and name.endswith("__"):
                 continue
             code = getattr(getattr(member, "__func__", member), "__qualname__", "")
-            if isinstance(member, _CODE_OBJECTS) and code.startswith(inside):
+            if isinstance(member, CODE_OBJECTS) and code.startswith(inside):
                 continue  # defined in the class body: its source is hashed already
             try:
                 parts.append(f"{name}={self.digest(member, found)}")
