@@ -1,7 +1,7 @@
 """Several `flow run` processes on one store at once: all finish correctly, the store stays sound,
 and (with the engine's use of leases) a fingerprint is never computed by two processes at once.
 
-The lease API (`Store.acquire_lease / lease_holder / release_lease / wait_for`) is tested on its
+The lease API (`Store.acquire_lease / lease_holder / release_lease`) is tested on its
 own across real processes, and end to end: a run waits for a fingerprint another live process
 holds the lease for.
 """

@@ -66,7 +66,7 @@ class StoreBase:
         self._guard(self._open_schema)
         self.host = this_process().host
         self.owner_id: str | None = None
-        """This store's owner row (`runner.liveness`), registered when it first creates a run or lease."""
+        """This store's owner row (`runner.store.liveness`), registered at its first run or lease."""
         self._owner_lock: OwnerLock | None = None
         self._heartbeat: threading.Event | None = None
 

@@ -151,7 +151,7 @@ class Owners(StoreBase):
         return self._verdict(row[2], row[0], row[1], self._owners())
 
     def mark_interrupted(self) -> list[int]:
-        """Mark runs whose runner process is gone (`runner.liveness`: on any host, in any pid
+        """Mark runs whose runner process is gone (`runner.store.liveness`: on any host, in any pid
         namespace) as `interrupted`, drop the leases of dead processes and their owner rows; return
         the ids of the runs marked."""
         return self._interrupt(lambda verdict: not verdict.alive)

@@ -107,7 +107,7 @@ _OWNERS = [
     "ALTER TABLE runs ADD COLUMN owner TEXT",
     "ALTER TABLE leases ADD COLUMN owner TEXT",
 ]
-"""The processes that own runs and leases, judged alive by `runner.liveness` (schema 6)."""
+"""The processes that own runs and leases, judged alive by `runner.store.liveness` (schema 6)."""
 _SCHEMA.extend(_OWNERS)
 _GC_COLUMNS = [
     "ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",

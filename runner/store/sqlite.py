@@ -23,7 +23,7 @@ from runner.store.recorder import StoreRecorder
 
 def default_store_dir() -> Path:
     """`$FLOW_STORE`, else the nearest store from the working directory upwards, else `./.flow`
-    (absolute; see `runner.discovery`)."""
+    (absolute; see `runner.store.discovery`)."""
     return find_store()[0]
 
 
