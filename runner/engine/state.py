@@ -1,7 +1,7 @@
 """Provides `SchedulerState`: everything the scheduler thread owns, in one place.
 
 The scheduler's transitions (`runner.engine.finishing`, `.executing`, `.probing`, `.deciding`, and the
-loop in `.engine`) are methods on one object, because they are mutually recursive (a step that finishes
+loop in `.scheduler`) are methods on one object, because they are mutually recursive (a step that finishes
 makes its children ready, deciding a child may finish it at once, a probe's answer decides its step
 again) and all mutate this state on one thread. They build on each other in that order; the few calls
 that go back up the chain are declared here, abstract. What needs none of this state lives apart and
