@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from runner.status import OK, StepStatus
 
@@ -88,6 +88,9 @@ class Execute:
     reason: str
 
 
+PROCEED = Proceed()
+"""The one `Proceed` (most steps proceed: no need for a new object each time)."""
+
 Gate = Skip | Ask | Proceed
 Decision = Reuse | Refuse | Wait | Join | Execute
 
@@ -136,12 +139,12 @@ def gate(
         return Ask("when")
     if has_foreach and not items_known:
         return Ask("foreach")
-    return Proceed()
+    return PROCEED
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the scheduler knows of a step at no cost once its fingerprint is computed.
+class Facts(NamedTuple):
+    """What the scheduler knows of a step at no cost once its fingerprint is computed (a named tuple:
+    one is made for every step a run decides, cached ones included).
 
     Attributes:
         forced: `--force`, or a step of `force_steps`: executes even when cached.

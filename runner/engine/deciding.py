@@ -107,7 +107,10 @@ class Deciding(Probing):
                 params[p] = run.param_hash(p)
         except Untrusted as exc:
             static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
-        inputs = {u: _output_hash(states[u].output) for u in node.upstream}
+        inputs = {
+            u: output.hash if (output := states[u].output) is not None else NONE_OUTPUT_HASH
+            for u in node.upstream
+        }
         declared = declared_inputs(item, run.request.loaded.root) if item.inputs or item.env else None
         if items is not None:
             self._fan_out(run, name, node, static, params, inputs, cache_only, items, declared)
@@ -304,7 +307,3 @@ class Deciding(Probing):
                 self.store.mark_interrupted()
             except Exception as exc:  # noqa: BLE001 - housekeeping: a failure must not stop the waiting run
                 print(f"flow: could not mark a dead run interrupted: {exc}", file=sys.stderr)
-
-
-def _output_hash(output: Output | None) -> str:
-    return output.hash if output is not None else NONE_OUTPUT_HASH

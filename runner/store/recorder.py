@@ -96,7 +96,7 @@ class StoreRecorder:
             submit(
                 lambda c: c.execute(
                     "UPDATE runs SET status=?, finished_at=? WHERE id=?",
-                    (event.status, event.ts, event.run_id),
+                    (str(event.status), event.ts, event.run_id),
                 )
             )
 
@@ -107,7 +107,7 @@ class StoreRecorder:
             event.run_id,
             event.step,
             parent,
-            event.status,
+            str(event.status),  # a plain str: SQLite binds it without looking for an adapter
             event.attempts,
             event.ts - event.duration_s,
             event.ts,
