@@ -173,7 +173,7 @@ class Deciding(Probing):
         state.detail = detail
         facts = Facts(
             forced=forced,
-            untrusted=static.untrusted,
+            untrusted=static.untrusted or None,
             cache=node.step.cache,
             cache_only=cache_only,
             running_here=fingerprint in self._executions,
