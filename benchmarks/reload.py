@@ -150,7 +150,7 @@ class Save:
 
 
 def main() -> None:
-    from runner.engine import Engine
+    from runner.engine import Engine, freeze_heap
     from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepLog, StepStarted
     from runner.executors.local import LocalExecutor
     from runner.session import WATCH_DEBOUNCE_MS, WATCH_STEP_MS, FlowSession
@@ -174,6 +174,7 @@ def main() -> None:
         path = project / "reload_flow.py"
         path.write_text(flow_source(chains, edits), encoding="utf-8")
         store = Store(root / "store")
+        freeze_heap()  # as `flow run --watch` does at start-up
         engine = Engine(store, LocalExecutor())
         rec = Recorder()
         engine.subscribe(rec)

@@ -13,9 +13,10 @@ import os
 import pickle
 import reprlib
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from runner.testing import fault_point
 
 INLINE_MAX = 1 << 20
 """Outputs up to this many pickled bytes travel inline and are stored in SQLite; larger go to files."""
@@ -228,35 +229,6 @@ def verify_file(path: str | Path, digest: str, size: int | None = None) -> None:
         raise ArtifactError(f"artifact {digest[:12]} is truncated ({total} of {size} bytes)")
     if hasher.hexdigest() != digest:
         raise ArtifactError(f"artifact {digest[:12]} is corrupt (content hash mismatch)")
-
-
-IN_WORKER = False
-"""True in a worker process (set by `runner.worker`): its fault points kill the parent, the runner."""
-
-_FAULTS: dict[str, int] = {}
-for _spec in filter(None, os.environ.get("FLOW_FAULT_KILL", "").split(",")):
-    _name, _, _count = _spec.partition(":")
-    _FAULTS[_name] = int(_count or 1)
-
-
-def fault_point(name: str) -> None:
-    """Fault-injection hook for the crash tests; free unless `FLOW_FAULT_KILL` is set.
-
-    `FLOW_FAULT_KILL=commit:3` SIGKILLs the runner the 3rd time this process reaches the point
-    `commit`. Points: `commit` (store writer, mid-transaction), `artifact-write` and
-    `artifact-rename` (a worker writing a file artifact), `step-start` and `step-finish` (a worker,
-    around the step call). A worker kills its parent, the runner.
-    """
-    if not _FAULTS or name not in _FAULTS:
-        return
-    _FAULTS[name] -= 1
-    if _FAULTS[name] == 0:
-        if IN_WORKER:
-            os.kill(os.getppid(), 9)
-            time.sleep(0.5)
-        else:
-            os.kill(os.getpid(), 9)
-            time.sleep(10)
 
 
 def read_file_checked(path: str | Path, digest: str) -> bytes:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runner.records import FlowOutput
+from runner.status import RunStatus, StepStatus
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class StepFinished(Event):
 
     run_id: int
     step: str
-    status: str
+    status: StepStatus
     attempts: int
     duration_s: float
     reason: str
@@ -112,7 +113,7 @@ class RunFinished(Event):
     """A run ended with `status` (succeeded, failed or cancelled); `counts` is steps per status."""
 
     run_id: int
-    status: str
+    status: RunStatus
     duration_s: float
     counts: dict[str, int]
     ts: float

@@ -16,8 +16,7 @@ from typing import Any
 from dsl.loader import LoadedFlow
 from runner.artifacts import ArtifactError, preview
 from runner.records import FlowOutput
-
-OK = ("succeeded", "cached")
+from runner.status import OK
 
 
 def pick(value: Any, key: str | None) -> Any:

@@ -162,7 +162,7 @@ def resolve_flow_params(
         if exc.file:
             raise
         node = loaded.graph.nodes.get(exc.step) if exc.step else None
-        known = node is not None and not node.step.file.startswith("<")
-        file = node.step.file if known else str(loaded.path)
-        line = (node.step.line or None) if known else None
+        step = node.step if node is not None and not node.step.file.startswith("<") else None
+        file = step.file if step is not None else str(loaded.path)
+        line = (step.line or None) if step is not None else None
         raise FlowError(exc.message, file=file, line=line, step=exc.step) from None

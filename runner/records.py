@@ -6,10 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
-"""`interrupted`: the runner was killed (or crashed) before the run ended; found when a store opens."""
-
-STEP_STATUSES = ("pending", "running", "succeeded", "cached", "failed", "skipped", "cancelled")
+from runner.status import RunStatus, StepStatus
 
 
 @dataclass(frozen=True)
@@ -18,7 +15,7 @@ class StepRecord:
 
     Attributes:
         name: the step's name; a fan-out instance is `name[i]` with `parent` set to `name`.
-        status: one of `STEP_STATUSES`.
+        status: where it stands (`runner.status.StepStatus`).
         attempts: executions started (0 when cached or skipped).
         duration_s: wall time of the successful (or last) attempt.
         error: one line, when failed, skipped or cancelled.
@@ -26,7 +23,7 @@ class StepRecord:
     """
 
     name: str
-    status: str
+    status: StepStatus
     attempts: int = 0
     duration_s: float | None = None
     error: str | None = None
@@ -67,7 +64,7 @@ class RunRecord:
     id: int
     flow: str
     file: str
-    status: str
+    status: RunStatus
     started_at: float
     finished_at: float | None
     params: dict[str, Any]

@@ -12,18 +12,18 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
-from runner.declared import declared_inputs, watched_paths
 from runner.engine import Engine, RunHandle, RunRequest
 from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
-from runner.imports import text_sha
+from runner.fingerprint.declared import declared_inputs, watched_paths
+from runner.fingerprint.imports import text_sha
 from runner.params import resolve_flow_params
 
 WATCH_STEP_MS = 10
@@ -54,6 +54,14 @@ class Diff:
 class FlowSession:
     """A flow file, its last good load and its runs.
 
+    Over the ~300 lines a class should be, for a reason: loading, running and watching share the
+    last good load, its parameters and the run in flight under one lock, and the watcher's decisions
+    (reload? re-run?) read all three.
+
+    Parameters are resolved once per load (`load`, a reload) and kept as typed values: every run of
+    that load takes them as they are (`params`), and the engine hashes and pickles each once per run.
+    `set_overrides` changes the `-p` values for the next runs (the TUI's parameters screen).
+
     Args:
         path: the flow file.
         engine: runs the flow; reload events are published through its subscribers.
@@ -70,8 +78,10 @@ class FlowSession:
     ) -> None:
         self.path = Path(path)
         self.engine = engine
-        self.overrides = dict(overrides or {})
+        self._overrides = dict(overrides or {})
         self.file_values = dict(file_values or {})
+        self._values: dict[str, Any] | None = None
+        """The parameters of the last good load, resolved (None: to resolve at the next run)."""
         self.loaded: LoadedFlow | None = None
         self.error: FlowError | None = None
         self.current: RunHandle | None = None
@@ -86,9 +96,10 @@ class FlowSession:
         is no last good graph to fall back on)."""
         if loaded is None:
             loaded = load_flow(self.path)
-        params = resolve_flow_params(loaded, self.overrides, self.file_values)
+        params = resolve_flow_params(loaded, self._overrides, self.file_values)
         with self._lock:
             self.loaded, self.error = loaded, None
+            self._values = params
             self._signature = self._signatures(loaded, params)
         return loaded
 
@@ -104,7 +115,7 @@ class FlowSession:
         shown = changed_file or self.path.name
         try:
             loaded = load_flow(self.path)
-            params = resolve_flow_params(loaded, self.overrides, self.file_values)
+            params = resolve_flow_params(loaded, self._overrides, self.file_values)
         except FlowError as exc:
             with self._lock:
                 self.error = exc
@@ -112,6 +123,7 @@ class FlowSession:
         with self._lock:
             diff = self._diff(loaded, params)
             self.loaded, self.error = loaded, None
+            self._values = params
         targets = set(diff.changed + diff.added)
         for name in diff.changed + diff.added:
             targets |= loaded.graph.descendants(name)
@@ -136,6 +148,7 @@ class FlowSession:
         prints: dict[str, StaticPrint] = self.engine.static_prints(loaded)
         signature: dict[str, tuple[Any, ...]] = {}
         for name, node in loaded.graph.nodes.items():
+            values: tuple[object, ...]
             try:
                 values = tuple(value_hash(params[p]) for p in node.params)
             except Untrusted:
@@ -165,11 +178,39 @@ class FlowSession:
 
     # ----- running ------------------------------------------------------------------------------
 
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The `-p` values applied to every run (a copy: change them with `set_overrides`)."""
+        return dict(self._overrides)
+
+    @overrides.setter
+    def overrides(self, overrides: dict[str, Any]) -> None:
+        self.set_overrides(overrides)
+
+    def set_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """Replace the `-p` values for the next runs. They are resolved against the last good load at
+        the next run (`params`), where a value that does not fit raises `FlowError`, as `-p` would."""
+        with self._lock:
+            self._overrides = dict(overrides)
+            self._values = None
+
     def params(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Every parameter's value for the next run (session overrides, then `extra`)."""
-        assert self.loaded is not None
-        merged = {**self.overrides, **(extra or {})}
-        return resolve_flow_params(self.loaded, merged, self.file_values)
+        """Every parameter's typed value for the next run (session overrides, then `extra`).
+
+        Raises:
+            FlowError: a value that does not fit its parameter, or a required one missing.
+        """
+        with self._lock:
+            loaded, values = self.loaded, self._values
+        assert loaded is not None
+        if extra:
+            return resolve_flow_params(loaded, {**self._overrides, **extra}, self.file_values)
+        if values is None:
+            values = resolve_flow_params(loaded, self._overrides, self.file_values)
+            with self._lock:
+                if self.loaded is loaded:
+                    self._values = values
+        return dict(values)
 
     def run(
         self,

@@ -30,7 +30,7 @@ import cloudpickle
 import cloudpickle.cloudpickle as internals
 
 _PLACEHOLDER = "0" * 32
-_SINGLEDISPATCH_CODE = functools.singledispatch(lambda value: value).__code__  # type: ignore[attr-defined]
+_SINGLEDISPATCH_CODE = functools.singledispatch(lambda value: value).__code__  # type: ignore[attr-defined]  # a function
 
 
 def rebuild_singledispatch(function: Callable[..., Any], implementations: list[tuple[Any, Any]]) -> Any:
@@ -65,7 +65,7 @@ def stable_class_id(cls: type) -> str:
     return stable
 
 
-class StablePickler(cloudpickle.Pickler):
+class StablePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """cloudpickle with content-derived class ids and shippable `singledispatch` functions."""
 
     def reducer_override(self, obj: Any) -> Any:

@@ -99,14 +99,14 @@ def step_status_in_db(store_dir: Path, step: str) -> list[str]:
 
 
 def worker_pids(marker: str) -> list[int]:
-    """Live `runner.worker` processes whose environment carries FLOW_TEST_MARKER=marker."""
+    """Live `runner.executors.worker` processes whose environment carries FLOW_TEST_MARKER=marker."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            if b"runner.worker" not in cmdline:
+            if b"runner.executors.worker" not in cmdline:
                 continue
             environ = (entry / "environ").read_bytes()
             status = (entry / "status").read_text()

@@ -1,7 +1,7 @@
 """Several `flow run` processes on one store at once: all finish correctly, the store stays sound,
 and (with the engine's use of leases) a fingerprint is never computed by two processes at once.
 
-The lease API (`Store.acquire_lease / lease_holder / release_lease / wait_for`) is tested on its
+The lease API (`Store.acquire_lease / lease_holder / release_lease`) is tested on its
 own across real processes, and end to end: a run waits for a fingerprint another live process
 holds the lease for.
 """
@@ -260,14 +260,14 @@ for fp in [f"{{i:064x}}" for i in range({n})]:
                 break
             computed.append(fp)
             time.sleep(0.01)
-            now = time.time()
-            store.submit(lambda c, fp=fp, now=now: c.execute(
-                "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at) "
-                "VALUES (?, ?, 'x', NULL, ?)", (fp, "h" + fp[:8], now)))
+            store.record_output("h" + fp[:8], 0, b"", cache_as=fp, step="x", run_id=0, preview=None)
             store.release_lease(fp)      # queued after the cache row: commits with or after it
             store.flush()
             break
-        if store.wait_for(fp, timeout=30) is not None:
+        deadline = time.monotonic() + 30   # another process computes it: wait for its result or release
+        while store.lookup(fp) is None and store.lease_holder(fp) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if store.lookup(fp) is not None:
             break
 print(json.dumps(computed))
 store.close()
@@ -316,7 +316,7 @@ def test_a_lease_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
         other = store.acquire_lease(fp)
         assert other is not None and other.pid == proc.pid
         assert store.lease_holder(fp) is not None
-        assert store.wait_for(fp, timeout=0.3) is None  # still held, nothing cached: gave up waiting
+        assert store.lookup(fp) is None  # still held, nothing cached
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert store.lease_holder(fp) is None, "a dead holder's lease is void"
@@ -324,7 +324,7 @@ def test_a_lease_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
         assert store.acquire_lease(fp) is None, "re-entrant for its holder"
         store.release_lease(fp)
         store.flush()
-        assert store.conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert store._conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -339,7 +339,7 @@ def test_close_releases_every_lease_of_the_process(tmp_path: Path) -> None:
     store.close()
     again = Store(tmp_path / "store")
     try:
-        assert again.conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
+        assert again._conn.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     finally:
         again.close()
 

@@ -765,7 +765,7 @@ def test_timeout_does_not_count_worker_start_up(flow_cli, write_flow, log, tmp_p
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(
         "import os, sys, time\n"
-        "if os.environ.get('FLOW_TEST_SLOW_START') and 'runner.worker' in ' '.join(sys.orig_argv):\n"
+        "if os.environ.get('FLOW_TEST_SLOW_START') and 'executors.worker' in ' '.join(sys.orig_argv):\n"
         "    time.sleep(1.5)\n"
     )
     body = """

@@ -1,12 +1,12 @@
 """Fault-injection campaign: `kill -9` the runner of a real `flow run` at random points, many times.
 
 Each kill is either a timed SIGKILL from outside at a random moment of the run, or an injected one
-(`FLOW_FAULT_KILL`, see `runner.artifacts.fault_point`) at a precise point: a worker starting or
+(`FLOW_FAULT_KILL`, see `runner.testing`) at a precise point: a worker starting or
 finishing a step, a worker writing or renaming a file artifact, the store writer between its writes
 and its COMMIT. The RNG seed is printed; `FLOW_FAULT_SEED=<seed>` replays a campaign.
 
 After every kill: `PRAGMA integrity_check` is ok and every step recorded as finished has an artifact
-whose content hash matches (`runner.doctor.diagnose` finds no problem), the killed run reads
+whose content hash matches (`runner.store.doctor.diagnose` finds no problem), the killed run reads
 `interrupted` after the next open, no worker process of the run survives, and the next run executes
 no step that was already recorded as finished (side-effect file) and computes the right values.
 
@@ -35,8 +35,7 @@ import psutil
 import pytest
 
 from dsl import load_flow
-from runner.doctor import diagnose
-from runner.store import Store
+from runner.store import Store, diagnose
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -273,7 +272,7 @@ class Lane:
             return set()
         store = Store(self.store, create=False)
         try:
-            rows = store.conn.execute(
+            rows = store._conn.execute(
                 "SELECT s.name, r.params FROM steps s JOIN runs r ON r.id = s.run_id "
                 "WHERE s.status IN ('succeeded', 'cached')"
             ).fetchall()
@@ -288,7 +287,7 @@ class Lane:
             return None
         store = Store(self.store, create=False)
         try:
-            row = store.conn.execute("SELECT id, status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            row = store._conn.execute("SELECT id, status FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         finally:
             store.close()
         return (int(row[0]), str(row[1])) if row else None

@@ -22,8 +22,9 @@ import pytest
 
 from dsl import load_flow, locality
 from dsl.locality import distribution_of, is_user_file, version_of
-from runner.fingerprint import _global_names, _names, static_prints, value_hash
-from runner.imports import CannotSee, ImportScanner, imports_in
+from runner.fingerprint import static_prints, value_hash
+from runner.fingerprint.bytecode import code_names, global_names
+from runner.fingerprint.imports import CannotSee, ImportScanner, imports_in
 from runner.stable_pickle import StablePickler
 
 
@@ -46,7 +47,7 @@ def test_dict_order_is_part_of_a_values_hash_and_set_order_is_not():
 
 
 def globals_of(code: types.CodeType) -> set[str]:
-    return _global_names(code, _names(code))
+    return global_names(code, code_names(code))
 
 
 def test_attribute_names_are_not_globals():

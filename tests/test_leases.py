@@ -2,7 +2,7 @@
 
 Each case was a hang before: `flow run` waited for ever on "run #1 is computing the same step",
 and `flow delete 1` / `flow gc` refused for ever, because liveness was judged by pid on the same
-hostname. Now a run's process is an owner with a kernel lock and a heartbeat (`runner.liveness`).
+hostname. Now a run's process is an owner with a kernel lock and a heartbeat (`runner.store.liveness`).
 The cross-host rows are written as another machine's runner writes them; the container cases run a
 real `flow run` under `unshare -u` (another hostname) and `unshare -pf` (recorded as pid 1), kill it
 with SIGKILL mid-step, and run the same flow on the host.
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from runner.liveness import HEARTBEAT_EXPIRY_S, LATE_S
 from runner.store import Store
+from runner.store.liveness import HEARTBEAT_EXPIRY_S, LATE_S
 from tests.helpers_core import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ def test_a_runner_killed_in_a_container_blocks_nothing_on_the_host(
         wait_for(marker.exists, timeout=30)
         recorded = Store(store, create=False)
         try:
-            (pid, host) = recorded.conn.execute("SELECT pid, host FROM runs").fetchone()
+            (pid, host) = recorded._conn.execute("SELECT pid, host FROM runs").fetchone()
         finally:
             recorded.close()
         if "-pf" in prefix:

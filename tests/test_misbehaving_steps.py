@@ -232,7 +232,7 @@ def test_a_million_log_lines_keep_runner_memory_bounded(store_dir, write_flow, t
     store = Store(store_dir, create=False)
     try:
         run_id = store.latest_run_id()
-        (count,) = store.conn.execute(
+        (count,) = store._conn.execute(
             "SELECT COUNT(*) FROM logs WHERE run_id=? AND step='chatty'", (run_id,)
         ).fetchone()
         first = store.get_logs(run_id, "chatty", limit=1)[0].line

@@ -44,9 +44,9 @@ def test_a_new_store_is_private_wal_and_versioned(store_dir):
     try:
         assert stat.S_IMODE(store_dir.stat().st_mode) == 0o700
         assert (store_dir / "artifacts").is_dir()
-        mode = store.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        mode = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
         assert mode.lower() == "wal"
-        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         assert int(version) == store_module.SCHEMA_VERSION
     finally:
         store.close()
@@ -81,7 +81,7 @@ def test_an_old_schema_is_migrated_forward(store_dir):
     conn.close()
     store = Store(store_dir)
     try:
-        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         assert int(version) == store_module.SCHEMA_VERSION
     finally:
         store.close()
@@ -127,7 +127,7 @@ def test_artifacts_are_content_addressed_and_verified(store_dir, tmp_path):
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
     store = Store(store_dir)
     try:
-        store.conn.execute(
+        store._conn.execute(
             "INSERT INTO artifacts(hash, size, data, created_at) VALUES (?, ?, NULL, 0)", (digest, len(data))
         )
         assert store.read_artifact(digest) == data
@@ -164,7 +164,7 @@ def test_large_outputs_go_to_files_small_ones_inline(harness, write_flow, log, s
     run = harness.run(path)
     harness.store.flush()
     hashes = {s.name: s.output_hash for s in run.steps}
-    rows = dict(harness.store.conn.execute("SELECT hash, data IS NULL FROM artifacts").fetchall())
+    rows = dict(harness.store._conn.execute("SELECT hash, data IS NULL FROM artifacts").fetchall())
     assert rows[hashes["small"]] == 0
     assert rows[hashes["large"]] == 1
     assert (store_dir / "artifacts" / hashes["large"][:2] / hashes["large"]).stat().st_size > 3 << 20
@@ -178,9 +178,10 @@ def test_mark_interrupted_only_touches_runs_of_dead_processes(store_dir):
         alive_id = store.create_run("f", "/f.py", {}, "cli", "local")
         dead_id = store.create_run("f", "/f.py", {}, "cli", "local")
         # A row as schema 3 wrote it (no owner): judged by its pid on this host.
-        store.conn.execute("UPDATE runs SET pid=?, owner=NULL WHERE id=?", (dead.pid, dead_id))
-        store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
-        store.conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
+        store._conn.execute("UPDATE runs SET pid=?, owner=NULL WHERE id=?", (dead.pid, dead_id))
+        conn = store._conn
+        conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'a', 'running')", (dead_id,))
+        conn.execute("INSERT INTO steps(run_id, name, status) VALUES (?, 'b', 'succeeded')", (dead_id,))
         assert store.mark_interrupted() == [dead_id]
         assert store.get_run(alive_id).status == "running"
         run = store.get_run(dead_id)

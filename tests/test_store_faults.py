@@ -149,7 +149,7 @@ def test_a_version_1_store_is_migrated_to_the_current_schema(run_flow, effects, 
     assert executed(effects) == [], "the cache survives the migration"
     store = Store(store_dir)
     try:
-        assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
+        assert store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(
             SCHEMA_VERSION
         )
         assert store.acquire_lease("f" * 64) is None

@@ -1,7 +1,7 @@
 """Log lines from real worker processes: batched, complete, in order, timestamped, before the result.
 
-A worker sends a step's lines in frames of many lines (`runner.worker.LogSender`); these tests drive a
-real `LocalExecutor` (worker processes, pipes, pickled frames) and a real engine and store, and check
+A worker sends a step's lines in frames of many lines (`runner.executors.worker.LogSender`); these tests
+drive a real `LocalExecutor` (worker processes, pipes, pickled frames) and a real engine and store, and check
 that batching loses nothing: not the order between stdout and stderr, not the per-line timestamps,
 not the last lines of a step that ends with `os._exit` or dies in native code.
 """
@@ -19,8 +19,8 @@ import pytest
 from runner.events import StepFinished, StepLog
 from runner.executors.base import Task, TaskDone, TaskLog, TaskLogs
 from runner.executors.local import LocalExecutor
-from runner.recorder import insert_logs
 from runner.store import Store
+from runner.store.recorder import insert_logs
 from tests.conftest import EngineHarness
 
 
@@ -192,7 +192,7 @@ def test_log_rows_are_stored_in_order_whatever_their_number(store_dir: Path, cou
             (7, f"step{i % 3}", 1_700_000_000.123456 + i / 7, ("stdout", "stderr")[i % 2], f"line {i} ✓")
             for i in range(count)
         ]
-        store.submit(lambda conn: insert_logs(conn, rows))
+        store._write(lambda conn: insert_logs(conn, rows))  # the statement itself, without a recorder
         store.flush()
         stored = store.get_logs(7)
         assert [(line.step, line.ts, line.stream, line.line) for line in stored] == [row[1:] for row in rows]

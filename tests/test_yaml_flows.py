@@ -345,9 +345,9 @@ def test_a_store_of_schema_3_gains_the_flow_outputs_column(store_dir, write_flow
     conn.close()
     store = Store(store_dir)
     try:
-        version = store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         assert int(version) == store_module.SCHEMA_VERSION >= 5
-        columns = [row[1] for row in store.conn.execute("PRAGMA table_info(runs)")]
+        columns = [row[1] for row in store._conn.execute("PRAGMA table_info(runs)")]
         assert "outputs" in columns
     finally:
         store.close()

@@ -11,10 +11,10 @@ How a task travels, and why:
   inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key instead of riding in the task
   graph, so a large upstream output shared by a fan-out crosses the network once per worker.
 - **A killable process per step.** A Python function running in a Dask worker thread cannot be
-  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.worker` process through
-  a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner cancels the
-  future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s, and a step
-  that crashes its interpreter fails alone without taking the Dask worker down.
+  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.executors.worker`
+  process through a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner
+  cancels the future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s,
+  and a step that crashes its interpreter fails alone without taking the Dask worker down.
 - **Outputs inline.** The step's pickled output comes back inside its `TaskResult`; the runner writes
   outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
   result to flow's scheduler, so the store sees exactly what the local executor produces. Cost: a large
@@ -30,7 +30,9 @@ How a task travels, and why:
   (or a task starts a second time), the executor cancels the future and reports the step failed with
   "the Dask worker running this step died"; the scheduler then retries or fails it.
 
-`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it.
+`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it. That is
+also why this module is longer than ~500 lines: both halves (the Dask worker's `run_on_worker` and the
+runner's `DaskExecutor`) stay behind that one lazy import, and tests reach both through it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, 
 from runner.executors.execute import printable
 
 if TYPE_CHECKING:
+    from dask.typing import Key
     from distributed import Client, Future
 
 CONNECT_TIMEOUT_S = 5.0
@@ -145,7 +148,7 @@ def _spawn_path() -> Iterator[None]:
     first, once the flow is loaded; the working directory under `python -m`) and imports `runner`
     from it before anything else (its main module, then `run_on_worker`): a user's `runner.py` there
     made every worker fail to start. The worker process needs none of those directories (a step's
-    code travels by value; its `runner.worker` processes get the flow's root with each task).
+    code travels by value; its `runner.executors.worker` processes get the flow's root with each task).
     Limitation: a worker process the cluster restarts later (after it died) is spawned with the
     `sys.path` of that moment.
     """
@@ -167,7 +170,7 @@ _thread_local = threading.local()
 
 
 def _thread_executor() -> Any:
-    """This Dask worker thread's own warm `runner.worker` process (a one-slot `LocalExecutor`)."""
+    """This Dask worker thread's own warm `runner.executors.worker` process (a one-slot `LocalExecutor`)."""
     executor = getattr(_thread_local, "executor", None)
     if executor is None:
         from runner.executors.local import LocalExecutor
@@ -184,7 +187,7 @@ def _restore(ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
     return ref
 
 
-def _cancelled(worker: Any, key: str) -> bool:
+def _cancelled(worker: Any, key: Key) -> bool:
     """True once the task is no longer wanted here: the client cancelled it, or the worker is closing.
 
     A closing worker (it lost the scheduler, or is being shut down) waits for its running tasks, so a
@@ -262,8 +265,8 @@ class _Pending:
     """A submitted task as the runner tracks it."""
 
     task: Task
-    future: Future
-    blobs: list[Future]
+    future: Future[Any]
+    blobs: list[Future[Any]]
     worker: str | None = None
     starts: int = 0
     batches: int = 0
@@ -274,6 +277,10 @@ class _Pending:
 
 class DaskExecutor:
     """Runs tasks on a Dask cluster: a `LocalCluster` it starts, or an existing scheduler.
+
+    Over the ~300 lines a class should be, for a reason: the `Executor` interface on one side and
+    Dask's futures, topics and scheduler plugins on the other meet here, under one lock; the
+    worker-side half (`run_on_worker`) is already apart, above.
 
     Args:
         address: None to start a local cluster sized to this machine; else the scheduler's address
@@ -320,7 +327,8 @@ class DaskExecutor:
                 self._client = Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise FlowError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
-        self.address: str = self._client.scheduler.address
+        assert self._client.scheduler is not None
+        self.address = str(self._client.scheduler.address)
         self._fixed_slots = workers
         self._slots = max(1, workers or 0)
         self._worker_resources: list[dict[str, float]] = []
@@ -330,10 +338,10 @@ class DaskExecutor:
         self._topic = _TOPIC_PREFIX + self._uid
         self._cond = threading.Condition()
         self._tasks: dict[str, _Pending] = {}
-        self._keys: dict[str, str] = {}
-        self._blobs: OrderedDict[str, Future] = OrderedDict()
+        self._keys: dict[Key, str] = {}
+        self._blobs: OrderedDict[str, Future[Any]] = OrderedDict()
         self._ready: deque[TaskEvent] = deque()
-        self._finished: deque[Future] = deque()
+        self._finished: deque[Future[Any]] = deque()
         self._died: deque[tuple[str, str]] = deque()
         self._held: dict[str, _Pending] = {}
         self._woken = False
@@ -355,7 +363,7 @@ class DaskExecutor:
         except ValueError as exc:
             self._fail_now(task, f"invalid resources: {exc}")
             return
-        blob_futures: dict[str, Future] = {}
+        blob_futures: dict[str, Future[Any]] = {}
         try:
             kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
             shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
@@ -462,7 +470,7 @@ class DaskExecutor:
 
     # ----- runner-side helpers -------------------------------------------------------------------
 
-    def _cancel_future(self, future: Future, reason: str) -> None:
+    def _cancel_future(self, future: Future[Any], reason: str) -> None:
         """Cancel on the cluster; a lost connection has dropped the task already, so that is fine too."""
         try:
             self._client.cancel([future], reason=reason)
@@ -481,7 +489,7 @@ class DaskExecutor:
         if self._fixed_slots is None:
             self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def _ship(self, ref: InputRef, blobs: dict[str, Future]) -> InputRef:
+    def _ship(self, ref: InputRef, blobs: dict[str, Future[Any]]) -> InputRef:
         """An input a remote worker can read: files read here, large bytes scattered once per content.
 
         A large input becomes a placeholder plus a scattered future in `blobs` (Dask then moves it to
@@ -525,12 +533,12 @@ class DaskExecutor:
             self._ready.append(TaskDone(task.id, TaskResult(ok=False, error=error)))
             self._cond.notify_all()
 
-    def _collect(self, futures: list[Future]) -> None:
+    def _collect(self, futures: list[Future[Any]]) -> None:
         """Turn finished futures into results: one `gather` for the successful ones."""
         with self._cond:
             tracked = [(f, self._tasks[self._keys[f.key]].task) for f in futures if f.key in self._keys]
         ok = [f for f, _ in tracked if f.status == "finished"]
-        values: dict[str, Any] = {}
+        values: dict[Key, Any] = {}
         if ok:
             try:
                 values = dict(zip((f.key for f in ok), self._client.gather(ok), strict=True))
@@ -566,7 +574,7 @@ class DaskExecutor:
                     pending.hold_until = time.monotonic() + _LOG_GRACE_S
                     self._held[task_id] = pending
 
-    def _exception(self, future: Future) -> BaseException:
+    def _exception(self, future: Future[Any]) -> BaseException:
         try:
             exc = future.exception(timeout=CONNECT_TIMEOUT_S)
         except Exception as err:
@@ -610,7 +618,7 @@ class DaskExecutor:
 
     # ----- callbacks (Dask's threads) --------------------------------------------------------------
 
-    def _on_done(self, future: Future) -> None:
+    def _on_done(self, future: Future[Any]) -> None:
         """A future finished, failed or was cancelled (Dask's callback thread): hand it to `events`."""
         with self._cond:
             if future.key not in self._keys:  # its result came as an event, or it was cancelled

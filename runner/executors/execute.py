@@ -21,17 +21,17 @@ from typing import Any
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
 from dsl.locality import is_user_file
-from runner import artifacts, freshness
+from runner import freshness
 from runner.artifacts import (
     ArtifactError,
     UnstorableOutput,
     dump_output,
-    fault_point,
     preview,
     verify_file,
 )
 from runner.executors.base import InputRef, Task, TaskResult
 from runner.redaction import redacting
+from runner.testing import fault_point
 
 Emit = Callable[[str, str, float], None]
 """Receives (stream, line, timestamp) for each captured line."""
@@ -167,7 +167,8 @@ def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., A
             raise KeyError(f"no code for {task.code_key}")
         _forget_project_modules(task.sys_path)
         code = cache[task.code_key] = pickle.loads(task.code)
-    return code[task.entry] if task.entry else code  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = code[task.entry] if task.entry else code
+    return fn
 
 
 def rebuild_lru_cache(function: Callable[..., Any], maxsize: int | None, typed: bool) -> Callable[..., Any]:
@@ -220,12 +221,14 @@ def execute(
     emit: Emit,
     *,
     on_exception: Callable[[BaseException], None] | None = None,
+    keep_log_level: bool = False,
 ) -> TaskResult:
     """Run `fn(**inputs)` for `task` with output capture, metrics and output storage.
 
     Never raises for the step's own failure: an exception becomes `TaskResult(ok=False, ...)`.
     `on_exception` (the inline executor's `--pdb`) is called with the exception while its frames are
-    alive, after the real stdout and stderr are back.
+    alive, after the real stdout and stderr are back. `keep_log_level` (a worker): leave the root
+    logger at INFO for the next step, since each `setLevel` clears every logger's cache.
     """
     install_roots(task)
     ctx = StepContext(step=task.step, run_id=task.run_id, attempt=task.attempt)
@@ -236,7 +239,7 @@ def execute(
     previous_target, handler.target = handler.target, emit
     root = logging.getLogger()
     saved = sys.stdout, sys.stderr, root.level
-    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    sys.stdout, sys.stderr = out, err
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
@@ -247,8 +250,7 @@ def execute(
         sys.stdout, sys.stderr = saved[0], saved[1]
         root.removeHandler(handler)
         handler.target = previous_target
-        if not artifacts.IN_WORKER and root.level != saved[2]:
-            # A worker keeps INFO for its next step: each setLevel clears every logger's cache.
+        if not keep_log_level and root.level != saved[2]:
             root.setLevel(saved[2])
 
     started = time.perf_counter()

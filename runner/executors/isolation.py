@@ -29,7 +29,7 @@ imported). docs/guarantees.md says so too.
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # CPython's C module behind `signal`: no stub
 import dis
 import fcntl
 import logging
@@ -43,7 +43,7 @@ import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 _SIGNALS = tuple(sorted(int(s) for s in _signal.valid_signals() if int(s) < 32 and int(s) not in (9, 19)))
 """The standard signals, whose handler a step could change (not SIGKILL, SIGSTOP; real-time signals are
@@ -243,7 +243,7 @@ class Isolation:
         except OSError:
             self._cwd = None  # started in a deleted directory (a step removed it): nothing to go back to
         self._environ = os.environ
-        self._env = dict(os.environ._data)  # type: ignore[attr-defined]
+        self._env = dict(os.environ._data)  # type: ignore[attr-defined]  # the bytes behind os.environ
         self._fds = tuple((fd, _dup_high(fd)) for fd in (0, 1, 2))
         self._poll = select.poll()
         for fd in (0, 1, 2):
@@ -263,7 +263,7 @@ class Isolation:
         """Take the current `sys.path`, `sys.meta_path` and `warnings` filters as the clean ones."""
         self._path = sys.path, list(sys.path)
         self._meta_path = sys.meta_path, list(sys.meta_path)
-        self._filters = warnings.filters, list(warnings.filters)  # type: ignore[attr-defined]
+        self._filters = _warning_filters(), list(_warning_filters())
 
     def begin(self, fn: Callable[..., Any], roots: tuple[str, ...]) -> StepState:
         """Record what a step may change, just before it runs (after its project roots are installed)."""
@@ -324,7 +324,7 @@ class Isolation:
         """`os.environ`, `sys.path`, `sys.meta_path`, `sys.stdin`, recursion limit, root log handlers."""
         if os.environ is not self._environ:
             os.environ = self._environ  # noqa: B003 - the object comes back; its contents just below
-        data: dict[bytes, bytes] = self._environ._data  # type: ignore[attr-defined]
+        data: dict[bytes, bytes] = self._environ._data  # type: ignore[attr-defined]  # see `begin`
         if data != self._env:
             try:
                 for key in data.keys() - self._env.keys():
@@ -336,10 +336,10 @@ class Isolation:
                 reasons.append(f"the environment could not be restored ({exc.strerror})")
             data.clear()
             data.update(self._env)
-        clean, copy = self._path
-        if sys.path is not clean or clean != copy:
-            sys.path = clean
-            clean[:] = copy
+        path, path_copy = self._path
+        if sys.path is not path or path != path_copy:
+            sys.path = path
+            path[:] = path_copy
         clean, copy = self._meta_path
         if sys.meta_path is not clean or clean != copy:
             # A finder added is kept (libraries install import hooks when first imported: `six`);
@@ -361,8 +361,8 @@ class Isolation:
             self._root.handlers[:] = self._handlers
         if self._root.level != WORKER_LOG_LEVEL:
             self._root.setLevel(WORKER_LOG_LEVEL)
-        filters, copy = self._filters
-        if warnings.filters is not filters or filters != copy:  # type: ignore[attr-defined]
+        filters, filters_copy = self._filters
+        if _warning_filters() is not filters or filters != filters_copy:
             self._restore_warnings()
 
     def _restore_warnings(self) -> None:
@@ -372,13 +372,13 @@ class Isolation:
         while the library stays imported would only bring back the warnings it meant to silence.
         """
         filters, copy = self._filters
-        current = warnings.filters  # type: ignore[attr-defined]
+        current = _warning_filters()
         if [f for f in current if f[0] == "error"] == [f for f in copy if f[0] == "error"]:
             self._filters = current, list(current)
             return
-        warnings.filters = filters  # type: ignore[attr-defined]
+        warnings.filters = filters
         filters[:] = copy
-        warnings._filters_mutated()  # type: ignore[attr-defined]
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # private: the filters' cache version
 
     def _forget_user_modules(self, state: StepState) -> None:
         """Drop the user's own modules the step imported: the next step imports them from their file.
@@ -401,3 +401,8 @@ class Isolation:
             file = getattr(sys.modules.get(name), "__file__", None)
             if file and file.startswith(prefixes) and "site-packages" not in file:
                 del sys.modules[name]
+
+
+def _warning_filters() -> list[Any]:
+    """`warnings.filters`, the list itself (typeshed calls it a `Sequence`; it is a list)."""
+    return cast(list[Any], warnings.filters)

@@ -5,7 +5,7 @@ cancel kills the worker and every process below it (`kill_tree`: so processes th
 too, even in a session of their own) and a fresh worker replaces it on demand, as it does a worker
 that retires after a step left state it cannot undo (`runner.executors.isolation`).
 
-Workers start as `python -P -m runner.worker`: without `-P`, `-m` puts the working directory first
+Workers start as `python -P -m runner.executors.worker`: without `-P`, `-m` puts the working directory first
 on `sys.path`, and a user's own `runner.py` (or `dsl.py`, `runner/`) there shadowed this package.
 
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
@@ -26,7 +26,7 @@ from collections import deque
 from pathlib import Path
 
 from runner.executors import wire
-from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult, TaskStarted
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
 from runner.executors.proctree import kill_tree
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -95,7 +95,7 @@ class LocalExecutor:
         env["PYTHONHASHSEED"] = "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "runner.worker", str(to_r), str(from_w)],
+            [sys.executable, "-P", "-m", "runner.executors.worker", str(to_r), str(from_w)],
             pass_fds=(to_r, from_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -126,7 +126,7 @@ class LocalExecutor:
         worker.task = task
         self._by_task[task.id] = worker
         try:
-            wire.write_all(worker.to_worker, wire.encode(("task", task)))
+            wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task)))
         except OSError:
             self._crashed(worker)
 
@@ -150,7 +150,7 @@ class LocalExecutor:
             self._workers.remove(worker)
         for fd in (worker.from_worker, worker.proc.stdout, worker.proc.stderr):
             try:
-                self._selector.unregister(fd)  # type: ignore[arg-type]
+                self._selector.unregister(fd)  # type: ignore[arg-type]  # a pipe, or None: both raise here
             except (KeyError, ValueError):
                 pass
         for closable in (worker.proc.stdout, worker.proc.stderr):
@@ -205,29 +205,25 @@ class LocalExecutor:
         events, self._pending = self._pending, []
         return events
 
-    def _on_message(self, worker: _Worker, message: tuple[object, ...]) -> None:
-        kind = message[0]
+    def _on_message(self, worker: _Worker, message: wire.FromWorker) -> None:
         task = worker.task
-        if task is None or message[1] != task.id:
+        if task is None:
             return
-        if kind == "logs":
-            self._pending.append(TaskLogs(task.id, message[2]))  # type: ignore[arg-type]
-        elif kind == "log":
-            _, task_id, stream, line, ts = message
-            self._pending.append(TaskLog(str(task_id), str(stream), str(line), float(ts)))  # type: ignore[arg-type]
-        elif kind == "started":
-            self._pending.append(TaskStarted(task.id, time.time()))
-        elif kind == "done":
-            result: TaskResult = message[2]  # type: ignore[assignment]
+        if isinstance(message, wire.Finished):
+            done = message.done
+            if done.task_id != task.id:
+                return
             # What the step wrote to fds 1/2 before returning is in the pipes now. The worker says
-            # whether any of it was still unread when it sent the result (absent: assume so).
-            self._drain_raw(worker, read=len(message) < 4 or bool(message[3]))
+            # whether any of it was still unread when it sent the result.
+            self._drain_raw(worker, read=message.raw_output_unread)
             worker.task = None
             self._by_task.pop(task.id, None)
-            object.__setattr__(result, "where", worker.where)  # unpickled just now: ours to fill in
-            self._pending.append(TaskDone(task.id, result))
-            if len(message) > 4 and message[4]:
-                self._kill(worker)  # retiring: it exits by itself; this reaps it (and anything left)
+            object.__setattr__(done.result, "where", worker.where)  # unpickled just now: ours to fill in
+            self._pending.append(done)
+            if message.retiring:
+                self._kill(worker)  # it exits by itself; this reaps it (and anything left)
+        elif message.task_id == task.id:
+            self._pending.append(message)
 
     def _on_raw(self, worker: _Worker, stream: str, chunk: bytes) -> None:
         """Output written straight to file descriptors 1 and 2 (C code, child processes)."""

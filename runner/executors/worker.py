@@ -1,4 +1,4 @@
-"""Provides the worker process: `python -P -m runner.worker IN_FD OUT_FD`.
+"""Provides the worker process: `python -P -m runner.executors.worker IN_FD OUT_FD`.
 
 A worker stays warm across tasks and runs: it receives tasks as frames, keeps each step's unpickled
 code by `code_key`, and sends back log lines and results. It never outlives the runner: a watchdog
@@ -9,13 +9,8 @@ included) and its process group once the parent is gone. `-P`: the working direc
 Steps do not leak into each other (`runner.executors.isolation`): after each step the worker puts
 back what the step changed, or, when that cannot be done cheaply, says so in its result and exits.
 
-The protocol (frames of `runner.executors.wire`), runner to worker: `("task", Task)`, `("exit",)`;
-worker to runner: `("started", task_id)`, `("logs", task_id, [(stream, line, ts), ...])`,
-`("log", task_id, stream, line, ts)`, and last for each task
-`("done", task_id, TaskResult, raw_output_unread, retiring)`: `raw_output_unread` says whether bytes the
-step wrote to fds 1/2 may wait unread in the runner's pipes; `retiring` that this worker takes no
-further task (the step left state that cannot be undone) and is exiting: the runner reaps it and
-starts a fresh worker on demand.
+The protocol is `runner.executors.wire`'s typed frames: `RunTask`/`Exit` in, `TaskStarted`, `TaskLogs`/
+`TaskLog` and `Finished` out.
 
 Log lines travel in batches (`LogSender`): a step printing 100,000 lines would otherwise cost the
 runner a frame, an unpickle, a wake-up and an event object per line, all holding the runner's GIL.
@@ -27,7 +22,6 @@ import array
 import faulthandler
 import fcntl
 import os
-import re
 import signal
 import sys
 import termios
@@ -37,45 +31,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from runner import artifacts
 from runner.executors import wire
-from runner.executors.base import Task, TaskResult
+from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
 from runner.executors.execute import execute, install_roots, resolve_code
 from runner.executors.isolation import Isolation
+from runner.executors.limits import limit_memory, memory_limit, restore_memory
 from runner.executors.proctree import kill_tree
+from runner.testing import kill_parent_on_fault
 
 _CODE_CACHE_SIZE = 4096
-
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1e3,
-    "kb": 1e3,
-    "m": 1e6,
-    "mb": 1e6,
-    "g": 1e9,
-    "gb": 1e9,
-    "t": 1e12,
-    "tb": 1e12,
-    "kib": 1 << 10,
-    "mib": 1 << 20,
-    "gib": 1 << 30,
-    "tib": 1 << 40,
-}
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from a number or a size like "512MB", "2GiB".
-
-    Raises:
-        ValueError: not a size.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {value!r} (use bytes or e.g. '512MB', '2GiB')")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 def _become_subreaper() -> None:
@@ -147,36 +111,6 @@ def _raw_output_unread() -> bool:
     return False
 
 
-def _memory_limit(task: Task) -> int | None:
-    """The step's memory limit in bytes: `resources={"memory": "2GB"}`, else `$FLOW_MEMORY_LIMIT`."""
-    value = (task.resources or {}).get("memory") or os.environ.get("FLOW_MEMORY_LIMIT")
-    return parse_size(value) if value else None
-
-
-def _limit_memory(limit: int) -> tuple[int, int] | None:
-    """Cap this process's address space at its current size + `limit`; return the old limits."""
-    try:
-        import resource
-
-        old = resource.getrlimit(resource.RLIMIT_AS)
-        with open("/proc/self/statm") as handle:
-            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        cap = current + limit
-        if old[1] != resource.RLIM_INFINITY:
-            cap = min(cap, old[1])
-        resource.setrlimit(resource.RLIMIT_AS, (cap, old[1]))
-        return old
-    except (OSError, ValueError, ImportError):
-        return None
-
-
-def _restore_memory(old: tuple[int, int] | None) -> None:
-    if old is not None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, old)
-
-
 FLUSH_INTERVAL_S = 0.005
 """Longest a printed line waits in the worker before it is sent (while lines keep coming)."""
 
@@ -212,7 +146,7 @@ class LogSender:
     the child has no flusher, and the lines it inherited in its buffer belong to the parent.
     """
 
-    def __init__(self, send: Callable[[Any], None]) -> None:
+    def __init__(self, send: Callable[[wire.FromWorker], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
         """Guards the current batch's lines."""
@@ -253,7 +187,7 @@ class LogSender:
                 if first and not due:
                     self._wake.set()
         if single:
-            self._send(("log", batch.task_id, stream, line, ts))
+            self._send(TaskLog(batch.task_id, stream, line, ts))
         elif due:
             self.flush(batch)
 
@@ -266,7 +200,7 @@ class LogSender:
                 lines, batch.lines = batch.lines, []
                 batch.closed = batch.closed or close
             if lines:
-                self._send(("logs", batch.task_id, lines))
+                self._send(TaskLogs(batch.task_id, lines))
                 self._last_sent = time.monotonic()
         finally:
             self._sending.release()
@@ -311,12 +245,12 @@ def _watch_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     in_fd, out_fd = int(argv[1]), int(argv[2])
     faulthandler.enable()
-    artifacts.IN_WORKER = True
+    kill_parent_on_fault()
     _become_subreaper()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     lock = threading.Lock()
 
-    def send(message: Any) -> None:
+    def send(message: wire.FromWorker) -> None:
         frame = wire.encode(message)
         with lock:
             wire.write_all(out_fd, frame)
@@ -327,25 +261,28 @@ def main(argv: list[str]) -> int:
 
     os.register_at_fork(after_in_child=forked)
 
+    def fail(task_id: str, error: str) -> None:
+        send(wire.Finished(TaskDone(task_id, TaskResult(ok=False, error=error))))
+
     logs = LogSender(send)
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: OrderedDict[str, Any] = OrderedDict()
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
     while True:
         message = wire.read_frame(in_fd)
-        if message is None or message[0] == "exit":
-            return 0
-        task: Task = message[1]
+        if not isinstance(message, wire.RunTask):
+            return 0  # `Exit`, or the runner closed the pipe
+        task = message.task
         fresh = task.code_key not in codes
         try:
             fn = resolve_code(task, codes)
         except Exception as exc:
-            send(("done", task.id, TaskResult(ok=False, error=f"cannot load the step's code: {exc}")))
+            fail(task.id, f"cannot load the step's code: {exc}")
             continue
         if len(codes) > _CODE_CACHE_SIZE:
             codes.popitem(last=False)
         if fresh or task.timeout:
-            send(("started", task.id))  # the step's timeout counts from here, not from a cold start
+            send(TaskStarted(task.id, time.time()))  # the step's timeout counts from here, not a cold start
 
         batch = logs.start(task.id)
 
@@ -353,19 +290,19 @@ def main(argv: list[str]) -> int:
             logs.emit(batch, stream, line, ts)
 
         try:
-            limit = _memory_limit(task)
+            limit = memory_limit(task)
         except ValueError as exc:
             logs.close(batch)
-            send(("done", task.id, TaskResult(ok=False, error=f"invalid memory limit: {exc}")))
+            fail(task.id, f"invalid memory limit: {exc}")
             continue
         if install_roots(task):
             isolation.rebase()
         state = isolation.begin(fn, task.sys_path)
-        old_limit = _limit_memory(limit) if limit else None
+        old_limit = limit_memory(limit) if limit else None
         try:
-            result = execute(task, fn, emit)
+            result = execute(task, fn, emit, keep_log_level=True)
         finally:
-            _restore_memory(old_limit)
+            restore_memory(old_limit)
         leftovers = kill_leftovers()
         if leftovers:
             emit("stderr", f"flow: killed {leftovers} process(es) the step left running", time.time())
@@ -374,7 +311,7 @@ def main(argv: list[str]) -> int:
             reasons = "; ".join(retire)
             emit("stderr", f"flow: {reasons}: this worker is replaced, so no later step sees it", time.time())
         logs.close(batch)
-        send(("done", task.id, result, _raw_output_unread(), bool(retire)))
+        send(wire.Finished(TaskDone(task.id, result), _raw_output_unread(), bool(retire)))
         if retire:
             _real_exit(0)  # now: a thread the step left must not run on, nor print, nor finalize
 

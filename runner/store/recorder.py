@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_json
-from runner.store import Store
+from runner.store.base import StoreBase
 
 LOG_BACKLOG = 20_000
 """Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
@@ -31,7 +31,7 @@ class _StepBatch:
 class StoreRecorder:
     """Persists runs, steps, metrics and logs as events arrive (writes are queued, batched)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreBase) -> None:
         self._store = store
         self._logs: list[tuple[int, str, float, str, str]] = []
         self._lock = threading.Lock()
@@ -47,7 +47,7 @@ class StoreRecorder:
                 logs.append(row)
                 backlog = len(logs)
             if backlog == 1:
-                self._store.submit(self._write_logs)
+                self._store._write(self._write_logs)
             elif backlog >= LOG_BACKLOG:
                 try:
                     self._store.flush()  # back-pressure: a step printing faster than SQLite writes waits
@@ -59,7 +59,7 @@ class StoreRecorder:
             return
         if type(event) is StepStarted:
             parent = event.step.partition("[")[0] if event.step.endswith("]") else None
-            row = (
+            started = (
                 event.run_id,
                 event.step,
                 parent,
@@ -69,10 +69,10 @@ class StoreRecorder:
                 event.reason,
                 event.fingerprint,
             )
-            self._add_step_row("started", row, [])
+            self._add_step_row("started", started, [])
             return
         self._seal()
-        submit = self._store.submit
+        submit = self._store._write
         if isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
             submit(
@@ -96,7 +96,7 @@ class StoreRecorder:
             submit(
                 lambda c: c.execute(
                     "UPDATE runs SET status=?, finished_at=? WHERE id=?",
-                    (event.status, event.ts, event.run_id),
+                    (str(event.status), event.ts, event.run_id),
                 )
             )
 
@@ -107,7 +107,7 @@ class StoreRecorder:
             event.run_id,
             event.step,
             parent,
-            event.status,
+            str(event.status),  # a plain str: SQLite binds it without looking for an adapter
             event.attempts,
             event.ts - event.duration_s,
             event.ts,
@@ -137,7 +137,7 @@ class StoreRecorder:
             batch.rows.append((kind, row))
             batch.metrics += metrics
         if new:
-            self._store.submit(lambda c: self._write_steps(c, batch))
+            self._store._write(lambda c: self._write_steps(c, batch))
 
     def _write_steps(self, conn: sqlite3.Connection, batch: _StepBatch) -> None:
         """Write a batch of step rows in order. A step that started and finished within the batch
@@ -186,7 +186,7 @@ class StoreRecorder:
         for key, _ in left:
             del self._details[key]
         if left:
-            self._store.submit(
+            self._store._write(
                 lambda c: c.executemany(
                     "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
                     [(dumps_json(detail), where, rid, name) for (rid, name), (detail, where) in left],

@@ -1,0 +1,174 @@
+"""Provides `CacheIndex`: what the engine remembers of the store's cache, so a re-run asks SQLite little.
+
+Three memories, each bounded: the results this engine stored (`recent`, with the size and mtime of each
+file artifact, so a cached step costs one `stat`), the fingerprints present in the store's cache when a
+run started (`cached`: a miss there skips the lookup), and each step's fingerprint parts in its latest
+run (`details`, what `explain` compares against). `flow gc` invalidates all of them (its generation
+changes). The index reads and writes the store only through its protocols (`runner.store.api`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from runner.artifacts import ArtifactError
+from runner.engine.decide import Reusable
+from runner.engine.model import Run
+from runner.store.api import EngineStore
+
+CACHED_ROWS_PER_STEP = 20
+"""A run loads the cache's new fingerprints if there are at most this many per step in its scope
+(plus 1,000): loading a row costs far less than one SQLite lookup on the scheduler thread."""
+RECENT_SIZE = 100_000
+"""Results (and step details) remembered; the oldest are forgotten first."""
+
+
+class CacheIndex:
+    """The engine's memory of the cache. Used on the scheduler thread, and by `Engine.start` under the
+    engine's lock (`lock`)."""
+
+    def __init__(self, store: EngineStore, lock: threading.RLock) -> None:
+        self._store = store
+        self._lock = lock
+        self._recent: dict[str, Reusable] = {}
+        self._stamps: dict[str, tuple[str, int, int]] = {}
+        self._cached: set[int] = set()
+        """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `uncached`)."""
+        self._cached_rowid = 0
+        self._cached_fresh = False
+        self._gc_generation = store.gc_generation()
+        self._unusable: dict[str, str] = {}
+        """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
+        self._details: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def refresh(self, steps: int) -> None:
+        """Catch up with the cache rows written since the last run started (by anyone).
+
+        A cold run then skips the SQLite lookup of every step whose fingerprint is not among them,
+        which is most of a trivial step's cost on the scheduler. Rows are loaded only while there
+        are few enough to beat one lookup per step; otherwise every step asks SQLite, as before.
+        """
+        generation = self._store.gc_generation()
+        if generation != self._gc_generation:
+            # `flow gc` removed cache entries and artifacts since: what this engine remembers of the
+            # cache may name results that are gone (and the cache's rowids may be reused).
+            with self._lock:
+                self._gc_generation = generation
+                self._recent.clear()
+                self._stamps.clear()
+                self._cached.clear()
+                self._cached_rowid = 0
+        found = self._store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
+        with self._lock:
+            if found is None:
+                self._cached_fresh = False
+                return
+            fingerprints, self._cached_rowid = found
+            self._cached.update(map(hash, fingerprints))
+            self._cached_fresh = True
+
+    def reusable(
+        self, run: Run, name: str, fingerprint: str, cache: bool, others_live: Callable[[], bool]
+    ) -> Reusable | None:
+        """A stored result for this fingerprint whose artifact is present and intact.
+
+        `cache=False` steps reuse only the result of the run being resumed. `others_live` says whether
+        another process uses the store (then a fingerprint unknown at the run's start may have been
+        stored since, and SQLite is asked)."""
+        recent = self._recent.get(fingerprint) if cache else None
+        if not cache:
+            resumed = run.resume.get(name)
+            if resumed is None or resumed[0] != fingerprint:
+                return None
+            found = Reusable(resumed[1], run.request.resume_of, None)
+        elif recent is not None:
+            if self._intact_file(fingerprint):
+                return recent
+            self._forget(fingerprint, "its artifact file is gone or changed on disk")
+            return None
+        else:
+            hit = run.prefetched.pop(fingerprint, None)
+            if hit is None:
+                if self._cached_fresh and hash(fingerprint) not in self._cached and not others_live():
+                    return None  # surely not in the store's cache (see `refresh`)
+                hit = self._store.lookup(fingerprint, verify=True)
+            if hit is None:
+                return None
+            found = Reusable(hit.output_hash, hit.run_id, hit.preview)
+            if hit.intact:
+                return found
+        try:
+            self._store.artifact_location(found.output_hash)
+        except ArtifactError as exc:
+            self._forget(fingerprint, str(exc))
+            return None
+        return found
+
+    def _forget(self, fingerprint: str, why: str) -> None:
+        self._recent.pop(fingerprint, None)
+        self._store.forget_cache(fingerprint)
+        self._unusable[fingerprint] = why
+
+    def pop_unusable(self, fingerprint: str) -> str | None:
+        """Why this fingerprint's stored result could not be used (said once, by the re-run's reason)."""
+        return self._unusable.pop(fingerprint, None)
+
+    def _intact_file(self, fingerprint: str) -> bool:
+        """A file artifact this engine wrote is still the file it wrote (same size and mtime).
+
+        Cheap enough for every cached step of a re-run; inline artifacts live in SQLite with their row.
+        """
+        stamp = self._stamps.get(fingerprint)
+        if stamp is None:
+            return True
+        path, size, mtime = stamp
+        try:
+            status = os.stat(path)
+        except OSError:
+            return False
+        return status.st_size == size and status.st_mtime_ns == mtime
+
+    def remember(self, fingerprint: str, found: Reusable, path: str | None) -> None:
+        """A result this engine just stored under `fingerprint` (in a file at `path`, or inline)."""
+        self._recent[fingerprint] = found
+        if path is not None:
+            try:
+                status = os.stat(path)
+                self._stamps[fingerprint] = (path, status.st_size, status.st_mtime_ns)
+            except OSError:
+                self._recent.pop(fingerprint, None)
+        if len(self._recent) > RECENT_SIZE:
+            evicted = next(iter(self._recent))
+            self._recent.pop(evicted)
+            self._stamps.pop(evicted, None)
+
+    def remember_detail(self, run: Run, name: str, detail: dict[str, Any]) -> None:
+        """What the next run of the flow compares this step against (`explain`): its fingerprint
+        parts in this run, whether it executed or came from the cache."""
+        self._details[(run.request.loaded.name, name)] = detail
+        if len(self._details) > RECENT_SIZE:
+            self._details.pop(next(iter(self._details)))
+
+    def previous_detail(self, run: Run, name: str) -> dict[str, Any] | None:
+        """The fingerprint parts of the step in the flow's previous run (this engine's memory, else
+        the store): "upstream output changed: X" only when X differs from what the user last saw."""
+        flow = run.request.loaded.name
+        known = self._details.get((flow, name))
+        if known is not None:
+            return known
+        if run.previous is None:
+            run.previous = self._store.previous_details(flow)
+        return run.previous.get(name)
+
+    def metrics_of(self, run: Run, from_run: int | None, fingerprint: str) -> dict[str, float] | None:
+        """The metrics a cached step recorded in the run that computed it (one query per source run),
+        found by fingerprint: a fan-out item's index there may differ from its index now."""
+        if from_run is None:
+            return None
+        by_print = run.source_metrics.get(from_run)
+        if by_print is None:
+            by_print = run.source_metrics[from_run] = self._store.metrics_by_fingerprint(from_run)
+        return by_print.get(fingerprint)

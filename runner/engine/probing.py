@@ -1,0 +1,165 @@
+"""Provides `Probing`: the questions user code must answer before a step is decided — a `when=` predicate,
+a `foreach` iteration — run as tasks (so a timeout and a stop apply, and no user code runs in the
+runner), and the planning of a selection's upstream steps that waits for those answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from runner.artifacts import ArtifactError
+from runner.engine.executing import START_GRACE_S, Executing
+from runner.engine.inputs import input_ref
+from runner.engine.model import ASKING, READY, Planning, Probe, Run
+from runner.executors.base import InputRef, Task, TaskResult
+from runner.probes import PROBE_TIMEOUT_S, plain_loads
+from runner.status import StepStatus
+
+
+class Probing(Executing):
+    """Probe tasks and their answers (see `runner.engine.state`)."""
+
+    def _ask(self, run: Run, name: str, kind: str, args: Iterable[str], cache_only: bool) -> None:
+        """Ask a probe task for a step's `when=` answer or `foreach` items; `_probe_done` goes on."""
+        node = run.graph.nodes[name]
+        what = "when= predicate" if kind == "when" else f"foreach '{node.step.foreach}'"
+        kwargs: dict[str, InputRef] = {}
+        try:
+            for arg in args:
+                if arg in run.graph.nodes:
+                    kwargs[arg] = input_ref(self.store, run.states[arg].output)
+                else:
+                    kwargs[arg] = InputRef(hash="", data=run.param_pickle(arg))
+        except ArtifactError as exc:
+            self._finish(
+                run, name, StepStatus.FAILED, error=f"an input of the {what} could not be read: {exc}"
+            )
+            return
+        except Exception as exc:
+            self._finish(
+                run, name, StepStatus.FAILED, error=f"a parameter of the {what} cannot be pickled: {exc}"
+            )
+            return
+        try:
+            code_key, code = self._bundles.probe_code(run.request.loaded, name, kind)
+        except Exception as exc:
+            self._finish(
+                run, name, StepStatus.FAILED, error=f"the {what} cannot be shipped to a worker: {exc}"
+            )
+            return
+        task = Task(
+            id=f"t{next(self._task_ids)}",
+            step=name,
+            code_key=code_key,
+            code=code,
+            kwargs=kwargs,
+            run_id=run.id,
+            timeout=node.step.timeout or PROBE_TIMEOUT_S,
+            sys_path=(str(run.request.loaded.root),),
+            entry=kind,
+        )
+        probe = Probe(kind, run, name, task, cache_only)
+        if cache_only:
+            probe.planning = next((p for p in self._plannings if p.run is run), None)
+        run.states[name].status = ASKING
+        self._probes[task.id] = probe
+        self._probe_queue.append(probe)
+
+    def _submit_probe(self, probe: Probe) -> None:
+        probe.submitted = True
+        timeout = probe.task.timeout or PROBE_TIMEOUT_S
+        if getattr(self.executor, "reports_start", False):
+            timeout += START_GRACE_S  # tightened to the timeout when the worker says it started
+        probe.deadline = time.monotonic() + timeout
+        self._busy += 1
+        self.executor.submit(probe.task)
+
+    def _drop_probe(self, probe: Probe) -> None:
+        """Forget a probe whose run stopped (killing its task if it runs)."""
+        self._probes.pop(probe.task.id, None)
+        if probe.submitted:
+            probe.submitted = False
+            self.executor.cancel(probe.task.id)
+            self._busy -= 1
+        elif probe in self._probe_queue:
+            self._probe_queue.remove(probe)
+
+    def _probe_done(self, probe: Probe, result: TaskResult) -> None:
+        if probe.submitted:
+            probe.submitted = False
+            self._busy -= 1
+        run, name = probe.run, probe.name
+        if run.states[name].status != ASKING:
+            return  # the run stopped meanwhile
+        run.states[name].status = READY
+        planning = probe.planning
+        if planning is None:
+            self._answer(probe, result)
+            return
+        try:
+            self._answer(probe, result)
+        except BaseException as exc:  # noqa: BLE001 - handed to `start`, which raises it
+            self._end_planning(planning, exc)
+            return
+        self._plan_external(planning)
+
+    def _answer(self, probe: Probe, result: TaskResult) -> None:
+        """Go on deciding the step with the probe's answer (or fail it with the probe's failure)."""
+        run, name = probe.run, probe.name
+        step = run.graph.nodes[name].step
+        what = "the when= predicate" if probe.kind == "when" else f"foreach '{step.foreach}'"
+        answer: Any = None
+        error = result.error or "no answer"
+        if result.ok:
+            try:
+                answer = plain_loads(result.data or b"")
+            except Exception as exc:
+                error = f"its answer could not be read: {exc}"
+        valid = (
+            isinstance(answer, bool)
+            if probe.kind == "when"
+            else isinstance(answer, list) and all(isinstance(i, bytes) for i in answer)
+        )
+        if not result.ok or not valid:
+            error = error.replace("the step called", "it called").replace("the step's process", "its process")
+            error = error.removeprefix("ForeachItemUnstorable: ")
+            self._finish(
+                run, name, StepStatus.FAILED, error=f"{what} failed: {error}", traceback=result.traceback
+            )
+        elif probe.kind == "when" and not answer:
+            self._finish(run, name, StepStatus.SKIPPED, reason="condition (when=) is false")
+        elif probe.kind == "when":
+            self._advance(run, name, cache_only=probe.cache_only, when_checked=True)
+        else:
+            self._advance(run, name, cache_only=probe.cache_only, when_checked=True, items=answer)
+
+    def _plan_external(self, planning: Planning) -> None:
+        """Decide the steps upstream of a selection in order; a probe pauses this until its answer."""
+        if planning not in self._plannings:
+            self._plannings.append(planning)
+        run = planning.run
+        try:
+            while planning.todo:
+                name = planning.todo[0]
+                if run.states[name].status == ASKING:
+                    return
+                if name not in planning.advanced:
+                    planning.advanced.add(name)
+                    self._advance(run, name, cache_only=True)
+                    if run.states[name].status == ASKING:
+                        return
+                planning.todo.popleft()
+        except BaseException as exc:  # noqa: BLE001 - handed to `start`, which raises it
+            self._end_planning(planning, exc)
+            return
+        self._end_planning(planning, None)
+
+    def _end_planning(self, planning: Planning, error: BaseException | None) -> None:
+        if planning in self._plannings:
+            self._plannings.remove(planning)
+        if error is not None:
+            for probe in [p for p in self._probes.values() if p.run is planning.run]:
+                self._drop_probe(probe)
+        planning.error = error
+        planning.done.set()

@@ -1,0 +1,91 @@
+"""Provides `SchedulerState`: everything the scheduler thread owns, in one place.
+
+The scheduler's transitions (`runner.engine.finishing`, `.executing`, `.probing`, `.deciding`, and the
+loop in `.scheduler`) are methods on one object, because they are mutually recursive (a step that finishes
+makes its children ready, deciding a child may finish it at once, a probe's answer decides its step
+again) and all mutate this state on one thread. They build on each other in that order; the few calls
+that go back up the chain are declared here, abstract. What needs none of this state lives apart and
+never calls back: the pure decisions (`decide`), the cache memory (`cache_index`), cross-process
+leases (`leases`), code bundles (`bundles`), and the model (`model`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from runner.engine.bundles import CodeBundles
+from runner.engine.cache_index import CacheIndex
+from runner.engine.leases import Claims
+from runner.engine.model import Execution, Planning, Probe, Run, Subscriber
+from runner.executors.base import Executor, TaskResult
+from runner.fingerprint import StaticPrint
+from runner.store.api import EngineStore
+
+
+class SchedulerState(ABC):
+    """The state of the scheduler: runs in flight, executions by fingerprint, queues, timers.
+
+    Args:
+        store: the run store (any `EngineStore`).
+        executor: where steps run.
+        subscribers: receive every event (from the scheduler thread; keep them quick).
+    """
+
+    def __init__(
+        self, store: EngineStore, executor: Executor, subscribers: Iterable[Subscriber] = ()
+    ) -> None:
+        self.store = store
+        self._lock = threading.RLock()
+        self.executor = executor
+        self._recorder = store.recorder()
+        self._subscribers: list[Subscriber] = list(subscribers)
+        self._commands: deque[Callable[[], None]] = deque()
+        self._runs: dict[int, Run] = {}
+        self._executions: dict[str, Execution] = {}
+        self._parked: dict[str, int] = {}
+        self._remote: list[tuple[float, tuple[Any, ...]]] = []
+        self._index = CacheIndex(store, self._lock)
+        self._claims = Claims(store)
+        self._bundles = CodeBundles()
+        self._flows_seen: set[str] = set()
+        self._by_task: dict[str, Execution] = {}
+        self._queue: deque[Execution] = deque()
+        self._busy = 0
+        self._statics: dict[str, dict[str, StaticPrint]] = {}
+        self._task_ids = itertools.count(1)
+        self._probes: dict[str, Probe] = {}
+        self._probe_queue: deque[Probe] = deque()
+        self._plannings: list[Planning] = []
+        self._closing = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        store.mark_interrupted()
+
+    @abstractmethod
+    def _advance(
+        self,
+        run: Run,
+        name: str,
+        *,
+        cache_only: bool = False,
+        when_checked: bool = False,
+        items: list[bytes] | None = None,
+    ) -> None:
+        """Decide a step whose upstream steps are final (`runner.engine.deciding`)."""
+
+    @abstractmethod
+    def _submit_probe(self, probe: Probe) -> None:
+        """Hand a probe to the executor (`runner.engine.probing`)."""
+
+    @abstractmethod
+    def _drop_probe(self, probe: Probe) -> None:
+        """Forget a probe whose run stopped (`runner.engine.probing`)."""
+
+    @abstractmethod
+    def _probe_done(self, probe: Probe, result: TaskResult) -> None:
+        """A probe's answer arrived (`runner.engine.probing`)."""

@@ -1,0 +1,97 @@
+"""Provides `StaticPrint` and `static_prints`: the parts of every step's fingerprint known once the
+flow has loaded (code, helpers, options, command, files imported at run time).
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+
+from dsl.loader import LoadedFlow
+from dsl.step import Step
+from runner.fingerprint.hasher import FILE_MARK, Hasher
+from runner.fingerprint.values import Untrusted, sha, value_hash
+
+
+@dataclass(frozen=True)
+class StaticPrint:
+    """What a step's fingerprint is made of that is known once the flow has loaded.
+
+    Attributes:
+        code: hash of the step's normalised source.
+        helpers: qualified name -> hash, for everything it references from the project.
+        options: hash of its result-changing options (`foreach`, `version`, `when=`).
+        untrusted: why the step cannot be fingerprinted (then it always runs), or None.
+        command: hash of an external step's `Step.spec`; "" for a function step.
+        files: absolute path -> SHA-256 of the text, for each of the user's modules the step imports
+            at run time (inside a function body), as read at planning: the worker checks it executed
+            exactly these texts (`runner.freshness`), and `--watch` reloads when one is saved.
+    """
+
+    code: str
+    helpers: dict[str, str] = field(default_factory=dict)
+    options: str = ""
+    untrusted: str | None = None
+    command: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
+    """Fingerprint parts of every step in a loaded flow that do not depend on run-time values."""
+    hasher = Hasher(loaded)
+    prints: dict[str, StaticPrint] = {}
+    for name, node in loaded.graph.nodes.items():
+        item = node.step
+        try:
+            if item.spec is not None:
+                prints[name] = _external_print(hasher, item)
+                continue
+            fn = item.fn
+            if not isinstance(fn, types.FunctionType):
+                raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
+            code = sha(hasher.function_source(fn, drop_decorators=True))
+            helpers = hasher.references(fn)
+            closure = hasher.closure_values(fn, helpers)
+            if closure:
+                helpers[f"{name}.<closure>"] = sha(*closure)
+            option_parts = [repr(item.foreach), repr(item.version)]
+            if item.when is not None:
+                if isinstance(item.when, types.FunctionType):
+                    option_parts.append(hasher.function_source(item.when, drop_decorators=False))
+                    option_parts += hasher.closure_values(item.when, helpers)
+                    for key, digest in hasher.references(item.when).items():
+                        helpers.setdefault(key, digest)
+                else:
+                    option_parts.append(hasher.digest(item.when, helpers))
+            helpers, files = _split_files(hasher, helpers)
+            prints[name] = StaticPrint(code=code, helpers=helpers, options=sha(*option_parts), files=files)
+        except Untrusted as exc:
+            prints[name] = StaticPrint(code="", untrusted=str(exc))
+        except RecursionError:
+            prints[name] = StaticPrint(code="", untrusted="its helpers nest too deeply to hash")
+    return prints
+
+
+def _external_print(hasher: Hasher, item: Step) -> StaticPrint:
+    """A command, container or `uses:` step: its spec is hashed as `command`; the function a `uses:`
+    step calls counts as a function step's code and helpers."""
+    command = sha("command", value_hash(item.spec))
+    function = getattr(item.fn, "function", None)
+    if not isinstance(function, types.FunctionType):
+        return StaticPrint(code=command, options=sha(repr(item.version)), command=command)
+    helpers, files = _split_files(hasher, hasher.references(function))
+    return StaticPrint(
+        code=sha(hasher.function_source(function, drop_decorators=True)),
+        helpers=helpers,
+        options=sha(repr(item.version)),
+        command=command,
+        files=files,
+    )
+
+
+def _split_files(hasher: Hasher, helpers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The helpers proper, and the files of modules imported at run time marked among them."""
+    if not hasher.files_seen:
+        return helpers, {}
+    files = {k.removeprefix(FILE_MARK): v for k, v in helpers.items() if k.startswith(FILE_MARK)}
+    return {k: v for k, v in helpers.items() if not k.startswith(FILE_MARK)}, files

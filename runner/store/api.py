@@ -1,0 +1,138 @@
+"""Provides the store as the engine sees it: four small protocols, so a second backend can follow.
+
+`runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all four
+and stays the zero-set-up default. A team store would implement them over PostgreSQL (runs, cache,
+leases) and an S3-compatible object store (artifacts) without touching the engine, which depends on
+`EngineStore` only (and the plain records here: `CacheHit`, `LeaseHolder`). Reads for people
+(`flow runs`, `flow show`, the TUI) use the `History` part of the concrete store and return the
+public records of `runner.records`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner.events import Event
+from runner.records import RunRecord
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A cached output: its hash and where its bytes are."""
+
+    output_hash: str
+    run_id: int | None
+    preview: str | None
+    intact: bool = False
+    """True when the lookup already verified an inline artifact against its hash."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Another live process computing a fingerprint right now."""
+
+    pid: int
+    host: str
+    acquired_at: float
+
+
+class Recorder(Protocol):
+    """Records a run's events in the store (an ordinary subscriber, called before any other)."""
+
+    def __call__(self, event: Event) -> None: ...
+
+    def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
+        """Keep an execution's fingerprint parts (written with the step's row, or at the run's end)."""
+        ...
+
+
+class RunStore(Protocol):
+    """Runs and their steps as the engine writes them (through `recorder`) and reads them back."""
+
+    def create_run(self, flow: str, file: str, params: dict[str, Any], trigger: str, executor: str) -> int:
+        """Insert a run now (visible to `flow runs` at once); return its id."""
+        ...
+
+    def get_run(self, run_id: int) -> RunRecord | None: ...
+
+    def delete_run(self, run_id: int, *, reuse_id: bool = False) -> bool: ...
+
+    def abandon_run(self, run_id: int, error: str) -> None:
+        """Record a run the engine could not finish normally as failed."""
+        ...
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark runs whose process is gone as interrupted; return their ids."""
+        ...
+
+    def previous_details(self, flow: str) -> dict[str, dict[str, Any]]:
+        """Per step, its fingerprint parts in the flow's latest run that decided it (for `explain`)."""
+        ...
+
+    def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]: ...
+
+    def recorder(self) -> Recorder:
+        """The subscriber that records events (the engine calls it before any other subscriber)."""
+        ...
+
+    def flush(self) -> None:
+        """Wait until every queued write is durable; raise the first write error."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class CacheStore(Protocol):
+    """Fingerprint -> output: what makes a step `cached`."""
+
+    def lookup(self, fingerprint: str, *, verify: bool = False) -> CacheHit | None: ...
+
+    def cache_hits_of_last_run(self, flow: str) -> dict[str, CacheHit]: ...
+
+    def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[str], int] | None: ...
+
+    def forget_cache(self, fingerprint: str) -> None: ...
+
+    def gc_generation(self) -> str: ...
+
+    def record_output(
+        self,
+        digest: str,
+        size: int,
+        data: bytes | None,
+        *,
+        cache_as: str | None,
+        step: str,
+        run_id: int,
+        preview: str | None,
+    ) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    """Outputs by content hash. Workers write large ones as files under `artifact_dir` themselves."""
+
+    artifact_dir: Path
+
+    def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]: ...
+
+    def read_artifact(self, digest: str) -> bytes: ...
+
+
+class LeaseStore(Protocol):
+    """Who else computes what: one process computes a fingerprint, the others wait for it."""
+
+    def other_live_runs(self) -> bool: ...
+
+    def other_live_leases(self) -> bool: ...
+
+    def running_elsewhere(self, fingerprint: str) -> int | None: ...
+
+    def acquire_lease(self, fingerprint: str) -> LeaseHolder | None: ...
+
+    def release_lease(self, fingerprint: str) -> None: ...
+
+
+class EngineStore(RunStore, CacheStore, ArtifactStore, LeaseStore, Protocol):
+    """Everything the engine needs of a store."""

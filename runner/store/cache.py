@@ -1,0 +1,148 @@
+"""Provides `Cache`: the cache (fingerprint -> output) and the artifacts it names, verified against
+their content hash before anything unpickles them."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from runner.artifacts import ArtifactError, artifact_path, content_hash, read_file_checked, verify_file
+from runner.store.api import CacheHit
+from runner.store.base import StoreBase
+
+
+class Cache(StoreBase):
+    """Cache entries and artifacts."""
+
+    def lookup(self, fingerprint: str, *, verify: bool = False) -> CacheHit | None:
+        """The cache entry for a fingerprint; with `verify`, check an inline artifact in the same query."""
+        if not verify:
+            row = self._conn.execute(
+                "SELECT output_hash, run_id, preview FROM cache WHERE fingerprint=?", (fingerprint,)
+            ).fetchone()
+            return CacheHit(row[0], row[1], row[2]) if row else None
+        row = self._conn.execute(
+            "SELECT c.output_hash, c.run_id, c.preview, a.data FROM cache c "
+            "LEFT JOIN artifacts a ON a.hash = c.output_hash WHERE c.fingerprint=?",
+            (fingerprint,),
+        ).fetchone()
+        if row is None:
+            return None
+        intact = row[3] is not None and content_hash(bytes(row[3])) == row[0]
+        return CacheHit(row[0], row[1], row[2], intact)
+
+    def cache_hits_of_last_run(self, flow: str) -> dict[str, CacheHit]:
+        """The cache entries of every fingerprint the flow's last finished run used (one query),
+        inline artifacts verified as `lookup(verify=True)` does: a re-run of an unchanged or
+        slightly edited flow finds nearly every step here instead of asking once per step."""
+        rows = self._conn.execute(
+            "SELECT c.fingerprint, c.output_hash, c.run_id, c.preview, a.data FROM steps s "
+            "JOIN cache c ON c.fingerprint = s.fingerprint "
+            "LEFT JOIN artifacts a ON a.hash = c.output_hash "
+            "WHERE s.run_id = (SELECT MAX(id) FROM runs WHERE flow=? AND status != 'running')",
+            (flow,),
+        ).fetchall()
+        return {
+            fingerprint: CacheHit(
+                digest, run_id, preview, data is not None and content_hash(bytes(data)) == digest
+            )
+            for fingerprint, digest, run_id, preview, data in rows
+        }
+
+    def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[str], int] | None:
+        """Fingerprints of the cache rows newer than `rowid`, and the newest rowid; None if there
+        are more than `limit` (the caller then asks `lookup` instead of loading them)."""
+        newest = self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM cache").fetchone()[0]
+        if newest - rowid > limit:
+            return None
+        rows = self._conn.execute("SELECT fingerprint FROM cache WHERE rowid > ?", (rowid,)).fetchall()
+        return [row[0] for row in rows], newest
+
+    def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]:
+        """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
+
+        Raises:
+            ArtifactError: missing, or the content does not match the hash.
+        """
+        row = self._conn.execute("SELECT data, size FROM artifacts WHERE hash=?", (digest,)).fetchone()
+        if row is None:
+            raise ArtifactError(f"artifact {digest[:12]} is not in the store")
+        data, size = row
+        if data is not None:
+            blob = bytes(data)
+            if content_hash(blob) != digest:
+                raise ArtifactError(f"artifact {digest[:12]} is corrupt (content hash mismatch)")
+            return blob, None
+        path = artifact_path(self.artifact_dir, digest)
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            raise ArtifactError(f"artifact {digest[:12]} is missing from {path}") from None
+        if actual != size:
+            raise ArtifactError(f"artifact {digest[:12]} is truncated ({actual} of {size} bytes)")
+        verify_file(path, digest, size)
+        return None, str(path)
+
+    def read_artifact(self, digest: str) -> bytes:
+        data, path = self.artifact_location(digest)
+        return data if data is not None else read_file_checked(path or "", digest)
+
+    def forget_cache(self, fingerprint: str) -> None:
+        """Drop a cache entry whose artifact turned out missing or corrupt, and the bad artifact row
+        with it, so the re-run's good bytes replace it (artifact rows are written INSERT OR IGNORE)."""
+        artifact_dir = self.artifact_dir
+
+        def forget(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT output_hash FROM cache WHERE fingerprint=?", (fingerprint,)).fetchone()
+            c.execute("DELETE FROM cache WHERE fingerprint=?", (fingerprint,))
+            if row is None:
+                return
+            digest = row[0]
+            found = c.execute("SELECT data, size FROM artifacts WHERE hash=?", (digest,)).fetchone()
+            if found is None:
+                return
+            try:
+                if found[0] is not None:
+                    if content_hash(bytes(found[0])) != digest:
+                        raise ArtifactError("corrupt")
+                else:
+                    verify_file(artifact_path(artifact_dir, digest), digest, found[1])
+            except ArtifactError:
+                c.execute("DELETE FROM artifacts WHERE hash=?", (digest,))
+
+        self._write(forget)
+
+    def gc_generation(self) -> str:
+        """Changes each time `flow gc` removes cache entries (engines then forget what they remember)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key='gc_generation'").fetchone()
+        return str(row[0]) if row else ""
+
+    def record_output(
+        self,
+        digest: str,
+        size: int,
+        data: bytes | None,
+        *,
+        cache_as: str | None,
+        step: str,
+        run_id: int,
+        preview: str | None,
+    ) -> None:
+        """Store a step's output: its artifact row (with the bytes when they are inline; a file
+        artifact was written by the worker already) and, with `cache_as`, its cache entry under that
+        fingerprint. Queued, so it commits in one transaction with the step's own row."""
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO artifacts(hash, size, data, created_at) VALUES (?, ?, ?, ?)",
+                (digest, size, data, now),
+            )
+            if cache_as is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, "
+                    "preview) VALUES (?, ?, ?, ?, ?, ?)",
+                    (cache_as, digest, step, run_id, now, preview),
+                )
+
+        self._write(write)

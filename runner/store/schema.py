@@ -1,0 +1,209 @@
+"""Provides the store's schema: its tables, its version, and the migrations that bring an older store
+forward (`open_schema`). A store from a newer version is refused."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from dsl.errors import FlowError
+
+SCHEMA_VERSION = 7
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        flow TEXT NOT NULL,
+        file TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        params TEXT NOT NULL,
+        trigger TEXT NOT NULL DEFAULT '',
+        executor TEXT NOT NULL DEFAULT '',
+        pid INTEGER,
+        host TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS runs_flow ON runs(flow, id)""",
+    """CREATE TABLE IF NOT EXISTS steps (
+        run_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        parent TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        started_at REAL,
+        finished_at REAL,
+        duration_s REAL,
+        reason TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        traceback TEXT,
+        fingerprint TEXT,
+        detail TEXT,
+        output_hash TEXT,
+        preview TEXT,
+        where_ran TEXT,
+        PRIMARY KEY (run_id, name)
+    )""",
+    """CREATE INDEX IF NOT EXISTS steps_name ON steps(name, run_id)""",
+    """CREATE TABLE IF NOT EXISTS metrics (
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (run_id, step, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS logs (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        ts REAL NOT NULL,
+        stream TEXT NOT NULL,
+        line TEXT NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS logs_run_step ON logs(run_id, step, id)""",
+    """CREATE TABLE IF NOT EXISTS cache (
+        fingerprint TEXT PRIMARY KEY,
+        output_hash TEXT NOT NULL,
+        step TEXT NOT NULL,
+        run_id INTEGER,
+        created_at REAL NOT NULL,
+        preview TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS artifacts (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        data BLOB,
+        created_at REAL NOT NULL
+    )""",
+]
+
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (
+        fingerprint TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires REAL NOT NULL
+    )"""
+
+_SCHEMA.append(_LEASES)
+_STEPS_BY_FINGERPRINT = "CREATE INDEX IF NOT EXISTS steps_fingerprint ON steps(fingerprint)"
+_SCHEMA.append(_STEPS_BY_FINGERPRINT)
+
+_RUN_OUTPUTS = "ALTER TABLE runs ADD COLUMN outputs TEXT"
+"""A run's flow outputs: JSON name -> {step, key, preview} (see `runner.flow_outputs`)."""
+_SCHEMA.append(_RUN_OUTPUTS)
+
+_OWNERS = [
+    """CREATE TABLE IF NOT EXISTS owners (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        pid_ns TEXT NOT NULL,
+        started TEXT NOT NULL,
+        heartbeat_at REAL NOT NULL
+    )""",
+    "ALTER TABLE runs ADD COLUMN owner TEXT",
+    "ALTER TABLE leases ADD COLUMN owner TEXT",
+]
+"""The processes that own runs and leases, judged alive by `runner.store.liveness` (schema 6)."""
+_SCHEMA.extend(_OWNERS)
+_GC_COLUMNS = [
+    "ALTER TABLE runs ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN collected REAL",
+]
+"""`flow pin` keeps a run's results through `flow gc`; `collected` is when gc freed them (schema 6)."""
+_SCHEMA.extend(_GC_COLUMNS)
+
+_OPERATING = [
+    """CREATE TABLE IF NOT EXISTS releases (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        flow TEXT NOT NULL,
+        file TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        digest TEXT NOT NULL,
+        sources TEXT NOT NULL,
+        params TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS run_releases (
+        run_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS schedule_state (
+        key TEXT PRIMARY KEY,
+        last_due REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+]
+"""Releases (frozen sources, immutable rows), the release each run used, and per served flow the
+last due time `flow serve` handled (what its catch-up policy starts from)."""
+_SCHEMA.extend(_OPERATING)
+
+_MIGRATIONS: dict[int, list[str]] = {
+    2: [_LEASES],
+    3: [_STEPS_BY_FINGERPRINT],
+    5: [_RUN_OUTPUTS],
+    6: _OWNERS + _GC_COLUMNS,
+    7: _OPERATING,
+}
+"""version -> statements that bring a store from `version - 1` to `version`."""
+
+
+def _apply(conn: sqlite3.Connection, statement: str) -> None:
+    """Run a migration statement; adding a column the table already has is a no-op, like the
+    `IF NOT EXISTS` of the other statements (SQLite has no `ADD COLUMN IF NOT EXISTS`)."""
+    try:
+        conn.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not statement.startswith("ALTER TABLE") or "duplicate column name" not in str(exc):
+            raise
+
+
+def open_schema(conn: sqlite3.Connection, root: Path) -> None:
+    """Create the schema, or migrate it forward, in one transaction (another process may be opening
+    the same store: the version is read again under the write lock).
+
+    Raises:
+        FlowError: the store is from a newer version of flow.
+    """
+    row = None
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise FlowError(
+            f"the store at {root} has schema version {version}, newer than this flow "
+            f"understands ({SCHEMA_VERSION}); upgrade flowdsl or use another --store"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have created or migrated the
+        # store since the first read (a migration applied twice would fail).
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        version = int(row[0]) if row else 0
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        else:
+            for step_version in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS.get(step_version, []):
+                    _apply(conn, statement)
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,152 @@
+"""Provides `Writer`: the one thread that commits a store's queued writes in batched transactions."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from dsl.errors import FlowError
+from runner.testing import fault_point
+
+if TYPE_CHECKING:
+    from runner.store.base import StoreBase
+
+
+WriteOp = Callable[[sqlite3.Connection], object]
+"""A queued write: statements on the writer's connection, inside its transaction (any return is ignored)."""
+
+
+class Writer:
+    """One thread applying queued writes in batched transactions.
+
+    The queue is a deque plus an event set only when the writer may be asleep: a `queue.Queue` costs a
+    lock round trip per item, and the scheduler queues several writes per step. Once woken, the writer
+    lets writes gather for `BATCH_WINDOW` seconds (unless a flush or stop is waiting), so a burst of tiny
+    steps costs one commit per window instead of one per step.
+    """
+
+    BATCH_WINDOW = 0.005
+
+    def __init__(self, store: StoreBase) -> None:
+        self._store = store
+        self._items: deque[WriteOp | threading.Event | None] = deque()
+        self._wake = threading.Event()
+        self._urgent = threading.Event()
+        self._count_lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._submitted = 0
+        self._applied = 0
+        self._thread = threading.Thread(target=self._loop, name="flow-store-writer", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: WriteOp | threading.Event | None) -> None:
+        self._items.append(item)
+        if not callable(item):
+            self._urgent.set()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def put(self, op: WriteOp) -> None:
+        with self._count_lock:
+            self._submitted += 1
+        self._put(op)
+
+    def flush(self) -> None:
+        if self._applied == self._submitted and self._error is None:
+            return
+        done = threading.Event()
+        self._put(done)
+        done.wait()
+        if self._error is not None:
+            # Sticky: once a batch is lost, nothing after it is written (so no later row can claim
+            # a result whose artifact row was in the lost batch), and every flush reports it.
+            error = self._error
+            if isinstance(error, sqlite3.DatabaseError):
+                raise FlowError(f"cannot write to the store at {self._store.root}: {error}") from None
+            raise error
+
+    def stop(self) -> None:
+        self._put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        conn = self._store._connect()
+        stop = False
+        while not stop:
+            self._wake.wait()
+            if not self._urgent.is_set() and len(self._items) < 256:
+                self._urgent.wait(self.BATCH_WINDOW)
+            self._urgent.clear()
+            self._wake.clear()
+            items = []
+            while self._items:
+                items.append(self._items.popleft())
+            ops = [i for i in items if i is not None and not isinstance(i, threading.Event)]
+            if ops:
+                self._apply(conn, ops)
+                self._applied += len(ops)
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+                elif item is None:
+                    stop = True
+        conn.close()
+
+    def _apply(self, conn: sqlite3.Connection, ops: Iterable[WriteOp]) -> None:
+        if self._error is not None:
+            return
+        try:
+            self._begin(conn)
+            for op in ops:
+                op(conn)
+            fault_point("commit")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if self._error is None:
+                self._error = exc
+                self._give_up(conn)
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting out other processes' write locks however long they last (nothing
+        has been applied yet, so retrying is safe; giving up would lose the batch)."""
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            time.sleep(0.05)
+
+    def _give_up(self, conn: sqlite3.Connection) -> None:
+        """A batch could not be written (full disk, read-only, I/O error): try to mark this process's
+        running runs failed, so the history does not show them running; if even that fails, the next
+        open marks them interrupted."""
+        mine = "SELECT id FROM runs WHERE pid=? AND host=? AND status='running'"
+        me = (os.getpid(), self._store.host)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE steps SET status='failed', error=? WHERE status IN ('pending', 'running') "
+                f"AND run_id IN ({mine})",
+                (f"the store could not be written: {self._error}", *me),
+            )
+            conn.execute(
+                f"UPDATE runs SET status='failed', finished_at=? WHERE id IN ({mine})", (time.time(), *me)
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,51 @@
+"""Provides the fault-injection hooks of flow's crash tests: testing support, not a feature.
+
+`FLOW_FAULT_KILL=commit:3` SIGKILLs the runner the 3rd time this process reaches the point `commit`.
+Points: `commit` (the store's writer, mid-transaction), `artifact-write` and `artifact-rename` (a worker
+writing a file artifact), `step-start` and `step-finish` (a worker, around the step call). In a worker
+(`kill_parent_on_fault`), a fault kills the worker's parent, the runner. `tests/test_faults.py` drives
+them; nothing else should set the variable.
+
+The variable is read at the first fault point a process reaches, not at import, and while it is unset
+a fault point costs a dictionary check.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_faults: dict[str, int] | None = None
+"""Point -> how many more times it may be reached before the kill; None until first asked."""
+_kill_parent = False
+
+
+def kill_parent_on_fault() -> None:
+    """This process is a worker: a fault kills its parent (the runner), as a crash of the runner would."""
+    global _kill_parent
+    _kill_parent = True
+
+
+def fault_point(name: str) -> None:
+    """Kill the runner here if `FLOW_FAULT_KILL` asks for it (see the module's docstring)."""
+    faults = _faults if _faults is not None else _arm()
+    if not faults or name not in faults:
+        return
+    faults[name] -= 1
+    if faults[name] == 0:
+        if _kill_parent:
+            os.kill(os.getppid(), 9)
+            time.sleep(0.5)
+        else:
+            os.kill(os.getpid(), 9)
+            time.sleep(10)
+
+
+def _arm() -> dict[str, int]:
+    global _faults
+    faults: dict[str, int] = {}
+    for spec in filter(None, os.environ.get("FLOW_FAULT_KILL", "").split(",")):
+        name, _, count = spec.partition(":")
+        faults[name] = int(count or 1)
+    _faults = faults
+    return faults

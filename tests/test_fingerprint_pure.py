@@ -1,0 +1,90 @@
+"""The fingerprint's pure parts on plain inputs: normalised source, combine and explain.
+
+No flow is loaded and no process runs: `runner.fingerprint.source.normalised_text` takes a function's
+text, `combine` and `explain` take fingerprint parts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runner.fingerprint import StaticPrint, Untrusted, combine, explain, value_hash
+from runner.fingerprint.source import normalised_text
+
+PLAIN = """
+def train(data, lr=0.1):
+    return [x * lr for x in data]
+"""
+
+RESTYLED = '''
+@step(cache=True)
+def train(data, lr = 0.1):
+    """Scale the data."""
+    # a comment
+    return [x*lr
+            for x in data]
+'''
+
+
+def test_comments_formatting_docstrings_and_decorators_do_not_count() -> None:
+    assert normalised_text(PLAIN, drop_decorators=True) == normalised_text(RESTYLED, drop_decorators=True)
+
+
+def test_a_change_of_code_counts() -> None:
+    edited = PLAIN.replace("x * lr", "x + lr")
+    assert normalised_text(PLAIN, drop_decorators=True) != normalised_text(edited, drop_decorators=True)
+
+
+def test_a_decorator_counts_where_it_is_kept() -> None:
+    assert normalised_text(PLAIN, drop_decorators=False) != normalised_text(RESTYLED, drop_decorators=False)
+
+
+def test_a_value_that_cannot_be_pickled_is_untrusted() -> None:
+    with pytest.raises(Untrusted, match="cannot be hashed"):
+        value_hash(lambda: None)
+    assert value_hash(0.1) != value_hash("0.1")
+
+
+STATIC = StaticPrint(code="c1", helpers={"flow.clean": "h1"}, options="o1")
+
+
+def parts(static: StaticPrint = STATIC, **changes: Any) -> tuple[str, dict[str, Any]]:
+    values: dict[str, Any] = {"params": {"lr": "p1"}, "inputs": {"load": "i1"}}
+    values.update(changes)
+    return combine(static, values["params"], values["inputs"], declared=values.get("declared"))
+
+
+def test_the_same_parts_give_the_same_fingerprint() -> None:
+    assert parts()[0] == parts()[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"static": StaticPrint(code="c2", helpers={"flow.clean": "h1"}, options="o1")}, "code changed"),
+        (
+            {"static": StaticPrint(code="c1", helpers={"flow.clean": "h2"}, options="o1")},
+            "helper changed: clean",
+        ),
+        (
+            {"static": StaticPrint(code="c1", helpers={"flow.clean": "h1"}, options="o2")},
+            "options changed (when/foreach/version)",
+        ),
+        ({"params": {"lr": "p2"}}, "parameter changed: lr"),
+        ({"inputs": {"load": "i2"}}, "upstream output changed: load"),
+        ({"declared": {"file:data.csv": "d2"}}, "input file changed: data.csv"),
+        ({"declared": {"env:TOKEN": "e2"}}, "environment changed: TOKEN"),
+    ],
+)
+def test_each_part_changes_the_fingerprint_and_explain_names_it(change: dict[str, Any], why: str) -> None:
+    before, old = parts()
+    after, new = parts(**change)
+    assert after != before
+    assert explain(old, new) == why
+
+
+def test_explain_without_an_earlier_result() -> None:
+    assert explain(None, parts()[1]) == "no earlier result"
+    assert explain(parts()[1], parts()[1]) == "no cached result (its last execution failed or was stopped)"
