@@ -30,15 +30,10 @@ class ExitWith(Exception):
 
 def open_store(path: Path | None, *, create: bool = True) -> Store:
     """Open the store; runs whose runner died (kill -9, crash) are marked interrupted first."""
-    import sqlite3
-
     from runner.store import Store
 
     store = Store(path, create=create)
-    try:
-        store.mark_interrupted()
-    except sqlite3.OperationalError:
-        pass  # a read-only store can still be read; its dead runs are marked by the next writer
+    store.mark_interrupted()
     return store
 
 

@@ -58,7 +58,7 @@ def runs(
             f"{r.id:>5}  {cell(r.flow)[:18]:<18} {r.status:<11} {started:<19} {took:>7}  "
             f"{cell(r.trigger)[:16]:<16} {params}"
         )
-    from runner.doctor import held_lines
+    from runner.store import held_lines
 
     for line, stuck in held_lines(store.held()):
         if stuck:
@@ -98,7 +98,7 @@ def show(run_id: RunArg, json_out: JsonOpt = False, store_dir: StoreOpt = None) 
 
 def _run_lines(record: RunRecord, release: str | None, declared: dict[str, list[str]]) -> list[str]:
     """`flow show RUN` as text: the run's header, one line per step, then the run's metrics and outputs."""
-    from runner.declared import describe_declared
+    from runner.fingerprint.declared import describe_declared
 
     took = f"{record.duration_s:.2f}s" if record.duration_s is not None else "-"
     trigger = cell(record.trigger or "cli")

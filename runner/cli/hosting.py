@@ -39,13 +39,14 @@ def make_engine(store: Store, executor: str | None, workers: int | None, *, debu
     Raises:
         FlowError: `--pdb` with an executor other than inline.
     """
-    from runner.engine import Engine
+    from runner.engine import Engine, freeze_heap
     from runner.executors import make_executor
     from runner.operate.releases import link_releases
 
     spec = executor or os.environ.get("FLOW_EXECUTOR") or ("inline" if debug else "local")
     if debug and spec != "inline":
         raise FlowError("--pdb needs --executor inline (the debugger runs in this process)")
+    freeze_heap()  # what is loaded now (imports, the flow) lives as long as the process
     engine = Engine(store, make_executor(spec, workers, debug=debug))
     link_releases(engine, store)
     return engine

@@ -1,8 +1,8 @@
 """Provides the store-maintenance commands: `flow doctor` (verify the store), `flow gc` (free old
 results) and `flow pin` (keep a run's results through gc).
 
-The policy itself (what gc keeps, what doctor checks) lives in `runner.doctor`; these commands parse
-their options and print the outcome.
+The policy itself (what gc keeps, what doctor checks) lives in `runner.store.gc` and
+`runner.store.doctor`; these commands parse their options and print the outcome.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from runner.cli.common import ExitWith, cell, get_run, open_store
 from runner.cli.options import JsonOpt, RunArg, StoreOpt
 
 if TYPE_CHECKING:
-    from runner.doctor import Diagnosis
+    from runner.store import Diagnosis
 
 DEFAULT_KEEP_LAST = 10
 """Runs per flow whose results `flow gc` keeps by default. A run that reused a result keeps it too, so
@@ -46,7 +46,7 @@ def parse_max_size(text: str) -> int:
     Raises:
         FlowError: not a size.
     """
-    from runner.worker import parse_size
+    from runner.executors.limits import parse_size
 
     try:
         return parse_size(text)
@@ -87,7 +87,7 @@ def gc(
     the history. Also removes artifact files no row knows (left by a killed run). Refuses while a run
     is in flight.
     """
-    from runner.doctor import Policy, collect_garbage, human_size
+    from runner.store import Policy, collect_garbage, human_size
 
     policy = Policy(
         keep_last=keep_last,
@@ -153,8 +153,7 @@ def doctor(
     Exit 0 when healthy (notes such as interrupted runs or orphan files are expected after a
     crash), 1 when something the store promises does not hold.
     """
-    from runner.doctor import diagnose
-    from runner.store import Store
+    from runner.store import Store, diagnose
 
     store = Store(store_dir, create=False, verify_private=False)  # a store others can write to: reported
     try:
@@ -178,7 +177,7 @@ def doctor(
 
 def _report_lines(report: Diagnosis, found: str) -> list[str]:
     """`flow doctor` as text: the verdict, what was checked, each problem and note, what gc would free."""
-    from runner.doctor import human_size
+    from runner.store import human_size
 
     verdict = "healthy" if report.healthy else f"{len(report.problems)} problem(s)"
     lines = [

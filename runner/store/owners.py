@@ -153,8 +153,12 @@ class Owners(StoreBase):
     def mark_interrupted(self) -> list[int]:
         """Mark runs whose runner process is gone (`runner.store.liveness`: on any host, in any pid
         namespace) as `interrupted`, drop the leases of dead processes and their owner rows; return
-        the ids of the runs marked."""
-        return self._interrupt(lambda verdict: not verdict.alive)
+        the ids of the runs marked. A store this process can only read is left as it is (its dead
+        runs are marked by the next process that can write): reading history needs no write."""
+        try:
+            return self._interrupt(lambda verdict: not verdict.alive)
+        except sqlite3.OperationalError:
+            return []
 
     def clear_stuck(self) -> tuple[list[int], list[str]]:
         """`flow doctor --clear-stuck`: like `mark_interrupted`, but also give up every run and lease
