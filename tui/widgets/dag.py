@@ -8,8 +8,6 @@ variables, and every status also has a symbol, so the drawing reads without colo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -21,20 +19,13 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from runner.status import StepStatus
 from tui.data import format as fmt
+from tui.data.boxes import BoxState
 from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
 from tui.data.layout import Style as Drawing
 from tui.keys import pane_bindings
 from tui.widgets.styling import component_style
-
-
-@dataclass(frozen=True)
-class BoxState:
-    """What a box shows: its status and the text on its bottom border (duration, `3/8`, ...)."""
-
-    status: str = "idle"
-    note: str = ""
-    started_at: float | None = None
 
 
 class DagView(ScrollView, can_focus=True):
@@ -63,7 +54,6 @@ class DagView(ScrollView, can_focus=True):
         & > .dag--edge { color: $text-muted; }
         & > .dag--idle { color: $text-disabled; }
         & > .dag--pending { color: $text-muted; }
-        & > .dag--ready { color: $text-muted; }
         & > .dag--running { color: $text-accent; text-style: bold; }
         & > .dag--retrying { color: $text-warning; text-style: bold; }
         & > .dag--succeeded { color: $text-success; }
@@ -176,9 +166,10 @@ class DagView(ScrollView, can_focus=True):
         """Replace every box's status (steps not in `states` show as idle)."""
         self.states = states
         boxes = self.layout_.boxes
-        self._spinning = {boxes[n].mid for n, s in states.items() if s.status == "running" and n in boxes}
+        running = StepStatus.RUNNING
+        self._spinning = {boxes[n].mid for n, s in states.items() if s.status == running and n in boxes}
         self._invalidate()
-        if any(s.status in ("running", "retrying") for s in states.values()):
+        if any(s.status in (StepStatus.RUNNING, fmt.RETRYING) for s in states.values()):
             if not hasattr(self, "_spinner") or self._spinner is None:
                 self._spinner = self.set_interval(0.25, self._spin)
         elif getattr(self, "_spinner", None) is not None:
