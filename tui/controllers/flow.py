@@ -190,13 +190,13 @@ class FlowController:
                 state = self.runs.get(run_id) if run_id is not None else None
                 if state is None:
                     continue
-                step = state.apply(event)
+                moved = state.apply(event)
                 if isinstance(event, RunFinished):
                     self.active.discard(event.run_id)
                     ended = True
                     view |= run_id == self.viewed
-                elif run_id == self.viewed and step is not None:
-                    steps.add(step)
+                elif run_id == self.viewed and moved is not None:
+                    steps.add(moved)
         follow = self.follow_step() if steps or view else None
         self.host.changed(
             Change(

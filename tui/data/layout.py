@@ -277,10 +277,10 @@ def _assign_lanes(nets: list[_Net]) -> int:
             continue
         remaining.discard(id(net))
         order.append(net)
-        for other in after[id(net)]:
-            before_count[other] -= 1
-            if not before_count[other] and other in remaining:
-                ready.append(by_id[other])
+        for later in after[id(net)]:
+            before_count[later] -= 1
+            if not before_count[later] and later in remaining:
+                ready.append(by_id[later])
                 ready.sort(key=lambda n: n.span)
     floor: dict[int, int] = {id(n): 0 for n in bent}
     used: list[list[tuple[int, int]]] = []
@@ -293,8 +293,8 @@ def _assign_lanes(nets: list[_Net]) -> int:
             used.append([])
         used[lane].append((top, bottom))
         net.lane = lane
-        for other in after[id(net)]:
-            floor[other] = max(floor[other], lane + 1)
+        for later in after[id(net)]:
+            floor[later] = max(floor[later], lane + 1)
     return len(used)
 
 

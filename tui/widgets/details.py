@@ -4,6 +4,7 @@ output preview and parameters, for the run being viewed — wrapped, never cut.
 
 from __future__ import annotations
 
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
@@ -19,7 +20,7 @@ WHOLE = 10_000
 PREVIEW = 500
 """Characters of the output preview's first line shown (the step's output itself can be huge)."""
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     StepStatus.SUCCEEDED: "$success",
     StepStatus.CACHED: "$text-secondary",
     StepStatus.FAILED: "$error",
@@ -74,9 +75,9 @@ def describe(view: StepView) -> Content:
             parts.append(_field("output", shown))
     if params:
         parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v, WHOLE)}" for k, v in params.items())))
-    shown = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
-    if shown:
-        parts.append(_field("options", "  ".join(shown), "$text-muted"))
+    declared = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
+    if declared:
+        parts.append(_field("options", "  ".join(declared), "$text-muted"))
     if info is not None and info.traceback:
         parts.append(Content(""))
         parts.append(Content.styled("traceback", "bold $error"))
@@ -97,7 +98,7 @@ class StepDetails(VerticalScroll):
     StepDetails > Static { width: 100%; }
     """
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield Static(id="details-text")
 
     def show(self, content: Content) -> None:

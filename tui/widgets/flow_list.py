@@ -15,7 +15,7 @@ from tui.data import format as fmt
 from tui.data.layout import clip
 from tui.text import plain
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     RunStatus.RUNNING: "$accent",
     RunStatus.SUCCEEDED: "$success",
     RunStatus.FAILED: "$error",

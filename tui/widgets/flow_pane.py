@@ -119,7 +119,7 @@ class FlowPane(Vertical):
             if change.details or self.controller.selected in change.steps:
                 self._refresh_details()
             if self.controller.selected in change.lines:
-                self.query_one(LogView).refresh_lines()
+                self.query_one(LogView).buffer_grew()
                 self._update_log_status()
         if change.log is not None:
             self.query_one(LogView).set_buffer(*change.log)

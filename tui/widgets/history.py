@@ -20,7 +20,7 @@ from tui.data import format as fmt
 from tui.keys import pane_bindings
 from tui.text import plain
 
-STATUS_STYLE = {
+STATUS_STYLE: dict[str, str] = {
     RunStatus.SUCCEEDED: "$success",
     RunStatus.FAILED: "$error",
     RunStatus.RUNNING: "$accent",
