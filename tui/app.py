@@ -152,7 +152,7 @@ class FlowApp(App[int]):
         if self.main is not None:
             self.main.stop_watching()
             for pane in self.main.panes.values():
-                pane.controller.stop_watch()
+                pane.controller.watcher.stop()
         self.engine.close()
 
 

@@ -249,13 +249,13 @@ async def test_toggle_watch(simple_flow, app_for):
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
         flow = pane.controller
-        await wait_for(pilot, lambda: flow.watch_armed, what="the watcher")
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         await pilot.press("w")
-        assert not flow.watching and not flow.watch_armed
+        assert not flow.watcher.on and not flow.watcher.armed
         assert "watch off" in pane.query_one(DagView).border_subtitle
         await pilot.press("w")
-        await wait_for(pilot, lambda: flow.watch_armed, what="the watcher again")
-        assert flow.watching
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher again")
+        assert flow.watcher.on
 
 
 async def test_quit_during_a_run_asks_then_stops_it(slow_flow, app_for):

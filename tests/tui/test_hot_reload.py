@@ -15,7 +15,7 @@ async def test_saving_reruns_what_changed_and_survives_a_broken_save(simple_flow
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
         flow = pane.controller
-        await wait_for(pilot, lambda: flow.watch_armed, what="the watcher")
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         dag = pane.query_one(DagView)
         await pilot.press("r")
         await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
@@ -63,7 +63,7 @@ async def test_a_flow_that_never_loaded_shows_the_error_then_loads_on_save(tmp_p
         assert flow.error and "syntax error" in flow.error
         assert flow.loaded is None
         await pilot.press("r")  # nothing to run: a clear notification, no crash
-        await wait_for(pilot, lambda: flow.watch_armed, what="the watcher")
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         write_flow(path, SIMPLE)
         await wait_for(pilot, lambda: flow.loaded is not None, what="the good load")
         assert not pane.query_one("#load-error").display

@@ -124,7 +124,7 @@ def test_load_error_keeps_the_last_good_graph(snap_compare, size):
         flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
-        await wait_for(pilot, lambda: flow.watch_armed, what="the watcher")
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         await pilot.press("home")
         write_flow(path, SIMPLE + "\ndef broken(:\n")
         await wait_for(pilot, lambda: pane_of(app).controller.error is not None, what="the load error")

@@ -1,5 +1,5 @@
 """Provides `FlowCommands`: what a user can do to a flow — run it, re-run a step, force, stop, resume
-or re-run a past run, delete a run, change its parameters, compare two runs.
+or re-run a past run, delete a run, change its parameters, compare two runs, toggle hot reload.
 
 A part of `FlowController` (its `commands`), apart because the commands change little of its state:
 they start runs through the session, and the runs' events come back through `FlowController.apply`.
@@ -38,6 +38,17 @@ class FlowCommands:
     def __init__(self, flow: FlowController) -> None:
         self.flow = flow
         self.host = flow.host
+
+    def toggle_watch(self) -> None:
+        """Hot reload on or off."""
+        watcher, session = self.flow.watcher, self.flow.session
+        watcher.on = not watcher.on
+        if not watcher.on:
+            watcher.stop()
+        elif session is not None:
+            watcher.start(session)
+        self.host.notify(f"watch {'on: saving the file re-runs what changed' if watcher.on else 'off'}")
+        self.host.changed(Change(title=True))
 
     def start_run(self, **options: Any) -> None:
         """Start a run through the session (in the background: planning reads the store)."""

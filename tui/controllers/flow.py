@@ -11,7 +11,6 @@ each event to its flow (`tui.controllers.router`). Store reads go to the host's 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from tui.controllers import reads
 from tui.controllers.commands import FlowCommands
 from tui.controllers.host import Change, Host
 from tui.controllers.views import StepView, step_view
+from tui.controllers.watcher import Watcher
 from tui.data import format as fmt
 from tui.data.state import LogBuffer, RunState, StepLogs, cached_from
 
@@ -55,8 +55,8 @@ class FlowController:
         selected: the step whose logs and details are shown.
         pinned: the logs stay on the selected step; else they follow the step that is running.
         history: the flow's past runs, newest first (`history_loaded` once read).
-        watching: hot reload on.
-        watch_armed: the watcher is running (tests wait for it before editing the file).
+        watcher: the flow's hot reload.
+        commands: what a user can do to the flow.
     """
 
     def __init__(
@@ -87,9 +87,7 @@ class FlowController:
         self.history_loaded = False
         self._history_seq = 0
         self._history_shown = 0
-        self.watching = watch
-        self.watch_armed = False
-        self._stop: threading.Event | None = None
+        self.watcher = Watcher(host, path.name, on=watch)
         self.commands = FlowCommands(self)
 
     # ----- loading and watching ----------------------------------------------------------------
@@ -115,45 +113,11 @@ class FlowController:
             self.loaded = session.loaded
         if session.error is not None:
             self.error = str(session.error)
-        if self.watching:
-            self.start_watch()
+        if self.watcher.on:
+            self.watcher.start(session)
         self.host.changed(
             Change(graph=session.loaded is not None, error=session.error is not None, view=True)
         )
-
-    def start_watch(self) -> None:
-        """Re-load and re-run the flow on every save (on a worker thread, until `stop_watch`)."""
-        session = self.session
-        if session is None:
-            return
-        self.stop_watch()
-        stop = self._stop = threading.Event()
-
-        def armed() -> None:
-            self.watch_armed = True
-
-        self.host.background(
-            partial(session.watch, stop, on_ready=armed, run_options=None),
-            group="watch",
-            description=f"watch {self.path.name}",
-            exclusive=True,
-        )
-
-    def stop_watch(self) -> None:
-        """Stop the watcher, if any (idempotent)."""
-        if self._stop is not None:
-            self._stop.set()
-            self._stop = None
-        self.watch_armed = False
-
-    def toggle_watch(self) -> None:
-        self.watching = not self.watching
-        if self.watching:
-            self.start_watch()
-        else:
-            self.stop_watch()
-        self.host.notify(f"watch {'on: saving the file re-runs what changed' if self.watching else 'off'}")
-        self.host.changed(Change(title=True))
 
     # ----- events ------------------------------------------------------------------------------
 

@@ -218,14 +218,9 @@ class MainScreen(Screen[None]):
             if pane is not None:
                 pane.controller.apply(events)
 
-    @property
-    def active_runs(self) -> list[int]:
-        return self.engine.active_runs
-
     # ----- actions: commands on the current flow ------------------------------------------------
 
-    @property
-    def controller(self) -> FlowController | None:
+    def _flow(self) -> FlowController | None:
         """The current flow's controller (None, and the user told, when no flow is open)."""
         pane = self.pane
         if pane is None:
@@ -234,9 +229,9 @@ class MainScreen(Screen[None]):
         return pane.controller
 
     def _command(self, name: str, *args: object) -> None:
-        controller = self.controller
-        if controller is not None:
-            getattr(controller.commands, name)(*args)
+        flow = self._flow()
+        if flow is not None:
+            getattr(flow.commands, name)(*args)
 
     def _on_pane(self, method: str, *args: object) -> None:
         pane = self.pane
@@ -268,55 +263,53 @@ class MainScreen(Screen[None]):
         self._command("rerun_past", self._history_cursor())
 
     def action_toggle_watch(self) -> None:
-        controller = self.controller
-        if controller is not None:
-            controller.toggle_watch()
+        self._command("toggle_watch")
 
     def action_view_live(self) -> None:
-        controller = self.controller
-        if controller is not None:
-            controller.view_run(None)
+        flow = self._flow()
+        if flow is not None:
+            flow.view_run(None)
 
     def action_toggle_pin(self) -> None:
-        controller = self.controller
-        if controller is not None:
-            controller.toggle_pin()
+        flow = self._flow()
+        if flow is not None:
+            flow.toggle_pin()
 
     # ----- actions: dialogs --------------------------------------------------------------------
 
     def action_delete_run(self) -> None:
-        controller = self.controller
-        if controller is None:
+        flow = self._flow()
+        run_id = flow.commands.deletable(self._history_cursor()) if flow is not None else None
+        if flow is None or run_id is None:
             return
-        run_id = controller.commands.deletable(self._history_cursor())
-        if run_id is None:
-            return
+        commands = flow.commands
 
         def answered(yes: bool | None) -> None:
             if yes:
-                controller.commands.delete_run(run_id)
+                commands.delete_run(run_id)
 
         self.app.push_screen(ConfirmScreen(f"Delete run #{run_id} and its logs?", "Delete"), answered)
 
     def action_edit_params(self) -> None:
-        controller = self.controller
-        form = controller.commands.param_form() if controller is not None else None
-        if controller is None or form is None:
+        flow = self._flow()
+        form = flow.commands.param_form() if flow is not None else None
+        if flow is None or form is None:
             return
+        commands = flow.commands
 
         def done(result: tuple[dict[str, str], bool] | None) -> None:
             if result is not None:
                 values, run = result
-                controller.commands.set_params(values, run=run)
+                commands.set_params(values, run=run)
 
         self.app.push_screen(ParamsScreen(form.specs, form.values, form.flow), done)
 
     @on(RunHistory.CompareRequested)
     def _compare(self, message: RunHistory.CompareRequested) -> None:
         message.stop()
-        controller = self.controller
-        if controller is not None:
-            controller.commands.compare(message.first, message.second, self._show_compare)
+        flow = self._flow()
+        if flow is not None:
+            flow.commands.compare(message.first, message.second, self._show_compare)
 
     def _show_compare(self, a: RunRecord, b: RunRecord) -> None:
         self.app.push_screen(CompareScreen(a, b))
