@@ -90,12 +90,12 @@ class FlowController:
         self.watcher = Watcher(host, path.name, on=watch)
         self.commands = FlowCommands(self)
 
-    # ----- loading and watching ----------------------------------------------------------------
+    # ----- loading -----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load the flow (or take the session loaded before the app started) and read its history."""
         preloaded, self._preloaded = self._preloaded, None
-        if preloaded is not None:
+        if preloaded is not None:  # shown once the view has handled what its mounting queued
             self.host.soon(partial(self._session_ready, preloaded))
         else:
             self.host.background(

@@ -2,9 +2,9 @@
 history — over the flow's `FlowController`.
 
 The pane renders what the controller holds and hands it what the user did (a step selected, a run
-chosen); it shows no dialog (the screen does) and reads no store. It is the controller's `Host` too:
-blocking work runs in thread workers of the pane, and the controller's `Change`s come back here to be
-painted, each repainting only what it names.
+chosen); it shows no dialog (the screen does) and reads no store. Through a `WidgetHost` it hosts the
+controller: blocking work runs in thread workers of the pane, and the controller's `Change`s come back
+here to be painted (`paint`), each repainting only what it names.
 """
 
 from __future__ import annotations
