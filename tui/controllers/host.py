@@ -32,8 +32,10 @@ class Host(Protocol):
         description: str,
         exclusive: bool = False,
     ) -> None:
-        """Run `work` off the UI thread, then `then(result)` on it (`exclusive`: a newer job of the
-        same group supersedes this one)."""
+        """Run `work` off the UI thread, then `then(result)` on it. `exclusive`: a newer job of the
+        same group cancels this one; a read already under way still finishes and reports, so each
+        continuation checks that what it read is still wanted (a newer history read, the step
+        still selected)."""
 
     def soon(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the UI thread once the messages queued before it are handled."""
