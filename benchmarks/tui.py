@@ -68,11 +68,11 @@ async def first_paint(root: Path) -> float:
     async with app.run_test(size=(120, 36)) as pilot:
         while True:
             pane = app.main.pane if app.main is not None else None
-            if pane is not None and pane.loaded is not None and pane.query_one(DagView).painted:
+            if pane is not None and pane.controller.loaded is not None and pane.query_one(DagView).painted:
                 break
             await pilot.pause(0.001)
         elapsed = (time.perf_counter() - started) * 1000
-        steps = len(pane.loaded.graph.nodes)
+        steps = len(pane.controller.loaded.graph.nodes)
     print(f"first paint of a {steps}-step flow: {elapsed:.0f} ms (budget {PAINT_BUDGET_MS:.0f})")
     return elapsed
 
@@ -88,12 +88,12 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
     app = make_app(path, root / "store-stream", 2, watch=False)
     samples: list[float] = []
     async with app.run_test(size=(120, 36)) as pilot:
-        while app.main is None or app.main.pane is None or app.main.pane.loaded is None:
+        while app.main is None or app.main.pane is None or app.main.pane.controller.loaded is None:
             await pilot.pause(0.01)
         pane = app.main.pane
         log = pane.query_one(LogView)
         await pilot.press("r")
-        while not pane.active:
+        while not pane.controller.active:
             await pilot.pause(0.01)
         while len(log.buffer) < 1000:
             await pilot.pause(0.01)
@@ -107,7 +107,7 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
 
         app._display = display  # type: ignore[method-assign]
         keys = ["2", "1"]  # the details tab, the logs tab
-        while pane.active and len(log.buffer) < LOG_LINES:
+        while pane.controller.active and len(log.buffer) < LOG_LINES:
             key = keys[len(samples) % 2]
             target = "details-tab" if key == "2" else "logs-tab"
             started = time.perf_counter()
@@ -122,9 +122,9 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
                 await asyncio.sleep(0.001)
             samples.append((displays[-1] - started) * 1000)
             await asyncio.sleep(0.1)
-        while pane.active:
+        while pane.controller.active:
             await pilot.pause(0.05)
-        lines = len(pane.viewed_state.log("spew"))
+        lines = len(pane.controller.viewed_state.log("spew"))
     worst = max(samples) if samples else float("inf")
     median = statistics.median(samples) if samples else float("inf")
     print(

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -22,11 +23,11 @@ from runner.executors.local import LocalExecutor
 from runner.flow_files import find_flows
 from runner.session import FlowSession
 from runner.store import Store
+from tui.controllers.reads import open_session
+from tui.controllers.router import flow_key
 from tui.keys import ACTIONS
-from tui.messages import flow_key
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.main import MainScreen
-from tui.widgets.flow_pane import open_session
 
 SWITCH_INTERVAL_S = 0.001
 """The interpreter's thread switch interval while the app runs (the default is 0.005)."""
@@ -63,7 +64,7 @@ class FlowApp(App[int]):
         self.flows = flows
         self.engine = engine
         self.store = store
-        self.watch = watch
+        self.hot_reload = watch
         self.listing = listing
         self.main: MainScreen | None = None
         self.preloaded: dict[str, FlowSession] = {}
@@ -91,13 +92,13 @@ class FlowApp(App[int]):
             self.flows,
             self.engine,
             self.store,
-            watch=self.watch,
+            watch=self.hot_reload,
             listing=self.listing,
             preloaded=self.preloaded,
         )
         return self.main
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:  # type: ignore[type-arg]
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         main = self.main
         if main is None:
@@ -151,7 +152,7 @@ class FlowApp(App[int]):
         if self.main is not None:
             self.main.stop_watching()
             for pane in self.main.panes.values():
-                pane.stop_watch()
+                pane.controller.watcher.stop()
         self.engine.close()
 
 

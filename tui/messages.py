@@ -1,4 +1,4 @@
-"""Provides the messages that carry work from other threads into the UI, and `EventBridge`.
+"""Provides the messages that carry news from other threads into the UI, and `EventBridge`.
 
 The engine calls its subscribers on its scheduler thread (or the watcher's thread), sometimes
 thousands of times a second while a step prints. `EventBridge` queues every event and posts one
@@ -11,32 +11,17 @@ event (a step finishing) is still shown at once.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 from textual.message_pump import MessagePump
 
 from runner.events import Event, StepLog
-
-if TYPE_CHECKING:
-    from runner.records import RunRecord
-    from runner.session import FlowSession
-    from tui.data.state import LogBuffer, RunState
+from tui.data.state import StepLogs
 
 
 class EventsReady(Message):
     """Events are queued in the bridge: drain them."""
-
-
-class SessionReady(Message):
-    """A flow's session was created (its first load succeeded or failed)."""
-
-    def __init__(self, path: Path, session: FlowSession) -> None:
-        super().__init__()
-        self.path = path
-        self.session = session
 
 
 class FlowFileChanged(Message):
@@ -45,44 +30,6 @@ class FlowFileChanged(Message):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-
-
-class HistoryLoaded(Message):
-    """A flow's past runs were read from the store."""
-
-    def __init__(self, records: list[RunRecord], seq: int = 0) -> None:
-        super().__init__()
-        self.records = records
-        self.seq = seq
-
-
-class RunLoaded(Message):
-    """A past run was read from the store, to be viewed."""
-
-    def __init__(self, state: RunState) -> None:
-        super().__init__()
-        self.state = state
-
-
-class LogsLoaded(Message):
-    """A step's stored log lines were read (for a run this process did not start)."""
-
-    def __init__(self, run_id: int, step: str, buffer: LogBuffer, source: int | None = None) -> None:
-        super().__init__()
-        self.run_id = run_id
-        self.step = step
-        self.buffer = buffer
-        self.source = source
-        """For a cached step: the run whose lines these are (the one that computed its result)."""
-
-
-@dataclass
-class StepLogs:
-    """Consecutive `StepLog` events of one step in one run, queued by `EventBridge` as one item."""
-
-    run_id: int
-    step: str
-    events: list[StepLog]
 
 
 class EventBridge:
@@ -127,8 +74,3 @@ class EventBridge:
                 self._pending = False
                 return
         self._target.post_message(EventsReady())
-
-
-def flow_key(path: str | Path | Any) -> str:
-    """How panes and events name a flow file: its resolved path."""
-    return str(Path(path).resolve())

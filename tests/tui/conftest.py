@@ -129,23 +129,26 @@ async def ready(pilot, app: FlowApp) -> FlowPane:  # type: ignore[no-untyped-def
     """Wait until the first flow's pane has loaded its flow (or failed to) and read its history."""
     await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="the pane")
     pane = pane_of(app)
-    await wait_for(pilot, lambda: pane.session is not None and pane.history_loaded, what="the first load")
+    flow = pane.controller
+    await wait_for(pilot, lambda: flow.session is not None and flow.history_loaded, what="the first load")
     return pane
 
 
 async def run_done(pilot, pane: FlowPane, count: int = 1, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     """Wait until `count` runs were seen, none is in flight, and history shows them."""
+    flow = pane.controller
+
     def describe() -> str:
-        runs = {i: (r.status, {n: s.status for n, s in r.steps.items()}) for i, r in pane.runs.items()}
-        history = [(r.id, r.status) for r in pane.history]
-        return f"{count} finished run(s); runs={runs} active={pane.active} history={history}"
+        runs = {i: (r.status, {n: s.status for n, s in r.steps.items()}) for i, r in flow.runs.items()}
+        history = [(r.id, r.status) for r in flow.history]
+        return f"{count} finished run(s); runs={runs} active={flow.active} history={history}"
 
     await wait_for(
         pilot,
-        lambda: len([r for r in pane.runs.values() if r.live]) >= count
-        and not pane.active
-        and len(pane.history) >= count
-        and all(r.status != "running" for r in pane.history),
+        lambda: len([r for r in flow.runs.values() if r.live]) >= count
+        and not flow.active
+        and len(flow.history) >= count
+        and all(r.status != "running" for r in flow.history),
         timeout,
         what=describe,
     )

@@ -16,7 +16,7 @@ SIZE = (120, 36)
 
 
 def statuses(pane) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    state = pane.viewed_state
+    state = pane.controller.viewed_state
     return {name: info.status for name, info in state.steps.items()} if state else {}
 
 
@@ -24,40 +24,43 @@ async def test_open_shows_every_step_and_details(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         dag = pane.query_one(DagView)
         assert set(dag.layout_.columns[0]) == {"load"}
         assert [c for c in dag.layout_.columns] == [["load"], ["train"], ["report"]]
         assert dag.selected == "load"
-        assert pane.selected == "load"
-        assert pane.viewed is None
+        assert flow.selected == "load"
+        assert flow.viewed is None
 
 
 async def test_run_shows_statuses_logs_and_history(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         assert statuses(pane) == {"load": "succeeded", "train": "succeeded", "report": "succeeded"}
-        assert pane.viewed_state.log("load").lines == ["loading 5 rows"]
+        assert flow.viewed_state.log("load").lines == ["loading 5 rows"]
         log = pane.query_one(LogView)
-        assert log.buffer is pane.viewed_state.log(pane.selected)  # the step the run left selected
+        assert log.buffer is flow.viewed_state.log(flow.selected)  # the step the run left selected
         history = pane.query_one(RunHistory)
         assert history.row_count == 1
-        assert pane.history[0].status == "succeeded" and pane.history[0].trigger == "tui"
-        assert pane.history[0].metrics == {"score": 5.0}
+        assert flow.history[0].status == "succeeded" and flow.history[0].trigger == "tui"
+        assert flow.history[0].metrics == {"score": 5.0}
 
 
 async def test_second_run_is_cached_and_says_why(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         await pilot.press("r")
         await run_done(pilot, pane, 2)
         assert set(statuses(pane).values()) == {"cached"}
-        assert "same fingerprint" in pane.viewed_state.steps["train"].reason
+        assert "same fingerprint" in flow.viewed_state.steps["train"].reason
         await pilot.press("i")
         assert pane.tab == "details-tab"
         text = str(pane.query_one("#details-text").render())
@@ -68,13 +71,14 @@ async def test_rerun_selected_step_and_descendants(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         await pilot.press("home", "right")
-        assert pane.selected == "train"
+        assert flow.selected == "train"
         await pilot.press("e")
         await run_done(pilot, pane, 2)
-        state = pane.viewed_state
+        state = flow.viewed_state
         assert state.trigger == "re-run train"
         assert state.steps["train"].status == "succeeded"
         assert state.steps["train"].reason == "forced"
@@ -86,36 +90,39 @@ async def test_force_rerun_all(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         await pilot.press("f")
         await run_done(pilot, pane, 2)
         assert set(statuses(pane).values()) == {"succeeded"}
-        assert {i.reason for i in pane.viewed_state.steps.values()} == {"forced"}
+        assert {i.reason for i in flow.viewed_state.steps.values()} == {"forced"}
 
 
 async def test_stop_kills_the_running_step(slow_flow, app_for):
     app = app_for(slow_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await wait_for(pilot, lambda: statuses(pane).get("sleepy") == "running", what="sleepy running")
         await pilot.press("s")
         await run_done(pilot, pane)
-        assert pane.viewed_state.status == "cancelled"
+        assert flow.viewed_state.status == "cancelled"
         assert statuses(pane)["sleepy"] == "cancelled"
-        assert pane.history[0].status == "cancelled"
+        assert flow.history[0].status == "cancelled"
 
 
 async def test_failed_step_shows_error_and_traceback_then_resume(failing_flow, app_for):
     app = app_for(failing_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         assert statuses(pane) == {"prepare": "succeeded", "fragile": "failed"}
         await pilot.press("right")
-        info = pane.viewed_state.steps["fragile"]
+        info = flow.viewed_state.steps["fragile"]
         assert "boom" in (info.error or "")
         assert "Traceback" in (info.traceback or "")
         await pilot.press("i")
@@ -124,7 +131,7 @@ async def test_failed_step_shows_error_and_traceback_then_resume(failing_flow, a
         (failing_flow.parent / "fixed").write_text("yes")
         await pilot.press("u")
         await run_done(pilot, pane, 2)
-        state = pane.viewed_state
+        state = flow.viewed_state
         assert state.trigger == "resume of #1"
         assert statuses(pane) == {"prepare": "cached", "fragile": "succeeded"}
 
@@ -159,6 +166,7 @@ async def test_edit_params_validates_then_runs_with_them(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("p")
         await wait_for(pilot, lambda: isinstance(app.screen, ParamsScreen), what="the params dialog")
         dialog = app.screen
@@ -180,19 +188,20 @@ async def test_edit_params_validates_then_runs_with_them(simple_flow, app_for):
         rows.value = "3"
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: not isinstance(app.screen, ParamsScreen), what="the dialog to close")
-        assert pane.session.overrides == {"rows": "3"}
+        assert flow.session.params()["rows"] == 3
         await run_done(pilot, pane)
-        assert pane.history[0].params["rows"] == 3
-        assert pane.viewed_state.log("load").lines == ["loading 3 rows"]
+        assert flow.history[0].params["rows"] == 3
+        assert flow.viewed_state.log("load").lines == ["loading 3 rows"]
 
 
 async def test_history_view_past_run_compare_and_rerun_it(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
-        pane.session.overrides = {"lr": "2.0"}
+        flow.commands.set_params({"lr": "2.0"})
         await pilot.press("r")
         await run_done(pilot, pane, 2)
         await pilot.press("3")
@@ -206,20 +215,21 @@ async def test_history_view_past_run_compare_and_rerun_it(simple_flow, app_for):
         assert (compared.a.id, compared.b.id) == (2, 1)
         await pilot.press("escape")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: pane.viewed == 1, what="run #1 viewed")
-        assert not pane.follow_live
-        assert pane.viewed_state.params["lr"] == 0.5
+        await wait_for(pilot, lambda: flow.viewed == 1, what="run #1 viewed")
+        assert not flow.follow_live
+        assert flow.viewed_state.params["lr"] == 0.5
         await pilot.press("a")
         await run_done(pilot, pane, 3)
-        assert pane.history[0].trigger == "re-run of #1"
-        assert pane.history[0].params["lr"] == 0.5
-        assert pane.viewed == 3
+        assert flow.history[0].trigger == "re-run of #1"
+        assert flow.history[0].params["lr"] == 0.5
+        assert flow.viewed == 3
 
 
 async def test_delete_run_asks_first(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         await pilot.press("3", "d")
@@ -229,7 +239,7 @@ async def test_delete_run_asks_first(simple_flow, app_for):
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
         await pilot.press("y")
-        await wait_for(pilot, lambda: not pane.history, what="the run to disappear")
+        await wait_for(pilot, lambda: not flow.history, what="the run to disappear")
         assert app.store.get_run(1) is None
         assert pane.query_one(RunHistory).row_count == 0
 
@@ -238,13 +248,14 @@ async def test_toggle_watch(simple_flow, app_for):
     app = app_for(simple_flow, watch=True)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
-        await wait_for(pilot, lambda: pane.watch_armed, what="the watcher")
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         await pilot.press("w")
-        assert not pane.watching and not pane.watch_armed
+        assert not flow.watcher.on and not flow.watcher.armed
         assert "watch off" in pane.query_one(DagView).border_subtitle
         await pilot.press("w")
-        await wait_for(pilot, lambda: pane.watch_armed, what="the watcher again")
-        assert pane.watching
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher again")
+        assert flow.watcher.on
 
 
 async def test_quit_during_a_run_asks_then_stops_it(slow_flow, app_for):
@@ -277,14 +288,15 @@ async def test_keyboard_and_mouse_select_steps(simple_flow, app_for):
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         dag = pane.query_one(DagView)
         await pilot.press("right", "right")
-        assert pane.selected == "report"
+        assert flow.selected == "report"
         await pilot.press("left")
-        assert pane.selected == "train"
+        assert flow.selected == "train"
         box = dag.layout_.boxes["report"]
         await pilot.click(DagView, offset=(box.x + 3 + 1, box.y + 1 + 1))
-        assert pane.selected == "report"
+        assert flow.selected == "report"
 
 
 async def test_theme_toggle_and_palette_commands(simple_flow, app_for):
@@ -308,22 +320,22 @@ async def test_directory_lists_flows_and_runs_two_at_once(tmp_path, app_for, sim
         assert flows.option_count == 2
         first = pane_of(app)
         assert first.path.name == "simple.py"
-        await wait_for(pilot, lambda: first.session is not None, what="simple loaded")
+        await wait_for(pilot, lambda: first.controller.session is not None, what="simple loaded")
         await pilot.press("down")
         await wait_for(pilot, lambda: pane_of(app).path.name == "slow.py", what="slow.py open")
         slow = pane_of(app)
-        await wait_for(pilot, lambda: slow.session is not None, what="slow loaded")
+        await wait_for(pilot, lambda: slow.controller.session is not None, what="slow loaded")
         await pilot.press("r")
         await wait_for(pilot, lambda: statuses(slow).get("sleepy") == "running", what="sleepy running")
         await pilot.press("up")
         await wait_for(pilot, lambda: pane_of(app) is first, what="back to simple")
         await pilot.press("r")
         await run_done(pilot, first)
-        assert slow.active, "the slow flow keeps running while the other one ran"
+        assert slow.controller.active, "the slow flow keeps running while the other one ran"
         assert flows.statuses[str(slow_flow.resolve())] == "running"
         await wait_for(pilot, lambda: flows.statuses[str(simple_flow.resolve())] == "succeeded",
                        what="simple's status in the list")
         await pilot.press("down")
         await wait_for(pilot, lambda: pane_of(app) is slow, what="slow again")
         await pilot.press("s")
-        await wait_for(pilot, lambda: not slow.active, what="slow stopped")
+        await wait_for(pilot, lambda: not slow.controller.active, what="slow stopped")

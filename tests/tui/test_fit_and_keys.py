@@ -44,9 +44,13 @@ async def test_every_sample_flows_dag_is_whole_on_screen(tmp_path, app_for, size
         for index, path in enumerate(flows):
             if index:
                 await pilot.press("down")
-            await wait_for(pilot, lambda p=path: pane_of(app).path == p and pane_of(app).loaded is not None,
-                           what=f"{path.name} loaded")
+            await wait_for(
+                pilot,
+                lambda p=path: pane_of(app).path == p and pane_of(app).controller.loaded is not None,
+                what=f"{path.name} loaded",
+            )
             pane = pane_of(app)
+            flow = pane.controller
             dag = pane.query_one(DagView)
             await wait_for(pilot, lambda d=dag: d.layout_.boxes and d.size.height, what="the DAG laid out")
             await pilot.pause()
@@ -55,7 +59,7 @@ async def test_every_sample_flows_dag_is_whole_on_screen(tmp_path, app_for, size
             assert fits, (path.name, layout.style)
             assert not dag.show_vertical_scrollbar and not dag.show_horizontal_scrollbar
             shown = screen_text(app)
-            for name in pane.loaded.graph.nodes:
+            for name in flow.loaded.graph.nodes:
                 assert name in shown, (path.name, name)  # whole, not ellipsised
             assert dag.outer_size.height <= size[1] - 2 - 8, "the logs keep their rows"
 
@@ -65,7 +69,8 @@ async def test_z_gives_the_dag_the_whole_screen_and_back(tmp_path, app_for, simp
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
         pane = pane_of(app)
-        await wait_for(pilot, lambda: pane.loaded is not None, what="loaded")
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.loaded is not None, what="loaded")
         await pilot.press("g", "z")
         await pilot.pause()
         assert pane.zoomed and not app.main.query_one(FlowList).display
@@ -141,15 +146,16 @@ async def test_vim_keys_move_where_arrows_do_and_tab_goes_round_in_order(tmp_pat
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
         pane = pane_of(app)
-        await wait_for(pilot, lambda: pane.loaded is not None, what="loaded")
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.loaded is not None, what="loaded")
         flows = app.main.query_one(FlowList)
         assert flows.has_focus
         await pilot.press("tab")
         assert pane.query_one(DagView).has_focus
         await pilot.press("l")
-        assert pane.selected == "train"
+        assert flow.selected == "train"
         await pilot.press("l", "h")
-        assert pane.selected == "train"
+        assert flow.selected == "train"
         await pilot.press("tab")
         assert pane.query_one(LogView).has_focus
         await pilot.press("tab")
@@ -201,23 +207,24 @@ async def test_the_logs_follow_the_running_step_until_pinned(tmp_path, app_for):
     app = app_for(flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         log = pane.query_one(LogView)
         await pilot.press("r")
-        await wait_for(pilot, lambda: pane.selected == "first" and "first is working" in screen_text(app),
+        await wait_for(pilot, lambda: flow.selected == "first" and "first is working" in screen_text(app),
                        what="the logs on first")
         assert "following the run (P pins)" in screen_text(app)
         (tmp_path / "one").touch()
-        await wait_for(pilot, lambda: pane.selected == "second" and "second is working" in screen_text(app),
+        await wait_for(pilot, lambda: flow.selected == "second" and "second is working" in screen_text(app),
                        what="the logs on second")
         await pilot.press("g", "h")  # the user looks at another step: it stays there
-        assert pane.selected == "first" and pane.pinned
+        assert flow.selected == "first" and flow.pinned
         await wait_for(pilot, lambda: "pinned (P follows the run)" in screen_text(app), what="pinned")
         (tmp_path / "two").touch()
-        await wait_for(pilot, lambda: pane.viewed_state.steps["third"].status == "running", what="third runs")
+        await wait_for(pilot, lambda: flow.viewed_state.steps["third"].status == "running", what="third runs")
         await pilot.pause()
-        assert pane.selected == "first" and log.buffer.lines == ["first is working"]
+        assert flow.selected == "first" and log.buffer.lines == ["first is working"]
         await pilot.press("P")
-        await wait_for(pilot, lambda: pane.selected == "third" and "third is working" in screen_text(app),
+        await wait_for(pilot, lambda: flow.selected == "third" and "third is working" in screen_text(app),
                        what="back to following")
         (tmp_path / "three").touch()
         await run_done(pilot, pane)
@@ -227,11 +234,12 @@ async def test_a_cached_step_shows_the_logs_of_the_run_that_computed_it(simple_f
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
         await pilot.press("r")
         await run_done(pilot, pane, 2)
-        assert pane.viewed_state.steps["load"].status == "cached"
+        assert flow.viewed_state.steps["load"].status == "cached"
         await pilot.press("g", "home")
         log = pane.query_one(LogView)
         await wait_for(pilot, lambda: log.buffer.lines == ["loading 5 rows"], what="run #1's lines")
@@ -241,7 +249,8 @@ async def test_a_cached_step_shows_the_logs_of_the_run_that_computed_it(simple_f
     again = app_for(simple_flow)  # a new session: run #2 and run #1's lines come from the store
     async with again.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, again)
-        await wait_for(pilot, lambda: pane.viewed == 2 and pane.viewed_state is not None, what="run #2")
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.viewed == 2 and flow.viewed_state is not None, what="run #2")
         await pilot.press("g", "home")
         await wait_for(pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(again),
                        what="the label")
@@ -256,8 +265,11 @@ async def test_a_flow_saved_while_another_is_shown_is_marked_in_the_list(tmp_pat
         await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
         flows = app.main.query_one(FlowList)
         await pilot.press("down")
-        await wait_for(pilot, lambda: pane_of(app).path == second and pane_of(app).loaded is not None,
-                       what="beta open")
+        await wait_for(
+            pilot,
+            lambda: pane_of(app).path == second and pane_of(app).controller.loaded is not None,
+            what="beta open",
+        )
         beta = pane_of(app)
         await pilot.press("r")
         await run_done(pilot, beta)

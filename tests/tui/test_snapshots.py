@@ -100,9 +100,10 @@ def test_history_table(snap_compare, size):
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
-        pane.session.overrides = {"lr": "2.0"}
+        flow.commands.set_params({"lr": "2.0"})
         await pilot.press("r")
         await run_done(pilot, pane, 2)
         await pilot.press("f")
@@ -120,12 +121,13 @@ def test_load_error_keeps_the_last_good_graph(snap_compare, size):
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
-        await wait_for(pilot, lambda: pane.watch_armed, what="the watcher")
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         await pilot.press("home")
         write_flow(path, SIMPLE + "\ndef broken(:\n")
-        await wait_for(pilot, lambda: pane_of(app).error is not None, what="the load error")
+        await wait_for(pilot, lambda: pane_of(app).controller.error is not None, what="the load error")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -152,7 +154,7 @@ def test_light_theme_params_dialog(snap_compare):
 def test_sample_flow_after_a_run(snap_compare, size, flow):
     """`flow tui sample_flows`, the flow chosen in the list and run: its whole DAG, every step ✓
     (or ⊘ where a `when=` skipped it), the last step selected with its logs."""
-    directory = ROOT / f"samples-{size[0]}"
+    directory = ROOT / f"samples-{size[0]}-{flow}"  # a directory per test: xdist runs them at once
     shutil.rmtree(directory, ignore_errors=True)
     shutil.copytree(SAMPLES, directory / "flows", ignore=shutil.ignore_patterns("*.md", "__pycache__"))
     app = make_app(directory / "flows", directory / f"store-{flow}", 2, watch=False)
@@ -161,15 +163,19 @@ def test_sample_flow_after_a_run(snap_compare, size, flow):
         await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
         for _ in range(SAMPLE_NAMES.index(flow)):
             await pilot.press("down")
-        await wait_for(pilot, lambda: pane_of(app).path.stem == flow and pane_of(app).loaded is not None,
-                       what=f"{flow} loaded")
+        await wait_for(
+            pilot,
+            lambda: pane_of(app).path.stem == flow and pane_of(app).controller.loaded is not None,
+            what=f"{flow} loaded",
+        )
         pane = pane_of(app)
+        controller = pane.controller
         await pilot.press("enter", "r")
         await run_done(pilot, pane)
         # The logs followed whichever step ran last (a race between parallel steps): show the last.
-        last = pane.loaded.graph.layers()[-1][0]
+        last = controller.loaded.graph.layers()[-1][0]
         pane.query_one(DagView).select(last)
-        await wait_for(pilot, lambda: pane.selected == last, what="the last step selected")
+        await wait_for(pilot, lambda: controller.selected == last, what="the last step selected")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=size)
@@ -188,11 +194,12 @@ def test_light_theme_dag(snap_compare, flow):
 
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         pane = await ready(pilot, app)
+        controller = pane.controller
         await pilot.press("t", "r")
         await run_done(pilot, pane)
-        last = pane.loaded.graph.layers()[-1][0]
+        last = controller.loaded.graph.layers()[-1][0]
         pane.query_one(DagView).select(last)
-        await wait_for(pilot, lambda: pane.selected == last, what="the last step selected")
+        await wait_for(pilot, lambda: controller.selected == last, what="the last step selected")
         await settle(pilot)
 
     assert snap_compare(app, run_before=run_before, terminal_size=(120, 36))

@@ -13,8 +13,8 @@ from textual.message_pump import MessagePump
 
 from runner.events import RunFinished, StepLog
 from tests.tui.conftest import ready, run_done, wait_for, write_flow
-from tui.data.state import LogBuffer, RunState
-from tui.messages import EventBridge, EventsReady, StepLogs
+from tui.data.state import LogBuffer, RunState, StepLogs
+from tui.messages import EventBridge, EventsReady
 from tui.widgets.dag import DagView
 from tui.widgets.details import StepDetails
 from tui.widgets.history import RunHistory
@@ -95,6 +95,7 @@ async def test_streamed_lines_land_in_their_steps_and_the_view_follows_the_end(t
     app = app_for(write_flow(tmp_path / "streams.py", STREAMS))
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         dag = pane.query_one(DagView)
         dag.select("stream")
         await pilot.press("r")
@@ -103,7 +104,7 @@ async def test_streamed_lines_land_in_their_steps_and_the_view_follows_the_end(t
         assert not log.show_vertical_scrollbar  # ten lines fit
         await run_done(pilot, pane)
         await pilot.pause()
-        state = pane.viewed_state
+        state = flow.viewed_state
         assert state is not None
         assert state.log("stream").lines == [f"line {i:03d}" for i in range(300)]
         assert state.log("other").lines == [f"other {i:03d}" for i in range(200)]
@@ -144,10 +145,11 @@ async def test_the_spinner_of_a_running_step_turns(slow_flow, app_for) -> None:
     app = app_for(slow_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await wait_for(
             pilot,
-            lambda: pane.viewed_state is not None and pane.viewed_state.steps["sleepy"].status == "running",
+            lambda: flow.viewed_state is not None and flow.viewed_state.steps["sleepy"].status == "running",
             what="sleepy running",
         )
 
@@ -159,7 +161,7 @@ async def test_the_spinner_of_a_running_step_turns(slow_flow, app_for) -> None:
         await pilot.pause()
         assert sleepy_row() != first
         await pilot.press("s")
-        await wait_for(pilot, lambda: not pane.active, what="the run to stop")
+        await wait_for(pilot, lambda: not flow.active, what="the run to stop")
 
 
 def test_a_batch_of_lines_is_buffered_as_one_line_at_a_time_would_be() -> None:

@@ -48,6 +48,7 @@ async def test_the_command_palette_opens_and_runs_a_command(simple_flow, app_for
     app = app_for(simple_flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette", what="the palette")
         await pilot.press(*"run")
@@ -55,7 +56,7 @@ async def test_the_command_palette_opens_and_runs_a_command(simple_flow, app_for
         await pilot.press("enter")
         await run_done(pilot, pane)
         assert app.is_running
-        assert pane.history[0].status == "succeeded"
+        assert flow.history[0].status == "succeeded"
 
 
 async def test_markup_in_a_flow_name_a_load_error_and_step_output_shows_as_written(tmp_path, app_for):
@@ -66,14 +67,14 @@ async def test_markup_in_a_flow_name_a_load_error_and_step_output_shows_as_writt
         await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
         broken = pane_of(app)
         assert broken.path.name == "broken.py"
-        await wait_for(pilot, lambda: broken.error is not None, what="the load error")
+        await wait_for(pilot, lambda: broken.controller.error is not None, what="the load error")
         await pilot.pause()
         shown = screen_text(app)
         assert "KeyError" in shown and "shape [3, 4] got [/data/x] in [columns]" in shown
         await pilot.press("down")
         await wait_for(pilot, lambda: pane_of(app).path.name == "etl.py", what="etl.py open")
         etl = pane_of(app)
-        await wait_for(pilot, lambda: etl.loaded is not None, what="etl loaded")
+        await wait_for(pilot, lambda: etl.controller.loaded is not None, what="etl loaded")
         etl.query_one(DagView).focus()
         await pilot.press("r")
         await run_done(pilot, etl)
@@ -102,9 +103,10 @@ def fit(epochs: int = 3000, data: str = "s3://bucket/" + "d" * 120 + "/part-0001
     app = app_for(flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await run_done(pilot, pane)
-        pane.session.overrides = {"epochs": "300", "score": "0.861236"}
+        flow.commands.set_params({"epochs": "300", "score": "0.861236"})
         await pilot.press("r")
         await run_done(pilot, pane, 2)
         pane.show_tab("history-tab")
@@ -156,11 +158,12 @@ def chatty():
     app = app_for(flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
+        flow = pane.controller
         await pilot.press("r")
         await wait_for(pilot, lambda: "first line" in screen_text(app), what="the first line on screen")
         gate.touch()
         await wait_for(pilot, lambda: "third line" in screen_text(app), what=lambda: screen_text(app))
         shown = screen_text(app)
-        assert "second line" in shown and pane.active, "the lines show while the step still runs"
+        assert "second line" in shown and flow.active, "the lines show while the step still runs"
         Path(str(gate) + "2").touch()
         await run_done(pilot, pane)

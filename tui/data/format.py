@@ -1,38 +1,41 @@
-"""Provides the symbols, labels and time formats every widget uses for statuses.
+"""Provides the symbols, labels and time formats every widget uses for statuses, and the two states
+only the TUI shows (`IDLE`, `RETRYING`).
 
-Each status has a symbol as well as a colour, so the DAG reads without colour too. `MASK_TIMES`
-exists for snapshot tests: it replaces wall-clock times and durations with fixed placeholders.
+Each status has a symbol as well as a colour, so the DAG reads without colour too; the symbols are
+`runner.status.SYMBOLS`, the ones `flow show` and the live output use. `MASK_TIMES` exists for
+snapshot tests: it replaces wall-clock times and durations with fixed placeholders.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+
+from runner import status
 
 MASK_TIMES = False
 """When True, durations and timestamps render as fixed placeholders (deterministic snapshots)."""
 
-SYMBOLS = {
-    "idle": "·",
-    "pending": "○",
-    "ready": "○",
-    "running": "◐",
-    "retrying": "↻",
-    "succeeded": "✓",
-    "cached": "≡",
-    "failed": "✗",
-    "skipped": "⊘",
-    "cancelled": "■",
-    "interrupted": "■",
-}
+IDLE = "idle"
+"""A step with no run to show it in (before the first run, or not part of the viewed run)."""
+
+RETRYING = "retrying"
+"""A step between a failed attempt and its next one (the engine's `StepRetrying`)."""
+
+SYMBOLS: dict[str, str] = {IDLE: "·", **status.SYMBOLS, RETRYING: "↻"}
+"""The runner's symbol of each status, and the TUI's own states'."""
+
 SPINNER = "◐◓◑◒"
+"""The running symbol's frames (the first is `runner.status`'s)."""
+
 STATUSES = tuple(SYMBOLS)
 
 
-def symbol(status: str, tick: int = 0) -> str:
+def symbol(state: str, tick: int = 0) -> str:
     """The one-cell symbol of a status (a spinner frame while running)."""
-    if status == "running":
+    if state == status.StepStatus.RUNNING:
         return SPINNER[tick % len(SPINNER)]
-    return SYMBOLS.get(status, "?")
+    return SYMBOLS.get(state, "?")
 
 
 def duration(seconds: float | None) -> str:
@@ -72,7 +75,7 @@ def value(v: object, width: int = 24) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def params_line(params: dict[str, object], width: int = 40) -> str:
+def params_line(params: Mapping[str, object], width: int = 40) -> str:
     """`lr=0.1 epochs=200` cut to `width`."""
     text = " ".join(f"{k}={value(v, 16)}" for k, v in params.items())
     return text if len(text) <= width else text[: width - 1] + "…"

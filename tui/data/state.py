@@ -1,4 +1,5 @@
-"""Provides `RunState`: one run as the TUI shows it, built from engine events or a stored record.
+"""Provides `RunState`: one run as the TUI shows it, built from engine events or a stored record, and
+`StepLogs`, a step's consecutive log events as the event bridge queues them.
 
 Textual-free so it is unit-testable. Log lines live in a `LogBuffer` per step: a plain list of
 strings plus a parallel bytearray of stream flags, so a million lines cost one string each. A
@@ -23,7 +24,9 @@ from runner.events import (
     StepStarted,
 )
 from runner.records import RunRecord
+from runner.status import FINAL, RunStatus, StepStatus
 from runner.text import visible
+from tui.data.format import RETRYING
 
 _ERROR = re.compile(r"\b(Error|Exception|Traceback|FAILED|failed)\b")
 _line_of, _stream_of = attrgetter("line"), attrgetter("stream")
@@ -116,7 +119,7 @@ class StepInfo:
     """One step's state within a run (what the DAG box and the details panel show)."""
 
     name: str
-    status: str = "pending"
+    status: str = StepStatus.PENDING
     attempts: int = 0
     reason: str = ""
     duration_s: float | None = None
@@ -132,9 +135,6 @@ class StepInfo:
     instances_done: int = 0
 
 
-FINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
-
-
 @dataclass
 class RunState:
     """A run: its steps' states and (for runs this TUI started) their logs.
@@ -146,7 +146,7 @@ class RunState:
     run_id: int
     flow: str
     file: str
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     params: dict[str, Any] = field(default_factory=dict)
     trigger: str = ""
     started_at: float | None = None
@@ -219,10 +219,10 @@ class RunState:
     def focus_step(self) -> str | None:
         """The step a viewer following the run looks at: the latest started of those running,
         else the first that failed, else None."""
-        running = [i for i in self.steps.values() if i.status in ("running", "retrying")]
+        running = [i for i in self.steps.values() if i.status in (StepStatus.RUNNING, RETRYING)]
         if running:
             return max(running, key=lambda i: i.started_at or 0.0).name
-        return next((i.name for i in self.steps.values() if i.status == "failed"), None)
+        return next((i.name for i in self.steps.values() if i.status == StepStatus.FAILED), None)
 
     def log(self, name: str) -> LogBuffer:
         buffer = self.logs.get(name)
@@ -240,10 +240,10 @@ class RunState:
             if index is not None:
                 info.instances = max(info.instances, index + 1)
                 if info.status not in FINAL:
-                    info.status = "running"
+                    info.status = StepStatus.RUNNING
                     info.started_at = info.started_at or event.ts
                 return base
-            info.status = "running"
+            info.status = StepStatus.RUNNING
             info.attempts = event.attempt
             info.reason = event.reason
             info.fingerprint = event.fingerprint
@@ -253,7 +253,7 @@ class RunState:
         if isinstance(event, StepRetrying):
             base, _ = split_instance(event.step)
             info = self.step(base)
-            info.status = "retrying"
+            info.status = RETRYING
             info.retry_error = f"attempt {event.attempt} failed: {event.error}"
             return base
         if isinstance(event, StepFinished):
@@ -263,7 +263,7 @@ class RunState:
                 info.instances = max(info.instances, index + 1)
                 info.instances_done += 1
                 if info.status not in FINAL:
-                    info.status = "running"
+                    info.status = StepStatus.RUNNING
                 return base
             info.status = event.status
             info.attempts = event.attempts
@@ -276,7 +276,7 @@ class RunState:
             info.preview = event.preview
             info.metrics = dict(event.metrics)
             info.retry_error = None
-            if event.status == "failed":
+            if event.status == StepStatus.FAILED:
                 self.add_failure(base)
             return base
         if isinstance(event, RunFinished):
@@ -297,7 +297,7 @@ class RunState:
     def add_failure(self, name: str, buffer: LogBuffer | None = None) -> None:
         """Append a failed step's traceback (or error) to its log, as a terminal would show it."""
         info = self.steps.get(name)
-        if info is None or info.status != "failed":
+        if info is None or info.status != StepStatus.FAILED:
             return
         text = info.traceback or info.error or ""
         target = buffer if buffer is not None else self.log(name)
@@ -316,3 +316,12 @@ class RunState:
             for key, value in info.metrics.items():
                 merged[key if counts[key] == 1 else f"{info.name}.{key}"] = value
         return merged
+
+
+@dataclass
+class StepLogs:
+    """Consecutive `StepLog` events of one step in one run, queued by the event bridge as one item."""
+
+    run_id: int
+    step: str
+    events: list[StepLog]

@@ -6,6 +6,8 @@ moment (a widget's keys only while it has focus) and never drifts from the key m
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -28,7 +30,7 @@ PANES = {
 """Widget class -> the name the help gives its section."""
 
 
-def sections(screen: Screen) -> list[Section]:  # type: ignore[type-arg]
+def sections(screen: Screen[Any]) -> list[Section]:
     """The active bindings of `screen`, grouped: the focused pane's first, then everywhere."""
     app = screen.app
     grouped: dict[str, dict[tuple[str, str], tuple[list[str], str]]] = {}
@@ -70,7 +72,7 @@ class HelpScreen(ModalScreen[None]):
         self.help_sections = help_sections
 
     @classmethod
-    def of(cls, screen: Screen) -> HelpScreen:  # type: ignore[type-arg]
+    def of(cls, screen: Screen[Any]) -> HelpScreen:
         return cls(sections(screen))
 
     def compose(self) -> ComposeResult:

@@ -2,7 +2,9 @@
 actions on the current flow, bound to keys (shown in the footer) and listed in the command palette.
 
 The screen subscribes an `EventBridge` to the engine and routes each drained batch of events to the
-pane of the flow it belongs to, so several flows can run at once, each with its own live status.
+controller of the flow it belongs to, so several flows can run at once, each with its own live
+status. Actions go to the current flow's controller (commands) or pane (what is shown); every dialog
+— confirm, parameters, compare, help — is shown here, in response to a key or a widget's message.
 """
 
 from __future__ import annotations
@@ -21,19 +23,27 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Header, OptionList
 
 from runner.engine import Engine
-from runner.events import Event, FlowReloaded, LoadFailed, RunStarted
+from runner.records import RunRecord
 from runner.session import FlowSession
 from runner.store import Store
+from tui.controllers.flow import FlowController
+from tui.controllers.router import EventRouter, flow_key
 from tui.keys import screen_bindings
-from tui.messages import EventBridge, EventsReady, FlowFileChanged, StepLogs, flow_key
+from tui.messages import EventBridge, EventsReady, FlowFileChanged
+from tui.screens.compare import CompareScreen
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.screens.params import ParamsScreen
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
+from tui.widgets.history import RunHistory
 
 DRAIN_INTERVAL_S = 0.1
 """Least time between two batches of engine events (bounds repaints while logs stream)."""
 
 KEY_GRACE_S = 0.05
 """How long after a key press a batch of engine events waits (the key's own repaint goes first)."""
+
 
 class MainScreen(Screen[None]):
     """The screen a user lives in."""
@@ -57,12 +67,12 @@ class MainScreen(Screen[None]):
         self.flows = flows
         self.engine = engine
         self.store = store
-        self.watch = watch
+        self.hot_reload = watch
         self.listing = listing
         self.preloaded = dict(preloaded or {})
         self.bridge = EventBridge(self)
+        self.router = EventRouter()
         self.panes: dict[str, FlowPane] = {}
-        self.run_flows: dict[int, str] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._flows_stop = threading.Event()
         self._last_key = 0.0
@@ -110,8 +120,13 @@ class MainScreen(Screen[None]):
         directories = sorted({str(path.parent) for path in files})
         stop = self._flows_stop
         for changes in watch(
-            *directories, stop_event=stop, recursive=False, raise_interrupt=False,
-            step=50, debounce=200, rust_timeout=200,
+            *directories,
+            stop_event=stop,
+            recursive=False,
+            raise_interrupt=False,
+            step=50,
+            debounce=200,
+            rust_timeout=200,
         ):
             for path in {Path(p).resolve() for _, p in changes} & files:
                 self.post_message(FlowFileChanged(path))
@@ -143,7 +158,7 @@ class MainScreen(Screen[None]):
             path,
             self.engine,
             self.store,
-            watch=self.watch,
+            watch=self.hot_reload,
             session=self.preloaded.pop(key, None),
             id=f"pane-{len(self.panes)}",
         )
@@ -198,30 +213,25 @@ class MainScreen(Screen[None]):
 
     def _drain(self) -> None:
         self.set_timer(DRAIN_INTERVAL_S, self.bridge.release)
-        batches: dict[str, list[Event | StepLogs]] = {}
-        for event in self.bridge.drain():
-            if isinstance(event, RunStarted):
-                key = flow_key(event.file)
-                self.run_flows[event.run_id] = key
-            elif isinstance(event, FlowReloaded | LoadFailed):
-                key = flow_key(event.file)
-            else:
-                run_id = getattr(event, "run_id", None)
-                found = self.run_flows.get(run_id) if run_id is not None else None
-                if found is None:
-                    continue
-                key = found
-            batches.setdefault(key, []).append(event)
-        for key, events in batches.items():
+        for key, events in self.router.route(self.bridge.drain()).items():
             pane = self.panes.get(key)
             if pane is not None:
-                pane.apply(events)
+                pane.controller.apply(events)
 
-    @property
-    def active_runs(self) -> list[int]:
-        return self.engine.active_runs
+    # ----- actions: commands on the current flow ------------------------------------------------
 
-    # ----- actions ---------------------------------------------------------------------------
+    def _flow(self) -> FlowController | None:
+        """The current flow's controller (None, and the user told, when no flow is open)."""
+        pane = self.pane
+        if pane is None:
+            self.notify("no flow is open", severity="warning")
+            return None
+        return pane.controller
+
+    def _command(self, name: str, *args: object) -> None:
+        flow = self._flow()
+        if flow is not None:
+            getattr(flow.commands, name)(*args)
 
     def _on_pane(self, method: str, *args: object) -> None:
         pane = self.pane
@@ -230,35 +240,84 @@ class MainScreen(Screen[None]):
             return
         getattr(pane, method)(*args)
 
+    def _history_cursor(self) -> int | None:
+        pane = self.pane
+        return pane.history_cursor() if pane is not None else None
+
     def action_run(self) -> None:
-        self._on_pane("run_flow")
+        self._command("run_flow")
 
     def action_rerun_step(self) -> None:
-        self._on_pane("rerun_step")
+        self._command("rerun_step")
 
     def action_force(self) -> None:
-        self._on_pane("force_run")
+        self._command("force_run")
 
     def action_stop(self) -> None:
-        self._on_pane("stop")
+        self._command("stop")
 
     def action_resume(self) -> None:
-        self._on_pane("resume")
+        self._command("resume", self._history_cursor())
 
     def action_rerun_past(self) -> None:
-        self._on_pane("rerun_past")
-
-    def action_delete_run(self) -> None:
-        self._on_pane("delete_run")
-
-    def action_edit_params(self) -> None:
-        self._on_pane("edit_params")
+        self._command("rerun_past", self._history_cursor())
 
     def action_toggle_watch(self) -> None:
-        self._on_pane("toggle_watch")
+        self._command("toggle_watch")
 
     def action_view_live(self) -> None:
-        self._on_pane("view_run", None)
+        flow = self._flow()
+        if flow is not None:
+            flow.view_run(None)
+
+    def action_toggle_pin(self) -> None:
+        flow = self._flow()
+        if flow is not None:
+            flow.toggle_pin()
+
+    # ----- actions: dialogs --------------------------------------------------------------------
+
+    def action_delete_run(self) -> None:
+        flow = self._flow()
+        run_id = flow.commands.deletable(self._history_cursor()) if flow is not None else None
+        if flow is None or run_id is None:
+            return
+        commands = flow.commands
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                commands.delete_run(run_id)
+
+        self.app.push_screen(ConfirmScreen(f"Delete run #{run_id} and its logs?", "Delete"), answered)
+
+    def action_edit_params(self) -> None:
+        flow = self._flow()
+        form = flow.commands.param_form() if flow is not None else None
+        if flow is None or form is None:
+            return
+        commands = flow.commands
+
+        def done(result: tuple[dict[str, str], bool] | None) -> None:
+            if result is not None:
+                values, run = result
+                commands.set_params(values, run=run)
+
+        self.app.push_screen(ParamsScreen(form.specs, form.values, form.flow), done)
+
+    @on(RunHistory.CompareRequested)
+    def _compare(self, message: RunHistory.CompareRequested) -> None:
+        message.stop()
+        flow = self._flow()
+        if flow is not None:
+            flow.commands.compare(message.first, message.second, self._show_compare)
+
+    def _show_compare(self, a: RunRecord, b: RunRecord) -> None:
+        self.app.push_screen(CompareScreen(a, b))
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen.of(self))
+
+    # ----- actions: what the current flow's pane shows -----------------------------------------
 
     def action_search(self) -> None:
         self._on_pane("open_search")
@@ -290,9 +349,6 @@ class MainScreen(Screen[None]):
             if tab == "history-tab":
                 pane.query_one("#history").focus()
 
-    def action_toggle_pin(self) -> None:
-        self._on_pane("toggle_pin")
-
     def action_toggle_edges(self) -> None:
         self._on_pane("toggle_edges")
 
@@ -314,8 +370,3 @@ class MainScreen(Screen[None]):
             self.query_one(FlowList).display = not zoomed
         pane.set_zoom(zoomed)
         pane.query_one("#dag").focus()
-
-    def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
-
-        self.app.push_screen(HelpScreen.of(self))

@@ -8,8 +8,6 @@ variables, and every status also has a symbol, so the drawing reads without colo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -20,21 +18,15 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 
+from runner.status import StepStatus
 from tui.data import format as fmt
+from tui.data.boxes import BoxState
 from tui.data.layout import LEFT, Box, DagLayout, clip, fit_layout, reduce_edges
 from tui.data.layout import Style as Drawing
 from tui.keys import pane_bindings
 from tui.widgets.styling import component_style
-
-
-@dataclass(frozen=True)
-class BoxState:
-    """What a box shows: its status and the text on its bottom border (duration, `3/8`, ...)."""
-
-    status: str = "idle"
-    note: str = ""
-    started_at: float | None = None
 
 
 class DagView(ScrollView, can_focus=True):
@@ -63,7 +55,6 @@ class DagView(ScrollView, can_focus=True):
         & > .dag--edge { color: $text-muted; }
         & > .dag--idle { color: $text-disabled; }
         & > .dag--pending { color: $text-muted; }
-        & > .dag--ready { color: $text-muted; }
         & > .dag--running { color: $text-accent; text-style: bold; }
         & > .dag--retrying { color: $text-warning; text-style: bold; }
         & > .dag--succeeded { color: $text-success; }
@@ -109,6 +100,8 @@ class DagView(ScrollView, can_focus=True):
         """Draw every data edge, not only those the run order needs (`E` toggles)."""
         """The most rows the drawing may take before a more compact style is chosen."""
         self.states: dict[str, BoxState] = {}
+        self._spinner: Timer | None = None
+        """Turns the running boxes' spinners while any box runs."""
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
         self._spinning: set[int] = set()
@@ -176,12 +169,13 @@ class DagView(ScrollView, can_focus=True):
         """Replace every box's status (steps not in `states` show as idle)."""
         self.states = states
         boxes = self.layout_.boxes
-        self._spinning = {boxes[n].mid for n, s in states.items() if s.status == "running" and n in boxes}
+        running = StepStatus.RUNNING
+        self._spinning = {boxes[n].mid for n, s in states.items() if s.status == running and n in boxes}
         self._invalidate()
-        if any(s.status in ("running", "retrying") for s in states.values()):
-            if not hasattr(self, "_spinner") or self._spinner is None:
+        if any(s.status in (StepStatus.RUNNING, fmt.RETRYING) for s in states.values()):
+            if self._spinner is None:
                 self._spinner = self.set_interval(0.25, self._spin)
-        elif getattr(self, "_spinner", None) is not None:
+        elif self._spinner is not None:
             self._spinner.stop()
             self._spinner = None
 
@@ -339,12 +333,12 @@ class DagView(ScrollView, can_focus=True):
         for i in range(1, width + 1):
             if i == width or styles[i] != styles[start]:
                 name = styles[start]
-                style = resolved.get(name)
-                if style is None:
-                    style = resolved[name] = base + component_style(self, name)
+                rich = resolved.get(name)
+                if rich is None:
+                    rich = resolved[name] = base + component_style(self, name)
                     if name == "dag--selected" and self.selected in self.states:
                         status_style = component_style(self, f"dag--{self.states[self.selected].status}")
-                        style = resolved[name] = base + status_style + component_style(self, name)
-                segments.append(Segment("".join(cells[start:i]), style))
+                        rich = resolved[name] = base + status_style + component_style(self, name)
+                segments.append(Segment("".join(cells[start:i]), rich))
                 start = i
         return Strip(segments, width)

@@ -4,15 +4,15 @@ output preview and parameters, for the run being viewed — wrapped, never cut.
 
 from __future__ import annotations
 
-from typing import Any
-
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
+from runner.status import StepStatus
+from tui.controllers.views import StepView
 from tui.data import format as fmt
-from tui.data.state import StepInfo
 from tui.text import plain
 
 WHOLE = 10_000
@@ -20,14 +20,14 @@ WHOLE = 10_000
 PREVIEW = 500
 """Characters of the output preview's first line shown (the step's output itself can be huge)."""
 
-STATUS_STYLE = {
-    "succeeded": "$success",
-    "cached": "$text-secondary",
-    "failed": "$error",
-    "running": "$accent",
-    "retrying": "$warning",
-    "cancelled": "$warning",
-    "skipped": "$text-muted",
+STATUS_STYLE: dict[str, str] = {
+    StepStatus.SUCCEEDED: "$success",
+    StepStatus.CACHED: "$text-secondary",
+    StepStatus.FAILED: "$error",
+    StepStatus.RUNNING: "$accent",
+    fmt.RETRYING: "$warning",
+    StepStatus.CANCELLED: "$warning",
+    StepStatus.SKIPPED: "$text-muted",
 }
 
 
@@ -35,17 +35,11 @@ def _field(label: str, value: str, style: str = "") -> Content:
     return Content.assemble((f"{label:<12}", "$text-muted"), plain(value, style))
 
 
-def describe(
-    step: str,
-    info: StepInfo | None,
-    *,
-    run_id: int | None,
-    options: dict[str, Any],
-    params: dict[str, Any],
-) -> Content:
+def describe(view: StepView) -> Content:
     """The details text of a step (pure: unit- and snapshot-friendly)."""
+    step, info, run_id, options, params = view.step, view.info, view.run_id, view.options, view.params
     parts: list[Content] = []
-    status = info.status if info else "idle"
+    status = info.status if info else fmt.IDLE
     symbol = fmt.symbol(status)
     title = plain(f"{symbol} {step}", f"bold {STATUS_STYLE.get(status, '')}".strip(), newlines=False)
     parts.append(title)
@@ -54,12 +48,12 @@ def describe(
         parts.append(Content.styled(f"not part of {where}", "$text-muted"))
     else:
         parts.append(_field("status", status, STATUS_STYLE.get(status, "")))
-        if status == "cached":
+        if status == StepStatus.CACHED:
             parts.append(_field("cached", info.reason or "same fingerprint as an earlier run"))
         elif info.reason:
-            label = "skipped" if status == "skipped" else "why it ran"
+            label = "skipped" if status == StepStatus.SKIPPED else "why it ran"
             parts.append(_field(label, info.reason))
-        if info.duration_s is not None and status not in ("cached", "skipped"):
+        if info.duration_s is not None and status not in (StepStatus.CACHED, StepStatus.SKIPPED):
             parts.append(_field("duration", fmt.duration(info.duration_s)))
         if info.attempts:
             retries = options.get("retries", 0)
@@ -81,9 +75,9 @@ def describe(
             parts.append(_field("output", shown))
     if params:
         parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v, WHOLE)}" for k, v in params.items())))
-    shown = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
-    if shown:
-        parts.append(_field("options", "  ".join(shown), "$text-muted"))
+    declared = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
+    if declared:
+        parts.append(_field("options", "  ".join(declared), "$text-muted"))
     if info is not None and info.traceback:
         parts.append(Content(""))
         parts.append(Content.styled("traceback", "bold $error"))
@@ -104,7 +98,7 @@ class StepDetails(VerticalScroll):
     StepDetails > Static { width: 100%; }
     """
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
         yield Static(id="details-text")
 
     def show(self, content: Content) -> None:

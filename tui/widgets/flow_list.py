@@ -10,16 +10,17 @@ from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
+from runner.status import RunStatus
 from tui.data import format as fmt
 from tui.data.layout import clip
 from tui.text import plain
 
-STATUS_STYLE = {
-    "running": "$accent",
-    "succeeded": "$success",
-    "failed": "$error",
-    "cancelled": "$warning",
-    "interrupted": "$warning",
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.RUNNING: "$accent",
+    RunStatus.SUCCEEDED: "$success",
+    RunStatus.FAILED: "$error",
+    RunStatus.CANCELLED: "$warning",
+    RunStatus.INTERRUPTED: "$warning",
 }
 
 
@@ -41,7 +42,7 @@ class FlowList(OptionList):
         self.statuses: dict[str, str] = {}
         self.changed: set[str] = set()
         """Flows saved since they were last shown (marked `*`)."""
-        super().__init__(*(Option(self._prompt(f, "idle"), id=str(f.resolve())) for f in flows), id=id)
+        super().__init__(*(Option(self._prompt(f, fmt.IDLE), id=str(f.resolve())) for f in flows), id=id)
         # As wide as the names need (status, name, marker, borders): every column given back is
         # the DAG's.
         self.styles.width = min(MAX_WIDTH, max(14, max((len(f.stem) for f in flows), default=0) + 7))
@@ -74,7 +75,7 @@ class FlowList(OptionList):
 
     def _update(self, key: str) -> None:
         try:
-            prompt = self._prompt(Path(key), self.statuses.get(key, "idle"), key in self.changed)
+            prompt = self._prompt(Path(key), self.statuses.get(key, fmt.IDLE), key in self.changed)
             self.replace_option_prompt(key, prompt)
         except Exception:
             return

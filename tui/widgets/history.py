@@ -15,16 +15,17 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from runner.records import RunRecord
+from runner.status import RunStatus
 from tui.data import format as fmt
 from tui.keys import pane_bindings
 from tui.text import plain
 
-STATUS_STYLE = {
-    "succeeded": "$success",
-    "failed": "$error",
-    "running": "$accent",
-    "cancelled": "$warning",
-    "interrupted": "$warning",
+STATUS_STYLE: dict[str, str] = {
+    RunStatus.SUCCEEDED: "$success",
+    RunStatus.FAILED: "$error",
+    RunStatus.RUNNING: "$accent",
+    RunStatus.CANCELLED: "$warning",
+    RunStatus.INTERRUPTED: "$warning",
 }
 
 

@@ -29,7 +29,7 @@ from tui.widgets.styling import component_style
 
 
 class LogView(ScrollView, can_focus=True):
-    """Renders a `LogBuffer`. Call `refresh_lines()` after appending to it."""
+    """Renders a `LogBuffer`. Call `buffer_grew()` after appending to it."""
 
     BINDINGS = [
         Binding("end,G", "follow", "End", show=False, tooltip="Go to the end and follow new lines"),
@@ -81,9 +81,9 @@ class LogView(ScrollView, can_focus=True):
         self._cache.clear()
         self._shown = -1
         self.follow = True
-        self.refresh_lines()
+        self.buffer_grew()
 
-    def refresh_lines(self) -> None:  # type: ignore[override]
+    def buffer_grew(self) -> None:
         """The buffer grew (or changed): resize, keep following, repaint."""
         count = len(self.buffer)
         if count == self._shown:
@@ -191,11 +191,11 @@ class LogView(ScrollView, can_focus=True):
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        strip = self._render(index, scroll_x, width)
+        strip = self._render_row(index, scroll_x, width)
         self._cache[key] = strip
         return strip
 
-    def _render(self, index: int, scroll_x: int, width: int) -> Strip:
+    def _render_row(self, index: int, scroll_x: int, width: int) -> Strip:
         base, stderr_style = self._line_styles()
         lines = self.buffer.lines
         if not lines:

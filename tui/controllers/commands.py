@@ -1,0 +1,192 @@
+"""Provides `FlowCommands`: what a user can do to a flow — run it, re-run a step, force, stop, resume
+or re-run a past run, delete a run, change its parameters, compare two runs, toggle hot reload.
+
+A part of `FlowController` (its `commands`), apart because the commands change little of its state:
+they start runs through the session, and the runs' events come back through `FlowController.apply`.
+A command that needs the user's answer first comes in two halves — a check that returns what to ask
+(`deletable`, `param_form`) and the act (`delete_run`, `set_params`) — so the screen, not the
+controller or a widget, shows the dialog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from dsl.errors import FlowError
+from runner.records import RunRecord
+from runner.session import FlowSession
+from runner.status import RunStatus
+from runner.text import visible
+from tui.controllers import reads
+from tui.controllers.host import Change
+from tui.controllers.views import ParamForm
+from tui.data.state import RunState
+
+if TYPE_CHECKING:
+    from tui.controllers.flow import FlowController
+
+RESUMABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
+"""Runs `resume` takes up: those that ended without finishing."""
+
+
+class FlowCommands:
+    """The commands on one flow (`cursor`, where taken: the history row under the cursor when the
+    history is shown, else None for the viewed run)."""
+
+    def __init__(self, flow: FlowController) -> None:
+        self.flow = flow
+        self.host = flow.host
+
+    def toggle_watch(self) -> None:
+        """Hot reload on or off."""
+        watcher, session = self.flow.watcher, self.flow.session
+        watcher.on = not watcher.on
+        if not watcher.on:
+            watcher.stop()
+        elif session is not None:
+            watcher.start(session)
+        self.host.notify(f"watch {'on: saving the file re-runs what changed' if watcher.on else 'off'}")
+        self.host.changed(Change(title=True))
+
+    def start_run(self, **options: Any) -> None:
+        """Start a run through the session (in the background: planning reads the store)."""
+        flow = self.flow
+        session = flow.session
+        if session is None or session.loaded is None:
+            self.host.notify("the flow has not loaded; fix the error and save", severity="error")
+            return
+        flow.follow_live = True
+        flow.pinned = False
+        self.host.background(
+            partial(_start, session, options), self._not_started, group="start", description="start a run"
+        )
+
+    def _not_started(self, error: FlowError | None) -> None:
+        if error is not None:
+            self.host.notify(visible(str(error)), title="cannot start the run", severity="error", timeout=8)
+
+    def run_flow(self) -> None:
+        self.start_run(trigger="tui")
+
+    def rerun_step(self) -> None:
+        step = self.flow.selected
+        if step is None:
+            self.host.notify("select a step first", severity="warning")
+            return
+        self.start_run(trigger=f"re-run {step}", from_steps=(step,), force_steps=(step,))
+
+    def force_run(self) -> None:
+        self.start_run(trigger="force re-run", force=True)
+
+    def stop(self) -> None:
+        active = sorted(self.flow.active)
+        if not active:
+            self.host.notify("no run of this flow is in flight", severity="warning")
+            return
+        for run_id in active:
+            self.flow.engine.cancel(run_id)
+        self.host.notify(f"stopping run {', '.join(f'#{r}' for r in active)}")
+
+    def target_run(self, cursor: int | None) -> RunState | None:
+        """The run an action on 'a run' means: the history row `cursor`, else the viewed run."""
+        flow = self.flow
+        if cursor is not None:
+            record = next((r for r in flow.history if r.id == cursor), None)
+            if record is not None:
+                return flow.runs.get(cursor) or RunState.from_record(record)
+        return flow.viewed_state
+
+    def resume(self, cursor: int | None = None) -> None:
+        state = self.target_run(cursor)
+        if state is None or state.status not in RESUMABLE:
+            self.host.notify("resume needs a failed, stopped or interrupted run", severity="warning")
+            return
+        run_id = state.run_id
+        self.start_run(trigger=f"resume of #{run_id}", resume_of=run_id, params=dict(state.params))
+
+    def rerun_past(self, cursor: int | None = None) -> None:
+        state = self.target_run(cursor)
+        if state is None:
+            self.host.notify("no run to repeat", severity="warning")
+            return
+        self.start_run(trigger=f"re-run of #{state.run_id}", params=dict(state.params))
+
+    def deletable(self, cursor: int | None = None) -> int | None:
+        """The run 'delete' means, if it may go (else None, and the user is told why)."""
+        state = self.target_run(cursor)
+        if state is None:
+            self.host.notify("no run to delete", severity="warning")
+            return None
+        if state.run_id in self.flow.active:
+            self.host.notify(f"run #{state.run_id} is in flight; stop it first", severity="warning")
+            return None
+        return state.run_id
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run and its logs from the store (the user was asked: `deletable`)."""
+        self.host.background(
+            partial(self.flow.store.delete_run, run_id),
+            lambda _: self._deleted(run_id),
+            group="delete",
+            description="delete a run",
+        )
+
+    def _deleted(self, run_id: int) -> None:
+        flow = self.flow
+        flow.runs.pop(run_id, None)
+        if flow.viewed == run_id:
+            flow.viewed = None
+            flow.follow_live = True
+            self.host.changed(Change(view=True))
+        self.host.notify(f"deleted run #{run_id}")
+        flow.load_history()
+
+    def param_form(self) -> ParamForm | None:
+        """What the parameters dialog edits (None before a good load, and the user is told)."""
+        session = self.flow.session
+        if session is None or session.loaded is None:
+            self.host.notify("the flow has not loaded", severity="warning")
+            return None
+        loaded = session.loaded
+        return ParamForm(loaded.graph.params, dict(session.overrides), loaded.name)
+
+    def set_params(self, values: dict[str, str], *, run: bool = False) -> None:
+        """The one way the TUI changes the flow's parameters (`-p` strings, as the dialog gives them):
+        through the session, so every later run uses them, the watcher's too; `run` starts one now."""
+        session = self.flow.session
+        if session is None:
+            return
+        session.set_overrides(values)
+        self.host.changed(Change(details=True))
+        if run:
+            self.run_flow()
+        else:
+            self.host.notify("parameters saved for the next runs")
+
+    def compare(self, first: int, second: int, show: Callable[[RunRecord, RunRecord], None]) -> None:
+        """Read runs `first` and `second` and `show` them (the screen's comparison dialog)."""
+
+        def read(pair: tuple[RunRecord, RunRecord] | None) -> None:
+            if pair is None:
+                self.host.notify("a run to compare is gone from the store", severity="warning")
+            else:
+                show(*pair)
+
+        self.host.background(
+            partial(reads.read_pair, self.flow.store, first, second),
+            read,
+            group="compare",
+            description="compare runs",
+            exclusive=True,
+        )
+
+
+def _start(session: FlowSession, options: dict[str, Any]) -> FlowError | None:
+    """Start a run (blocking: planning reads the store); the error when it cannot start."""
+    try:
+        session.run(**options)
+    except FlowError as exc:
+        return exc
+    return None

@@ -1,0 +1,78 @@
+"""Provides the blocking reads a flow's controller runs off the UI thread: the first load of a flow,
+its run history, a past run, a step's stored log lines, and two runs to compare.
+
+Each is a plain function of the store (or engine) and its arguments: no controller state is read or
+written here, so running one on a worker thread races with nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dsl.errors import FlowError
+from runner.engine import Engine
+from runner.records import RunRecord
+from runner.session import FlowSession
+from runner.store import Store
+from tui.data.state import LogBuffer, RunState
+
+HISTORY_LIMIT = 200
+"""Past runs the history table holds (newest first)."""
+
+LOG_PAGE = 50_000
+"""Stored log lines read per query (a step's million lines are read in pages)."""
+
+
+def open_session(path: Path, engine: Engine) -> FlowSession:
+    """A session on `path` after its first load (blocking: call it from a worker or before the app
+    starts); a failed load leaves `session.error` set and no graph."""
+    session = FlowSession(path, engine)
+    try:
+        session.load()
+    except FlowError as exc:
+        session.error = exc
+    return session
+
+
+def read_history(store: Store, path: Path, flow: str | None) -> list[RunRecord]:
+    """The runs of flow `flow` (before a good load, when its name is unknown: those of the file)."""
+    records = store.list_runs(flow or str(path.resolve()), limit=HISTORY_LIMIT)
+    if flow is None:
+        records = [r for r in records if Path(r.file).resolve() == path.resolve()] or records
+    return records
+
+
+def read_run(store: Store, run_id: int) -> RunState | None:
+    """A past run's state, or None when it is not in the store."""
+    store.flush()  # what the engine recorded moments ago is in the store
+    record = store.get_run(run_id)
+    return RunState.from_record(record) if record is not None else None
+
+
+def read_logs(store: Store, run_id: int, step: str, failed: RunState | None = None) -> LogBuffer:
+    """A step's stored lines in run `run_id`, its fan-out instances' lines prefixed `[i]`; when
+    `failed` (the run's state) says the step failed, its traceback follows them."""
+    store.flush()  # lines the engine recorded moments ago are in the store
+    buffer = LogBuffer()
+    after = 0
+    prefix = f"{step}["
+    while True:
+        lines = store.get_logs(run_id, None, after=after, limit=LOG_PAGE)
+        if not lines:
+            break
+        for line in lines:
+            if line.step == step:
+                buffer.append(line.stream, line.line)
+            elif line.step.startswith(prefix):
+                index = line.step[len(prefix) : -1]
+                buffer.append(line.stream, f"[{index}] {line.line}")
+        after = lines[-1].id
+    if failed is not None:
+        failed.add_failure(step, buffer)
+    return buffer
+
+
+def read_pair(store: Store, first: int, second: int) -> tuple[RunRecord, RunRecord] | None:
+    """Two runs to compare, or None when either is gone from the store."""
+    a, b = store.get_run(first), store.get_run(second)
+    return (a, b) if a is not None and b is not None else None

@@ -1,0 +1,116 @@
+"""Provides the plain data a flow's controller hands its view and the screen's dialogs — `StepView`
+(what the details panel shows of a step), `ParamForm` (what the parameters dialog edits) — and the
+pane's one-line texts: its title and subtitle, the line above the logs.
+
+Textual-free: what a pane reads is unit-testable without an app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dsl.graph import ParamSpec
+from dsl.loader import LoadedFlow
+from runner.status import RunStatus
+from tui.data import format as fmt
+from tui.data.state import RunState, StepInfo
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step as the details panel shows it.
+
+    Attributes:
+        step: its name.
+        info: its state in the viewed run (None: not part of it, or no run viewed).
+        run_id: the viewed run.
+        options: its declared options (retries, timeout, cache, ...).
+        params: the values of the parameters it reads, in the viewed run (else the next run's).
+    """
+
+    step: str
+    info: StepInfo | None
+    run_id: int | None
+    options: dict[str, Any]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ParamForm:
+    """The parameters dialog's input: each parameter's spec, the values set, the flow's name."""
+
+    specs: dict[str, ParamSpec]
+    values: dict[str, Any]
+    flow: str
+
+
+def step_view(
+    loaded: LoadedFlow | None,
+    state: RunState | None,
+    step: str | None,
+    next_params: Callable[[], dict[str, Any]],
+) -> StepView | None:
+    """`step` of the last good load as seen in run `state` (None: no step, or no good load yet);
+    `next_params` gives the parameters when no run is viewed."""
+    if step is None or loaded is None:
+        return None
+    node = loaded.graph.nodes.get(step)
+    options: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    if node is not None:
+        item = node.step
+        options = {
+            "retries": item.retries,
+            "timeout": item.timeout,
+            "cache": item.cache,
+            "trigger": item.trigger,
+            "foreach": item.foreach,
+            "when": "yes" if item.when is not None else None,
+        }
+        source = state.params if state is not None else next_params()
+        params = {p: source.get(p) for p in node.params}
+    info = state.steps.get(step) if state is not None else None
+    return StepView(step, info, state.run_id if state is not None else None, options, params)
+
+
+def run_title(flow: str, state: RunState | None, follow_live: bool, saved_after: bool) -> str:
+    """`name · run #3 ✓ succeeded`, saying when the run is a past one and when the flow file was
+    saved after it (`saved_after`)."""
+    if state is None:
+        return f"{flow} · no run"
+    run = f"run #{state.run_id} {fmt.symbol(state.status)} {state.status}"
+    if not follow_live:
+        run += " (past run: v follows live)"
+    if saved_after:
+        run += " · flow changed since: r runs it"
+    return f"{flow} · {run}"
+
+
+def subtitle(steps: int, hidden_edges: int, watching: bool) -> str:
+    """`12 steps · 3 implied edges hidden (E) · watch on`."""
+    edges = (
+        f" · {hidden_edges} implied edge{'' if hidden_edges == 1 else 's'} hidden (E)" if hidden_edges else ""
+    )
+    return f"{steps} step{'' if steps == 1 else 's'}{edges} · {'watch on' if watching else 'watch off'}"
+
+
+def log_status(
+    step: str | None, state: RunState | None, pinned: bool, lines: int, follow: bool, search: str
+) -> str:
+    """The line above the logs: the step, the run (and where a cached step's lines come from),
+    following or pinned, the line count, follow mode, the search."""
+    parts = [step or "-"]
+    if state is not None:
+        parts.append(f"run #{state.run_id}")
+        source = state.log_sources.get(step or "")
+        if source is not None:
+            parts.append(f"cached: logs of run #{source}")
+        if state.live and state.status == RunStatus.RUNNING:
+            parts.append("pinned (P follows the run)" if pinned else "following the run (P pins)")
+    parts.append(f"{lines:,} line{'' if lines == 1 else 's'}")
+    parts.append("follow" if follow else "paused (end: follow)")
+    if search:
+        parts.append(f"search: {search}")
+    return " · ".join(parts)

@@ -1,0 +1,63 @@
+"""Provides `WidgetHost`: a controller's `Host` on a widget — the controller's blocking work runs in
+the widget's thread workers, its changes are painted by the widget, its notices are toasts.
+
+An adapter rather than methods of the widget itself: `notify` and friends would otherwise shadow the
+widget's own, and the view keeps a namespace of its own actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from textual.widget import Widget
+
+from tui.controllers.host import Change, Severity
+
+T = TypeVar("T")
+
+
+class WidgetHost:
+    """Hosts a controller on `widget`, which paints each `Change` with `paint`."""
+
+    def __init__(self, widget: Widget, paint: Callable[[Change], None]) -> None:
+        self.widget = widget
+        self.paint = paint
+
+    def background(
+        self,
+        work: Callable[[], T],
+        then: Callable[[T], None] | None = None,
+        *,
+        group: str,
+        description: str,
+        exclusive: bool = False,
+    ) -> None:
+        """`work` in a thread worker; `then(result)` back on the UI thread, as a message to the widget
+        (`post_message` is thread-safe and does not wait; a failed read just ends its worker)."""
+        widget = self.widget
+
+        def run() -> None:
+            result = work()
+            if then is not None:
+                widget.call_later(then, result)
+
+        widget.run_worker(
+            run, thread=True, group=group, description=description, exclusive=exclusive, exit_on_error=False
+        )
+
+    def soon(self, callback: Callable[[], None]) -> None:
+        self.widget.call_later(callback)
+
+    def changed(self, change: Change) -> None:
+        self.paint(change)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Severity = "information",
+        timeout: float | None = None,
+    ) -> None:
+        self.widget.app.notify(message, title=title, severity=severity, timeout=timeout, markup=False)
