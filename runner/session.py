@@ -183,10 +183,6 @@ class FlowSession:
         """The `-p` values applied to every run (a copy: change them with `set_overrides`)."""
         return dict(self._overrides)
 
-    @overrides.setter
-    def overrides(self, overrides: dict[str, Any]) -> None:
-        self.set_overrides(overrides)
-
     def set_overrides(self, overrides: Mapping[str, Any]) -> None:
         """Replace the `-p` values for the next runs. They are resolved against the last good load at
         the next run (`params`), where a value that does not fit raises `FlowError`, as `-p` would."""

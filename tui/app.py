@@ -18,7 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from runner.engine import Engine
+from runner.engine import Engine, freeze_heap
 from runner.executors.local import LocalExecutor
 from runner.flow_files import find_flows
 from runner.session import FlowSession
@@ -83,7 +83,7 @@ class FlowApp(App[int]):
         # start-up built and collecting less often keeps those pauses out of key handling.
         self._gc_threshold = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLD)
-        self.call_after_refresh(gc.freeze)
+        self.call_after_refresh(freeze_heap)
 
     def get_default_screen(self) -> MainScreen:
         # The main screen is the first screen, not pushed over a blank one: each screen switch at
