@@ -135,8 +135,10 @@ def main() -> int:
     n = opts.size
     fan_steps = n + 2
     iterations = calibrate(CPU_STEP_S)
-    print(f"machine: {machine()}; fan-out 1 -> {n} -> 1 ({fan_steps} steps); "
-          f"{CPU_STEPS} CPU-bound steps of ~{CPU_STEP_S}s; repeat {opts.repeat}")
+    print(
+        f"machine: {machine()}; fan-out 1 -> {n} -> 1 ({fan_steps} steps); "
+        f"{CPU_STEPS} CPU-bound steps of ~{CPU_STEP_S}s; repeat {opts.repeat}"
+    )
     results: dict[str, list[float]] = {}
     with tempdir("flow-bench-dask-") as root:
         t0 = time.perf_counter()
@@ -169,10 +171,14 @@ def main() -> int:
     print(f"fan-out, dask ({WORKERS} workers):              {dask_fan:7.2f} s  {dask_ms:7.2f} ms/step")
     print(f"  dask overhead above local:             {dask_ms - local_ms:7.2f} ms/step")
     print(f"{CPU_STEPS} CPU steps, local executor (1 worker):  {serial:7.2f} s")
-    print(f"{CPU_STEPS} CPU steps, local executor ({WORKERS} workers): {local2:7.2f} s  "
-          f"speed-up {serial / local2:.2f}x")
-    print(f"{CPU_STEPS} CPU steps, dask ({WORKERS} workers):           {dask2:7.2f} s  "
-          f"speed-up {serial / dask2:.2f}x")
+    print(
+        f"{CPU_STEPS} CPU steps, local executor ({WORKERS} workers): {local2:7.2f} s  "
+        f"speed-up {serial / local2:.2f}x"
+    )
+    print(
+        f"{CPU_STEPS} CPU steps, dask ({WORKERS} workers):           {dask2:7.2f} s  "
+        f"speed-up {serial / dask2:.2f}x"
+    )
     print(verdict("dask", dask_ms, "ms/step", BUDGET_MS, dask_ms <= BUDGET_MS, digits=2))
     return 0 if dask_ms <= BUDGET_MS else 1
 

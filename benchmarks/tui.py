@@ -37,7 +37,7 @@ def big_flow(layers: int = 25, width: int = 20) -> str:
     return "\n".join(lines)
 
 
-STREAMER = f'''
+STREAMER = f"""
 import time
 
 from dsl import step
@@ -50,7 +50,7 @@ def spew():
         if i % 2000 == 1999:
             time.sleep(0.05)
     return {LOG_LINES}
-'''
+"""
 
 
 def rss_mb() -> float:

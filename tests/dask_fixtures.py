@@ -85,8 +85,16 @@ def dask_cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
     scheduler_file = root / "scheduler.json"
     procs = [
         _start(
-            ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
             root / "scheduler.log",
         )
     ]

@@ -17,11 +17,11 @@ import pytest
 
 from tests.conftest import EngineHarness
 
-SIBLING = '''
+SIBLING = """
 @step
 def sibling():
     return "fine"
-'''
+"""
 
 
 def _steps(run) -> dict:
@@ -40,12 +40,15 @@ BAD_STEPS = {
 @pytest.mark.parametrize("kind", sorted(BAD_STEPS))
 def test_a_misbehaving_step_fails_alone_with_a_clear_reason(harness, write_flow, kind) -> None:
     body, reason = BAD_STEPS[kind]
-    path = write_flow(textwrap.dedent(f"""
+    path = write_flow(
+        textwrap.dedent(f"""
         from dsl import step
         @step
         def bad():
             {body}
-        """) + SIBLING)
+        """)
+        + SIBLING
+    )
     run = harness.run(path)
     steps = _steps(run)
     assert run.status == "failed"
@@ -58,13 +61,16 @@ def test_a_misbehaving_step_fails_alone_with_a_clear_reason(harness, write_flow,
 
 
 def test_an_infinite_loop_is_killed_at_its_timeout(harness, write_flow) -> None:
-    path = write_flow(textwrap.dedent("""
+    path = write_flow(
+        textwrap.dedent("""
         from dsl import step
         @step(timeout=1)
         def spin():
             while True:
                 pass
-        """) + SIBLING)
+        """)
+        + SIBLING
+    )
     started = time.monotonic()
     run = harness.run(path)
     took = time.monotonic() - started
@@ -77,7 +83,8 @@ def test_an_infinite_loop_is_killed_at_its_timeout(harness, write_flow) -> None:
 
 def test_a_child_process_that_outlives_its_step_is_killed(harness, write_flow, tmp_path) -> None:
     pids = tmp_path / "pids.txt"
-    path = write_flow(textwrap.dedent(f"""
+    path = write_flow(
+        textwrap.dedent(f"""
         import subprocess
         from dsl import step
         @step
@@ -90,7 +97,8 @@ def test_a_child_process_that_outlives_its_step_is_killed(harness, write_flow, t
             with open({str(pids)!r}, "w") as handle:
                 handle.write(f"{{direct.pid}} {{grandchild}}")
             return "spawned"
-        """))
+        """)
+    )
     run = harness.run(path)
     steps = _steps(run)
     assert steps["spawner"].status == "succeeded"
@@ -102,7 +110,8 @@ def test_a_child_process_that_outlives_its_step_is_killed(harness, write_flow, t
 
 
 def test_a_memory_hog_past_its_limit_fails_as_such(harness, write_flow) -> None:
-    path = write_flow(textwrap.dedent("""
+    path = write_flow(
+        textwrap.dedent("""
         from dsl import step
         @step(resources={"memory": "200MB"})
         def hog():
@@ -114,7 +123,9 @@ def test_a_memory_hog_past_its_limit_fails_as_such(harness, write_flow) -> None:
         @step(resources={"memory": "200MB"})
         def modest():
             return len(bytearray(20 << 20))
-        """) + SIBLING)
+        """)
+        + SIBLING
+    )
     run = harness.run(path)
     steps = _steps(run)
     assert steps["hog"].status == "failed"

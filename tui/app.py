@@ -58,8 +58,9 @@ class FlowApp(App[int]):
         Binding("t", "toggle_theme", "Theme", show=False, tooltip="Switch between the light and dark theme"),
     ]
 
-    def __init__(self, flows: list[Path], engine: Engine, store: Store, *, watch: bool = True,
-                 listing: bool = False) -> None:
+    def __init__(
+        self, flows: list[Path], engine: Engine, store: Store, *, watch: bool = True, listing: bool = False
+    ) -> None:
         super().__init__()
         self.flows = flows
         self.engine = engine
@@ -110,8 +111,9 @@ class FlowApp(App[int]):
             callback = partial(method, arg.rstrip(")").strip("'")) if arg else method
             # The palette reads titles as markup: a key in brackets would be a tag (`[/]` crashed it).
             yield SystemCommand(f"{entry.label} ({shown})", entry.help, callback)
-        yield SystemCommand("Toggle light/dark theme (t)", "Switch between the light and dark theme",
-                            self.action_toggle_theme)
+        yield SystemCommand(
+            "Toggle light/dark theme (t)", "Switch between the light and dark theme", self.action_toggle_theme
+        )
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"

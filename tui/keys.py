@@ -45,31 +45,46 @@ ACTIONS: list[Action] = [
     Action("p", "edit_params", "Params", "Edit the flow's parameters before a run"),
     Action("w", "toggle_watch", "Watch", "Toggle hot reload (re-run on save)"),
     Action("v", "view_live", "Live", "View the latest run and follow new runs"),
-    Action("P", "toggle_pin", "Pin step",
-           "Keep the logs on the selected step instead of following the running one"),
+    Action(
+        "P",
+        "toggle_pin",
+        "Pin step",
+        "Keep the logs on the selected step instead of following the running one",
+    ),
     Action("slash", "search", "Search", "Search the selected step's logs"),
     Action("n", "search_next", "Next match", "Next search match in the logs"),
     Action("N", "search_previous", "Prev match", "Previous search match in the logs"),
     Action("x", "jump_to_error", "Error", "Jump to the first error in the step's logs"),
     Action("F", "toggle_follow", "Follow end", "Toggle following the end of the logs"),
     Action("1", "tab('logs-tab')", "Logs", "Show the selected step's logs"),
-    Action("2,i", "tab('details-tab')", "Details",
-           "Show the selected step's details (status, why, error, metrics)"),
+    Action(
+        "2,i",
+        "tab('details-tab')",
+        "Details",
+        "Show the selected step's details (status, why, error, metrics)",
+    ),
     Action("3", "tab('history-tab')", "History", "Show the run history (view, compare, resume, delete runs)"),
     Action("g", "focus_dag", "DAG", "Focus the DAG"),
     Action("z", "zoom", "Zoom", "Give the DAG the whole screen (again: back)"),
     Action("E", "toggle_edges", "All edges", "Draw every data edge, or only those the run order needs"),
     Action("m", "mark_run", "Mark run", "Mark the history row under the cursor to compare it"),
     Action("c", "compare_runs", "Compare", "Compare the marked run with the history row under the cursor"),
-    Action("question_mark,f1", "help", "Help", "List the keys of the focused pane and the global ones",
-           footer=True),
+    Action(
+        "question_mark,f1",
+        "help",
+        "Help",
+        "List the keys of the focused pane and the global ones",
+        footer=True,
+    ),
 ]
 
 
 def screen_bindings() -> list[Binding]:
     """The screen's bindings: every action, footer-visible only where flagged."""
-    return [Binding(a.key, a.action, a.label, show=a.footer, key_display=a.display, tooltip=a.help)
-            for a in ACTIONS]
+    return [
+        Binding(a.key, a.action, a.label, show=a.footer, key_display=a.display, tooltip=a.help)
+        for a in ACTIONS
+    ]
 
 
 def pane_bindings(*names: str, quiet: tuple[str, ...] = ()) -> list[Binding]:
@@ -77,7 +92,13 @@ def pane_bindings(*names: str, quiet: tuple[str, ...] = ()) -> list[Binding]:
     (those in `quiet` only in the help: an 80-column footer has room for about eight keys)."""
     chosen = {a.action: a for a in ACTIONS}
     return [
-        Binding(a.key, f"screen.{a.action}", a.label, show=a.action not in quiet, key_display=a.display,
-                tooltip=a.help)
+        Binding(
+            a.key,
+            f"screen.{a.action}",
+            a.label,
+            show=a.action not in quiet,
+            key_display=a.display,
+            tooltip=a.help,
+        )
         for a in (chosen[n] for n in names)
     ]

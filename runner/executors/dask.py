@@ -523,7 +523,7 @@ class DaskExecutor:
             wanted = ",".join(f"{k}={v:g}" for k, v in resources.items())
             line = (
                 f"waiting: no Dask worker offers resources {wanted} yet "
-                f"(start workers with `dask worker ... --resources \"{wanted}\"`)"
+                f'(start workers with `dask worker ... --resources "{wanted}"`)'
             )
             with self._cond:
                 self._ready.append(TaskLog(task.id, "log", line, time.time()))

@@ -15,7 +15,7 @@ import pytest
 from tui.app import FlowApp, make_app
 from tui.widgets.flow_pane import FlowPane
 
-SIMPLE = '''
+SIMPLE = """
 from dsl import log_metric, param, step
 
 
@@ -37,9 +37,9 @@ def train(load, lr: float = param(0.5, help="learning rate")):
 def report(train):
     print(f"score {train}")
     return train
-'''
+"""
 
-FAILING = '''
+FAILING = """
 from pathlib import Path
 
 from dsl import step
@@ -60,9 +60,9 @@ def fragile(prepare):
         raise ValueError(f"boom: cannot use input {prepare}")
     print("fixed now")
     return prepare * 2
-'''
+"""
 
-SLOW = '''
+SLOW = """
 import time
 
 from dsl import step
@@ -78,7 +78,7 @@ def sleepy(quick, seconds: float = 60.0):
     print("sleeping", flush=True)
     time.sleep(seconds)
     return quick
-'''
+"""
 
 
 def write_flow(path: Path, source: str) -> Path:
@@ -145,10 +145,12 @@ async def run_done(pilot, pane: FlowPane, count: int = 1, timeout: float = 60.0)
 
     await wait_for(
         pilot,
-        lambda: len([r for r in flow.runs.values() if r.live]) >= count
-        and not flow.active
-        and len(flow.history) >= count
-        and all(r.status != "running" for r in flow.history),
+        lambda: (
+            len([r for r in flow.runs.values() if r.live]) >= count
+            and not flow.active
+            and len(flow.history) >= count
+            and all(r.status != "running" for r in flow.history)
+        ),
         timeout,
         what=describe,
     )

@@ -307,8 +307,17 @@ async def test_theme_toggle_and_palette_commands(simple_flow, app_for):
         await pilot.press("t")
         assert app.theme != before
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        for expected in ("Run (r)", "Re-run step (e)", "Force (f)", "Stop (s)", "Resume (u)",
-                         "Re-run past (a)", "Delete run (d)", "Params (p)", "Watch (w)"):
+        for expected in (
+            "Run (r)",
+            "Re-run step (e)",
+            "Force (f)",
+            "Stop (s)",
+            "Resume (u)",
+            "Re-run past (a)",
+            "Delete run (d)",
+            "Params (p)",
+            "Watch (w)",
+        ):
             assert expected in titles
 
 
@@ -333,8 +342,11 @@ async def test_directory_lists_flows_and_runs_two_at_once(tmp_path, app_for, sim
         await run_done(pilot, first)
         assert slow.controller.active, "the slow flow keeps running while the other one ran"
         assert flows.statuses[str(slow_flow.resolve())] == "running"
-        await wait_for(pilot, lambda: flows.statuses[str(simple_flow.resolve())] == "succeeded",
-                       what="simple's status in the list")
+        await wait_for(
+            pilot,
+            lambda: flows.statuses[str(simple_flow.resolve())] == "succeeded",
+            what="simple's status in the list",
+        )
         await pilot.press("down")
         await wait_for(pilot, lambda: pane_of(app) is slow, what="slow again")
         await pilot.press("s")

@@ -166,7 +166,7 @@ async def test_vim_keys_move_where_arrows_do_and_tab_goes_round_in_order(tmp_pat
         assert pane.query_one(RunHistory).has_focus
 
 
-GATED = '''
+GATED = """
 import time
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def third(second):
     print("third is working", flush=True)
     wait("three")
     return second + 1
-'''
+"""
 
 
 async def test_the_logs_follow_the_running_step_until_pinned(tmp_path, app_for):
@@ -210,12 +210,18 @@ async def test_the_logs_follow_the_running_step_until_pinned(tmp_path, app_for):
         flow = pane.controller
         log = pane.query_one(LogView)
         await pilot.press("r")
-        await wait_for(pilot, lambda: flow.selected == "first" and "first is working" in screen_text(app),
-                       what="the logs on first")
+        await wait_for(
+            pilot,
+            lambda: flow.selected == "first" and "first is working" in screen_text(app),
+            what="the logs on first",
+        )
         assert "following the run (P pins)" in screen_text(app)
         (tmp_path / "one").touch()
-        await wait_for(pilot, lambda: flow.selected == "second" and "second is working" in screen_text(app),
-                       what="the logs on second")
+        await wait_for(
+            pilot,
+            lambda: flow.selected == "second" and "second is working" in screen_text(app),
+            what="the logs on second",
+        )
         await pilot.press("g", "h")  # the user looks at another step: it stays there
         assert flow.selected == "first" and flow.pinned
         await wait_for(pilot, lambda: "pinned (P follows the run)" in screen_text(app), what="pinned")
@@ -224,8 +230,11 @@ async def test_the_logs_follow_the_running_step_until_pinned(tmp_path, app_for):
         await pilot.pause()
         assert flow.selected == "first" and log.buffer.lines == ["first is working"]
         await pilot.press("P")
-        await wait_for(pilot, lambda: flow.selected == "third" and "third is working" in screen_text(app),
-                       what="back to following")
+        await wait_for(
+            pilot,
+            lambda: flow.selected == "third" and "third is working" in screen_text(app),
+            what="back to following",
+        )
         (tmp_path / "three").touch()
         await run_done(pilot, pane)
 
@@ -243,8 +252,9 @@ async def test_a_cached_step_shows_the_logs_of_the_run_that_computed_it(simple_f
         await pilot.press("g", "home")
         log = pane.query_one(LogView)
         await wait_for(pilot, lambda: log.buffer.lines == ["loading 5 rows"], what="run #1's lines")
-        await wait_for(pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(app),
-                       what="the label")
+        await wait_for(
+            pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(app), what="the label"
+        )
         assert "loading 5 rows" in screen_text(app)
     again = app_for(simple_flow)  # a new session: run #2 and run #1's lines come from the store
     async with again.run_test(size=SIZE) as pilot:
@@ -252,8 +262,9 @@ async def test_a_cached_step_shows_the_logs_of_the_run_that_computed_it(simple_f
         flow = pane.controller
         await wait_for(pilot, lambda: flow.viewed == 2 and flow.viewed_state is not None, what="run #2")
         await pilot.press("g", "home")
-        await wait_for(pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(again),
-                       what="the label")
+        await wait_for(
+            pilot, lambda: "load · run #2 · cached: logs of run #1" in screen_text(again), what="the label"
+        )
         assert pane.query_one(LogView).buffer.lines == ["loading 5 rows"]
 
 

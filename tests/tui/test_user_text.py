@@ -18,7 +18,7 @@ from tui.widgets.logs import LogView
 
 SIZE = (120, 36)
 
-MARKUP_NAME = '''
+MARKUP_NAME = """
 from dsl import Flow, step
 
 flow = Flow("etl [/data/in]")
@@ -30,9 +30,9 @@ def extract():
     print("[bold red]x[/] regex [a-z]+ [/]")
     print("title\\x1b]0;pwned\\x07 clear\\x1b[2J done")
     return 1
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 from dsl import step
 
 raise KeyError("shape [3, 4] got [/data/x] in [columns]")
@@ -41,7 +41,7 @@ raise KeyError("shape [3, 4] got [/data/x] in [columns]")
 @step
 def never():
     return 1
-'''
+"""
 
 
 async def test_the_command_palette_opens_and_runs_a_command(simple_flow, app_for):
@@ -89,7 +89,9 @@ async def test_markup_in_a_flow_name_a_load_error_and_step_output_shows_as_writt
 
 
 async def test_compare_shows_long_values_whole_and_highlights_only_real_differences(tmp_path, app_for):
-    flow = write_flow(tmp_path / "long.py", '''
+    flow = write_flow(
+        tmp_path / "long.py",
+        """
 from dsl import log_metric, step
 
 
@@ -99,7 +101,8 @@ def fit(epochs: int = 3000, data: str = "s3://bucket/" + "d" * 120 + "/part-0001
     log_metric("accuracy", score)
     log_metric("same", 0.5)
     return epochs
-''')
+""",
+    )
     app = app_for(flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
@@ -137,7 +140,9 @@ def fit(epochs: int = 3000, data: str = "s3://bucket/" + "d" * 120 + "/part-0001
 
 async def test_the_log_pane_of_a_running_step_grows_line_by_line(tmp_path, app_for):
     gate = tmp_path / "gate"
-    flow = write_flow(tmp_path / "slowlog.py", f'''
+    flow = write_flow(
+        tmp_path / "slowlog.py",
+        f"""
 import time
 from pathlib import Path
 
@@ -154,7 +159,8 @@ def chatty():
     while not Path({str(gate)!r} + "2").exists():
         time.sleep(0.01)
     return 1
-''')
+""",
+    )
     app = app_for(flow)
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)

@@ -34,8 +34,14 @@ def as_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-KINDS = {int: "a whole number", float: "a number", bool: "true or false", list: "a JSON list",
-         dict: "a JSON object", tuple: "a JSON list"}
+KINDS = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    list: "a JSON list",
+    dict: "a JSON object",
+    tuple: "a JSON list",
+}
 """How a field's expected type is named to a user (`int` means little to someone who is not one)."""
 
 

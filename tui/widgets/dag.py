@@ -221,7 +221,6 @@ class DagView(ScrollView, can_focus=True):
         self._reduced = None
         self._relayout()
 
-
     def action_first(self) -> None:
         first = next((c[0] for c in self.layout_.columns if c), None)
         if first:
