@@ -275,11 +275,15 @@ def test_rapid_saves_the_last_one_wins(project: Callable[..., Project]) -> None:
         save_in_place(proj.path, proj.text.replace('note("c v1")', f'note("c v{version}")'))
     proj.text = proj.text.replace('note("c v1")', 'note("c v6")')
     final = proj.events.wait_for(
-        RunFinished, mark, lambda e: e.status == "succeeded", "a run to finish with the last version"
+        RunFinished,
+        mark,
+        lambda e: e.status == "succeeded" and proj.executions.since(done)[-1:] == ["c v6"],
+        "a run to finish with the last version",
     )
     proj.barrier()
     runs = proj.events.since(mark, RunFinished)
-    assert runs[-1] is final and all(r.status == "cancelled" for r in runs[:-1]), runs
+    # A save superseded the run before it, unless that run had already finished (a slow machine).
+    assert runs[-1] is final and all(r.status in ("cancelled", "succeeded") for r in runs[:-1]), runs
     assert proj.statuses(final.run_id) == {"a": "cached", "b": "cached", "c": "succeeded"}
     assert not proj.events.since(mark, LoadFailed), "a truncated file mid-save is not reported"
     executed = proj.executions.since(done)
