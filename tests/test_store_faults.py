@@ -5,8 +5,10 @@ deleted `.flow/`. Real `flow run` subprocesses on a real store; the disk faults 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,3 +329,39 @@ def test_a_write_that_fills_the_disk_mid_run_fails_the_run(flow_cli, write_flow,
         print(f"\nmid-run full disk: exit {result.code}, run {run.status}: {result.stderr.strip()[:160]}")
         again = flow_cli("run", str(path), env={"FLOW_STORE": str(store)})
         assert again.code == 0, again
+
+
+KILL_BETWEEN_COMMITS = """
+import sqlite3, sys, time
+from pathlib import Path
+from runner.events import StepFinished, StepStarted
+from runner.status import StepStatus
+from runner.store import Store
+
+store = Store(Path(sys.argv[1]))
+run_id = store.create_run("f", "f.py", {}, "manual", "local")
+store.flush()
+record = store.recorder()
+blocker = sqlite3.connect(store.db_path, isolation_level=None)
+blocker.execute("BEGIN IMMEDIATE")  # the writer will take the next items, then wait for the lock
+record(StepStarted(run_id, "a", 1, "no earlier result", "fp-a", time.time()))
+while store._writer._items:  # the writer has taken the step batch and waits in BEGIN
+    time.sleep(0.001)
+store.record_output("d" * 64, 3, b"abc", cache_as="fp-a", step="a", run_id=run_id, preview="abc")
+record(StepFinished(run_id, "a", StepStatus.SUCCEEDED, 1, 0.1, "no earlier result", None, None,
+                    "fp-a", "d" * 64, "abc", {}, time.time()))
+blocker.execute("ROLLBACK")  # first commit: the batch; the second commit is killed (FLOW_FAULT_KILL)
+time.sleep(30)
+"""
+
+
+def test_a_runner_killed_between_commits_never_leaves_a_step_without_its_artifact(tmp_path: Path) -> None:
+    """The recorder's step batch is queued when its first row comes; a step's output row queued later
+    must not be overtaken by the step's finished row joining that earlier batch."""
+    store = tmp_path / "store"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_BETWEEN_COMMITS)
+    env = {**os.environ, "FLOW_FAULT_KILL": "commit:2", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(store)], env=env, timeout=60, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert_store_sound(store)

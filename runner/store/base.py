@@ -63,6 +63,9 @@ class StoreBase:
         self._local = threading.local()
         self._writer: Writer | None = None
         self._writer_lock = threading.Lock()
+        self.outputs_queued = 0
+        """Step outputs queued for the writer so far (`record_output`): the recorder keeps a step's row
+        out of any write queued before its output's."""
         self._guard(self._open_schema)
         self.host = this_process().host
         self.owner_id: str | None = None

@@ -146,3 +146,4 @@ class Cache(StoreBase):
                 )
 
         self._write(write)
+        self.outputs_queued += 1

@@ -26,6 +26,9 @@ class _StepBatch:
     rows: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
     """("started" or "finished", the row), in the order the events came."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
+    outputs_before: int = 0
+    """How many outputs the store had queued when this batch's write was queued: a finished row whose
+    output was queued after that must go to a later batch (see `_add_step_row`)."""
 
 
 class StoreRecorder:
@@ -129,8 +132,13 @@ class StoreRecorder:
     ) -> None:
         with self._lock:
             batch = self._open
+            if batch is not None and kind == "finished" and batch.outputs_before != self._store.outputs_queued:
+                # The batch's write was queued before this step's output row: if the writer took the
+                # batch already, the two land in different transactions, and a kill between them would
+                # leave a step claiming an artifact the store does not have.
+                batch = self._open = None
             if batch is None:
-                batch = self._open = _StepBatch()
+                batch = self._open = _StepBatch(outputs_before=self._store.outputs_queued)
                 new = True
             else:
                 new = False
