@@ -132,7 +132,8 @@ class StoreRecorder:
     ) -> None:
         with self._lock:
             batch = self._open
-            if batch is not None and kind == "finished" and batch.outputs_before != self._store.outputs_queued:
+            stale = batch is not None and batch.outputs_before != self._store.outputs_queued
+            if stale and kind == "finished":
                 # The batch's write was queued before this step's output row: if the writer took the
                 # batch already, the two land in different transactions, and a kill between them would
                 # leave a step claiming an artifact the store does not have.
