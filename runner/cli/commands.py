@@ -55,6 +55,7 @@ for command in (
     history.runs,
     history.show,
     history.logs,
+    review.diff,
     run.resume,
     history.delete,
     check.graph,

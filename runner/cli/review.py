@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from runner.cli.common import ExitWith, cell, open_store
+from runner.cli.common import ExitWith, cell, get_run, open_store
 from runner.cli.options import FileArg, JsonOpt, StoreOpt
-from runner.text import visible
 
 if TYPE_CHECKING:
     from runner.review.plan import Plan, PlannedStep
@@ -127,12 +126,13 @@ def plan_changes(store: Store | None, made: Plan) -> dict[str, list[CodeChange]]
 
 def plan_lines(made: Plan, changes: dict[str, list[CodeChange]]) -> list[str]:
     """`flow plan` as text: one line per step, the diffs under it, then a count."""
+    from runner.review.render import change_lines
+
     width = max((len(cell(s.step)) for s in made.steps), default=4)
     lines = [f"plan for {cell(made.flow)} ({cell(made.file)}): nothing has run"]
     for s in made.steps:
         lines.append(_plan_line(s, width))
-        for change in changes.get(s.step, []):
-            lines += change_lines(change, indent="      ")
+        lines += [line for c in changes.get(s.step, []) for line in change_lines(c, indent="      ")]
     counts: dict[str, int] = {}
     for s in made.steps:
         counts[s.action] = counts.get(s.action, 0) + 1
@@ -152,8 +152,21 @@ def _plan_line(s: PlannedStep, width: int) -> str:
     return f"  {symbol} {cell(s.step):<{width}}  {s.action:<8} {cell(s.reason + condition)}{where}"
 
 
-def change_lines(change: CodeChange, *, indent: str) -> list[str]:
-    """One code change as text: its diff's lines (or its note), each shown as text, never control."""
-    if not change.diff:
-        return [f"{indent}{cell(change.part)}: {cell(change.note or '')}"]
-    return [f"{indent}{visible(line, newlines=False)}" for line in change.diff]
+def diff(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="A run id, or 'last'.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="A run id, or 'last'.")],
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Compare two runs of a flow: parameters, metrics (with deltas), the steps that changed with
+    their code diffs, and whether their outputs are equal."""
+    from runner.review.compare import compare_runs
+    from runner.review.render import comparison_lines
+
+    store = open_store(store_dir, create=False)
+    compared = compare_runs(store, get_run(store, run_a), get_run(store, run_b))
+    if json_out:
+        typer.echo(json.dumps(compared.as_dict(), indent=2, default=repr))
+        return
+    for line in comparison_lines(compared):
+        typer.echo(line)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from runner.store.base import StoreBase
 
@@ -56,15 +57,15 @@ class Sources(StoreBase):
             return None
         return {path: texts[digest] for path, digest in hashes.items()}
 
-    def step_detail(self, run_id: int, step: str) -> dict[str, object] | None:
-        """A step's fingerprint parts in a run (a cached step: those of the execution it reused)."""
-        row = self._conn.execute(
-            "SELECT COALESCE(s.detail, (SELECT d.detail FROM steps d WHERE d.fingerprint = s.fingerprint "
-            "AND d.detail IS NOT NULL ORDER BY d.run_id DESC LIMIT 1)) FROM steps s "
-            "WHERE s.run_id=? AND s.name=?",
-            (run_id, step),
-        ).fetchone()
-        return json.loads(row[0]) if row is not None and row[0] else None
+    def run_details(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """Each step's fingerprint parts in a run (a cached step: those of the execution it reused)."""
+        rows = self._conn.execute(
+            "SELECT s.name, COALESCE(s.detail, (SELECT d.detail FROM steps d WHERE "
+            "d.fingerprint = s.fingerprint AND d.detail IS NOT NULL ORDER BY d.run_id DESC LIMIT 1)) "
+            "FROM steps s WHERE s.run_id=?",
+            (run_id,),
+        )
+        return {name: json.loads(detail) for name, detail in rows if detail}
 
 
 def write_sources(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
