@@ -56,6 +56,7 @@ for command in (
     history.show,
     history.logs,
     review.diff,
+    review.debug,
     run.resume,
     history.delete,
     check.graph,

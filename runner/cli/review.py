@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from runner.cli.common import ExitWith, cell, get_run, open_store
-from runner.cli.options import FileArg, JsonOpt, StoreOpt
+from runner.cli.options import FileArg, JsonOpt, RunArg, StoreOpt
 
 if TYPE_CHECKING:
     from runner.review.plan import Plan, PlannedStep
@@ -170,3 +170,26 @@ def diff(
         return
     for line in comparison_lines(compared):
         typer.echo(line)
+
+
+def debug(
+    run_id: RunArg,
+    step_name: Annotated[str, typer.Argument(metavar="STEP", help="The step to re-execute.")],
+    break_first: Annotated[
+        bool,
+        typer.Option("--break", help="Stop at the step's first line (default: post-mortem if it fails)."),
+    ] = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """Re-execute STEP of RUN in the foreground, under pdb, with the inputs it received in RUN and the
+    code RUN ran: post-mortem at the failing line, or --break at its first line. Nothing is recorded."""
+    from runner.cli.common import note
+    from runner.review.debug import debug_step, prepare_debug
+
+    store = open_store(store_dir, create=False)
+    prepared = prepare_debug(store, get_run(store, run_id), step_name)
+    try:
+        code = debug_step(prepared, break_first=break_first, say=note)
+    finally:
+        prepared.close()
+    raise ExitWith(code)
