@@ -14,6 +14,7 @@ in their terminal. Nothing is written to the store.
 
 from __future__ import annotations
 
+import bdb
 import pdb
 import shutil
 import sys
@@ -216,7 +217,7 @@ def debug_step(prepared: Prepared, *, break_first: bool, say: Callable[[str], No
             result = pdb.Pdb().runcall(prepared.function, **prepared.kwargs)
         else:
             result = prepared.function(**prepared.kwargs)
-    except (pdb.bdb.BdbQuit, KeyboardInterrupt):
+    except (bdb.BdbQuit, KeyboardInterrupt):
         say("left the debugger")
         return 1
     except Exception as exc:  # noqa: BLE001 - the step's own failure: this is what the user debugs
