@@ -8,7 +8,6 @@ import pickle
 import select
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from dsl.errors import FlowError
 from runner.api import Run, latest, run, runs
 from tests.conftest import CLIResult
+from tests.helpers_core import step_status_in_db, wait_for
 
 FLOW = """
 from dsl import log_metric, step
@@ -166,12 +166,8 @@ def _second_recorded_running(store_dir: Path) -> Run:
     """The run once the store shows `second` running. The store commits rows in the order events
     happen, from a writer thread that batches them, and tells no one: this is the one wait here with
     no event to wait on, so it polls, bounded (a few milliseconds in practice)."""
-    deadline = time.monotonic() + 30
-    while True:
-        found = latest(store=store_dir)
-        if found["second"].status == "running" or time.monotonic() > deadline:
-            return found
-        time.sleep(0.01)
+    wait_for(lambda: step_status_in_db(store_dir, "second") == ["running"])
+    return latest(store=store_dir)
 
 
 @pytest.fixture

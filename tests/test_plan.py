@@ -4,6 +4,10 @@ for every kind of reason; nothing runs and nothing is recorded."""
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLIResult
+from tests.helpers_core import step_status_in_db, wait_for
 
 BASE = """
 import os
@@ -225,3 +230,58 @@ def test_a_selection_upstream_of_uncached_steps_is_refused_as_a_run_would(
     unknown = flow_cli("plan", str(path), "--only", "nope")
     assert unknown.code == 2 and "no step named 'nope'" in unknown.stderr
     assert json.loads(flow_cli("runs", "--json").stdout)[0]["id"] == 1
+
+
+BLOCKING = """
+import os
+from dsl import step
+
+@step
+def slow():
+    fd = os.open(os.environ["STARTED_FIFO"], os.O_WRONLY)
+    os.write(fd, b"x")
+    os.close(fd)
+    fd = os.open(os.environ["GO_FIFO"], os.O_RDONLY)
+    os.read(fd, 2)
+    return 1
+
+@step
+def after(slow):
+    return slow + 1
+"""
+
+
+def test_a_step_another_process_is_computing_is_planned_as_waiting(
+    write_flow: Callable[..., Path], flow_cli: Callable[..., CLIResult], store_dir: Path, tmp_path: Path
+) -> None:
+    started, go = tmp_path / "started", tmp_path / "go"
+    os.mkfifo(started)
+    os.mkfifo(go)
+    path = write_flow(BLOCKING)
+    listen = os.open(started, os.O_RDONLY | os.O_NONBLOCK)
+    env = {**os.environ, "FLOW_STORE": str(store_dir), "STARTED_FIFO": str(started), "GO_FIFO": str(go)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL
+    )
+    release = None
+    try:
+        assert select.select([listen], [], [], 60)[0], "the step never started"
+        # The run's rows reach the store from its writer thread, which tells no one: poll, bounded.
+        wait_for(lambda: step_status_in_db(store_dir, "slow") == ["running"])
+        planned = _steps(flow_cli("plan", str(path), "--json"))
+        assert planned["slow"]["action"] == "waiting"
+        assert planned["slow"]["reason"] == "waiting: run #1 is computing the same step"
+        assert planned["after"]["action"] == "unknown"
+        assert planned["after"]["reason"] == "depends on the output of slow (not known before it runs)"
+        release = os.open(go, os.O_RDWR)
+        os.write(release, b"go")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(listen)
+        if release is not None:
+            os.close(release)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = _steps(flow_cli("plan", str(path), "--json"))
+    assert {s["action"] for s in done.values()} == {"cached"}

@@ -16,7 +16,9 @@ What a plan cannot know, it says:
   `runner.probes`); a plan does not start workers to run them either. A `when=` step is planned as if
   its predicate held, with that said in `condition`; a `foreach` step's instances depend on its items,
   so its action is `unknown`;
-- another process computing the same fingerprint right now: `waiting`.
+- another process computing the same fingerprint right now: `waiting`; a step downstream of it
+  (and of nothing this run re-runs) depends on that process's output, and that process may compute
+  it too, so its action is `unknown`.
 """
 
 from __future__ import annotations
@@ -178,6 +180,8 @@ def make_plan(
     """Step -> its output's hash as a run would have it, or a `_PENDING` mark."""
     statuses: dict[str, str] = {}
     rerun: set[str] = set()
+    elsewhere: set[str] = set()
+    """Steps whose output another process is computing (or that depend on such an output)."""
     planned: list[PlannedStep] = []
     param_hashes: dict[str, str] = {}
     for name in graph.order:
@@ -274,6 +278,7 @@ def make_plan(
             raise FlowError(decision.message, step=name)
         shown = fingerprint if known else None
         if isinstance(decision, Wait):
+            elsewhere.add(name)
             planned.append(
                 PlannedStep(
                     name,
@@ -292,6 +297,11 @@ def make_plan(
         reason = decision.reason
         action = RUN
         upstream = _upstream_reason(reason, rerun) if pending else None
+        always = facts.forced or facts.untrusted is not None or not item.cache
+        if upstream is None and not always and elsewhere & set(pending) and not rerun & set(pending):
+            # Its inputs come from another process, which may compute this step too: then it is reused.
+            elsewhere.add(name)
+            upstream = f"depends on the output of {', '.join(pending)} (not known before it runs)"
         if upstream is not None:
             reason = upstream
             action = RUN if upstream.startswith("upstream will re-run") else UNKNOWN
