@@ -10,6 +10,7 @@ from tests.conftest import CLIResult
 from tests.pty_harness import Terminal, plain
 
 FLOW = """
+import os
 from dsl import step
 
 @step
@@ -22,6 +23,22 @@ def train(fetch, lr: float = 0.1):
     if total > 0.2:
         raise ValueError(f"too big: {total}")
     return total
+
+class Handle:
+    # Pickled by reference to a module that exists only where it ran (MOD names it; json elsewhere).
+
+    def __reduce__(self):
+        import importlib
+
+        return (importlib.import_module, (os.environ.get("MOD", "json"),))
+
+@step(env=["MOD"])
+def handle():
+    return Handle()
+
+@step
+def use(handle):
+    return repr(handle)
 """
 
 
@@ -36,7 +53,7 @@ def test_a_failed_step_stops_at_its_failing_line_with_its_stored_inputs(
     assert flow_cli("run", str(path), "-p", "rows=4").code == 1
     with _debug(path.parent, store_dir, "1", "train") as term:
         term.wait_for(rb"raise ValueError\(f\"too big: \{total\}\"\)\r?\n\(Pdb\) ")
-        assert f"{path}(12)train()" in plain(term.output)
+        assert f"{path}(13)train()" in plain(term.output)
         term.type(b"p fetch\r")
         term.wait_for(rb"\[0, 1, 2, 3\]\r?\n\(Pdb\) ")
         term.type(b"p lr, total\r")
@@ -91,3 +108,12 @@ def after(train):
     gone = flow_cli("debug", "2", "train")
     assert gone.code == 2 and "input 'fetch' of step 'train' in run #2" in gone.stderr
     assert "no longer in the store" in gone.stderr
+    assert flow_cli("run", str(path), env={"MOD": "module_only_where_it_ran"}).code == 1
+    foreign = flow_cli("debug", "4", "use")
+    assert foreign.code == 2, foreign
+    assert (
+        "the input 'handle' of step 'use' in run #4 (the output of handle) cannot be unpickled here: "
+        "ModuleNotFoundError: No module named 'module_only_where_it_ran'"
+    ) in foreign.stderr
+    assert len(foreign.stderr.strip().splitlines()) == 1
+    assert [r["id"] for r in flow_cli("runs", "--json").json()] == [4, 3, 2, 1]  # debug records nothing

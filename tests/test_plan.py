@@ -285,3 +285,29 @@ def test_a_step_another_process_is_computing_is_planned_as_waiting(
             proc.wait()
     done = _steps(flow_cli("plan", str(path), "--json"))
     assert {s["action"] for s in done.values()} == {"cached"}
+
+
+def test_bad_arguments_are_one_clear_line_and_change_nothing(
+    write_flow: Callable[..., Path], flow_cli: Callable[..., CLIResult], store_dir: Path, tmp_path: Path
+) -> None:
+    path = write_flow(BASE)
+    (path.parent / "data.csv").write_text("a,1\n")
+    cases: list[tuple[tuple[str, ...], str]] = [
+        (("-p", "nope=1"), "unknown parameter 'nope' (this flow's parameters: "),
+        (("-p", "rows=many"), "step 'fetch': parameter 'rows': 'many' is not a valid int"),
+        (("--params", str(tmp_path / "missing.toml")), "missing.toml: cannot read the params file"),
+        (("--from", "nope"), "--from nope: no step named 'nope'"),
+    ]
+    for args, message in cases:
+        bad = flow_cli("plan", str(path), *args)
+        assert bad.code == 2 and message in bad.stderr, bad
+        assert len(bad.stderr.strip().splitlines()) == 1 and bad.stdout == "", bad
+        assert not store_dir.exists()  # a plan never creates the store, even to fail
+    missing = flow_cli("plan", str(path.parent / "nothing.py"))
+    assert missing.code == 2 and "nothing.py: no such file" in missing.stderr, missing
+    assert flow_cli("run", str(path)).code == 0
+    for args, message in cases:
+        bad = flow_cli("plan", str(path), *args)
+        assert bad.code == 2 and message in bad.stderr, bad
+    assert [r["id"] for r in flow_cli("runs", "--json").json()] == [1]
+    assert {s["action"] for s in _steps(flow_cli("plan", str(path), "--json")).values()} == {"cached", "run"}
