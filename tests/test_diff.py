@@ -63,6 +63,14 @@ def test_diff_shows_params_metrics_code_and_outputs(
     assert again.code == 0
     same = flow_cli("diff", "2", "3").stdout.splitlines()
     assert "params: the same" in same and "  (1 other step the same)" in same
+    path.write_text(
+        path.read_text().replace("def fetch(rows: int = 3):", "def fetch(rows: int = 3, seed: int = 7):")
+    )
+    assert flow_cli("run", str(path), "-p", "lr=0.5").code == 0
+    added = flow_cli("diff", "3", "4", "--json").json()
+    assert added["params"] == {"seed": {"change": "added", "a": None, "b": 7}}
+    assert {s["step"]: s["why"] for s in added["steps"]}["fetch"] == "code changed"
+    assert "  - seed = 7" in flow_cli("diff", "4", "3").stdout.splitlines()
 
 
 def test_diff_of_two_flows_or_an_unknown_run_is_refused(
