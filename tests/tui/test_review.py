@@ -154,3 +154,6 @@ async def test_compare_view_shows_changed_steps_with_their_code_diff(simple_flow
             ),
             what=lambda: screen_text(app),
         )
+        metric = next(i for i, r in enumerate(compare.compared) if r[:2] == ("metric", "score"))
+        compare.query_one("#compare").move_cursor(row=metric)
+        await wait_for(pilot, lambda: "score: #2 10  #1 5  (Δ -5)" in screen_text(app), what="the delta")

@@ -123,6 +123,9 @@ class CompareScreen(ModalScreen[None]):
         text = Content.assemble(
             (f"{name}: ", "bold"), f"#{self.a.id} ", plain(left), f"  #{self.b.id} ", plain(right)
         )
+        metric = self.comparison.metrics.get(name) if kind == "metric" and self.comparison else None
+        if metric is not None and metric.delta is not None:
+            text = Content.assemble(text, (f"  (Δ {metric.delta:+g})", "bold"))  # as `flow diff` shows it
         change = self.changes.get(name) if kind == "step" else None
         if change is not None:
             output = {"equal": "outputs equal", "different": "outputs differ"}.get(change.output, "")
