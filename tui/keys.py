@@ -69,6 +69,13 @@ ACTIONS: list[Action] = [
     Action("E", "toggle_edges", "All edges", "Draw every data edge, or only those the run order needs"),
     Action("m", "mark_run", "Mark run", "Mark the history row under the cursor to compare it"),
     Action("c", "compare_runs", "Compare", "Compare the marked run with the history row under the cursor"),
+    Action("D", "code_diff", "Code diff", "Show the code change behind the selected step's next re-run"),
+    Action(
+        "b",
+        "debug_step",
+        "Debug",
+        "Re-execute the selected step of the viewed run under pdb, in the terminal (flow debug)",
+    ),
     Action(
         "question_mark,f1",
         "help",

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import check, history, maintenance, operate, run, tui_command
+from runner.cli import check, history, maintenance, operate, review, run, tui_command
 from runner.cli.common import ExitWith
 
 app = typer.Typer(
@@ -51,9 +51,12 @@ def _options(
 
 for command in (
     run.run,
+    review.plan,
     history.runs,
     history.show,
     history.logs,
+    review.diff,
+    review.debug,
     run.resume,
     history.delete,
     check.graph,

@@ -79,8 +79,30 @@ def in_order(steps: Sequence[StepRecord]) -> list[StepRecord]:
     return sorted(steps, key=key)
 
 
-def show(run_id: RunArg, json_out: JsonOpt = False, store_dir: StoreOpt = None) -> None:
-    """One run: its parameters, and each step's status, attempts, duration and why it ran."""
+def show(
+    run_id: RunArg,
+    step_name: Annotated[
+        str | None, typer.Argument(metavar="[STEP]", help="With --output: the step whose output to show.")
+    ] = None,
+    output: Annotated[
+        bool, typer.Option("--output", help="Print STEP's output (the object it returned).")
+    ] = False,
+    to_file: Annotated[
+        Path | None,
+        typer.Option("--to", help="With --output: write it to this file instead.", show_default=False),
+    ] = None,
+    json_out: JsonOpt = False,
+    store_dir: StoreOpt = None,
+) -> None:
+    """One run: its parameters, and each step's status, attempts, duration and why it ran; or, with
+    STEP --output, that step's output."""
+    if step_name is not None or output or to_file is not None:
+        if step_name is None or not output:
+            raise FlowError("flow show RUN STEP --output [--to FILE]: give both a STEP and --output")
+        from runner.cli.outputs import show_output
+
+        show_output(open_store(store_dir, create=False), run_id, step_name, to_file)
+        return
     store = open_store(store_dir, create=False)
     record = get_run(store, run_id)
     release = store.run_release(record.id)

@@ -68,6 +68,7 @@ class Engine(Deciding):
         run_id = self.store.create_run(
             request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
         )
+        self._recorder.record_sources(run_id, request.loaded.sources, (s.texts for s in static.values()))
         run = Run(
             id=run_id,
             request=request,

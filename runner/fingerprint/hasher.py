@@ -26,6 +26,9 @@ FILE_MARK = "\0file:"
 """Marks, among a step's helpers while they are gathered, a file its imports reach
 (see `StaticPrint.files`)."""
 
+SHOWN_CONSTANT_CHARS = 10_000
+"""A constant helper's repr is kept (for a diff) up to this many characters."""
+
 _SKIPPED_CLASS_ATTRIBUTES = frozenset({"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__"})
 
 
@@ -52,6 +55,12 @@ class Hasher:
         self.files_seen = False
         """Whether any step's helpers carry `FILE_MARK` entries (most flows: none to filter out)."""
         self.installed_modules: dict[str, str] = {}
+        self.texts: dict[int, str] = {}
+        """`id()` of each function and class hashed from its source -> that normalised source (the
+        objects stay alive in `keep`)."""
+        self.part_texts: dict[str, str] = {}
+        """A helper's hash -> the text it was computed from (source, or a constant's repr): what
+        `flow plan --diff` and `flow diff` show of a changed helper (see `StaticPrint.texts`)."""
 
     def source_of(self, filename: str) -> SourceIndex | None:
         if filename in self.indexes:
@@ -92,14 +101,23 @@ class Hasher:
         return None
 
     def function_source(self, fn: types.FunctionType, *, drop_decorators: bool) -> str:
+        text = self.function_text(fn, drop_decorators=drop_decorators)
+        if text is not None:
+            return text
+        node = self.function_node(fn)
+        if isinstance(node, list):
+            return sha(*(ast.unparse(n) for n in node))
+        return code_hash(fn.__code__)
+
+    def function_text(self, fn: types.FunctionType, *, drop_decorators: bool) -> str | None:
+        """The function's normalised source, or None where only a hash of it is known (a lambda,
+        code without source)."""
         segment = self.segment(fn)
         if segment is not None:
             return normalised_text(segment, drop_decorators=drop_decorators)
         node = self.function_node(fn)
-        if node is None:
-            return code_hash(fn.__code__)
-        if isinstance(node, list):
-            return sha(*(ast.unparse(n) for n in node))
+        if node is None or isinstance(node, list):
+            return None
         index = self.source_of(fn.__code__.co_filename)
         assert index is not None
         return normalised(index, node, drop_decorators=drop_decorators)
@@ -188,8 +206,13 @@ class Hasher:
             return
         if isinstance(value, types.ModuleType):
             self.add_module(label, value, found, user)
-        else:
-            found[label] = self.digest(value, found)
+            return
+        digest = found[label] = self.digest(value, found)
+        text = self.texts.get(id(value.fn if isinstance(value, Step) else value))
+        if text is None and isinstance(value, CONSTANT_TYPES):
+            text = f"{label.rpartition('.')[2]} = {value!r}"[:SHOWN_CONSTANT_CHARS]
+        if text is not None:
+            self.part_texts[digest] = text
 
     # ----- hashing any value ----------------------------------------------------------------
 
@@ -313,11 +336,13 @@ class Hasher:
         nested: dict[str, str] = {}
         if not self.is_user_code_file(code.co_filename):
             return self._external_function(fn, nested), nested
-        source = (
-            self.function_source(fn, drop_decorators=False)
-            if self.is_local_file(code.co_filename)
-            else code_hash(code)
-        )
+        if self.is_local_file(code.co_filename):
+            text = self.function_text(fn, drop_decorators=False)
+            if text is not None:
+                self.texts[id(fn)] = text
+            source = text if text is not None else self.function_source(fn, drop_decorators=False)
+        else:
+            source = code_hash(code)
         own = sha(source, self.defaults_digest(fn, nested), *self.closure_values(fn, nested))
         for key, digest in self.references(fn).items():
             nested.setdefault(key, digest)
@@ -385,6 +410,7 @@ class Hasher:
         if index is None or not nodes:
             return self._class_members(cls, nested), nested
         own_text = "\n".join(normalised(index, n, drop_decorators=False) for n in nodes)
+        self.texts[id(cls)] = own_text
         own = sha(own_text, *self._assigned_members(cls, nested))
         namespace = vars(module) if module is not None else {}
         used = {

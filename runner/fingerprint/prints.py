@@ -26,6 +26,9 @@ class StaticPrint:
         files: absolute path -> SHA-256 of the text, for each of the user's modules the step imports
             at run time (inside a function body), as read at planning: the worker checks it executed
             exactly these texts (`runner.freshness`), and `--watch` reloads when one is saved.
+        texts: the hash of `code` and of each helper -> the normalised source (or a constant's repr)
+            it was computed from, where known: the store keeps them (`runner.store.sources`) so a
+            later plan or `flow diff` can show what changed. Not compared: the hashes say it all.
     """
 
     code: str
@@ -34,6 +37,7 @@ class StaticPrint:
     untrusted: str | None = None
     command: str = ""
     files: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
@@ -49,7 +53,8 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             fn = item.fn
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
-            code = sha(hasher.function_source(fn, drop_decorators=True))
+            text = hasher.function_text(fn, drop_decorators=True)
+            code = sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
             helpers = hasher.references(fn)
             closure = hasher.closure_values(fn, helpers)
             if closure:
@@ -64,7 +69,13 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                 else:
                     option_parts.append(hasher.digest(item.when, helpers))
             helpers, files = _split_files(hasher, helpers)
-            prints[name] = StaticPrint(code=code, helpers=helpers, options=sha(*option_parts), files=files)
+            prints[name] = StaticPrint(
+                code=code,
+                helpers=helpers,
+                options=sha(*option_parts),
+                files=files,
+                texts=_texts(hasher, text, code, helpers),
+            )
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))
         except RecursionError:
@@ -80,13 +91,25 @@ def _external_print(hasher: Hasher, item: Step) -> StaticPrint:
     if not isinstance(function, types.FunctionType):
         return StaticPrint(code=command, options=sha(repr(item.version)), command=command)
     helpers, files = _split_files(hasher, hasher.references(function))
+    text = hasher.function_text(function, drop_decorators=True)
+    code = sha(text if text is not None else hasher.function_source(function, drop_decorators=True))
     return StaticPrint(
-        code=sha(hasher.function_source(function, drop_decorators=True)),
+        code=code,
         helpers=helpers,
         options=sha(repr(item.version)),
         command=command,
         files=files,
+        texts=_texts(hasher, text, code, helpers),
     )
+
+
+def _texts(hasher: Hasher, text: str | None, code: str, helpers: dict[str, str]) -> dict[str, str]:
+    """The sources behind a step's `code` (its normalised `text`) and helper hashes (see
+    `StaticPrint.texts`)."""
+    texts = {digest: hasher.part_texts[digest] for digest in helpers.values() if digest in hasher.part_texts}
+    if text is not None:
+        texts[code] = text
+    return texts
 
 
 def _split_files(hasher: Hasher, helpers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:

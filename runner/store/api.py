@@ -10,6 +10,7 @@ public records of `runner.records`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,12 @@ class Recorder(Protocol):
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Keep an execution's fingerprint parts (written with the step's row, or at the run's end)."""
+        ...
+
+    def record_sources(
+        self, run_id: int, files: Mapping[str, str], parts: Iterable[Mapping[str, str]]
+    ) -> None:
+        """Keep the files a run loaded and its steps' part sources (`runner.store.sources`)."""
         ...
 
 

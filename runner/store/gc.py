@@ -16,6 +16,7 @@ from typing import Any
 
 from dsl.errors import FlowError
 from runner.store.doctor import artifact_files, file_size
+from runner.store.sources import unreferenced_sources
 from runner.store.sqlite import Store
 
 
@@ -47,6 +48,8 @@ class Collected:
     artifacts: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     bytes: int = 0
+    sources: int = 0
+    """Source texts (`runner.store.sources`) no kept run refers to any more."""
     kept_runs: int = 0
     kept_bytes: int = 0
     over_max_size: bool = False
@@ -60,6 +63,7 @@ class Collected:
             "artifacts": self.artifacts,
             "files": self.files,
             "bytes": self.bytes,
+            "sources": self.sources,
             "kept_runs": self.kept_runs,
             "kept_bytes": self.kept_bytes,
             "over_max_size": self.over_max_size,
@@ -159,12 +163,15 @@ def collect_garbage(store: Store, policy: Policy | None = None, *, dry_run: bool
                 done.files.append(str(path))
                 if name not in freed:
                     done.bytes += file_size(path)
+        stale_sources = unreferenced_sources(conn, kept)
+        done.sources = len(stale_sources)
         if dry_run:
             conn.execute("ROLLBACK")
             return done
         conn.executemany("DELETE FROM cache WHERE fingerprint=?", stale_cache)
         conn.executemany("DELETE FROM artifacts WHERE hash=?", [(h,) for h in done.artifacts])
         conn.executemany("UPDATE runs SET collected=? WHERE id=?", [(now, r) for r in done.runs])
+        conn.executemany("DELETE FROM sources WHERE hash=?", [(h,) for h in stale_sources])
         if stale_cache or done.artifacts:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('gc_generation', ?)", (repr(now),))
         # Files go while the write lock is held: no run can start (create_run waits) and re-create one.

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_json
 from runner.store.base import StoreBase
+from runner.store.sources import text_hash, write_sources
 
 LOG_BACKLOG = 20_000
 """Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
@@ -41,6 +42,10 @@ class StoreRecorder:
         self._open: _StepBatch | None = None
         """Steps' started and finished rows waiting for the write already queued for them."""
         self._details: dict[tuple[int, str], tuple[dict[str, object], str]] = {}
+        self._sources_kept: set[str] = set()
+        """Hashes of the source rows this recorder wrote (or found written): each is written once."""
+        self._file_hashes: dict[str, tuple[str, str]] = {}
+        """Path -> (the text last seen, its hash): a re-run of an unchanged load hashes nothing."""
 
     def __call__(self, event: Event) -> None:
         if type(event) is StepLog:  # the bulk of the events: as few steps as possible per line
@@ -189,6 +194,37 @@ class StoreRecorder:
         """Keep the fingerprint parts of an execution (what the next run compares against): they are
         written with the step's finished row, or when its run ends (a step stopped meanwhile)."""
         self._details[(run_id, step)] = (detail, where)
+
+    def record_sources(
+        self, run_id: int, files: Mapping[str, str], parts: Iterable[Mapping[str, str]]
+    ) -> None:
+        """Keep the source behind a run (see `runner.store.sources`): the files it loaded (path ->
+        text) and its steps' fingerprint parts (hash -> normalised text). Texts the store already
+        has are not written again; a run of an unchanged load writes one small map."""
+        new: list[tuple[str, str]] = []
+        kept = self._sources_kept
+        hashes: dict[str, str] = {}
+        for path, text in files.items():
+            known = self._file_hashes.get(path)
+            if known is None or known[0] is not text:
+                known = self._file_hashes[path] = (text, text_hash(text))
+            digest = hashes[path] = known[1]
+            if digest not in kept:
+                kept.add(digest)
+                new.append((digest, text))
+        for texts in parts:
+            for digest, text in texts.items():
+                if digest not in kept:
+                    kept.add(digest)
+                    new.append((digest, text))
+        listing = dumps_json(hashes)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if new:
+                write_sources(conn, new)
+            conn.execute("UPDATE runs SET sources=? WHERE id=?", (listing, run_id))
+
+        self._store._write(write)
 
     def _write_details(self, run_id: int) -> None:
         left = [(key, value) for key, value in self._details.items() if key[0] == run_id]

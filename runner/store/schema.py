@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -143,12 +143,21 @@ _OPERATING = [
 last due time `flow serve` handled (what its catch-up policy starts from)."""
 _SCHEMA.extend(_OPERATING)
 
+_SOURCES = [
+    "CREATE TABLE IF NOT EXISTS sources (hash TEXT PRIMARY KEY, text TEXT NOT NULL)",
+    "ALTER TABLE runs ADD COLUMN sources TEXT",
+]
+"""Source texts by hash, and per run the files it loaded, path -> hash (`runner.store.sources`,
+schema 8)."""
+_SCHEMA.extend(_SOURCES)
+
 _MIGRATIONS: dict[int, list[str]] = {
     2: [_LEASES],
     3: [_STEPS_BY_FINGERPRINT],
     5: [_RUN_OUTPUTS],
     6: _OWNERS + _GC_COLUMNS,
     7: _OPERATING,
+    8: _SOURCES,
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 

@@ -19,6 +19,7 @@ from runner.store.history import History
 from runner.store.leases import Leases
 from runner.store.operating import Operating
 from runner.store.recorder import StoreRecorder
+from runner.store.sources import Sources
 
 
 def default_store_dir() -> Path:
@@ -27,8 +28,8 @@ def default_store_dir() -> Path:
     return find_store()[0]
 
 
-class Store(History, Leases, Operating):
-    """The run store at `root`: run history, cache and artifacts, leases and owners, releases.
+class Store(History, Leases, Operating, Sources):
+    """The run store at `root`: run history, cache and artifacts, leases and owners, releases, sources.
 
     Attributes:
         root: the store's directory, absolute (`runner.store.discovery.find_store` when not given).

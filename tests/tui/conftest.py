@@ -135,7 +135,7 @@ async def ready(pilot, app: FlowApp) -> FlowPane:  # type: ignore[no-untyped-def
 
 
 async def run_done(pilot, pane: FlowPane, count: int = 1, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    """Wait until `count` runs were seen, none is in flight, and history shows them."""
+    """Wait until `count` runs were seen, none is in flight, history shows them, the next run is planned."""
     flow = pane.controller
 
     def describe() -> str:
@@ -150,6 +150,7 @@ async def run_done(pilot, pane: FlowPane, count: int = 1, timeout: float = 60.0)
             and not flow.active
             and len(flow.history) >= count
             and all(r.status != "running" for r in flow.history)
+            and flow.plan_current
         ),
         timeout,
         what=describe,

@@ -146,7 +146,7 @@ def test_a_run_is_viewed_from_its_start_and_its_history_read_at_its_end(tmp_path
     )
     assert state.log("load").lines == ["loading 5 rows"]
     assert any(c.view and c.headline for c in changes), changes  # started and ended: repaint, tell the list
-    assert changes[-1] == Change(history=True, headline=True)  # the history read after the end
+    assert changes[-2:] == [Change(history=True, headline=True), Change(details=True)]  # history, plan
     assert [(r.id, r.trigger, r.status) for r in controller.history] == [(state.run_id, "tui", "succeeded")]
     assert controller.headline == "succeeded" and not controller.active
 

@@ -128,7 +128,7 @@ def fit(epochs: int = 3000, data: str = "s3://bucket/" + "d" * 120 + "/part-0001
         assert "…" in row["data"]
         compare = app.screen
         differs = {name for kind, name, left, right in compare.compared if kind != "run" and left != right}
-        assert differs == {"epochs", "score", "accuracy"}
+        assert differs == {"epochs", "score", "accuracy", "fit"}  # fit: the step, with its new output
         await pilot.press("down", "down", "down")  # the data row, cut in the table: shown whole below
 
         def whole() -> bool:

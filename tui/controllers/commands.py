@@ -1,5 +1,6 @@
 """Provides `FlowCommands`: what a user can do to a flow — run it, re-run a step, force, stop, resume
-or re-run a past run, delete a run, change its parameters, compare two runs, toggle hot reload.
+or re-run a past run, delete a run, change its parameters, compare two runs, toggle hot reload, see
+the code change behind a step's next re-run, debug a step of a run (`flow debug`, in the terminal).
 
 A part of `FlowController` (its `commands`), apart because the commands change little of its state:
 they start runs through the session, and the runs' events come back through `FlowController.apply`.
@@ -10,14 +11,17 @@ controller or a widget, shows the dialog.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
-from runner.records import RunRecord
+from runner.review.compare import Comparison
+from runner.review.sources import CodeChange
 from runner.session import FlowSession
-from runner.status import RunStatus
+from runner.status import RunStatus, StepStatus
 from runner.text import visible
 from tui.controllers import reads
 from tui.controllers.host import Change
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 RESUMABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
 """Runs `resume` takes up: those that ended without finishing."""
+DEBUGGABLE = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.CACHED})
+"""Steps `flow debug` can re-execute: those that got their inputs in the run."""
 
 
 class FlowCommands:
@@ -160,27 +166,71 @@ class FlowCommands:
             return
         session.set_overrides(values)
         self.host.changed(Change(details=True))
+        self.flow.load_plan()
         if run:
             self.run_flow()
         else:
             self.host.notify("parameters saved for the next runs")
 
-    def compare(self, first: int, second: int, show: Callable[[RunRecord, RunRecord], None]) -> None:
-        """Read runs `first` and `second` and `show` them (the screen's comparison dialog)."""
+    def compare(self, first: int, second: int, show: Callable[[Comparison], None]) -> None:
+        """Compare runs `first` and `second` as `flow diff` does and `show` them (the screen's
+        comparison dialog)."""
 
-        def read(pair: tuple[RunRecord, RunRecord] | None) -> None:
-            if pair is None:
+        def read(compared: Comparison | None) -> None:
+            if compared is None:
                 self.host.notify("a run to compare is gone from the store", severity="warning")
             else:
-                show(*pair)
+                show(compared)
 
         self.host.background(
-            partial(reads.read_pair, self.flow.store, first, second),
+            partial(reads.read_comparison, self.flow.store, first, second),
             read,
             group="compare",
             description="compare runs",
             exclusive=True,
         )
+
+    def code_diff(self, show: Callable[[str, list[CodeChange]], None]) -> None:
+        """Read the code change behind the selected step's next re-run and `show` it (title, diffs);
+        tell the user when its next run changes no code."""
+        flow = self.flow
+        step, plan = flow.selected, flow.plan
+        planned = next((s for s in plan.steps if s.step == step), None) if plan and step else None
+        if step is None or plan is None or planned is None:
+            self.host.notify("no plan for this step yet (is the flow loaded?)", severity="warning")
+            return
+
+        def read(changes: list[CodeChange]) -> None:
+            if not changes:
+                why = f"{planned.action}: {planned.reason}"
+                self.host.notify(visible(f"no code change behind {step}'s next run ({why})"))
+            else:
+                show(f"{step}: the code its last result was computed from → the code now", changes)
+
+        self.host.background(
+            partial(reads.read_code_diff, flow.store, plan, step),
+            read,
+            group="code-diff",
+            description="read the code diff",
+            exclusive=True,
+        )
+
+    def debug_target(self) -> tuple[int, str] | None:
+        """The viewed run and selected step to re-execute under pdb (`flow debug RUN STEP`), or None
+        (the user told why) when that step did not run there."""
+        flow = self.flow
+        state, step = flow.viewed_state, flow.selected
+        info = state.steps.get(step) if state is not None and step is not None else None
+        if state is None or step is None or info is None:
+            self.host.notify("select a step of a run to debug", severity="warning")
+            return None
+        if info.status not in DEBUGGABLE:
+            self.host.notify(
+                visible(f"{step} did not run in run #{state.run_id} ({info.status}): nothing to debug"),
+                severity="warning",
+            )
+            return None
+        return state.run_id, step
 
 
 def _start(session: FlowSession, options: dict[str, Any]) -> FlowError | None:
@@ -190,3 +240,18 @@ def _start(session: FlowSession, options: dict[str, Any]) -> FlowError | None:
     except FlowError as exc:
         return exc
     return None
+
+
+def debug_command(store: Path, run_id: int, step: str, break_first: bool = False) -> list[str]:
+    """The `flow debug` command line the TUI runs in the terminal while it is suspended."""
+    return [
+        sys.executable,
+        "-m",
+        "runner",
+        "debug",
+        str(run_id),
+        step,
+        "--store",
+        str(store),
+        *(["--break"] if break_first else []),
+    ]

@@ -21,6 +21,7 @@ from dsl.loader import LoadedFlow
 from runner.engine import Engine
 from runner.events import Event, FlowReloaded, LoadFailed, RunFinished, RunStarted
 from runner.records import RunRecord
+from runner.review.plan import Plan
 from runner.session import FlowSession
 from runner.status import RunStatus, StepStatus
 from runner.store import Store
@@ -55,6 +56,8 @@ class FlowController:
         selected: the step whose logs and details are shown.
         pinned: the logs stay on the selected step; else they follow the step that is running.
         history: the flow's past runs, newest first (`history_loaded` once read).
+        plan: what the next run would do with each step (`flow plan`), read again after every run,
+            reload and change of parameters; None until read (or while the flow does not load).
         watcher: the flow's hot reload.
         commands: what a user can do to the flow.
     """
@@ -87,6 +90,9 @@ class FlowController:
         self.history_loaded = False
         self._history_seq = 0
         self._history_shown = 0
+        self.plan: Plan | None = None
+        self._plan_seq = 0
+        self._plan_shown = 0
         self.watcher = Watcher(host, path.name, on=watch)
         self.commands = FlowCommands(self)
 
@@ -118,6 +124,7 @@ class FlowController:
         self.host.changed(
             Change(graph=session.loaded is not None, error=session.error is not None, view=True)
         )
+        self.load_plan()
 
     # ----- events ------------------------------------------------------------------------------
 
@@ -177,6 +184,8 @@ class FlowController:
         if ended:
             self._evict()
             self.load_history()
+        if ended or graph:
+            self.load_plan()
 
     @property
     def headline(self) -> str:
@@ -261,7 +270,10 @@ class FlowController:
 
     def step_view(self) -> StepView | None:
         """What the details panel shows of the selected step (None: no step, or no good load yet)."""
-        return step_view(self.loaded, self.viewed_state, self.selected, self._default_params)
+        planned = None
+        if self.plan is not None and self.selected is not None:
+            planned = next((s for s in self.plan.steps if s.step == self.selected), None)
+        return step_view(self.loaded, self.viewed_state, self.selected, self._default_params, planned)
 
     def _default_params(self) -> dict[str, Any]:
         """The parameters the next run would use (as set, when they do not resolve)."""
@@ -302,6 +314,31 @@ class FlowController:
             group="history",
             description="read run history",
         )
+
+    def load_plan(self) -> None:
+        """Plan the next run again (in the background; a stale plan never overwrites a newer one)."""
+        session = self.session
+        if session is None:
+            return
+        self._plan_seq += 1
+        self.host.background(
+            partial(reads.read_plan, self.store, session),
+            partial(self._plan_read, self._plan_seq),
+            group="plan",
+            description="plan the next run",
+        )
+
+    @property
+    def plan_current(self) -> bool:
+        """No newer plan is being read than the one shown (tests wait on it before a picture)."""
+        return self._plan_shown == self._plan_seq
+
+    def _plan_read(self, seq: int, plan: Plan | None) -> None:
+        if seq < self._plan_shown:
+            return
+        self._plan_shown = seq
+        self.plan = plan
+        self.host.changed(Change(details=True))
 
     def _history_read(self, seq: int, records: list[RunRecord]) -> None:
         if seq < self._history_shown:

@@ -1,5 +1,6 @@
 """Provides the blocking reads a flow's controller runs off the UI thread: the first load of a flow,
-its run history, a past run, a step's stored log lines, and two runs to compare.
+its run history, a past run, a step's stored log lines, two runs to compare, and the plan of the
+next run (with the code diff behind a step's re-run).
 
 Each is a plain function of the store (or engine) and its arguments: no controller state is read or
 written here, so running one on a worker thread races with nothing.
@@ -12,6 +13,9 @@ from pathlib import Path
 from dsl.errors import FlowError
 from runner.engine import Engine
 from runner.records import RunRecord
+from runner.review.compare import Comparison, compare_runs
+from runner.review.plan import Plan, make_plan
+from runner.review.sources import CodeChange, code_changes
 from runner.session import FlowSession
 from runner.store import Store
 from tui.data.state import LogBuffer, RunState
@@ -76,3 +80,35 @@ def read_pair(store: Store, first: int, second: int) -> tuple[RunRecord, RunReco
     """Two runs to compare, or None when either is gone from the store."""
     a, b = store.get_run(first), store.get_run(second)
     return (a, b) if a is not None and b is not None else None
+
+
+def read_comparison(store: Store, first: int, second: int) -> Comparison | None:
+    """Two runs compared as `flow diff` compares them, or None when either is gone from the store."""
+    pair = read_pair(store, first, second)
+    return compare_runs(store, *pair) if pair is not None else None
+
+
+def read_plan(store: Store, session: FlowSession) -> Plan | None:
+    """What the next run of the session's flow would do with each step (`flow plan`), or None while
+    the flow has no good load or its parameters do not resolve."""
+    store.flush()  # the results the engine recorded moments ago are in the store
+    loaded = session.loaded
+    if loaded is None:
+        return None
+    try:
+        return make_plan(store, loaded, session.params())
+    except FlowError:
+        return None
+
+
+def read_code_diff(store: Store, plan: Plan, step: str) -> list[CodeChange]:
+    """The diffs behind a planned step's re-run: its code and helpers then and now."""
+    planned = next((s for s in plan.steps if s.step == step), None)
+    if planned is None or planned.current is None:
+        return []
+    texts: dict[str, str] = {}
+    for static in plan.static.values():
+        texts.update(static.texts)
+    return code_changes(
+        planned.previous, planned.current, texts, store.source_texts, old_name="last result", new_name="now"
+    )

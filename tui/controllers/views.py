@@ -13,6 +13,7 @@ from typing import Any
 
 from dsl.graph import ParamSpec
 from dsl.loader import LoadedFlow
+from runner.review.plan import PlannedStep
 from runner.status import RunStatus
 from tui.data import format as fmt
 from tui.data.state import RunState, StepInfo
@@ -28,6 +29,7 @@ class StepView:
         run_id: the viewed run.
         options: its declared options (retries, timeout, cache, ...).
         params: the values of the parameters it reads, in the viewed run (else the next run's).
+        planned: what the next run would do with it and why (`flow plan`), once planned.
     """
 
     step: str
@@ -35,6 +37,7 @@ class StepView:
     run_id: int | None
     options: dict[str, Any]
     params: dict[str, Any]
+    planned: PlannedStep | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,10 @@ def step_view(
     state: RunState | None,
     step: str | None,
     next_params: Callable[[], dict[str, Any]],
+    planned: PlannedStep | None = None,
 ) -> StepView | None:
     """`step` of the last good load as seen in run `state` (None: no step, or no good load yet);
-    `next_params` gives the parameters when no run is viewed."""
+    `next_params` gives the parameters when no run is viewed; `planned`, the next run's plan of it."""
     if step is None or loaded is None:
         return None
     node = loaded.graph.nodes.get(step)
@@ -72,7 +76,7 @@ def step_view(
         source = state.params if state is not None else next_params()
         params = {p: source.get(p) for p in node.params}
     info = state.steps.get(step) if state is not None else None
-    return StepView(step, info, state.run_id if state is not None else None, options, params)
+    return StepView(step, info, state.run_id if state is not None else None, options, params, planned)
 
 
 def run_title(flow: str, state: RunState | None, follow_live: bool, saved_after: bool) -> str:

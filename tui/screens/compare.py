@@ -1,21 +1,26 @@
-"""Provides `CompareScreen`: two runs side by side — status, duration, parameters, metrics.
+"""Provides `CompareScreen`: two runs side by side — status, duration, parameters, metrics, and
+the steps that changed (what `flow diff` shows: status, output, the code diff behind a changed
+fingerprint).
 
 Rows whose values differ are highlighted, so "what changed between the good run and the bad one"
 reads at a glance. Columns are as wide as their values (up to a share of the screen); a value cut
-to fit ends in `…`, and the row under the cursor is shown in full below the table.
+to fit ends in `…`, and the row under the cursor is shown in full below the table (a changed step:
+why its fingerprint changed and its code diff).
 """
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
 
 from runner.records import RunRecord
+from runner.review.compare import Comparison, StepChange
 from tui.data import format as fmt
+from tui.screens.code_diff import diff_content
 from tui.text import plain
 
 MISSING = "—"
@@ -33,8 +38,18 @@ def pair(a: object, b: object) -> tuple[str, str]:
     return fmt.value(a, 10_000), fmt.value(b, 10_000)
 
 
-def rows(a: RunRecord, b: RunRecord) -> list[tuple[str, str, str, str]]:
-    """(kind, name, value in a, value in b) for every compared field (pure; values never cut)."""
+def step_value(change: StepChange, side: int) -> str:
+    """A changed step in one run: its status and its output's preview (or `—`: not in that run)."""
+    status = change.status[side]
+    if status is None:
+        return MISSING
+    shown = change.preview[side]
+    return f"{status} · {shown}" if shown is not None else str(status)
+
+
+def rows(a: RunRecord, b: RunRecord, compared: Comparison | None = None) -> list[tuple[str, str, str, str]]:
+    """(kind, name, value in a, value in b) for every compared field, then each step that changed
+    (pure; values never cut)."""
     result = [
         ("run", "status", a.status, b.status),
         ("run", "trigger", a.trigger, b.trigger),
@@ -45,6 +60,8 @@ def rows(a: RunRecord, b: RunRecord) -> list[tuple[str, str, str, str]]:
     ma, mb = a.metrics, b.metrics
     for name in sorted(set(ma) | set(mb)):
         result.append(("metric", name, *pair(ma.get(name, MISSING), mb.get(name, MISSING))))
+    for change in compared.steps if compared is not None else []:
+        result.append(("step", change.step, step_value(change, 0), step_value(change, 1)))
     return result
 
 
@@ -58,18 +75,21 @@ class CompareScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close")]
 
-    def __init__(self, a: RunRecord, b: RunRecord) -> None:
+    def __init__(self, a: RunRecord, b: RunRecord, comparison: Comparison | None = None) -> None:
         super().__init__()
         self.a = a
         self.b = b
-        self.compared = rows(a, b)
+        self.comparison = comparison
+        self.compared = rows(a, b, comparison)
+        self.changes = {c.step: c for c in comparison.steps} if comparison is not None else {}
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog compare-dialog"):
             title = f"Run #{self.a.id} vs run #{self.b.id} (differences highlighted)"
             yield Label(title, classes="dialog-title")
             yield DataTable(id="compare", cursor_type="row")
-            yield Static(id="compare-full")
+            with VerticalScroll(id="compare-full-scroll"):
+                yield Static(id="compare-full")
             yield Label("↑↓ a row in full · esc: close", classes="dialog-hint")
 
     def column_widths(self, room: int) -> list[int]:
@@ -103,4 +123,16 @@ class CompareScreen(ModalScreen[None]):
         text = Content.assemble(
             (f"{name}: ", "bold"), f"#{self.a.id} ", plain(left), f"  #{self.b.id} ", plain(right)
         )
+        metric = self.comparison.metrics.get(name) if kind == "metric" and self.comparison else None
+        if metric is not None and metric.delta is not None:
+            text = Content.assemble(text, (f"  (Δ {metric.delta:+g})", "bold"))  # as `flow diff` shows it
+        change = self.changes.get(name) if kind == "step" else None
+        if change is not None:
+            output = {"equal": "outputs equal", "different": "outputs differ"}.get(change.output, "")
+            why = f"fingerprint changed: {change.why}" if change.fingerprint_changed and change.why else ""
+            said = " · ".join(part for part in (output, why) if part)
+            if said:
+                text = Content("\n").join([text, plain(said, "$text-muted")])
+            if change.code:
+                text = Content("\n").join([text, diff_content(change.code)])
         self.query_one("#compare-full", Static).update(text)

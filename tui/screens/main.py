@@ -9,13 +9,14 @@ status. Actions go to the current flow's controller (commands) or pane (what is 
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
@@ -23,13 +24,16 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Header, OptionList
 
 from runner.engine import Engine
-from runner.records import RunRecord
+from runner.review.compare import Comparison
+from runner.review.sources import CodeChange
 from runner.session import FlowSession
 from runner.store import Store
+from tui.controllers.commands import debug_command
 from tui.controllers.flow import FlowController
 from tui.controllers.router import EventRouter, flow_key
 from tui.keys import screen_bindings
 from tui.messages import EventBridge, EventsReady, FlowFileChanged
+from tui.screens.code_diff import CodeDiffScreen
 from tui.screens.compare import CompareScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
@@ -43,6 +47,11 @@ DRAIN_INTERVAL_S = 0.1
 
 KEY_GRACE_S = 0.05
 """How long after a key press a batch of engine events waits (the key's own repaint goes first)."""
+
+
+def run_in_terminal(command: list[str]) -> int:
+    """Run a command attached to the terminal (the app suspended meanwhile); its exit status."""
+    return subprocess.run(command, check=False).returncode
 
 
 class MainScreen(Screen[None]):
@@ -311,8 +320,32 @@ class MainScreen(Screen[None]):
         if flow is not None:
             flow.commands.compare(message.first, message.second, self._show_compare)
 
-    def _show_compare(self, a: RunRecord, b: RunRecord) -> None:
-        self.app.push_screen(CompareScreen(a, b))
+    def _show_compare(self, compared: Comparison) -> None:
+        self.app.push_screen(CompareScreen(compared.a, compared.b, compared))
+
+    def action_code_diff(self) -> None:
+        flow = self._flow()
+        if flow is not None:
+            flow.commands.code_diff(self._show_code_diff)
+
+    def _show_code_diff(self, title: str, changes: list[CodeChange]) -> None:
+        self.app.push_screen(CodeDiffScreen(title, changes))
+
+    def action_debug_step(self) -> None:
+        """`flow debug RUN STEP` in the terminal: the app is suspended while pdb has it, then back."""
+        flow = self._flow()
+        target = flow.commands.debug_target() if flow is not None else None
+        if flow is None or target is None:
+            return
+        command = debug_command(flow.store.root, *target)
+        try:
+            with self.app.suspend():
+                print(f"flow: debugging {target[1]} of run #{target[0]} (the TUI is back when pdb ends)")
+                code = run_in_terminal(command)
+        except SuspendNotSupported:
+            self.notify("this terminal cannot hand the screen to a debugger", severity="error")
+            return
+        self.notify(f"back from flow debug (exit {code})", severity="information" if code == 0 else "warning")
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen.of(self))

@@ -73,6 +73,16 @@ def describe(view: StepView) -> Content:
             lines = info.preview.splitlines() or [""]
             shown = lines[0][:PREVIEW] + ("…" if len(lines[0]) > PREVIEW or len(lines) > 1 else "")
             parts.append(_field("output", shown))
+    if view.planned is not None:
+        planned = view.planned
+        condition = f"; {planned.condition}" if planned.condition else ""
+        style = "$warning" if planned.action in ("run", "unknown", "waiting") else "$text-muted"
+        said = (
+            planned.reason
+            if planned.reason.startswith(planned.action)
+            else f"{planned.action}: {planned.reason}"
+        )
+        parts.append(_field("next run", f"{said}{condition}", style))
     if params:
         parts.append(_field("parameters", "  ".join(f"{k}={fmt.value(v, WHOLE)}" for k, v in params.items())))
     declared = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]

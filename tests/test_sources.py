@@ -1,0 +1,106 @@
+"""The source behind fingerprints and runs (store schema 8): written once per distinct text, kept per
+run, shown by `flow plan --diff`, bounded by `flow gc`, and added to a schema-7 store on open."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.store import SCHEMA_VERSION, Store
+from runner.store.sources import text_hash
+from tests.conftest import CLIResult
+
+FLOW = """
+from dsl import step
+
+THRESHOLD = 0.5
+
+def keep(x):
+    return x > THRESHOLD
+
+@step
+def fetch():
+    return [0.1, 0.6, 0.9]
+
+@step
+def kept(fetch):
+    return [x for x in fetch if keep(x)]
+"""
+
+
+def _sources(store_dir: Path) -> dict[str, str]:
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        return dict(conn.execute("SELECT hash, text FROM sources").fetchall())
+    finally:
+        conn.close()
+
+
+def test_each_run_keeps_its_files_and_each_distinct_source_is_stored_once(
+    write_flow: Callable[..., Path], flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    path = write_flow(FLOW)
+    assert flow_cli("run", str(path)).code == 0
+    first = _sources(store_dir)
+    assert text_hash(path.read_text()) in first
+    assert "THRESHOLD = 0.5" in first.values()
+    assert "def keep(x):\n    return x > THRESHOLD" in first.values()
+    assert flow_cli("run", str(path)).code == 0
+    assert _sources(store_dir) == first  # an unchanged flow writes no text again
+    store = Store(store_dir, create=False)
+    try:
+        assert store.run_files(1) == store.run_files(2) == {str(path): path.read_text()}
+    finally:
+        store.close()
+
+
+def test_plan_diff_shows_a_changed_constant_and_gc_bounds_the_texts(
+    write_flow: Callable[..., Path], flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    path = write_flow(FLOW)
+    assert flow_cli("run", str(path)).code == 0
+    path.write_text(path.read_text().replace("THRESHOLD = 0.5", "THRESHOLD = 0.7"))
+    planned = flow_cli("plan", str(path), "--diff")
+    assert planned.code == 0, planned
+    lines = planned.stdout.splitlines()
+    assert "  ▶ kept   run      helper changed: THRESHOLD" in lines
+    assert "      -THRESHOLD = 0.5" in lines and "      +THRESHOLD = 0.7" in lines
+    assert flow_cli("run", str(path)).code == 0
+    before = _sources(store_dir)
+    assert {"THRESHOLD = 0.5", "THRESHOLD = 0.7"} <= set(before.values())
+    report = flow_cli("gc", "--keep-last", "1", "--json")
+    assert report.code == 0, report
+    assert json.loads(report.stdout)["sources"] == 2  # the first run's flow file and its old constant
+    after = _sources(store_dir)
+    assert "THRESHOLD = 0.5" not in after.values() and "THRESHOLD = 0.7" in after.values()
+    assert text_hash(path.read_text()) in after
+    diff = flow_cli("diff", "1", "2", "--json").json()
+    change = next(s for s in diff["steps"] if s["step"] == "kept")["code"][0]
+    assert change["part"] == "THRESHOLD" and change["diff"] == [] and "flow gc" in change["note"]
+
+
+def test_a_schema_7_store_gains_the_sources_on_open(
+    write_flow: Callable[..., Path], flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    path = write_flow(FLOW)
+    assert flow_cli("run", str(path)).code == 0
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("DROP TABLE sources")
+        conn.execute("ALTER TABLE runs DROP COLUMN sources")
+        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    conn.close()
+    assert flow_cli("run", str(path)).code == 0
+    store = Store(store_dir, create=False)
+    try:
+        version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == SCHEMA_VERSION == 8
+        assert store.run_files(1) is None  # run before the migration: no source kept
+        assert store.run_files(2) == {str(path): path.read_text()}
+    finally:
+        store.close()
+    no_source = flow_cli("debug", "1", "fetch")
+    assert no_source.code == 0, no_source
+    assert "run #1 kept no source" in no_source.stderr
