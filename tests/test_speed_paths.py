@@ -1,0 +1,156 @@
+"""Issue 21's fast paths keep their promises: `flow run` starts its first worker before the CLI's
+imports and adopts it only when nothing it inherited changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dsl import load_flow
+from runner.cli.entry import starts_local_workers
+from runner.engine import Engine, RunRequest
+from runner.events import Event, StepFinished
+from runner.executors import spawn
+from runner.executors.local import LocalExecutor
+from runner.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+ONE_STEP = """
+import os
+
+from dsl import step
+
+
+@step(cache=False)
+def where():
+    return os.getpid()
+"""
+
+
+@pytest.fixture
+def early() -> Iterator[None]:
+    """Whatever a test leaves of the early worker is ended after it."""
+    yield
+    spawn.discard_early()
+
+
+def run_where(path: Path, store_dir: Path) -> tuple[int, list[Event]]:
+    """Run the one-step flow on a fresh `LocalExecutor`: (the pid its step ran in, the events)."""
+    store = Store(store_dir)
+    events: list[Event] = []
+    engine = Engine(store, LocalExecutor(1), [events.append])
+    try:
+        handle = engine.run(RunRequest(load_flow(path), {}))
+        assert handle.status == "succeeded"
+        finished = [e for e in events if isinstance(e, StepFinished) and e.step == "where"]
+        assert finished and finished[0].preview is not None
+        return int(finished[0].preview), events
+    finally:
+        engine.close()
+        store.close()
+
+
+def test_the_first_local_executor_adopts_the_early_worker(
+    early: None, write_flow: Callable[..., Path], store_dir: Path
+) -> None:
+    spawn.start_early()
+    assert spawn._early is not None
+    pid = spawn._early.proc.pid
+    ran_in, _ = run_where(write_flow(ONE_STEP), store_dir)
+    assert ran_in == pid
+    assert spawn._early is None  # adopted once: a second executor starts its own
+
+
+def test_an_early_worker_that_inherited_another_environment_is_not_used(
+    early: None, write_flow: Callable[..., Path], store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawn.start_early()
+    assert spawn._early is not None
+    stale = spawn._early.proc
+    monkeypatch.setenv("FLOW_TEST_CHANGED_AFTER_EARLY_START", "1")
+    ran_in, _ = run_where(write_flow(ONE_STEP), store_dir)
+    assert ran_in != stale.pid
+    assert stale.poll() is not None, "the unused early worker is ended and reaped"
+
+
+def test_an_early_worker_nobody_adopts_is_ended(early: None) -> None:
+    spawn.start_early()
+    assert spawn._early is not None
+    proc = spawn._early.proc
+    spawn.discard_early()
+    assert proc.poll() is not None
+    assert spawn.adopt() is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["run", "flow.py"], {}, True),
+        (["run", "flow.py", "--watch", "--workers", "3"], {}, True),
+        (["run", "flow.py"], {"FLOW_EXECUTOR": "local"}, True),
+        (["run", "flow.py", "--executor", "inline"], {}, False),
+        (["run", "flow.py", "--executor=dask"], {}, False),
+        (["run", "flow.py", "--pdb"], {}, False),
+        (["run", "--help"], {}, False),
+        (["run", "flow.py"], {"FLOW_EXECUTOR": "dask"}, False),
+        (["runs"], {}, False),
+        (["check", "flow.py"], {}, False),
+        (["run"], {}, False),
+    ],
+)
+def test_only_a_flow_run_on_local_workers_starts_one_early(
+    argv: list[str], env: dict[str, str], expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLOW_EXECUTOR", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert starts_local_workers(argv) is expected
+
+
+def test_flow_run_starts_its_worker_before_importing_the_cli(
+    write_flow: Callable[..., Path], store_dir: Path, tmp_path: Path
+) -> None:
+    """The real console entry point, in a process of its own: the worker starts while Typer, the
+    engine and the store are not imported yet, and the run then uses it."""
+    path = write_flow(ONE_STEP)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.argv = ["flow", "run", {str(path)!r}, "--store", {str(store_dir)!r}]
+        from runner.executors import spawn
+
+        start = spawn.start_early
+
+        def recorded():
+            heavy = sorted(m for m in ("typer", "runner.engine", "runner.store") if m in sys.modules)
+            start()
+            print(f"early pid {{spawn._early.proc.pid}} before {{heavy}}", file=sys.stderr, flush=True)
+
+        spawn.start_early = recorded
+        from runner.cli import main
+
+        main()
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FLOW_EXECUTOR", "FLOW_STORE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("early pid ")]
+    assert len(lines) == 1, proc.stderr
+    _, _, pid, _, imported = lines[0].split(" ", 4)
+    assert imported == "[]"
+    store = Store(store_dir)
+    try:
+        record = store.get_run(1)
+        assert record is not None and record.status == "succeeded"
+        (step,) = [s for s in record.steps if s.name == "where"]
+        assert step.preview == pid
+    finally:
+        store.close()
