@@ -21,8 +21,9 @@ from dsl.graph import build_graph
 from dsl.step import Step
 from runner.cli.entry import starts_local_workers
 from runner.engine import Engine, RunRequest
-from runner.events import Event, StepFinished
+from runner.events import Event, StepFinished, StepStarted
 from runner.executors import spawn
+from runner.executors.fake import FakeExecutor
 from runner.executors.local import LocalExecutor
 from runner.fingerprint import static_prints
 from runner.fingerprint.source import normalised_text
@@ -213,3 +214,57 @@ def test_static_fingerprints_parse_each_step_once(
     assert normalised_text(
         '@step\ndef s0():\n    """Doc 0."""\n    return 0  # c\n', drop_decorators=True
     ) == ("def s0():\n    return 0")
+
+
+def test_a_chain_hands_out_the_next_step_before_recording_the_last(
+    tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    """When a step's result arrives, its successor goes to a worker first; the finished step's events
+    are recorded and shown after (in the same order as ever), while the worker already runs."""
+    source = "from dsl import step\n\n\n@step\ndef s0():\n    return 0\n" + "".join(
+        f"\n\n@step\ndef s{i}(s{i - 1}):\n    return s{i - 1} + 1\n" for i in range(1, 4)
+    )
+    executor = FakeExecutor()
+    store = Store(tmp_path / "store")
+    events: list[Event] = []
+    submitted_when_finished: dict[str, list[str]] = {}
+
+    def seen(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, StepFinished):
+            submitted_when_finished[event.step] = [t.step for t in executor.submitted]
+
+    engine = Engine(store, executor, [seen])
+    try:
+        handle = engine.run(RunRequest(load_flow(write_flow(source)), {}))
+        assert handle.status == "succeeded"
+    finally:
+        engine.close()
+        store.close()
+    assert submitted_when_finished == {
+        "s0": ["s0", "s1"],
+        "s1": ["s0", "s1", "s2"],
+        "s2": ["s0", "s1", "s2", "s3"],
+        "s3": ["s0", "s1", "s2", "s3"],
+    }
+    order = [
+        (type(e).__name__, getattr(e, "step", ""))
+        for e in events
+        if isinstance(e, StepStarted | StepFinished)
+    ]
+    assert order == [(kind, f"s{i}") for i in range(4) for kind in ("StepStarted", "StepFinished")], (
+        "events keep their order: each step's start and end before the next step's"
+    )
+    finished = store_status(tmp_path / "store", handle.id)
+    assert finished == "succeeded"
+
+
+def store_status(store_dir: Path, run_id: int) -> str:
+    store = Store(store_dir)
+    try:
+        record = store.get_run(run_id)
+        assert record is not None
+        assert all(s.status == "succeeded" for s in record.steps)
+        return str(record.status)
+    finally:
+        store.close()
