@@ -18,10 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 LAST_LINE = r"^{name}: \d+(\.\d+)? {unit} \(budget {budget}\) (PASS|FAIL)$"
 
 CASES = [
-    ("cold", "ms/step", r"1\.0", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
-    ("cached", "ms/step", r"0\.2", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
-    ("startup", "s", r"0\.5", {"FLOW_BENCH_REPEAT": "1"}),
-    ("reload", "ms", "100", {"FLOW_BENCH_SIZE": "8", "FLOW_BENCH_SAVES": "3"}),
+    ("cold", "ms/step", r"0\.15", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
+    ("cached", "ms/step", r"0\.02", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
+    ("startup", "s", r"0\.12", {"FLOW_BENCH_REPEAT": "1"}),
+    ("whole", "s", r"0\.15", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
+    ("reload", "ms", "20", {"FLOW_BENCH_SIZE": "8", "FLOW_BENCH_SAVES": "3"}),
+    ("scale", "ms/step", r"0\.2", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
 ]
 
 

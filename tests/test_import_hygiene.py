@@ -53,6 +53,23 @@ def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
     assert not {m for m in imported if m.startswith(("textual.", "tui"))}
 
 
+def test_flow_run_of_an_unscheduled_flow_does_not_import_the_cron_modules(write_flow, store_dir, tmp_path):
+    """Every `flow run` checks its flow's schedule; `zoneinfo` and `cronsim` (~5 ms of start-up) are
+    imported only when the flow has one."""
+    path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "runner.operate.schedule" in imported  # the schedule was checked
+    assert not {"cronsim", "zoneinfo"} & imported
+
+
 def test_import_linter_contracts_hold():
     exe = shutil.which("lint-imports")
     if exe is None:

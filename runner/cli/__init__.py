@@ -3,7 +3,8 @@
 The package, one module per group of commands:
 
 - `commands`: the Typer app and the list of its commands, in `flow --help` order;
-- `exits`: `main`, the one place that maps how a command ended to the exit status;
+- `entry`: `main`, which starts a `flow run`'s first worker before the rest of the CLI is imported;
+- `exits`: the one place that maps how a command ended to the exit status;
 - `run`: `flow run` (once, `--watch`, `--loop`) and `flow resume`, on `hosting` (engine, reporter,
   Ctrl-C, hooks) and `interrupts` (the signals);
 - `history`: `flow runs`, `show`, `logs`, `delete`;
@@ -14,7 +15,17 @@ The package, one module per group of commands:
 - `options`, `common`: what the commands share.
 """
 
-from runner.cli.commands import app
-from runner.cli.exits import main
+from runner.cli.entry import main
+
+
+def __getattr__(name: str) -> object:
+    """`app` is imported on first use: `main` runs before Typer and the commands are imported (nor is
+    `typing`, for the same reason)."""
+    if name == "app":
+        from runner.cli.commands import app
+
+        return app
+    raise AttributeError(f"module 'runner.cli' has no attribute {name!r}")
+
 
 __all__ = ["app", "main"]

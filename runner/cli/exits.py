@@ -19,6 +19,7 @@ from dsl.errors import FlowError
 from runner.cli.commands import app
 from runner.cli.common import ExitWith
 from runner.cli.interrupts import EXIT_INTERRUPTED
+from runner.executors import spawn
 from runner.text import visible
 
 
@@ -30,6 +31,7 @@ def _exit_now(code: int) -> None:
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    spawn.discard_early()
     os._exit(code)
 
 

@@ -62,6 +62,10 @@ class Finishing(SchedulerState):
                 record()
             except BaseException:  # noqa: BLE001 - the handle is released whatever happens
                 pass
+        try:
+            self._release_held()
+        except BaseException:  # noqa: BLE001 - the handle is released whatever happens
+            pass
         run.handle._finish(RunStatus.FAILED)
 
     def _finish(
@@ -172,6 +176,7 @@ class Finishing(SchedulerState):
         now = time.time()
         outputs = flow_outputs.collect(run.request.loaded, run.states, partial(plain_value, self.store))
         self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
+        self._release_held()
         run.handle._finish(status)
 
     def _cancel(
@@ -249,6 +254,25 @@ class Finishing(SchedulerState):
             self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        held = self._held
+        if held is not None:
+            held.append(event)
+            return
+        self._deliver(event)
+
+    def _release_held(self) -> None:
+        """Deliver the events held so far, in order (before a run's handle is released, or a caller
+        that waits on the scheduler is woken: what it waits for must have been recorded and seen)."""
+        held = self._held
+        if not held:
+            return
+        index = 0
+        while index < len(held):  # a subscriber's `publish` meanwhile is held too, and follows in order
+            self._deliver(held[index])
+            index += 1
+        held.clear()
+
+    def _deliver(self, event: Event) -> None:
         self._recorder(event)
         if isinstance(event, RunFinished):
             try:

@@ -162,4 +162,5 @@ class Probing(Executing):
             for probe in [p for p in self._probes.values() if p.run is planning.run]:
                 self._drop_probe(probe)
         planning.error = error
+        self._release_held()
         planning.done.set()

@@ -19,7 +19,7 @@ from dsl.loader import LoadedFlow
 from runner.engine.deciding import Deciding
 from runner.engine.model import Planning, Run, RunHandle, RunRequest, StepState, Subscriber
 from runner.events import RunStarted, StepLog
-from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskStarted
+from runner.executors.base import TaskDone, TaskEvent, TaskLog, TaskLogs, TaskStarted
 from runner.fingerprint import StaticPrint, static_prints
 from runner.selection import external_inputs, select_steps
 from runner.status import OK, RunStatus
@@ -198,18 +198,37 @@ class Engine(Deciding):
             wait = self._next_wait()
         events = self.executor.events(wait)
         with self._lock:
-            for event in events:
-                if isinstance(event, TaskLogs):
-                    for run, name in self._listeners(event.task_id):
-                        for stream, line, ts in event.lines:
-                            self._emit(StepLog(run.id, name, stream, line, ts))
-                elif isinstance(event, TaskLog):
-                    for run, name in self._listeners(event.task_id):
-                        self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
-                elif isinstance(event, TaskDone):
-                    self._task_done(event.task_id, event.result)
-                elif isinstance(event, TaskStarted):
-                    self._task_started(event.task_id)
+            self._held = []
+            try:
+                self._take(events)
+            finally:
+                try:
+                    self._release_held()
+                finally:
+                    self._held = None
+
+    def _take(self, events: list[TaskEvent]) -> None:
+        """Take what the executor reported. The steps its results made ready are decided and handed to
+        free workers before the events of the batch are delivered (recorded, shown): on a chain, the
+        worker runs the next step while the runner records the last one. A command queued meanwhile
+        (a stop) goes first: those steps then wait for the next cycle, as before."""
+        results = False
+        for event in events:
+            if isinstance(event, TaskLogs):
+                for run, name in self._listeners(event.task_id):
+                    for stream, line, ts in event.lines:
+                        self._emit(StepLog(run.id, name, stream, line, ts))
+            elif isinstance(event, TaskLog):
+                for run, name in self._listeners(event.task_id):
+                    self._emit(StepLog(run.id, name, event.stream, event.line, event.ts))
+            elif isinstance(event, TaskDone):
+                self._task_done(event.task_id, event.result)
+                results = True
+            elif isinstance(event, TaskStarted):
+                self._task_started(event.task_id)
+        if results and not self._commands and not self._closing:
+            self._drain_ready()
+            self._dispatch()
 
     def _next_wait(self) -> float | None:
         if self._commands or any(run.ready for run in self._runs.values()):

@@ -22,6 +22,7 @@ from runner.engine.bundles import CodeBundles
 from runner.engine.cache_index import CacheIndex
 from runner.engine.leases import Claims
 from runner.engine.model import Execution, Planning, Probe, Run, Subscriber
+from runner.events import Event
 from runner.executors.base import Executor, TaskResult
 from runner.fingerprint import StaticPrint
 from runner.store.api import EngineStore
@@ -44,6 +45,9 @@ class SchedulerState(ABC):
         self.executor = executor
         self._recorder = store.recorder()
         self._subscribers: list[Subscriber] = list(subscribers)
+        self._held: list[Event] | None = None
+        """Events emitted while a batch of results is taken, delivered once the steps those results
+        made ready are on their way (`Finishing._emit`); None: events are delivered at once."""
         self._commands: deque[Callable[[], None]] = deque()
         self._runs: dict[int, Run] = {}
         self._executions: dict[str, Execution] = {}

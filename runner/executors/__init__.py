@@ -1,10 +1,12 @@
-"""Executors: where a step's function actually runs (worker processes, in-process, Dask)."""
+"""Executors: where a step's function actually runs (worker processes, in-process, Dask).
+
+Importing the package imports nothing else: `flow run` starts its first worker
+(`runner.executors.spawn`) before any of its own imports.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from dsl.errors import FlowError
 
 if TYPE_CHECKING:
     from runner.executors.base import Executor
@@ -17,6 +19,8 @@ def make_executor(spec: str, workers: int | None = None, *, debug: bool = False)
         FlowError: an unknown name, `dask` without the `dask` extra installed, or a scheduler that
             cannot be reached.
     """
+    from dsl.errors import FlowError
+
     if workers is not None and workers < 1:
         raise FlowError(f"--workers must be at least 1, got {workers}")
     if spec == "local":

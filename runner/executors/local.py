@@ -5,8 +5,7 @@ cancel kills the worker and every process below it (`kill_tree`: so processes th
 too, even in a session of their own) and a fresh worker replaces it on demand, as it does a worker
 that retires after a step left state it cannot undo (`runner.executors.isolation`).
 
-Workers start as `python -P -m runner.executors.worker`: without `-P`, `-m` puts the working directory first
-on `sys.path`, and a user's own `runner.py` (or `dsl.py`, `runner/`) there shadowed this package.
+Workers start as `runner.executors.spawn` says (the first may have started before the CLI's imports).
 
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
 pipes, so a result reaches the scheduler without a thread hand-off.
@@ -20,16 +19,13 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
-from pathlib import Path
 
-from runner.executors import wire
+from runner.executors import spawn, wire
 from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
 from runner.executors.proctree import kill_tree
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 READ_SIZE = 1 << 16
 """Bytes asked of a worker's pipe per read: what a pipe holds. A larger buffer (it was 1 MiB) is
 allocated with mmap and shrunk with mremap on every read: three syscalls and page faults per
@@ -89,24 +85,10 @@ class LocalExecutor:
             self._spawn()
 
     def _spawn(self) -> _Worker:
-        to_r, to_w = os.pipe()
-        from_r, from_w = os.pipe()
-        env = dict(os.environ)
-        env["PYTHONHASHSEED"] = "0"
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "runner.executors.worker", str(to_r), str(from_w)],
-            pass_fds=(to_r, from_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            env=env,
-        )
-        os.close(to_r)
-        os.close(from_w)
-        worker = _Worker(proc=proc, to_worker=to_w, from_worker=from_r)
-        for fd, tag in ((from_r, "frames"), (proc.stdout, "stdout"), (proc.stderr, "stderr")):
+        started = spawn.adopt() or spawn.spawn()
+        proc = started.proc
+        worker = _Worker(proc=proc, to_worker=started.to_worker, from_worker=started.from_worker)
+        for fd, tag in ((started.from_worker, "frames"), (proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert fd is not None
             os.set_blocking(fd if isinstance(fd, int) else fd.fileno(), False)
             self._selector.register(fd, selectors.EVENT_READ, (worker, tag))

@@ -19,15 +19,33 @@ The catch-up policy (documented in the README, "Schedules"):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
-
-from cronsim import CronSim, CronSimError
+from typing import TYPE_CHECKING
 
 from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.loader import LoadedFlow
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+
+def _zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name`. `zoneinfo` and `cronsim` are imported on first use: every `flow run`
+    checks its flow's schedule, and most flows have none (~5 ms of start-up)."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _cron(expression: str, start: datetime) -> Iterator[datetime]:
+    """The due times of a cron expression after `start` (see `_zone` for the lazy import)."""
+    from cronsim import CronSim
+
+    return iter(CronSim(expression, start))
+
 
 MAX_COUNTED_MISSES = 10_000
 """Missed cron due times are counted (for the message) up to this many; a minute-by-minute cron down
@@ -57,8 +75,8 @@ class Schedule:
         if self.every is not None:
             return moment + self.every
         assert self.cron is not None
-        start = datetime.fromtimestamp(moment, ZoneInfo(self.timezone))
-        return next(iter(CronSim(self.cron, start))).timestamp()
+        start = datetime.fromtimestamp(moment, _zone(self.timezone))
+        return next(_cron(self.cron, start)).timestamp()
 
     def due_between(self, after: float, until: float) -> tuple[int, float | None]:
         """How many due times fall in `(after, until]`, and the latest of them (None if none)."""
@@ -67,7 +85,7 @@ class Schedule:
             return (count, after + count * self.every) if count > 0 else (0, None)
         count, latest = 0, None
         assert self.cron is not None
-        for due in CronSim(self.cron, datetime.fromtimestamp(after, ZoneInfo(self.timezone))):
+        for due in _cron(self.cron, datetime.fromtimestamp(after, _zone(self.timezone))):
             stamp = due.timestamp()
             if stamp > until:
                 break
@@ -84,7 +102,7 @@ class Schedule:
         start = until - step
         while True:
             latest = None
-            for due in CronSim(self.cron or "", datetime.fromtimestamp(start, ZoneInfo(self.timezone))):
+            for due in _cron(self.cron or "", datetime.fromtimestamp(start, _zone(self.timezone))):
                 if due.timestamp() > until:
                     break
                 latest = due.timestamp()
@@ -155,9 +173,11 @@ def schedule_of(loaded: LoadedFlow) -> Schedule | None:
 
 def _schedule(declaration: Flow) -> Schedule:
     if declaration.schedule is not None:
+        from cronsim import CronSimError
+
         try:
-            zone = ZoneInfo(declaration.timezone)
-            next(iter(CronSim(declaration.schedule, datetime.now(zone))))
+            zone = _zone(declaration.timezone)
+            next(_cron(declaration.schedule, datetime.now(zone)))
         except (CronSimError, StopIteration) as exc:
             detail = str(exc) or "it never matches a date"
             raise FlowError(

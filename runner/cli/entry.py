@@ -1,0 +1,36 @@
+"""Provides `main`, the `flow` console script's first code: it starts the first worker process of a
+`flow run` on local workers before importing the rest of the CLI (`runner.executors.spawn`), then hands
+over to `runner.cli.exits.main`.
+
+Only the standard library is imported before the worker starts: the worker's start-up then overlaps
+the CLI's imports, the flow's loading and the run's planning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_NOT_LOCAL = ("--executor", "--pdb", "--help")
+"""Options after which `flow run` may not run on local workers now (or at all)."""
+
+
+def starts_local_workers(argv: list[str]) -> bool:
+    """Whether this command line is a `flow run` on the default local executor (a guess that only
+    costs an unused worker when wrong: `runner.executors.spawn.adopt` checks before using it)."""
+    if len(argv) < 2 or argv[0] != "run":
+        return False
+    if os.environ.get("FLOW_EXECUTOR", "local") != "local":
+        return False
+    return not any(arg.partition("=")[0] in _NOT_LOCAL for arg in argv[1:])
+
+
+def main() -> None:
+    """Start the early worker when it will be wanted, then run the command."""
+    if starts_local_workers(sys.argv[1:]):
+        from runner.executors import spawn
+
+        spawn.start_early()
+    from runner.cli.exits import main as run_command
+
+    run_command()
