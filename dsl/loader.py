@@ -204,6 +204,7 @@ def load_flow(path: str | Path) -> LoadedFlow:
         name = document.name or flow_path.stem
         description = document.description
         outputs = document.outputs
+        flow_decl = document.declaration
     else:
         graph, flow_decl = _python_graph(module, recorded, flow_path, shown)
         name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
