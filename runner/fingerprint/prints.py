@@ -55,6 +55,9 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if closure:
                 helpers[f"{name}.<closure>"] = sha(*closure)
             option_parts = [repr(item.foreach), repr(item.version)]
+            if item.connection_env is not None:  # non-secret values, and only the names of secrets
+                option_parts.append(repr(sorted(item.connection_env.public.items())))
+                option_parts.append(repr(sorted(item.connection_env.secret)))
             if item.when is not None:
                 if isinstance(item.when, types.FunctionType):
                     option_parts.append(hasher.function_source(item.when, drop_decorators=False))
