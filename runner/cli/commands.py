@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import check, history, maintenance, operate, run, tui_command
+from runner.cli import check, control, history, maintenance, operate, run, tui_command
 from runner.cli.common import ExitWith
 
 app = typer.Typer(
@@ -55,6 +55,7 @@ for command in (
     history.show,
     history.logs,
     run.resume,
+    control.stop,
     history.delete,
     check.graph,
     check.check,

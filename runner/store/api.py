@@ -1,6 +1,6 @@
-"""Provides the store as the engine sees it: four small protocols, so a second backend can follow.
+"""Provides the store as the engine sees it: five small protocols, so a second backend can follow.
 
-`runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all four
+`runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all five
 and stays the zero-set-up default. A team store would implement them over PostgreSQL (runs, cache,
 leases) and an S3-compatible object store (artifacts) without touching the engine, which depends on
 `EngineStore` only (and the plain records here: `CacheHit`, `LeaseHolder`). Reads for people
@@ -10,12 +10,16 @@ public records of `runner.records`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.events import Event
 from runner.records import RunRecord
+
+if TYPE_CHECKING:
+    from runner.store.control import JobRecord
 
 
 @dataclass(frozen=True)
@@ -134,5 +138,21 @@ class LeaseStore(Protocol):
     def release_lease(self, fingerprint: str) -> None: ...
 
 
-class EngineStore(RunStore, CacheStore, ArtifactStore, LeaseStore, Protocol):
+class ControlStore(Protocol):
+    """Stop requests from other processes, and the handles of external jobs (`runner.store.control`)."""
+
+    def stop_requests(self, run_ids: Iterable[int]) -> list[int]: ...
+
+    def record_job(
+        self, run_id: int, step: str, fingerprint: str, handle: bytes, handle_text: str, status: str
+    ) -> None: ...
+
+    def update_job(
+        self, run_id: int, step: str, status: str, *, polls: int | None = None, detail: str = ""
+    ) -> None: ...
+
+    def job_in_flight(self, run_id: int, step: str) -> JobRecord | None: ...
+
+
+class EngineStore(RunStore, CacheStore, ArtifactStore, LeaseStore, ControlStore, Protocol):
     """Everything the engine needs of a store."""

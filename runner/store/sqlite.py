@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 from runner.store.discovery import find_store
+from runner.store.control import Control
 from runner.store.history import History
 from runner.store.leases import Leases
 from runner.store.operating import Operating
@@ -27,8 +28,9 @@ def default_store_dir() -> Path:
     return find_store()[0]
 
 
-class Store(History, Leases, Operating):
-    """The run store at `root`: run history, cache and artifacts, leases and owners, releases.
+class Store(History, Leases, Operating, Control):
+    """The run store at `root`: run history, cache and artifacts, leases and owners, releases, stop
+    requests and external jobs.
 
     Attributes:
         root: the store's directory, absolute (`runner.store.discovery.find_store` when not given).
