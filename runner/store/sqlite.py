@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsl.errors import FlowError
-from runner.store.discovery import find_store
 from runner.store.control import Control
+from runner.store.discovery import find_store
 from runner.store.history import History
 from runner.store.leases import Leases
 from runner.store.operating import Operating
