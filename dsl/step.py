@@ -18,6 +18,7 @@ from dsl.params import REQUIRED, Param
 
 if TYPE_CHECKING:
     from dsl.connections import Resolved
+    from dsl.jobs import JobOptions
 
 TRIGGER_RULES = ("all_succeeded", "any_succeeded", "none_failed", "all_done")
 """When a step runs, given how its upstream steps ended.
@@ -55,6 +56,7 @@ class Step:
         connection_env: those variables as read when the flow loaded (None until then).
         spec: for an external step (a command, a container, a `uses:` function; see `dsl.external`),
             what it runs, hashed by the fingerprint in place of the function's source; None otherwise.
+        job: for a job step (`dsl.jobs`), how the runner polls it; None otherwise.
         on_success, on_failure, on_retry: hooks (callables, or lists of them) called with the run's
             details (and `step`, `error`, `attempt`) when this step succeeds (executed, not cached),
             fails, or is retried; they never change the step's result or its fingerprint.
@@ -121,6 +123,7 @@ class Step:
         self.connections = _strings(connections, "connections", "connection names", bad)
         self.connection_env: Resolved | None = None
         self.spec: dict[str, Any] | None = None
+        self.job: JobOptions | None = None
         try:
             self.on_success = hook_list(on_success, "on_success")
             self.on_failure = hook_list(on_failure, "on_failure")

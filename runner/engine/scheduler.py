@@ -146,6 +146,7 @@ class Engine(Deciding):
             self._command(stop)
             self._thread.join()
             self._thread = None
+        self._wait_job_kills()
         self.executor.close()
         self.store.flush()
 

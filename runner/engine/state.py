@@ -77,6 +77,10 @@ class SchedulerState(ABC):
         """Stop runs (`runner.engine.finishing`)."""
 
     @abstractmethod
+    def _kill_job(self, execution: Execution) -> None:
+        """Kill the external job of a job step's execution being killed (`runner.engine.jobs`)."""
+
+    @abstractmethod
     def _advance(
         self,
         run: Run,

@@ -13,13 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from runner.events import Event
 from runner.records import RunRecord
-
-if TYPE_CHECKING:
-    from runner.store.control import JobRecord
 
 
 @dataclass(frozen=True)
@@ -136,6 +133,33 @@ class LeaseStore(Protocol):
     def acquire_lease(self, fingerprint: str) -> LeaseHolder | None: ...
 
     def release_lease(self, fingerprint: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """An external job a step started.
+
+    Attributes:
+        run_id, step: the run and step that started (or adopted) it.
+        fingerprint: the step's fingerprint then (a resumed run adopts the job only if it is the same).
+        handle: the pickled handle `start` returned.
+        handle_text: its short repr, as shown (secrets masked).
+        status: see `JOB_RUNNING`.
+        detail: why it ended, when it did not succeed.
+        polls: `status` calls answered so far.
+        started_at, updated_at: epoch seconds.
+    """
+
+    run_id: int
+    step: str
+    fingerprint: str
+    handle: bytes
+    handle_text: str
+    status: str
+    detail: str
+    polls: int
+    started_at: float
+    updated_at: float
 
 
 class ControlStore(Protocol):

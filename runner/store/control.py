@@ -12,40 +12,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from runner.store.api import JobRecord
 from runner.store.base import StoreBase
 
 JOB_RUNNING = "running"
 """A job's status while it is in flight (the others are `succeeded`, `failed`, `killed`,
 `kill failed` and `adopted` for a job a later run re-attached to)."""
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """An external job a step started.
-
-    Attributes:
-        run_id, step: the run and step that started (or adopted) it.
-        fingerprint: the step's fingerprint then (a resumed run adopts the job only if it is the same).
-        handle: the pickled handle `start` returned.
-        handle_text: its short repr, as shown (secrets masked).
-        status: see `JOB_RUNNING`.
-        detail: why it ended, when it did not succeed.
-        polls: `status` calls answered so far.
-        started_at, updated_at: epoch seconds.
-    """
-
-    run_id: int
-    step: str
-    fingerprint: str
-    handle: bytes
-    handle_text: str
-    status: str
-    detail: str
-    polls: int
-    started_at: float
-    updated_at: float
 
 
 _JOB_COLUMNS = "run_id, step, fingerprint, handle, handle_text, status, detail, polls, started_at, updated_at"
