@@ -42,10 +42,11 @@ class Train(Job):
         return {"pid": pid, "workdir": workdir}
 
     def status(self, handle):
+        alive = process_alive(handle["pid"])  # first: a trainer that ends now has written its status
         done = Path(handle["workdir"], "status")
         if done.exists():
             return done.read_text().strip()
-        return "running" if process_alive(handle["pid"]) else "failed"
+        return "running" if alive else "failed"
 
     def kill(self, handle):
         try:
