@@ -6,17 +6,22 @@ it, and the app itself through Pilot, on real engines, workers, stores and proce
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
+from dsl.jobs import process_alive
 from dsl.loader import load_flow
 from runner.events import JobUpdated
 from tests.conftest import SAMPLE_FLOWS
-from tests.test_loops import BLOCKING
-from tests.tui.conftest import SIMPLE, ready, wait_for, write_flow
+from tests.test_jobs import job_flow, ledger  # noqa: F401 - a fixture
+from tests.test_loops import BLOCKING, runs_of
+from tests.tui.conftest import SIMPLE, ready, run_done, wait_for, write_flow
 from tests.tui.test_controller import controller_for, engine, events, run  # noqa: F401 - fixtures
 from tui.controllers.views import due_text, subtitle
 from tui.widgets.dag import DagView
@@ -89,12 +94,20 @@ async def test_the_pane_subtitle_shows_when_flow_serve_runs_the_flow_next(tmp_pa
     async with app.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, app)
         assert "serve: every 30s" in pane.query_one(DagView).border_subtitle
+    path.write_text(path.read_text().replace('every="30s"', 'schedule="0 3 * * *", timezone="UTC"'))
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        assert re.search(r"serve: next \d{4}-\d\d-\d\d 03:00 UTC$", pane.query_one(DagView).border_subtitle)
 
 
-async def test_stop_on_a_running_loop_iteration_in_the_history_ends_that_loop(tmp_path, app_for):
+@pytest.mark.parametrize("loop", [True, False], ids=["a loop", "a plain flow run"])
+async def test_stop_on_another_processs_running_run_in_the_history_stops_it(tmp_path, app_for, loop):
+    """`s` with no run of this TUI in flight asks the process running the run under the history cursor
+    to stop it, through the store: a loop's iteration (the loop ends with it) or a plain `flow run`."""
     path = write_flow(tmp_path / "gate.py", BLOCKING)
-    loop = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(path), "--loop"],
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(path), *(["--loop"] if loop else [])],
         env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
@@ -117,9 +130,66 @@ async def test_stop_on_a_running_loop_iteration_in_the_history_ends_that_loop(tm
             await wait_for(pilot, running, what="the loop's iteration in the history")
             await pilot.press("3")  # the history tab: the cursor is on the running iteration
             await pilot.press("s")
-            await wait_for(pilot, lambda: loop.poll() is not None, what="the loop to end")
-        out, err = loop.communicate(timeout=30)
+            await wait_for(pilot, lambda: runner.poll() is not None, what="the runner to end")
+        out, err = runner.communicate(timeout=30)
     finally:
-        loop.kill()
-    assert loop.returncode == 1, (out, err)
-    assert "ending the loop" in err
+        runner.kill()
+    assert runner.returncode == 1, (out, err)
+    assert ("ending the loop" in err) == loop
+    trigger = "loop" if loop else "cli"
+    assert [(r.trigger, r.status) for r in runs_of(tmp_path / "store")] == [(trigger, "cancelled")]
+
+
+def details(pane) -> str:  # type: ignore[no-untyped-def]
+    return str(pane.query_one("#details-text").render())
+
+
+async def outputs_shown(pilot, pane) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the details panel (repainted as events land) shows the sample's flow output."""
+    await wait_for(
+        pilot,
+        lambda: "run outputs accuracy=0.875" in details(pane),
+        what=lambda: f"the run's flow outputs in the details: {details(pane)!r}",
+    )
+
+
+async def test_the_details_show_the_flow_outputs_of_the_selected_run(app_for):
+    app = app_for(SAMPLE_FLOWS / "external_job.py")
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        await pilot.press("r")
+        await run_done(pilot, pane)
+        await pilot.press("i")
+        await outputs_shown(pilot, pane)
+    again = app_for(SAMPLE_FLOWS / "external_job.py")  # a past run, read back from the store
+    async with again.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, again)
+        await pilot.press("3", "enter", "i")  # view the history row under the cursor, then its details
+        await wait_for(pilot, lambda: pane.controller.viewed == 1, what="run #1 viewed")
+        await outputs_shown(pilot, pane)
+
+
+async def test_a_running_jobs_status_shows_live_and_stop_kills_its_trainer(job_flow, app_for):  # noqa: F811
+    path = job_flow()
+    path.write_text(path.read_text().replace("epochs: int = 3", "epochs: int = 300"))
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        assert pane.controller.selected == "train"
+        await pilot.press("r", "i")
+        await wait_for(
+            pilot,
+            lambda: "job         running · " in details(pane) and " polls · " in details(pane),
+            what=lambda: f"the job's live status polled twice in the details: {details(pane)}",
+        )
+        assert "'pid': " in details(pane)  # its handle, as stored
+        (pid,) = ledger(path)
+        assert process_alive(pid)
+        await pilot.press("s")
+        await run_done(pilot, pane)
+        await wait_for(  # the kill runs in the background; its word may come after the run's end
+            pilot,
+            lambda: "job         killed · the run was stopped" in details(pane),
+            what=lambda: f"the job killed in the details: {details(pane)}",
+        )
+    assert not process_alive(pid)
