@@ -6,6 +6,7 @@ stopped, 2 for an unknown run or one that is not running."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -126,3 +127,27 @@ def test_flow_stop_of_an_unknown_or_finished_run_exits_2(write_flow, flow_cli, s
     assert finished.code == 2, finished
     assert "run #1 is not running (it ended succeeded)" in finished.stderr
     assert "Traceback" not in unknown.stderr + finished.stderr
+
+
+def test_a_store_of_schema_7_gains_the_stop_requests_and_jobs_tables(store_dir):
+    """Schema 9 adds `stop_requests` and `jobs`: an older store is migrated when opened."""
+    from runner.store import SCHEMA_VERSION, Store
+
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("DROP TABLE stop_requests")
+        conn.execute("DROP TABLE jobs")
+        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    conn.close()
+    store = Store(store_dir)
+    try:
+        version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        assert int(version) == SCHEMA_VERSION == 9
+        run_id = store.create_run("f", "f.py", {}, "manual", "local")
+        store.flush()
+        store.request_stop(run_id, "a test")
+        assert store.stop_requests([run_id]) == [run_id]
+        assert store.jobs_of(run_id) == []
+    finally:
+        store.close()
