@@ -27,12 +27,16 @@ from dsl.step import TRIGGER_RULES, Step, step
 
 
 def __getattr__(name: str) -> Any:
-    """`command` and `container` (dsl.commands) load on first use: a flow of plain Python steps
-    never pays for subprocess, tempfile and tomllib."""
+    """`command` and `container` (dsl.commands), `Job` and `job` (dsl.jobs) load on first use: a flow
+    of plain Python steps never pays for subprocess, tempfile and tomllib."""
     if name in ("command", "container"):
         from dsl import commands
 
         return getattr(commands, name)
+    if name in ("Job", "job"):
+        from dsl import jobs
+
+        return getattr(jobs, name)
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")
 
 
@@ -42,6 +46,7 @@ __all__ = [
     "Flow",
     "FlowError",
     "Graph",
+    "Job",
     "LoadedFlow",
     "Node",
     "Param",
@@ -51,6 +56,7 @@ __all__ = [
     "command",
     "container",
     "current_step",
+    "job",
     "load_flow",
     "log_metric",
     "param",

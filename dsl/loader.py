@@ -204,12 +204,18 @@ def load_flow(path: str | Path) -> LoadedFlow:
         name = document.name or flow_path.stem
         description = document.description
         outputs = document.outputs
+        flow_decl = document.declaration
     else:
         graph, flow_decl = _python_graph(module, recorded, flow_path, shown)
         name = (flow_decl.name if flow_decl and flow_decl.name else None) or flow_path.stem
         description = flow_decl.description if flow_decl else ""
         outputs = flow_decl.output_refs(graph) if flow_decl else {}
-    if any(node.step.spec is not None for node in graph.nodes.values()):
+    connected = any(node.step.connections for node in graph.nodes.values())
+    if connected:
+        from dsl.connected import connect_steps  # only then: it reads flow.toml (tomllib)
+
+        connect_steps(graph, root)
+    if connected or any(node.step.spec is not None for node in graph.nodes.values()):
         _record_project_file(root, sources)
     return LoadedFlow(
         path=flow_path,

@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from dsl import wiring
 from dsl.errors import FlowError
 from dsl.operating import hook_list
 from dsl.params import REQUIRED, Param
+
+if TYPE_CHECKING:
+    from dsl.connections import Resolved
+    from dsl.jobs import JobOptions
 
 TRIGGER_RULES = ("all_succeeded", "any_succeeded", "none_failed", "all_done")
 """When a step runs, given how its upstream steps ended.
@@ -47,8 +51,12 @@ class Step:
         inputs: declared input files: glob patterns relative to the flow file's directory (or
             absolute); their contents are part of the step's fingerprint.
         env: declared environment variables; their values are part of the step's fingerprint.
+        connections: named connections from flow.toml / `[tool.flow]` whose variables the function
+            finds in `os.environ` while it runs in the worker (see `dsl.connected`).
+        connection_env: those variables as read when the flow loaded (None until then).
         spec: for an external step (a command, a container, a `uses:` function; see `dsl.external`),
             what it runs, hashed by the fingerprint in place of the function's source; None otherwise.
+        job: for a job step (`dsl.jobs`), how the runner polls it; None otherwise.
         on_success, on_failure, on_retry: hooks (callables, or lists of them) called with the run's
             details (and `step`, `error`, `attempt`) when this step succeeds (executed, not cached),
             fails, or is retried; they never change the step's result or its fingerprint.
@@ -72,6 +80,7 @@ class Step:
         resources: dict[str, Any] | None = None,
         inputs: Iterable[str] = (),
         env: Iterable[str] = (),
+        connections: Iterable[str] = (),
         on_success: Any = None,
         on_failure: Any = None,
         on_retry: Any = None,
@@ -111,7 +120,10 @@ class Step:
         self.resources = dict(resources or {})
         self.inputs = _strings(inputs, "inputs", "file patterns", bad)
         self.env = _strings(env, "env", "environment variable names", bad)
+        self.connections = _strings(connections, "connections", "connection names", bad)
+        self.connection_env: Resolved | None = None
         self.spec: dict[str, Any] | None = None
+        self.job: JobOptions | None = None
         try:
             self.on_success = hook_list(on_success, "on_success")
             self.on_failure = hook_list(on_failure, "on_failure")
@@ -219,6 +231,7 @@ def step(
     resources: dict[str, Any] | None = None,
     inputs: Iterable[str] = (),
     env: Iterable[str] = (),
+    connections: Iterable[str] = (),
     on_success: Any = None,
     on_failure: Any = None,
     on_retry: Any = None,

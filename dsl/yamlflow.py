@@ -8,6 +8,8 @@ The schema (documented in the README; `docs/flow.schema.json` for editors):
       lr: {type: float, default: 0.1, description: learning rate}
     outputs:                             # flow outputs: name -> {{ steps.STEP.outputs.NAME }}
       accuracy: "{{ steps.evaluate.outputs.accuracy }}"
+    schedule: "0 3 * * *"                # optional: flow serve runs it (or every: 30s), see the README
+    timezone: Europe/Berlin
     steps:
       - name: prepare
         command: [python3, prepare.py, --rows, "{{ inputs.rows }}"]
@@ -33,13 +35,15 @@ from typing import Any
 
 from dsl import templates
 from dsl.errors import FlowError
+from dsl.flow import Flow
 from dsl.params import REQUIRED, Param
 from dsl.step import Step
 from dsl.wiring import Edge
 from dsl.yamldoc import Checker, Located, describe, parse
+from dsl.yamloperating import OPERATING_KEYS, declaration
 from dsl.yamlstep import STEP_KEYS, check_references, compile_step
 
-TOP_KEYS = ("name", "description", "inputs", "outputs", "steps")
+TOP_KEYS = ("name", "description", "inputs", "outputs", "steps", *OPERATING_KEYS)
 INPUT_KEYS = ("type", "default", "description")
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "path": Path}
 
@@ -54,6 +58,7 @@ class YamlFlow:
         steps: the steps, in file order.
         edges: the `needs:` edges.
         outputs: flow output name -> (step, output name or None for the whole output).
+        declaration: its schedule and loop (`schedule:`, `every:`, `loop:`, ...) as a `Flow`, if any.
     """
 
     name: str | None
@@ -61,6 +66,7 @@ class YamlFlow:
     steps: list[Step] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     outputs: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    declaration: Flow | None = None
 
 
 def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
@@ -88,6 +94,7 @@ def compile_yaml(text: str, file: str, root: Path) -> YamlFlow:
         flow.steps.append(compile_step(check, params, root))
     flow.edges = _needs(checkers, {item.name: item for item in flow.steps})
     flow.outputs = _flow_outputs(top, declared)
+    flow.declaration = declaration(top, name, flow.description)
     return flow
 
 

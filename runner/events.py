@@ -148,3 +148,21 @@ class LoadFailed(Event):
     error: str
     ts: float
     kind: str = field(init=False, default="load_failed")
+
+
+@dataclass(frozen=True)
+class JobUpdated(Event):
+    """An external job a step runs (`dsl.jobs`) changed: started (with its handle), answered a poll,
+    succeeded, failed, was re-attached after a crash, or killed.
+
+    `status` is the job's (`running`, `succeeded`, `failed`, `killed`, `kill failed`); `polls` counts
+    `status` answers; `detail` says why, when there is more to say."""
+
+    run_id: int
+    step: str
+    status: str
+    handle: str
+    polls: int
+    detail: str
+    ts: float
+    kind: str = field(init=False, default="job_updated")

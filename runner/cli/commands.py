@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import check, history, maintenance, operate, review, run, tui_command
+from runner.cli import check, control, history, maintenance, operate, review, run, tui_command
 from runner.cli.common import ExitWith
 
 app = typer.Typer(
@@ -58,6 +58,7 @@ for command in (
     review.diff,
     review.debug,
     run.resume,
+    control.stop,
     history.delete,
     check.graph,
     check.check,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import cloudpickle
 
+from dsl.connected import shipped_function
 from dsl.loader import LoadedFlow
 from runner.probes import foreach_probe, when_probe
 from runner.shipping import pickle_code
@@ -50,10 +51,12 @@ class CodeBundles:
             names = [step_name] if alone else loaded.graph.order[start : start + CODE_CHUNK]
             _by_value(loaded)
             try:
-                code = pickle_code({n: loaded.graph.nodes[n].step.fn for n in names})
+                code = pickle_code({n: shipped_function(loaded.graph.nodes[n].step) for n in names})
             except Exception:
                 key = f"{loaded.load_id}:{step_name}"
-                code = self._codes.get(key) or pickle_code({step_name: loaded.graph.nodes[step_name].step.fn})
+                code = self._codes.get(key) or pickle_code(
+                    {step_name: shipped_function(loaded.graph.nodes[step_name].step)}
+                )
             self._codes[key] = code
             if len(self._codes) > KEPT_BUNDLES:
                 self._codes.pop(next(iter(self._codes)))

@@ -283,9 +283,11 @@ class Deciding(Probing):
             waiters=[(run, name)],
             loaded=request.loaded,
         )
+        if node.step.job is not None:
+            self._job_begin(run, name, execution, node.step.timeout)
         if not forced or fingerprint not in self._executions:
             self._executions[fingerprint] = execution
-        self._by_task[task.id] = execution
+        self._by_task[execution.task.id] = execution
         self._queue.append(execution)
 
     def _poll_remote(self) -> None:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from runner.engine.decide import Reusable
-from runner.engine.finishing import Finishing
+from runner.engine.jobs import Jobs
 from runner.engine.model import Execution, Output, Run
 from runner.events import StepRetrying, StepStarted
 from runner.executors.base import TaskResult
@@ -21,7 +21,7 @@ START_GRACE_S = 60.0
 """How long a worker may take to start a task (interpreter start, imports) before its timeout counts."""
 
 
-class Executing(Finishing):
+class Executing(Jobs):
     """Running tasks and taking their results (see `runner.engine.state`)."""
 
     def _listeners(self, task_id: str) -> list[tuple[Run, str]]:
@@ -65,7 +65,7 @@ class Executing(Finishing):
                 timeout += START_GRACE_S  # tightened to `timeout` when the worker says it started
             execution.deadline = execution.started + timeout if timeout else None
             self._busy += 1
-            for run, name in execution.waiters:
+            for run, name in execution.waiters if self._job_announce(execution) else ():
                 state = run.states[name]
                 state.attempts = execution.task.attempt
                 self._emit(
@@ -111,9 +111,18 @@ class Executing(Finishing):
         self._busy -= 1
         execution.submitted = False
         execution.deadline = None
-        task = execution.task
         if self._unbundle(execution, result):
             return
+        if execution.job is not None:
+            outcome = self._job_task_done(execution, result)
+            if outcome is None:
+                return  # the job goes on: a poll is scheduled, or a kill is under way
+            result = outcome
+        self._execution_outcome(execution, result)
+
+    def _execution_outcome(self, execution: Execution, result: TaskResult) -> None:
+        """A result for the step: retry, or persist the output and finish the steps waiting for it."""
+        task = execution.task
         if not result.ok and task.attempt <= execution.retries and execution.waiters:
             delay = execution.retry_delay
             for run, name in execution.waiters:

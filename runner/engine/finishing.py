@@ -230,6 +230,8 @@ class Finishing(SchedulerState):
             self.executor.cancel(execution.task.id)
             self._busy -= 1
             execution.submitted = False
+        if execution.job is not None:
+            self._kill_job(execution)
         self._by_task.pop(execution.task.id, None)
         self._drop(execution)
 

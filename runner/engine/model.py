@@ -177,6 +177,39 @@ class Run:
 
 
 @dataclass
+class JobState:
+    """A job step's progress (`dsl.jobs`, driven by `runner.engine.jobs`).
+
+    Attributes:
+        start_task: the task that calls `start` (a retry starts over from it).
+        phase: the method the execution's current task calls: start, status or result.
+        handle: the pickled handle `start` returned (None before).
+        handle_text: its short repr, as shown.
+        polls: `status` answers so far.
+        interval: seconds to the next `status` call (grows up to `max_poll`).
+        timeout: the step's `timeout`: seconds the whole job may take, from `start`.
+        deadline: when the job as a whole times out (monotonic), once started.
+        began: when `start` was called (monotonic): the step's duration is the job's.
+        rows: the (run id, step) pairs whose stored job rows hold this job.
+        announced: StepStarted was emitted (once per attempt, not at every poll).
+        killing: a kill is under way (its process runs in a thread).
+    """
+
+    start_task: Task
+    phase: str = "start"
+    handle: bytes | None = None
+    handle_text: str = ""
+    polls: int = 0
+    interval: float = 1.0
+    timeout: float | None = None
+    deadline: float | None = None
+    began: float = 0.0
+    rows: list[tuple[int, str]] = field(default_factory=list)
+    announced: bool = False
+    killing: bool = False
+
+
+@dataclass
 class Execution:
     """One task (with its retries) that one or more runs wait on, keyed by fingerprint."""
 
@@ -190,6 +223,8 @@ class Execution:
     deadline: float | None = None
     retry_at: float | None = None
     started: float = 0.0
+    job: JobState | None = None
+    """Set for a job step: its task is one call of the job's methods (see `JobState`)."""
 
 
 @dataclass

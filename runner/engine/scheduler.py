@@ -114,6 +114,8 @@ class Engine(Deciding):
         run.remaining = len(scope)
         if not self._command(lambda: self._guarded([run], self._begin, run)):
             run.handle._finish(RunStatus.CANCELLED)  # its row is marked interrupted when the store next opens
+        else:
+            self._stops.watch(run.handle)
         return run.handle
 
     def run(self, request: RunRequest) -> RunHandle:
@@ -122,14 +124,16 @@ class Engine(Deciding):
         handle.wait()
         return handle
 
-    def cancel(self, run_id: int | None = None) -> None:
-        """Stop a run (or every run): running steps are killed, finished results kept."""
-        self._command(lambda: self._cancel(run_id))
+    def cancel(self, run_id: int | None = None, *, reason: str = "stopped") -> None:
+        """Stop a run (or every run): running steps are killed, finished results kept; each step not
+        finished is recorded as "the run was {reason}"."""
+        self._command(lambda: self._cancel(run_id, reason))
 
     def close(self) -> None:
         """Stop every run, then the scheduler and the executor's workers."""
         with self._lock:
             self._closed = True  # from now on no scheduler thread starts (see `_command`)
+        self._stops.close()
         if self._thread is not None:
             done = threading.Event()
 
@@ -143,6 +147,7 @@ class Engine(Deciding):
             self._command(stop)
             self._thread.join()
             self._thread = None
+        self._wait_job_kills()
         self.executor.close()
         self.store.flush()
 

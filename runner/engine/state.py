@@ -22,6 +22,7 @@ from runner.engine.bundles import CodeBundles
 from runner.engine.cache_index import CacheIndex
 from runner.engine.leases import Claims
 from runner.engine.model import Execution, Planning, Probe, Run, Subscriber
+from runner.engine.stops import STOPPED_BY, StopWatch
 from runner.events import Event
 from runner.executors.base import Executor, TaskResult
 from runner.fingerprint import StaticPrint
@@ -68,7 +69,20 @@ class SchedulerState(ABC):
         self._closing = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._stops = StopWatch(store, lambda run_id: self._command(lambda: self._cancel(run_id, STOPPED_BY)))
         store.mark_interrupted()
+
+    @abstractmethod
+    def _command(self, fn: Callable[[], None]) -> bool:
+        """Hand `fn` to the scheduler thread (`runner.engine.scheduler`)."""
+
+    @abstractmethod
+    def _cancel(self, run_id: int | None, reason: str = "stopped") -> None:
+        """Stop runs (`runner.engine.finishing`)."""
+
+    @abstractmethod
+    def _kill_job(self, execution: Execution) -> None:
+        """Kill the external job of a job step's execution being killed (`runner.engine.jobs`)."""
 
     @abstractmethod
     def _advance(

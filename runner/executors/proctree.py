@@ -12,7 +12,8 @@ killed at once. Killing the worker first would hand its children to pid 1, out o
 One exception, on purpose: a process started with `FLOW_OUTLIVES_STEP=1` in its environment is left
 alone, with everything below it. That is how a step's own cleanup survives the kill it exists for —
 a container step's guard, which removes the container once its worker is gone (`dsl.external`).
-At a normal end of a step, its worker kills every process the step left, marked or not.
+At a normal end of a step, its worker kills every process the step left but those marked (a job's
+process, `dsl.jobs.spawn`, lives on until its job's `kill`).
 
 Linux only (`/proc`); elsewhere `kill_tree` kills the root alone and callers fall back on `killpg`.
 """
@@ -73,14 +74,15 @@ def descendants(pid: int) -> list[int]:
     pending = [pid]
     while pending:
         for child in children(pending.pop()):
-            if _outlives_step(child):
+            if outlives_step(child):
                 continue
             found.append(child)
             pending.append(child)
     return found
 
 
-def _outlives_step(pid: int) -> bool:
+def outlives_step(pid: int) -> bool:
+    """Whether process `pid` is marked `OUTLIVES_STEP` (a zombie's environment reads empty: not marked)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             return _MARK in handle.read().split(b"\0")

@@ -36,7 +36,7 @@ from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskS
 from runner.executors.execute import execute, install_roots, resolve_code
 from runner.executors.isolation import Isolation
 from runner.executors.limits import limit_memory, memory_limit, restore_memory
-from runner.executors.proctree import kill_tree
+from runner.executors.proctree import kill_tree, outlives_step
 from runner.testing import kill_parent_on_fault
 
 _CODE_CACHE_SIZE = 4096
@@ -66,8 +66,32 @@ def _children() -> list[int]:
     return pids
 
 
+_SPARED: set[int] = set()
+"""Children seen marked `FLOW_OUTLIVES_STEP`: spared until they end (while one exits, its environment
+reads empty for a moment, which must not make it fair game)."""
+
+
+def _spared(pid: int) -> bool:
+    """Whether child `pid` is a marked process (see `kill_leftovers`); one that ended is reaped."""
+    if pid not in _SPARED:
+        if not outlives_step(pid):
+            return False
+        _SPARED.add(pid)
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        reaped = pid
+    if reaped:
+        _SPARED.discard(pid)
+    return True
+
+
 def kill_leftovers() -> int:
-    """Kill (and reap) every process a finished step left behind; return how many were alive."""
+    """Kill (and reap) every process a finished step left behind; return how many were alive.
+
+    A process marked `FLOW_OUTLIVES_STEP=1` is spared (a job's process, `dsl.jobs.spawn`): it is meant
+    to outlive the call that started it, and its job's `kill` ends it. Once it exits it is reaped here
+    like any other (a zombie's environment reads empty, so it is no longer marked)."""
     try:
         # One syscall answers the common case: ECHILD means no child at all, alive or zombie
         # (orphans re-parented to this subreaper included), so /proc need not be walked.
@@ -76,7 +100,7 @@ def kill_leftovers() -> int:
         return 0
     alive = 0
     for _ in range(50):
-        pids = _children()
+        pids = [pid for pid in _children() if not _spared(pid)]
         if not pids:
             break
         for pid in pids:

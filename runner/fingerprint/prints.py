@@ -50,6 +50,9 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if item.spec is not None:
                 prints[name] = _external_print(hasher, item)
                 continue
+            if item.job is not None:
+                prints[name] = _job_print(hasher, item)
+                continue
             fn = item.fn
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
@@ -60,6 +63,9 @@ def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if closure:
                 helpers[f"{name}.<closure>"] = sha(*closure)
             option_parts = [repr(item.foreach), repr(item.version)]
+            if item.connection_env is not None:  # non-secret values, and only the names of secrets
+                option_parts.append(repr(sorted(item.connection_env.public.items())))
+                option_parts.append(repr(sorted(item.connection_env.secret)))
             if item.when is not None:
                 if isinstance(item.when, types.FunctionType):
                     option_parts.append(hasher.function_source(item.when, drop_decorators=False))
@@ -110,6 +116,17 @@ def _texts(hasher: Hasher, text: str | None, code: str, helpers: dict[str, str])
     if text is not None:
         texts[code] = text
     return texts
+
+
+def _job_print(hasher: Hasher, item: Step) -> StaticPrint:
+    """A job step (`dsl.jobs`): its class counts as a function step's code (every method: what
+    `start`, `status` and `result` do decides the output) and what the class references as helpers."""
+    cls = getattr(item.fn, "cls", None)
+    if not isinstance(cls, type):
+        raise Untrusted(f"the job step's function is a {type(item.fn).__name__}, not a job")
+    code, helpers = hasher.class_(cls)
+    helpers, files = _split_files(hasher, dict(helpers))
+    return StaticPrint(code=code, helpers=helpers, options=sha(repr(item.version)), files=files)
 
 
 def _split_files(hasher: Hasher, helpers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -21,6 +21,7 @@ from dsl.loader import LoadedFlow
 from dsl.operating import parse_duration
 from runner.engine import Engine, RunHandle
 from runner.session import FlowSession
+from runner.status import RunStatus
 
 POLL_S = 0.1
 """How often a waiting loop looks at a stop request (the command's Ctrl-C): acted on within this."""
@@ -87,6 +88,9 @@ class Loop:
                     self.cancel()
                     self.current.wait()
             self.statuses.append(self.current.status)
+            if self.current.status == RunStatus.CANCELLED and not self._stop.is_set():
+                self.say("loop: the iteration was stopped (flow stop); ending the loop")
+                break
             if self.max_iterations is not None and len(self.statuses) >= self.max_iterations:
                 break
             if self.every is not None:

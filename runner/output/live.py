@@ -49,6 +49,7 @@ STYLES: dict[str, str] = {
     "started": "",
     "log": "",
     "retry": "yellow",
+    "job": "magenta",
     StepStatus.SUCCEEDED: "green",
     StepStatus.CACHED: "cyan",
     StepStatus.FAILED: "red",

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from runner.events import (
     Event,
     FlowReloaded,
+    JobUpdated,
     LoadFailed,
     RunFinished,
     RunStarted,
@@ -30,6 +31,9 @@ STARTED = "▶"
 
 RETRY = "↻"
 """The mark of a retry line and of a reload line: something happens again."""
+
+JOB = "⇄"
+"""The mark of an external job's line (`dsl.jobs`): what the job elsewhere is doing."""
 
 
 def summary_counts(counts: dict[str, int]) -> str:
@@ -78,6 +82,7 @@ class Narrator:
     def __init__(self, *, show_logs: bool = True) -> None:
         self._show_logs = show_logs
         self._ran: dict[int, list[str]] = {}
+        self._jobs: dict[tuple[int, str], str] = {}
         self._wording: dict[type[Event], Callable[[Any], list[Line]]] = {
             StepLog: self._log,
             RunStarted: self._run_started,
@@ -87,6 +92,7 @@ class Narrator:
             RunFinished: self._run_finished,
             FlowReloaded: lambda event: [Line(_safe(reload_line(event)), "reload")],
             LoadFailed: self._load_failed,
+            JobUpdated: self._job,
         }
 
     def lines(self, event: Event) -> list[Line]:
@@ -130,8 +136,21 @@ class Narrator:
             lines += [Line(_safe(f"      {t}"), "traceback") for t in event.traceback.rstrip().splitlines()]
         return lines
 
+    def _job(self, event: JobUpdated) -> list[Line]:
+        """A job's line when its status changes (not at every poll that says "running" again)."""
+        key = (event.run_id, event.step)
+        if self._jobs.get(key) == event.status and not event.detail:
+            return []
+        self._jobs[key] = event.status
+        polls = f" after {event.polls} poll{'' if event.polls == 1 else 's'}" if event.polls else ""
+        detail = f" ({event.detail})" if event.detail else ""
+        handle = f": {event.handle}" if event.status == "running" and event.handle else ""
+        return [Line(_safe(f"  {JOB} {event.step} job {event.status}{polls}{detail}{handle}"), "job")]
+
     def _run_finished(self, event: RunFinished) -> list[Line]:
         ran = self._ran.pop(event.run_id, [])
+        for key in [k for k in self._jobs if k[0] == event.run_id]:
+            del self._jobs[key]
         text = (
             f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
             f"{summary_counts(event.counts)}" + (f" (ran: {', '.join(ran)})" if ran else "")

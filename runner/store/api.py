@@ -1,6 +1,6 @@
-"""Provides the store as the engine sees it: four small protocols, so a second backend can follow.
+"""Provides the store as the engine sees it: five small protocols, so a second backend can follow.
 
-`runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all four
+`runner.store.sqlite.Store` (SQLite in WAL mode plus artifact files under `.flow/`) implements all five
 and stays the zero-set-up default. A team store would implement them over PostgreSQL (runs, cache,
 leases) and an S3-compatible object store (artifacts) without touching the engine, which depends on
 `EngineStore` only (and the plain records here: `CacheHit`, `LeaseHolder`). Reads for people
@@ -141,5 +141,48 @@ class LeaseStore(Protocol):
     def release_lease(self, fingerprint: str) -> None: ...
 
 
-class EngineStore(RunStore, CacheStore, ArtifactStore, LeaseStore, Protocol):
+@dataclass(frozen=True)
+class JobRecord:
+    """An external job a step started.
+
+    Attributes:
+        run_id, step: the run and step that started (or adopted) it.
+        fingerprint: the step's fingerprint then (a resumed run adopts the job only if it is the same).
+        handle: the pickled handle `start` returned.
+        handle_text: its short repr, as shown (secrets masked).
+        status: see `JOB_RUNNING`.
+        detail: why it ended, when it did not succeed.
+        polls: `status` calls answered so far.
+        started_at, updated_at: epoch seconds.
+    """
+
+    run_id: int
+    step: str
+    fingerprint: str
+    handle: bytes
+    handle_text: str
+    status: str
+    detail: str
+    polls: int
+    started_at: float
+    updated_at: float
+
+
+class ControlStore(Protocol):
+    """Stop requests from other processes, and the handles of external jobs (`runner.store.control`)."""
+
+    def stop_requests(self, run_ids: Iterable[int]) -> list[int]: ...
+
+    def record_job(
+        self, run_id: int, step: str, fingerprint: str, handle: bytes, handle_text: str, status: str
+    ) -> None: ...
+
+    def update_job(
+        self, run_id: int, step: str, status: str, *, polls: int | None = None, detail: str = ""
+    ) -> None: ...
+
+    def job_in_flight(self, run_id: int, step: str) -> JobRecord | None: ...
+
+
+class EngineStore(RunStore, CacheStore, ArtifactStore, LeaseStore, ControlStore, Protocol):
     """Everything the engine needs of a store."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -151,6 +151,30 @@ _SOURCES = [
 schema 8)."""
 _SCHEMA.extend(_SOURCES)
 
+_CONTROL = [
+    """CREATE TABLE IF NOT EXISTS stop_requests (
+        run_id INTEGER PRIMARY KEY,
+        requested_at REAL NOT NULL,
+        requested_by TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        run_id INTEGER NOT NULL,
+        step TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        handle BLOB NOT NULL,
+        handle_text TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        polls INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, step)
+    )""",
+]
+"""`flow stop RUN` requests that the process owning the run picks up, and the external jobs steps
+started: their pickled handle, so `flow resume` re-attaches instead of starting a job twice (schema 9)."""
+_SCHEMA.extend(_CONTROL)
+
 _MIGRATIONS: dict[int, list[str]] = {
     2: [_LEASES],
     3: [_STEPS_BY_FINGERPRINT],
@@ -158,6 +182,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     6: _OWNERS + _GC_COLUMNS,
     7: _OPERATING,
     8: _SOURCES,
+    9: _CONTROL,
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsl.errors import FlowError
+from runner.store.control import Control
 from runner.store.discovery import find_store
 from runner.store.history import History
 from runner.store.leases import Leases
@@ -28,8 +29,9 @@ def default_store_dir() -> Path:
     return find_store()[0]
 
 
-class Store(History, Leases, Operating, Sources):
-    """The run store at `root`: run history, cache and artifacts, leases and owners, releases, sources.
+class Store(History, Leases, Operating, Sources, Control):
+    """The run store at `root`: run history, cache and artifacts, leases and owners, releases, sources,
+    stop requests and external jobs.
 
     Attributes:
         root: the store's directory, absolute (`runner.store.discovery.find_store` when not given).

@@ -29,7 +29,8 @@ from tui.data.layout import (
     reduce_edges,
 )
 
-SAMPLES = sorted((Path(__file__).resolve().parents[2] / "sample_flows").glob("*.py"))
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_flows"
+SAMPLES = sorted(p for p in SAMPLE_DIR.glob("*.py") if not p.name.startswith("_"))  # `_trainer.py`: no flow
 MASK: dict[str, int] = {"╌": LEFT | RIGHT, "╎": UP | DOWN}
 for _mask, _char in LINES.items():
     MASK[_char] = MASK.get(_char, 0) | _mask  # "─" is drawn for LEFT, RIGHT and both

@@ -20,7 +20,7 @@ from tui.widgets.dag import DagView
 
 ROOT = Path("/tmp/flow-tui-snapshots")
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_flows"
-SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.py"))
+SAMPLE_NAMES = sorted(p.stem for p in SAMPLES.glob("*.py") if not p.name.startswith("_"))  # as find_flows
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
 
 

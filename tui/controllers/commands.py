@@ -11,6 +11,7 @@ controller or a widget, shows the dialog.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -86,14 +87,29 @@ class FlowCommands:
     def force_run(self) -> None:
         self.start_run(trigger="force re-run", force=True)
 
-    def stop(self) -> None:
+    def stop(self, cursor: int | None = None) -> None:
+        """Stop this TUI's runs of the flow; with none in flight, the running run under the history
+        cursor (or viewed) that another process runs — a loop's iteration (which ends the loop), a
+        served run, a `flow run` — through the store, as `flow stop` does."""
         active = sorted(self.flow.active)
-        if not active:
+        if active:
+            for run_id in active:
+                self.flow.engine.cancel(run_id)
+            self.host.notify(f"stopping run {', '.join(f'#{r}' for r in active)}")
+            return
+        state = self.target_run(cursor)
+        if state is None or state.status != RunStatus.RUNNING:
             self.host.notify("no run of this flow is in flight", severity="warning")
             return
-        for run_id in active:
-            self.flow.engine.cancel(run_id)
-        self.host.notify(f"stopping run {', '.join(f'#{r}' for r in active)}")
+        run_id = state.run_id
+        self.host.background(
+            partial(self.flow.store.request_stop, run_id, f"the TUI (pid {os.getpid()})"),
+            lambda _: self.host.notify(
+                f"asked the process running run #{run_id} to stop it (a loop ends with it)"
+            ),
+            group="stop",
+            description=f"asking run #{run_id}'s runner to stop it",
+        )
 
     def target_run(self, cursor: int | None) -> RunState | None:
         """The run an action on 'a run' means: the history row `cursor`, else the viewed run."""

@@ -29,7 +29,7 @@ from runner.text import visible
 from tui.controllers import reads
 from tui.controllers.commands import FlowCommands
 from tui.controllers.host import Change, Host
-from tui.controllers.views import StepView, step_view
+from tui.controllers.views import StepView, due_text, step_view
 from tui.controllers.watcher import Watcher
 from tui.data import format as fmt
 from tui.data.state import LogBuffer, RunState, StepLogs, cached_from
@@ -200,6 +200,11 @@ class FlowController:
         if self.history:
             return self.history[0].status
         return fmt.IDLE
+
+    @property
+    def due(self) -> str | None:
+        """When `flow serve` runs this flow next (a scheduled flow), as the pane's subtitle says it."""
+        return due_text(self.loaded)
 
     @property
     def viewed_state(self) -> RunState | None:

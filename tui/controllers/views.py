@@ -7,10 +7,14 @@ Textual-free: what a pane reads is unit-testable without an app.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from dsl.errors import FlowError
 from dsl.graph import ParamSpec
 from dsl.loader import LoadedFlow
 from runner.review.plan import PlannedStep
@@ -30,6 +34,7 @@ class StepView:
         options: its declared options (retries, timeout, cache, ...).
         params: the values of the parameters it reads, in the viewed run (else the next run's).
         planned: what the next run would do with it and why (`flow plan`), once planned.
+        outputs: the viewed run's flow outputs, name -> preview (once it finished).
     """
 
     step: str
@@ -38,6 +43,7 @@ class StepView:
     options: dict[str, Any]
     params: dict[str, Any]
     planned: PlannedStep | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,12 @@ def step_view(
         }
         source = state.params if state is not None else next_params()
         params = {p: source.get(p) for p in node.params}
+    if node is not None and node.step.job is not None:
+        options["job"] = "yes"
     info = state.steps.get(step) if state is not None else None
-    return StepView(step, info, state.run_id if state is not None else None, options, params, planned)
+    outputs = dict(state.outputs) if state is not None else {}
+    run_id = state.run_id if state is not None else None
+    return StepView(step, info, run_id, options, params, planned, outputs)
 
 
 def run_title(flow: str, state: RunState | None, follow_live: bool, saved_after: bool) -> str:
@@ -92,12 +102,33 @@ def run_title(flow: str, state: RunState | None, follow_live: bool, saved_after:
     return f"{flow} · {run}"
 
 
-def subtitle(steps: int, hidden_edges: int, watching: bool) -> str:
-    """`12 steps · 3 implied edges hidden (E) · watch on`."""
+def subtitle(steps: int, hidden_edges: int, watching: bool, due: str | None = None) -> str:
+    """`12 steps · 3 implied edges hidden (E) · watch on`, and the flow's next due time if it has a
+    schedule (`due`, from `due_text`)."""
     edges = (
         f" · {hidden_edges} implied edge{'' if hidden_edges == 1 else 's'} hidden (E)" if hidden_edges else ""
     )
-    return f"{steps} step{'' if steps == 1 else 's'}{edges} · {'watch on' if watching else 'watch off'}"
+    text = f"{steps} step{'' if steps == 1 else 's'}{edges} · {'watch on' if watching else 'watch off'}"
+    return f"{text} · {due}" if due else text
+
+
+def due_text(loaded: LoadedFlow | None, now: float | None = None) -> str | None:
+    """When `flow serve` runs the flow next, for a scheduled flow: `next 2026-12-02 03:00 CET` (a cron
+    schedule, in its time zone) or `every 30s` (an interval counts from the server's start); None for
+    a flow without a schedule, `schedule invalid` for a bad cron expression."""
+    from runner.operate.schedule import schedule_of  # the cron library: only for a flow on screen
+
+    try:
+        schedule = schedule_of(loaded) if loaded is not None else None
+    except FlowError:
+        return "schedule invalid (flow check says why)"
+    if schedule is None:
+        return None
+    if schedule.cron is None:
+        return f"serve: {schedule.describe()}"
+    moment = schedule.next_after(time.time() if now is None else now)
+    when = datetime.fromtimestamp(moment, ZoneInfo(schedule.timezone))
+    return f"serve: next {'HH:MM' if fmt.MASK_TIMES else when.strftime('%Y-%m-%d %H:%M %Z')}"
 
 
 def log_status(

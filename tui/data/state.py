@@ -16,6 +16,7 @@ from typing import Any
 
 from runner.events import (
     Event,
+    JobUpdated,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -133,6 +134,20 @@ class StepInfo:
     retry_error: str | None = None
     instances: int = 0
     instances_done: int = 0
+    job: str | None = None
+    """An external job step's latest word (`dsl.jobs`): status, polls, handle, why it ended."""
+
+
+def job_text(event: JobUpdated) -> str:
+    """`running · 3 polls · {'pid': 12}` / `killed · the run was stopped`: a job's state in one line."""
+    parts = [event.status]
+    if event.polls:
+        parts.append(f"{event.polls} poll{'' if event.polls == 1 else 's'}")
+    if event.detail:
+        parts.append(event.detail)
+    if event.handle:
+        parts.append(event.handle)
+    return " · ".join(parts)
 
 
 @dataclass
@@ -157,6 +172,8 @@ class RunState:
     log_sources: dict[str, int] = field(default_factory=dict)
     """Cached step -> the run whose logs `logs` holds for it."""
     live: bool = True
+    outputs: dict[str, str] = field(default_factory=dict)
+    """The run's flow outputs, name -> preview (once it finished)."""
 
     @classmethod
     def from_started(cls, event: RunStarted) -> RunState:
@@ -185,6 +202,7 @@ class RunState:
             started_at=record.started_at,
             duration_s=record.duration_s,
             live=False,
+            outputs={name: output.preview for name, output in record.outputs.items()},
         )
         for step in record.steps:
             base, index = split_instance(step.name)
@@ -279,9 +297,14 @@ class RunState:
             if event.status == StepStatus.FAILED:
                 self.add_failure(base)
             return base
+        if isinstance(event, JobUpdated):
+            base, _ = split_instance(event.step)
+            self.step(base).job = job_text(event)
+            return base
         if isinstance(event, RunFinished):
             self.status = event.status
             self.duration_s = event.duration_s
+            self.outputs = {name: output.preview for name, output in event.outputs.items()}
             return None
         return None
 

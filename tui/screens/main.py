@@ -263,7 +263,7 @@ class MainScreen(Screen[None]):
         self._command("force_run")
 
     def action_stop(self) -> None:
-        self._command("stop")
+        self._command("stop", self._history_cursor())
 
     def action_resume(self) -> None:
         self._command("resume", self._history_cursor())

@@ -62,6 +62,8 @@ def describe(view: StepView) -> Content:
             parts.append(_field("fan-out", f"{info.instances_done}/{info.instances} items done"))
         if info.fingerprint:
             parts.append(_field("fingerprint", info.fingerprint[:16]))
+        if info.job:
+            parts.append(_field("job", info.job, STATUS_STYLE.get(info.job.partition(" ")[0], "")))
         if info.retry_error:
             parts.append(_field("retrying", info.retry_error, "$warning"))
         if info.error:
@@ -88,6 +90,9 @@ def describe(view: StepView) -> Content:
     declared = [f"{k}={v}" for k, v in options.items() if v not in (None, 0, True, "all_succeeded", 0.0)]
     if declared:
         parts.append(_field("options", "  ".join(declared), "$text-muted"))
+    if view.outputs:
+        outputs = "  ".join(f"{name}={fmt.value(value, WHOLE)}" for name, value in view.outputs.items())
+        parts.append(_field("run outputs", outputs, "bold"))
     if info is not None and info.traceback:
         parts.append(Content(""))
         parts.append(Content.styled("traceback", "bold $error"))

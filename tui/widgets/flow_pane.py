@@ -280,7 +280,7 @@ class FlowPane(Vertical):
         saved_after = state is not None and state.status != RunStatus.RUNNING and self._saved_after(state)
         dag.border_title = plain(run_title(name, state, flow.follow_live, saved_after), newlines=False)
         count = len(flow.loaded.graph.nodes) if flow.loaded is not None else 0
-        dag.border_subtitle = subtitle(count, dag.hidden_edges, flow.watcher.on)
+        dag.border_subtitle = subtitle(count, dag.hidden_edges, flow.watcher.on, flow.due)
 
     def refresh_title(self) -> None:
         """Repaint the title (the flow file may have been saved since the viewed run)."""
