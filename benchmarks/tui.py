@@ -4,7 +4,8 @@ Run as `python -m benchmarks.tui`. Budgets (issue 21; issue 4's first paint was 
 paint of a 500-step flow within 150 ms, of a 10,000-step flow within 500 ms; while a step streams
 100,000 log lines, a key press is reflected on screen within 100 ms; the app stays under 300 MB RSS.
 The last line is `tui: <ms> ms (budget 150) PASS|FAIL`, where `<ms>` is the 500-step first paint and
-PASS means every budget held.
+PASS means every budget held. The 10,000-step paint runs in a process of its own (`--big`), so its memory
+and garbage do not weigh on the 500-step figures; its peak RSS is reported beside it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,12 +140,28 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
     return median, worst, lines
 
 
+def big_paint() -> float:
+    """The 10,000-step first paint, measured in a fresh interpreter (`--big`)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tui", "--big"], capture_output=True, text=True, check=True
+    )
+    print(done.stdout, end="")
+    return float(done.stdout.strip().splitlines()[-1].split()[-1])
+
+
+async def paint_big_only() -> None:
+    with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
+        big = await first_paint(Path(directory), layers=100, width=100, budget=BIG_PAINT_BUDGET_MS)
+    print(f"peak RSS of that process: {rss_mb():.0f} MB")
+    print(f"big paint ms: {big:.1f}")
+
+
 async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
         root = Path(directory)
         paint = await first_paint(root)
-        big = await first_paint(root, layers=100, width=100, budget=BIG_PAINT_BUDGET_MS)
         _, worst, lines = await key_latency(root)
+    big = big_paint()
     memory = rss_mb()
     print(f"peak RSS: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
     ok = (
@@ -158,4 +176,7 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    if sys.argv[1:] == ["--big"]:
+        asyncio.run(paint_big_only())
+    else:
+        sys.exit(asyncio.run(main()))
