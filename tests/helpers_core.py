@@ -4,6 +4,7 @@ worker-process discovery and polling without sleeps-as-assertions."""
 from __future__ import annotations
 
 import json
+import select
 import sqlite3
 import textwrap
 import time
@@ -133,3 +134,11 @@ def json_or_fail(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:  # pragma: no cover - diagnostic
         raise AssertionError(f"not JSON: {exc}\n{text}") from None
+
+
+def readable_within(fd: int, seconds: float) -> bool:
+    """Whether `fd` becomes readable within `seconds` (poll: a worker that has run many tests may hold
+    descriptors above select()'s limit of 1024)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))

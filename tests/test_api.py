@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import select
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ import pytest
 from dsl.errors import FlowError
 from runner.api import Run, latest, run, runs
 from tests.conftest import CLIResult
-from tests.helpers_core import step_status_in_db, wait_for
+from tests.helpers_core import readable_within, step_status_in_db, wait_for
 
 FLOW = """
 from dsl import log_metric, step
@@ -193,8 +192,7 @@ def test_outputs_are_read_while_another_process_runs_the_flow(
         stderr=subprocess.PIPE,
     )
     try:
-        readable, _, _ = select.select([listen], [], [], 60)
-        assert readable, "the second step never started"
+        assert readable_within(listen, 60), "the second step never started"
         assert os.read(listen, 1) == b"x"
         during = _second_recorded_running(store_dir)
         assert during.status == "running"

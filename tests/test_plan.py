@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CLIResult
-from tests.helpers_core import step_status_in_db, wait_for
+from tests.helpers_core import readable_within, step_status_in_db, wait_for
 
 BASE = """
 import os
@@ -265,7 +264,7 @@ def test_a_step_another_process_is_computing_is_planned_as_waiting(
     )
     release = None
     try:
-        assert select.select([listen], [], [], 60)[0], "the step never started"
+        assert readable_within(listen, 60), "the step never started"
         # The run's rows reach the store from its writer thread, which tells no one: poll, bounded.
         wait_for(lambda: step_status_in_db(store_dir, "slow") == ["running"])
         planned = _steps(flow_cli("plan", str(path), "--json"))

@@ -3,11 +3,13 @@ interrupted runs, several processes sharing one store."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,33 @@ def test_a_running_step_shows_as_running_in_the_store_while_it_runs(
     assert handle.wait(30) == "succeeded"
     harness.store.flush()
     assert step_status_in_db(store_dir, "slow") == ["succeeded"]
+
+
+def _open_database_files(store_dir: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(store_dir)):
+            found.append(target)
+    return found
+
+
+def test_closing_a_store_closes_the_connections_of_threads_that_outlive_it(tmp_path: Path) -> None:
+    """A thread pool's threads read the store (the TUI's reads do): each thread has its own
+    connection, and those threads live on; closing the store must close them all."""
+    store_dir = tmp_path / "store"
+    store = Store(store_dir)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        barrier = threading.Barrier(4)
+
+        def read(_: int) -> None:
+            barrier.wait()  # four threads at once: four connections
+            store.get_run(1)
+
+        list(pool.map(read, range(4)))
+        assert len([f for f in _open_database_files(store_dir) if f.endswith("flow.db")]) >= 4
+        store.close()
+        assert _open_database_files(store_dir) == []

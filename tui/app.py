@@ -147,7 +147,7 @@ class FlowApp(App[int]):
         gc.unfreeze()
 
     def close_engine(self) -> None:
-        """Stop watchers and runs, the scheduler and the workers (idempotent)."""
+        """Stop watchers and runs, the scheduler and the workers, and close the store (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -156,6 +156,7 @@ class FlowApp(App[int]):
             for pane in self.main.panes.values():
                 pane.controller.watcher.stop()
         self.engine.close()
+        self.store.close()
 
 
 def make_app(

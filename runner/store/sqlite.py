@@ -47,10 +47,11 @@ class Store(History, Leases, Operating, Sources, Control):
         except FlowError:
             pass
         self._deregister()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        self._local.conn = None
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:  # other threads' too (a pool's threads outlive the store)
             conn.close()
-            self._local.conn = None
 
     def recorder(self) -> StoreRecorder:
         """A subscriber that records a run's events in this store (the engine puts it first)."""

@@ -26,6 +26,7 @@ from tests.tui.test_controller import controller_for, engine, events, run  # noq
 from tui.controllers.views import due_text, subtitle
 from tui.widgets.dag import DagView
 from tui.widgets.details import describe
+from tui.widgets.history import RunHistory
 
 SIZE = (120, 36)
 
@@ -164,7 +165,10 @@ async def test_the_details_show_the_flow_outputs_of_the_selected_run(app_for):
     again = app_for(SAMPLE_FLOWS / "external_job.py")  # a past run, read back from the store
     async with again.run_test(size=SIZE) as pilot:
         pane = await ready(pilot, again)
-        await pilot.press("3", "enter", "i")  # view the history row under the cursor, then its details
+        await pilot.press("3")
+        history = pane.query_one(RunHistory)
+        await wait_for(pilot, lambda: history.row_count > 0, what="the history read from the store")
+        await pilot.press("enter", "i")  # view the history row under the cursor, then its details
         await wait_for(pilot, lambda: pane.controller.viewed == 1, what="run #1 viewed")
         await outputs_shown(pilot, pane)
 

@@ -1,0 +1,31 @@
+"""The TUI gives back what it opened: after the app exits, no file of its store is left open (its
+reads run on pooled threads, each with its own SQLite connection, and those threads outlive it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.tui.conftest import ready, run_done
+
+
+def store_files_open(store_dir: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(store_dir)):
+            found.append(target)
+    return found
+
+
+async def test_no_store_file_stays_open_after_the_app_exits(tmp_path, app_for, simple_flow) -> None:  # type: ignore[no-untyped-def]
+    app = app_for(simple_flow)
+    async with app.run_test(size=(120, 36)) as pilot:
+        pane = await ready(pilot, app)
+        await pilot.press("r")
+        await run_done(pilot, pane)
+        assert store_files_open(tmp_path / "store")
+    assert store_files_open(tmp_path / "store") == []
