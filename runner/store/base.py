@@ -8,7 +8,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -20,10 +19,6 @@ from runner.store.schema import open_schema
 from runner.store.writer import WriteOp, Writer
 
 T = TypeVar("T")
-
-
-class _Connection(sqlite3.Connection):
-    """A connection the store can find again (plain connections take no weak references)."""
 
 
 class StoreBase:
@@ -68,10 +63,6 @@ class StoreBase:
         self._local = threading.local()
         self._writer: Writer | None = None
         self._writer_lock = threading.Lock()
-        self._connections_lock = threading.Lock()  # not _writer_lock: _register connects under that
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        """Every thread's connection still open, so `close` closes them all: a thread pool's threads
-        outlive the store, and each would otherwise keep its database and WAL files open."""
         self.outputs_queued = 0
         """Step outputs queued for the writer so far (`record_output`): the recorder keeps a step's row
         out of any write queued before its output's."""
@@ -158,11 +149,7 @@ class StoreBase:
             raise FlowError(f"the store at {self.root} cannot be used: {exc}") from None
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, timeout=30, isolation_level=None, check_same_thread=False, factory=_Connection
-        )
-        with self._connections_lock:
-            self._connections.add(conn)
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, check_same_thread=False)
         deadline = time.monotonic() + 30
         while True:
             try:

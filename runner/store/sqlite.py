@@ -11,6 +11,7 @@ after `kill -9` at any moment, every step recorded as finished has its artifact,
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from dsl.errors import FlowError
@@ -47,11 +48,14 @@ class Store(History, Leases, Operating, Sources, Control):
         except FlowError:
             pass
         self._deregister()
-        self._local.conn = None
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:  # other threads' too (a pool's threads outlive the store)
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
             conn.close()
+        # Other threads' connections (a pool's threads outlive the store) are let go with their slots,
+        # not closed from here: that could pull the database from under a statement another thread
+        # still runs. A connection is in a reference cycle with its statement cache, so the collector
+        # frees it (and closes its files) once no statement holds it.
+        self._local = threading.local()
 
     def recorder(self) -> StoreRecorder:
         """A subscriber that records a run's events in this store (the engine puts it first)."""

@@ -3,6 +3,7 @@ reads run on pooled threads, each with its own SQLite connection, and those thre
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -28,4 +29,5 @@ async def test_no_store_file_stays_open_after_the_app_exits(tmp_path, app_for, s
         await pilot.press("r")
         await run_done(pilot, pane)
         assert store_files_open(tmp_path / "store")
+    gc.collect()  # connections other threads used are let go, then freed by the collector
     assert store_files_open(tmp_path / "store") == []
