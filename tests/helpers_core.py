@@ -4,6 +4,7 @@ worker-process discovery and polling without sleeps-as-assertions."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import sqlite3
 import textwrap
@@ -142,3 +143,16 @@ def readable_within(fd: int, seconds: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(seconds * 1000))
+
+
+def files_open_under(directory: Path) -> list[str]:
+    """The files under `directory` this process holds open (from /proc/self/fd)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found

@@ -21,7 +21,7 @@ from runner import store as store_module
 from runner.artifacts import ArtifactError, content_hash, write_file_atomic
 from runner.engine import RunRequest
 from runner.store import Store
-from tests.helpers_core import executed, flow_source, reset, step_status_in_db, wait_for
+from tests.helpers_core import executed, files_open_under, flow_source, reset, step_status_in_db, wait_for
 
 
 @pytest.fixture
@@ -333,18 +333,6 @@ def test_a_running_step_shows_as_running_in_the_store_while_it_runs(
     assert step_status_in_db(store_dir, "slow") == ["succeeded"]
 
 
-def _open_database_files(store_dir: Path) -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(store_dir)):
-            found.append(target)
-    return found
-
-
 def test_closing_a_store_closes_the_connections_of_threads_that_outlive_it(tmp_path: Path) -> None:
     """A thread pool's threads read the store (the TUI's reads do): each thread has its own
     connection, and those threads live on; closing the store must close them all."""
@@ -358,7 +346,7 @@ def test_closing_a_store_closes_the_connections_of_threads_that_outlive_it(tmp_p
             store.get_run(1)
 
         list(pool.map(read, range(4)))
-        assert len([f for f in _open_database_files(store_dir) if f.endswith("flow.db")]) >= 4
+        assert len([f for f in files_open_under(store_dir) if f.endswith("flow.db")]) >= 4
         store.close()
         gc.collect()  # a connection let go is freed by the collector (it is in a cycle with its cache)
-        assert _open_database_files(store_dir) == []
+        assert files_open_under(store_dir) == []

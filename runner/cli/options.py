@@ -35,3 +35,13 @@ WorkersOpt = Annotated[
     int | None,
     typer.Option("--workers", help="Steps run in parallel (default: CPU cores).", show_default=False),
 ]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("-p", "--param", help="Set a parameter: -p name=value (repeatable)."),
+]
+ParamsFileOpt = Annotated[
+    Path | None,
+    typer.Option("--params", help="Parameters from a TOML or JSON file.", show_default=False),
+]
+StepsOpt = list[str] | None
+"""The type of --only/--from/--to (their help says what each command does with the steps)."""

@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from runner.cli.common import ExitWith, cell, get_run, open_store
-from runner.cli.options import FileArg, JsonOpt, RunArg, StoreOpt
+from runner.cli.options import FileArg, JsonOpt, ParamOpt, ParamsFileOpt, RunArg, StepsOpt, StoreOpt
 
 if TYPE_CHECKING:
     from runner.review.plan import Plan, PlannedStep
     from runner.review.sources import CodeChange
     from runner.store import Store
 
-StepsOpt = list[str] | None
 
 ACTION_SYMBOLS = {"run": "▶", "cached": "≡", "skipped": "⊘", "waiting": "◐", "unknown": "?"}
 """One symbol per planned action (`cached`, `skipped` as `flow show` marks those statuses)."""
@@ -39,12 +38,8 @@ def existing_store(path: Path | None) -> Store | None:
 
 def plan(
     file: FileArg,
-    param: Annotated[
-        list[str] | None, typer.Option("-p", "--param", help="Set a parameter: -p name=value (repeatable).")
-    ] = None,
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="Parameters from a TOML or JSON file.", show_default=False)
-    ] = None,
+    param: ParamOpt = None,
+    params_file: ParamsFileOpt = None,
     only: Annotated[StepsOpt, typer.Option("--only", help="Plan only this step (repeatable).")] = None,
     from_step: Annotated[
         StepsOpt, typer.Option("--from", help="This step and everything downstream of it.")

@@ -7,7 +7,6 @@ or parameter is reported before the store is opened, so a typo leaves no `.flow/
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,24 +15,28 @@ from dsl.errors import FlowError
 from runner.cli.common import get_run, open_store
 from runner.cli.hosting import host, host_runs, leave, make_engine, make_reporter, wait
 from runner.cli.interrupts import POLL_S, StopOnSignal
-from runner.cli.options import ExecutorOpt, FileArg, JsonLinesOpt, RunArg, StoreOpt, WorkersOpt
+from runner.cli.options import (
+    ExecutorOpt,
+    FileArg,
+    JsonLinesOpt,
+    ParamOpt,
+    ParamsFileOpt,
+    RunArg,
+    StepsOpt,
+    StoreOpt,
+    WorkersOpt,
+)
 
 if TYPE_CHECKING:
     from runner.engine import Engine
     from runner.output.plain import Reporter
     from runner.session import FlowSession
 
-StepsOpt = list[str] | None
-
 
 def run(
     file: FileArg,
-    param: Annotated[
-        list[str] | None, typer.Option("-p", "--param", help="Set a parameter: -p name=value (repeatable).")
-    ] = None,
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="Parameters from a TOML or JSON file.", show_default=False)
-    ] = None,
+    param: ParamOpt = None,
+    params_file: ParamsFileOpt = None,
     only: Annotated[StepsOpt, typer.Option("--only", help="Run only this step (repeatable).")] = None,
     from_step: Annotated[
         StepsOpt, typer.Option("--from", help="Run this step and everything downstream of it.")

@@ -4,22 +4,9 @@ reads run on pooled threads, each with its own SQLite connection, and those thre
 from __future__ import annotations
 
 import gc
-import os
-from pathlib import Path
 
+from tests.helpers_core import files_open_under
 from tests.tui.conftest import ready, run_done
-
-
-def store_files_open(store_dir: Path) -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(store_dir)):
-            found.append(target)
-    return found
 
 
 async def test_no_store_file_stays_open_after_the_app_exits(tmp_path, app_for, simple_flow) -> None:  # type: ignore[no-untyped-def]
@@ -28,6 +15,6 @@ async def test_no_store_file_stays_open_after_the_app_exits(tmp_path, app_for, s
         pane = await ready(pilot, app)
         await pilot.press("r")
         await run_done(pilot, pane)
-        assert store_files_open(tmp_path / "store")
+        assert files_open_under(tmp_path / "store")
     gc.collect()  # connections other threads used are let go, then freed by the collector
-    assert store_files_open(tmp_path / "store") == []
+    assert files_open_under(tmp_path / "store") == []
