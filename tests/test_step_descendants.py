@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.executors.proctree import OUTLIVES_STEP, outlives_step
 from tests.conftest import CLIResult
 from tests.helpers_core import pid_alive, wait_for
 
@@ -161,3 +162,19 @@ def test_a_step_that_returns_leaves_no_process_behind(flow_cli, tmp_path: Path) 
     result = flow_cli("run", str(path))
     assert result.code == 0, result
     _all_gone(_spawned(pids))
+
+
+def test_a_marked_process_is_seen_marked_the_moment_popen_returns() -> None:
+    """`Popen` returns when the child's close-on-exec descriptors close, before the kernel publishes its
+    new environment: read then, /proc/PID/environ is empty (1 read in 10 here). A job's trainer,
+    spawned marked, was killed as a leftover in that window ("its status() said 'failed'")."""
+    env = {**os.environ, OUTLIVES_STEP: "1"}
+    unmarked = 0
+    for _ in range(300):
+        child = subprocess.Popen(["sleep", "5"], env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        try:
+            unmarked += not outlives_step(child.pid)
+        finally:
+            child.kill()
+            child.wait()
+    assert unmarked == 0
