@@ -124,7 +124,7 @@ def plan_lines(made: Plan, changes: dict[str, list[CodeChange]]) -> list[str]:
     from runner.review.render import change_lines
 
     width = max((len(cell(s.step)) for s in made.steps), default=4)
-    lines = [f"plan for {cell(made.flow)} ({cell(made.file)}): nothing has run"]
+    lines = [f"plan for {cell(made.flow)} ({cell(made.file)}): a dry run, nothing is executed or recorded"]
     for s in made.steps:
         lines.append(_plan_line(s, width))
         lines += [line for c in changes.get(s.step, []) for line in change_lines(c, indent="      ")]
