@@ -282,6 +282,7 @@ class Deciding(Probing):
             retry_delay=node.step.retry_delay,
             waiters=[(run, name)],
             loaded=request.loaded,
+            timed=self._timed,
         )
         if node.step.job is not None:
             self._job_begin(run, name, execution, node.step.timeout)

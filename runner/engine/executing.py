@@ -82,7 +82,7 @@ class Executing(Jobs):
                 self.executor.cancel(probe.task.id)
                 error = f"timed out after {probe.task.timeout:g}s; its process was killed"
                 self._task_done(probe.task.id, TaskResult(ok=False, error=error))
-        for execution in list(self._executions.values()):
+        for execution in self._timed_executions():
             if execution.deadline is not None and now >= execution.deadline and execution.submitted:
                 self.executor.cancel(execution.task.id)
                 timeout = execution.task.timeout
@@ -95,6 +95,18 @@ class Executing(Jobs):
             elif execution.retry_at is not None and now >= execution.retry_at:
                 execution.retry_at = None
                 self._queue.append(execution)
+
+    def _timed_executions(self) -> list[Execution]:
+        """The executions of `_executions` that wait on a moment. An entry of `_timed` no longer in
+        `_executions` is dropped: an execution enters `_executions` only when it is created, so it
+        cannot come back (and setting a moment on it again would re-index it anyway)."""
+        live = []
+        for execution in list(self._timed):
+            if self._executions.get(execution.key) is execution:
+                live.append(execution)
+            else:
+                del self._timed[execution]
+        return live
 
     def _task_done(self, task_id: str, result: TaskResult) -> None:
         probe = self._probes.pop(task_id, None)

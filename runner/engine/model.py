@@ -209,9 +209,18 @@ class JobState:
     killing: bool = False
 
 
-@dataclass
+Timed = dict["Execution", None]
+"""The executions that wait on a moment (a `deadline` or a `retry_at`), in the order they began to:
+the scheduler looks at these each cycle, not at every execution (a 10,000-wide fan-out queues 10,000,
+and scanning them all per result made it quadratic)."""
+
+
+@dataclass(eq=False)
 class Execution:
-    """One task (with its retries) that one or more runs wait on, keyed by fingerprint."""
+    """One task (with its retries) that one or more runs wait on, keyed by fingerprint.
+
+    Setting `deadline` or `retry_at` keeps the execution's entry in `timed` (the engine's) up to date.
+    """
 
     key: str
     task: Task
@@ -220,11 +229,40 @@ class Execution:
     waiters: list[tuple[Run, str]]
     loaded: LoadedFlow | None = None
     submitted: bool = False
-    deadline: float | None = None
-    retry_at: float | None = None
     started: float = 0.0
     job: JobState | None = None
     """Set for a job step: its task is one call of the job's methods (see `JobState`)."""
+    timed: Timed | None = field(default=None, repr=False)
+    _deadline: float | None = field(default=None, repr=False)
+    _retry_at: float | None = field(default=None, repr=False)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the running task times out (monotonic), if it has a timeout."""
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, moment: float | None) -> None:
+        self._deadline = moment
+        self._index_moments()
+
+    @property
+    def retry_at(self) -> float | None:
+        """When the execution goes back on the queue (a retry's delay, a job's next poll)."""
+        return self._retry_at
+
+    @retry_at.setter
+    def retry_at(self, moment: float | None) -> None:
+        self._retry_at = moment
+        self._index_moments()
+
+    def _index_moments(self) -> None:
+        if self.timed is None:
+            return
+        if self._deadline is None and self._retry_at is None:
+            self.timed.pop(self, None)
+        else:
+            self.timed[self] = None
 
 
 @dataclass

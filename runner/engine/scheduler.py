@@ -238,10 +238,11 @@ class Engine(Deciding):
     def _next_wait(self) -> float | None:
         if self._commands or any(run.ready for run in self._runs.values()):
             return 0.0
-        moments = [e.deadline for e in self._executions.values() if e.deadline is not None]
+        timed = self._timed_executions()
+        moments = [e.deadline for e in timed if e.deadline is not None]
         moments += [p.deadline for p in self._probes.values() if p.deadline is not None]
         moments += [due for due, _ in self._remote]
-        moments += [e.retry_at for e in self._executions.values() if e.retry_at is not None]
+        moments += [e.retry_at for e in timed if e.retry_at is not None]
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())

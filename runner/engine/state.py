@@ -21,7 +21,7 @@ from typing import Any
 from runner.engine.bundles import CodeBundles
 from runner.engine.cache_index import CacheIndex
 from runner.engine.leases import Claims
-from runner.engine.model import Execution, Planning, Probe, Run, Subscriber
+from runner.engine.model import Execution, Planning, Probe, Run, Subscriber, Timed
 from runner.engine.stops import STOPPED_BY, StopWatch
 from runner.events import Event
 from runner.executors.base import Executor, TaskResult
@@ -52,6 +52,8 @@ class SchedulerState(ABC):
         self._commands: deque[Callable[[], None]] = deque()
         self._runs: dict[int, Run] = {}
         self._executions: dict[str, Execution] = {}
+        self._timed: Timed = {}
+        """The executions waiting on a moment (see `Timed`)."""
         self._parked: dict[str, int] = {}
         self._remote: list[tuple[float, tuple[Any, ...]]] = []
         self._index = CacheIndex(store, self._lock)
