@@ -287,3 +287,18 @@ def test_a_class_attribute_set_after_the_class_body_counts(tmp_path):
     before = prints_of(path)
     write(path, CLASS_FLOW.format(value=6))
     assert prints_of(path) != before
+
+
+def test_sha_of_parts_is_the_digest_stores_were_keyed_by() -> None:
+    """Each part is followed by a NUL byte, as the fingerprints already in users' stores were
+    computed: a faster `sha` that changed a digest would make every cached result miss once."""
+    import hashlib
+
+    from runner.fingerprint.values import sha
+
+    assert sha() == hashlib.sha256(b"").hexdigest()
+    assert sha("code", "") == hashlib.sha256(b"code\0\0").hexdigest()
+    assert (
+        sha("h:a=1", "p:é=\udcff")
+        == hashlib.sha256("h:a=1\0p:é=\udcff\0".encode("utf-8", "surrogatepass")).hexdigest()
+    )
