@@ -9,26 +9,29 @@ first-fit packing of nets whose rows never meet).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import heapq
+from dataclasses import dataclass, field
 
 
 @dataclass
 class Net:
-    """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one)."""
+    """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one).
+
+    `span` (the rows it meets, top and bottom) and `straight` (one target, on its own row) are
+    worked out once: lane assignment asks for them again and again."""
 
     source: str
     row: int
     targets: list[tuple[str, int, bool]]
     lane: int = -1
+    span: tuple[int, int] = field(init=False)
+    straight: bool = field(init=False)
 
-    @property
-    def span(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
         rows = [self.row, *(y for _, y, _ in self.targets)]
-        return min(rows), max(rows)
-
-    @property
-    def straight(self) -> bool:
-        return len(self.targets) == 1 and self.targets[0][1] == self.row
+        self.span = min(rows), max(rows)
+        self.straight = len(self.targets) == 1 and self.targets[0][1] == self.row
 
 
 def split_shared(nets: list[Net]) -> list[Net]:
@@ -71,12 +74,13 @@ def assign_lanes(nets: list[Net]) -> int:
     for net in bent:
         for _, y, _ in net.targets:
             arriving.setdefault(y, []).append(net)
-    after: dict[int, set[int]] = {id(n): set() for n in bent}
+    after: dict[int, dict[int, None]] = {id(n): {} for n in bent}
+    """Net -> the nets that must lie right of it, in the order found (a set's order would vary)."""
     before_count: dict[int, int] = {id(n): 0 for n in bent}
 
     def before(first: Net, second: Net) -> None:
         if first is not second and id(second) not in after[id(first)]:
-            after[id(first)].add(id(second))
+            after[id(first)][id(second)] = None
             before_count[id(second)] += 1
 
     for net in bent:
@@ -89,14 +93,19 @@ def assign_lanes(nets: list[Net]) -> int:
             if top < y < bottom:
                 for other in arriving.get(y, ()):
                     before(net, other)
+    # Kahn's order, the ready net with the smallest span first (ties: the one ready first).
     by_id = {id(n): n for n in bent}
     order: list[Net] = []
-    ready = sorted((n for n in bent if not before_count[id(n)]), key=lambda n: n.span)
+    ready = [(n.span, i, n) for i, n in enumerate(bent) if not before_count[id(n)]]
+    heapq.heapify(ready)
+    readied = len(bent)
     remaining = set(by_id)
     while remaining:
         if not ready:  # a cycle (two nets each arriving where the other leaves): break it
-            ready = [min((by_id[i] for i in remaining), key=lambda n: n.span)]
-        net = ready.pop(0)
+            first = min((n for n in bent if id(n) in remaining), key=lambda n: n.span)
+            ready = [(first.span, readied, first)]
+            readied += 1
+        net = heapq.heappop(ready)[2]
         if id(net) not in remaining:
             continue
         remaining.discard(id(net))
@@ -104,19 +113,28 @@ def assign_lanes(nets: list[Net]) -> int:
         for later in after[id(net)]:
             before_count[later] -= 1
             if not before_count[later] and later in remaining:
-                ready.append(by_id[later])
-                ready.sort(key=lambda n: n.span)
+                heapq.heappush(ready, (by_id[later].span, readied, by_id[later]))
+                readied += 1
+    # First fit: each lane's rows as disjoint spans sorted by their tops (`tops`, `bottoms`), so
+    # whether a net's rows meet a lane's is one bisection (the span starting last above its bottom).
     floor: dict[int, int] = {id(n): 0 for n in bent}
-    used: list[list[tuple[int, int]]] = []
+    tops: list[list[int]] = []
+    bottoms: list[list[int]] = []
     for net in order:
         top, bottom = net.span
         lane = floor[id(net)]
-        while lane < len(used) and any(not (b < top or a > bottom) for a, b in used[lane]):
+        while lane < len(tops):
+            at = bisect.bisect_right(tops[lane], bottom)
+            if not at or bottoms[lane][at - 1] < top:
+                break
             lane += 1
-        if lane == len(used):
-            used.append([])
-        used[lane].append((top, bottom))
+        if lane == len(tops):
+            tops.append([])
+            bottoms.append([])
+        at = bisect.bisect_right(tops[lane], bottom)
+        tops[lane].insert(at, top)
+        bottoms[lane].insert(at, bottom)
         net.lane = lane
         for later in after[id(net)]:
             floor[later] = max(floor[later], lane + 1)
-    return len(used)
+    return len(tops)

@@ -289,8 +289,7 @@ class DagView(ScrollView, can_focus=True):
         if part == 0:
             return "╭" + "─" * inner + "╮", 0, 0
         if part == 1:
-            edge_row = self.layout_.edges.get(box.mid)
-            right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
+            right = "├" if self.layout_.edges.mask(box.x + box.width, box.mid) & LEFT else "│"
             return "│" + self._label(box.name, box.width)[:inner] + right, 1, box.width - 1
         note = self.states.get(box.name, BoxState()).note
         if note:
@@ -303,11 +302,8 @@ class DagView(ScrollView, can_focus=True):
         end = scroll_x + width
         cells: list[str] = [" "] * width
         styles: list[str] = ["dag--edge"] * width
-        edge_row = layout.edges.get(row)
-        if edge_row:
-            for x in edge_row:
-                if scroll_x <= x < end:
-                    cells[x - scroll_x] = layout.edge_char(x, row) or " "
+        for x, char in layout.edge_cells(row, scroll_x, end):
+            cells[x - scroll_x] = char
         for box in layout.rows.get(row, ()):
             if box.x >= end or box.x + box.width <= scroll_x:
                 continue
