@@ -13,7 +13,8 @@ quarter and every cell is worked out at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import bisect
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
@@ -72,8 +73,13 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
         """Row -> single cells: (p, mask, dashed)."""
         self._along: dict[tuple[int, int], list[Along]] = {}
         """(gap, row) -> the lines along the layers there (what a lane there crosses or joins)."""
-        self._gaps: list[list[int]] = []
-        """Per gap, the first and last `p` its lines take."""
+        self._gap_first: list[int] = []
+        self._gap_last: list[int] = []
+        """Per gap, the first and last `p` it takes (gaps come in order, left to right)."""
+        self._undrawn: dict[int, Callable[[EdgeGrid], None]] = {}
+        """Gap -> what hands its lines over (called when a row's cells in the gap are first read)."""
+        self.arrows: dict[tuple[int, int], str] = {}
+        """(x, y) -> arrowhead, of the gaps handed over so far (`all_arrows`: of every gap)."""
         self._lanes: list[Lane] = []
         self._lanes_in: dict[int, list[Lane]] = {}
         """Stretch -> the lanes in it."""
@@ -106,14 +112,17 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
             self._along[key] = [line]
         else:
             lines.append(line)
-        while gap >= len(self._gaps):
-            self._gaps.append([p1, p2])
-        reach = self._gaps[gap]
-        if p1 < reach[0]:
-            reach[0] = p1
-        if p2 > reach[1]:
-            reach[1] = p2
-        self._reach(p2)
+
+    def gap(self, first: int, last: int, draw: Callable[[EdgeGrid], None]) -> None:
+        """The next gap takes `p` = `first` to `last`; `draw` hands its lines over, now when layers
+        are rows, else when a row's cells in it are first read."""
+        self._gap_first.append(first)
+        self._gap_last.append(last)
+        self._reach(last)
+        if self.down:
+            draw(self)
+        else:
+            self._undrawn[len(self._gap_first) - 1] = draw
 
     def lane(self, gap: int, p: int, first: int, last: int, own: set[int], fed: set[str]) -> None:
         lane = Lane(gap, p, first, last, own, fed)
@@ -153,6 +162,7 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
         part = self._parts.get(key)
         if part is None:
             lo, hi = stretch * CHUNK, stretch * CHUNK + CHUNK
+            self._draw(lo, hi)
             if self.down:
                 row, dashed = self._rows.get(y, {}), self._dashed.get(y, set())
                 part = {x: m for x, m in row.items() if lo <= x < hi}, {x for x in dashed if lo <= x < hi}
@@ -160,6 +170,27 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
                 part = self._work_out(y, lo, hi)
             self._parts[key] = part
         return part
+
+    def arrow(self, x: int, y: int) -> str | None:
+        """The arrowhead at cell (x, y), if any."""
+        if not self.down:
+            self._draw(x, x + 1)
+        return self.arrows.get((x, y))
+
+    def all_arrows(self) -> dict[tuple[int, int], str]:
+        self._draw(0, self._stretches * CHUNK)
+        return self.arrows
+
+    def _draw(self, lo: int, hi: int) -> None:
+        """Hand over the lines of the gaps not yet drawn that take any `p` from `lo` to `hi - 1`."""
+        if self._undrawn:
+            for gap in self._gaps_in(lo, hi):
+                draw = self._undrawn.pop(gap, None)
+                if draw is not None:
+                    draw(self)
+
+    def _gaps_in(self, lo: int, hi: int) -> range:
+        return range(bisect.bisect_left(self._gap_last, lo), bisect.bisect_left(self._gap_first, hi))
 
     def mask(self, x: int, y: int) -> int:
         """Cell (x, y)'s connections (0: no edge there)."""
@@ -192,6 +223,7 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
 
     def _line_rows(self) -> list[int]:
         """Every row with a line (in the layout's coordinates), in order."""
+        self._draw(0, self._stretches * CHUNK)
         rows = {*self._across, *self._points, *(q for _, q in self._along)}
         for lane in self._lanes:
             rows.update(range(lane.first, lane.last + 1))
@@ -219,9 +251,7 @@ class EdgeGrid(Mapping[int, dict[int, int]]):
                 cells[p] = cells.get(p, 0) | bits
                 if dash:
                     dashed.add(p)
-        for gap, (first, last) in enumerate(self._gaps):
-            if last < lo or first >= hi:
-                continue
+        for gap in self._gaps_in(lo, hi):
             for line in self._along.get((gap, q), ()):
                 p1, p2 = line.p1, line.p2
                 for p in range(max(p1, lo), min(p2 + 1, hi)):
