@@ -104,6 +104,8 @@ class DagView(ScrollView, can_focus=True):
         """Turns the running boxes' spinners while any box runs."""
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
+        self._styles: dict[tuple[str, str | None], Style] = {}
+        """(component class, the selected step's status for the selection) -> its style."""
         self._spinning: set[int] = set()
         """Rows with a running box's spinner (the rows a spinner frame repaints)."""
         self.painted = False
@@ -186,8 +188,9 @@ class DagView(ScrollView, can_focus=True):
             self.refresh_line(row)
 
     def notify_style_update(self) -> None:
-        """The theme or CSS changed: cached rows carry the old colours."""
+        """The theme or CSS changed: cached rows and styles carry the old colours."""
         super().notify_style_update()
+        self._styles.clear()
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -322,18 +325,22 @@ class DagView(ScrollView, can_focus=True):
                     else:
                         styles[x] = style
         segments: list[Segment] = []
-        base = self.rich_style
-        resolved: dict[str, Style] = {}
         start = 0
         for i in range(1, width + 1):
             if i == width or styles[i] != styles[start]:
-                name = styles[start]
-                rich = resolved.get(name)
-                if rich is None:
-                    rich = resolved[name] = base + component_style(self, name)
-                    if name == "dag--selected" and self.selected in self.states:
-                        status_style = component_style(self, f"dag--{self.states[self.selected].status}")
-                        rich = resolved[name] = base + status_style + component_style(self, name)
-                segments.append(Segment("".join(cells[start:i]), rich))
+                segments.append(Segment("".join(cells[start:i]), self._style(styles[start])))
                 start = i
         return Strip(segments, width)
+
+    def _style(self, name: str) -> Style:
+        """Component class `name` as painted (the selection in the selected step's status colour);
+        kept until the styles change (resolving one walks the widget's ancestors)."""
+        selected = self.states.get(self.selected) if name == "dag--selected" and self.selected else None
+        key = (name, selected.status if selected is not None else None)
+        style = self._styles.get(key)
+        if style is None:
+            style = self.rich_style
+            if selected is not None:
+                style += component_style(self, f"dag--{selected.status}")
+            style = self._styles[key] = style + component_style(self, name)
+        return style
