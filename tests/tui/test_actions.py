@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.widgets import Input
 
 from tests.tui.conftest import pane_of, ready, run_done, wait_for
@@ -351,3 +352,19 @@ async def test_directory_lists_flows_and_runs_two_at_once(tmp_path, app_for, sim
         await wait_for(pilot, lambda: pane_of(app) is slow, what="slow again")
         await pilot.press("s")
         await wait_for(pilot, lambda: not slow.controller.active, what="slow stopped")
+
+
+async def test_a_flow_chosen_in_the_list_right_after_moving_to_it_opens(
+    tmp_path, app_for, simple_flow, slow_flow
+):
+    """`down` then `enter` as fast as a terminal delivers them: the pane `down` made is not composed
+    yet when `enter` asks for its DAG (that crashed the app); it is shown, its DAG focused."""
+    app = app_for(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
+        await wait_for(pilot, lambda: pane_of(app).controller.session is not None, what="simple loaded")
+        for key in ("down", "enter"):
+            app._driver.send_message(events.Key(key, None))  # as the terminal delivers keys: no waiting
+        await wait_for(pilot, lambda: pane_of(app).path.name == "slow.py", what="slow.py open")
+        await wait_for(pilot, lambda: isinstance(app.focused, DagView), what="its DAG focused")
+        assert app.is_running and app.focused is pane_of(app).query_one(DagView)

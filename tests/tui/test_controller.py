@@ -33,6 +33,8 @@ class Host:
 
     def __init__(self) -> None:
         self.pending: deque[Callable[[], None]] = deque()
+        self.unpainted: deque[Callable[[], None]] = deque()
+        """Continuations waiting for the screen to be painted (`settle` paints it)."""
         self.changes: list[Change] = []
         self.notices: list[tuple[str, Severity]] = []
 
@@ -52,6 +54,9 @@ class Host:
     def soon(self, callback: Callable[[], None]) -> None:
         self.pending.append(callback)
 
+    def after_paint(self, callback: Callable[[], None]) -> None:
+        self.unpainted.append(callback)
+
     def changed(self, change: Change) -> None:
         self.changes.append(change)
 
@@ -65,9 +70,12 @@ class Host:
     ) -> None:
         self.notices.append((message, severity))
 
-    def settle(self) -> None:
-        """Run every continuation, those queued by continuations too."""
-        while self.pending:
+    def settle(self, paint: bool = True) -> None:
+        """Run every continuation, those queued by continuations too; `paint`: then paint the
+        screen, and run those that waited for it (and theirs)."""
+        while self.pending or (paint and self.unpainted):
+            if not self.pending:
+                self.pending, self.unpainted = self.unpainted, self.pending
             self.pending.popleft()()
 
 
@@ -149,6 +157,21 @@ def test_a_run_is_viewed_from_its_start_and_its_history_read_at_its_end(tmp_path
     assert changes[-2:] == [Change(history=True, headline=True), Change(details=True)]  # history, plan
     assert [(r.id, r.trigger, r.status) for r in controller.history] == [(state.run_id, "tui", "succeeded")]
     assert controller.headline == "succeeded" and not controller.active
+
+
+def test_the_first_plan_is_made_once_the_graph_is_on_screen(tmp_path, engine):
+    """Planning (fingerprints, cache look-ups) does not compete with a large flow's first paint."""
+    host = Host()
+    controller = FlowController(
+        write_flow(tmp_path / "simple.py", SIMPLE), engine, engine.store, host, watch=False
+    )
+    controller.start()
+    host.settle(paint=False)
+    assert controller.loaded is not None and Change(graph=True, view=True) in host.changes
+    assert controller.plan is None and not controller.plan_current
+    host.settle()
+    assert controller.plan is not None and controller.plan_current
+    assert {s.step for s in controller.plan.steps} == {"load", "train", "report"}
 
 
 def test_parameters_change_through_the_session_and_reach_the_next_run(tmp_path, engine, events):

@@ -124,7 +124,9 @@ class FlowController:
         self.host.changed(
             Change(graph=session.loaded is not None, error=session.error is not None, view=True)
         )
-        self.load_plan()
+        # Planning fingerprints every step and reads the store: started with the graph, it took the
+        # GIL from the first paint of a large flow (its drawing waited for the whole plan).
+        self.load_plan(after_paint=True)
 
     # ----- events ------------------------------------------------------------------------------
 
@@ -320,18 +322,24 @@ class FlowController:
             description="read run history",
         )
 
-    def load_plan(self) -> None:
-        """Plan the next run again (in the background; a stale plan never overwrites a newer one)."""
+    def load_plan(self, *, after_paint: bool = False) -> None:
+        """Plan the next run again (in the background; a stale plan never overwrites a newer one);
+        `after_paint`: once the screen shows what is queued now (`plan_current` is False until then)."""
         session = self.session
         if session is None:
             return
         self._plan_seq += 1
-        self.host.background(
+        read = partial(
+            self.host.background,
             partial(reads.read_plan, self.store, session),
             partial(self._plan_read, self._plan_seq),
             group="plan",
             description="plan the next run",
         )
+        if after_paint:
+            self.host.after_paint(read)
+        else:
+            read()
 
     @property
     def plan_current(self) -> bool:

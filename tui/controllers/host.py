@@ -40,6 +40,10 @@ class Host(Protocol):
     def soon(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the UI thread once the messages queued before it are handled."""
 
+    def after_paint(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the UI thread once what is queued now has been painted on screen (work
+        nobody waits for stays out of the way of the first paint)."""
+
     def changed(self, change: Change) -> None:
         """Repaint what `change` names (called on the UI thread)."""
 

@@ -9,26 +9,29 @@ first-fit packing of nets whose rows never meet).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+import heapq
+from dataclasses import dataclass, field
 
 
 @dataclass
 class Net:
-    """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one)."""
+    """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one).
+
+    `span` (the rows it meets, top and bottom) and `straight` (one target, on its own row) are
+    worked out once: lane assignment asks for them again and again."""
 
     source: str
     row: int
     targets: list[tuple[str, int, bool]]
     lane: int = -1
+    span: tuple[int, int] = field(init=False)
+    straight: bool = field(init=False)
 
-    @property
-    def span(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
         rows = [self.row, *(y for _, y, _ in self.targets)]
-        return min(rows), max(rows)
-
-    @property
-    def straight(self) -> bool:
-        return len(self.targets) == 1 and self.targets[0][1] == self.row
+        self.span = min(rows), max(rows)
+        self.straight = len(self.targets) == 1 and self.targets[0][1] == self.row
 
 
 def split_shared(nets: list[Net]) -> list[Net]:
@@ -67,56 +70,68 @@ def assign_lanes(nets: list[Net]) -> int:
     bent = [n for n in nets if not n.straight]
     if not bent:
         return 0
-    arriving: dict[int, list[Net]] = {}
-    for net in bent:
+    # Nets by their index in `bent`.
+    arriving: dict[int, list[int]] = {}
+    for i, net in enumerate(bent):
         for _, y, _ in net.targets:
-            arriving.setdefault(y, []).append(net)
-    after: dict[int, set[int]] = {id(n): set() for n in bent}
-    before_count: dict[int, int] = {id(n): 0 for n in bent}
-
-    def before(first: Net, second: Net) -> None:
-        if first is not second and id(second) not in after[id(first)]:
-            after[id(first)].add(id(second))
-            before_count[id(second)] += 1
-
-    for net in bent:
-        for other in arriving.get(net.row, ()):
-            before(net, other)
+            arriving.setdefault(y, []).append(i)
+    after: list[dict[int, None]] = [{} for _ in bent]
+    """Net -> the nets that must lie right of it, in the order found (a set's order would vary)."""
+    before_count = [0] * len(bent)
+    for i, net in enumerate(bent):
+        rows = [net.row]
         # A net that joins a target's row and goes on past it comes first among those arriving
         # there, so the lines of the others never run through its lane (a `┼` reads both ways).
         top, bottom = net.span
-        for _, y, _ in net.targets:
-            if top < y < bottom:
-                for other in arriving.get(y, ()):
-                    before(net, other)
-    by_id = {id(n): n for n in bent}
-    order: list[Net] = []
-    ready = sorted((n for n in bent if not before_count[id(n)]), key=lambda n: n.span)
-    remaining = set(by_id)
-    while remaining:
-        if not ready:  # a cycle (two nets each arriving where the other leaves): break it
-            ready = [min((by_id[i] for i in remaining), key=lambda n: n.span)]
-        net = ready.pop(0)
-        if id(net) not in remaining:
+        rows += [y for _, y, _ in net.targets if top < y < bottom]
+        right = after[i]
+        for y in rows:
+            for j in arriving.get(y, ()):
+                if j != i and j not in right:
+                    right[j] = None
+                    before_count[j] += 1
+    # Kahn's order, the ready net with the smallest span first (ties: the one ready first).
+    order: list[int] = []
+    ready = [(n.span, i, i) for i, n in enumerate(bent) if not before_count[i]]
+    heapq.heapify(ready)
+    readied = len(bent)
+    done = [False] * len(bent)
+    while len(order) < len(bent):
+        if ready:
+            index = heapq.heappop(ready)[2]
+        else:  # a cycle (two nets each arriving where the other leaves): break it
+            index = min((i for i in range(len(bent)) if not done[i]), key=lambda i: bent[i].span)
+        if done[index]:
             continue
-        remaining.discard(id(net))
-        order.append(net)
-        for later in after[id(net)]:
+        done[index] = True
+        order.append(index)
+        for later in after[index]:
             before_count[later] -= 1
-            if not before_count[later] and later in remaining:
-                ready.append(by_id[later])
-                ready.sort(key=lambda n: n.span)
-    floor: dict[int, int] = {id(n): 0 for n in bent}
-    used: list[list[tuple[int, int]]] = []
-    for net in order:
+            if not before_count[later] and not done[later]:
+                heapq.heappush(ready, (bent[later].span, readied, later))
+                readied += 1
+    # First fit: each lane's rows as disjoint spans sorted by their tops (`tops`, `bottoms`), so
+    # whether a net's rows meet a lane's is one bisection (the span starting last above its bottom).
+    floor = [0] * len(bent)
+    tops: list[list[int]] = []
+    bottoms: list[list[int]] = []
+    for index in order:
+        net = bent[index]
         top, bottom = net.span
-        lane = floor[id(net)]
-        while lane < len(used) and any(not (b < top or a > bottom) for a, b in used[lane]):
+        lane = floor[index]
+        while lane < len(tops):
+            at = bisect.bisect_right(tops[lane], bottom)
+            if not at or bottoms[lane][at - 1] < top:
+                break
             lane += 1
-        if lane == len(used):
-            used.append([])
-        used[lane].append((top, bottom))
+        if lane == len(tops):
+            tops.append([])
+            bottoms.append([])
+        at = bisect.bisect_right(tops[lane], bottom)
+        tops[lane].insert(at, top)
+        bottoms[lane].insert(at, bottom)
         net.lane = lane
-        for later in after[id(net)]:
-            floor[later] = max(floor[later], lane + 1)
-    return len(used)
+        for later in after[index]:
+            if floor[later] <= lane:
+                floor[later] = lane + 1
+    return len(tops)

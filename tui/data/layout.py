@@ -26,11 +26,17 @@ The incoming edges of a conditional (`when=`) step are dashed and end in a hollo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
+from tui.data.edges import CHUNK, EdgeGrid
+from tui.data.edges import DOWN as DOWN
+from tui.data.edges import LEFT as LEFT
+from tui.data.edges import RIGHT as RIGHT
+from tui.data.edges import UP as UP
 from tui.data.lanes import Net, assign_lanes, split_shared
 
-UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
 MIN_NAME = 6
 """The fewest characters of a name a compact drawing keeps (`check…`)."""
 NOTE_ROOM = 12
@@ -117,8 +123,8 @@ class DagLayout:
         style: the rendering it was laid out for.
         boxes: step name -> box (real steps only).
         columns: per layer, the real steps top to bottom (keyboard navigation).
-        edges: row -> {x: connection mask} for edge cells.
-        dashed: cells of dashed (conditional) edges.
+        edges: row -> {x: connection mask} for edge cells (worked out as rows are read), and
+            which cells are of dashed (conditional) edges.
         arrows: (x, y) -> arrowhead character.
         rows: row -> boxes that cross it (rendering touches only these).
         outgoing: steps with an edge leaving them (a compact node draws its line from its name).
@@ -128,13 +134,17 @@ class DagLayout:
     style: Style = field(default_factory=Style)
     boxes: dict[str, Box] = field(default_factory=dict)
     columns: list[list[str]] = field(default_factory=list)
-    edges: dict[int, dict[int, int]] = field(default_factory=dict)
-    dashed: set[tuple[int, int]] = field(default_factory=set)
-    arrows: dict[tuple[int, int], str] = field(default_factory=dict)
+    edges: EdgeGrid = field(default_factory=EdgeGrid)
     rows: dict[int, list[Box]] = field(default_factory=dict)
     outgoing: set[str] = field(default_factory=set)
     width: int = 0
     height: int = 0
+    _edge_chars: dict[tuple[int, int], dict[int, str]] = field(default_factory=dict, repr=False)
+    """(row, stretch of `CHUNK` cells) -> x -> the character drawn there."""
+
+    @property
+    def arrows(self) -> dict[tuple[int, int], str]:
+        return self.edges.all_arrows()
 
     def box_at(self, x: int, y: int) -> str | None:
         """The step whose box covers the cell, if any."""
@@ -144,15 +154,34 @@ class DagLayout:
         return None
 
     def edge_char(self, x: int, y: int) -> str | None:
-        arrow = self.arrows.get((x, y))
+        arrow = self.edges.arrow(x, y)
         if arrow is not None:
             return arrow
-        mask = self.edges.get(y, {}).get(x)
-        if not mask:
-            return None
-        if (x, y) in self.dashed and mask in DASHED:
-            return DASHED[mask]
-        return LINES.get(mask, "┼")
+        return line_char(self.edges.mask(x, y), self.edges.dashed(x, y))
+
+    def edge_cells(self, y: int, start: int, end: int) -> Iterator[tuple[int, str]]:
+        """Row `y`'s edge cells from x = `start` to `end - 1` as drawn: (x, character)."""
+        arrows = self.edges.arrows
+        for stretch in range(max(0, start) // CHUNK, max(0, end - 1) // CHUNK + 1):
+            key = (y, stretch)
+            chars = self._edge_chars.get(key)
+            if chars is None:  # kept: a row is painted again and again (a spinner, a selection)
+                cells, dashed = self.edges.part(y, stretch)
+                chars = self._edge_chars[key] = {
+                    x: arrows.get((x, y)) or line_char(mask, x in dashed) or " " for x, mask in cells.items()
+                }
+            for x, char in chars.items():
+                if start <= x < end:
+                    yield x, char
+
+
+def line_char(mask: int, dashed: bool) -> str | None:
+    """The character of an edge cell with connections `mask` (None: no connection)."""
+    if not mask:
+        return None
+    if dashed and mask in DASHED:
+        return DASHED[mask]
+    return LINES.get(mask, "┼")
 
 
 def _order(layers: list[list[str]], up: dict[str, list[str]], down: dict[str, list[str]]) -> None:
@@ -166,12 +195,10 @@ def _order(layers: list[list[str]], up: dict[str, list[str]], down: dict[str, li
         sequence = layers[1:] if forward else layers[-2::-1]
         for layer in sequence:
             keys = {}
+            at = position.__getitem__
             for index, name in enumerate(layer):
                 neighbours = up[name] if forward else down[name]
-                keys[name] = (
-                    sum(position[n] for n in neighbours) / len(neighbours) if neighbours else position[name],
-                    index,
-                )
+                keys[name] = (sum(map(at, neighbours)) / len(neighbours) if neighbours else at(name), index)
             layer.sort(key=keys.__getitem__)
             for index, name in enumerate(layer):
                 position[name] = index
@@ -179,7 +206,12 @@ def _order(layers: list[list[str]], up: dict[str, list[str]], down: dict[str, li
 
 def _node_width(name: str, style: Style, extra: int) -> int:
     """Cells a step's box takes: the name (clipped), the status glyph, padding and borders."""
-    shown = len(clip(name, style.max_name))
+    return _width(len(name), style, extra)
+
+
+def _width(length: int, style: Style, extra: int) -> int:
+    """`_node_width` of a name `length` characters long (it never shrinks as names grow longer)."""
+    shown = length if length <= style.max_name else max(1, style.max_name - 1) + 1  # `clip`
     if style.boxed:
         return max(shown + 4, NOTE_ROOM, extra + 6) + 2
     return shown + 4  # " ✓ name "
@@ -187,8 +219,9 @@ def _node_width(name: str, style: Style, extra: int) -> int:
 
 def column_widths(layers: list[list[str]], style: Style, labels: dict[str, int] | None = None) -> list[int]:
     """Each column's width in `style` (cheap: `fit_layout` rules out styles with it first)."""
-    labels = labels or {}
-    return [max((_node_width(n, style, labels.get(n, 0)) for n in layer), default=8) for layer in layers]
+    if labels:
+        return [max((_node_width(n, style, labels.get(n, 0)) for n in layer), default=8) for layer in layers]
+    return [_width(max(map(len, layer)), style, 0) if layer else 8 for layer in layers]
 
 
 def layout_dag(
@@ -293,98 +326,96 @@ def layout_dag(
                 if down[name]:
                     result.outgoing.add(name)
 
-    # Lines are marked along (layer axis, cross axis) with LEFT/RIGHT along the layers and UP/DOWN
-    # across them; when layers are rows, a cell and its connections are turned a quarter on storing.
-    edges = result.edges
-    along: dict[tuple[int, int], set[str]] = {}
-    """Cell -> the targets of the lines along the layers through it (a lane joins them only if it
-    feeds one of them; else it crosses them)."""
-    turned = {LEFT: UP, RIGHT: DOWN, UP: LEFT, DOWN: RIGHT}
-
-    def mark(p: int, q: int, bits: int, dashed: bool = False) -> None:
-        if style.down:
-            p, q = q, p
-            bits = sum(turned[b] for b in (LEFT, RIGHT, UP, DOWN) if bits & b)
-        row = edges.setdefault(q, {})
-        row[p] = row.get(p, 0) | bits
-        if dashed:
-            result.dashed.add((p, q))
-
-    users: dict[tuple[int, int], set[int]] = {}
-    """Cell -> the nets whose lines along the layers pass through it."""
-
-    def line(p1: int, p2: int, q: int, into: str, dashed: bool = False, net: Net | None = None) -> None:
-        for p in range(p1, p2 + 1):
-            mark(p, q, (LEFT if p > p1 else 0) | (RIGHT if p < p2 else 0), dashed)
-            along.setdefault((p, q), set()).add(into)
-            users.setdefault((p, q), set()).add(id(net))
-
+    # Lines run along the layers (p) and across them (q); `EdgeGrid` turns them into cells, a row
+    # at a time as rows are read (when layers are rows, it turns a cell and its connections). A
+    # gap's lines are handed over when a row's cells in it are first read.
+    edges = result.edges = EdgeGrid(style.down)
     for c, layer in enumerate(grid):
         for name in layer:
             if name.startswith("\0"):  # a long edge passing through this layer
-                for p in range(starts[c], starts[c] + thickness[c]):
-                    mark(p, mid[name], LEFT | RIGHT)
+                edges.across(mid[name], starts[c], starts[c] + thickness[c])
     for c, (nets, size) in enumerate(gaps):
         start = starts[c] + thickness[c]
-        end = start + size - 1
-        for net in nets:
-            mark(start, net.row, LEFT)  # joins the box's border (or the long edge's line)
-            if net.straight:
-                target, q, dashed = net.targets[0]
-                line(start, end, q, target, dashed, net)
-                continue
-            lane = start + lead + net.lane
-            line(start, lane, net.row, f"\0from {net.source}", net=net)
-            for target, q, dashed in net.targets:
-                line(lane, end, q, target, dashed, net)
-        # The lanes last, so each knows which lines it crosses rather than joins.
-        for net in nets:
-            if net.straight:
-                continue
-            lane = start + lead + net.lane
-            first, last = net.span
-            own = {net.row, *(q for _, q, _ in net.targets)}
-            fed = {t for t, _, _ in net.targets} | {f"\0from {net.source}"}
-            for q in range(first, last + 1):
-                crossed = along.get((lane, q))
-                if q in own or not crossed or crossed & fed:
-                    mark(lane, q, (UP if q > first else 0) | (DOWN if q < last else 0))
-            # A lane that ends joining other lines ends in an arrowhead, so nobody reads the join
-            # as those lines branching off up the lane (to this net's other targets).
-            for end_row, before, ahead in ((last, last - 1, DOWN), (first, first + 1, UP)):
-                if end_row == net.row or before in own or along.get((lane, before)):
-                    continue
-                if users.get((lane, end_row), set()) - {id(net)}:
-                    x, y = (before, lane) if style.down else (lane, before)
-                    result.arrows[(x, y)] = MERGE[(style.down, ahead)]
-        for net in nets:
-            for target, q, dashed in net.targets:
-                if target.startswith("\0") or style.down:
-                    mark(end, q, RIGHT, dashed)
-                else:
-                    result.arrows[(end, q)] = "▷" if dashed else "▶"
+        edges.gap(start, start + size - 1, partial(_draw_gap, c, nets, start, start + size - 1, lead))
+    edges.finish()
     result.width = max((box.x + box.width for box in nodes.values()), default=0) + (0 if style.down else 1)
     result.height = max((box.y + box.height for box in nodes.values()), default=0)
     return result
+
+
+def _draw_gap(c: int, nets: list[Net], start: int, end: int, lead: int, edges: EdgeGrid) -> None:
+    """Hand the lines of gap `c` (from x `start` to `end` when layers are columns) to `edges`."""
+    down = edges.down
+    for net in nets:
+        edges.point(start, net.row, LEFT)  # joins the box's border (or the long edge's line)
+        if net.straight:
+            target, q, dashed = net.targets[0]
+            edges.along(c, start, end, q, target, net, dashed)
+            continue
+        lane = start + lead + net.lane
+        edges.along(c, start, lane, net.row, f"\0from {net.source}", net)
+        for target, q, dashed in net.targets:
+            edges.along(c, lane, end, q, target, net, dashed)
+    # The lanes last, so each knows which lines it crosses rather than joins.
+    for net in nets:
+        if net.straight:
+            continue
+        lane = start + lead + net.lane
+        first, last = net.span
+        own = {net.row, *(q for _, q, _ in net.targets)}
+        edges.lane(c, lane, first, last, own, {t for t, _, _ in net.targets} | {f"\0from {net.source}"})
+        # A lane that ends joining other lines ends in an arrowhead, so nobody reads the join
+        # as those lines branching off up the lane (to this net's other targets).
+        for end_row, before, ahead in ((last, last - 1, DOWN), (first, first + 1, UP)):
+            if end_row == net.row or before in own or edges.crossed(c, lane, before):
+                continue
+            if edges.crossed(c, lane, end_row, besides=net):
+                x, y = (before, lane) if down else (lane, before)
+                edges.arrows[(x, y)] = MERGE[(down, ahead)]
+    for net in nets:
+        for target, q, dashed in net.targets:
+            if target.startswith("\0") or down:
+                edges.point(end, q, RIGHT, dashed)
+            else:
+                edges.arrows[(end, q)] = "▷" if dashed else "▶"
 
 
 def reduce_edges(layers: list[list[str]], upstream: dict[str, list[str]]) -> dict[str, list[str]]:
     """The transitive reduction: each step's upstream steps less those another of them already
     depends on (`load -> train -> evaluate` draws no `load -> evaluate`; the run order is the same,
     and the details tab lists every input). What people draw by hand, and far fewer crossings."""
-    bit = {name: 1 << i for i, name in enumerate(name for layer in layers for name in layer)}
+    column = {name: c for c, layer in enumerate(layers) for name in layer}
+    reduced = {name: [u for u in upstream.get(name, ()) if u in column] for layer in layers for name in layer}
+    # Where every edge runs to a later column (as `Graph.layers()` places steps), an upstream step
+    # is implied only through another one in a later column than its own: ancestors are needed up
+    # to the last column holding such a step, often none (a fan-out, layers of the same depth).
+    if all(column[u] < column[name] for name, ups in reduced.items() for u in ups):
+        needed = max(
+            (max(column[u] for u in ups) for ups in reduced.values() if len({column[u] for u in ups}) > 1),
+            default=-1,
+        )
+    else:
+        needed = len(layers) - 1
+    bit = {name: 1 << i for i, name in enumerate(n for layer in layers[: needed + 1] for n in layer)}
     ancestors: dict[str, int] = {}
-    reduced: dict[str, list[str]] = {}
-    for layer in layers:
+    for layer in layers[: needed + 1]:
         for name in layer:
-            ups = [u for u in upstream.get(name, ()) if u in bit]
             implied = 0
             mask = 0
+            ups = reduced[name]
             for u in ups:
                 implied |= ancestors.get(u, 0)
                 mask |= ancestors.get(u, 0) | bit[u]
             ancestors[name] = mask
             reduced[name] = [u for u in ups if not implied & bit[u]]
+    for layer in layers[needed + 1 :]:
+        for name in layer:
+            ups = reduced[name]
+            if len({column[u] for u in ups}) > 1:
+                implied = 0
+                for u in ups:
+                    implied |= ancestors[u]
+                reduced[name] = [u for u in ups if not implied & bit[u]]
     return reduced
 
 

@@ -174,32 +174,32 @@ class MainScreen(Screen[None]):
         self.panes[key] = pane
         return pane
 
-    def open_flow(self, path: Path) -> FlowPane:
+    def open_flow(self, path: Path, *, focus: bool = False) -> FlowPane:
+        """Show the flow's pane (made and mounted the first time); `focus`: and focus its DAG."""
         pane = self.panes.get(flow_key(path))
         if pane is None:
             pane = self._new_pane(path)
             self.query_one(ContentSwitcher).mount(pane)
-            self.call_after_refresh(self._show, pane)
-        else:
-            self._show(pane)
+        if pane.is_mounted:
+            self._show(pane, focus)
+        else:  # not composed yet (highlighted a moment ago): shown once it is
+            self.call_after_refresh(self._show, pane, focus)
         self.app.sub_title = path.name
         return pane
 
-    def _show(self, pane: FlowPane) -> None:
+    def _show(self, pane: FlowPane, focus: bool = False) -> None:
         self.query_one(ContentSwitcher).current = pane.id
         if self.listing:
             self.query_one(FlowList).set_changed(flow_key(pane.path), False)
         pane.refresh_title()
-        if not self.listing or not self.query_one(FlowList).has_focus:
+        if focus or not self.listing or not self.query_one(FlowList).has_focus:
             pane.query_one("#dag").focus()
 
     @on(OptionList.OptionSelected, "#flows")
     @on(OptionList.OptionHighlighted, "#flows")
     def _flow_chosen(self, event: OptionList.OptionSelected | OptionList.OptionHighlighted) -> None:
         if event.option.id is not None:
-            pane = self.open_flow(Path(event.option.id))
-            if isinstance(event, OptionList.OptionSelected):
-                pane.query_one("#dag").focus()
+            self.open_flow(Path(event.option.id), focus=isinstance(event, OptionList.OptionSelected))
 
     @on(FlowPane.StatusChanged)
     def _status(self, event: FlowPane.StatusChanged) -> None:

@@ -104,6 +104,8 @@ class DagView(ScrollView, can_focus=True):
         """Turns the running boxes' spinners while any box runs."""
         self._version = 0
         self._cache: LRUCache[tuple[int, int, int, int, int], Strip] = LRUCache(1024)
+        self._styles: dict[tuple[str, str | None], Style] = {}
+        """(component class, the selected step's status for the selection) -> its style."""
         self._spinning: set[int] = set()
         """Rows with a running box's spinner (the rows a spinner frame repaints)."""
         self.painted = False
@@ -186,8 +188,9 @@ class DagView(ScrollView, can_focus=True):
             self.refresh_line(row)
 
     def notify_style_update(self) -> None:
-        """The theme or CSS changed: cached rows carry the old colours."""
+        """The theme or CSS changed: cached rows and styles carry the old colours."""
         super().notify_style_update()
+        self._styles.clear()
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -289,8 +292,7 @@ class DagView(ScrollView, can_focus=True):
         if part == 0:
             return "╭" + "─" * inner + "╮", 0, 0
         if part == 1:
-            edge_row = self.layout_.edges.get(box.mid)
-            right = "├" if edge_row and edge_row.get(box.x + box.width, 0) & LEFT else "│"
+            right = "├" if self.layout_.edges.mask(box.x + box.width, box.mid) & LEFT else "│"
             return "│" + self._label(box.name, box.width)[:inner] + right, 1, box.width - 1
         note = self.states.get(box.name, BoxState()).note
         if note:
@@ -303,11 +305,8 @@ class DagView(ScrollView, can_focus=True):
         end = scroll_x + width
         cells: list[str] = [" "] * width
         styles: list[str] = ["dag--edge"] * width
-        edge_row = layout.edges.get(row)
-        if edge_row:
-            for x in edge_row:
-                if scroll_x <= x < end:
-                    cells[x - scroll_x] = layout.edge_char(x, row) or " "
+        for x, char in layout.edge_cells(row, scroll_x, end):
+            cells[x - scroll_x] = char
         for box in layout.rows.get(row, ()):
             if box.x >= end or box.x + box.width <= scroll_x:
                 continue
@@ -326,18 +325,22 @@ class DagView(ScrollView, can_focus=True):
                     else:
                         styles[x] = style
         segments: list[Segment] = []
-        base = self.rich_style
-        resolved: dict[str, Style] = {}
         start = 0
         for i in range(1, width + 1):
             if i == width or styles[i] != styles[start]:
-                name = styles[start]
-                rich = resolved.get(name)
-                if rich is None:
-                    rich = resolved[name] = base + component_style(self, name)
-                    if name == "dag--selected" and self.selected in self.states:
-                        status_style = component_style(self, f"dag--{self.states[self.selected].status}")
-                        rich = resolved[name] = base + status_style + component_style(self, name)
-                segments.append(Segment("".join(cells[start:i]), rich))
+                segments.append(Segment("".join(cells[start:i]), self._style(styles[start])))
                 start = i
         return Strip(segments, width)
+
+    def _style(self, name: str) -> Style:
+        """Component class `name` as painted (the selection in the selected step's status colour);
+        kept until the styles change (resolving one walks the widget's ancestors)."""
+        selected = self.states.get(self.selected) if name == "dag--selected" and self.selected else None
+        key = (name, selected.status if selected is not None else None)
+        style = self._styles.get(key)
+        if style is None:
+            style = self.rich_style
+            if selected is not None:
+                style += component_style(self, f"dag--{selected.status}")
+            style = self._styles[key] = style + component_style(self, name)
+        return style

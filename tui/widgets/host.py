@@ -49,6 +49,9 @@ class WidgetHost:
     def soon(self, callback: Callable[[], None]) -> None:
         self.widget.call_later(callback)
 
+    def after_paint(self, callback: Callable[[], None]) -> None:
+        self.widget.call_after_refresh(callback)
+
     def changed(self, change: Change) -> None:
         self.paint(change)
 
