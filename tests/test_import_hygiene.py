@@ -106,3 +106,9 @@ def test_the_cli_starts_without_the_http_client():
     every `flow` command 20-40 ms at start-up."""
     modules = imported_after("import runner.cli")
     assert not {"urllib.request", "http.client", "email.parser"} & modules
+
+
+def test_a_worker_imports_cloudpickle_before_its_first_task():
+    """Unpickling the first task's code needs cloudpickle (~5 ms): a worker imports it while it waits,
+    not on the first step's path."""
+    assert "cloudpickle" in imported_after("import runner.executors.worker")
