@@ -3,9 +3,11 @@
 Issue 21's budget: 0.12 s (issue 2's was 0.5 s). Each sample is one `flow run FILE --store DIR`
 subprocess (the installed console script, output piped so the plain reporter is used) with a fresh
 store, timed from spawn to exit; the median of at least 5 samples is the figure (default 7). For context
-it also times a bare interpreter (`python -c pass`) and importing every command of the CLI (`python -c
-"import runner.cli.commands"`: `import runner.cli` alone imports next to nothing, so that `flow run` can
-start its first worker before the rest).
+it also times a bare interpreter (`python -c pass`), what a plain `flow run` imports before it loads the
+flow (`python -c "import runner.cli.running"`: the engine, the store, the runner; no Typer, see
+`runner.cli.run_args`) and what every other command imports (`python -c "import runner.cli.commands"`:
+Typer and every command). `import runner.cli` alone imports next to nothing, so that `flow run` can
+start its first worker before the rest.
 
 Bytecode: a normal install compiles `.pyc` files and Python reuses them. Some environments set
 `PYTHONDONTWRITEBYTECODE=1` with no `.pyc` for the project, so every start recompiles every project
@@ -76,6 +78,9 @@ def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, li
     first = root / f"store-{tag}-0"
     out: dict[str, list[float]] = {
         "python -c pass": [timed([sys.executable, "-c", "pass"], root, env) for _ in range(runs)],
+        "python -c 'import runner.cli.running'": [
+            timed([sys.executable, "-c", "import runner.cli.running"], root, env) for _ in range(runs)
+        ],
         "python -c 'import runner.cli.commands'": [
             timed([sys.executable, "-c", "import runner.cli.commands"], root, env) for _ in range(runs)
         ],
@@ -94,7 +99,7 @@ def show(title: str, results: dict[str, list[float]]) -> None:
     print(title)
     for what, samples in results.items():
         print(
-            f"  {what:<32} median {median(samples):.3f} s  "
+            f"  {what:<40} median {median(samples):.3f} s  "
             f"(min {min(samples):.3f}, max {max(samples):.3f}; all {' '.join(f'{s:.3f}' for s in samples)})"
         )
 

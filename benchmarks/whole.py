@@ -8,7 +8,8 @@ reporter is used), with a fresh store each time; the figure is the median of the
 
 Bytecode caching is on, in a private `PYTHONPYCACHEPREFIX` written by one untimed run first (as in
 `benchmarks.startup`), so the figure is what a normal install costs. For context it also times the
-1-step flow of `benchmarks.startup` and a second, fully cached `flow run` of the chain.
+1-step flow of `benchmarks.startup` and a second, fully cached `flow run` of the chain, and splits the
+figure into what a run pays once (the 1-step flow) and what each further step adds.
 
 Sizes: `--size N` / `FLOW_BENCH_SIZE` (chain length, default 200), `--repeat N` (samples).
 
@@ -54,6 +55,12 @@ def main() -> None:
             f"all {' '.join(f'{v:.3f}' for v in values)})"
         )
     figure = median(samples["chain, fresh store"])
+    fixed = median(samples["1-step flow (info)"])
+    per_step_ms = (figure - fixed) / max(opts.size - 1, 1) * 1000
+    print(
+        f"  split (info): {fixed:.3f} s paid once (the 1-step flow: start, imports, store, worker, exit), "
+        f"{per_step_ms:.2f} ms per further step ({figure - fixed:.3f} s for {opts.size - 1})"
+    )
     print(verdict("whole", figure, "s", BUDGET_S, figure <= BUDGET_S))
 
 

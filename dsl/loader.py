@@ -14,7 +14,6 @@ The file's suffix picks the language: `.py` is executed, `.yaml`/`.yml` is compi
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -102,10 +101,13 @@ class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
         return compile(source, path, "exec", dont_inherit=True)
 
 
-class _LocalFinder(importlib.abc.MetaPathFinder):
+class _LocalFinder:
     """Routes the user's own modules (`dsl.locality.is_user_file`) to `_FreshSourceLoader`: those
     under the flow's directory, and those found elsewhere on `sys.path` (a sibling directory on
-    `PYTHONPATH`, an editable install of the user's package, a directory added at run time)."""
+    `PYTHONPATH`, an editable install of the user's package, a directory added at run time).
+
+    A meta path finder needs only `find_spec` (not `importlib.abc.MetaPathFinder`, whose import
+    brings `importlib.resources`, `tempfile` and `shutil` into every run and every worker)."""
 
     def find_spec(
         self,

@@ -12,7 +12,6 @@ import hashlib
 import os
 import pickle
 import reprlib
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,8 @@ def preview(value: Any) -> str:
 
 def write_file_atomic(path: Path, data: bytes | memoryview) -> None:
     """Write `data` to `path` so that `path` either does not exist or holds all of it."""
+    import tempfile  # here: with shutil below it, ~4 ms that a run whose outputs all fit inline never pays
+
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -121,6 +122,8 @@ class _Spool:
             return len(view)
         if self._file is None:
             assert self._directory is not None
+            import tempfile
+
             Path(self._directory).mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._directory, prefix=".tmp-")
             self.tmp = Path(tmp)

@@ -6,9 +6,7 @@ evaluated as code (`-p "x=$(rm -rf ~)"` stays a string).
 
 from __future__ import annotations
 
-import difflib
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,8 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         raise FlowError(
             f"the params file is not UTF-8 text (byte {exc.start}: {bad!r})", file=str(path)
         ) from None
+    import tomllib  # here: only a run given a params file pays for it
+
     try:
         data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -128,6 +128,8 @@ def resolve_params(
         for name in source:
             if name not in specs:
                 known = ", ".join(sorted(specs)) or "none"
+                import difflib
+
                 close = difflib.get_close_matches(name, list(specs), n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise FlowError(f"unknown parameter '{name}' ({hint}this flow's parameters: {known})")

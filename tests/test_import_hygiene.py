@@ -48,9 +48,32 @@ def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    assert "typer" in imported  # the listing works
+    assert "runner.engine" in imported  # the listing works
     assert "textual" not in imported
     assert not {m for m in imported if m.startswith(("textual.", "tui"))}
+
+
+def test_a_plain_flow_run_imports_no_module_it_does_not_use(write_flow, store_dir, tmp_path):
+    """A plain `flow run` is parsed without Typer (`runner.cli.run_args`) and imports neither the
+    other commands nor what only the TUI, `--watch`, Dask, YAML flows, a terminal's live view or other
+    commands need: each of them costs every run milliseconds of its start-up."""
+    path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert {"runner.cli.running", "runner.engine"} <= imported  # the listing works
+    unused = {"typer", "click", "rich", "textual", "tui", "distributed", "dask", "yaml", "watchfiles"}
+    assert not unused & {m.partition(".")[0] for m in imported}
+    # The other commands, `flow doctor`/`gc`, a params file, file artifacts, releases: none is used here.
+    unused = {"runner.cli.commands", "runner.store.doctor", "runner.store.gc", "tomllib", "difflib"}
+    unused |= {"tempfile", "shutil", "socket", "importlib.abc"}
+    assert not unused & imported
 
 
 def test_flow_run_of_an_unscheduled_flow_does_not_import_the_cron_modules(write_flow, store_dir, tmp_path):
@@ -83,3 +106,9 @@ def test_the_cli_starts_without_the_http_client():
     every `flow` command 20-40 ms at start-up."""
     modules = imported_after("import runner.cli")
     assert not {"urllib.request", "http.client", "email.parser"} & modules
+
+
+def test_a_worker_imports_cloudpickle_before_its_first_task():
+    """Unpickling the first task's code needs cloudpickle (~5 ms): a worker imports it while it waits,
+    not on the first step's path."""
+    assert "cloudpickle" in imported_after("import runner.executors.worker")

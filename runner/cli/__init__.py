@@ -6,7 +6,8 @@ The package, one module per group of commands:
 - `entry`: `main`, which starts a `flow run`'s first worker before the rest of the CLI is imported;
 - `exits`: the one place that maps how a command ended to the exit status;
 - `run`: `flow run` (once, `--watch`, `--loop`) and `flow resume`, on `hosting` (engine, reporter,
-  Ctrl-C, hooks) and `interrupts` (the signals);
+  Ctrl-C, hooks) and `interrupts` (the signals); `running` holds what `flow run` does once its
+  command line is parsed, and `run_args` parses a plain `flow run` without importing Typer;
 - `history`: `flow runs`, `show`, `logs`, `delete`;
 - `check`: `flow check` and `flow graph`;
 - `maintenance`: `flow doctor`, `gc`, `pin`;

@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
-from runner.cli.commands import app
 from runner.cli.common import ExitWith
 from runner.cli.interrupts import EXIT_INTERRUPTED
 from runner.executors import spawn
 from runner.text import visible
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _exit_now(code: int) -> None:
@@ -41,24 +42,30 @@ def _code_of(exc: typer.Exit | SystemExit) -> int:
 
 
 def main() -> None:
-    """Entry point: run the app; map user errors to one line on stderr and exit code 2.
+    """Entry point: run the command; map user errors to one line on stderr and exit code 2.
+
+    A plain `flow run` is parsed by `runner.cli.run_args`, without importing Typer; every other
+    command line goes to the Typer app.
 
     A command that only prints (`flow runs | head`) dies of SIGPIPE as `cat` does when its reader
     goes away: quietly, status 141. Commands hosting a run opt out (`runner.cli.hosting.host_runs`).
     """
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from runner.cli.run_args import plain_run
+
+    run_args = plain_run(sys.argv[1:])
     try:
-        app(standalone_mode=False)
+        if run_args is not None:
+            _run_plain(run_args)
+        else:
+            _run_app()
     except ExitWith as done:
         _exit_now(done.code)
     except FlowError as exc:
         print(f"flow: error: {visible(str(exc))}", file=sys.stderr)
         _exit_now(exc.exit_code)
-    except typer.Abort:  # Ctrl-C before a command installed its own handling (click turns it into Abort)
-        print("flow: interrupted", file=sys.stderr)
-        _exit_now(EXIT_INTERRUPTED)
-    except (typer.Exit, SystemExit) as exc:
+    except SystemExit as exc:
         _exit_now(_code_of(exc))
     except Exception as exc:
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
@@ -66,6 +73,33 @@ def main() -> None:
             show()
             _exit_now(code)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C before a command installed its own handling
         print("flow: interrupted", file=sys.stderr)
         _exit_now(EXIT_INTERRUPTED)
+
+
+def _run_plain(run_args: dict[str, Any]) -> None:
+    """`flow run` as `runner.cli.run_args` parsed it; end of input on stdin ends it as under click
+    (a newline on stderr, then as Ctrl-C)."""
+    from runner.cli.running import run_flow
+
+    try:
+        run_flow(**run_args)
+    except EOFError:
+        print(file=sys.stderr)
+        raise KeyboardInterrupt from None
+
+
+def _run_app() -> None:
+    """The Typer app on `sys.argv`, with click's own ways of ending turned into Python's: `Abort` (what
+    click makes of Ctrl-C) into `KeyboardInterrupt`, `Exit` into `SystemExit`."""
+    import typer
+
+    from runner.cli.commands import app
+
+    try:
+        app(standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    except typer.Exit as exc:
+        raise SystemExit(_code_of(exc)) from None

@@ -13,7 +13,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from runner.executors.base import Task, TaskResult
@@ -24,6 +23,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
 def run_once(task: Task, timeout: float) -> TaskResult:
     """Run `task` in a new process and return how it ended (never raises for the task's failure)."""
+    import tempfile  # here: only a step with a timeout runs one-shot
+
     fd, result_path = tempfile.mkstemp(prefix="flow-oneshot-", suffix=".pickle")
     os.close(fd)
     env = dict(os.environ)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +153,9 @@ def materialise(store: Store, release: dict[str, Any]) -> Path:
     flow_file: str = release["file"]
     if target.is_dir() and all(_reads(target / rel) == text for rel, text in sources.items()):
         return target / flow_file
+    import shutil  # here: a run of a plain file never lays out a release
+    import tempfile
+
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     for rel, text in sources.items():

@@ -20,7 +20,6 @@ import errno
 import fcntl
 import functools
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +94,7 @@ def _identity(pid: int) -> Identity:
         pid_ns = ""
     return Identity(
         pid=pid,
-        host=socket.gethostname(),
+        host=os.uname().nodename,  # what socket.gethostname() returns, without importing socket
         boot_id=_read("/proc/sys/kernel/random/boot_id"),
         pid_ns=pid_ns,
         started=start_time(pid),
