@@ -456,3 +456,38 @@ def test_waiting_for_another_process_computing_the_same_step_is_said_once(tmp_pa
     assert first.wait(60) == 0 and second.wait(60) == 0
     waiting += [e["reason"] for e in rest if e["event"] == "step_started"]
     assert len(waiting) == 1 and waiting[0].startswith("waiting: "), waiting
+
+
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@pytest.mark.parametrize("command", [["runs"], ["show", "1"], ["gc", "--dry-run"]])
+def test_ctrl_c_inside_a_typer_command_exits_130_not_0(monkeypatch, capsys, command) -> None:
+    """Typer (outside standalone mode) returns Ctrl-C as exit code 130 instead of raising it: the
+    entry point must not take that for success. The Ctrl-C is raised where the command opens its
+    store: a real one cannot be timed to land inside a command before it installs its own handling."""
+    from runner.cli import common, exits
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    def exit_now(code: int) -> None:
+        raise _Exited(code)
+
+    for module in (common, *_modules_importing_open_store()):
+        monkeypatch.setattr(module, "open_store", interrupted)
+    monkeypatch.setattr(exits, "_exit_now", exit_now)
+    monkeypatch.setattr(sys, "argv", ["flow", *command])
+    with pytest.raises(_Exited) as ended:
+        exits.main()
+    assert ended.value.code == 130
+    assert "flow: interrupted" in capsys.readouterr().err
+
+
+def _modules_importing_open_store() -> list[object]:
+    import runner.cli.history
+    import runner.cli.maintenance
+
+    return [runner.cli.history, runner.cli.maintenance]

@@ -98,8 +98,15 @@ def _run_app() -> None:
     from runner.cli.commands import app
 
     try:
-        app(standalone_mode=False)
+        ended = app(standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None
     except typer.Exit as exc:
         raise SystemExit(_code_of(exc)) from None
+    # Outside standalone mode Typer returns an `Exit`'s code instead of raising it, and it makes
+    # Ctrl-C such an exit (130): ignored, a Ctrl-C ended the process with status 0. No command
+    # returns a number of its own (they end with `ExitWith`).
+    if ended == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
+    if isinstance(ended, int) and not isinstance(ended, bool) and ended:
+        raise SystemExit(ended)
