@@ -194,6 +194,9 @@ class DaskExecutor:
         self._tasks: dict[str, _Pending] = {}
         self._lanes: dict[Key, _Lane] = {}
         self._idle: list[_Lane] = []
+        # Futures of their own (scattered inputs, resources) not started yet. Meanwhile lanes give their
+        # threads back after each task rather than keep them, so that Dask can start those futures.
+        self._waiting: set[Key] = set()
         self._lane_ids = itertools.count()
         self._blobs: OrderedDict[str, Future[Any]] = OrderedDict()
         self._ready: deque[TaskEvent] = deque()
@@ -253,6 +256,10 @@ class DaskExecutor:
             self._tasks[task.id] = _Pending(task, lane, list(blob_futures.values()))
             new = lane.future.key not in self._lanes
             self._lanes[lane.future.key] = lane
+            if lane.inbox is None:
+                self._waiting.add(lane.future.key)
+                for idle in list(self._idle):
+                    self._drop_lane(idle)
         if lane.inbox is not None:
             self._send(lane, shipped)
         if new:
@@ -365,9 +372,10 @@ class DaskExecutor:
             return None
 
     def _idle_lane(self) -> _Lane | None:
-        """The lane that went idle last (the others may then reach `LANE_IDLE_S` and end)."""
+        """The lane that went idle last (the others may then reach `LANE_IDLE_S` and end); none while a
+        future of its own waits for a thread (see `_waiting`)."""
         with self._cond:
-            return self._idle.pop() if self._idle else None
+            return self._idle.pop() if self._idle and not self._waiting else None
 
     def _new_lane(self, results: str) -> _Lane:
         """Start a lane: its queue exists on the scheduler before the lane can ask it for work, so a
@@ -437,6 +445,7 @@ class DaskExecutor:
     def _drop_lane(self, lane: _Lane) -> None:
         """Stop using a lane (lock held); one waiting for work ends (`_retire`)."""
         self._lanes.pop(lane.future.key, None)
+        self._waiting.discard(lane.future.key)
         if lane in self._idle:
             self._idle.remove(lane)
         if lane.inbox is not None and not lane.dropped:
@@ -607,7 +616,7 @@ class DaskExecutor:
         lane = pending.lane
         if lane.task_id == task_id:
             lane.task_id = None
-            if lane.inbox is not None and not lane.dropped:
+            if lane.inbox is not None and not lane.dropped and not self._waiting:
                 lane.idle_since = time.monotonic()
                 self._idle.append(lane)
             else:
@@ -642,6 +651,7 @@ class DaskExecutor:
             self._published += 1
             if "start" in message:
                 lane = self._lanes.get(message.get("key"))
+                self._waiting.discard(message.get("key"))
                 if lane is not None:
                     lane.starts += 1
                     if lane.starts > 1:
