@@ -42,7 +42,8 @@ def _count_submits(executor: DaskExecutor) -> list[str]:
 def test_a_chain_runs_on_one_lane(
     dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
 ) -> None:
-    """Step after step goes to the lane that ran the last one: one future for the whole chain."""
+    """Step after step goes to the lane that ran the last one: one future for the whole chain, logs
+    and a result of 200 kB included."""
     path = write_flow(
         """
         from dsl import step
@@ -58,12 +59,12 @@ def test_a_chain_runs_on_one_lane(
 
         @step
         def s2(s1):
-            return s1 + 1
+            return bytes(200_000), s1 + 1  # a result too large for an event, not for the results queue
 
         @step
         def s3(s2):
             print("three")
-            return s2 + 1
+            return s2[1] + 1
         """
     )
     executor = DaskExecutor(dask_cluster.address)

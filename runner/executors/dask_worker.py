@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from runner.artifacts import INLINE_MAX
 from runner.executors.base import InputRef, Task, TaskDone, TaskLog, TaskLogs, TaskResult
 from runner.executors.execute import printable
 
@@ -38,7 +39,13 @@ LOG_FLUSH_S = 0.05
 LOG_BATCH_LINES = 1000
 
 EVENT_RESULT_MAX = 64 * 1024
-"""Results up to this many pickled bytes travel as a message; larger ones as the future's value."""
+"""A single-task future's result up to this many pickled bytes travels as an event (the scheduler keeps
+events for a while); a larger one as the future's value."""
+
+LANE_RESULT_MAX = INLINE_MAX
+"""A lane's result up to this many pickled bytes travels on the results queue (gone from the scheduler
+once taken). A larger one ends the lane, as its future's value: the runner may have to write its output
+to the artifact store, which it does off the client's event loop."""
 
 TIMEOUT_GRACE_S = 2.0
 """A worker kills a step this long after its timeout even if the runner never cancelled it (runner gone)."""
@@ -194,7 +201,7 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
         codes.move_to_end(task.code_key)
         result, batches, finished = _run(worker, key, task, topic)
         payload = pickle.dumps(result, protocol=5)
-        if not finished or len(payload) > EVENT_RESULT_MAX:
+        if not finished or len(payload) > LANE_RESULT_MAX:
             return task.id, result, batches
         answer = {"t": task.id, "result": payload, "n": batches}
         sync(worker.loop, worker.scheduler.queue_put, name=results, data=answer)
