@@ -88,6 +88,18 @@ _RESULT_RETRY_S = 1.0
 _RESULT_POLLERS = 4
 """Long-polls of the results queue at once, at most (each brings back one result per round trip)."""
 
+_LOCAL_CLUSTER_CONFIG = {
+    # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe, and on a
+    # small machine its CPU is taken from the steps.
+    "distributed.worker.profile.enabled": False,
+    # Only a dashboard reads these samples of CPU, memory, disk and network use, and there is none.
+    "distributed.admin.system-monitor.interval": "5s",
+}
+"""Dask settings for the cluster `--executor dask` starts. It also gets no memory limit
+(`memory_limit=0`): steps run in processes of their own that a worker's memory monitor does not see
+(`resources={"memory": ...}` caps them), and the workers hold no data of flow's worth spilling, so the
+nannies' monitors, in the runner's own process, would only cost it CPU every 100 ms."""
+
 _SLOTS_REFRESH_S = 5.0
 _TRUNCATE_EVERY = 10_000
 """Events received between two truncations of this executor's topic on the scheduler."""
@@ -159,9 +171,7 @@ class DaskExecutor:
             import dask
 
             try:
-                # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe,
-                # and on a small machine its CPU is taken from the steps.
-                with dask.config.set({"distributed.worker.profile.enabled": False}), spawn_path():
+                with dask.config.set(_LOCAL_CLUSTER_CONFIG), spawn_path():
                     self._cluster = LocalCluster(
                         n_workers=max(1, workers or os.cpu_count() or 1),
                         threads_per_worker=1,
@@ -169,6 +179,7 @@ class DaskExecutor:
                         host="127.0.0.1",
                         dashboard_address=None,
                         silence_logs=logging.ERROR,
+                        memory_limit=0,
                     )
             except Exception as exc:
                 raise FlowError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from None

@@ -179,15 +179,18 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
     key = worker.get_current_task()
     worker.log_event(topic, {"start": worker.address, "key": key})
     codes: OrderedDict[str, bytes] = OrderedDict()
+    answer: dict[str, Any] | None = None
     while True:
         try:
-            record = sync(worker.loop, worker.scheduler.queue_get, name=inbox, timeout=LANE_WAIT_S)
-        except TimeoutError:
+            record = sync(worker.loop, _exchange, worker.scheduler, inbox, results, answer)
+        except TimeoutError:  # from the wait for a task: the answer before it was put
+            answer = None
             if _cancelled(worker, key):
                 return None
             continue
-        except Exception:  # the queue is gone: the runner closed, or dropped this lane
+        except Exception:  # a queue is gone: the runner closed, or dropped this lane
             return None
+        answer = None
         message = record.get("value")
         if message is None or _cancelled(worker, key):
             return None
@@ -204,4 +207,11 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
         if not finished or len(payload) > LANE_RESULT_MAX:
             return task.id, result, batches
         answer = {"t": task.id, "result": payload, "n": batches}
-        sync(worker.loop, worker.scheduler.queue_put, name=results, data=answer)
+
+
+async def _exchange(scheduler: Any, inbox: str, results: str, answer: dict[str, Any] | None) -> Any:
+    """Put the last task's answer (if any) on the results queue, then wait for the next task: the
+    lane thread hands over to the worker's event loop once per task, not twice."""
+    if answer is not None:
+        await scheduler.queue_put(name=results, data=answer)
+    return await scheduler.queue_get(name=inbox, timeout=LANE_WAIT_S)
