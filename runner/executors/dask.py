@@ -180,10 +180,23 @@ class DaskExecutor:
                         dashboard_address=None,
                         silence_logs=logging.ERROR,
                         memory_limit=0,
+                        # The workers connect over TCP; this process's client, in-process (below).
+                        scheduler_kwargs={
+                            "protocol": ["tcp://", "inproc://"],
+                            "host": ["127.0.0.1", None],
+                            "port": [0, None],
+                        },
                     )
             except Exception as exc:
                 raise FlowError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from None
-            self._client: Client = Client(self._cluster, set_as_default=False)
+            # The scheduler runs in this process: over `inproc` the client's messages to it are handed
+            # over as objects, not serialised and sent through a socket (every step costs two).
+            inproc = [
+                listener.contact_address
+                for listener in self._cluster.scheduler.listeners
+                if listener.contact_address.startswith("inproc://")
+            ]
+            self._client: Client = Client(inproc[0], set_as_default=False)
         else:
             target = scheduler_address(address)
             try:
@@ -191,7 +204,8 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise FlowError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
         assert self._client.scheduler is not None and self._client.loop is not None
-        self.address = str(self._client.scheduler.address)
+        cluster = self._cluster
+        self.address = str(cluster.scheduler_address if cluster else self._client.scheduler.address)
         self._loop = self._client.loop
         self._scheduler: Any = self._client.scheduler  # its RPCs: the queue_* ones `distributed.Queue` makes
         self._fixed_slots = workers
