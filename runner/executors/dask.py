@@ -196,7 +196,7 @@ class DaskExecutor:
                 for listener in self._cluster.scheduler.listeners
                 if listener.contact_address.startswith("inproc://")
             ]
-            self._client: Client = Client(inproc[0], set_as_default=False)
+            self._client: Client = Client(inproc[0] if inproc else self._cluster, set_as_default=False)
         else:
             target = scheduler_address(address)
             try:
