@@ -18,6 +18,7 @@ batched stream messages. The lane runs one task at a time, exactly like a future
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pickle
 import threading
@@ -210,8 +211,13 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
 
 
 async def _exchange(scheduler: Any, inbox: str, results: str, answer: dict[str, Any] | None) -> Any:
-    """Put the last task's answer (if any) on the results queue, then wait for the next task: the
-    lane thread hands over to the worker's event loop once per task, not twice."""
-    if answer is not None:
-        await scheduler.queue_put(name=results, data=answer)
-    return await scheduler.queue_get(name=inbox, timeout=LANE_WAIT_S)
+    """Put the last task's answer (if any) on the results queue and wait for the next task.
+
+    One hand-off from the lane's thread to the worker's event loop per task, not two; and the wait is
+    on the scheduler before the runner, which sends the next task as soon as it has the answer, could
+    send it (waiting for the put's reply first would put a round trip on every step's path)."""
+    wait = scheduler.queue_get(name=inbox, timeout=LANE_WAIT_S)
+    if answer is None:
+        return await wait
+    _, record = await asyncio.gather(scheduler.queue_put(name=results, data=answer), wait)
+    return record
