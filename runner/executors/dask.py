@@ -19,7 +19,7 @@ How a task travels, and why:
   keeps the last `LANE_CODES` codes, and the runner leaves out the ones it knows the lane has. Inputs
   that live as files in the runner's artifact store are read on the runner (a remote worker cannot see
   that path); inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key, so a large
-  upstream output shared by a fan-out crosses the network once per worker.
+  upstream output shared by a fan-out crosses the network once per worker (`dask_inputs`).
 - **A killable process per step.** See `runner.executors.dask_worker`: when the runner cancels a
   task's future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s,
   and a step that crashes its interpreter fails alone without taking the Dask worker down. Cancelling
@@ -53,20 +53,15 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
-from runner.artifacts import (
-    INLINE_MAX,
-    ArtifactError,
-    artifact_path,
-    read_file_checked,
-    write_file_atomic,
-)
-from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.artifacts import ArtifactError
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.executors.dask_inputs import Shipper
+from runner.executors.dask_outcomes import died, failure, store_large, topic_truncator
 from runner.executors.dask_setup import dask_resources, scheduler_address, spawn_path
-from runner.executors.dask_worker import BLOB_MARK, LANE_CODES, run_lane, run_on_worker
+from runner.executors.dask_worker import LANE_CODES, run_lane, run_on_worker
 
 if TYPE_CHECKING:
     from dask.typing import Key
@@ -103,9 +98,6 @@ nannies' monitors, in the runner's own process, would only cost it CPU every 100
 _SLOTS_REFRESH_S = 5.0
 _TRUNCATE_EVERY = 10_000
 """Events received between two truncations of this executor's topic on the scheduler."""
-_BLOB_CACHE = 64
-"""Large inputs kept scattered on the cluster for reuse by later tasks (most recently used first)."""
-_BLOB_KEY = "flow-blob-"
 _TOPIC_PREFIX = "flow-logs-"
 
 
@@ -143,8 +135,8 @@ class DaskExecutor:
     """Runs tasks on a Dask cluster: a `LocalCluster` it starts, or an existing scheduler.
 
     Over the ~300 lines a class should be, for a reason: the `Executor` interface on one side and
-    Dask's futures, queues and topics on the other meet here, under one lock; the worker's half is
-    in `runner.executors.dask_worker`.
+    Dask's futures, queues and topics on the other meet here, under one lock. Around it: the worker's
+    half (`dask_worker`), inputs (`dask_inputs`), outcomes (`dask_outcomes`), set-up (`dask_setup`).
 
     Args:
         address: None to start a local cluster sized to this machine; else the scheduler's address
@@ -223,7 +215,7 @@ class DaskExecutor:
         # threads back after each task rather than keep them, so that Dask can start those futures.
         self._waiting: set[Key] = set()
         self._lane_ids = itertools.count()
-        self._blobs: OrderedDict[str, Future[Any]] = OrderedDict()
+        self._shipper = Shipper(self._client)
         self._ready: deque[TaskEvent] = deque()
         self._finished: deque[Future[Any]] = deque()
         self._died: deque[tuple[_Lane, str]] = deque()
@@ -253,7 +245,7 @@ class DaskExecutor:
             return
         blob_futures: dict[str, Future[Any]] = {}
         try:
-            kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
+            kwargs = {name: self._shipper.ship(ref, blob_futures) for name, ref in task.kwargs.items()}
             shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
             if resources:
                 self._warn_unmatched(task, resources)
@@ -341,7 +333,7 @@ class DaskExecutor:
         if self._published >= _TRUNCATE_EVERY:
             self._published = 0
             try:
-                self._client.run_on_scheduler(_topic_truncator(), self._topic)
+                self._client.run_on_scheduler(topic_truncator(), self._topic)
             except Exception:  # memory hygiene only: never fail a run over it
                 pass
         return events
@@ -357,13 +349,12 @@ class DaskExecutor:
         self._closed = True
         with self._cond:
             lanes = list(self._lanes.values())
-            futures = [lane.future for lane in lanes] + list(self._blobs.values())
+            futures = [lane.future for lane in lanes] + self._shipper.drop()
             inboxes = [lane.inbox for lane in lanes if lane.inbox is not None and not lane.dropped]
             for lane in lanes:
                 lane.dropped = True
             self._lanes.clear()
             self._idle.clear()
-            self._blobs.clear()
             self._tasks.clear()
             self._held.clear()
         try:
@@ -374,7 +365,7 @@ class DaskExecutor:
             self._client.sync(self._retire, inboxes)
             self._client.unsubscribe_topic(self._topic)
             self._client.unsubscribe_topic("all")
-            self._client.run_on_scheduler(_topic_truncator(), self._topic)
+            self._client.run_on_scheduler(topic_truncator(), self._topic)
         except Exception:  # the cluster may already be gone; closing must still finish
             pass
         for closable in (self._client, self._cluster):
@@ -511,33 +502,6 @@ class DaskExecutor:
         if self._fixed_slots is None:
             self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def _ship(self, ref: InputRef, blobs: dict[str, Future[Any]]) -> InputRef:
-        """An input a remote worker can read: files read here, large bytes scattered once per content.
-
-        A large input becomes a placeholder plus a scattered future in `blobs` (Dask then moves it to
-        each worker that needs it once, and keeps it there while a task holds it), so a dataset read
-        by a 1,000-way fan-out is read, hashed and sent once, not 1,000 times.
-        """
-        if ref.parts is not None:
-            return dataclasses.replace(ref, parts=tuple(self._ship(p, blobs) for p in ref.parts))
-        cached = self._blobs.get(ref.hash)
-        if cached is not None and cached.status == "finished" and not ref.none:
-            self._blobs.move_to_end(ref.hash)
-            blobs[ref.hash] = cached
-            return InputRef(hash=ref.hash, path=BLOB_MARK + ref.hash)
-        data = ref.data
-        if ref.path is not None:
-            data = read_file_checked(ref.path, ref.hash)
-        if data is None:
-            return ref
-        if len(data) <= INLINE_MAX:
-            return InputRef(hash=ref.hash, data=data)
-        [future] = self._client.scatter({_BLOB_KEY + ref.hash: data}, hash=False).values()
-        self._blobs[ref.hash] = blobs[ref.hash] = future
-        while len(self._blobs) > _BLOB_CACHE:
-            self._blobs.popitem(last=False)  # tasks still pending keep their own reference
-        return InputRef(hash=ref.hash, path=BLOB_MARK + ref.hash)
-
     def _warn_unmatched(self, task: Task, resources: dict[str, float]) -> None:
         """Say why a step waits when no worker (yet) offers what it asks for; Dask would wait silently."""
         fits = any(all(w.get(k, 0) >= v for k, v in resources.items()) for w in self._worker_resources)
@@ -590,12 +554,12 @@ class DaskExecutor:
                     result = TaskResult(ok=False, error="the Dask worker closed before it ran this step")
                 else:
                     _, result, expected = value
-                result = self._store_large(pending.task, result)
+                result = store_large(pending.task, result)
             elif future.status == "cancelled":
                 error = "the Dask scheduler dropped this step (it restarted, or the runner lost it)"
                 result = TaskResult(ok=False, error=error)
             else:
-                result = _failure(self._exception(future) if value is None else value)
+                result = failure(self._exception(future) if value is None else value)
             with self._cond:
                 task_id = pending.task.id
                 if self._tasks.get(task_id) is not pending:
@@ -613,26 +577,6 @@ class DaskExecutor:
         except Exception as err:
             return err
         return exc if isinstance(exc, BaseException) else RuntimeError(f"the task failed: {exc!r}")
-
-    @staticmethod
-    def _store_large(task: Task, result: TaskResult) -> TaskResult:
-        """Write an output over `INLINE_MAX` into the artifact store, as a local worker would have."""
-        if not result.ok or result.data is None or len(result.data) <= INLINE_MAX or not task.artifact_dir:
-            return result
-        assert result.hash is not None
-        path = artifact_path(task.artifact_dir, result.hash)
-        try:
-            if not path.exists():
-                write_file_atomic(path, result.data)
-        except OSError as exc:
-            return TaskResult(
-                ok=False,
-                error=f"the output cannot be written to the artifact store: {exc}",
-                metrics=result.metrics,
-                duration_s=result.duration_s,
-                where=result.where,
-            )
-        return dataclasses.replace(result, data=None, path=str(path))
 
     def _release(self, task_id: str, pending: _Pending) -> None:
         """Report a task's result (lock held): its log lines are in `_ready` ahead of it. A lane that is
@@ -680,7 +624,7 @@ class DaskExecutor:
                 if lane is not None:
                     lane.starts += 1
                     if lane.starts > 1:
-                        self._died.append((lane, _died(lane.worker, "Dask started the task again")))
+                        self._died.append((lane, died(lane.worker, "Dask started the task again")))
                     lane.worker = message["start"]
                     self._cond.notify_all()
                 return
@@ -710,38 +654,5 @@ class DaskExecutor:
                 # A start event can die with the worker's send buffer: a future the scheduler had on that
                 # worker counts as started there, even if its re-run elsewhere already reported a start.
                 if lane.worker == address or lane.future.key in processing:
-                    self._died.append((lane, _died(address, "it left the cluster")))
+                    self._died.append((lane, died(address, "it left the cluster")))
             self._cond.notify_all()
-
-
-def _died(address: str | None, detail: str) -> str:
-    return f"the Dask worker running this step died ({address or 'unknown worker'}: {detail})"
-
-
-def _failure(exc: BaseException) -> TaskResult:
-    """A future that raised instead of returning a result: why, in the user's terms."""
-    kind = type(exc).__name__
-    if kind == "KilledWorker":
-        return TaskResult(ok=False, error=f"the Dask worker running this step died: {kind}: {exc}")
-    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in ("runner", "dsl"):
-        return TaskResult(
-            ok=False,
-            error=f"flow is not installed on the Dask workers ({exc}); install the same flowdsl there",
-        )
-    return TaskResult(ok=False, error=f"the Dask task failed: {kind}: {exc}")
-
-
-def _topic_truncator() -> Callable[..., None]:
-    """A function for `run_on_scheduler` that forgets a topic's stored events.
-
-    The scheduler keeps the last `distributed.scheduler.events-log-length` (100,000) events of every
-    topic; ours are log lines and results nobody reads again once delivered. Defined inside a function
-    so cloudpickle ships it by value: the scheduler need not have flow installed.
-    """
-
-    def truncate(topic: str, dask_scheduler: Any = None) -> None:
-        broker = getattr(dask_scheduler, "_broker", None)
-        if broker is not None:
-            broker.truncate(topic)
-
-    return truncate
