@@ -15,7 +15,7 @@ The verdict is the Dask per-step overhead. Budget: 3 ms/step (issue 21; issue 6'
 keeps only `slots` tasks on the cluster at once, so the figure is a round trip's latency divided by the
 two slots: runner -> scheduler -> a lane on a worker (`runner.executors.dask_worker.run_lane`) -> the
 step's process -> back through the scheduler's results queue, each hop a few hundred microseconds on
-loopback. A future per step (issue 6's design, 13-18 ms/step here) also paid the scheduler's task
+loopback. A future per step (issue 6's design, 8-18 ms/step here) also paid the scheduler's task
 bookkeeping and the batching intervals of its streams (10 ms from a client) on every step.
 
 Sizes: `--size N` / `FLOW_BENCH_SIZE` (fan-out width, default 1000), `--repeat` (medians).
