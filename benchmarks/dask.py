@@ -11,11 +11,12 @@ workers=2)` and, for comparison, the default process executor with 2 workers:
    against Dask with 2 workers (ideal: 2x on 2 free cores). The local executor with 2 workers is
    printed beside it, so the price Dask adds on top of plain parallelism is visible.
 
-The verdict is the Dask per-step overhead. Budget: 3 ms/step (issue 21; issue 6's was 20). A step on
-Dask makes several network hops (client -> scheduler -> worker -> the step's process -> worker ->
-scheduler -> client, then a `gather`), each a few hundred microseconds on loopback, and the engine keeps
-only `slots` tasks on the cluster at once; 20 ms/step keeps a 1,000-step fan-out under half a minute of
-overhead, which is negligible for the steps worth sending to a cluster (seconds to hours each).
+The verdict is the Dask per-step overhead. Budget: 3 ms/step (issue 21; issue 6's was 20). The engine
+keeps only `slots` tasks on the cluster at once, so the figure is a round trip's latency divided by the
+two slots: runner -> scheduler -> a lane on a worker (`runner.executors.dask_worker.run_lane`) -> the
+step's process -> back through the scheduler's results queue, each hop a few hundred microseconds on
+loopback. A future per step (issue 6's design, 8-18 ms/step here) also paid the scheduler's task
+bookkeeping and the batching intervals of its streams (10 ms from a client) on every step.
 
 Sizes: `--size N` / `FLOW_BENCH_SIZE` (fan-out width, default 1000), `--repeat` (medians).
 

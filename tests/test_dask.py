@@ -26,7 +26,7 @@ from dsl.errors import FlowError  # noqa: E402
 from runner.artifacts import artifact_path  # noqa: E402
 from runner.engine import Engine, RunHandle, RunRequest  # noqa: E402
 from runner.events import Event, StepLog, StepRetrying  # noqa: E402
-from runner.executors import dask as dask_module  # noqa: E402
+from runner.executors import dask_inputs  # noqa: E402
 from runner.executors.base import Executor  # noqa: E402
 from runner.executors.dask import DaskExecutor, dask_resources, scheduler_address  # noqa: E402
 from runner.executors.local import LocalExecutor  # noqa: E402
@@ -234,8 +234,8 @@ def test_large_outputs_and_inputs_cross_the_cluster(
         """
     )
     reads: list[str] = []
-    real_read = dask_module.read_file_checked
-    monkeypatch.setattr(dask_module, "read_file_checked", lambda p, h: reads.append(h) or real_read(p, h))
+    real_read = dask_inputs.read_file_checked
+    monkeypatch.setattr(dask_inputs, "read_file_checked", lambda p, h: reads.append(h) or real_read(p, h))
     with session(tmp_path / "store", DaskExecutor(dask_cluster.address)) as dask:
         record = dask.run(path)
         digest = pickle.loads(dask.store.read_artifact(step_of(record, "digest").output_hash))

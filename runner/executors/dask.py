@@ -1,263 +1,121 @@
-"""Provides `DaskExecutor`: runs each task as a future on a Dask `distributed` cluster.
+"""Provides `DaskExecutor`: runs tasks on a Dask `distributed` cluster.
 
 The way a flow outgrows one machine. The planner, the cache and the store do not change: tasks go to
 the cluster, results come back to the runner, which stores them exactly as the local executor's.
 
 How a task travels, and why:
 
+- **Lanes.** A task normally goes to a *lane*: a Dask future (`dask_worker.run_lane`) that holds
+  one worker thread and runs the runner's tasks one at a time, taking each from its own
+  `distributed.Queue` and putting small results on a results queue the runner long-polls. Queue
+  messages are RPC replies, so a step costs two messages through the scheduler instead of a future's
+  client -> scheduler -> worker -> scheduler -> client trip, each hop waiting out its stream's batching
+  interval. Dask still places every lane (on the least busy worker), and the runner never has more
+  lanes than `slots`: a task starts as soon as it is submitted, as with a future per task. A lane
+  idle for `LANE_IDLE_S` gives its thread back. A task with scattered inputs or `resources=` gets a
+  future of its own (`dask_worker.run_on_worker`), placed by Dask like any other.
 - **Code and inputs by value.** `Task.code` (cloudpickled, flow-file functions and local helpers
-  included) is always sent, so workers need flow installed but not the flow file. Inputs that live as
-  files in the runner's artifact store are read on the runner (a remote worker cannot see that path);
-  inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key instead of riding in the task
-  graph, so a large upstream output shared by a fan-out crosses the network once per worker.
-- **A killable process per step.** A Python function running in a Dask worker thread cannot be
-  interrupted, so the future's function (`run_on_worker`) drives a warm `runner.executors.worker`
-  process through a per-thread `LocalExecutor`. It polls the worker's own task state: when the runner
-  cancels the future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s,
-  and a step that crashes its interpreter fails alone without taking the Dask worker down.
-- **Outputs inline.** The step's pickled output comes back inside its `TaskResult`; the runner writes
+  included) is sent with the task, so workers need flow installed but not the flow file; a lane
+  keeps the last `LANE_CODES` codes, and the runner leaves out the ones it knows the lane has. Inputs
+  that live as files in the runner's artifact store are read on the runner (a remote worker cannot see
+  that path); inputs over `INLINE_MAX` are `scatter`ed under a content-addressed key, so a large
+  upstream output shared by a fan-out crosses the network once per worker (`dask_inputs`).
+- **A killable process per step.** See `runner.executors.dask_worker`: when the runner cancels a
+  task's future (stop, timeout, a reload) the step's whole process group is killed within ~0.1 s,
+  and a step that crashes its interpreter fails alone without taking the Dask worker down. Cancelling
+  a lane's task cancels the lane.
+- **Outputs inline.** The step's pickled output comes back with its `TaskResult`; the runner writes
   outputs over `INLINE_MAX` into the artifact store itself (temp file, fsync, rename) before handing the
   result to flow's scheduler, so the store sees exactly what the local executor produces. Cost: a large
   output crosses the network once more than a shared file system would need.
 - **Live logs through the scheduler's event log.** The step's lines are batched (every 50 ms) and
   published with `Worker.log_event` under a topic private to this executor; the runner subscribes. A
-  small result (the common case) is published on the same ordered stream right after the last batch,
-  so it needs no `gather` round trip and can never overtake its logs. A large result is the future's
-  return value; it is held back until the log batches it reports having sent have arrived (or 2 s
+  result says how many batches went before it, and is held back until they have arrived (or 2 s
   passed), so the last lines of a step are never dropped after the step finished.
-- **A dead worker fails the step.** Dask would silently re-run a task whose worker died; flow owns
-  retries, so when the scheduler reports that a worker left while one of our tasks had started on it
-  (or a task starts a second time), the executor cancels the future and reports the step failed with
+- **A dead worker fails the step.** Dask would silently re-run a future whose worker died; flow owns
+  retries, so when the scheduler reports that a worker left while one of our futures had started on it
+  (or a future starts a second time), the executor cancels the future and reports its task failed with
   "the Dask worker running this step died"; the scheduler then retries or fails it.
 
-`distributed` is imported lazily, here only: `flow` without the `dask` extra never needs it. That is
-also why this module is longer than ~500 lines: both halves (the Dask worker's `run_on_worker` and the
-runner's `DaskExecutor`) stay behind that one lazy import, and tests reach both through it.
+`distributed` is imported lazily: `flow` without the `dask` extra never needs it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import copy
 import dataclasses
+import itertools
 import logging
 import os
 import pickle
-import sys
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsl.errors import FlowError
-from runner.artifacts import (
-    INLINE_MAX,
-    ArtifactError,
-    artifact_path,
-    read_file_checked,
-    write_file_atomic,
-)
-from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskLogs, TaskResult
-from runner.executors.execute import printable
+from runner.artifacts import ArtifactError
+from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.executors.dask_inputs import Shipper
+from runner.executors.dask_outcomes import died, failure, store_large, topic_truncator
+from runner.executors.dask_setup import dask_resources, scheduler_address, spawn_path
+from runner.executors.dask_worker import LANE_CODES, run_lane, run_on_worker
 
 if TYPE_CHECKING:
     from dask.typing import Key
     from distributed import Client, Future
 
+__all__ = ["CONNECT_TIMEOUT_S", "DaskExecutor", "dask_resources", "scheduler_address"]
+
 CONNECT_TIMEOUT_S = 5.0
 """How long constructing an executor waits for an external scheduler before it gives up."""
 
-_POLL_S = 0.1
-"""How often a task on a worker checks whether it was cancelled (the bound on stop latency)."""
+LANE_IDLE_S = 2.0
+"""A lane with no task for this long ends, giving its worker thread back to the cluster."""
 
-_LOG_FLUSH_S = 0.05
-_LOG_BATCH_LINES = 1000
 _LOG_GRACE_S = 2.0
 """How long a finished task's result waits for log batches still in flight through the scheduler."""
 
-_EVENT_RESULT_MAX = 64 * 1024
-"""Results up to this many pickled bytes travel as an event behind the step's logs; larger by `gather`."""
+_RESULT_RETRY_S = 1.0
+"""How long a long-poll of the results queue waits before it asks again after an error."""
+_RESULT_POLLERS = 4
+"""Long-polls of the results queue at once, at most (each brings back one result per round trip)."""
 
-_TIMEOUT_GRACE_S = 2.0
-"""A worker kills a step this long after its timeout even if the runner never cancelled it (runner gone)."""
+_LOCAL_CLUSTER_CONFIG = {
+    # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe, and on a
+    # small machine its CPU is taken from the steps.
+    "distributed.worker.profile.enabled": False,
+    # Only a dashboard reads these samples of CPU, memory, disk and network use, and there is none.
+    "distributed.admin.system-monitor.interval": "5s",
+}
+"""Dask settings for the cluster `--executor dask` starts. It also gets no memory limit
+(`memory_limit=0`): steps run in processes of their own that a worker's memory monitor does not see
+(`resources={"memory": ...}` caps them), and the workers hold no data of flow's worth spilling, so the
+nannies' monitors, in the runner's own process, would only cost it CPU every 100 ms."""
 
 _SLOTS_REFRESH_S = 5.0
 _TRUNCATE_EVERY = 10_000
 """Events received between two truncations of this executor's topic on the scheduler."""
-_BLOB_CACHE = 64
-"""Large inputs kept scattered on the cluster for reuse by later tasks (most recently used first)."""
-_BLOB_MARK = "dask-blob:"
-_BLOB_KEY = "flow-blob-"
 _TOPIC_PREFIX = "flow-logs-"
 
 
-def scheduler_address(address: str) -> str:
-    """The `distributed` address for what a user typed: `dask://h:p` and `h:p` become `tcp://h:p`."""
-    address = address.strip()
-    if address.startswith("dask://"):
-        return "tcp://" + address[len("dask://") :]
-    if "://" not in address:
-        return "tcp://" + address
-    return address
+@dataclasses.dataclass(eq=False)
+class _Lane:
+    """A future on the cluster and the task it runs now (None: a lane waiting for its next task).
 
+    `inbox` is the lane's `distributed.Queue`; None for a future that runs a single task. `codes`
+    mirrors the lane's own cache of step code (same keys, same order, same size)."""
 
-def dask_resources(resources: dict[str, Any]) -> dict[str, float]:
-    """A step's `resources=` as Dask worker resources: numbers stay, sizes like "4GB" become bytes.
-
-    Raises:
-        ValueError: a value is neither a number nor a size string.
-    """
-    from dask.utils import parse_bytes
-
-    converted: dict[str, float] = {}
-    for name, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"resource {name!r} must be a number or a size like '4GB', got {value!r}")
-        if isinstance(value, str):
-            try:
-                converted[name] = float(parse_bytes(value))
-            except ValueError:
-                raise ValueError(f"resource {name!r}: cannot read {value!r} as a size like '4GB'") from None
-        else:
-            converted[name] = float(value)
-    return converted
-
-
-_OWN_PACKAGES = ("runner", "dsl", "tui")
-_OWN_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _shadows(entry: str) -> bool:
-    """Whether a `sys.path` entry holds a user's own `runner`, `dsl` or `tui` (module or package)."""
-    try:
-        base = Path(entry or os.getcwd()).resolve()
-        if base == _OWN_ROOT or not base.is_dir():
-            return False
-        return any((base / name).is_dir() or (base / f"{name}.py").is_file() for name in _OWN_PACKAGES)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _spawn_path() -> Iterator[None]:
-    """`sys.path` without the directories that would shadow this package, while a local cluster starts.
-
-    A Dask worker process is spawned with a copy of this process's `sys.path` (the flow's directory
-    first, once the flow is loaded; the working directory under `python -m`) and imports `runner`
-    from it before anything else (its main module, then `run_on_worker`): a user's `runner.py` there
-    made every worker fail to start. The worker process needs none of those directories (a step's
-    code travels by value; its `runner.executors.worker` processes get the flow's root with each task).
-    Limitation: a worker process the cluster restarts later (after it died) is spawned with the
-    `sys.path` of that moment.
-    """
-    saved = list(sys.path)
-    kept = [entry for entry in saved if not _shadows(entry)]
-    if len(kept) == len(saved):
-        yield
-        return
-    sys.path[:] = kept
-    try:
-        yield
-    finally:
-        sys.path[:] = saved + [entry for entry in sys.path if entry not in saved]
-
-
-# ----- worker side ------------------------------------------------------------------------------
-
-_thread_local = threading.local()
-
-
-def _thread_executor() -> Any:
-    """This Dask worker thread's own warm `runner.executors.worker` process (a one-slot `LocalExecutor`)."""
-    executor = getattr(_thread_local, "executor", None)
-    if executor is None:
-        from runner.executors.local import LocalExecutor
-
-        executor = _thread_local.executor = LocalExecutor(workers=1)
-    return executor
-
-
-def _restore(ref: InputRef, blobs: dict[str, bytes]) -> InputRef:
-    if ref.parts is not None:
-        return dataclasses.replace(ref, parts=tuple(_restore(p, blobs) for p in ref.parts))
-    if ref.path is not None and ref.path.startswith(_BLOB_MARK):
-        return InputRef(hash=ref.hash, data=blobs[ref.path[len(_BLOB_MARK) :]])
-    return ref
-
-
-def _cancelled(worker: Any, key: Key) -> bool:
-    """True once the task is no longer wanted here: the client cancelled it, or the worker is closing.
-
-    A closing worker (it lost the scheduler, or is being shut down) waits for its running tasks, so a
-    step left running would hold it open until the step ends on its own.
-    """
-    state = worker.state.tasks.get(key)
-    if state is None or state.state in ("cancelled", "released", "forgotten"):
-        return True
-    return getattr(worker.status, "name", "") in ("closing", "closed", "failed", "stopping", "stopped")
-
-
-def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[TaskResult | None, int]:
-    """The function each Dask future runs: one task in a killable process, logs published live.
-
-    Returns:
-        The task's result (`where` = this worker's address), or None when it was small enough to be
-        published as an event after the last log batch; and how many log batches were published,
-        so the runner can wait for batches still in flight before it reports a returned result.
-    """
-    from distributed import get_worker
-
-    worker = get_worker()
-    key = worker.get_current_task()
-    worker.log_event(topic, {"t": task.id, "start": worker.address})
-    if blobs:
-        task = dataclasses.replace(task, kwargs={n: _restore(r, blobs) for n, r in task.kwargs.items()})
-    local = _thread_executor()
-    local.submit(task)
-    started = time.monotonic()
-    deadline = started + task.timeout + _TIMEOUT_GRACE_S if task.timeout else None
-    lines: list[list[Any]] = []
-    batches = 0
-    flushed = started
-    result: TaskResult | None = None
-    try:
-        while True:
-            for event in local.events(_POLL_S):
-                # printable: msgpack fails the worker's whole connection on a lone surrogate.
-                if isinstance(event, TaskLogs):
-                    lines.extend([stream, printable(line), ts] for stream, line, ts in event.lines)
-                elif isinstance(event, TaskLog):
-                    lines.append([event.stream, printable(event.line), event.ts])
-                elif isinstance(event, TaskDone) and event.task_id == task.id:
-                    result = event.result
-            now = time.monotonic()
-            due = result is not None or now - flushed >= _LOG_FLUSH_S or len(lines) >= _LOG_BATCH_LINES
-            while lines and due:
-                batches += 1
-                worker.log_event(topic, {"t": task.id, "n": batches, "lines": lines[:_LOG_BATCH_LINES]})
-                del lines[:_LOG_BATCH_LINES]
-                flushed = now
-            if result is not None:
-                result = dataclasses.replace(result, where=worker.address)
-                payload = pickle.dumps(result, protocol=5)
-                if len(payload) <= _EVENT_RESULT_MAX:
-                    # Behind the log batches on the same ordered stream, and no `gather` round trip.
-                    worker.log_event(topic, {"t": task.id, "result": payload})
-                    return None, batches
-                return result, batches
-            if _cancelled(worker, key):
-                return TaskResult(ok=False, error="cancelled on the cluster", where=worker.address), batches
-            if deadline is not None and now >= deadline:
-                error = f"timed out after {task.timeout:g}s; the step's process was killed"
-                return TaskResult(ok=False, error=error, where=worker.address), batches
-    finally:
-        if result is None:  # cancelled, timed out, or this function itself failed: never leave it running
-            local.cancel(task.id)
-
-
-# ----- runner side ------------------------------------------------------------------------------
+    future: Future[Any]
+    inbox: Any = None
+    task_id: str | None = None
+    worker: str | None = None
+    starts: int = 0
+    idle_since: float = 0.0
+    dropped: bool = False
+    codes: OrderedDict[str, None] = dataclasses.field(default_factory=OrderedDict)
 
 
 @dataclasses.dataclass(eq=False)
@@ -265,10 +123,8 @@ class _Pending:
     """A submitted task as the runner tracks it."""
 
     task: Task
-    future: Future[Any]
+    lane: _Lane
     blobs: list[Future[Any]]
-    worker: str | None = None
-    starts: int = 0
     batches: int = 0
     result: TaskResult | None = None
     expected: int = 0
@@ -279,8 +135,8 @@ class DaskExecutor:
     """Runs tasks on a Dask cluster: a `LocalCluster` it starts, or an existing scheduler.
 
     Over the ~300 lines a class should be, for a reason: the `Executor` interface on one side and
-    Dask's futures, topics and scheduler plugins on the other meet here, under one lock; the
-    worker-side half (`run_on_worker`) is already apart, above.
+    Dask's futures, queues and topics on the other meet here, under one lock. Around it: the worker's
+    half (`dask_worker`), inputs (`dask_inputs`), outcomes (`dask_outcomes`), set-up (`dask_setup`).
 
     Args:
         address: None to start a local cluster sized to this machine; else the scheduler's address
@@ -307,9 +163,7 @@ class DaskExecutor:
             import dask
 
             try:
-                # The statistical profiler samples worker threads every 10 ms; ours only wait on a pipe,
-                # and on a small machine its CPU is taken from the steps.
-                with dask.config.set({"distributed.worker.profile.enabled": False}), _spawn_path():
+                with dask.config.set(_LOCAL_CLUSTER_CONFIG), spawn_path():
                     self._cluster = LocalCluster(
                         n_workers=max(1, workers or os.cpu_count() or 1),
                         threads_per_worker=1,
@@ -317,18 +171,35 @@ class DaskExecutor:
                         host="127.0.0.1",
                         dashboard_address=None,
                         silence_logs=logging.ERROR,
+                        memory_limit=0,
+                        # The workers connect over TCP; this process's client, in-process (below).
+                        scheduler_kwargs={
+                            "protocol": ["tcp://", "inproc://"],
+                            "host": ["127.0.0.1", None],
+                            "port": [0, None],
+                        },
                     )
             except Exception as exc:
                 raise FlowError(f"cannot start a local Dask cluster: {type(exc).__name__}: {exc}") from None
-            self._client: Client = Client(self._cluster, set_as_default=False)
+            # The scheduler runs in this process: over `inproc` the client's messages to it are handed
+            # over as objects, not serialised and sent through a socket (every step costs two).
+            inproc = [
+                listener.contact_address
+                for listener in self._cluster.scheduler.listeners
+                if listener.contact_address.startswith("inproc://")
+            ]
+            self._client: Client = Client(inproc[0] if inproc else self._cluster, set_as_default=False)
         else:
             target = scheduler_address(address)
             try:
                 self._client = Client(target, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise FlowError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
-        assert self._client.scheduler is not None
-        self.address = str(self._client.scheduler.address)
+        assert self._client.scheduler is not None and self._client.loop is not None
+        cluster = self._cluster
+        self.address = str(cluster.scheduler_address if cluster else self._client.scheduler.address)
+        self._loop = self._client.loop
+        self._scheduler: Any = self._client.scheduler  # its RPCs: the queue_* ones `distributed.Queue` makes
         self._fixed_slots = workers
         self._slots = max(1, workers or 0)
         self._worker_resources: list[dict[str, float]] = []
@@ -338,17 +209,26 @@ class DaskExecutor:
         self._topic = _TOPIC_PREFIX + self._uid
         self._cond = threading.Condition()
         self._tasks: dict[str, _Pending] = {}
-        self._keys: dict[Key, str] = {}
-        self._blobs: OrderedDict[str, Future[Any]] = OrderedDict()
+        self._lanes: dict[Key, _Lane] = {}
+        self._idle: list[_Lane] = []
+        # Futures of their own (scattered inputs, resources) not started yet. Meanwhile lanes give their
+        # threads back after each task rather than keep them, so that Dask can start those futures.
+        self._waiting: set[Key] = set()
+        self._lane_ids = itertools.count()
+        self._shipper = Shipper(self._client)
         self._ready: deque[TaskEvent] = deque()
         self._finished: deque[Future[Any]] = deque()
-        self._died: deque[tuple[str, str]] = deque()
+        self._died: deque[tuple[_Lane, str]] = deque()
         self._held: dict[str, _Pending] = {}
         self._woken = False
         self._closed = False
         self._published = 0
         self._client.subscribe_topic(self._topic, self._on_task_event)
         self._client.subscribe_topic("all", self._on_cluster_event)
+        self._results = self._queue(f"flow-results-{self._uid}")
+        self._pollers = min(_RESULT_POLLERS, max(2, self._slots)) if self._results is not None else 0
+        for _ in range(self._pollers):
+            self._loop.add_callback(self._poll_results, self._results.name)
 
     # ----- Executor protocol ---------------------------------------------------------------------
 
@@ -365,19 +245,23 @@ class DaskExecutor:
             return
         blob_futures: dict[str, Future[Any]] = {}
         try:
-            kwargs = {name: self._ship(ref, blob_futures) for name, ref in task.kwargs.items()}
+            kwargs = {name: self._shipper.ship(ref, blob_futures) for name, ref in task.kwargs.items()}
             shipped = dataclasses.replace(task, kwargs=kwargs, artifact_dir="")
             if resources:
                 self._warn_unmatched(task, resources)
-            future = self._client.submit(
-                run_on_worker,
-                shipped,
-                self._topic,
-                blob_futures,
-                key=f"{task.step}-{self._uid}-{task.id}",
-                pure=False,
-                resources=resources or None,
-            )
+            if blob_futures or resources or self._results is None:
+                future = self._client.submit(
+                    run_on_worker,
+                    shipped,
+                    self._topic,
+                    blob_futures,
+                    key=f"{task.step}-{self._uid}-{task.id}",
+                    pure=False,
+                    resources=resources or None,
+                )
+                lane = _Lane(future)
+            else:
+                lane = self._idle_lane() or self._new_lane(self._results.name)
         except ArtifactError as exc:
             self._fail_now(task, f"an input could not be read: {exc}")
             return
@@ -385,15 +269,26 @@ class DaskExecutor:
             self._fail_now(task, f"cannot submit the step to the Dask cluster: {type(exc).__name__}: {exc}")
             return
         with self._cond:
-            self._tasks[task.id] = _Pending(task, future, list(blob_futures.values()))
-            self._keys[future.key] = task.id
-        future.add_done_callback(self._on_done)
+            lane.task_id = task.id
+            self._tasks[task.id] = _Pending(task, lane, list(blob_futures.values()))
+            new = lane.future.key not in self._lanes
+            self._lanes[lane.future.key] = lane
+            if lane.inbox is None:
+                self._waiting.add(lane.future.key)
+                for idle in list(self._idle):
+                    self._drop_lane(idle)
+        if lane.inbox is not None:
+            self._send(lane, shipped)
+        if new:
+            lane.future.add_done_callback(self._on_done)
 
     def cancel(self, task_id: str) -> None:
         with self._cond:
             pending = self._forget(task_id)
-        if pending is not None and not pending.future.done():
-            self._cancel_future(pending.future, "stopped by flow")
+            if pending is not None:
+                self._drop_lane(pending.lane)
+        if pending is not None and not pending.lane.future.done():
+            self._cancel_future(pending.lane.future, "stopped by flow")
 
     def events(self, timeout: float | None) -> list[TaskEvent]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -401,6 +296,7 @@ class DaskExecutor:
             while not (self._ready or self._finished or self._died or self._woken):
                 waits = [] if deadline is None else [deadline]
                 waits += [p.hold_until for p in self._held.values()]
+                waits += [lane.idle_since + LANE_IDLE_S for lane in self._idle]
                 if self._cluster is None:
                     waits.append(self._refreshed + _SLOTS_REFRESH_S)
                 if waits and min(waits) <= time.monotonic():
@@ -411,14 +307,16 @@ class DaskExecutor:
             died = list(self._died)
             self._finished.clear()
             self._died.clear()
-        for task_id, reason in died:
+        for lane, reason in died:
             with self._cond:
-                pending = self._forget(task_id)
-            if pending is not None:
-                self._cancel_future(pending.future, "its worker died")
-                result = TaskResult(ok=False, error=reason, where=pending.worker or "")
-                with self._cond:
-                    self._ready.append(TaskDone(task_id, result))
+                self._drop_lane(lane)
+                pending = self._tasks.get(lane.task_id or "")
+                if pending is not None and pending.lane is lane and pending.result is None:
+                    self._forget(pending.task.id)
+                    result = TaskResult(ok=False, error=reason, where=lane.worker or "")
+                    self._ready.append(TaskDone(pending.task.id, result))
+            if not lane.future.done():
+                self._cancel_future(lane.future, "its worker died")
         if finished:
             self._collect(finished)
         now = time.monotonic()
@@ -426,6 +324,8 @@ class DaskExecutor:
             for task_id, pending in list(self._held.items()):
                 if now >= pending.hold_until:
                     self._release(task_id, pending)
+            for lane in [lane for lane in self._idle if now >= lane.idle_since + LANE_IDLE_S]:
+                self._drop_lane(lane)  # its queue is gone: the lane ends at its next look
             events = list(self._ready)
             self._ready.clear()
         if self._cluster is None and now >= self._refreshed + _SLOTS_REFRESH_S:
@@ -433,7 +333,7 @@ class DaskExecutor:
         if self._published >= _TRUNCATE_EVERY:
             self._published = 0
             try:
-                self._client.run_on_scheduler(_topic_truncator(), self._topic)
+                self._client.run_on_scheduler(topic_truncator(), self._topic)
             except Exception:  # memory hygiene only: never fail a run over it
                 pass
         return events
@@ -448,17 +348,24 @@ class DaskExecutor:
             return
         self._closed = True
         with self._cond:
-            futures = [p.future for p in self._tasks.values()] + list(self._blobs.values())
-            self._blobs.clear()
+            lanes = list(self._lanes.values())
+            futures = [lane.future for lane in lanes] + self._shipper.drop()
+            inboxes = [lane.inbox for lane in lanes if lane.inbox is not None and not lane.dropped]
+            for lane in lanes:
+                lane.dropped = True
+            self._lanes.clear()
+            self._idle.clear()
             self._tasks.clear()
             self._held.clear()
-            self._keys.clear()
         try:
             if futures:
                 self._client.cancel(futures, reason="the runner closed")
+            if self._results is not None:
+                self._client.sync(self._retire, [self._results], self._pollers)
+            self._client.sync(self._retire, inboxes)
             self._client.unsubscribe_topic(self._topic)
             self._client.unsubscribe_topic("all")
-            self._client.run_on_scheduler(_topic_truncator(), self._topic)
+            self._client.run_on_scheduler(topic_truncator(), self._topic)
         except Exception:  # the cluster may already be gone; closing must still finish
             pass
         for closable in (self._client, self._cluster):
@@ -467,6 +374,112 @@ class DaskExecutor:
                     closable.close()
                 except Exception:
                     pass
+
+    # ----- lanes ---------------------------------------------------------------------------------
+
+    def _queue(self, name: str) -> Any:
+        """A `distributed.Queue` on the scheduler, or None if the scheduler has no queues (then every
+        task gets a future of its own)."""
+        from distributed import Queue
+
+        try:
+            return Queue(name, client=self._client)
+        except Exception:
+            return None
+
+    def _idle_lane(self) -> _Lane | None:
+        """The lane that went idle last (the others may then reach `LANE_IDLE_S` and end); none while a
+        future of its own waits for a thread (see `_waiting`)."""
+        with self._cond:
+            return self._idle.pop() if self._idle and not self._waiting else None
+
+    def _new_lane(self, results: str) -> _Lane:
+        """Start a lane: its queue exists on the scheduler before the lane can ask it for work, so a
+        lane Dask re-runs elsewhere (its worker died) finds no task it already ran."""
+        name = f"flow-lane-{self._uid}-{next(self._lane_ids)}"
+        inbox = self._queue(name)
+        if inbox is None:
+            raise RuntimeError(f"the scheduler did not create queue {name}")
+        future = self._client.submit(run_lane, name, results, self._topic, key=name, pure=False)
+        return _Lane(future, inbox)
+
+    def _send(self, lane: _Lane, task: Task) -> None:
+        """Put `task` in the lane's queue, without its code if the lane has that code already."""
+        codes = lane.codes
+        if task.code_key in codes:
+            codes.move_to_end(task.code_key)
+            task = copy.copy(task)  # a shallow copy is ~10x cheaper than dataclasses.replace
+            object.__setattr__(task, "code", b"")
+        else:
+            codes[task.code_key] = None
+            if len(codes) > LANE_CODES:
+                codes.popitem(last=False)
+        payload = pickle.dumps(task, protocol=5)
+        # The RPC `distributed.Queue.put` makes, without waiting for its reply on this thread.
+        self._loop.add_callback(self._put, lane, lane.inbox.name, task.id, payload)
+
+    async def _put(self, lane: _Lane, inbox: str, task_id: str, payload: bytes) -> None:
+        try:
+            await self._scheduler.queue_put(name=inbox, data=payload)
+        except Exception as exc:  # the scheduler is gone, or the lane was dropped meanwhile
+            with self._cond:
+                if lane.task_id == task_id:
+                    error = f"cannot submit the step to the Dask cluster: {type(exc).__name__}: {exc}"
+                    self._died.append((lane, error))
+                    self._cond.notify_all()
+
+    async def _poll_results(self, name: str) -> None:
+        """Take small results off the results queue as lanes put them there (the client's event loop).
+
+        The wait has no timeout: a timed-out queue RPC is logged as an error on the scheduler. `close`
+        puts one None per poller, which ends it."""
+        while not self._closed:
+            try:
+                record = await self._scheduler.queue_get(name=name)
+            except Exception:  # the scheduler is unreachable for now, or the queue is gone (closed)
+                if self._closed:
+                    return
+                await asyncio.sleep(_RESULT_RETRY_S)
+                continue
+            message = record.get("value") if isinstance(record, dict) else None
+            if not isinstance(message, dict):
+                return
+            self._on_result(message["t"], message["result"], message["n"])
+
+    def _on_result(self, task_id: str, payload: bytes, expected: int) -> None:
+        with self._cond:
+            pending = self._tasks.get(task_id)
+            if pending is None:
+                return
+            pending.result, pending.expected = pickle.loads(payload), expected
+            if pending.batches >= expected:
+                self._release(task_id, pending)
+            else:
+                pending.hold_until = time.monotonic() + _LOG_GRACE_S
+                self._held[task_id] = pending
+
+    def _drop_lane(self, lane: _Lane) -> None:
+        """Stop using a lane (lock held); one waiting for work ends (`_retire`)."""
+        self._lanes.pop(lane.future.key, None)
+        self._waiting.discard(lane.future.key)
+        if lane in self._idle:
+            self._idle.remove(lane)
+        if lane.inbox is not None and not lane.dropped:
+            self._loop.add_callback(self._retire, [lane.inbox])
+        lane.dropped = True
+
+    async def _retire(self, queues: list[Any], stops: int = 1) -> None:
+        """Put `stops` Nones (stop) in each queue, then release it on the scheduler.
+
+        In this order: a lane waiting for work would otherwise wait on the released queue until its
+        `dask_worker.LANE_WAIT_S` runs out."""
+        for queue in queues:
+            try:
+                for _ in range(stops):
+                    await self._scheduler.queue_put(name=queue.name, data=None)
+                queue.close()
+            except Exception:  # the scheduler or the client is gone: so is the queue
+                pass
 
     # ----- runner-side helpers -------------------------------------------------------------------
 
@@ -489,33 +502,6 @@ class DaskExecutor:
         if self._fixed_slots is None:
             self._slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
-    def _ship(self, ref: InputRef, blobs: dict[str, Future[Any]]) -> InputRef:
-        """An input a remote worker can read: files read here, large bytes scattered once per content.
-
-        A large input becomes a placeholder plus a scattered future in `blobs` (Dask then moves it to
-        each worker that needs it once, and keeps it there while a task holds it), so a dataset read
-        by a 1,000-way fan-out is read, hashed and sent once, not 1,000 times.
-        """
-        if ref.parts is not None:
-            return dataclasses.replace(ref, parts=tuple(self._ship(p, blobs) for p in ref.parts))
-        cached = self._blobs.get(ref.hash)
-        if cached is not None and cached.status == "finished" and not ref.none:
-            self._blobs.move_to_end(ref.hash)
-            blobs[ref.hash] = cached
-            return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
-        data = ref.data
-        if ref.path is not None:
-            data = read_file_checked(ref.path, ref.hash)
-        if data is None:
-            return ref
-        if len(data) <= INLINE_MAX:
-            return InputRef(hash=ref.hash, data=data)
-        [future] = self._client.scatter({_BLOB_KEY + ref.hash: data}, hash=False).values()
-        self._blobs[ref.hash] = blobs[ref.hash] = future
-        while len(self._blobs) > _BLOB_CACHE:
-            self._blobs.popitem(last=False)  # tasks still pending keep their own reference
-        return InputRef(hash=ref.hash, path=_BLOB_MARK + ref.hash)
-
     def _warn_unmatched(self, task: Task, resources: dict[str, float]) -> None:
         """Say why a step waits when no worker (yet) offers what it asks for; Dask would wait silently."""
         fits = any(all(w.get(k, 0) >= v for k, v in resources.items()) for w in self._worker_resources)
@@ -534,9 +520,17 @@ class DaskExecutor:
             self._cond.notify_all()
 
     def _collect(self, futures: list[Future[Any]]) -> None:
-        """Turn finished futures into results: one `gather` for the successful ones."""
+        """Turn futures that ended with a task still on them into results: one `gather` for the values."""
         with self._cond:
-            tracked = [(f, self._tasks[self._keys[f.key]].task) for f in futures if f.key in self._keys]
+            tracked: list[tuple[Future[Any], _Pending]] = []
+            for future in futures:
+                lane = self._lanes.get(future.key)
+                if lane is None:
+                    continue
+                self._drop_lane(lane)
+                pending = self._tasks.get(lane.task_id or "")
+                if pending is not None and pending.lane is lane:
+                    tracked.append((future, pending))
         ok = [f for f, _ in tracked if f.status == "finished"]
         values: dict[Key, Any] = {}
         if ok:
@@ -548,24 +542,27 @@ class DaskExecutor:
                         values[f.key] = f.result(timeout=CONNECT_TIMEOUT_S)
                     except Exception as exc:
                         values[f.key] = exc
-        for future, task in tracked:
-            task_id = task.id
+        for future, pending in tracked:
             value: Any = values.get(future.key)
+            expected = 0
             if future.status == "finished" and not isinstance(value, BaseException):
-                result, expected = value
-                if result is None:  # it came as an event, which already reported it
-                    continue
-                result = self._store_large(task, result)
+                if pending.lane.inbox is None:
+                    result, expected = value
+                    if result is None:  # it came as an event, which already reported it
+                        continue
+                elif value is None:
+                    result = TaskResult(ok=False, error="the Dask worker closed before it ran this step")
+                else:
+                    _, result, expected = value
+                result = store_large(pending.task, result)
             elif future.status == "cancelled":
                 error = "the Dask scheduler dropped this step (it restarted, or the runner lost it)"
-                result, expected = TaskResult(ok=False, error=error), 0
+                result = TaskResult(ok=False, error=error)
             else:
-                if value is None:
-                    value = self._exception(future)
-                result, expected = _failure(value), 0
+                result = failure(self._exception(future) if value is None else value)
             with self._cond:
-                pending = self._tasks.get(task_id)
-                if pending is None:
+                task_id = pending.task.id
+                if self._tasks.get(task_id) is not pending:
                     continue
                 pending.result, pending.expected = result, expected
                 if pending.batches >= expected:
@@ -581,68 +578,63 @@ class DaskExecutor:
             return err
         return exc if isinstance(exc, BaseException) else RuntimeError(f"the task failed: {exc!r}")
 
-    @staticmethod
-    def _store_large(task: Task, result: TaskResult) -> TaskResult:
-        """Write an output over `INLINE_MAX` into the artifact store, as a local worker would have."""
-        if not result.ok or result.data is None or len(result.data) <= INLINE_MAX or not task.artifact_dir:
-            return result
-        assert result.hash is not None
-        path = artifact_path(task.artifact_dir, result.hash)
-        try:
-            if not path.exists():
-                write_file_atomic(path, result.data)
-        except OSError as exc:
-            return TaskResult(
-                ok=False,
-                error=f"the output cannot be written to the artifact store: {exc}",
-                metrics=result.metrics,
-                duration_s=result.duration_s,
-                where=result.where,
-            )
-        return dataclasses.replace(result, data=None, path=str(path))
-
     def _release(self, task_id: str, pending: _Pending) -> None:
-        """Report a task's result (lock held): its log lines are in `_ready` ahead of it."""
+        """Report a task's result (lock held): its log lines are in `_ready` ahead of it. A lane that is
+        still in use waits for the next task; a future that ran a single task is done with."""
         self._forget(task_id)
+        lane = pending.lane
+        if lane.task_id == task_id:
+            lane.task_id = None
+            if lane.inbox is not None and not lane.dropped and not self._waiting:
+                lane.idle_since = time.monotonic()
+                self._idle.append(lane)
+            else:
+                self._drop_lane(lane)
         assert pending.result is not None
         self._ready.append(TaskDone(task_id, pending.result))
         self._cond.notify_all()
 
     def _forget(self, task_id: str) -> _Pending | None:
         """Stop tracking a task (lock held): later events and results for it are ignored."""
-        pending = self._tasks.pop(task_id, None)
         self._held.pop(task_id, None)
-        if pending is not None:
-            self._keys.pop(pending.future.key, None)
-        return pending
+        return self._tasks.pop(task_id, None)
 
-    # ----- callbacks (Dask's threads) --------------------------------------------------------------
+    # ----- callbacks (the client's event loop: never block) -------------------------------------------
 
     def _on_done(self, future: Future[Any]) -> None:
-        """A future finished, failed or was cancelled (Dask's callback thread): hand it to `events`."""
+        """A future finished, failed or was cancelled: a task still on it is for `events` to report."""
         with self._cond:
-            if future.key not in self._keys:  # its result came as an event, or it was cancelled
+            lane = self._lanes.get(future.key)
+            if lane is None:  # its task came back as a message, or it was cancelled
+                return
+            if lane.task_id is None:  # a lane that ended between tasks (its worker is closing)
+                self._drop_lane(lane)
                 return
             self._finished.append(future)
             self._cond.notify_all()
 
     def _on_task_event(self, event: tuple[float, Any]) -> None:
-        """A start or a batch of log lines from `run_on_worker` (the client's event loop: no blocking)."""
+        """A future's start, a batch of log lines, or a single-task future's small result."""
         message = event[1]
-        task_id = message.get("t")
         with self._cond:
             self._published += 1
+            if "start" in message:
+                lane = self._lanes.get(message.get("key"))
+                self._waiting.discard(message.get("key"))
+                if lane is not None:
+                    lane.starts += 1
+                    if lane.starts > 1:
+                        self._died.append((lane, died(lane.worker, "Dask started the task again")))
+                    lane.worker = message["start"]
+                    self._cond.notify_all()
+                return
+            task_id = message.get("t")
             pending = self._tasks.get(task_id)
             if pending is None:
                 return
             if "result" in message:
                 pending.result = pickle.loads(message["result"])
                 self._release(task_id, pending)
-            elif "start" in message:
-                pending.starts += 1
-                if pending.starts > 1:
-                    self._died.append((task_id, _died(pending.worker, "Dask started the task again")))
-                pending.worker = message["start"]
             else:
                 pending.batches += 1
                 self._ready.extend(TaskLog(task_id, s, line, ts) for s, line, ts in message["lines"])
@@ -658,44 +650,9 @@ class DaskExecutor:
         address = message.get("worker")
         processing = set(message.get("processing-tasks") or ())
         with self._cond:
-            for task_id, pending in self._tasks.items():
-                if pending.result is not None:
-                    continue
-                # A start event can die with the worker's send buffer: a task the scheduler had on that
+            for lane in self._lanes.values():
+                # A start event can die with the worker's send buffer: a future the scheduler had on that
                 # worker counts as started there, even if its re-run elsewhere already reported a start.
-                if pending.worker == address or pending.future.key in processing:
-                    self._died.append((task_id, _died(address, "it left the cluster")))
+                if lane.worker == address or lane.future.key in processing:
+                    self._died.append((lane, died(address, "it left the cluster")))
             self._cond.notify_all()
-
-
-def _died(address: str | None, detail: str) -> str:
-    return f"the Dask worker running this step died ({address or 'unknown worker'}: {detail})"
-
-
-def _failure(exc: BaseException) -> TaskResult:
-    """A future that raised instead of returning a result: why, in the user's terms."""
-    kind = type(exc).__name__
-    if kind == "KilledWorker":
-        return TaskResult(ok=False, error=f"the Dask worker running this step died: {kind}: {exc}")
-    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] in ("runner", "dsl"):
-        return TaskResult(
-            ok=False,
-            error=f"flow is not installed on the Dask workers ({exc}); install the same flowdsl there",
-        )
-    return TaskResult(ok=False, error=f"the Dask task failed: {kind}: {exc}")
-
-
-def _topic_truncator() -> Callable[..., None]:
-    """A function for `run_on_scheduler` that forgets a topic's stored events.
-
-    The scheduler keeps the last `distributed.scheduler.events-log-length` (100,000) events of every
-    topic; ours are log lines and results nobody reads again once delivered. Defined inside a function
-    so cloudpickle ships it by value: the scheduler need not have flow installed.
-    """
-
-    def truncate(topic: str, dask_scheduler: Any = None) -> None:
-        broker = getattr(dask_scheduler, "_broker", None)
-        if broker is not None:
-            broker.truncate(topic)
-
-    return truncate
