@@ -15,7 +15,7 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.params import REQUIRED, Param
-from dsl.step import Step
+from dsl.step import Argument, Step
 from dsl.wiring import Edge
 
 
@@ -134,7 +134,7 @@ class Graph:
         return columns
 
 
-def _param_type(argument: inspect.Parameter, declared: Param | None, default: Any) -> type:
+def _param_type(argument: Argument, declared: Param | None, default: Any) -> type:
     if declared is not None and declared.type is not None:
         return declared.type
     annotation = argument.annotation
@@ -160,8 +160,8 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
     params: dict[str, ParamSpec] = {}
     for name, item in by_name.items():
         node = Node(step=item)
-        for argument in item.signature.parameters.values():
-            if argument.kind in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD):
+        for argument in item.arguments:
+            if argument.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 raise FlowError(
                     f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
                     "name each input",
@@ -215,7 +215,7 @@ def _steps_by_name(steps: Iterable[Step], edges: list[Edge]) -> dict[str, Step]:
     return by_name
 
 
-def _param(argument: inspect.Parameter, item: Step, previous: ParamSpec | None) -> ParamSpec:
+def _param(argument: Argument, item: Step, previous: ParamSpec | None) -> ParamSpec:
     """The flow parameter a step's argument declares, merged with the same parameter of earlier steps.
 
     Raises:
