@@ -323,7 +323,16 @@ def _link(nodes: dict[str, Node], edges: list[Edge]) -> None:
 
 
 def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:
-    """Check for cycles depth-first (a back edge is a cycle, reported with its path), then order."""
+    """The order (`_definition_order`); a step left out of it is on a cycle, which `_check_cycles`
+    then finds and reports (the order alone is half the work of a search first)."""
+    order = _definition_order(nodes)
+    if len(order) < len(nodes):
+        _check_cycles(nodes, edges)
+    return order
+
+
+def _check_cycles(nodes: dict[str, Node], edges: list[Edge]) -> None:
+    """Search for cycles depth-first: a back edge is a cycle, reported with its path."""
     state: dict[str, int] = {}
     for root in nodes:
         if root in state:
@@ -347,7 +356,6 @@ def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:
             else:
                 state[name] = 2
                 path.pop()
-    return _definition_order(nodes)
 
 
 def _definition_order(nodes: dict[str, Node]) -> list[str]:

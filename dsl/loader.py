@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from dsl import wiring
 from dsl.errors import FlowError
 from dsl.flow import Flow
+from dsl.flowcode import compile_flow
+from dsl.gcpause import gc_paused
 from dsl.graph import Graph, build_graph
 from dsl.locality import is_user_file
 from dsl.step import Step
@@ -178,6 +180,11 @@ def load_flow(path: str | Path) -> LoadedFlow:
         FlowError: the file is missing or not Python, has a syntax error, fails while importing,
             defines no step, or its graph is invalid. The message names the file and line.
     """
+    with gc_paused():
+        return _load_flow(path)
+
+
+def _load_flow(path: str | Path) -> LoadedFlow:
     global _counter
     shown = str(path)
     flow_path, source, code = _read_flow_file(path)
@@ -233,8 +240,9 @@ def load_flow(path: str | Path) -> LoadedFlow:
     )
 
 
-def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]:
-    """The flow file's absolute path, its text, and its compiled code (None for a YAML flow).
+def _read_flow_file(path: str | Path) -> tuple[Path, str, tuple[types.CodeType, ...] | None]:
+    """The flow file's absolute path, its text, and its compiled code, in parts to execute in order
+    (`dsl.flowcode`; None for a YAML flow).
 
     Raises:
         FlowError: not a readable flow file, or a Python syntax error (with its line).
@@ -257,7 +265,7 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]
     if flow_path.suffix.lower() != ".py":
         return flow_path, source, None
     try:
-        code = compile(source, str(flow_path), "exec", dont_inherit=True)
+        code = compile_flow(source, str(flow_path))
     except SyntaxError as exc:
         raise FlowError(
             f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
@@ -269,7 +277,7 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]
 
 def _execute(
     module: types.ModuleType,
-    code: types.CodeType | None,
+    code: tuple[types.CodeType, ...] | None,
     source: str,
     flow_path: Path,
     sources: dict[str, str],
@@ -286,7 +294,8 @@ def _execute(
     recorded = wiring.push()
     try:
         if code is not None:
-            exec(code, module.__dict__)
+            for part in code:
+                exec(part, module.__dict__)
             return recorded, None
         from dsl.yamlflow import compile_yaml
 
