@@ -13,6 +13,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from runner.fingerprint.unparse import quick_unparse
 from runner.fingerprint.values import sha
 
 _TREES: OrderedDict[str, tuple[str, SourceIndex]] = OrderedDict()
@@ -223,12 +224,15 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
             if node is None:
                 raise
             tree = ast.Module(body=[node], type_ignores=[])
-    _strip_docstrings(tree)
+    if "'" in segment or '"' in segment:  # a docstring is a string literal, which needs a quote
+        _strip_docstrings(tree)
     if drop_decorators:
         for inner in tree.body:
             if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
                 inner.decorator_list = []
-    text = ast.unparse(tree)
+    text = quick_unparse(tree)
+    if text is None:
+        text = ast.unparse(tree)
     _NORMALISED[key] = text
     if len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
         _NORMALISED.popitem(last=False)
