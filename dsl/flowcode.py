@@ -24,6 +24,7 @@ parts); the parts are cut from its second load on.
 from __future__ import annotations
 import __future__
 
+import threading
 import types
 from collections import OrderedDict
 
@@ -69,10 +70,14 @@ def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
 
 
 def _keep(filename: str, parts: dict[tuple[int, int, str], types.CodeType]) -> None:
-    _parts[filename] = parts
-    _parts.move_to_end(filename)
-    if len(_parts) > _FILES_KEPT:
-        _parts.popitem(last=False)
+    with _lock:  # two threads may load flows at once (the TUI and its watcher)
+        _parts[filename] = parts
+        _parts.move_to_end(filename)
+        if len(_parts) > _FILES_KEPT:
+            _parts.popitem(last=False)
+
+
+_lock = threading.Lock()
 
 
 def split(source: str) -> list[tuple[int, str]]:

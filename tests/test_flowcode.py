@@ -99,6 +99,9 @@ def _corpus() -> list[tuple[str, str]]:
         ("fanout", fanout_source(50)),
         ("foreach", foreach_source(50)),
         ("reload", flow_source(chains, {chains[0][3]: 7})),
+        ("late-future", "import os\n\n\ndef f():\n    pass\n\n\nfrom __future__ import annotations\n"),
+        ("future-in-a-part", "import os\n\n\ndef f():\n    pass\nfrom __future__ import annotations\n"),
+        ("string-statement", '"""Doc."""\n\n\ndef f():\n    pass\n\n\n"""Not the docstring."""\n'),
     ]
     return found
 
