@@ -1,5 +1,5 @@
-"""Provides `compile_flow`: a flow file's code, compiled from the text just read, in parts a reload of
-the same file reuses where their text is unchanged.
+"""Provides the parts a flow file is compiled in (`dsl.loader.compile_flow`): a reload of the same file
+reuses the code of those whose text is unchanged.
 
 Compiling the whole file is most of a reload (a 1,400-line flow: ~5 ms of ~12). A save usually
 edits one function, so the file is cut into parts at its top-level definitions: a line starting
@@ -39,37 +39,19 @@ files loaded last: a test suite loads thousands)."""
 _FILES_KEPT = 64
 
 
-def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
-    """The file's code, to execute in order in one namespace.
-
-    Raises:
-        SyntaxError, ValueError: as `compile` does for the whole file.
-    """
-    previous = _parts.get(filename)
-    if previous is None:
-        _keep(filename, {})
-        return (compile(source, filename, "exec", dont_inherit=True),)
-    codes: list[types.CodeType] = []
-    latest: dict[tuple[int, int, str], types.CodeType] = {}
-    flags = 0
-    try:
-        for offset, text in split(source):
-            key = (offset, flags, text)
-            code = previous.get(key)
-            if code is None:
-                code = _moved(compile(text, filename, "exec", flags=flags, dont_inherit=True), offset)
-            latest[key] = code
-            codes.append(code)
-            if offset == 0:
-                flags = code.co_flags & _FUTURE_FLAGS
-    except (SyntaxError, ValueError):
-        _keep(filename, {})
-        return (compile(source, filename, "exec", dont_inherit=True),)
-    _keep(filename, latest)
-    return tuple(codes)
+def parts_of(filename: str) -> dict[tuple[int, int, str], types.CodeType] | None:
+    """The parts of the file's latest load: (first line - 1, future flags, text) -> code; empty after
+    a load that compiled it whole, None before its first load."""
+    return _parts.get(filename)
 
 
-def _keep(filename: str, parts: dict[tuple[int, int, str], types.CodeType]) -> None:
+def future_flags(code: types.CodeType) -> int:
+    """The `from __future__` flags the first part's code was compiled under, for the other parts."""
+    return code.co_flags & _FUTURE_FLAGS
+
+
+def keep(filename: str, parts: dict[tuple[int, int, str], types.CodeType]) -> None:
+    """Remember the parts of the file's latest load (nothing: it was compiled whole)."""
     with _lock:  # two threads may load flows at once (the TUI and its watcher)
         _parts[filename] = parts
         _parts.move_to_end(filename)
@@ -93,9 +75,9 @@ def split(source: str) -> list[tuple[int, str]]:
     return parts
 
 
-def _moved(code: types.CodeType, offset: int) -> types.CodeType:
+def moved(code: types.CodeType, offset: int) -> types.CodeType:
     """`code` (and the code nested in it) as if compiled `offset` lines further down its file."""
     if not offset:
         return code
-    consts = tuple(_moved(c, offset) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    consts = tuple(moved(c, offset) if isinstance(c, types.CodeType) else c for c in code.co_consts)
     return code.replace(co_firstlineno=code.co_firstlineno + offset, co_consts=consts)

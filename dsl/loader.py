@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsl import wiring
+from dsl import flowcode, wiring
 from dsl.errors import FlowError
 from dsl.flow import Flow
-from dsl.flowcode import compile_flow
 from dsl.gcpause import gc_paused
 from dsl.graph import Graph, build_graph
 from dsl.locality import is_user_file
@@ -273,6 +272,37 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, tuple[types.CodeType, 
     except ValueError as exc:
         raise FlowError(f"cannot compile the file: {exc}", file=shown) from None
     return flow_path, source, code
+
+
+def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
+    """The flow file's code, to execute in order in one namespace: compiled whole on its first load,
+    then in parts (`dsl.flowcode`), each reused while its text, line and flags are unchanged.
+
+    Raises:
+        SyntaxError, ValueError: as `compile` does for the whole file.
+    """
+    previous = flowcode.parts_of(filename)
+    if previous is None:
+        flowcode.keep(filename, {})
+        return (compile(source, filename, "exec", dont_inherit=True),)
+    codes: list[types.CodeType] = []
+    latest: dict[tuple[int, int, str], types.CodeType] = {}
+    flags = 0
+    try:
+        for offset, text in flowcode.split(source):
+            key = (offset, flags, text)
+            code = previous.get(key)
+            if code is None:
+                code = flowcode.moved(compile(text, filename, "exec", flags=flags, dont_inherit=True), offset)
+            latest[key] = code
+            codes.append(code)
+            if offset == 0:
+                flags = flowcode.future_flags(code)
+    except (SyntaxError, ValueError):
+        flowcode.keep(filename, {})
+        return (compile(source, filename, "exec", dont_inherit=True),)
+    flowcode.keep(filename, latest)
+    return tuple(codes)
 
 
 def _execute(

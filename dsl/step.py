@@ -249,6 +249,8 @@ _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 
 
 def _strings(value: Any, option: str, what: str, bad: Callable[[str], FlowError]) -> tuple[str, ...]:
+    if type(value) is tuple and not value:  # the default, for nearly every step
+        return ()
     items = [value] if isinstance(value, str) else value
     try:
         found = tuple(items)

@@ -1,11 +1,12 @@
-"""A flow file compiled in parts (`dsl.flowcode`): the same code as the whole file, reused only where
-its text, line and flags are unchanged, and every edit seen."""
+"""A flow file compiled in parts (`dsl.loader.compile_flow`, `dsl.flowcode`): the same code as the
+whole file, reused only where its text, line and flags are unchanged, and every edit seen."""
 
 from __future__ import annotations
 
 import dis
 import sys
 import types
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from benchmarks.common import chain_source, fanout_source, foreach_source
 from benchmarks.reload import flow_source, step_names
 from dsl import FlowError, load_flow
-from dsl.flowcode import compile_flow, split
+from dsl.flowcode import split
+from dsl.loader import compile_flow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,7 +110,7 @@ def _corpus() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("name", "source"), _corpus(), ids=[name for name, _ in _corpus()])
 def test_the_parts_compile_to_the_code_of_the_whole_file(name: str, source: str) -> None:
-    filename = f"/nowhere/{name}-{id(source)}.py"
+    filename = f"/nowhere/{name}-{uuid.uuid4().hex}.py"  # a file this process never loaded
     try:
         whole = compile(source, filename, "exec", dont_inherit=True)
     except SyntaxError:
