@@ -148,6 +148,8 @@ def _constant(node: ast.Constant) -> str:
 
 def _arguments(node: ast.arguments) -> str:
     """`ast._Unparser.visit_arguments`."""
+    if not (node.posonlyargs or node.defaults or node.vararg or node.kwonlyargs or node.kwarg):
+        return ", ".join([_argument(a) for a in node.args])  # a step's usual arguments
     parts: list[str] = []
     positional = node.posonlyargs + node.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(node.defaults))
