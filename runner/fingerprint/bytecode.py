@@ -7,6 +7,7 @@ import dis
 import inspect
 import sys
 import types
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from runner.fingerprint.values import sha
@@ -39,11 +40,11 @@ def global_reads(code: types.CodeType) -> frozenset[str]:
     if found is None:
         found = _READS[code] = frozenset(global_names(code, code_names(code)))
         if len(_READS) > _READS_SIZE:
-            del _READS[next(iter(_READS))]
+            _READS.popitem(last=False)
     return found
 
 
-_READS: dict[types.CodeType, frozenset[str]] = {}
+_READS: OrderedDict[types.CodeType, frozenset[str]] = OrderedDict()
 _READS_SIZE = 20_000
 
 

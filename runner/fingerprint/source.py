@@ -132,11 +132,11 @@ def _code_span(code: types.CodeType) -> tuple[int, int]:
     if span is None:
         span = _SPANS[code] = _walk_span(code)
         if len(_SPANS) > _SEGMENTS_CACHE_SIZE:
-            del _SPANS[next(iter(_SPANS))]
+            _SPANS.popitem(last=False)
     return span
 
 
-_SPANS: dict[types.CodeType, tuple[int, int]] = {}
+_SPANS: OrderedDict[types.CodeType, tuple[int, int]] = OrderedDict()
 
 
 def _walk_span(code: types.CodeType) -> tuple[int, int]:
