@@ -15,7 +15,7 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.params import REQUIRED, Param
-from dsl.step import Step
+from dsl.step import Argument, Step
 from dsl.wiring import Edge
 
 
@@ -134,7 +134,7 @@ class Graph:
         return columns
 
 
-def _param_type(argument: inspect.Parameter, declared: Param | None, default: Any) -> type:
+def _param_type(argument: Argument, declared: Param | None, default: Any) -> type:
     if declared is not None and declared.type is not None:
         return declared.type
     annotation = argument.annotation
@@ -160,8 +160,8 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
     params: dict[str, ParamSpec] = {}
     for name, item in by_name.items():
         node = Node(step=item)
-        for argument in item.signature.parameters.values():
-            if argument.kind in (argument.VAR_POSITIONAL, argument.VAR_KEYWORD):
+        for argument in item.arguments:
+            if argument.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 raise FlowError(
                     f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
                     "name each input",
@@ -215,7 +215,7 @@ def _steps_by_name(steps: Iterable[Step], edges: list[Edge]) -> dict[str, Step]:
     return by_name
 
 
-def _param(argument: inspect.Parameter, item: Step, previous: ParamSpec | None) -> ParamSpec:
+def _param(argument: Argument, item: Step, previous: ParamSpec | None) -> ParamSpec:
     """The flow parameter a step's argument declares, merged with the same parameter of earlier steps.
 
     Raises:
@@ -323,7 +323,16 @@ def _link(nodes: dict[str, Node], edges: list[Edge]) -> None:
 
 
 def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:
-    """Check for cycles depth-first (a back edge is a cycle, reported with its path), then order."""
+    """The order (`_definition_order`); a step left out of it is on a cycle, which `_check_cycles`
+    then finds and reports (the order alone is half the work of a search first)."""
+    order = _definition_order(nodes)
+    if len(order) < len(nodes):
+        _check_cycles(nodes, edges)
+    return order
+
+
+def _check_cycles(nodes: dict[str, Node], edges: list[Edge]) -> None:
+    """Search for cycles depth-first: a back edge is a cycle, reported with its path."""
     state: dict[str, int] = {}
     for root in nodes:
         if root in state:
@@ -347,7 +356,6 @@ def _topological_order(nodes: dict[str, Node], edges: list[Edge]) -> list[str]:
             else:
                 state[name] = 2
                 path.pop()
-    return _definition_order(nodes)
 
 
 def _definition_order(nodes: dict[str, Node]) -> list[str]:

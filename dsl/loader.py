@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsl import wiring
+from dsl import flowcode, wiring
 from dsl.errors import FlowError
 from dsl.flow import Flow
+from dsl.gcpause import gc_paused
 from dsl.graph import Graph, build_graph
 from dsl.locality import is_user_file
 from dsl.step import Step
@@ -180,6 +181,11 @@ def load_flow(path: str | Path) -> LoadedFlow:
         FlowError: the file is missing or not Python, has a syntax error, fails while importing,
             defines no step, or its graph is invalid. The message names the file and line.
     """
+    with gc_paused():
+        return _load_flow(path)
+
+
+def _load_flow(path: str | Path) -> LoadedFlow:
     global _counter
     shown = str(path)
     flow_path, source, code = _read_flow_file(path)
@@ -235,8 +241,9 @@ def load_flow(path: str | Path) -> LoadedFlow:
     )
 
 
-def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]:
-    """The flow file's absolute path, its text, and its compiled code (None for a YAML flow).
+def _read_flow_file(path: str | Path) -> tuple[Path, str, tuple[types.CodeType, ...] | None]:
+    """The flow file's absolute path, its text, and its compiled code, in parts to execute in order
+    (`dsl.flowcode`; None for a YAML flow).
 
     Raises:
         FlowError: not a readable flow file, or a Python syntax error (with its line).
@@ -259,7 +266,7 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]
     if flow_path.suffix.lower() != ".py":
         return flow_path, source, None
     try:
-        code = compile(source, str(flow_path), "exec", dont_inherit=True)
+        code = compile_flow(source, str(flow_path))
     except SyntaxError as exc:
         raise FlowError(
             f"syntax error: {exc.msg}", file=str(exc.filename or shown), line=exc.lineno
@@ -269,9 +276,40 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, types.CodeType | None]
     return flow_path, source, code
 
 
+def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
+    """The flow file's code, to execute in order in one namespace: compiled whole on its first load,
+    then in parts (`dsl.flowcode`), each reused while its text, line and flags are unchanged.
+
+    Raises:
+        SyntaxError, ValueError: as `compile` does for the whole file.
+    """
+    previous = flowcode.parts_of(filename)
+    if previous is None:
+        flowcode.keep(filename, {})
+        return (compile(source, filename, "exec", dont_inherit=True),)
+    codes: list[types.CodeType] = []
+    latest: dict[tuple[int, int, str], types.CodeType] = {}
+    flags = 0
+    try:
+        for offset, text in flowcode.split(source):
+            key = (offset, flags, text)
+            code = previous.get(key)
+            if code is None:
+                code = flowcode.moved(compile(text, filename, "exec", flags=flags, dont_inherit=True), offset)
+            latest[key] = code
+            codes.append(code)
+            if offset == 0:
+                flags = flowcode.future_flags(code)
+    except (SyntaxError, ValueError):
+        flowcode.keep(filename, {})
+        return (compile(source, filename, "exec", dont_inherit=True),)
+    flowcode.keep(filename, latest)
+    return tuple(codes)
+
+
 def _execute(
     module: types.ModuleType,
-    code: types.CodeType | None,
+    code: tuple[types.CodeType, ...] | None,
     source: str,
     flow_path: Path,
     sources: dict[str, str],
@@ -288,7 +326,8 @@ def _execute(
     recorded = wiring.push()
     try:
         if code is not None:
-            exec(code, module.__dict__)
+            for part in code:
+                exec(part, module.__dict__)
             return recorded, None
         from dsl.yamlflow import compile_yaml
 

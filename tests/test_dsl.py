@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import textwrap
+import types
 
 import pytest
 
 from dsl import REQUIRED, Flow, FlowError, Step, build_graph, load_flow, param, step
 from dsl import wiring as wiring_module
+from dsl.step import plain_arguments
 
 
 def load_text(write_flow, text: str, name: str = "flow_file.py"):
@@ -31,6 +35,58 @@ def test_bare_step_is_still_a_plain_function():
     assert add.__name__ == "add"
     assert add.retries == 0 and add.timeout is None and add.cache is True
     assert add.trigger == "all_succeeded"
+
+
+def _signature_arguments(fn) -> tuple:
+    return tuple((p.name, p.kind, p.default, p.annotation) for p in inspect.signature(fn).parameters.values())
+
+
+def _plain(a, b: int, /, c, d: str = "x", *rest: float, e, f: bool = True, **more) -> int:
+    return 0
+
+
+def _keyword_only(*, lr=0.1, epochs: int = param(3, help="passes")):
+    return lr
+
+
+def _defaults_only(x=1, y=(1, 2), z=None):
+    return x
+
+
+def _nothing():
+    return 0
+
+
+def _wrapping(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        _plain,
+        _keyword_only,
+        _defaults_only,
+        _nothing,
+        lambda q, r=2: q,
+        _wrapping(_plain),
+        functools.partial(_plain, 1),
+    ],
+    ids=["all-kinds", "keyword-only", "defaults", "no-arguments", "lambda", "wrapped", "partial"],
+)
+def test_a_steps_arguments_are_what_inspect_signature_reads(fn):
+    """`Step.arguments` is read from the code object for a plain function (`plain_arguments`), and
+    through `inspect.signature` for anything else (a wrapper's `__wrapped__`, a partial): the same
+    names, kinds, defaults and annotations, in the same order, either way."""
+    made = Step(fn, name="made")
+    assert tuple(tuple(a) for a in made.arguments) == _signature_arguments(fn)
+    assert made.signature == inspect.signature(fn)
+    if isinstance(fn, types.FunctionType) and not fn.__dict__:
+        assert plain_arguments(fn) == made.arguments
 
 
 def test_step_with_options():

@@ -7,6 +7,7 @@ import dis
 import inspect
 import sys
 import types
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from runner.fingerprint.values import sha
@@ -29,6 +30,22 @@ def code_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= code_names(const)
     return names
+
+
+def global_reads(code: types.CodeType) -> frozenset[str]:
+    """Every name the code (or code nested in it) reads, writes or deletes as a global: `global_names`
+    of all its names, memoised by the code object (equal code objects have equal instructions and
+    names; a reload keeps the code of every part of the flow file it did not recompile)."""
+    found = _READS.get(code)
+    if found is None:
+        found = _READS[code] = frozenset(global_names(code, code_names(code)))
+        if len(_READS) > _READS_SIZE:
+            _READS.popitem(last=False)
+    return found
+
+
+_READS: OrderedDict[types.CodeType, frozenset[str]] = OrderedDict()
+_READS_SIZE = 20_000
 
 
 def global_names(code: types.CodeType, candidates: set[str]) -> set[str]:

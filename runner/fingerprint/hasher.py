@@ -16,7 +16,7 @@ from typing import Any
 from dsl.loader import LoadedFlow
 from dsl.locality import is_user_file, version_of
 from dsl.step import Step
-from runner.fingerprint.bytecode import code_hash, code_names, global_names
+from runner.fingerprint.bytecode import code_hash, global_reads
 from runner.fingerprint.imports import CannotSee, ImportScanner, imports_in
 from runner.fingerprint.pickler import CODE_OBJECTS, DigestPickler
 from runner.fingerprint.source import SourceIndex, index_source, normalised, normalised_text
@@ -150,10 +150,10 @@ class Hasher:
         """
         found: dict[str, str] = {}
         namespace = fn.__globals__
-        candidates = code_names(fn.__code__) & namespace.keys()  # most names are locals, attributes, builtins
-        if candidates:
+        used = global_reads(fn.__code__) & namespace.keys()  # a global not defined is a builtin
+        if used:
             module_label = self.module_label(namespace.get("__name__") or fn.__module__ or "")
-            for name in sorted(global_names(fn.__code__, candidates)):
+            for name in sorted(used):
                 self.add(f"{module_label}.{name}", namespace[name], found, fn)
         self.add_inner_imports(fn, found)
         return found

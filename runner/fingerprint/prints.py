@@ -7,6 +7,7 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass, field
 
+from dsl.gcpause import gc_paused
 from dsl.loader import LoadedFlow
 from dsl.step import Step
 from runner.fingerprint.hasher import FILE_MARK, Hasher
@@ -42,6 +43,11 @@ class StaticPrint:
 
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     """Fingerprint parts of every step in a loaded flow that do not depend on run-time values."""
+    with gc_paused():
+        return _static_prints(loaded)
+
+
+def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     hasher = Hasher(loaded)
     prints: dict[str, StaticPrint] = {}
     for name, node in loaded.graph.nodes.items():

@@ -13,6 +13,7 @@ import types
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from runner.fingerprint.unparse import quick_unparse
 from runner.fingerprint.values import sha
 
 _TREES: OrderedDict[str, tuple[str, SourceIndex]] = OrderedDict()
@@ -82,32 +83,37 @@ class SourceIndex:
         caller then falls back on the whole-file parse.
         """
         first, last = _code_span(code)
-        segment = textwrap.dedent("".join(self.lines[first - 1 : last]))
-        ok = _SEGMENTS.get(segment)
-        if ok is None:
-            try:
-                tree: ast.Module | None = ast.parse(segment)
-            except SyntaxError:
-                tree = None
-            body = tree.body if tree is not None else []
-            ok = _SEGMENTS[segment] = (
-                len(body) == 1
-                and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef)
-                and body[0].name == code.co_name
-            )
-            if len(_SEGMENTS) > _SEGMENTS_CACHE_SIZE:
-                _SEGMENTS.popitem(last=False)
-            if ok and tree is not None:
-                _PARSED[segment] = tree  # `normalised_text` takes it: the segment is not parsed twice
-                if len(_PARSED) > _PARSED_SIZE:
-                    _PARSED.popitem(last=False)
-        else:
-            _SEGMENTS.move_to_end(segment)
+        text = "".join(self.lines[first - 1 : last])
+        key = (code.co_name, text)
+        known = _SEGMENTS.get(key)
+        if known is not None:
+            _SEGMENTS.move_to_end(key)
+            return known[0] if known[1] else None
+        segment = textwrap.dedent(text)
+        try:
+            tree: ast.Module | None = ast.parse(segment)
+        except SyntaxError:
+            tree = None
+        body = tree.body if tree is not None else []
+        ok = (
+            len(body) == 1
+            and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef)
+            and body[0].name == code.co_name
+        )
+        _SEGMENTS[key] = (segment, ok)
+        if len(_SEGMENTS) > _SEGMENTS_CACHE_SIZE:
+            _SEGMENTS.popitem(last=False)
+        if ok and tree is not None:
+            _PARSED[segment] = tree  # `normalised_text` takes it: the segment is not parsed twice
+            if len(_PARSED) > _PARSED_SIZE:
+                _PARSED.popitem(last=False)
         return segment if ok else None
 
 
-_SEGMENTS: OrderedDict[str, bool] = OrderedDict()
-"""Function segments seen, and whether each parses as its function (no trees kept: see `_TREES`)."""
+_SEGMENTS: OrderedDict[tuple[str, str], tuple[str, bool]] = OrderedDict()
+"""(function name, the text of its line span) -> (that text dedented, whether it parses as exactly
+that function): a reload neither dedents nor parses a function whose text it has seen (no trees
+kept: see `_TREES`)."""
 _SEGMENTS_CACHE_SIZE = 20_000
 
 _PARSED: OrderedDict[str, ast.Module] = OrderedDict()
@@ -117,7 +123,23 @@ _PARSED_SIZE = 16
 
 
 def _code_span(code: types.CodeType) -> tuple[int, int]:
-    """(first line, last line) of a function's source, from its code and the code nested in it."""
+    """(first line, last line) of a function's source, from its code and the code nested in it.
+
+    Memoised by the code object: equal code objects have equal line tables, hence equal spans, and
+    a reload keeps the code of every part of the flow file it did not recompile (`dsl.flowcode`).
+    """
+    span = _SPANS.get(code)
+    if span is None:
+        span = _SPANS[code] = _walk_span(code)
+        if len(_SPANS) > _SEGMENTS_CACHE_SIZE:
+            _SPANS.popitem(last=False)
+    return span
+
+
+_SPANS: OrderedDict[types.CodeType, tuple[int, int]] = OrderedDict()
+
+
+def _walk_span(code: types.CodeType) -> tuple[int, int]:
     first = last = code.co_firstlineno
     todo = [code]
     while todo:
@@ -202,12 +224,15 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
             if node is None:
                 raise
             tree = ast.Module(body=[node], type_ignores=[])
-    _strip_docstrings(tree)
+    if "'" in segment or '"' in segment:  # a docstring is a string literal, which needs a quote
+        _strip_docstrings(tree)
     if drop_decorators:
         for inner in tree.body:
             if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
                 inner.decorator_list = []
-    text = ast.unparse(tree)
+    text = quick_unparse(tree)
+    if text is None:
+        text = ast.unparse(tree)
     _NORMALISED[key] = text
     if len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
         _NORMALISED.popitem(last=False)

@@ -1,0 +1,82 @@
+"""What the load and the static fingerprints keep between loads (`dsl.flowcode`'s parts, the line
+spans, texts and global reads memoised by code object and text) never hides an edit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dsl import load_flow
+from runner.fingerprint import StaticPrint, static_prints
+
+FLOW = """\
+from dsl import step
+
+VALUE = {value}
+
+
+@step
+def a():
+    return VALUE{body}
+
+
+@step
+def b(a):
+    return a + 1  # {comment}
+"""
+
+
+def _prints(path: Path) -> dict[str, StaticPrint]:
+    return static_prints(load_flow(path))
+
+
+def _write(path: Path, value: int = 1, body: str = "", comment: str = "c") -> Path:
+    path.write_text(FLOW.format(value=value, body=body, comment=comment), encoding="utf-8")
+    return path
+
+
+def test_the_same_text_in_two_files_with_other_globals(write_flow: Callable[..., Path]) -> None:
+    first = _write(write_flow("", name="first.py"), value=1)
+    second = _write(write_flow("", name="second.py"), value=2)
+    for _ in range(2):  # a first load of each file, then one compiled in parts
+        one, two = load_flow(first), load_flow(second)
+        assert one.graph.nodes["a"].step.fn() == 1 and two.graph.nodes["a"].step.fn() == 2
+        p1, p2 = static_prints(one), static_prints(two)
+        assert p1["a"].code == p2["a"].code  # the same function text
+        assert p1["a"].helpers != p2["a"].helpers  # reading another VALUE
+        assert p1["b"] == p2["b"]
+
+
+def test_edits_saved_one_right_after_the_other_are_each_seen(write_flow: Callable[..., Path]) -> None:
+    """Saves of the same size within the same instant: a global, the body, back again, a comment."""
+    path = _write(write_flow("", name="edits.py"))
+    base = _prints(path)
+    seen = [base]
+    for value, body, comment in (
+        (2, "", "c"),
+        (1, " + 1", "c"),
+        (1, " + 2", "c"),
+        (1, "", "c"),
+        (1, "", "d"),
+    ):
+        _write(path, value, body, comment)
+        loaded = load_flow(path)
+        expected = value + (int(body[3:]) if body else 0)
+        assert loaded.graph.nodes["a"].step.fn() == expected
+        seen.append(static_prints(loaded))
+    assert seen[1]["a"].helpers != base["a"].helpers and seen[1]["a"].code == base["a"].code
+    assert seen[2]["a"].code != base["a"].code
+    assert seen[3]["a"].code not in (base["a"].code, seen[2]["a"].code)
+    assert seen[4] == base  # back as it was
+    assert seen[5] == base  # a comment does not count
+    assert seen[5]["b"].texts == base["b"].texts
+
+
+def test_a_step_moved_down_the_file_keeps_its_fingerprint(write_flow: Callable[..., Path]) -> None:
+    path = _write(write_flow("", name="moved.py"))
+    base = _prints(path)
+    assert load_flow(path).graph.nodes["b"].step.fn.__code__.co_firstlineno == 11
+    path.write_text(FLOW.format(value=1, body="", comment="c").replace("VALUE = 1\n", "\n\nVALUE = 1\n"))
+    moved = load_flow(path)
+    assert moved.graph.nodes["b"].step.fn.__code__.co_firstlineno == 13  # its `@step`, two lines down
+    assert static_prints(moved) == base
