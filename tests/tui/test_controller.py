@@ -51,6 +51,9 @@ class Host:
         if then is not None:
             self.pending.append(lambda: then(result))
 
+    def loop(self, work: Callable[[], None], *, name: str) -> None:
+        threading.Thread(target=work, name=name, daemon=True).start()
+
     def soon(self, callback: Callable[[], None]) -> None:
         self.pending.append(callback)
 

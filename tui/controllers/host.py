@@ -37,6 +37,12 @@ class Host(Protocol):
         continuation checks that what it read is still wanted (a newer history read, the step
         still selected)."""
 
+    def loop(self, work: Callable[[], None], *, name: str) -> None:
+        """Run `work`, a blocking loop that ends only when its own stop event is set (a watcher), on a
+        thread of its own. Never in `background`'s workers: they share a small pool (cores + 4
+        threads), and a loop holds its thread for good, so a few open flows' watchers left no thread
+        for anything else (a run never started)."""
+
     def soon(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the UI thread once the messages queued before it are handled."""
 

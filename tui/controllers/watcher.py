@@ -1,5 +1,5 @@
 """Provides `Watcher`: a flow's hot reload, on or off — the session's watch loop (re-load and re-run on
-every save) on a worker thread of the host, stopped by an event.
+every save) on a thread of its own (`Host.loop`), stopped by an event.
 """
 
 from __future__ import annotations
@@ -34,11 +34,8 @@ class Watcher:
         def armed() -> None:
             self.armed = True
 
-        self.host.background(
-            partial(session.watch, stop, on_ready=armed, run_options=None),
-            group="watch",
-            description=f"watch {self.name}",
-            exclusive=True,
+        self.host.loop(
+            partial(session.watch, stop, on_ready=armed, run_options=None), name=f"watch {self.name}"
         )
 
     def stop(self) -> None:

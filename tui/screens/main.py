@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -108,7 +108,8 @@ class MainScreen(Screen[None]):
         if self.listing:
             self.query_one(FlowList).focus()
             if self.flows:
-                self._watch_flows()
+                # A thread of its own, not a worker: workers share a small pool (see `Host.loop`).
+                threading.Thread(target=self._watch_flows, name="watch the flow files", daemon=True).start()
 
     def on_unmount(self) -> None:
         self.stop_watching()
@@ -119,7 +120,6 @@ class MainScreen(Screen[None]):
         """Stop the watcher of the listed flow files (idempotent)."""
         self._flows_stop.set()
 
-    @work(thread=True, exclusive=True, group="flow-files", exit_on_error=False, description="watch the flows")
     def _watch_flows(self) -> None:
         """Tell the screen when a listed flow file is saved (the pane of a flow not shown may not
         exist yet, so no session watches it)."""
@@ -128,17 +128,22 @@ class MainScreen(Screen[None]):
         files = {path.resolve() for path in self.flows}
         directories = sorted({str(path.parent) for path in files})
         stop = self._flows_stop
-        for changes in watch(
-            *directories,
-            stop_event=stop,
-            recursive=False,
-            raise_interrupt=False,
-            step=50,
-            debounce=200,
-            rust_timeout=200,
-        ):
-            for path in {Path(p).resolve() for _, p in changes} & files:
-                self.post_message(FlowFileChanged(path))
+        try:
+            for changes in watch(
+                *directories,
+                stop_event=stop,
+                recursive=False,
+                raise_interrupt=False,
+                step=50,
+                debounce=200,
+                rust_timeout=200,
+            ):
+                for path in {Path(p).resolve() for _, p in changes} & files:
+                    self.post_message(FlowFileChanged(path))
+        except Exception as exc:  # noqa: BLE001 - a directory gone, say: told, and the app goes on
+            self.call_later(
+                self.notify, f"saves of the listed flows are no longer seen: {exc!r}", severity="warning"
+            )
 
     @on(FlowFileChanged)
     def _flow_file_changed(self, message: FlowFileChanged) -> None:

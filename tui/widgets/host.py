@@ -7,6 +7,7 @@ widget's own, and the view keeps a namespace of its own actions.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -45,6 +46,17 @@ class WidgetHost:
         widget.run_worker(
             run, thread=True, group=group, description=description, exclusive=exclusive, exit_on_error=False
         )
+
+    def loop(self, work: Callable[[], None], *, name: str) -> None:
+        threading.Thread(target=self._looping, args=(work,), name=name, daemon=True).start()
+
+    def _looping(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - told to the user, as a failed worker would be
+            self.widget.call_later(
+                self.notify, f"{threading.current_thread().name} stopped: {exc!r}", severity="error"
+            )
 
     def soon(self, callback: Callable[[], None]) -> None:
         self.widget.call_later(callback)

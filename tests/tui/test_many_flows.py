@@ -1,0 +1,47 @@
+"""Opening many flows with hot reload on: each open flow's watcher is a loop that lasts as long as the
+app, so none may hold a thread of the pool that every background job (planning, starting a run,
+reading history) shares. Before, after browsing cores + 4 flows (6 on two cores) a run never started."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.tui.conftest import pane_of, wait_for, write_flow
+
+
+def _flow(index: int) -> str:
+    return f"from dsl import step\n\n\n@step\ndef only_{index}():\n    return {index}\n"
+
+
+async def test_a_run_starts_after_more_flows_are_open_than_the_worker_pool_has_threads(
+    app_for, tmp_path: Path
+):
+    count = (os.cpu_count() or 1) + 6
+    directory = tmp_path / "flows"
+    directory.mkdir()
+    for index in range(count):
+        write_flow(directory / f"flow_{index:02d}.py", _flow(index))
+    app = app_for(directory, watch=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(
+            pilot, lambda: app.main is not None and app.main.pane is not None, what="the first pane"
+        )
+        for index in range(1, count):
+            await pilot.press("down")
+            await wait_for(
+                pilot,
+                lambda index=index: (
+                    pane_of(app).path.name == f"flow_{index:02d}.py" and pane_of(app).controller.watcher.armed
+                ),
+                what=lambda index=index: f"flow {index} open and watched",
+            )
+        pane = pane_of(app)
+        await pilot.press("enter")
+        await pilot.press("r")
+        await wait_for(
+            pilot,
+            lambda: any(run.status == "succeeded" for run in pane.controller.runs.values()),
+            timeout=60,
+            what=lambda: f"a run of {pane.path.name}; runs={pane.controller.runs}",
+        )
