@@ -36,8 +36,8 @@ def test_the_headless_runner_does_not_import_textual():
     assert not any(m.startswith(("tui", "textual.")) for m in modules)
 
 
-def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
-    """`-X importtime` lists every module the real `flow run` process imports."""
+def _imported_by_flow_run(write_flow, store_dir: Path, tmp_path: Path) -> set[str]:
+    """Every module a real `flow run` of a one-step flow imports, as `-X importtime` lists them."""
     path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
@@ -47,7 +47,12 @@ def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    return {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+
+
+def test_flow_run_does_not_import_textual(write_flow, store_dir, tmp_path):
+    """`-X importtime` lists every module the real `flow run` process imports."""
+    imported = _imported_by_flow_run(write_flow, store_dir, tmp_path)
     assert "runner.engine" in imported  # the listing works
     assert "textual" not in imported
     assert not {m for m in imported if m.startswith(("textual.", "tui"))}
@@ -57,16 +62,7 @@ def test_a_plain_flow_run_imports_no_module_it_does_not_use(write_flow, store_di
     """A plain `flow run` is parsed without Typer (`runner.cli.run_args`) and imports neither the
     other commands nor what only the TUI, `--watch`, Dask, YAML flows, a terminal's live view or other
     commands need: each of them costs every run milliseconds of its start-up."""
-    path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    imported = _imported_by_flow_run(write_flow, store_dir, tmp_path)
     assert {"runner.cli.running", "runner.engine"} <= imported  # the listing works
     unused = {"typer", "click", "rich", "textual", "tui", "distributed", "dask", "yaml", "watchfiles"}
     assert not unused & {m.partition(".")[0] for m in imported}
@@ -79,16 +75,7 @@ def test_a_plain_flow_run_imports_no_module_it_does_not_use(write_flow, store_di
 def test_flow_run_of_an_unscheduled_flow_does_not_import_the_cron_modules(write_flow, store_dir, tmp_path):
     """Every `flow run` checks its flow's schedule; `zoneinfo` and `cronsim` (~5 ms of start-up) are
     imported only when the flow has one."""
-    path = write_flow("from dsl import step\n\n@step\ndef s():\n    return 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runner", "run", str(path), "--store", str(store_dir)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    imported = _imported_by_flow_run(write_flow, store_dir, tmp_path)
     assert "runner.operate.schedule" in imported  # the schedule was checked
     assert not {"cronsim", "zoneinfo"} & imported
 

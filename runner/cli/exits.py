@@ -12,16 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dsl.errors import FlowError
 from runner.cli.common import ExitWith
 from runner.cli.interrupts import EXIT_INTERRUPTED
 from runner.executors import spawn
 from runner.text import visible
-
-if TYPE_CHECKING:
-    import typer
 
 
 def _exit_now(code: int) -> None:
@@ -36,9 +33,8 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _code_of(exc: typer.Exit | SystemExit) -> int:
-    code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-    return code if isinstance(code, int) else 1
+def _code_of(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else 1
 
 
 def main() -> None:
@@ -92,7 +88,11 @@ def _run_plain(run_args: dict[str, Any]) -> None:
 
 def _run_app() -> None:
     """The Typer app on `sys.argv`, with click's own ways of ending turned into Python's: `Abort` (what
-    click makes of Ctrl-C) into `KeyboardInterrupt`, `Exit` into `SystemExit`."""
+    click makes of end of input) into `KeyboardInterrupt`, an exit code into `SystemExit`.
+
+    Outside standalone mode click returns an `Exit`'s code (`--help`, `--version`) instead of raising
+    it, and Typer makes Ctrl-C such an exit (130). No command returns a number of its own (they end
+    with `ExitWith`)."""
     import typer
 
     from runner.cli.commands import app
@@ -101,11 +101,6 @@ def _run_app() -> None:
         ended = app(standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None
-    except typer.Exit as exc:
-        raise SystemExit(_code_of(exc)) from None
-    # Outside standalone mode Typer returns an `Exit`'s code instead of raising it, and it makes
-    # Ctrl-C such an exit (130): ignored, a Ctrl-C ended the process with status 0. No command
-    # returns a number of its own (they end with `ExitWith`).
     if ended == EXIT_INTERRUPTED:
         raise KeyboardInterrupt
     if isinstance(ended, int) and not isinstance(ended, bool) and ended:
