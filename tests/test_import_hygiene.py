@@ -69,7 +69,8 @@ def test_a_plain_flow_run_imports_no_module_it_does_not_use(write_flow, store_di
     # The other commands, `flow doctor`/`gc`, a params file, file artifacts, releases: none is used here.
     unused = {"runner.cli.commands", "runner.store.doctor", "runner.store.gc", "tomllib", "difflib"}
     unused |= {"tempfile", "shutil", "socket", "importlib.abc"}
-    assert not unused & imported
+    # Site hooks (.pth files) may import some of these before any of flow's code runs: not ours to avoid.
+    assert not unused & (imported - imported_after("pass"))
 
 
 def test_flow_run_of_an_unscheduled_flow_does_not_import_the_cron_modules(write_flow, store_dir, tmp_path):
