@@ -70,6 +70,9 @@ def _argument(instruction: dis.Instruction, target: Callable[[int], int]) -> obj
         return target(instruction.argval)
     if isinstance(instruction.argval, types.CodeType):
         return ("code", instruction.argval.co_qualname, instruction.argval.co_firstlineno)
+    if instruction.opcode in dis.hasconst:
+        # By value: a frozenset's repr follows its table, which two equal sets need not share.
+        return ("const", type(instruction.argval), instruction.argval)
     return instruction.argrepr.removeprefix("NULL + ")
 
 
