@@ -31,6 +31,9 @@ def main() -> None:
         from runner.executors import spawn
 
         spawn.start_early()
+    from runner import dataclass_cache
+
+    dataclass_cache.install()  # before the imports below create their dataclasses; saved at exit
     from runner.cli.exits import main as run_command
 
     run_command()

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from dsl.errors import FlowError
+from runner import dataclass_cache
 from runner.cli.common import ExitWith
 from runner.cli.interrupts import EXIT_INTERRUPTED
 from runner.executors import spawn
@@ -30,6 +31,7 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     spawn.discard_early()
+    dataclass_cache.save()
     os._exit(code)
 
 
