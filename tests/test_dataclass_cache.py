@@ -181,3 +181,29 @@ def test_flow_run_writes_the_cache_once_and_the_next_run_uses_it(write_flow, tmp
     assert second.returncode == 0, second.stderr
     assert found[0].stat().st_mtime_ns == written
     assert not list(pycache.rglob("*.tmp"))
+
+
+def test_a_worker_process_writes_what_it_compiled(tmp_path: Path):
+    """A worker (started as `flow run` starts one) saves its texts once its imports are done, and a
+    second worker finds them all: its start compiles none of the wire format's or the DSL's methods."""
+    pycache = tmp_path / "pycache"
+    env = {**_flow_env(pycache), "PYTHONPATH": str(Path(dataclass_cache.__file__).parent.parent)}
+
+    def start_worker() -> None:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        command = [sys.executable, "-P", "-m", "runner.executors.worker", str(to_r), str(from_w)]
+        proc = subprocess.Popen(command, pass_fds=(to_r, from_w), env=env)
+        os.close(to_r)
+        os.close(from_w)
+        os.close(to_w)  # no task: the worker ends once ready
+        assert proc.wait(timeout=99) == 0
+        os.close(from_r)
+
+    start_worker()
+    (found,) = pycache.rglob("dataclass_cache.*.dataclasses")
+    texts = dataclass_cache._read(str(found))
+    assert any("code_key" in text for text in texts)  # the wire format's `Task`
+    written = found.stat().st_mtime_ns
+    start_worker()
+    assert found.stat().st_mtime_ns == written

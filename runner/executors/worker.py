@@ -36,6 +36,12 @@ from typing import Any
 # happens while the runner is still starting, before any task is sent.
 import cloudpickle  # noqa: F401
 
+from runner import dataclass_cache
+
+# First: the imports below create the dataclasses of the wire format and of the DSL (~90 methods to
+# compile at every worker start without the cache). Hence E402 is off for this file.
+dataclass_cache.install()
+
 from runner.executors import wire
 from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
 from runner.executors.execute import execute, install_roots, resolve_code
@@ -293,6 +299,7 @@ def main(argv: list[str]) -> int:
     def fail(task_id: str, error: str) -> None:
         send(wire.Finished(TaskDone(task_id, TaskResult(ok=False, error=error))))
 
+    dataclass_cache.save()  # the worker's imports are done
     logs = LogSender(send)
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: OrderedDict[str, Any] = OrderedDict()
