@@ -10,6 +10,7 @@ why its fingerprint changed and its code diff).
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -107,7 +108,7 @@ class CompareScreen(ModalScreen[None]):
         table = self.query_one(DataTable)
         widths = self.column_widths(max(40, self.app.size.width * 95 // 100 - 8))
         for header, width in zip(("", "name", f"#{self.a.id}", f"#{self.b.id}"), widths, strict=True):
-            table.add_column(header, width=width)
+            table.add_column(Text(header), width=width)  # not a str: DataTable parses it as Rich markup
         for kind, name, left, right in self.compared:
             style = "bold $warning" if left != right else ""
             table.add_row(

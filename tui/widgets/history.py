@@ -9,6 +9,7 @@ the cursor. The widget only shows records pushed down to it and posts what the u
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.binding import Binding
 from textual.content import Content
 from textual.message import Message
@@ -41,7 +42,7 @@ def cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-class RunHistory(DataTable[str | Content]):
+class RunHistory(DataTable[Content]):
     """Past runs: id, when, trigger, status, duration, parameters, key metrics."""
 
     BINDINGS = [
@@ -118,16 +119,16 @@ class RunHistory(DataTable[str | Content]):
             flexible[widest] -= 1
         return [flexible.get(i, wanted[i]) for i in range(len(LABELS))]
 
-    def _row(self, record: RunRecord) -> list[str | Content]:
+    def _row(self, record: RunRecord) -> list[Content]:
         texts = self._cells(record, self.narrow)
         cells = [cut(text, width) for text, width in zip(texts, self._widths, strict=True)]
         style = STATUS_STYLE.get(record.status, "")
-        return [
-            cells[0],
-            cells[1],
+        return [  # never a str: DataTable parses one as Rich markup (and imports its emoji codes)
+            plain(cells[0], newlines=False),
+            plain(cells[1], newlines=False),
             plain(cells[2], newlines=False),
             Content.styled(cells[3], style),
-            cells[4],
+            plain(cells[4], newlines=False),
             plain(cells[5], newlines=False),
             plain(cells[6], newlines=False),
         ]
@@ -142,7 +143,7 @@ class RunHistory(DataTable[str | Content]):
             self._widths = widths
             self.clear(columns=True)
             for (label, key), width in zip(zip(LABELS, KEYS, strict=True), widths, strict=True):
-                self.add_column(label, key=key, width=width)
+                self.add_column(Text(label), key=key, width=width)  # not a str: see `_row`
         else:
             self.clear()
         for record in records:
