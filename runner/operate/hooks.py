@@ -17,10 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -30,6 +28,9 @@ from runner.events import Event, RunFinished, RunStarted, StepFinished, StepRetr
 from runner.shipping import pickle_code
 from runner.status import OK, RunStatus, StepStatus
 from runner.text import visible
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 DEFAULT_HOOK_TIMEOUT_S = 30.0
 """A hook's time limit unless `Flow(hook_timeout=...)` says otherwise: a webhook or a command that
@@ -106,7 +107,7 @@ class HookRunner:
         self._resolve = resolve
         self._report = report
         self._runs: dict[int, _Tracked] = {}
-        self._pool = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="flow-hook")
+        self._pool: ThreadPoolExecutor | None = None  # made for the first hook: most flows have none
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._unsubscribe = engine.subscribe(self)
@@ -203,8 +204,12 @@ class HookRunner:
     def _submit(
         self, loaded: LoadedFlow, hook: Any, details: dict[str, Any], step: str | None, timeout: float
     ) -> None:
-        future = self._pool.submit(self._call, loaded, hook, details, step, timeout)
         with self._lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(HOOK_THREADS, thread_name_prefix="flow-hook")
+            future = self._pool.submit(self._call, loaded, hook, details, step, timeout)
             self._pending.add(future)
         future.add_done_callback(self._forget)
 
@@ -284,6 +289,8 @@ class HookRunner:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
+            from concurrent.futures import TimeoutError as FutureTimeout
+
             try:
                 pending[0].exception(timeout=left)
             except FutureTimeout:
@@ -292,4 +299,7 @@ class HookRunner:
     def close(self) -> None:
         """Stop following the engine; hooks already started still finish (see `drain`)."""
         self._unsubscribe()
-        self._pool.shutdown(wait=False)
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=False)
