@@ -210,3 +210,30 @@ def crunch(items):
     assert seen == [("failure", "crunch"), ("retry", "crunch[1]")]
     failure = next(c for c in calls(path) if c["hook"] == "failure")
     assert failure["error"] == "1 of 3 items failed: ValueError: two is bad"
+
+
+def test_no_hook_starts_after_the_hook_runner_is_closed(write_flow, harness) -> None:
+    """An event that races `close` (the scheduler thread delivering it as the host closes) starts no
+    hook: the runner's thread pool is made for the first hook, and never after `close`."""
+    from dsl import load_flow
+    from runner.operate.hooks import HookRunner
+
+    path = write_flow(
+        RECORDER
+        + "\nfrom dsl import Flow, step\n\nflow = Flow(on_success=record)\n\n@step\ndef a():\n    return 1\n"
+    )
+    loaded = load_flow(path)
+    harness.run(path)
+    assert calls(path) == []  # no hook runner was following that run
+    hooks = HookRunner(harness.engine, lambda _file: loaded)
+    hooks.close()
+    for event in harness.events:  # the run's events, delivered late
+        hooks(event)
+    assert hooks.drain(timeout=30)
+    assert calls(path) == []
+    live = HookRunner(harness.engine, lambda _file: loaded)  # the same events, not closed: the hook runs
+    for event in harness.events:
+        live(event)
+    assert live.drain(timeout=30)
+    live.close()
+    assert [c["hook"] for c in calls(path)] == ["success"]

@@ -108,6 +108,7 @@ class HookRunner:
         self._report = report
         self._runs: dict[int, _Tracked] = {}
         self._pool: ThreadPoolExecutor | None = None  # made for the first hook: most flows have none
+        self._closed = False
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._unsubscribe = engine.subscribe(self)
@@ -205,6 +206,8 @@ class HookRunner:
         self, loaded: LoadedFlow, hook: Any, details: dict[str, Any], step: str | None, timeout: float
     ) -> None:
         with self._lock:
+            if self._closed:
+                return  # an event that raced `close`: no hook starts after it
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -300,6 +303,7 @@ class HookRunner:
         """Stop following the engine; hooks already started still finish (see `drain`)."""
         self._unsubscribe()
         with self._lock:
+            self._closed = True
             pool = self._pool
         if pool is not None:
             pool.shutdown(wait=False)
