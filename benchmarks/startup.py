@@ -21,6 +21,7 @@ Last line: `startup: <s> s (budget 0.12) PASS|FAIL`.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,12 +64,20 @@ def clean_env(pycache: Path | None = None) -> dict[str, str]:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    return timed_with_cpu(cmd, cwd, env)[0]
+
+
+def timed_with_cpu(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and its children: the runner and its workers). The
+    CPU figure is info: on a shared machine it moves less than the wall clock when others are busy."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, list[float]]:
@@ -84,11 +93,15 @@ def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, li
         "python -c 'import runner.cli.commands'": [
             timed([sys.executable, "-c", "import runner.cli.commands"], root, env) for _ in range(runs)
         ],
-        "flow run, fresh store": [
-            timed([*command, "run", str(path), "--store", str(root / f"store-{tag}-{i}")], path.parent, env)
-            for i in range(runs)
-        ],
     }
+    fresh = [
+        timed_with_cpu(
+            [*command, "run", str(path), "--store", str(root / f"store-{tag}-{i}")], path.parent, env
+        )
+        for i in range(runs)
+    ]
+    out["flow run, fresh store"] = [wall for wall, _ in fresh]
+    out["  its CPU, runner + worker (info)"] = [cpu for _, cpu in fresh]
     out["flow run, cached (info)"] = [
         timed([*command, "run", str(path), "--store", str(first)], path.parent, env) for _ in range(runs)
     ]
