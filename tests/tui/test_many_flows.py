@@ -45,3 +45,23 @@ async def test_a_run_starts_after_more_flows_are_open_than_the_worker_pool_has_t
             timeout=60,
             what=lambda: f"a run of {pane.path.name}; runs={pane.controller.runs}",
         )
+
+
+async def test_a_loop_that_fails_is_told_as_text(app_for, tmp_path: Path):
+    """`run_loop` (the flow list's watcher, each flow's): an error, whatever it says, reaches the user
+    as a notice in plain text (never Rich markup), with the severity asked for."""
+    from tui.widgets.host import run_loop
+
+    path = write_flow(tmp_path / "flow.py", _flow(0))
+    app = app_for(path, watch=False)
+
+    def fails() -> None:
+        raise OSError("[Errno 2] gone: [bold]/tmp/x[/bold]")
+
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: app.main is not None, what="the main screen")
+        run_loop(app.main, fails, name="a loop", failed="saves are no longer seen", severity="warning")
+        await wait_for(pilot, lambda: bool(app._notifications), what="the notice")
+        (notice,) = list(app._notifications)
+        assert notice.message == "saves are no longer seen: OSError('[Errno 2] gone: [bold]/tmp/x[/bold]')"
+        assert notice.severity == "warning" and not notice.markup

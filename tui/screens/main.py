@@ -41,6 +41,7 @@ from tui.screens.params import ParamsScreen
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import FlowPane
 from tui.widgets.history import RunHistory
+from tui.widgets.host import run_loop
 
 DRAIN_INTERVAL_S = 0.1
 """Least time between two batches of engine events (bounds repaints while logs stream)."""
@@ -108,8 +109,13 @@ class MainScreen(Screen[None]):
         if self.listing:
             self.query_one(FlowList).focus()
             if self.flows:
-                # A thread of its own, not a worker: workers share a small pool (see `Host.loop`).
-                threading.Thread(target=self._watch_flows, name="watch the flow files", daemon=True).start()
+                run_loop(
+                    self,
+                    self._watch_flows,
+                    name="watch the flow files",
+                    failed="saves of the listed flows are no longer seen",
+                    severity="warning",
+                )
 
     def on_unmount(self) -> None:
         self.stop_watching()
@@ -128,22 +134,17 @@ class MainScreen(Screen[None]):
         files = {path.resolve() for path in self.flows}
         directories = sorted({str(path.parent) for path in files})
         stop = self._flows_stop
-        try:
-            for changes in watch(
-                *directories,
-                stop_event=stop,
-                recursive=False,
-                raise_interrupt=False,
-                step=50,
-                debounce=200,
-                rust_timeout=200,
-            ):
-                for path in {Path(p).resolve() for _, p in changes} & files:
-                    self.post_message(FlowFileChanged(path))
-        except Exception as exc:  # noqa: BLE001 - a directory gone, say: told, and the app goes on
-            self.call_later(
-                self.notify, f"saves of the listed flows are no longer seen: {exc!r}", severity="warning"
-            )
+        for changes in watch(
+            *directories,
+            stop_event=stop,
+            recursive=False,
+            raise_interrupt=False,
+            step=50,
+            debounce=200,
+            rust_timeout=200,
+        ):
+            for path in {Path(p).resolve() for _, p in changes} & files:
+                self.post_message(FlowFileChanged(path))
 
     @on(FlowFileChanged)
     def _flow_file_changed(self, message: FlowFileChanged) -> None:

@@ -18,6 +18,23 @@ from tui.controllers.host import Change, Severity
 T = TypeVar("T")
 
 
+def run_loop(
+    widget: Widget, work: Callable[[], None], *, name: str, failed: str, severity: Severity = "error"
+) -> None:
+    """Run `work`, a blocking loop that ends only when its own stop event is set (a watcher), on a
+    thread of its own, not in Textual's worker pool (see `tui.controllers.host.Host.loop`). If it
+    fails, the user is told `failed: <the error>` (as text, never markup) and the app goes on."""
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - told to the user, as a failed worker would be
+            message = f"{failed}: {exc!r}"
+            widget.call_later(lambda: widget.app.notify(message, severity=severity, markup=False))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
 class WidgetHost:
     """Hosts a controller on `widget`, which paints each `Change` with `paint`."""
 
@@ -48,15 +65,7 @@ class WidgetHost:
         )
 
     def loop(self, work: Callable[[], None], *, name: str) -> None:
-        threading.Thread(target=self._looping, args=(work,), name=name, daemon=True).start()
-
-    def _looping(self, work: Callable[[], None]) -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - told to the user, as a failed worker would be
-            self.widget.call_later(
-                self.notify, f"{threading.current_thread().name} stopped: {exc!r}", severity="error"
-            )
+        run_loop(self.widget, work, name=name, failed=f"{name} stopped")
 
     def soon(self, callback: Callable[[], None]) -> None:
         self.widget.call_later(callback)
