@@ -17,30 +17,20 @@ import ast
 from typing import Any
 
 _INFINITY: str = ast._INFSTR  # type: ignore[attr-defined]
+_UNPARSER: Any = ast._Unparser  # type: ignore[attr-defined]
+_PRECEDENCE: Any = ast._Precedence  # type: ignore[attr-defined]
 _BINARY: dict[type[ast.operator], tuple[str, int]] = {
-    ast.Add: ("+", 13),
-    ast.Sub: ("-", 13),
-    ast.Mult: ("*", 14),
-    ast.MatMult: ("@", 14),
-    ast.Div: ("/", 14),
-    ast.Mod: ("%", 14),
-    ast.FloorDiv: ("//", 14),
-    ast.LShift: ("<<", 12),
-    ast.RShift: (">>", 12),
-    ast.BitOr: ("|", 9),
-    ast.BitXor: ("^", 10),
-    ast.BitAnd: ("&", 11),
-    ast.Pow: ("**", 16),
+    getattr(ast, name): (text, int(_UNPARSER.binop_precedence[text]))
+    for name, text in _UNPARSER.binop.items()
 }
-"""Operator -> (its text, its precedence), as `ast._Unparser.binop` and `binop_precedence` have them."""
+"""Operator -> (its text, its precedence), from `ast._Unparser`'s own tables (the same in 3.11-3.13),
+so that the two cannot write an operator differently."""
 _UNARY: dict[type[ast.unaryop], tuple[str, int]] = {
-    ast.Not: ("not ", 7),
-    ast.Invert: ("~", 15),
-    ast.UAdd: ("+", 15),
-    ast.USub: ("-", 15),
+    getattr(ast, name): (f"{text} " if text == "not" else text, int(_UNPARSER.unop_precedence[text]))
+    for name, text in _UNPARSER.unop.items()
 }
-"""As `ast._Unparser.unop` and `unop_precedence` (`not` is followed by a space)."""
-_TUPLE, _YIELD, _TEST, _ATOM = 2, 3, 4, 18
+"""As `_BINARY`; `not` is followed by a space, as `ast._Unparser.visit_UnaryOp` writes it."""
+_TUPLE, _YIELD, _TEST, _ATOM = (int(_PRECEDENCE[p]) for p in ("TUPLE", "YIELD", "TEST", "ATOM"))
 """The precedences of `ast._Precedence` these nodes use."""
 
 
