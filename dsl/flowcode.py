@@ -37,6 +37,7 @@ _parts: OrderedDict[str, dict[tuple[int, int, str], types.CodeType]] = OrderedDi
 """File -> (first line - 1, future flags, text) -> code, for the parts of its latest load (of the
 files loaded last: a test suite loads thousands)."""
 _FILES_KEPT = 64
+_lock = threading.Lock()
 
 
 def parts_of(filename: str) -> dict[tuple[int, int, str], types.CodeType] | None:
@@ -57,9 +58,6 @@ def keep(filename: str, parts: dict[tuple[int, int, str], types.CodeType]) -> No
         _parts.move_to_end(filename)
         if len(_parts) > _FILES_KEPT:
             _parts.popitem(last=False)
-
-
-_lock = threading.Lock()
 
 
 def split(source: str) -> list[tuple[int, str]]:

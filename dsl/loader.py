@@ -300,27 +300,28 @@ def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
         SyntaxError, ValueError: as `compile` does for the whole file.
     """
     previous = flowcode.parts_of(filename)
-    if previous is None:
-        flowcode.keep(filename, {})
-        return (compile(source, filename, "exec", dont_inherit=True),)
-    codes: list[types.CodeType] = []
-    latest: dict[tuple[int, int, str], types.CodeType] = {}
-    flags = 0
-    try:
-        for offset, text in flowcode.split(source):
-            key = (offset, flags, text)
-            code = previous.get(key)
-            if code is None:
-                code = flowcode.moved(compile(text, filename, "exec", flags=flags, dont_inherit=True), offset)
-            latest[key] = code
-            codes.append(code)
-            if offset == 0:
-                flags = flowcode.future_flags(code)
-    except (SyntaxError, ValueError):
-        flowcode.keep(filename, {})
-        return (compile(source, filename, "exec", dont_inherit=True),)
-    flowcode.keep(filename, latest)
-    return tuple(codes)
+    if previous is not None:
+        codes: list[types.CodeType] = []
+        latest: dict[tuple[int, int, str], types.CodeType] = {}
+        flags = 0
+        try:
+            for offset, text in flowcode.split(source):
+                key = (offset, flags, text)
+                code = previous.get(key)
+                if code is None:
+                    compiled = compile(text, filename, "exec", flags=flags, dont_inherit=True)
+                    code = flowcode.moved(compiled, offset)
+                latest[key] = code
+                codes.append(code)
+                if offset == 0:
+                    flags = flowcode.future_flags(code)
+        except (SyntaxError, ValueError):
+            pass  # the whole file, below, reports the real error (or compiles a file cut wrongly)
+        else:
+            flowcode.keep(filename, latest)
+            return tuple(codes)
+    flowcode.keep(filename, {})
+    return (compile(source, filename, "exec", dont_inherit=True),)
 
 
 def _execute(
