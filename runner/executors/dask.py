@@ -43,7 +43,6 @@ How a task travels, and why:
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import itertools
 import logging
@@ -408,8 +407,7 @@ class DaskExecutor:
         codes = lane.codes
         if task.code_key in codes:
             codes.move_to_end(task.code_key)
-            task = copy.copy(task)  # a shallow copy is ~10x cheaper than dataclasses.replace
-            object.__setattr__(task, "code", b"")
+            task = task.without_code()
         else:
             codes[task.code_key] = None
             if len(codes) > LANE_CODES:
