@@ -48,11 +48,12 @@ class Engine(Deciding):
 
     def static_prints(self, loaded: LoadedFlow) -> dict[str, StaticPrint]:
         """The load-time fingerprint parts of every step (computed once per load)."""
-        prints = self._statics.get(loaded.load_id)
-        if prints is None:
-            prints = self._statics[loaded.load_id] = static_prints(loaded)
-            if len(self._statics) > 8:
-                self._statics.pop(next(iter(self._statics)))
+        with self._statics_lock:
+            prints = self._statics.get(loaded.load_id)
+            if prints is None:
+                prints = self._statics[loaded.load_id] = static_prints(loaded)
+                if len(self._statics) > 8:
+                    self._statics.pop(next(iter(self._statics)))
         return prints
 
     def start(self, request: RunRequest) -> RunHandle:

@@ -64,6 +64,9 @@ class SchedulerState(ABC):
         self._queue: deque[Execution] = deque()
         self._busy = 0
         self._statics: dict[str, dict[str, StaticPrint]] = {}
+        self._statics_lock = threading.Lock()
+        """Held while a load's static fingerprints are computed: a view's threads (the plan, the
+        watcher, a run being started) ask for the same load's at once, and one computes them."""
         self._task_ids = itertools.count(1)
         self._probes: dict[str, Probe] = {}
         self._probe_queue: deque[Probe] = deque()

@@ -161,10 +161,12 @@ def make_plan(
     from_steps: tuple[str, ...] = (),
     to_steps: tuple[str, ...] = (),
     force: bool = False,
+    static: dict[str, StaticPrint] | None = None,
 ) -> Plan:
     """Plan a run of `loaded` with `params` (resolved as `flow run` resolves them) and a selection.
 
-    `store` None: there is no store yet, so nothing is cached.
+    `store` None: there is no store yet, so nothing is cached. `static`: the load's static
+    fingerprints, where they are already known (an engine keeps them per load); else computed here.
 
     Raises:
         FlowError: the selection names no step, or a run would refuse to start (a step upstream of
@@ -174,7 +176,8 @@ def make_plan(
     scope = select_steps(graph, only, from_steps, to_steps)
     external = external_inputs(graph, scope)
     inside = set(scope)
-    static = static_prints(loaded)
+    if static is None:
+        static = static_prints(loaded)
     previous = store.previous_details(loaded.name) if store is not None else {}
     outputs: dict[str, str] = {}
     """Step -> its output's hash as a run would have it, or a `_PENDING` mark."""

@@ -8,6 +8,7 @@ The host runs background work at once on the calling thread but holds each conti
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any, TypeVar
 import pytest
 
 from runner.engine import Engine
+from runner.engine import scheduler as scheduler_module
 from runner.events import Event, RunFinished, RunStarted, StepLog
 from runner.executors.local import LocalExecutor
+from runner.review import plan as plan_module
 from runner.store import Store
 from tests.tui.conftest import SIMPLE, write_flow
 from tui.controllers.flow import LOADING, FlowController
@@ -175,6 +178,46 @@ def test_the_first_plan_is_made_once_the_graph_is_on_screen(tmp_path, engine):
     host.settle()
     assert controller.plan is not None and controller.plan_current
     assert {s.step for s in controller.plan.steps} == {"load", "train", "report"}
+
+
+def test_fingerprinting_and_watching_wait_for_the_first_paint_and_fingerprint_once(
+    tmp_path, engine, monkeypatch
+):
+    """The session's reload baseline, the plan and the watcher each need every step's static
+    fingerprint (0.55 s for 10,000 steps): none of it is computed before the graph is on screen,
+    and it is computed once for the three."""
+    computed: list[str] = []
+    real = scheduler_module.static_prints
+
+    def counting(loaded):  # type: ignore[no-untyped-def]
+        computed.append(loaded.load_id)
+        return real(loaded)
+
+    monkeypatch.setattr(scheduler_module, "static_prints", counting)
+    monkeypatch.setattr(plan_module, "static_prints", counting)
+    host = Host()
+    controller = FlowController(
+        write_flow(tmp_path / "simple.py", SIMPLE), engine, engine.store, host, watch=True
+    )
+    controller.start()
+    host.settle(paint=False)
+    session = controller.session
+    assert (
+        session is not None
+        and controller.loaded is not None
+        and Change(graph=True, view=True) in host.changes
+    )
+    assert computed == [] and not session.baseline_ready and not controller.watcher.running
+    try:
+        host.settle()
+        assert session.baseline_ready and controller.plan is not None and controller.watcher.running
+        deadline = time.monotonic() + 30
+        while not controller.watcher.armed:  # the watch loop has read the fingerprints it watches by
+            assert time.monotonic() < deadline, "the watcher never armed"
+            time.sleep(0.01)
+        assert computed == [controller.loaded.load_id]
+    finally:
+        controller.watcher.stop()
 
 
 def test_parameters_change_through_the_session_and_reach_the_next_run(tmp_path, engine, events):

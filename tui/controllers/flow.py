@@ -119,14 +119,20 @@ class FlowController:
             self.loaded = session.loaded
         if session.error is not None:
             self.error = str(session.error)
-        if self.watcher.on:
-            self.watcher.start(session)
         self.host.changed(
             Change(graph=session.loaded is not None, error=session.error is not None, view=True)
         )
-        # Planning fingerprints every step and reads the store: started with the graph, it took the
-        # GIL from the first paint of a large flow (its drawing waited for the whole plan).
+        # Planning and watching fingerprint every step (the plan first computes the reload baseline
+        # the session deferred) and read the store: started with the graph, they took the GIL from
+        # the first paint of a large flow (its drawing waited for them).
         self.load_plan(after_paint=True)
+        if self.watcher.on:
+            self.host.after_paint(partial(self._watch, session))
+
+    def _watch(self, session: FlowSession) -> None:
+        """Start hot reload on `session`, unless it was turned off or the session replaced meanwhile."""
+        if self.watcher.on and self.session is session:
+            self.watcher.start(session)
 
     # ----- events ------------------------------------------------------------------------------
 

@@ -29,10 +29,11 @@ LOG_PAGE = 50_000
 
 def open_session(path: Path, engine: Engine) -> FlowSession:
     """A session on `path` after its first load (blocking: call it from a worker or before the app
-    starts); a failed load leaves `session.error` set and no graph."""
+    starts); a failed load leaves `session.error` set and no graph. Its reload baseline is left to
+    the first plan (`read_plan`): the graph is shown first."""
     session = FlowSession(path, engine)
     try:
-        session.load()
+        session.load(defer_baseline=True)
     except FlowError as exc:
         session.error = exc
     return session
@@ -95,8 +96,9 @@ def read_plan(store: Store, session: FlowSession) -> Plan | None:
     loaded = session.loaded
     if loaded is None:
         return None
+    session.baseline()
     try:
-        return make_plan(store, loaded, session.params())
+        return make_plan(store, loaded, session.params(), static=session.engine.static_prints(loaded))
     except FlowError:
         return None
 

@@ -26,6 +26,11 @@ class Watcher:
         self.armed = False
         self._stop: threading.Event | None = None
 
+    @property
+    def running(self) -> bool:
+        """The watch loop was started and not stopped (it may not be armed yet)."""
+        return self._stop is not None
+
     def start(self, session: FlowSession) -> None:
         """(Re)start the watch loop on `session` (until `stop`)."""
         self.stop()
