@@ -1,0 +1,154 @@
+"""A flow file's compiled code kept for the next process (`dsl.codecache`): taken only for exactly the
+text it was compiled from, never stale however close in time two edits are, and harmless when the
+file is damaged, foreign or cannot be written. Processes are real: a fresh interpreter loads the flow
+with an audit hook that records every `compile` of the flow file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dsl import codecache, load_flow
+
+REPO = Path(__file__).resolve().parent.parent
+
+FLOW = """
+from dsl import step
+
+
+@step
+def a():
+    return {value}
+
+
+@step
+def b(a):
+    return a + 1
+"""
+
+LOADER = """
+import json, sys
+
+path = sys.argv[1]
+compiled = []
+sys.addaudithook(lambda event, args: compiled.append(1) if event == "compile" and args[1] == path else None)
+from dsl import load_flow
+
+loaded = load_flow(path)
+print(json.dumps({"compiled": len(compiled), "a": loaded.graph.nodes["a"].step.fn()}))
+"""
+
+
+def load_in_a_fresh_process(path: Path, **env: str) -> dict[str, int]:
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", LOADER, str(path)],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, int] = json.loads(done.stdout)
+    return result
+
+
+def write(path: Path, value: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(FLOW.format(value=value), encoding="utf-8")
+    return path
+
+
+def kept_file(path: Path) -> Path:
+    found = codecache.code_path(str(path))
+    assert found is not None
+    return Path(found)
+
+
+def test_the_next_process_takes_the_kept_code_and_compiles_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path / "kept_flow.py", 1)
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+    assert kept_file(path).is_file() and kept_file(path).parent == path.parent / "__pycache__"
+    assert load_in_a_fresh_process(path) == {"compiled": 0, "a": 1}
+
+
+def test_an_edit_is_compiled_again_even_with_the_same_size_and_modification_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "edited_flow.py", 1)
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+    before = path.stat()
+    write(path, 2)  # the same length
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 2}
+    assert load_in_a_fresh_process(path) == {"compiled": 0, "a": 2}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"",
+        b"garbage",
+        b"\x00\x00\r\n" + b"flow file code 1\n" + bytes(32),  # another interpreter's magic number
+        "truncated",
+        "another text's",
+    ],
+    ids=["empty", "garbage", "foreign", "truncated", "another-text"],
+)
+def test_a_damaged_or_foreign_file_is_ignored_and_replaced(tmp_path: Path, damage: bytes | str) -> None:
+    path = write(tmp_path / "damaged_flow.py", 1)
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+    kept = kept_file(path)
+    good = kept.read_bytes()
+    if damage == "truncated":
+        kept.write_bytes(good[: len(good) // 2])
+    elif damage == "another text's":
+        other = write(tmp_path / "other" / "damaged_flow.py", 3)
+        load_in_a_fresh_process(other)
+        kept.write_bytes(kept_file(other).read_bytes())
+    else:
+        assert isinstance(damage, bytes)
+        kept.write_bytes(damage)
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+    assert kept.read_bytes() == good
+
+
+def test_nothing_is_kept_when_bytecode_is_not_written(tmp_path: Path) -> None:
+    path = write(tmp_path / "quiet_flow.py", 1)
+    assert load_in_a_fresh_process(path, PYTHONDONTWRITEBYTECODE="1") == {"compiled": 1, "a": 1}
+    assert not (tmp_path / "__pycache__").exists()
+
+
+def test_a_pycache_prefix_is_followed(tmp_path: Path) -> None:
+    path = write(tmp_path / "project" / "prefixed_flow.py", 1)
+    prefix = tmp_path / "prefix"
+    assert load_in_a_fresh_process(path, PYTHONPYCACHEPREFIX=str(prefix)) == {"compiled": 1, "a": 1}
+    assert not (path.parent / "__pycache__").exists()
+    assert [p.name for p in prefix.rglob("*.flow")] == [
+        f"prefixed_flow.cpython-{sys.version_info[0]}{sys.version_info[1]}.flow"
+    ]
+    assert load_in_a_fresh_process(path, PYTHONPYCACHEPREFIX=str(prefix)) == {"compiled": 0, "a": 1}
+
+
+def test_a_place_that_cannot_be_written_costs_nothing_but_the_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "blocked_flow.py", 1)
+    (tmp_path / "__pycache__").write_text("a file where the directory would be", encoding="utf-8")
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+    assert load_in_a_fresh_process(path) == {"compiled": 1, "a": 1}
+
+
+def test_the_kept_code_is_the_code_compile_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = write(tmp_path / "same_flow.py", 5)
+    source = path.read_text(encoding="utf-8")
+    compiled = compile(source, str(path), "exec", dont_inherit=True)
+    codecache.keep_code(source, str(path), compiled)
+    assert codecache.cached_code(source, str(path)) == compiled
+    assert codecache.cached_code(source + "\n", str(path)) is None
+    assert codecache.cached_code(source, str(tmp_path / "elsewhere.py")) is None
+    assert load_flow(path).graph.nodes["a"].step.fn() == 5
