@@ -122,6 +122,9 @@ class FlowSession:
 
     def baseline(self) -> None:
         """Compute the reload baseline `load(defer_baseline=True)` left (blocking; a no-op after)."""
+        deferred = self._deferred
+        if deferred is not None:  # the slow part (kept per load by the engine) outside the lock
+            self.engine.static_prints(deferred[0])
         with self._lock:
             self._baseline()
 
@@ -156,6 +159,7 @@ class FlowSession:
             with self._lock:
                 self.error = exc
             return exc
+        self.engine.static_prints(loaded)  # the slow part of `_diff` (kept per load) outside the lock
         with self._lock:
             diff = self._diff(loaded, params)
             self.loaded, self.error = loaded, None
