@@ -1,9 +1,13 @@
 """Provides `CodeBundles`: the pickled code the engine ships to workers, cached per load of a flow.
 
-A load's steps are pickled together in chunks of `CODE_CHUNK` (cloudpickle's per-call cost dominates
-for small functions); a worker unpickles a chunk once and keeps it by key. A chunk that fails to load
-where it runs is split: each of its steps is then shipped alone (`mark_broken`), so one step's
-unpicklable global fails only that step.
+A load's steps are pickled together in chunks (cloudpickle's per-call cost dominates for small
+functions); a worker unpickles a chunk once and keeps it by key. Chunks grow as a load's steps are
+asked for: the first holds only the step asked for, each next one twice as many steps as the one
+before (from the step asked for, in the graph's order), up to `CODE_CHUNK`. A cold run of a large
+flow makes a few more chunks than fixed ones would; a re-run after a save, which executes one step
+or a few, no longer pickles (and its worker unpickles) 64 steps to run one: ~2 ms of the 20 a
+reload may take. A chunk that fails to load where it runs is split: each of its steps is then
+shipped alone (`mark_broken`), so one step's unpicklable global fails only that step.
 """
 
 from __future__ import annotations
@@ -25,34 +29,48 @@ KEPT_LOADS = 8
 KEPT_BUNDLES = 4096
 
 
+class _Chunks:
+    """How one load's steps are chunked so far: each step's chunk, and each chunk's steps."""
+
+    __slots__ = ("index", "of", "members")
+
+    def __init__(self, loaded: LoadedFlow) -> None:
+        self.index = {n: i for i, n in enumerate(loaded.graph.order)}
+        self.of: dict[str, str] = {}
+        """Step -> the key of the chunk it was pickled in."""
+        self.members: dict[str, list[str]] = {}
+        """Chunk key -> its steps (to pickle it again once `KEPT_BUNDLES` has dropped it)."""
+
+
 class CodeBundles:
-    """Pickled code by key: `load:chunk`, `load:step` (shipped alone) or `load:kind:step` (a probe)."""
+    """Pickled code by key: `load:first+count` (a chunk), `load:step` (a step shipped alone: a chunk
+    of one, or a step of a broken chunk) or `load:kind:step` (a probe)."""
 
     def __init__(self) -> None:
         self._codes: dict[str, bytes] = {}
         self._broken: set[str] = set()
-        self._orders: dict[str, dict[str, int]] = {}
+        self._chunks: dict[str, _Chunks] = {}
 
     def code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes, str]:
         """(code_key, pickled code, entry) for a step: its load's steps are pickled in chunks."""
-        order = self._orders.get(loaded.load_id)
-        if order is None:
-            order = self._orders[loaded.load_id] = {n: i for i, n in enumerate(loaded.graph.order)}
-            if len(self._orders) > KEPT_LOADS:
-                self._orders.pop(next(iter(self._orders)))
-        chunk = order[step_name] // CODE_CHUNK
-        key = f"{loaded.load_id}:{chunk}"
-        alone = key in self._broken
-        if alone:
-            key = f"{loaded.load_id}:{step_name}"
+        chunks = self._chunks.get(loaded.load_id)
+        if chunks is None:
+            chunks = self._chunks[loaded.load_id] = _Chunks(loaded)
+            if len(self._chunks) > KEPT_LOADS:
+                self._chunks.pop(next(iter(self._chunks)))
+        key = chunks.of.get(step_name)
+        if key is None:
+            key = self._new_chunk(loaded, chunks, step_name)
+        names = chunks.members[key]
+        if key in self._broken:
+            key, names = f"{loaded.load_id}:{step_name}", [step_name]
         code = self._codes.get(key)
         if code is None:
-            start = chunk * CODE_CHUNK
-            names = [step_name] if alone else loaded.graph.order[start : start + CODE_CHUNK]
             _by_value(loaded)
             try:
                 code = pickle_code({n: shipped_function(loaded.graph.nodes[n].step) for n in names})
             except Exception:
+                self._broken.add(key)  # the chunk's other steps go alone too, without trying it again
                 key = f"{loaded.load_id}:{step_name}"
                 code = self._codes.get(key) or pickle_code(
                     {step_name: shipped_function(loaded.graph.nodes[step_name].step)}
@@ -61,6 +79,26 @@ class CodeBundles:
             if len(self._codes) > KEPT_BUNDLES:
                 self._codes.pop(next(iter(self._codes)))
         return key, code, step_name
+
+    def _new_chunk(self, loaded: LoadedFlow, chunks: _Chunks, step_name: str) -> str:
+        """Chunk the step with the steps after it in the graph's order not chunked yet: one step
+        for a load's first chunk, twice the last chunk's size for each next one (see the module)."""
+        size = min(CODE_CHUNK, 1 << len(chunks.members))
+        order = loaded.graph.order
+        names = [step_name]
+        at = chunks.index[step_name] + 1
+        while len(names) < size and at < len(order) and order[at] not in chunks.of:
+            names.append(order[at])
+            at += 1
+        key = (
+            f"{loaded.load_id}:{step_name}"
+            if len(names) == 1
+            else f"{loaded.load_id}:{at - len(names)}+{len(names)}"
+        )
+        chunks.members[key] = names
+        for name in names:
+            chunks.of[name] = key
+        return key
 
     def mark_broken(self, code_key: str) -> None:
         """The bundle `code_key` failed to load where it ran: ship its steps alone from now on."""
