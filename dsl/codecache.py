@@ -67,14 +67,23 @@ def keep_code(source: str, filename: str, code: types.CodeType) -> None:
     path = code_path(filename)
     if path is None or sys.dont_write_bytecode or not os.path.isdir(os.path.dirname(filename)):
         return  # (a file name that is no file's: nothing to keep it beside)
+    write_atomically(path, _key(source, filename) + marshal.dumps(code))
+
+
+def write_atomically(path: str, data: bytes) -> bool:
+    """Write a cache file as Python writes bytecode: its directory made if need be, `data` written to a
+    temporary file renamed into place (no reader sees half of it). False if that failed (a cache
+    only saves time); flow's cache of generated dataclass methods is written here too."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(temporary, "wb") as handle:
-            handle.write(_key(source, filename) + marshal.dumps(code))
+            handle.write(data)
         os.replace(temporary, path)
     except OSError:
         try:
             os.unlink(temporary)
         except OSError:
             pass
+        return False
+    return True

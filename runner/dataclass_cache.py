@@ -101,19 +101,12 @@ def save() -> None:
     path = cache_path()
     if not compiled or _codes is None or path is None or sys.dont_write_bytecode:
         return
+    # Imported here, not above: importing `dsl` creates its dataclasses, which `install` must precede.
+    # By now every caller has imported it (the CLI's exit path and the worker's loop both use it).
+    from dsl.codecache import write_atomically
+
     codes = {**_read(path), **_codes}
     if len(codes) > _LIMIT:
         codes = {text: _codes[text] for text in _used}
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(temporary, "wb") as handle:
-            handle.write(_HEADER + marshal.dumps(codes))
-        os.replace(temporary, path)
-    except OSError:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        return
-    compiled = 0
+    if write_atomically(path, _HEADER + marshal.dumps(codes)):
+        compiled = 0
