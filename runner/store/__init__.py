@@ -4,8 +4,9 @@ By part: `schema` (tables, version, migrations), `base` (directory, privacy, con
 queue), `writer` (the thread that commits it), `owners` and `liveness` (which processes hold runs and
 leases, alive or not), `leases`, `cache` (cache entries and artifacts), `history` (runs, steps, logs,
 metrics), `operating` (releases, schedule state), `recorder` (events to rows: an ordinary subscriber),
-`doctor` and `gc` (`flow doctor`, `flow gc`), `discovery` (which store a command uses), `sqlite`
-(`Store`, all of them together) and `api` (the protocols the engine depends on).
+`rows` (steps' rows and their outputs', batched into one write), `doctor` and `gc` (`flow doctor`,
+`flow gc`), `discovery` (which store a command uses), `sqlite` (`Store`, all of them together) and
+`api` (the protocols the engine depends on).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import TypeVar
 from dsl.errors import FlowError
 from runner.store.discovery import find_store
 from runner.store.liveness import OwnerLock, this_process
+from runner.store.rows import RowBatches
 from runner.store.schema import open_schema
 from runner.store.writer import WriteOp, Writer
 
@@ -63,9 +64,8 @@ class StoreBase:
         self._local = threading.local()
         self._writer: Writer | None = None
         self._writer_lock = threading.Lock()
-        self.outputs_queued = 0
-        """Step outputs queued for the writer so far (`record_output`): the recorder keeps a step's row
-        out of any write queued before its output's."""
+        self.rows = RowBatches(self._enqueue)
+        """Steps' output and step rows, batched into one write (`runner.store.rows`)."""
         self._guard(self._open_schema)
         self.host = this_process().host
         self.owner_id: str | None = None
@@ -176,8 +176,14 @@ class StoreBase:
     def _open_schema(self) -> None:
         open_schema(self._conn, self.root)
 
-    def _write(self, op: WriteOp) -> None:
-        """Queue a write; it commits with whatever else is queued, in order."""
+    def _write(self, op: WriteOp, *, seal: bool = True) -> None:
+        """Queue a write; it commits with whatever else is queued, in order. It closes the open batch
+        of rows (see `runner.store.rows`), unless nothing is ordered against it (`seal=False`)."""
+        if seal:
+            self.rows.seal()
+        self._enqueue(op)
+
+    def _enqueue(self, op: WriteOp) -> None:
         if self._writer is None:
             with self._writer_lock:
                 if self._writer is None:

@@ -130,20 +130,10 @@ class Cache(StoreBase):
     ) -> None:
         """Store a step's output: its artifact row (with the bytes when they are inline; a file
         artifact was written by the worker already) and, with `cache_as`, its cache entry under that
-        fingerprint. Queued, so it commits in one transaction with the step's own row."""
+        fingerprint. Batched with steps' rows (`runner.store.rows`): the step's own row never commits
+        before them."""
         now = time.time()
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR IGNORE INTO artifacts(hash, size, data, created_at) VALUES (?, ?, ?, ?)",
-                (digest, size, data, now),
-            )
-            if cache_as is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, "
-                    "preview) VALUES (?, ?, ?, ?, ?, ?)",
-                    (cache_as, digest, step, run_id, now, preview),
-                )
-
-        self._write(write)
-        self.outputs_queued += 1
+        self.rows.output(
+            (digest, size, data, now),
+            (cache_as, digest, step, run_id, now, preview) if cache_as is not None else None,
+        )

@@ -1,35 +1,27 @@
 """Provides `StoreRecorder`: the subscriber that turns the engine's events into run-store rows.
 
-Log lines and finished steps' rows are buffered and written in batches (many rows per statement),
-so a step printing a million lines costs a few thousand transactions, not a million, and a
-1,000-step run a few dozen statements for its results, not a thousand.
+Log lines and steps' rows are buffered and written in batches (many rows per statement), so a step
+printing a million lines costs a few thousand transactions, not a million, and a 1,000-step run a few
+dozen statements for its results, not thousands (steps' rows go in one batch with their outputs' rows:
+`runner.store.rows`).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_json
 from runner.store.base import StoreBase
+from runner.store.rows import MultiRowInsert
 from runner.store.sources import text_hash, write_sources
 
 LOG_BACKLOG = 20_000
 """Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
-
-
-@dataclass
-class _StepBatch:
-    rows: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
-    """("started" or "finished", the row), in the order the events came."""
-    metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
-    outputs_before: int = 0
-    """How many outputs the store had queued when this batch's write was queued: a finished row whose
-    output was queued after that must go to a later batch (see `_add_step_row`)."""
 
 
 class StoreRecorder:
@@ -39,8 +31,6 @@ class StoreRecorder:
         self._store = store
         self._logs: list[tuple[int, str, float, str, str]] = []
         self._lock = threading.Lock()
-        self._open: _StepBatch | None = None
-        """Steps' started and finished rows waiting for the write already queued for them."""
         self._details: dict[tuple[int, str], tuple[dict[str, object], str]] = {}
         self._sources_kept: set[str] = set()
         """Hashes of the source rows this recorder wrote (or found written): each is written once."""
@@ -55,7 +45,7 @@ class StoreRecorder:
                 logs.append(row)
                 backlog = len(logs)
             if backlog == 1:
-                self._store._write(self._write_logs)
+                self._store._write(self._write_logs, seal=False)  # nothing is ordered against logs
             elif backlog >= LOG_BACKLOG:
                 try:
                     self._store.flush()  # back-pressure: a step printing faster than SQLite writes waits
@@ -77,9 +67,8 @@ class StoreRecorder:
                 event.reason,
                 event.fingerprint,
             )
-            self._add_step_row("started", started, [])
+            self._store.rows.step("started", started, [])
             return
-        self._seal()
         submit = self._store._write
         if isinstance(event, RunStarted):
             rows = [(event.run_id, name) for name in event.steps]
@@ -130,65 +119,7 @@ class StoreRecorder:
             detail[1] if detail else None,
         )
         metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
-        self._add_step_row("finished", row, metrics)
-
-    def _add_step_row(
-        self, kind: str, row: tuple[object, ...], metrics: list[tuple[int, str, str, float]]
-    ) -> None:
-        with self._lock:
-            batch = self._open
-            stale = batch is not None and batch.outputs_before != self._store.outputs_queued
-            if stale and kind == "finished":
-                # The batch's write was queued before this step's output row: if the writer took the
-                # batch already, the two land in different transactions, and a kill between them would
-                # leave a step claiming an artifact the store does not have.
-                batch = self._open = None
-            if batch is None:
-                batch = self._open = _StepBatch(outputs_before=self._store.outputs_queued)
-                new = True
-            else:
-                new = False
-            batch.rows.append((kind, row))
-            batch.metrics += metrics
-        if new:
-            self._store._write(lambda c: self._write_steps(c, batch))
-
-    def _write_steps(self, conn: sqlite3.Connection, batch: _StepBatch) -> None:
-        """Write a batch of step rows in order. A step that started and finished within the batch
-        needs only its finished row (which carries everything), so a chain of quick steps costs a
-        statement per batch instead of two per step."""
-        with self._lock:
-            if self._open is batch:
-                self._open = None  # rows that come now go to a new batch, written after this one
-        finished_later: set[tuple[object, object]] = set()
-        kept: list[tuple[str, tuple[object, ...]]] = []
-        for kind, row in reversed(batch.rows):
-            key = (row[0], row[1])
-            if kind == "finished":
-                finished_later.add(key)
-                if row[14] is not None:
-                    row = (*row[:14], dumps_json(row[14]), row[15])
-            elif key in finished_later:
-                continue
-            kept.append((kind, row))
-        kept.reverse()
-        start = 0
-        while start < len(kept):
-            kind = kept[start][0]
-            end = start
-            while end < len(kept) and kept[end][0] == kind:
-                end += 1
-            rows = [row for _, row in kept[start:end]]
-            (insert_finished if kind == "finished" else insert_started)(conn, rows)
-            start = end
-        if batch.metrics:
-            insert_metrics(conn, batch.metrics)
-
-    def _seal(self) -> None:
-        """Another step-row write is queued: finished rows after it must not join a batch before it
-        (a `StepStarted` written after the same step's `StepFinished` would make it look running)."""
-        with self._lock:
-            self._open = None
+        self._store.rows.step("finished", row, metrics)
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Keep the fingerprint parts of an execution (what the next run compares against): they are
@@ -247,58 +178,5 @@ class StoreRecorder:
 LOG_CHUNK = 128
 """Log rows per INSERT statement (640 parameters: under SQLite's smallest limit of 999)."""
 
-
-class MultiRowInsert:
-    """One INSERT of many rows per statement, rows kept in order.
-
-    `executemany` runs one statement per row, and releases and re-takes the GIL around each: with a
-    flood of rows that hands the GIL back and forth thousands of times a second and stalls every
-    other thread (the scheduler, the TUI's key handling). A statement of many rows does it once per
-    chunk. Chunks are `chunk` rows, the tail in power-of-two pieces, so a handful of statements are
-    ever compiled (the connection caches them).
-    """
-
-    def __init__(self, head: str, width: int, chunk: int, tail: str = "") -> None:
-        group = "(" + ", ".join(["?"] * width) + ")"
-        sizes = [chunk] + [2**i for i in range(chunk.bit_length() - 1, -1, -1) if 2**i < chunk]
-        self._sql = {size: f"{head} VALUES {', '.join([group] * size)}{tail}" for size in sizes}
-
-    def __call__(self, conn: sqlite3.Connection, rows: Sequence[Sequence[object]]) -> None:
-        start, total = 0, len(rows)
-        for size, sql in self._sql.items():
-            while total - start >= size:
-                chunk = rows[start : start + size]
-                conn.execute(sql, [value for row in chunk for value in row])
-                start += size
-
-
 insert_logs = MultiRowInsert("INSERT INTO logs(run_id, step, ts, stream, line)", 5, LOG_CHUNK)
 """Insert log rows `(run_id, step, ts, stream, line)` in order, many per statement."""
-
-_FINISHED_COLUMNS = (
-    "run_id, name, parent, status, attempts, started_at, finished_at, duration_s, reason, error, "
-    "traceback, fingerprint, output_hash, preview, detail, where_ran"
-)
-insert_finished = MultiRowInsert(
-    f"INSERT INTO steps({_FINISHED_COLUMNS})",
-    16,
-    32,
-    " ON CONFLICT(run_id, name) DO UPDATE SET "
-    "status=excluded.status, attempts=excluded.attempts, "
-    "started_at=COALESCE(steps.started_at, excluded.started_at), "
-    "finished_at=excluded.finished_at, duration_s=excluded.duration_s, "
-    "reason=excluded.reason, error=excluded.error, traceback=excluded.traceback, "
-    "fingerprint=excluded.fingerprint, output_hash=excluded.output_hash, "
-    "preview=excluded.preview, detail=COALESCE(excluded.detail, steps.detail), "
-    "where_ran=COALESCE(excluded.where_ran, steps.where_ran)",
-)
-"""Upsert finished steps' rows (with the fingerprint parts of those that executed)."""
-insert_started = MultiRowInsert(
-    "INSERT INTO steps(run_id, name, parent, status, attempts, started_at, reason, fingerprint)",
-    8,
-    64,
-    " ON CONFLICT(run_id, name) DO UPDATE SET status='running', attempts=excluded.attempts, "
-    "started_at=excluded.started_at, reason=excluded.reason, fingerprint=excluded.fingerprint",
-)
-"""Upsert started steps' rows (status `running`)."""
-insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, key, value)", 4, 128)

@@ -1,0 +1,145 @@
+"""Steps' rows and their outputs' rows share one queued write (`runner.store.rows`), on a real store.
+
+The writer is held in `BEGIN IMMEDIATE` by a second connection, so what each queued write holds is
+decided before any of it runs: no timing decides what these tests see.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from runner.events import StepFinished, StepLog, StepStarted
+from runner.status import StepStatus
+from runner.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(tmp_path / "store")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def writer_held(store: Store) -> Iterator[None]:
+    """The writer takes the first write queued inside, then waits for the database until the end."""
+    blocker = sqlite3.connect(store.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.flush()
+
+
+def queued(store: Store) -> int:
+    writer = store._writer
+    return writer._submitted if writer is not None else 0
+
+
+def started(run_id: int, name: str) -> StepStarted:
+    return StepStarted(run_id, name, 1, "no earlier result", f"fp-{name}", time.time())
+
+
+def finished(run_id: int, name: str, digest: str) -> StepFinished:
+    return StepFinished(
+        run_id, name, StepStatus.SUCCEEDED, 1, 0.01, "no earlier result", None, None,
+        f"fp-{name}", digest, "1", {"loss": 0.5}, time.time(),
+    )  # fmt: skip
+
+
+def digest(index: int) -> str:
+    return f"{index:064x}"
+
+
+def test_a_chain_of_steps_rows_and_outputs_share_one_write(store: Store) -> None:
+    run_id = store.create_run("f", "f.py", {}, "manual", "local")
+    store.flush()
+    record = store.recorder()
+    before = queued(store)
+    with writer_held(store):
+        for index in range(50):
+            name = f"s{index}"
+            record(started(run_id, name))
+            if index == 0:
+                while store._writer is not None and store._writer._items:
+                    time.sleep(0.001)  # the writer holds the first batch, waiting for the database
+            store.record_output(
+                digest(index), 1, b"1", cache_as=f"fp-{name}", step=name, run_id=run_id, preview="1"
+            )
+            record(finished(run_id, name, digest(index)))
+        assert queued(store) - before == 1  # one write for 50 steps (was four writes a step)
+    conn = sqlite3.connect(store.db_path)
+    try:
+        steps = conn.execute("SELECT name, status, output_hash, started_at FROM steps").fetchall()
+        cache = dict(conn.execute("SELECT fingerprint, output_hash FROM cache").fetchall())
+        artifacts = {row[0] for row in conn.execute("SELECT hash FROM artifacts")}
+        metrics = conn.execute("SELECT count(*) FROM metrics WHERE key='loss'").fetchone()[0]
+    finally:
+        conn.close()
+    assert sorted((n, s, h) for n, s, h, _ in steps) == sorted(
+        (f"s{i}", "succeeded", digest(i)) for i in range(50)
+    )
+    assert all(at is not None for *_, at in steps)
+    assert cache == {f"fp-s{i}": digest(i) for i in range(50)}
+    assert artifacts == {digest(i) for i in range(50)}
+    assert metrics == 50
+    assert store.lookup("fp-s7") is not None
+
+
+def test_a_write_queued_between_an_output_and_its_step_row_is_not_overtaken(store: Store) -> None:
+    """Any other write closes the open batch: the finished row that comes after it goes to a batch
+    after it, as if every row were a write of its own (a lease released, an artifact forgotten)."""
+    run_id = store.create_run("f", "f.py", {}, "manual", "local")
+    store.flush()
+    record = store.recorder()
+    seen: list[tuple[object, ...]] = []
+
+    def look(conn: sqlite3.Connection) -> None:
+        step = conn.execute("SELECT status FROM steps WHERE name='a'").fetchone()
+        artifact = conn.execute("SELECT count(*) FROM artifacts").fetchone()[0]
+        seen.append((step[0] if step else None, artifact))
+
+    with writer_held(store):
+        record(started(run_id, "a"))
+        while store._writer is not None and store._writer._items:
+            time.sleep(0.001)
+        store.record_output(digest(1), 1, b"1", cache_as="fp-a", step="a", run_id=run_id, preview="1")
+        store._write(look)
+        record(finished(run_id, "a", digest(1)))
+    assert seen == [("running", 1)]
+    assert store.lookup("fp-a") is not None
+
+
+def test_log_lines_leave_the_batch_open(store: Store) -> None:
+    """Nothing is ordered against log lines: a step that prints still shares its batch."""
+    run_id = store.create_run("f", "f.py", {}, "manual", "local")
+    store.flush()
+    record = store.recorder()
+    before = queued(store)
+    with writer_held(store):
+        record(started(run_id, "a"))
+        while store._writer is not None and store._writer._items:
+            time.sleep(0.001)
+        record(StepLog(run_id, "a", "stdout", "hello", time.time()))
+        store.record_output(digest(1), 1, b"1", cache_as="fp-a", step="a", run_id=run_id, preview="1")
+        record(finished(run_id, "a", digest(1)))
+        record(started(run_id, "b"))
+        assert queued(store) - before == 2  # the batch and the log lines
+    conn = sqlite3.connect(store.db_path)
+    try:
+        rows = dict(conn.execute("SELECT name, status FROM steps").fetchall())
+        lines = [row[0] for row in conn.execute("SELECT line FROM logs")]
+    finally:
+        conn.close()
+    assert rows == {"a": "succeeded", "b": "running"}
+    assert lines == ["hello"]
