@@ -18,6 +18,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from dsl.gcpause import gc_paused
 from runner.engine import Engine, freeze_heap
 from runner.executors.local import LocalExecutor
 from runner.flow_files import find_flows
@@ -175,8 +176,12 @@ def make_app(
     app = FlowApp(flows, engine, store, watch=watch, listing=listing)
     if flows:
         # Load the first flow before the UI starts: its first paint is then one layout away,
-        # instead of competing for the GIL with the app's start-up in a worker.
-        app.preloaded[flow_key(flows[0])] = open_session(flows[0], engine)
+        # instead of competing for the GIL with the app's start-up in a worker. What it loads is
+        # frozen at once (as the app freezes its start-up after the first paint): the collection
+        # that would otherwise follow the load walks every object it made (~20 ms at 10,000 steps).
+        with gc_paused():
+            app.preloaded[flow_key(flows[0])] = open_session(flows[0], engine)
+            freeze_heap()
     return app
 
 

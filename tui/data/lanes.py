@@ -11,26 +11,22 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass, field
 
 
-@dataclass(slots=True)
 class Net:
     """A source's edges in one gap: where it leaves, its targets' rows, its lane (if it needs one).
 
     `span` (the rows it meets, top and bottom) and `straight` (one target, on its own row) are
-    worked out once: lane assignment asks for them again and again. (A 10,000-step drawing makes
-    ~30,000 nets: the single-target case, most of them, is worked out without building a list.)"""
+    worked out once: lane assignment asks for them again and again. A 10,000-step drawing makes
+    ~20,000 nets, most of one target: a plain class with slots, no dataclass machinery per net."""
 
-    source: str
-    row: int
-    targets: list[tuple[str, int, bool]]
-    lane: int = -1
-    span: tuple[int, int] = field(init=False)
-    straight: bool = field(init=False)
+    __slots__ = ("source", "row", "targets", "lane", "span", "straight")
 
-    def __post_init__(self) -> None:
-        row, targets = self.row, self.targets
+    def __init__(self, source: str, row: int, targets: list[tuple[str, int, bool]]) -> None:
+        self.source = source
+        self.row = row
+        self.targets = targets
+        self.lane = -1
         if len(targets) == 1:
             y = targets[0][1]
             self.span = (row, y) if row <= y else (y, row)
@@ -41,29 +37,30 @@ class Net:
             self.straight = False
 
 
-def split_shared(nets: list[Net]) -> list[Net]:
-    """Give a fan-out's branch into a step other lines also enter its own lane.
+def split_shared(sources: list[tuple[str, int, list[tuple[str, int, bool]]]]) -> list[Net]:
+    """The nets of a gap from its sources (name, row, targets), a fan-out's branch into a step other
+    lines also enter given its own net (so its own lane).
 
     A lane that joins a shared arrival and goes on to further targets draws a `┼` that reads both
     ways (do the other lines go on too?); a lane of its own ends where it joins.
     """
     arrivals: dict[int, int] = {}
-    for net in nets:
-        for _, y, _ in net.targets:
+    for _, _, targets in sources:
+        for _, y, _ in targets:
             arrivals[y] = arrivals.get(y, 0) + 1
     result: list[Net] = []
-    for net in nets:
-        if len(net.targets) < 2:
-            result.append(net)
+    for source, row, targets in sources:
+        if len(targets) < 2:
+            result.append(Net(source, row, targets))
             continue
-        shared = [t for t in net.targets if arrivals[t[1]] > 1 and t[1] != net.row]
-        rest = [t for t in net.targets if t not in shared]
-        if not shared or (len(shared) == 1 and not rest):
-            result.append(net)
+        shared = [t for t in targets if arrivals[t[1]] > 1 and t[1] != row]
+        if not shared:
+            result.append(Net(source, row, targets))
             continue
-        result.extend(Net(net.source, net.row, [t]) for t in shared)
+        rest = [t for t in targets if t not in shared]
+        result.extend(Net(source, row, [t]) for t in shared)
         if rest:
-            result.append(Net(net.source, net.row, rest))
+            result.append(Net(source, row, rest))
     return result
 
 
