@@ -94,11 +94,17 @@ class Step:
         self.file: str = code.co_filename if code else "<unknown>"
         self.line: int = code.co_firstlineno if code else 0
         self.name = name if name is not None else fn.__name__
-        functools.update_wrapper(self, fn)
-
-        def bad(message: str) -> FlowError:
-            return FlowError(message, file=self.file, line=self.line, step=self.name)
-
+        if type(fn) is types.FunctionType:  # `functools.update_wrapper`, written out: a tenth of a step
+            self.__module__ = fn.__module__
+            self.__name__ = fn.__name__
+            self.__qualname__ = fn.__qualname__
+            self.__doc__ = fn.__doc__
+            self.__annotations__ = fn.__annotations__
+            self.__dict__.update(fn.__dict__)
+            self.__wrapped__ = fn
+        else:
+            functools.update_wrapper(self, fn)
+        bad = self._bad
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise bad(f"step name {self.name!r} must be a valid Python identifier")
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -149,6 +155,9 @@ class Step:
             a.name: a.default.default for a in self.arguments if isinstance(a.default, Param)
         }
         """Arguments declared `= param(...)`: a direct call gets the declared default, not the marker."""
+
+    def _bad(self, message: str) -> FlowError:
+        return FlowError(message, file=self.file, line=self.line, step=self.name)
 
     @property
     def signature(self) -> inspect.Signature:

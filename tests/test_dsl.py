@@ -37,6 +37,23 @@ def test_bare_step_is_still_a_plain_function():
     assert add.trigger == "all_succeeded"
 
 
+def test_a_step_wraps_its_function_as_functools_update_wrapper_does():
+    """`Step` copies a plain function's attributes itself (faster): exactly what `update_wrapper`
+    gives, the function's own attributes included; anything else still goes through it."""
+
+    def work(x: int, y: str = "a") -> int:
+        """Works."""
+        return x
+
+    work.owner = "data team"  # type: ignore[attr-defined]
+    reference = functools.update_wrapper(types.SimpleNamespace(), work)
+    wrapped = Step(work)
+    for attr in (*functools.WRAPPER_ASSIGNMENTS, "__wrapped__", "owner"):
+        assert getattr(wrapped, attr) == getattr(reference, attr), attr
+    partial = functools.partial(work, 1)
+    assert Step(partial, name="part").__wrapped__ is partial
+
+
 def _signature_arguments(fn) -> tuple:
     return tuple((p.name, p.kind, p.default, p.annotation) for p in inspect.signature(fn).parameters.values())
 

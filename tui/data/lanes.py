@@ -84,10 +84,11 @@ def assign_lanes(nets: list[Net]) -> int:
     before_count = [0] * len(bent)
     for i, net in enumerate(bent):
         rows = [net.row]
-        # A net that joins a target's row and goes on past it comes first among those arriving
-        # there, so the lines of the others never run through its lane (a `┼` reads both ways).
-        top, bottom = net.span
-        rows += [y for _, y, _ in net.targets if top < y < bottom]
+        if len(net.targets) > 1:  # one target is at an end of the span
+            # A net that joins a target's row and goes on past it comes first among those arriving
+            # there, so the lines of the others never run through its lane (a `┼` reads both ways).
+            top, bottom = net.span
+            rows += [y for _, y, _ in net.targets if top < y < bottom]
         right = after[i]
         for y in rows:
             for j in arriving.get(y, ()):
