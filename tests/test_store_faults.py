@@ -332,7 +332,7 @@ def test_a_write_that_fills_the_disk_mid_run_fails_the_run(flow_cli, write_flow,
 
 
 KILL_BETWEEN_COMMITS = """
-import sqlite3, sys, threading, time
+import sys, threading, time
 from pathlib import Path
 from runner.events import StepFinished, StepStarted
 from runner.status import StepStatus
@@ -342,8 +342,6 @@ store = Store(Path(sys.argv[1]))
 run_id = store.create_run("f", "f.py", {}, "manual", "local")
 store.flush()
 record = store.recorder()
-blocker = sqlite3.connect(store.db_path, isolation_level=None)
-blocker.execute("BEGIN IMMEDIATE")  # the writer takes the next write, then waits for the lock
 taken, go = threading.Event(), threading.Event()
 write = store.rows._write
 
@@ -352,39 +350,27 @@ def pausing(conn, batch):  # the writer has written the batch's rows and not com
     taken.set()
     go.wait()
 
-if sys.argv[2] == "apart":
-    store.rows._write = pausing
+store.rows._write = pausing
 record(StepStarted(run_id, "a", 1, "no earlier result", "fp-a", time.time()))
-while store._writer._items:  # the writer has taken the step's batch
-    time.sleep(0.001)
-blocker.execute("ROLLBACK")
-if sys.argv[2] == "apart":
-    taken.wait()  # the batch is written: the output and finished rows go to the next one
+taken.wait()  # the started row's batch is written: the output and finished rows go to the next one
 store.record_output("d" * 64, 3, b"abc", cache_as="fp-a", step="a", run_id=run_id, preview="abc")
 record(StepFinished(run_id, "a", StepStatus.SUCCEEDED, 1, 0.1, "no earlier result", None, None,
                     "fp-a", "d" * 64, "abc", {}, time.time()))
-go.set()
-time.sleep(30)  # killed at the commit FLOW_FAULT_KILL names
+go.set()  # first commit: the started row; the second (output and finished rows) is killed
+time.sleep(30)
 """
 
 
-@pytest.mark.parametrize("batches", ["together", "apart"])
-def test_a_runner_killed_at_a_commit_never_leaves_a_step_without_its_artifact(
-    tmp_path: Path, batches: str
-) -> None:
-    """A step's rows are batched with its output's (`runner.store.rows`): the output's artifact and
-    cache rows commit with or before the step's finished row. `together`: the writer took the step's
-    batch but waits for the database, so the output and finished rows join it: one commit, killed.
-    `apart`: the writer wrote the batch before they came, so they go to the next one; killed between
-    the two commits, the store has the started row and nothing claiming a missing artifact."""
+def test_a_runner_killed_between_commits_never_leaves_a_step_without_its_artifact(tmp_path: Path) -> None:
+    """A step's rows are batched with its output's (`runner.store.rows`): when the writer has already
+    written the batch its started row is in, the output's rows and its finished row go to the next
+    batch together. Killed between the two commits, the store has the step running and nothing that
+    claims a missing artifact."""
     store = tmp_path / "store"
     script = tmp_path / "kill.py"
     script.write_text(KILL_BETWEEN_COMMITS)
-    commit = "commit:1" if batches == "together" else "commit:2"
-    env = {**os.environ, "FLOW_FAULT_KILL": commit, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(store), batches], env=env, timeout=60, capture_output=True
-    )
+    env = {**os.environ, "FLOW_FAULT_KILL": "commit:2", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, str(script), str(store)], env=env, timeout=60, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
     conn = sqlite3.connect(store / "flow.db")
     try:  # as the kill left it (opening the store marks the run interrupted)
@@ -392,6 +378,6 @@ def test_a_runner_killed_at_a_commit_never_leaves_a_step_without_its_artifact(
         artifacts = conn.execute("SELECT hash FROM artifacts").fetchall()
     finally:
         conn.close()
-    assert steps == ([] if batches == "together" else [("a", "running")])
+    assert steps == [("a", "running")]
     assert artifacts == []
     assert_store_sound(store)
