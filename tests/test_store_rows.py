@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.events import StepFinished, StepLog, StepStarted
 from runner.status import StepStatus
 from runner.store import Store
+from runner.store.recorder import StoreRecorder
 
 
 @pytest.fixture
@@ -46,6 +48,32 @@ def queued(store: Store) -> int:
     return writer._submitted if writer is not None else 0
 
 
+def begin_run(store: Store) -> tuple[int, StoreRecorder]:
+    """A run's row, committed, and a recorder for its events."""
+    run_id = store.create_run("f", "f.py", {}, "manual", "local")
+    store.flush()
+    return run_id, store.recorder()
+
+
+def taken(store: Store) -> None:
+    """Wait until the writer holds the first write (and waits for the database: `writer_held`)."""
+    while store._writer is not None and store._writer._items:
+        time.sleep(0.001)
+
+
+def output(store: Store, run_id: int, name: str, index: int) -> None:
+    store.record_output(digest(index), 1, b"1", cache_as=f"fp-{name}", step=name, run_id=run_id, preview="1")
+
+
+def select(store: Store, sql: str) -> list[Any]:
+    """What the store holds, read on a connection of its own."""
+    conn = sqlite3.connect(store.db_path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def started(run_id: int, name: str) -> StepStarted:
     return StepStarted(run_id, name, 1, "no earlier result", f"fp-{name}", time.time())
 
@@ -62,30 +90,21 @@ def digest(index: int) -> str:
 
 
 def test_a_chain_of_steps_rows_and_outputs_share_one_write(store: Store) -> None:
-    run_id = store.create_run("f", "f.py", {}, "manual", "local")
-    store.flush()
-    record = store.recorder()
+    run_id, record = begin_run(store)
     before = queued(store)
     with writer_held(store):
         for index in range(50):
             name = f"s{index}"
             record(started(run_id, name))
             if index == 0:
-                while store._writer is not None and store._writer._items:
-                    time.sleep(0.001)  # the writer holds the first batch, waiting for the database
-            store.record_output(
-                digest(index), 1, b"1", cache_as=f"fp-{name}", step=name, run_id=run_id, preview="1"
-            )
+                taken(store)
+            output(store, run_id, name, index)
             record(finished(run_id, name, digest(index)))
         assert queued(store) - before == 1  # one write for 50 steps (was four writes a step)
-    conn = sqlite3.connect(store.db_path)
-    try:
-        steps = conn.execute("SELECT name, status, output_hash, started_at FROM steps").fetchall()
-        cache = dict(conn.execute("SELECT fingerprint, output_hash FROM cache").fetchall())
-        artifacts = {row[0] for row in conn.execute("SELECT hash FROM artifacts")}
-        metrics = conn.execute("SELECT count(*) FROM metrics WHERE key='loss'").fetchone()[0]
-    finally:
-        conn.close()
+    steps = select(store, "SELECT name, status, output_hash, started_at FROM steps")
+    cache = dict(select(store, "SELECT fingerprint, output_hash FROM cache"))
+    artifacts = {row[0] for row in select(store, "SELECT hash FROM artifacts")}
+    ((metrics,),) = select(store, "SELECT count(*) FROM metrics WHERE key='loss'")
     assert sorted((n, s, h) for n, s, h, _ in steps) == sorted(
         (f"s{i}", "succeeded", digest(i)) for i in range(50)
     )
@@ -99,9 +118,7 @@ def test_a_chain_of_steps_rows_and_outputs_share_one_write(store: Store) -> None
 def test_a_write_queued_between_an_output_and_its_step_row_is_not_overtaken(store: Store) -> None:
     """Any other write closes the open batch: the finished row that comes after it goes to a batch
     after it, as if every row were a write of its own (a lease released, an artifact forgotten)."""
-    run_id = store.create_run("f", "f.py", {}, "manual", "local")
-    store.flush()
-    record = store.recorder()
+    run_id, record = begin_run(store)
     seen: list[tuple[object, ...]] = []
 
     def look(conn: sqlite3.Connection) -> None:
@@ -111,9 +128,8 @@ def test_a_write_queued_between_an_output_and_its_step_row_is_not_overtaken(stor
 
     with writer_held(store):
         record(started(run_id, "a"))
-        while store._writer is not None and store._writer._items:
-            time.sleep(0.001)
-        store.record_output(digest(1), 1, b"1", cache_as="fp-a", step="a", run_id=run_id, preview="1")
+        taken(store)
+        output(store, run_id, "a", 1)
         store._write(look)
         record(finished(run_id, "a", digest(1)))
     assert seen == [("running", 1)]
@@ -122,24 +138,17 @@ def test_a_write_queued_between_an_output_and_its_step_row_is_not_overtaken(stor
 
 def test_log_lines_leave_the_batch_open(store: Store) -> None:
     """Nothing is ordered against log lines: a step that prints still shares its batch."""
-    run_id = store.create_run("f", "f.py", {}, "manual", "local")
-    store.flush()
-    record = store.recorder()
+    run_id, record = begin_run(store)
     before = queued(store)
     with writer_held(store):
         record(started(run_id, "a"))
-        while store._writer is not None and store._writer._items:
-            time.sleep(0.001)
+        taken(store)
         record(StepLog(run_id, "a", "stdout", "hello", time.time()))
-        store.record_output(digest(1), 1, b"1", cache_as="fp-a", step="a", run_id=run_id, preview="1")
+        output(store, run_id, "a", 1)
         record(finished(run_id, "a", digest(1)))
         record(started(run_id, "b"))
         assert queued(store) - before == 2  # the batch and the log lines
-    conn = sqlite3.connect(store.db_path)
-    try:
-        rows = dict(conn.execute("SELECT name, status FROM steps").fetchall())
-        lines = [row[0] for row in conn.execute("SELECT line FROM logs")]
-    finally:
-        conn.close()
+    rows = dict(select(store, "SELECT name, status FROM steps"))
+    lines = [row[0] for row in select(store, "SELECT line FROM logs")]
     assert rows == {"a": "succeeded", "b": "running"}
     assert lines == ["hello"]
