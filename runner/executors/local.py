@@ -100,13 +100,12 @@ class LocalExecutor:
             if len(self._workers) >= self._max:
                 raise RuntimeError("LocalExecutor.submit called with every worker busy")
             worker = self._spawn()
-        if task.code_key in worker.codes:
-            task = task.without_code()
+        known = task.code_key in worker.codes
         worker.codes.add(task.code_key)
         worker.task = task
         self._by_task[task.id] = worker
         try:
-            wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task)))
+            wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task), code=not known))
         except OSError:
             self._crashed(worker)
 
