@@ -13,10 +13,20 @@ Two figures per shape:
 The verdict uses the warm-worker figure of the worse of chain and fan-out; the start-up figure is
 printed next to it. A foreach variant (1 -> foreach over N -> 1) is printed as extra information.
 
+For scale, it first times this machine's floor for a chain: a bare round trip between two Python
+processes through a pair of pipes (a task-sized message there, a result-sized one back, nothing
+done on either side), as a step of a chain makes one. On a virtual machine waking a process on an idle
+CPU costs far more than on bare metal, and the figure says how much of the budget that takes.
+
 Last line: `cold: <ms> ms/step (budget 0.15) PASS|FAIL`.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 
 from benchmarks import common
 from benchmarks.common import (
@@ -79,6 +89,37 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
     }
 
 
+ECHO = """
+import os
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    os.write(1, data[:300])
+"""
+
+
+def round_trip_ms(trips: int = 2000) -> float:
+    """Milliseconds per bare round trip to another process (see the module), median of 3 series."""
+    child = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    to_child, from_child = child.stdin.fileno(), child.stdout.fileno()
+    message = b"t" * 600
+    series = []
+    try:
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(trips):
+                os.write(to_child, message)
+                os.read(from_child, 65536)
+            series.append((time.perf_counter() - started) * 1000 / trips)
+    finally:
+        child.stdin.close()
+        child.wait()
+        child.stdout.close()
+    return median(series)
+
+
 def check(shape: str, what: str, status: str, executed: int, expected: int) -> None:
     if status != "succeeded" or executed != expected:
         raise SystemExit(f"{shape} {what}: run {status}, {executed} steps executed (expected {expected})")
@@ -92,6 +133,10 @@ def main() -> None:
     opts = options(size=1000, repeat=3)
     n = opts.size
     print(f"cold-run overhead per step, N={n}, median of {opts.repeat} ({machine()})")
+    print(
+        f"this machine's floor (info): a bare round trip to another process through pipes, "
+        f"nothing done: {round_trip_ms():.3f} ms"
+    )
     print(f"{'shape':<24}{'baseline':>12}{'warm workers':>26}{'incl. start-up':>26}{'cached (info)':>16}")
     worst = 0.0
     for name in ("chain", "fanout", "foreach"):
