@@ -4,6 +4,8 @@ TCP, the runner's client connected to the scheduler in its own process."""
 from __future__ import annotations
 
 import pickle
+import socket
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,3 +51,28 @@ def test_the_local_cluster_talks_to_its_scheduler_in_process(
     assert record.status == "succeeded" and total == 14
     assert lines == ["squaring 2"]
     assert step_of(record, "total").where.startswith("tcp://127.0.0.1:")
+
+
+def test_the_scheduler_takes_a_free_port_when_8787_is_busy() -> None:
+    """With no dashboard the scheduler still serves HTTP routes; they go to a free port on 127.0.0.1,
+    so a cluster already on 8787 (a notebook's, another `flow run --executor dask`) costs the user no
+    "Port 8787 is already in use" warning."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(("127.0.0.1", 8787))
+        holder.listen()
+    except OSError:
+        pass  # something holds it already: the case under test all the same
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            executor = DaskExecutor(None, workers=1)
+        try:
+            http = executor._cluster.scheduler.http_server
+            assert (http.address, http.port != 8787) == ("127.0.0.1", True)
+        finally:
+            executor.close()
+    finally:
+        holder.close()
+    assert [str(w.message) for w in caught if "already in use" in str(w.message)] == []

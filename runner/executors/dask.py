@@ -172,10 +172,14 @@ class DaskExecutor:
                         silence_logs=logging.ERROR,
                         memory_limit=0,
                         # The workers connect over TCP; this process's client, in-process (below).
+                        # With no dashboard the scheduler still serves its HTTP routes (health,
+                        # metrics), on port 8787 unless told otherwise: on any free port instead, so
+                        # a second cluster (another `flow run`, a notebook's) prints no warning.
                         scheduler_kwargs={
                             "protocol": ["tcp://", "inproc://"],
                             "host": ["127.0.0.1", None],
                             "port": [0, None],
+                            "dashboard_address": "127.0.0.1:0",
                         },
                     )
             except Exception as exc:
