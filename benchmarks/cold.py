@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 from benchmarks import common
 from benchmarks.common import (
@@ -47,7 +48,7 @@ from benchmarks.common import (
 BUDGET_MS = 0.15
 
 
-def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
+def measure(shape_name: str, n: int, repeat: int) -> dict[str, Any]:
     shape = SHAPES[shape_name]
     steps = shape.steps(n)
     warm, startup, cached, cpu_parent, cpu_workers = [], [], [], [], []

@@ -109,7 +109,7 @@ class Recorder:
 
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         with self.cond:
-            return self.cond.wait_for(predicate, timeout)
+            return bool(self.cond.wait_for(predicate, timeout))
 
 
 def floor_watcher(directory: Path, stop: threading.Event, ready: threading.Event, rec: Recorder) -> None:

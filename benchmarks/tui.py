@@ -120,6 +120,7 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
             target = "details-tab" if key == "2" else "logs-tab"
             started = time.perf_counter()
             # As the terminal driver delivers a key: no waiting for the app to be idle.
+            assert app._driver is not None
             app._driver.send_message(events.Key(key, key))
             changed = None
             while True:
@@ -132,7 +133,9 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
             await asyncio.sleep(0.1)
         while pane.controller.active:
             await pilot.pause(0.05)
-        lines = len(pane.controller.viewed_state.log("spew"))
+        viewed = pane.controller.viewed_state
+        assert viewed is not None  # the run it streamed
+        lines = len(viewed.log("spew"))
     worst = max(samples) if samples else float("inf")
     median = statistics.median(samples) if samples else float("inf")
     print(
