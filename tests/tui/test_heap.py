@@ -15,20 +15,19 @@ import pytest
 
 import tui.data.layout as layout_module
 from benchmarks.tui import big_flow
+from dsl import load_flow
 from tui.data.layout import fit_layout
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def layered(columns: int, width: int) -> tuple[list[list[str]], dict[str, list[str]]]:
-    """`columns` layers of `width` steps, each reading two steps of the layer before (as `big_flow`)."""
-    layers = [[f"s{c}_{i}" for i in range(width)] for c in range(columns)]
-    upstream = {
-        f"s{c}_{i}": sorted({f"s{c - 1}_{i}", f"s{c - 1}_{(i * 7 + 3) % width}"}) if c else []
-        for c in range(columns)
-        for i in range(width)
+def layered(path: Path, columns: int, width: int) -> tuple[list[list[str]], dict[str, list[str]]]:
+    """The layers and upstream steps of `big_flow(columns, width)`, loaded from a file at `path`."""
+    path.write_text(big_flow(columns, width), encoding="utf-8")
+    graph = load_flow(path).graph
+    return [list(layer) for layer in graph.layers()], {
+        n: list(node.upstream) for n, node in graph.nodes.items()
     }
-    return layers, upstream
 
 
 @pytest.fixture
@@ -63,8 +62,8 @@ def collections() -> Iterator[list[int]]:
             gc.disable()
 
 
-def test_the_collector_never_runs_while_a_drawing_is_laid_out(collections: list[int]) -> None:
-    layers, upstream = layered(40, 50)
+def test_the_collector_never_runs_while_a_drawing_is_laid_out(tmp_path: Path, collections: list[int]) -> None:
+    layers, upstream = layered(tmp_path / "big.py", 40, 50)
     drawing = fit_layout(layers, upstream, width=92, height=30)
     assert len(drawing.boxes) == 2000  # laid out whole
     assert collections == []  # a drawing this size made the collector run dozens of times
