@@ -302,25 +302,13 @@ def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
     """
     previous = flowcode.parts_of(filename)
     if previous is not None:
-        codes: list[types.CodeType] = []
-        latest: dict[tuple[int, int, str], types.CodeType] = {}
-        flags = 0
         try:
-            for offset, text in flowcode.split(source):
-                key = (offset, flags, text)
-                code = previous.get(key)
-                if code is None:
-                    compiled = compile(text, filename, "exec", flags=flags, dont_inherit=True)
-                    code = flowcode.moved(compiled, offset)
-                latest[key] = code
-                codes.append(code)
-                if offset == 0:
-                    flags = flowcode.future_flags(code)
+            codes, latest = flowcode.compile_parts(source, filename, previous)
         except (SyntaxError, ValueError):
             pass  # the whole file, below, reports the real error (or compiles a file cut wrongly)
         else:
             flowcode.keep(filename, latest)
-            return tuple(codes)
+            return codes
     flowcode.keep(filename, {})
     code = codecache.cached_code(source, filename)
     if code is None:

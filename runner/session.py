@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsl import flowcode
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow, load_flow
 from runner.engine import Engine, RunHandle, RunRequest
@@ -24,6 +25,7 @@ from runner.events import FlowReloaded, LoadFailed
 from runner.fingerprint import StaticPrint, Untrusted, value_hash
 from runner.fingerprint.declared import declared_inputs, watched_paths
 from runner.fingerprint.imports import text_sha
+from runner.fingerprint.prints import read_ahead
 from runner.params import resolve_flow_params
 
 WATCH_STEP_MS = 2
@@ -94,6 +96,8 @@ class FlowSession:
         self._deferred: tuple[LoadedFlow, dict[str, Any]] | None = None
         """The load (and its parameter values) whose signature is still to be computed."""
         self._lock = threading.RLock()
+        self._warmed = ""
+        """The `load_id` of the load whose flow file `_warm_parts` last cut into parts."""
 
     # ----- loading ------------------------------------------------------------------------------
 
@@ -376,6 +380,7 @@ class FlowSession:
                     if pending is not None and time.monotonic() >= pending[1]:
                         self.engine.publish(LoadFailed(str(self.path), str(pending[0]), time.time()))
                         pending = None
+                    self._warm_parts()
                     continue
                 pending = None
                 settle = time.monotonic() + WATCH_SETTLE_MS / 1000
@@ -408,6 +413,19 @@ class FlowSession:
                     break
             if not restart:
                 return
+
+    def _warm_parts(self) -> None:
+        """While the watcher waits, once per load: cut the last good load's flow file into the parts a
+        reload compiles, if that load compiled it whole (`dsl.flowcode.warm`), so the first save
+        compiles only what it changed."""
+        loaded = self.loaded
+        if loaded is None or loaded.load_id == self._warmed:
+            return
+        self._warmed = loaded.load_id
+        source = loaded.sources.get(str(loaded.path))
+        if source is not None and loaded.path.suffix.lower() == ".py":
+            if flowcode.warm(str(loaded.path), source):
+                read_ahead((flowcode.parts_of(str(loaded.path)) or {}).values())
 
     def _last_run_failed(self) -> bool:
         current = self.current

@@ -9,12 +9,13 @@ import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from benchmarks.common import chain_source, fanout_source, foreach_source
 from benchmarks.reload import flow_source, step_names
-from dsl import FlowError, load_flow
+from dsl import FlowError, flowcode, load_flow
 from dsl.flowcode import split
 from dsl.loader import compile_flow
 
@@ -187,3 +188,82 @@ def test_every_edit_is_seen_and_a_wrong_cut_or_an_error_falls_back_to_the_whole_
     assert error.value.line == 12  # the `(` never closed
     path.write_text(header + body.format(value=4), encoding="utf-8")
     assert load_flow(path).graph.nodes["a"].step.fn() == 4
+
+
+def _counting_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts `dsl.flowcode` compiles from now on."""
+    texts: list[str] = []
+
+    def counting(source: str, *args: Any, **kwargs: Any) -> types.CodeType:
+        texts.append(source)
+        return compile(source, *args, **kwargs)
+
+    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
+    return texts
+
+
+def test_warm_cuts_a_file_compiled_whole_into_the_parts_its_next_load_reuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chains = step_names(8)
+    source = flow_source(chains, {})
+    filename = f"/nowhere/warm-{uuid.uuid4().hex}.py"
+    assert not flowcode.warm(filename, source)  # never loaded: nothing to cut
+    whole = compile_flow(source, filename)
+    assert len(whole) == 1 and flowcode.parts_of(filename) == {}
+
+    assert flowcode.warm(filename, source)
+    parts = flowcode.parts_of(filename)
+    assert parts is not None and len(parts) == len(split(source))
+    _assert_same_code(whole[0], tuple(parts.values()))
+    assert not flowcode.warm(filename, source)  # cut already: once is enough
+
+    # The first save after the load compiles only the part it changed, as every later save does.
+    compiled = _counting_compiles(monkeypatch)
+    target = chains[2][1]
+    edited = flow_source(chains, {target: 1})
+    codes = compile_flow(edited, filename)
+    assert len(compiled) == 1 and f"def {target}(" in compiled[0] and "edit = 1" in compiled[0]
+    _assert_same_code(compile(edited, filename, "exec", dont_inherit=True), codes)
+
+
+def test_without_warm_the_first_save_compiles_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `warm` saves (and the test above would see without it)."""
+    chains = step_names(8)
+    filename = f"/nowhere/cold-{uuid.uuid4().hex}.py"
+    compile_flow(flow_source(chains, {}), filename)
+    compiled = _counting_compiles(monkeypatch)
+    edited = flow_source(chains, {chains[2][1]: 1})
+    compile_flow(edited, filename)
+    assert len(compiled) == len(split(edited))
+
+
+def test_warm_keeps_nothing_over_a_newer_load_or_for_a_file_that_does_not_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chains = step_names(8)
+    source, edited = flow_source(chains, {}), flow_source(chains, {chains[0][0]: 1})
+    filename = f"/nowhere/race-{uuid.uuid4().hex}.py"
+    compile_flow(source, filename)
+    real = flowcode.compile_parts
+    newer: dict[tuple[int, int, str], types.CodeType] = {}
+
+    def load_meanwhile(*args: Any) -> Any:
+        """Another thread's load of the file, finishing while the watcher cuts the parts."""
+        cut = real(*args)
+        newer.update(real(edited, filename, {})[1])
+        flowcode.keep(filename, newer)
+        return cut
+
+    monkeypatch.setattr(flowcode, "compile_parts", load_meanwhile)
+    assert not flowcode.warm(filename, source)
+    assert flowcode.parts_of(filename) is newer
+    monkeypatch.undo()
+
+    # A cut inside a string leaves a part that does not compile: the next load compiles it whole.
+    text = "from dsl import step\n\nNOTE = '''\n\ndef fake():\n    pass\n'''\n\n\n"
+    text += "@step\ndef a():\n    return 1\n"
+    odd = f"/nowhere/odd-{uuid.uuid4().hex}.py"
+    assert compile_flow(text, odd) == (compile(text, odd, "exec", dont_inherit=True),)
+    assert not flowcode.warm(odd, text)
+    assert flowcode.parts_of(odd) == {}

@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
+from dsl import flowcode
 from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepFinished
+from runner.fingerprint import source as source_index
 from runner.session import FlowSession
 from tests.helpers_watch import (
     SAVES,
@@ -824,3 +826,48 @@ def test_a_save_during_a_run_keeps_a_step_whose_upstream_reruns_with_the_same_ou
     assert first.wait(TIMEOUT) == "cancelled" and end.status == "succeeded"
     log = proj.executions.lines()
     assert log.count("b v1 start") == 1, log  # b was valid all along: never started twice
+
+
+def test_the_first_save_compiles_and_scans_only_the_part_it_changed(
+    project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow file was compiled whole at its load; while the watcher waits it is cut into the parts
+    a reload compiles (`dsl.flowcode.warm`) and their functions scanned, so the first save compiles
+    and scans one part, as every later save does (it used to compile the whole file in parts).
+
+    `note` calls a function of a module imported at the file's top, which compiles differently in a
+    part than in the whole file (see `dsl.flowcode`): its code in the parts is not the load's."""
+    proj = project(
+        FLOW.replace("import barrier", "import time\n\nimport barrier").replace(
+            'handle.write(what + "\\n")', 'handle.write(what + "\\n" * bool(time.time()))'
+        )
+    )
+    assert "time.time()" in proj.text
+    filename = str(proj.path.resolve())
+    deadline = time.monotonic() + TIMEOUT
+    while not flowcode.parts_of(filename):  # the watcher's first wait cuts the file
+        assert time.monotonic() < deadline, "the watcher never cut the flow file into parts"
+        time.sleep(0.01)
+    compiled: list[str] = []
+    scanned: list[str] = []
+    real_compile, real_walk = compile, source_index._walk_span
+
+    def counting_compile(text: str, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(text)
+        return real_compile(text, *args, **kwargs)
+
+    def counting_walk(code: Any) -> tuple[int, int]:
+        scanned.append(code.co_name)
+        return real_walk(code)
+
+    monkeypatch.setattr(flowcode, "compile", counting_compile, raising=False)
+    monkeypatch.setattr(source_index, "_walk_span", counting_walk)
+    done = proj.executions.mark()
+    mark = proj.edit('note("b v1")', 'note("b v2")')
+    reloaded = proj.events.wait_reload(mark)
+    assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("b",), reloaded
+    assert len(compiled) == 1 and 'note("b v2")' in compiled[0]
+    assert scanned == ["b"]
+    _, finished = proj.watch_run(mark)
+    assert finished.status == "succeeded"
+    assert proj.executions.since(done) == ["b v2"]

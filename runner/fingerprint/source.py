@@ -82,7 +82,7 @@ class SourceIndex:
         trailing `pass` still does); a body of only a docstring makes an unparsable cut, and the
         caller then falls back on the whole-file parse.
         """
-        first, last = _code_span(code)
+        first, last = code_span(code)
         text = "".join(self.lines[first - 1 : last])
         key = (code.co_name, text)
         known = _SEGMENTS.get(key)
@@ -122,7 +122,7 @@ that follows: a handful at a time, so no trees pile up (see `_TREES`)."""
 _PARSED_SIZE = 16
 
 
-def _code_span(code: types.CodeType) -> tuple[int, int]:
+def code_span(code: types.CodeType) -> tuple[int, int]:
     """(first line, last line) of a function's source, from its code and the code nested in it.
 
     Memoised by the code object: equal code objects have equal line tables, hence equal spans, and
