@@ -91,7 +91,9 @@ process: what a worker checks against the text the fingerprint hashed (`runner.f
 
 
 class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
-    """Compiles a local module from its current source text, never from a cached `.pyc`."""
+    """Compiles a local module from its current source text, never from a cached `.pyc` (whose
+    freshness check trusts modification times); code is reused only for exactly the same text
+    (`dsl.codecache.module_code`)."""
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
@@ -100,7 +102,7 @@ class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
         compiled[resolved] = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         for record in _recording:
             record[resolved] = source
-        return compile(source, path, "exec", dont_inherit=True)
+        return codecache.module_code(source, path)
 
 
 class _LocalFinder:

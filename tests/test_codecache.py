@@ -152,3 +152,112 @@ def test_the_kept_code_is_the_code_compile_gives(tmp_path: Path, monkeypatch: py
     assert codecache.cached_code(source + "\n", str(path)) is None
     assert codecache.cached_code(source, str(tmp_path / "elsewhere.py")) is None
     assert load_flow(path).graph.nodes["a"].step.fn() == 5
+
+
+# ----- the user's modules a flow imports (`codecache.module_code`) ---------------------------------
+
+USING_HELPER = """
+from dsl import step
+
+import helper
+
+
+@step
+def a():
+    return helper.value()
+"""
+
+HELPER = """
+import builtins
+
+builtins.HELPER_RUNS = getattr(builtins, "HELPER_RUNS", 0) + 1  # executed at every import
+
+
+def value():
+    return {value}
+"""
+
+LOADS = """
+import json, os, sys, builtins
+
+flow, helper, edits = sys.argv[1], sys.argv[2], sys.argv[3:]
+compiled = []
+sys.addaudithook(lambda event, args: compiled.append(1) if event == "compile" and args[1] == helper else None)
+from dsl import load_flow
+
+seen = []
+for edit in [None, *edits]:
+    if edit is not None:  # the same length, the same modification time: only the text differs
+        before = os.stat(helper)
+        with open(helper, "w", encoding="utf-8") as handle:
+            handle.write(edit)
+        os.utime(helper, ns=(before.st_atime_ns, before.st_mtime_ns))
+    compiled.clear()
+    value = load_flow(flow).graph.nodes["a"].step.fn()
+    seen.append({"compiled": len(compiled), "a": value, "runs": builtins.HELPER_RUNS})
+print(json.dumps(seen))
+"""
+
+
+def loads_in_a_fresh_process(flow: Path, helper: Path, *edits: str, **env: str) -> list[dict[str, int]]:
+    """Load `flow` in a new interpreter, then again after each edit of `helper`: per load, how many
+    times `helper` was compiled, what step `a` returns and how many times `helper` ran so far."""
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", LOADS, str(flow), str(helper), *edits],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: list[dict[str, int]] = json.loads(done.stdout)
+    return result
+
+
+def project_with_helper(root: Path, value: int) -> tuple[Path, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    flow = root / "helped_flow.py"
+    flow.write_text(USING_HELPER, encoding="utf-8")
+    helper = root / "helper.py"
+    helper.write_text(HELPER.format(value=value), encoding="utf-8")
+    return flow, helper
+
+
+def test_a_local_module_is_compiled_once_per_text_and_run_at_every_load(tmp_path: Path) -> None:
+    """Every load imports the module again (it runs each time) but compiles it only when its text
+    changed, however close in time, with the same size and modification time; the next process
+    takes the code the last load kept on disk."""
+    flow, helper = project_with_helper(tmp_path / "project", 1)
+    edits = (HELPER.format(value=2), HELPER.format(value=2), HELPER.format(value=1))
+    assert loads_in_a_fresh_process(flow, helper, *edits) == [
+        {"compiled": 1, "a": 1, "runs": 1},
+        {"compiled": 1, "a": 2, "runs": 2},  # edited: compiled again
+        {"compiled": 0, "a": 2, "runs": 3},  # the same text: its code again, the module run again
+        {"compiled": 1, "a": 1, "runs": 4},  # the first text again: only the latest text is kept
+    ]
+    assert kept_file(helper).is_file() and kept_file(helper).parent == helper.parent / "__pycache__"
+    assert loads_in_a_fresh_process(flow, helper) == [{"compiled": 0, "a": 1, "runs": 1}]
+
+
+def test_a_local_module_is_kept_on_disk_only_where_bytecode_is_written(tmp_path: Path) -> None:
+    flow, helper = project_with_helper(tmp_path / "project", 1)
+    quiet = loads_in_a_fresh_process(flow, helper, HELPER.format(value=1), PYTHONDONTWRITEBYTECODE="1")
+    assert quiet == [{"compiled": 1, "a": 1, "runs": 1}, {"compiled": 0, "a": 1, "runs": 2}]
+    assert not (helper.parent / "__pycache__").exists()
+    kept_file(helper).parent.mkdir()
+    kept_file(helper).write_bytes(b"damaged")
+    assert loads_in_a_fresh_process(flow, helper) == [{"compiled": 1, "a": 1, "runs": 1}]
+    assert loads_in_a_fresh_process(flow, helper) == [{"compiled": 0, "a": 1, "runs": 1}]
+
+
+def test_module_code_is_the_code_compile_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    source = HELPER.format(value=7)
+    filename = str(tmp_path / "helper.py")
+    code = codecache.module_code(source, filename)
+    assert code == compile(source, filename, "exec", dont_inherit=True)
+    assert codecache.module_code(source, filename) is code
+    assert codecache.module_code(source, str(tmp_path / "other.py")) is not code
+    assert codecache.module_code(source + "\n", filename) is not code
