@@ -1,13 +1,19 @@
 """What the load and the static fingerprints keep between loads (`dsl.flowcode`'s parts, the line
-spans, texts and global reads memoised by code object and text) never hides an edit."""
+spans, texts, global reads and module attributes read, memoised by code object and text) never hides
+an edit."""
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from dsl import load_flow
 from runner.fingerprint import StaticPrint, static_prints
+from runner.fingerprint import hasher as hasher_module
 
 FLOW = """\
 from dsl import step
@@ -80,3 +86,55 @@ def test_a_step_moved_down_the_file_keeps_its_fingerprint(write_flow: Callable[.
     moved = load_flow(path)
     assert moved.graph.nodes["b"].step.fn.__code__.co_firstlineno == 13  # its `@step`, two lines down
     assert static_prints(moved) == base
+
+
+HELPED = """\
+from dsl import step
+
+import tools
+
+
+@step
+def a():
+    return tools.{used}(1)
+
+
+@step
+def b(a):
+    return tools.double(a)
+"""
+
+TOOLS = "def double(x):\n    return 2 * x\n\n\ndef triple(x):\n    return {k} * x\n"
+
+
+def test_a_step_using_a_local_module_is_walked_once_per_text_and_every_edit_seen(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which attributes of a module a step reads is read from its text once (`attributes_used`):
+    a new load of the same text asks again, and a changed text or module is seen."""
+    tools = write_flow(TOOLS.format(k=3), name="tools.py")
+    path = write_flow(HELPED.format(used="double"), name="helped.py")
+    walked: list[str] = []  # the functions whose tree was asked for
+    real = hasher_module.Hasher.function_node
+
+    def counting(hasher: Any, fn: types.FunctionType) -> Any:
+        walked.append(fn.__name__)
+        return real(hasher, fn)
+
+    monkeypatch.setattr(hasher_module.Hasher, "function_node", counting)
+    first = _prints(path)
+    assert sorted(walked) == ["a", "b"]
+    assert "tools.double" in first["a"].helpers and "tools.triple" not in first["a"].helpers
+    walked.clear()
+    assert _prints(path) == first and walked == []  # new functions, the same texts
+
+    path.write_text(HELPED.format(used="triple"), encoding="utf-8")
+    edited = _prints(path)
+    assert walked == ["a"] and edited["b"] == first["b"]
+    assert "tools.triple" in edited["a"].helpers and "tools.double" not in edited["a"].helpers
+    walked.clear()
+
+    tools.write_text(TOOLS.format(k=4), encoding="utf-8")  # what `a` reads of the module changes
+    changed = _prints(path)
+    assert walked == [] and changed["b"] == first["b"]
+    assert changed["a"].helpers["tools.triple"] != edited["a"].helpers["tools.triple"]
