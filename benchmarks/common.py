@@ -34,16 +34,24 @@ class Options:
     size: int
     repeat: int
     saves: int
+    helper_lines: int = 0
 
 
 def options(*, size: int, repeat: int = 3, saves: int = 40, argv: list[str] | None = None) -> Options:
-    """Sizes for this benchmark: command line > environment > the defaults given."""
+    """Sizes for this benchmark: command line > environment > the defaults given. `--helper-lines`
+    (`benchmarks.reload` only) gives the flow a local module of about that many lines its steps call."""
     parser = argparse.ArgumentParser(add_help=True)
     parser.add_argument("--size", type=int, default=int(os.environ.get("FLOW_BENCH_SIZE", size)))
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("FLOW_BENCH_REPEAT", repeat)))
     parser.add_argument("--saves", type=int, default=int(os.environ.get("FLOW_BENCH_SAVES", saves)))
+    parser.add_argument("--helper-lines", type=int, default=int(os.environ.get("FLOW_BENCH_HELPER_LINES", 0)))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return Options(size=max(1, args.size), repeat=max(1, args.repeat), saves=max(1, args.saves))
+    return Options(
+        size=max(1, args.size),
+        repeat=max(1, args.repeat),
+        saves=max(1, args.saves),
+        helper_lines=max(0, args.helper_lines),
+    )
 
 
 def verdict(name: str, figure: float, unit: str, budget: float, ok: bool, digits: int = 3) -> str:

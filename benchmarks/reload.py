@@ -20,6 +20,9 @@ in-place write was closed) to the moment the changed step starts executing, two 
 The floor is a second, plain `watchfiles.watch(dir, step=WATCH_STEP_MS, debounce=WATCH_DEBOUNCE_MS)`
 on the same directory in the same run: replace -> that watcher yields.
 
+`--helper-lines N` (info, not the verdict's shape) adds a local module of about N lines whose
+functions every step calls, as a project's own code is: a save of the flow file imports it again.
+
 The first save is also shown on its own (info): the flow was compiled whole when it loaded, and the
 watcher cuts it into the parts a reload compiles while it waits (`dsl.flowcode.warm`).
 
@@ -53,7 +56,9 @@ def step_names(size: int) -> list[list[str]]:
     return [[f"c{c}_{i:03d}" for i in range(length)] for c in range(chains)]
 
 
-def flow_source(chains: list[list[str]], edits: dict[str, int]) -> str:
+def flow_source(chains: list[list[str]], edits: dict[str, int], *, helpers: int = 0) -> str:
+    """The flow; with `helpers` (the number of functions of `helper_source`), every step returns its
+    value through one of them."""
     lines = [
         '"""Generated for the reload benchmark: parallel chains of trivial steps."""',
         "",
@@ -62,10 +67,14 @@ def flow_source(chains: list[list[str]], edits: dict[str, int]) -> str:
         "from dsl import step",
         "",
     ]
+    if helpers:
+        lines[2:2] = ["import helpers", ""]
     for chain in chains:
         for i, name in enumerate(chain):
             arg = chain[i - 1] if i else ""
             value = f"{arg} + 1" if arg else "0"
+            if helpers:
+                value = f"helpers.same_{i % helpers}({value})"
             lines += [
                 "",
                 "@step",
@@ -76,6 +85,29 @@ def flow_source(chains: list[list[str]], edits: dict[str, int]) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def helper_source(lines: int) -> tuple[str, int]:
+    """A local module of about `lines` lines (functions that return their argument) and how many
+    functions it has."""
+    count = max(1, lines // 8)
+    body = [
+        '"""Generated for the reload benchmark: a helper module the steps call."""',
+        "",
+        "import math",
+        "",
+    ]
+    for k in range(count):
+        body += [
+            "",
+            f"def same_{k}(x):",
+            f'    """Return x, after some work ({k})."""',
+            f"    roots = [math.sqrt(abs(x * j + {k})) for j in range(2)]",
+            "    if roots and roots[0] < 0:",
+            "        return -x",
+            "    return x",
+        ]
+    return "\n".join(body) + "\n", count
 
 
 def save_atomic(path: Path, text: str) -> float:
@@ -165,8 +197,10 @@ def main() -> None:
     names = [n for chain in chains for n in chain]
     saves = min(opts.saves, len(names))
     targets = random.Random(7).sample(names, saves)
+    helper_text, helpers = helper_source(opts.helper_lines) if opts.helper_lines else ("", 0)
+    shape = f", every step calling a {len(helper_text.splitlines())}-line local module" if helpers else ""
     print(
-        f"reload latency: {len(names)}-step flow ({len(chains)} chains), {saves} saves, "
+        f"reload latency: {len(names)}-step flow ({len(chains)} chains{shape}), {saves} saves, "
         f"watch step={WATCH_STEP_MS} ms debounce={WATCH_DEBOUNCE_MS} ms ({machine()})"
     )
 
@@ -175,8 +209,10 @@ def main() -> None:
     with tempdir() as root:
         project = root / "project"
         project.mkdir()
+        if helpers:
+            (project / "helpers.py").write_text(helper_text, encoding="utf-8")
         path = project / "reload_flow.py"
-        path.write_text(flow_source(chains, edits), encoding="utf-8")
+        path.write_text(flow_source(chains, edits, helpers=helpers), encoding="utf-8")
         store = Store(root / "store")
         freeze_heap()  # as `flow run --watch` does at start-up
         engine = Engine(store, LocalExecutor())
@@ -215,7 +251,7 @@ def main() -> None:
 
             for index, target in enumerate(targets):
                 edits[target] = edits.get(target, 0) + 1
-                text = flow_source(chains, edits)
+                text = flow_source(chains, edits, helpers=helpers)
                 mark = rec.mark()
                 with rec.cond:
                     yields_mark = len(rec.yields)

@@ -23,12 +23,22 @@ CASES = [
     ("startup", "s", r"0\.12", {"FLOW_BENCH_REPEAT": "1"}),
     ("whole", "s", r"0\.15", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
     ("reload", "ms", "20", {"FLOW_BENCH_SIZE": "8", "FLOW_BENCH_SAVES": "3"}),
+    (
+        "reload",
+        "ms",
+        "20",
+        {"FLOW_BENCH_SIZE": "8", "FLOW_BENCH_SAVES": "3", "FLOW_BENCH_HELPER_LINES": "40"},
+    ),
     ("scale", "ms/step", r"0\.2", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
 ]
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize(("name", "unit", "budget", "env"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "unit", "budget", "env"),
+    CASES,
+    ids=[c[0] + ("-helper" if "FLOW_BENCH_HELPER_LINES" in c[3] else "") for c in CASES],
+)
 def test_benchmark_runs_and_ends_with_its_verdict(
     name: str, unit: str, budget: str, env: dict[str, str]
 ) -> None:
@@ -46,3 +56,7 @@ def test_benchmark_runs_and_ends_with_its_verdict(
     lines = proc.stdout.strip().splitlines()
     assert lines, proc.stderr
     assert re.match(LAST_LINE.format(name=name, unit=re.escape(unit), budget=budget), lines[-1]), lines[-1]
+    if "FLOW_BENCH_HELPER_LINES" in env:  # the steps ran through the helper module
+        assert (
+            "every step calling a" in lines[0] and "unchanged steps re-executed across all saves: 0" in lines
+        )
