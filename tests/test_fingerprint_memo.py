@@ -4,7 +4,9 @@ an edit."""
 
 from __future__ import annotations
 
+import ast
 import types
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from dsl import load_flow
 from runner.fingerprint import StaticPrint, static_prints
 from runner.fingerprint import hasher as hasher_module
+from runner.fingerprint.source import SourceIndex, normalised_text
 
 FLOW = """\
 from dsl import step
@@ -138,3 +141,75 @@ def test_a_step_using_a_local_module_is_walked_once_per_text_and_every_edit_seen
     changed = _prints(path)
     assert walked == [] and changed["b"] == first["b"]
     assert changed["a"].helpers["tools.triple"] != edited["a"].helpers["tools.triple"]
+
+
+GATED = """\
+from dsl import step
+
+
+class Scale:
+    \"\"\"How much.\"\"\"
+
+    factor = {factor}
+
+    def apply(self, x):
+        return x * self.factor
+
+
+@step
+def a():
+    return 1
+
+
+@step(when=lambda a: a {gate} 0)
+def b(a):
+    return Scale().apply(a)
+
+
+@step
+def c(a):
+    return a + {c}
+"""
+
+
+def test_a_flow_with_a_lambda_and_a_class_parses_only_its_edited_part(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lambda or a class is found in the file's tree, parsed in parts: a save parses the part it
+    edited, not the whole file, and every edit is seen."""
+    path = write_flow(GATED.format(factor=2, gate=">", c=1), name="gated.py")
+    first = _prints(path)
+    parsed: list[str] = []
+    real = ast.parse
+
+    def counting(source: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counting)
+    text = GATED.format(factor=2, gate=">", c=2)
+    path.write_text(text, encoding="utf-8")
+    unrelated = _prints(path)
+    assert text not in parsed and all("def c(a)" in p for p in parsed), parsed
+    assert unrelated["b"] == first["b"] and unrelated["c"] != first["c"]
+
+    path.write_text(GATED.format(factor=2, gate=">=", c=2), encoding="utf-8")
+    gate = _prints(path)
+    assert gate["b"].options != first["b"].options and gate["b"].helpers == first["b"].helpers
+    path.write_text(GATED.format(factor=3, gate=">=", c=2), encoding="utf-8")
+    scaled = _prints(path)
+    assert scaled["b"].helpers != gate["b"].helpers and scaled["b"].options == gate["b"].options
+    assert scaled["a"] == first["a"] and scaled["c"] == unrelated["c"]
+
+    elsewhere = write_flow(GATED.format(factor=3, gate=">=", c=2), name="gated_copy.py")
+    assert static_prints(load_flow(elsewhere))["b"].options == scaled["b"].options
+
+
+def test_normalising_a_definition_from_the_file_tree_leaves_that_tree_as_it_was() -> None:
+    """Where a definition's text does not parse alone, its node from the file's tree is normalised
+    (docstring and decorators dropped) on a copy: the tree is read again by later loads."""
+    text = '@step(retries=1)\ndef a():\n    """Doc."""\n    return 1\n'
+    node = SourceIndex(text, f"/nowhere/{uuid.uuid4().hex}.py").functions[1]
+    assert isinstance(node, ast.FunctionDef)
+    assert normalised_text('@step("\n', drop_decorators=True, node=node) == "def a():\n    return 1"
+    assert len(node.decorator_list) == 1 and len(node.body) == 2

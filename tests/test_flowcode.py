@@ -3,6 +3,7 @@ whole file, reused only where its text, line and flags are unchanged, and every 
 
 from __future__ import annotations
 
+import ast
 import dis
 import sys
 import types
@@ -18,6 +19,7 @@ from benchmarks.reload import flow_source, step_names
 from dsl import FlowError, flowcode, load_flow
 from dsl.flowcode import split
 from dsl.loader import compile_flow
+from runner.fingerprint.source import SourceIndex
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -267,3 +269,19 @@ def test_warm_keeps_nothing_over_a_newer_load_or_for_a_file_that_does_not_cut(
     assert compile_flow(text, odd) == (compile(text, odd, "exec", dont_inherit=True),)
     assert not flowcode.warm(odd, text)
     assert flowcode.parts_of(odd) == {}
+
+
+@pytest.mark.parametrize(("name", "source"), _corpus(), ids=[name for name, _ in _corpus()])
+def test_the_parts_parse_to_the_tree_of_the_whole_file(name: str, source: str) -> None:
+    """The fingerprint's tree of a file, parsed in the same parts (`runner.fingerprint.source`),
+    is the whole file's, node for node and position for position; unchanged parts are reused."""
+    try:
+        whole = ast.parse(source)
+    except SyntaxError:
+        return
+    path = f"/nowhere/{name}-{uuid.uuid4().hex}.py"
+    expected = [ast.dump(s, include_attributes=True) for s in whole.body]
+    first = SourceIndex(source, path).tree.body
+    assert [ast.dump(s, include_attributes=True) for s in first] == expected
+    again = SourceIndex(source, path).tree.body
+    assert len(again) == len(first) and all(a is b for a, b in zip(again, first, strict=True))
