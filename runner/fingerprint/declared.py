@@ -10,8 +10,9 @@ and each variable's value become part of the step's fingerprint:
   invalidates the step);
 - `env:<NAME>`: SHA-256 of the value, or `unset` (a variable set to "" is not an unset one).
 
-A file's hash is memoised by its size, modification time and inode: a long-lived session re-reads
-only files that changed.
+A file's hash is memoised by its size, modification and change times and inode, once the file is
+older than `RACY_NS`: a long-lived session re-reads only files that changed, and an edit never hides
+behind a signature that did not move (see `RACY_NS`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from dsl.step import Step
 
-_HASHES: dict[str, tuple[tuple[int, int, int], str]] = {}
+_HASHES: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 """Absolute path -> (stat signature, content hash)."""
+RACY_NS = 2_000_000_000
+"""How old (modified and changed) a file must be when it is hashed for its hash to be memoised. A file
+system stamps times at the resolution of its clock (ext4 before Linux 6.13: one tick, 1-10 ms; FAT:
+2 s), so a second edit of the same size within that tick leaves size, times and inode as they were:
+a hash memoised from the first edit would hide the second. As git does with a 'racily clean' entry,
+a file that recent is hashed again at every look until it is older. The change time is in the
+signature too: a tool that puts the modification time back (`touch -r`, `cp -p`) cannot put it back."""
 _HASHES_MAX = 100_000
 MISSING = "missing"
 NO_MATCH = "nothing matches"
@@ -36,10 +45,11 @@ def _file_hash(path: str) -> str:
         status = os.stat(path)
     except OSError:
         return MISSING
-    signature = (status.st_size, status.st_mtime_ns, status.st_ino)
+    signature = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
     known = _HASHES.get(path)
     if known is not None and known[0] == signature:
         return known[1]
+    settled = time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) > RACY_NS
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:
@@ -47,9 +57,10 @@ def _file_hash(path: str) -> str:
                 digest.update(chunk)
     except OSError:
         return MISSING
-    if len(_HASHES) >= _HASHES_MAX:
-        _HASHES.clear()
-    _HASHES[path] = (signature, digest.hexdigest())
+    if settled:
+        if len(_HASHES) >= _HASHES_MAX:
+            _HASHES.clear()
+        _HASHES[path] = (signature, digest.hexdigest())
     return digest.hexdigest()
 
 
