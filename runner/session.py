@@ -96,8 +96,8 @@ class FlowSession:
         self._deferred: tuple[LoadedFlow, dict[str, Any]] | None = None
         """The load (and its parameter values) whose signature is still to be computed."""
         self._lock = threading.RLock()
-        self._warmed = ""
-        """The `load_id` of the load whose flow file `_warm_parts` last cut into parts."""
+        self._warmed: dict[Any, Any] | None = None
+        """The (empty) parts of the flow file `_warm_parts` last tried to fill (`dsl.flowcode`)."""
 
     # ----- loading ------------------------------------------------------------------------------
 
@@ -415,17 +415,21 @@ class FlowSession:
                 return
 
     def _warm_parts(self) -> None:
-        """While the watcher waits, once per load: cut the last good load's flow file into the parts a
-        reload compiles, if that load compiled it whole (`dsl.flowcode.warm`), so the first save
-        compiles only what it changed."""
+        """While the watcher waits: if the flow file was last compiled whole (its first load, or a
+        load that failed), cut the last good load's text into the parts a reload compiles
+        (`dsl.flowcode.warm`) and scan their functions, so the next save compiles only what it
+        changed. Tried once each time the file's parts are emptied."""
         loaded = self.loaded
-        if loaded is None or loaded.load_id == self._warmed:
+        if loaded is None or loaded.path.suffix.lower() != ".py":
             return
-        self._warmed = loaded.load_id
-        source = loaded.sources.get(str(loaded.path))
-        if source is not None and loaded.path.suffix.lower() == ".py":
-            if flowcode.warm(str(loaded.path), source):
-                read_ahead((flowcode.parts_of(str(loaded.path)) or {}).values())
+        path = str(loaded.path)
+        parts = flowcode.parts_of(path)
+        source = loaded.sources.get(path)
+        if parts is None or parts or parts is self._warmed or source is None:
+            return
+        self._warmed = parts
+        if flowcode.warm(path, source):
+            read_ahead((flowcode.parts_of(path) or {}).values())
 
     def _last_run_failed(self) -> bool:
         current = self.current

@@ -843,24 +843,15 @@ def test_the_first_save_compiles_and_scans_only_the_part_it_changed(
         )
     )
     assert "time.time()" in proj.text
-    filename = str(proj.path.resolve())
-    deadline = time.monotonic() + TIMEOUT
-    while not flowcode.parts_of(filename):  # the watcher's first wait cuts the file
-        assert time.monotonic() < deadline, "the watcher never cut the flow file into parts"
-        time.sleep(0.01)
-    compiled: list[str] = []
+    wait_for_parts(proj.path)  # the watcher's first wait cuts the file
+    compiled = count_compiles(monkeypatch)
     scanned: list[str] = []
-    real_compile, real_walk = compile, source_index._walk_span
-
-    def counting_compile(text: str, *args: Any, **kwargs: Any) -> Any:
-        compiled.append(text)
-        return real_compile(text, *args, **kwargs)
+    real_walk = source_index._walk_span
 
     def counting_walk(code: Any) -> tuple[int, int]:
         scanned.append(code.co_name)
         return real_walk(code)
 
-    monkeypatch.setattr(flowcode, "compile", counting_compile, raising=False)
     monkeypatch.setattr(source_index, "_walk_span", counting_walk)
     done = proj.executions.mark()
     mark = proj.edit('note("b v1")', 'note("b v2")')
@@ -871,3 +862,42 @@ def test_the_first_save_compiles_and_scans_only_the_part_it_changed(
     _, finished = proj.watch_run(mark)
     assert finished.status == "succeeded"
     assert proj.executions.since(done) == ["b v2"]
+
+
+def test_after_a_broken_save_the_good_save_compiles_only_the_part_it_changed(
+    project: Callable[..., Project], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that fails compiles the whole file to report the error, which empties its parts; the
+    watcher cuts the last good text again while it waits, so the fixing save compiles one part."""
+    proj = project()
+    wait_for_parts(proj.path)
+    text = proj.text
+    mark = proj.save(text.replace('note("c v1")', 'note("c v1"'))
+    assert isinstance(proj.events.wait_reload(mark, "the broken save's report"), LoadFailed)
+    wait_for_parts(proj.path)
+    compiled = count_compiles(monkeypatch)
+    mark = proj.save(text.replace('note("c v1")', 'note("c v2")'))
+    reloaded = proj.events.wait_reload(mark, "the good save's reload")
+    assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("c",), reloaded
+    assert len(compiled) == 1 and 'note("c v2")' in compiled[0]
+
+
+def wait_for_parts(path: Path) -> None:
+    """Until the flow file has parts a reload can reuse (`dsl.flowcode`)."""
+    deadline = time.monotonic() + TIMEOUT
+    while not flowcode.parts_of(str(path.resolve())):
+        assert time.monotonic() < deadline, "the watcher never cut the flow file into parts"
+        time.sleep(0.01)
+
+
+def count_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts `dsl.flowcode` compiles from now on."""
+    compiled: list[str] = []
+    real = compile
+
+    def counting(text: str, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
+    return compiled
