@@ -81,6 +81,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
+def flowcode_compiles(monkeypatch: Any) -> list[str]:
+    """The texts `dsl.flowcode` compiles from now on (its flow-file parts), in order."""
+    from dsl import flowcode
+
+    texts: list[str] = []
+
+    def counting(source: str, *args: Any, **kwargs: Any) -> Any:
+        texts.append(source)
+        return compile(source, *args, **kwargs)
+
+    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
+    return texts
+
+
 def db_rows(store_dir: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the store's SQLite directly (a separate connection, as another process would)."""
     db = store_dir / "flow.db"

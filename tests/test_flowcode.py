@@ -20,6 +20,7 @@ from dsl import FlowError, flowcode, load_flow
 from dsl.flowcode import split
 from dsl.loader import compile_flow
 from runner.fingerprint.source import SourceIndex
+from tests.helpers_core import flowcode_compiles
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -192,18 +193,6 @@ def test_every_edit_is_seen_and_a_wrong_cut_or_an_error_falls_back_to_the_whole_
     assert load_flow(path).graph.nodes["a"].step.fn() == 4
 
 
-def _counting_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The texts `dsl.flowcode` compiles from now on."""
-    texts: list[str] = []
-
-    def counting(source: str, *args: Any, **kwargs: Any) -> types.CodeType:
-        texts.append(source)
-        return compile(source, *args, **kwargs)
-
-    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
-    return texts
-
-
 def test_warm_cuts_a_file_compiled_whole_into_the_parts_its_next_load_reuses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -221,7 +210,7 @@ def test_warm_cuts_a_file_compiled_whole_into_the_parts_its_next_load_reuses(
     assert not flowcode.warm(filename, source)  # cut already: once is enough
 
     # The first save after the load compiles only the part it changed, as every later save does.
-    compiled = _counting_compiles(monkeypatch)
+    compiled = flowcode_compiles(monkeypatch)
     target = chains[2][1]
     edited = flow_source(chains, {target: 1})
     codes = compile_flow(edited, filename)
@@ -234,7 +223,7 @@ def test_without_warm_the_first_save_compiles_every_part(monkeypatch: pytest.Mon
     chains = step_names(8)
     filename = f"/nowhere/cold-{uuid.uuid4().hex}.py"
     compile_flow(flow_source(chains, {}), filename)
-    compiled = _counting_compiles(monkeypatch)
+    compiled = flowcode_compiles(monkeypatch)
     edited = flow_source(chains, {chains[2][1]: 1})
     compile_flow(edited, filename)
     assert len(compiled) == len(split(edited))

@@ -30,6 +30,7 @@ from dsl import flowcode
 from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepFinished
 from runner.fingerprint import source as source_index
 from runner.session import FlowSession
+from tests.helpers_core import flowcode_compiles, wait_for
 from tests.helpers_watch import (
     SAVES,
     TIMEOUT,
@@ -844,7 +845,7 @@ def test_the_first_save_compiles_and_scans_only_the_part_it_changed(
     )
     assert "time.time()" in proj.text
     wait_for_parts(proj.path)  # the watcher's first wait cuts the file
-    compiled = count_compiles(monkeypatch)
+    compiled = flowcode_compiles(monkeypatch)
     scanned: list[str] = []
     real_walk = source_index._walk_span
 
@@ -875,7 +876,7 @@ def test_after_a_broken_save_the_good_save_compiles_only_the_part_it_changed(
     mark = proj.save(text.replace('note("c v1")', 'note("c v1"'))
     assert isinstance(proj.events.wait_reload(mark, "the broken save's report"), LoadFailed)
     wait_for_parts(proj.path)
-    compiled = count_compiles(monkeypatch)
+    compiled = flowcode_compiles(monkeypatch)
     mark = proj.save(text.replace('note("c v1")', 'note("c v2")'))
     reloaded = proj.events.wait_reload(mark, "the good save's reload")
     assert isinstance(reloaded, FlowReloaded) and reloaded.changed == ("c",), reloaded
@@ -884,20 +885,4 @@ def test_after_a_broken_save_the_good_save_compiles_only_the_part_it_changed(
 
 def wait_for_parts(path: Path) -> None:
     """Until the flow file has parts a reload can reuse (`dsl.flowcode`)."""
-    deadline = time.monotonic() + TIMEOUT
-    while not flowcode.parts_of(str(path.resolve())):
-        assert time.monotonic() < deadline, "the watcher never cut the flow file into parts"
-        time.sleep(0.01)
-
-
-def count_compiles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The texts `dsl.flowcode` compiles from now on."""
-    compiled: list[str] = []
-    real = compile
-
-    def counting(text: str, *args: Any, **kwargs: Any) -> Any:
-        compiled.append(text)
-        return real(text, *args, **kwargs)
-
-    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
-    return compiled
+    wait_for(lambda: flowcode.parts_of(str(path.resolve())), timeout=TIMEOUT)
