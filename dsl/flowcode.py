@@ -88,22 +88,22 @@ def compile_parts(
     return tuple(codes), latest
 
 
-def warm(filename: str, source: str) -> bool:
+def warm(filename: str, source: str) -> dict[tuple[int, int, str], types.CodeType] | None:
     """Compile the parts of a file whose latest load (of `source`) compiled it whole, and keep them
-    for its next load; whether it did. Nothing is kept if another load of the file came meanwhile
-    (its parts are newer) or a part does not compile (the next load compiles the file whole)."""
+    for its next load; the parts kept, or None. Nothing is kept if another load of the file came
+    meanwhile (its parts are newer) or a part does not compile (the next load compiles it whole)."""
     before = _parts.get(filename)
     if before is None or before:
-        return False
+        return None
     try:
         _, latest = compile_parts(source, filename, {})
     except (SyntaxError, ValueError):
-        return False
+        return None
     with _lock:
         if _parts.get(filename) is not before:
-            return False
+            return None
         _parts[filename] = latest
-    return True
+    return latest
 
 
 def split(source: str) -> list[tuple[int, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ class FlowSession:
         self._deferred: tuple[LoadedFlow, dict[str, Any]] | None = None
         """The load (and its parameter values) whose signature is still to be computed."""
         self._lock = threading.RLock()
-        self._warmed: dict[Any, Any] | None = None
+        self._warmed: dict[tuple[int, int, str], types.CodeType] | None = None
         """The (empty) parts of the flow file `_warm_parts` last tried to fill (`dsl.flowcode`)."""
 
     # ----- loading ------------------------------------------------------------------------------
@@ -428,8 +429,9 @@ class FlowSession:
         if parts is None or parts or parts is self._warmed or source is None:
             return
         self._warmed = parts
-        if flowcode.warm(path, source):
-            read_ahead((flowcode.parts_of(path) or {}).values())
+        kept = flowcode.warm(path, source)
+        if kept is not None:
+            read_ahead(kept.values())
 
     def _last_run_failed(self) -> bool:
         current = self.current

@@ -507,8 +507,10 @@ def attributes_used(user: Any, alias: str, hasher: Hasher) -> frozenset[str] | N
     if segment is None:
         return _attributes_used(user, alias, hasher)
     key = (segment, alias)
-    if key in _ATTRIBUTES:
-        return _ATTRIBUTES[key]
+    try:
+        return _ATTRIBUTES[key]  # one lookup: an entry another thread evicts cannot fail a check-then-read
+    except KeyError:
+        pass
     found = _ATTRIBUTES[key] = _attributes_used(user, alias, hasher)
     if len(_ATTRIBUTES) > _ATTRIBUTES_SIZE:
         _ATTRIBUTES.popitem(last=False)
