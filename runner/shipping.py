@@ -7,7 +7,13 @@ copy of it. Two things differ from plain cloudpickle:
 - tracebacks on the worker name the flow file, not `<dynamic-code>`;
 - the globals a function uses are read straight from its bytecode (`code_globals`). cloudpickle
   finds them with `dis`, which is most of the cost of shipping a one-line step; on a 1,000-step
-  cold run that was ~25 µs per step on the scheduler's critical path.
+  cold run that was ~25 µs per step on the scheduler's critical path;
+- with `pickle_shipped`, a local module the code refers to as a module (`import helpers` then
+  `helpers.f(x)`) travels apart from it: the pickle names the module by a key, and the module's
+  namespace is pickled once under that key (`module_state`), to be installed once per worker
+  process (`runner.executors.execute.install_modules`). cloudpickle would pickle the whole module
+  into every bundle of steps that uses it: a step calling into a 1,750-line module made every
+  chunk of a cold run pickle (and its worker unpickle) all 250 of its functions again.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ import io
 import sys
 import types
 from collections import ChainMap
+from collections.abc import Collection
 from typing import Any
 
 import cloudpickle
 import cloudpickle.cloudpickle as cloudpickle_internals
 
-from runner.executors.execute import rebuild_lru_cache
+from runner.executors.execute import rebuild_lru_cache, shipped_module
 from runner.stable_pickle import StablePickler
 
 _GLOBAL_OPS = frozenset(cloudpickle_internals.GLOBAL_OPS)
@@ -74,7 +81,20 @@ class CodePickler(StablePickler):
 
     dispatch_table = ChainMap({types.CodeType: _code_keeping_filename}, cloudpickle.Pickler.dispatch_table)
 
+    def __init__(self, file: io.BytesIO, load_id: str = "", local_modules: Collection[str] = ()) -> None:
+        super().__init__(file, protocol=5)
+        self._load_id = load_id
+        self._local_modules = local_modules
+        self.modules: dict[str, types.ModuleType] = {}
+        """Key -> module, for each local module this pickle names instead of holding (see the module)."""
+
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.ModuleType and obj.__name__ in self._local_modules:
+            # The key holds the object's id: a module the user swapped in `sys.modules` during the
+            # load is another module, shipped apart, under the same name.
+            key = f"{self._load_id}:module:{obj.__name__}:{id(obj)}"
+            self.modules[key] = obj
+            return shipped_module, (key,)
         if type(obj) is types.FunctionType:
             cache = cloudpickle_internals._extract_code_globals_cache
             if obj.__code__ not in cache:
@@ -90,5 +110,23 @@ class CodePickler(StablePickler):
 def pickle_code(functions: dict[str, Any]) -> bytes:
     """Pickle step functions (by name) for a worker: see `runner.executors.execute.resolve_code`."""
     buffer = io.BytesIO()
-    CodePickler(buffer, protocol=5).dump(functions)
+    CodePickler(buffer).dump(functions)
     return buffer.getvalue()
+
+
+def pickle_shipped(
+    obj: Any, load_id: str, local_modules: Collection[str]
+) -> tuple[bytes, dict[str, types.ModuleType]]:
+    """Pickle `obj` for a worker with each of `local_modules` it refers to named by a key, not held.
+
+    Returns the bytes and key -> module for each module named: the worker must have installed
+    those before it unpickles the bytes (`runner.executors.execute.install_modules`)."""
+    buffer = io.BytesIO()
+    pickler = CodePickler(buffer, load_id, local_modules)
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.modules
+
+
+def module_state(module: types.ModuleType) -> dict[str, Any]:
+    """What a shipped module's namespace is rebuilt from: as cloudpickle pickles a module by value."""
+    return {name: value for name, value in vars(module).items() if name != "__builtins__"}

@@ -26,14 +26,14 @@ def test_a_loads_first_chunk_is_the_step_asked_for_and_later_chunks_double(
     loaded = load_flow(write_flow(chain_source(300), name="chunked_flow.py"))
     bundles = CodeBundles()
 
-    key, code, entry = bundles.code(loaded, "s120")  # a re-run that executes one step of the middle
+    key, code, entry, _ = bundles.code(loaded, "s120")  # a re-run that executes one step of the middle
     assert entry == "s120" and key.endswith(":s120")
     assert list(_functions(code)) == ["s120"] and _functions(code)["s120"](4) == 5
 
     bundles = CodeBundles()  # a cold run asks for every step in order
     chunks: dict[str, list[str]] = {}
     for name in loaded.graph.order:
-        key, code, entry = bundles.code(loaded, name)
+        key, code, entry, _ = bundles.code(loaded, name)
         if key not in chunks:
             chunks[key] = list(_functions(code))
         assert entry == name and name in chunks[key]
@@ -52,7 +52,7 @@ def test_a_new_load_starts_again_from_one_step(write_flow: Callable[..., Path]) 
     for name in first.graph.order:
         bundles.code(first, name)
     second = load_flow(path)  # a save: a new load of the same file
-    key, code, _ = bundles.code(second, "s50")
+    key, code, _, _ = bundles.code(second, "s50")
     assert key.startswith(f"{second.load_id}:") and list(_functions(code)) == ["s50"]
 
 
@@ -60,8 +60,8 @@ def test_a_broken_chunk_ships_each_of_its_steps_alone(write_flow: Callable[..., 
     loaded = load_flow(write_flow(chain_source(20), name="broken_flow.py"))
     bundles = CodeBundles()
     bundles.code(loaded, "s0")
-    key, code, _ = bundles.code(loaded, "s1")
+    key, code, _, _ = bundles.code(loaded, "s1")
     assert list(_functions(code)) == ["s1", "s2"]
     bundles.mark_broken(key)
-    alone, code, entry = bundles.code(loaded, "s2")
+    alone, code, entry, _ = bundles.code(loaded, "s2")
     assert alone.endswith(":s2") and entry == "s2" and list(_functions(code)) == ["s2"]

@@ -49,6 +49,7 @@ def _task() -> Task:
         resources={"GPU": 1, "memory": "2G"},
         entry="train",
         expect={"/project/helpers.py": "sha-helpers"},
+        modules=(("load:module:helpers:1", "helpers", b"\x80\x05namespace"),),
     )
     _not_default(task)
     for ref in (task.kwargs["data"], task.kwargs["model"], gathered):
@@ -101,7 +102,7 @@ def test_a_task_without_its_code_is_the_same_task_without_it() -> None:
     task = _task()
     frame = wire.encode(wire.RunTask(task), code=False)
     assert wire.decode_to_worker(frame[4:]) == wire.RunTask(task.without_code())
-    assert task.code not in frame
+    assert task.code not in frame and task.modules[0][2] not in frame
     assert task.code in wire.encode(wire.RunTask(task))
 
 

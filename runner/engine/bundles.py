@@ -8,25 +8,36 @@ flow makes a few more chunks than fixed ones would; a re-run after a save, which
 or a few, no longer pickles (and its worker unpickles) 64 steps to run one: ~2 ms of the 20 a
 reload may take. A chunk that fails to load where it runs is split: each of its steps is then
 shipped alone (`mark_broken`), so one step's unpicklable global fails only that step.
+
+A local module the steps use as a module (`import helpers`, then `helpers.f(x)`) is pickled once per
+load, apart from the chunks (`runner.shipping.pickle_shipped`), and a worker is sent it once
+(`runner.executors.local.LocalExecutor`), not inside every chunk. Steps of one load that run in one
+worker then share that module, as the steps of one chunk always did; a step that rebinds one of its
+attributes retires its worker (`runner.executors.isolation`). A new load ships its modules again,
+never a module of an earlier load with the same text: importing it may have read other files.
 """
 
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Callable
+from typing import NamedTuple
 
 import cloudpickle
 
 from dsl.connected import shipped_function
 from dsl.loader import LoadedFlow
 from runner.probes import foreach_probe, when_probe
-from runner.shipping import pickle_code
+from runner.shipping import module_state, pickle_shipped
 
 CODE_CHUNK = 64
 """Steps pickled together per code bundle."""
 KEPT_LOADS = 8
 """Loads whose step order is remembered (a watch session reloads the flow at every save)."""
 KEPT_BUNDLES = 4096
+KEPT_MODULES = 256
+"""Shipped modules kept pickled (a module per load: a watch session makes a load per save)."""
 
 
 class _Chunks:
@@ -42,17 +53,33 @@ class _Chunks:
         """Chunk key -> its steps (to pickle it again once `KEPT_BUNDLES` has dropped it)."""
 
 
+Module = tuple[str, str, bytes]
+"""A shipped local module: key, name, pickled namespace (`runner.executors.base.Task.modules`)."""
+
+
+class Bundle(NamedTuple):
+    """A step's code as a worker gets it."""
+
+    key: str
+    code: bytes
+    entry: str
+    modules: tuple[Module, ...]
+
+
 class CodeBundles:
     """Pickled code by key: `load:first+count` (a chunk), `load:step` (a step shipped alone: a chunk
-    of one, or a step of a broken chunk) or `load:kind:step` (a probe)."""
+    of one, or a step of a broken chunk) or `load:kind:step` (a probe); and the load's local modules
+    the code refers to, pickled once each (`runner.shipping.pickle_shipped`)."""
 
     def __init__(self) -> None:
-        self._codes: dict[str, bytes] = {}
+        self._codes: dict[str, tuple[bytes, tuple[Module, ...]]] = {}
+        self._modules: dict[str, tuple[Module, dict[str, types.ModuleType]]] = {}
+        """Module key -> the module as shipped, and the modules its namespace refers to by key."""
         self._broken: set[str] = set()
         self._chunks: dict[str, _Chunks] = {}
 
-    def code(self, loaded: LoadedFlow, step_name: str) -> tuple[str, bytes, str]:
-        """(code_key, pickled code, entry) for a step: its load's steps are pickled in chunks."""
+    def code(self, loaded: LoadedFlow, step_name: str) -> Bundle:
+        """A step's code: its load's steps are pickled in chunks."""
         chunks = self._chunks.get(loaded.load_id)
         if chunks is None:
             chunks = self._chunks[loaded.load_id] = _Chunks(loaded)
@@ -64,21 +91,21 @@ class CodeBundles:
         names = chunks.members[key]
         if key in self._broken:
             key, names = f"{loaded.load_id}:{step_name}", [step_name]
-        code = self._codes.get(key)
-        if code is None:
+        shipped = self._codes.get(key)
+        if shipped is None:
             _by_value(loaded)
             try:
-                code = pickle_code({n: shipped_function(loaded.graph.nodes[n].step) for n in names})
+                shipped = self._pickle(
+                    loaded, {n: shipped_function(loaded.graph.nodes[n].step) for n in names}
+                )
             except Exception:
                 self._broken.add(key)  # the chunk's other steps go alone too, without trying it again
                 key = f"{loaded.load_id}:{step_name}"
-                code = self._codes.get(key) or pickle_code(
-                    {step_name: shipped_function(loaded.graph.nodes[step_name].step)}
+                shipped = self._codes.get(key) or self._pickle(
+                    loaded, {step_name: shipped_function(loaded.graph.nodes[step_name].step)}
                 )
-            self._codes[key] = code
-            if len(self._codes) > KEPT_BUNDLES:
-                self._codes.pop(next(iter(self._codes)))
-        return key, code, step_name
+            self._keep(key, shipped)
+        return Bundle(key, shipped[0], step_name, shipped[1])
 
     def _new_chunk(self, loaded: LoadedFlow, chunks: _Chunks, step_name: str) -> str:
         """Chunk the step with the steps after it in the graph's order not chunked yet: one step
@@ -104,11 +131,11 @@ class CodeBundles:
         """The bundle `code_key` failed to load where it ran: ship its steps alone from now on."""
         self._broken.add(code_key)
 
-    def probe_code(self, loaded: LoadedFlow, name: str, kind: str) -> tuple[str, bytes]:
-        """(code_key, pickled code) of a step's probe: its predicate, or the foreach iteration."""
+    def probe_code(self, loaded: LoadedFlow, name: str, kind: str) -> Bundle:
+        """A step's probe: its predicate, or the foreach iteration."""
         key = f"{loaded.load_id}:{kind}:{name}"
-        code = self._codes.get(key)
-        if code is None:
+        shipped = self._codes.get(key)
+        if shipped is None:
             step = loaded.graph.nodes[name].step
             _by_value(loaded)
             fn: Callable[..., object]
@@ -118,8 +145,32 @@ class CodeBundles:
             else:
                 assert step.foreach is not None
                 fn = foreach_probe(step.foreach)
-            code = self._codes[key] = pickle_code({kind: fn})
-        return key, code
+            shipped = self._pickle(loaded, {kind: fn})
+            self._keep(key, shipped)
+        return Bundle(key, shipped[0], kind, shipped[1])
+
+    def _keep(self, key: str, shipped: tuple[bytes, tuple[Module, ...]]) -> None:
+        self._codes[key] = shipped
+        if len(self._codes) > KEPT_BUNDLES:
+            self._codes.pop(next(iter(self._codes)))
+
+    def _pickle(self, loaded: LoadedFlow, functions: dict[str, object]) -> tuple[bytes, tuple[Module, ...]]:
+        """The functions pickled, and every module they refer to, directly or through another module."""
+        code, wanted = pickle_shipped(functions, loaded.load_id, loaded.local_modules)
+        modules: dict[str, Module] = {}
+        while wanted:
+            key, module = wanted.popitem()
+            if key in modules:
+                continue
+            kept = self._modules.get(key)
+            if kept is None:
+                data, refers = pickle_shipped(module_state(module), loaded.load_id, loaded.local_modules)
+                kept = self._modules[key] = ((key, module.__name__, data), refers)
+                if len(self._modules) > KEPT_MODULES:
+                    self._modules.pop(next(iter(self._modules)))
+            modules[key] = kept[0]
+            wanted.update((k, m) for k, m in kept[1].items() if k not in modules)
+        return code, tuple(modules.values())
 
 
 def _by_value(loaded: LoadedFlow) -> None:

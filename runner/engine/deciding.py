@@ -253,7 +253,7 @@ class Deciding(Probing):
             arg, item_hash, data = item
             kwargs[arg] = InputRef(hash=item_hash, data=data)
         try:
-            code_key, code, entry = self._bundles.code(request.loaded, step_name)
+            bundle = self._bundles.code(request.loaded, step_name)
         except Exception as exc:
             self._claims.release(fingerprint)
             self._finish(
@@ -263,8 +263,8 @@ class Deciding(Probing):
         task = Task(
             id=f"t{next(self._task_ids)}",
             step=name,
-            code_key=code_key,
-            code=code,
+            code_key=bundle.key,
+            code=bundle.code,
             kwargs=kwargs,
             run_id=run.id,
             attempt=1,
@@ -272,8 +272,9 @@ class Deciding(Probing):
             artifact_dir=str(self.store.artifact_dir),
             sys_path=(str(request.loaded.root), *request.loaded.search_paths),
             resources=dict(node.step.resources),
-            entry=entry,
+            entry=bundle.entry,
             expect=static.files,
+            modules=bundle.modules,
         )
         execution = Execution(
             key=fingerprint,

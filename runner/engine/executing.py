@@ -202,9 +202,14 @@ class Executing(Jobs):
         ):
             return False
         self._bundles.mark_broken(task.code_key)
-        code_key, code, entry = self._bundles.code(loaded, task.entry)
+        bundle = self._bundles.code(loaded, task.entry)
         execution.task = dataclasses.replace(
-            task, id=f"t{next(self._task_ids)}", code_key=code_key, code=code, entry=entry
+            task,
+            id=f"t{next(self._task_ids)}",
+            code_key=bundle.key,
+            code=bundle.code,
+            entry=bundle.entry,
+            modules=bundle.modules,
         )
         self._by_task[execution.task.id] = execution
         self._queue.appendleft(execution)

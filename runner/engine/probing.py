@@ -42,7 +42,7 @@ class Probing(Executing):
             )
             return
         try:
-            code_key, code = self._bundles.probe_code(run.request.loaded, name, kind)
+            bundle = self._bundles.probe_code(run.request.loaded, name, kind)
         except Exception as exc:
             self._finish(
                 run, name, StepStatus.FAILED, error=f"the {what} cannot be shipped to a worker: {exc}"
@@ -51,13 +51,14 @@ class Probing(Executing):
         task = Task(
             id=f"t{next(self._task_ids)}",
             step=name,
-            code_key=code_key,
-            code=code,
+            code_key=bundle.key,
+            code=bundle.code,
             kwargs=kwargs,
             run_id=run.id,
             timeout=node.step.timeout or PROBE_TIMEOUT_S,
             sys_path=(str(run.request.loaded.root),),
-            entry=kind,
+            entry=bundle.entry,
+            modules=bundle.modules,
         )
         probe = Probe(kind, run, name, task, cache_only)
         if cache_only:

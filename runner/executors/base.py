@@ -54,6 +54,9 @@ class Task:
         expect: absolute path -> SHA-256 of the text the fingerprint hashed, for each of the user's
             modules the step imports at run time: the worker imports exactly these texts or reports
             the difference (`runner.freshness`).
+        modules: (key, module name, pickled namespace) of each of the flow's local modules `code`
+            refers to by key (`runner.shipping.pickle_shipped`): sent with `code`, the namespace
+            left empty for those the process has already (`runner.executors.execute.install_modules`).
     """
 
     id: str
@@ -69,12 +72,20 @@ class Task:
     resources: dict[str, Any] = field(default_factory=dict)
     entry: str = ""
     expect: dict[str, str] = field(default_factory=dict)
+    modules: tuple[tuple[str, str, bytes], ...] = ()
 
     def without_code(self) -> Task:
         """This task with its code left out, for a process that was sent that `code_key` already (a
         shallow copy: ~10x cheaper than `dataclasses.replace`)."""
         task = copy.copy(self)
         object.__setattr__(task, "code", b"")
+        object.__setattr__(task, "modules", ())
+        return task
+
+    def with_modules(self, modules: tuple[tuple[str, str, bytes], ...]) -> Task:
+        """This task with `modules` instead of its own (some namespaces left out: the process has them)."""
+        task = copy.copy(self)
+        object.__setattr__(task, "modules", modules)
         return task
 
 

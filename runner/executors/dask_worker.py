@@ -58,7 +58,8 @@ The runner ends a lane it no longer needs with a stop message; this bounds how l
 runner that died without sending it (each expiry is logged as an error by the scheduler)."""
 
 LANE_CODES = 64
-"""Step code a lane keeps by `code_key` (the runner mirrors the same LRU to know what it may omit)."""
+"""Step code a lane keeps by `code_key`, with the modules sent with it (the runner mirrors the same
+LRU to know what it may omit)."""
 
 BLOB_MARK = "dask-blob:"
 
@@ -179,7 +180,7 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
     worker = get_worker()
     key = worker.get_current_task()
     worker.log_event(topic, {"start": worker.address, "key": key})
-    codes: OrderedDict[str, bytes] = OrderedDict()
+    codes: OrderedDict[str, tuple[bytes, tuple[tuple[str, str, bytes], ...]]] = OrderedDict()
     answer: dict[str, Any] | None = None
     while True:
         try:
@@ -197,11 +198,13 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
             return None
         task: Task = pickle.loads(message)
         if task.code:
-            codes[task.code_key] = task.code
+            codes[task.code_key] = (task.code, task.modules)
             if len(codes) > LANE_CODES:
                 codes.popitem(last=False)
         else:
-            object.__setattr__(task, "code", codes[task.code_key])
+            code, modules = codes[task.code_key]
+            object.__setattr__(task, "code", code)
+            object.__setattr__(task, "modules", modules)
         codes.move_to_end(task.code_key)
         result, batches, finished = _run(worker, key, task, topic)
         payload = pickle.dumps(result, protocol=5)

@@ -6,6 +6,7 @@ through this one function, so capture, metrics and output storage behave the sam
 
 from __future__ import annotations
 
+import builtins
 import functools
 import io
 import logging
@@ -14,9 +15,10 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
@@ -32,6 +34,8 @@ from runner.artifacts import (
 from runner.executors.base import InputRef, Task, TaskResult
 from runner.redaction import redacting
 from runner.testing import fault_point
+
+_V = TypeVar("_V")
 
 Emit = Callable[[str, str, float], None]
 """Receives (stream, line, timestamp) for each captured line."""
@@ -155,6 +159,65 @@ def install_roots(task: Task) -> bool:
     return changed
 
 
+SHIPPED_MODULES_KEPT = 256
+"""Shipped modules a process keeps: a watch session ships new ones at every save. The least
+recently used go first, by `admit_modules`, which the runner's `LocalExecutor` applies to the same
+keys in the same order (those sent with code) to know which modules a worker still has."""
+_shipped: dict[str, types.ModuleType] = {}
+_unloadable: dict[str, str] = {}
+"""Key -> why a shipped module's namespace could not be unpickled here."""
+
+
+def shipped_module(key: str) -> types.ModuleType:
+    """The local module shipped under `key`: how step code pickled by `runner.shipping.pickle_shipped`
+    refers to it.
+
+    Raises:
+        ImportError: the module's namespace could not be unpickled in this process.
+        KeyError: no module was shipped under `key` to this process.
+    """
+    error = _unloadable.get(key)
+    if error is not None:
+        raise ImportError(error)
+    return _shipped[key]
+
+
+def install_modules(modules: tuple[tuple[str, str, bytes], ...]) -> None:
+    """Rebuild the shipped modules (key, name, pickled namespace) this process does not have yet.
+
+    Every module exists, empty, before any namespace is unpickled: two modules may refer to each
+    other. A namespace that fails to unpickle leaves its module empty and the error kept, so each
+    step that uses it fails with that error.
+    """
+    fresh = admit_modules(_shipped, modules, lambda name: types.ModuleType(name))
+    for key, name, data in fresh:
+        try:
+            state = pickle.loads(data)
+        except Exception as exc:
+            _unloadable[key] = f"module {name} cannot be loaded: {type(exc).__name__}: {exc}"
+            continue
+        namespace = vars(_shipped[key])
+        namespace.update(state)
+        namespace["__builtins__"] = builtins.__dict__
+    for key in list(_unloadable):
+        if key not in _shipped:
+            del _unloadable[key]
+
+
+def admit_modules(
+    kept: dict[str, _V], modules: tuple[tuple[str, str, bytes], ...], value: Callable[[str], _V]
+) -> tuple[tuple[str, str, bytes], ...]:
+    """Make `kept` hold `modules` (key -> `value(name)` for those it lacks) as the most recently
+    used, drop the least recently used beyond `SHIPPED_MODULES_KEPT` (never one of `modules`), and
+    return the modules added."""
+    fresh = tuple(module for module in modules if module[0] not in kept)
+    for key, name, _ in modules:
+        kept[key] = kept.pop(key) if key in kept else value(name)
+    while len(kept) > max(SHIPPED_MODULES_KEPT, len(modules)):
+        del kept[next(iter(kept))]
+    return fresh
+
+
 def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., Any]:
     """The task's function: unpickled from `task.code` once per `code_key`, then taken from `cache`.
 
@@ -166,6 +229,7 @@ def resolve_code(task: Task, cache: MutableMapping[str, Any]) -> Callable[..., A
         if not task.code:
             raise KeyError(f"no code for {task.code_key}")
         _forget_project_modules(task.sys_path)
+        install_modules(task.modules)
         code = cache[task.code_key] = pickle.loads(task.code)
     fn: Callable[..., Any] = code[task.entry] if task.entry else code
     return fn

@@ -23,6 +23,7 @@ from collections import deque
 
 from runner.executors import spawn, wire
 from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
+from runner.executors.execute import admit_modules
 from runner.executors.proctree import kill_tree
 
 READ_SIZE = 1 << 16
@@ -39,6 +40,8 @@ class _Worker:
     reader: wire.FrameReader = dataclasses.field(default_factory=wire.FrameReader)
     task: Task | None = None
     codes: set[str] = dataclasses.field(default_factory=set)
+    modules: dict[str, None] = dataclasses.field(default_factory=dict)
+    """The shipped modules the worker keeps, as its `install_modules` keeps them."""
     raw: dict[str, bytes] = dataclasses.field(default_factory=dict)
     stderr_tail: deque[str] = dataclasses.field(default_factory=lambda: deque(maxlen=30))
 
@@ -104,8 +107,15 @@ class LocalExecutor:
         worker.codes.add(task.code_key)
         worker.task = task
         self._by_task[task.id] = worker
+        sent = task
+        if not known and task.modules:
+            # The worker's keys all go, so it orders them as `worker.modules` does; a namespace it
+            # has already does not.
+            fresh = {key for key, _, _ in admit_modules(worker.modules, task.modules, lambda _: None)}
+            if len(fresh) < len(task.modules):
+                sent = task.with_modules(tuple(m if m[0] in fresh else (*m[:2], b"") for m in task.modules))
         try:
-            wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task), code=not known))
+            wire.write_all(worker.to_worker, wire.encode(wire.RunTask(sent), code=not known))
         except OSError:
             self._crashed(worker)
 

@@ -74,6 +74,7 @@ _RESULT, _result_values = _fields(TaskResult)
 _REF, _ref_values = _fields(InputRef)
 _KWARGS = _TASK.index("kwargs")
 _CODE = _TASK.index("code")
+_MODULES = _TASK.index("modules")
 _PARTS = _REF.index("parts")
 _RUN, _EXIT, _FINISHED, _STARTED, _LOGS, _LOG = range(6)
 
@@ -104,6 +105,7 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         values[_KWARGS] = {name: _ref_out(ref) for name, ref in values[_KWARGS].items()}
         if not code:
             values[_CODE] = b""
+            values[_MODULES] = ()
         return (_RUN, tuple(values))
     if isinstance(message, Finished):
         done = message.done
@@ -122,7 +124,7 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
 
 def encode(message: ToWorker | FromWorker, *, code: bool = True) -> bytes:
     """One frame: 4-byte big-endian length, then the message as a pickled tuple. `code=False` leaves
-    a `RunTask`'s code out (for a worker that has its `code_key` already)."""
+    a `RunTask`'s code and modules out (for a worker that has its `code_key` already)."""
     body = pickle.dumps(_body(message, code=code), protocol=5)
     return _HEADER.pack(len(body)) + body
 
