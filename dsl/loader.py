@@ -218,8 +218,8 @@ def _load_flow(path: str | Path) -> LoadedFlow:
         module = types.ModuleType(module_name)
         module.__file__ = str(flow_path)
         sources: dict[str, str] = {str(flow_path): source}
-        before = set(sys.modules)
         _purge_local_modules()
+        before = set(sys.modules)  # after the purge: a reload imports the same modules again
         recorded, document = _execute(module, code, source, flow_path, sources, shown)
         local_modules = _new_local_modules(before, module_name, sources)
         _loaded_names.update(local_modules)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from dsl import load_flow
+from runner.engine import RunRequest
+from tests.conftest import EngineHarness
 
 
 def _import(name: str) -> None:
@@ -47,3 +49,49 @@ def test_a_load_forgets_project_modules_reached_through_symlinks(
     finally:
         for name in names:
             sys.modules.pop(name, None)
+
+
+def test_every_load_of_a_flow_knows_its_local_modules_and_where_they_were_found(
+    write_flow: Callable[..., Path], store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload (a save in `--watch` or the TUI) listed no local module: they were already imported
+    when the load looked at what it imported, so a fresh worker after a save lacked the directory a
+    step body imports from, and local modules went inside every bundle of step code again."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the flow inserts its lib directory
+    flow = write_flow(
+        """
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent / "lib"))
+
+        import reload_lib_helper
+        from dsl import step
+
+
+        @step
+        def uses():
+            import reload_lib_helper as again  # imported where the step runs
+
+            return again.VALUE + reload_lib_helper.VALUE
+        """
+    )
+    (flow.parent / "lib").mkdir()
+    (flow.parent / "lib" / "reload_lib_helper.py").write_text("VALUE = 7\n")
+    first, second = load_flow(flow), load_flow(flow)
+    lib = str((flow.parent / "lib").resolve())
+    assert (
+        first.local_modules
+        == second.local_modules
+        == {"reload_lib_helper": str(flow.parent.resolve() / "lib" / "reload_lib_helper.py")}
+    )
+    assert first.search_paths == second.search_paths == (lib,)
+    fresh = EngineHarness(store_dir, workers=1)  # workers that never saw the first load
+    try:
+        handle = fresh.engine.run(RunRequest(second, {}))
+        run = fresh.store.get_run(handle.id)
+        (step,) = fresh.store.get_steps(handle.id)
+        assert run is not None and run.status == "succeeded", step.error
+        assert step.preview == "14"
+    finally:
+        fresh.close()
