@@ -65,10 +65,27 @@ def code_globals(code: types.CodeType) -> dict[str, None]:
     return found
 
 
+_REDUCED_CODES: dict[int, tuple[types.CodeType, tuple[Any, tuple[Any, ...]]]] = {}
+"""id -> (code object, its reduction), for code pickled before (the object is held: the id stays its).
+
+Keyed by identity, not equality: code objects that differ only by file name compare equal. A
+reload executes the very code objects the last load compiled for every unchanged part of the flow
+file and every unchanged module (`dsl.flowcode`, `dsl.codecache`): building cloudpickle's reduction
+again was ~40% of pickling a module of functions (~20 arguments per code object, in Python)."""
+_REDUCED_CODES_KEPT = 50_000
+
+
 def _code_keeping_filename(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
     """cloudpickle's reduction of a code object, with the real file name kept for tracebacks."""
+    kept = _REDUCED_CODES.get(id(code))
+    if kept is not None and kept[0] is code:
+        return kept[1]
     constructor, args = cloudpickle_internals._code_reduce(code)
-    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    reduced = constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+    if len(_REDUCED_CODES) >= _REDUCED_CODES_KEPT:
+        _REDUCED_CODES.clear()
+    _REDUCED_CODES[id(code)] = (code, reduced)
+    return reduced
 
 
 class CodePickler(StablePickler):

@@ -89,3 +89,28 @@ def test_shipped_functions_run_with_their_globals(tmp_path):
 @pytest.mark.parametrize("fn", [lambda: undefined_name, lambda: print])  # noqa: F821
 def test_lambdas(fn):
     assert list(code_globals(fn.__code__)) == list(_reference(fn.__code__))
+
+
+def test_a_code_object_is_reduced_once_and_keeps_its_own_file_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload pickles the very code objects the last load did: their reduction is kept. Code that
+    differs only by its file name compares equal, so it is kept by identity: each keeps its file."""
+    source = "def f(x):\n    return [x * k for k in range(3)]\n"
+    one: dict[str, object] = {}
+    two: dict[str, object] = {}
+    exec(compile(source, "/project/one.py", "exec"), one)
+    exec(compile(source, "/project/two.py", "exec"), two)
+    first, second = one["f"], two["f"]
+    assert isinstance(first, types.FunctionType) and isinstance(second, types.FunctionType)
+    assert first.__code__ == second.__code__ and first.__code__ is not second.__code__
+    reduced: list[str] = []
+    real = cloudpickle_internals._code_reduce
+
+    def counting(code: types.CodeType) -> object:
+        reduced.append(code.co_filename)
+        return real(code)
+
+    monkeypatch.setattr(cloudpickle_internals, "_code_reduce", counting)
+    shipped = [pickle.loads(pickle_code({"f": fn}))["f"] for fn in (first, second, first, second)]
+    assert reduced == ["/project/one.py"] * 2 + ["/project/two.py"] * 2  # f and its comprehension
+    assert [fn.__code__.co_filename for fn in shipped] == ["/project/one.py", "/project/two.py"] * 2
+    assert [fn(2) for fn in shipped] == [[0, 2, 4]] * 4
