@@ -108,6 +108,48 @@ def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, li
     return out
 
 
+SLOW_LIBRARY_S = 0.25
+"""CPU seconds the info row's library takes to import (pandas with two scikit-learn modules: 1.4-3 s
+on this kind of machine)."""
+
+SLOW_LIBRARY_FLOW = '''"""One trivial step that uses a library that is slow to import."""
+
+import flowbench_slowlib
+from dsl import step
+
+
+@step
+def hello():
+    return flowbench_slowlib.__name__
+'''
+
+
+def library_series(root: Path, env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Info: `flow run` of a 1-step flow whose file imports a library that takes `SLOW_LIBRARY_S` of CPU
+    to import (an installed distribution: a RECORD lists it). The runner imports it to load the flow and
+    the worker to run the step; the early worker imports it meanwhile (`runner.executors.preload`), so
+    the run should cost about one import more than the 1-step flow, not two."""
+    libs = root / "libs"
+    (libs / "flowbench_slowlib-1.0.dist-info").mkdir(parents=True)
+    (libs / "flowbench_slowlib-1.0.dist-info" / "RECORD").write_text("flowbench_slowlib.py,,\n")
+    (libs / "flowbench_slowlib.py").write_text(
+        f"import time\n\n_END = time.process_time() + {SLOW_LIBRARY_S}\n"
+        "while time.process_time() < _END:\n    pass\n"
+    )
+    env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(libs), env.get("PYTHONPATH", "")) if p)}
+    command = flow_command()
+    path = write_flow(root / "library", "slow_library", SLOW_LIBRARY_FLOW)
+    return {
+        "python -c 'import the library'": [
+            timed([sys.executable, "-c", "import flowbench_slowlib"], root, env) for _ in range(runs)
+        ],
+        "flow run, fresh store": [
+            timed([*command, "run", str(path), "--store", str(root / f"store-library-{i}")], path.parent, env)
+            for i in range(runs)
+        ],
+    }
+
+
 def show(title: str, results: dict[str, list[float]]) -> None:
     print(title)
     for what, samples in results.items():
@@ -143,6 +185,12 @@ def main() -> None:
                 "this environment as is (PYTHONDONTWRITEBYTECODE set, project compiled on every start):",
                 as_is,
             )
+        slow = library_series(root, env, runs)
+        show(f"(info) a flow importing a library that takes {SLOW_LIBRARY_S:g} s of CPU to import:", slow)
+        extra = median(slow["flow run, fresh store"]) - median(normal["flow run, fresh store"])
+        imports = median(slow["python -c 'import the library'"]) - median(normal["python -c pass"])
+        ratio = extra / imports
+        print(f"  the library adds {extra:.3f} s to the run: {ratio:.1f}x its import ({imports:.3f} s)")
     figure = median(normal["flow run, fresh store"])
     print(verdict("startup", figure, "s", BUDGET_S, figure <= BUDGET_S))
 

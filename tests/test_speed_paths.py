@@ -138,9 +138,9 @@ def test_flow_run_starts_its_worker_before_importing_the_cli(
 
         start = spawn.start_early
 
-        def recorded():
+        def recorded(*flow_file):
             heavy = sorted(m for m in ("typer", "runner.engine", "runner.store") if m in sys.modules)
-            start()
+            start(*flow_file)
             print(f"early pid {{spawn._early.proc.pid}} before {{heavy}}", file=sys.stderr, flush=True)
 
         spawn.start_early = recorded

@@ -25,12 +25,18 @@ def starts_local_workers(argv: list[str]) -> bool:
     return not any(arg.partition("=")[0] in _NOT_LOCAL for arg in argv[1:])
 
 
+def flow_file_of(argv: list[str]) -> str | None:
+    """The Python flow file a `flow run` command line names, if it names one (a guess: it only decides
+    which libraries the early worker imports ahead, `runner.executors.preload`)."""
+    return next((arg for arg in argv[1:] if arg.endswith(".py") and not arg.startswith("-")), None)
+
+
 def main() -> None:
     """Start the early worker when it will be wanted, then run the command."""
     if starts_local_workers(sys.argv[1:]):
         from runner.executors import spawn
 
-        spawn.start_early()
+        spawn.start_early(flow_file_of(sys.argv[1:]))
     from runner import dataclass_cache
 
     dataclass_cache.install()  # before the imports below create their dataclasses; saved at exit

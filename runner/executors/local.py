@@ -82,8 +82,10 @@ class LocalExecutor:
         return self._max
 
     def prestart(self, count: int) -> None:
-        """Start workers ahead of need (their interpreter start overlaps with planning)."""
-        while len(self._workers) < min(count, self._max):
+        """Start workers ahead of need (their interpreter start overlaps with planning). An early
+        worker counts as started: adopting it may wait for its imports, which the first task waits
+        for anyway."""
+        while len(self._workers) + spawn.pending_early() < min(count, self._max):
             self._spawn()
 
     def _spawn(self) -> _Worker:

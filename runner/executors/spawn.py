@@ -27,18 +27,25 @@ class Spawned:
     A plain class: `dataclasses` (with `inspect` below it) would cost the CLI's first milliseconds.
     """
 
-    __slots__ = ("proc", "to_worker", "from_worker", "inherited")
+    __slots__ = ("proc", "to_worker", "from_worker", "inherited", "preloading")
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], to_worker: int, from_worker: int, inherited: tuple[object, ...]
+        self,
+        proc: subprocess.Popen[bytes],
+        to_worker: int,
+        from_worker: int,
+        inherited: tuple[str, str | None, dict[str, str]],
+        preloading: bool = False,
     ) -> None:
         self.proc = proc
         self.to_worker = to_worker
         self.from_worker = from_worker
         self.inherited = inherited
+        self.preloading = preloading
+        """It imports a flow file's libraries first, then reports its environment (`wire.Preloaded`)."""
 
 
-def _inherited() -> tuple[object, ...]:
+def _inherited() -> tuple[str, str | None, dict[str, str]]:
     try:
         cwd: str | None = os.getcwd()
     except OSError:
@@ -46,8 +53,9 @@ def _inherited() -> tuple[object, ...]:
     return sys.executable, cwd, dict(os.environ)
 
 
-def spawn() -> Spawned:
-    """Start a worker process (see the module's docstring for its command line)."""
+def spawn(flow_file: str | None = None) -> Spawned:
+    """Start a worker process (see the module's docstring for its command line); with `flow_file`, it
+    imports the libraries that file imports before it takes a task (`runner.executors.preload`)."""
     inherited = _inherited()
     to_r, to_w = os.pipe()
     from_r, from_w = os.pipe()
@@ -56,7 +64,15 @@ def spawn() -> Spawned:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "runner.executors.worker", str(to_r), str(from_w)],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "runner.executors.worker",
+                str(to_r),
+                str(from_w),
+                *([flow_file] if flow_file else []),
+            ],
             pass_fds=(to_r, from_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -67,30 +83,70 @@ def spawn() -> Spawned:
     finally:
         os.close(to_r)
         os.close(from_w)
-    return Spawned(proc, to_w, from_r, inherited)
+    return Spawned(proc, to_w, from_r, inherited, preloading=bool(flow_file))
 
 
 _early: Spawned | None = None
 
 
-def start_early() -> None:
-    """Start the early worker now (the CLI calls this first thing when the run will use local workers)."""
+def start_early(flow_file: str | None = None) -> None:
+    """Start the early worker now (the CLI calls this first thing when the run will use local workers),
+    preloading `flow_file`'s libraries."""
     global _early
     if _early is None:
-        _early = spawn()
+        _early = spawn(flow_file)
+
+
+PRELOAD_WAIT_S = 60.0
+"""How long `adopt` waits for the early worker to finish importing the flow's libraries (the runner
+imported the same ones meanwhile; a worker started now would import them for its first step)."""
+
+
+def pending_early() -> bool:
+    """Whether an early worker waits to be adopted."""
+    return _early is not None
 
 
 def adopt() -> Spawned | None:
-    """The early worker, if one was started and it inherited exactly what a worker started now would
-    (else None, and the early one is ended)."""
+    """The early worker, if one was started and it has exactly what a worker started now would
+    inherit (else None, and the early one is ended).
+
+    A worker that preloaded a flow's libraries is compared by the environment it reports once done,
+    which the libraries may have changed, as they did the runner's when it loaded the flow (scikit-
+    learn sets two variables). A variable the flow itself set differs, so that worker is not used:
+    the libraries it imported did not see that variable, which may have been meant for them
+    (`OMP_NUM_THREADS`).
+    """
     global _early
     early, _early = _early, None
     if early is None:
         return None
-    if early.proc.poll() is None and early.inherited == _inherited():
-        return early
+    executable, cwd, environ = _inherited()
+    if early.proc.poll() is None and early.inherited[:2] == (executable, cwd):
+        if (_environ_after_preload(early) if early.preloading else early.inherited[2]) == environ:
+            return early
     discard(early)
     return None
+
+
+def _environ_after_preload(early: Spawned) -> dict[str, str] | None:
+    """The environment the early worker inherited, with the changes its preload reports (None: it
+    reported nothing in time)."""
+    import select
+
+    from runner.executors import wire
+
+    ready, _, _ = select.select([early.from_worker], [], [], PRELOAD_WAIT_S)
+    report = wire.read_preloaded(early.from_worker) if ready else None
+    if report is None:
+        return None
+    environ = dict(early.inherited[2])
+    for name, value in report.changed.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    return environ
 
 
 def discard_early() -> None:

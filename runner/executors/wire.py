@@ -56,6 +56,15 @@ class Finished:
     retiring: bool = False
 
 
+@dataclass(frozen=True)
+class Preloaded:
+    """Worker to runner, first, from a worker started for a flow file: it imported the file's libraries
+    (`runner.executors.preload`), which changed these variables of its environment (None: removed),
+    for `runner.executors.spawn.adopt`."""
+
+    changed: dict[str, str | None]
+
+
 ToWorker = RunTask | Exit
 FromWorker = TaskStarted | TaskLogs | TaskLog | Finished
 
@@ -76,7 +85,7 @@ _KWARGS = _TASK.index("kwargs")
 _CODE = _TASK.index("code")
 _MODULES = _TASK.index("modules")
 _PARTS = _REF.index("parts")
-_RUN, _EXIT, _FINISHED, _STARTED, _LOGS, _LOG = range(6)
+_RUN, _EXIT, _FINISHED, _STARTED, _LOGS, _LOG, _PRELOADED = range(7)
 
 
 def _build(cls: type[_T], names: tuple[str, ...], values: tuple[Any, ...]) -> _T:
@@ -99,7 +108,7 @@ def _ref_in(values: tuple[Any, ...]) -> InputRef:
     return _build(InputRef, _REF, values)
 
 
-def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
+def _body(message: ToWorker | FromWorker | Preloaded, *, code: bool) -> tuple[Any, ...]:
     if isinstance(message, RunTask):
         values = list(_task_values(message.task))
         values[_KWARGS] = {name: _ref_out(ref) for name, ref in values[_KWARGS].items()}
@@ -119,10 +128,12 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         return (_STARTED, message.task_id, message.ts)
     if isinstance(message, Exit):
         return (_EXIT,)
+    if isinstance(message, Preloaded):
+        return (_PRELOADED, message.changed)
     raise TypeError(f"not a wire message: {message!r}")
 
 
-def encode(message: ToWorker | FromWorker, *, code: bool = True) -> bytes:
+def encode(message: ToWorker | FromWorker | Preloaded, *, code: bool = True) -> bytes:
     """One frame: 4-byte big-endian length, then the message as a pickled tuple. `code=False` leaves
     a `RunTask`'s code and modules out (for a worker that has its `code_key` already)."""
     body = pickle.dumps(_body(message, code=code), protocol=5)
@@ -155,6 +166,17 @@ def decode_from_worker(body: bytes) -> FromWorker:
     if kind == _STARTED:
         return TaskStarted(values[1], values[2])
     raise ValueError(f"not a message from a worker: kind {kind!r}")
+
+
+def read_preloaded(fd: int) -> Preloaded | None:
+    """Block until a worker's `Preloaded` frame arrives on `fd`; None at end of file or for another
+    message."""
+    header = _read_exactly(fd, _HEADER.size)
+    body = None if header is None else _read_exactly(fd, _HEADER.unpack(header)[0])
+    if body is None:
+        return None
+    values = pickle.loads(body)
+    return Preloaded(values[1]) if values[0] == _PRELOADED else None
 
 
 def write_all(fd: int, data: bytes) -> None:

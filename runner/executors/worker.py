@@ -278,6 +278,8 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`argv`: the program, the fds to read tasks from and write replies to, and optionally a flow file
+    whose libraries to import before the first task (`runner.executors.preload`)."""
     in_fd, out_fd = int(argv[1]), int(argv[2])
     faulthandler.enable()
     kill_parent_on_fault()
@@ -285,7 +287,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     lock = threading.Lock()
 
-    def send(message: wire.FromWorker) -> None:
+    def send(message: wire.FromWorker | wire.Preloaded) -> None:
         frame = wire.encode(message)
         with lock:
             wire.write_all(out_fd, frame)
@@ -303,6 +305,12 @@ def main(argv: list[str]) -> int:
     logs = LogSender(send)
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: OrderedDict[str, Any] = OrderedDict()
+    preloaded: list[str] = []
+    if len(argv) > 3:
+        from runner.executors.preload import drop_shadowed, preload
+
+        preloaded, changed = preload(argv[3])
+        send(wire.Preloaded(changed))  # first: the runner adopts this worker only if its own changed alike
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
     while True:
         message = wire.read_frame(in_fd)
@@ -332,6 +340,8 @@ def main(argv: list[str]) -> int:
             fail(task.id, f"invalid memory limit: {exc}")
             continue
         if install_roots(task):
+            if preloaded:
+                drop_shadowed(preloaded, task.sys_path)
             isolation.rebase()
         state = isolation.begin(fn, task.sys_path)
         old_limit = limit_memory(limit) if limit else None
