@@ -113,6 +113,10 @@ def test_an_early_worker_nobody_adopts_is_ended(early: None) -> None:
         (["runs"], {}, False),
         (["check", "flow.py"], {}, False),
         (["run"], {}, False),
+        (["tui", "flow.py"], {}, True),
+        (["tui", "flows_directory"], {}, False),
+        (["tui"], {}, False),
+        (["tui", "flow.py", "--help"], {}, False),
     ],
 )
 def test_only_a_flow_run_on_local_workers_starts_one_early(

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
@@ -27,7 +28,7 @@ class Spawned:
     A plain class: `dataclasses` (with `inspect` below it) would cost the CLI's first milliseconds.
     """
 
-    __slots__ = ("proc", "to_worker", "from_worker", "inherited", "preloading")
+    __slots__ = ("proc", "to_worker", "from_worker", "inherited", "preloading", "started")
 
     def __init__(
         self,
@@ -43,6 +44,7 @@ class Spawned:
         self.inherited = inherited
         self.preloading = preloading
         """It imports a flow file's libraries first, then reports its environment (`wire.Preloaded`)."""
+        self.started = time.monotonic()
 
 
 def _inherited() -> tuple[str, str | None, dict[str, str]]:
@@ -97,9 +99,7 @@ def start_early(flow_file: str | None = None) -> None:
         _early = spawn(flow_file)
 
 
-PRELOAD_WAIT_S = 60.0
-"""How long `adopt` waits for the early worker to finish importing the flow's libraries (the runner
-imported the same ones meanwhile; a worker started now would import them for its first step)."""
+MIN_PRELOAD_WAIT_S = 1.0
 
 
 def pending_early() -> bool:
@@ -136,7 +136,10 @@ def _environ_after_preload(early: Spawned) -> dict[str, str] | None:
 
     from runner.executors import wire
 
-    ready, _, _ = select.select([early.from_worker], [], [], PRELOAD_WAIT_S)
+    # As long again as it has run so far (the runner imported the same libraries meanwhile), at least
+    # `MIN_PRELOAD_WAIT_S`: a library that hangs only in a worker must not hold the run for long.
+    wait = max(MIN_PRELOAD_WAIT_S, time.monotonic() - early.started)
+    ready, _, _ = select.select([early.from_worker], [], [], wait)
     report = wire.read_preloaded(early.from_worker) if ready else None
     if report is None:
         return None
