@@ -10,15 +10,19 @@ fingerprint. Every test here fails on the code before the isolation (main at 936
 from __future__ import annotations
 
 import ast
+import dis
+import json
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runner.executors.isolation import import_names
 from runner.store import Store
 from tests.conftest import CLIResult
 
@@ -388,3 +392,25 @@ def test_a_thread_printing_while_steps_start_and_end_never_crashes_the_process(t
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Error" not in proc.stderr, proc.stderr[-2000:]
+
+
+def _imports_by_dis(code: types.CodeType) -> list[str]:
+    names = [i.argval for i in dis.get_instructions(code) if i.opname == "IMPORT_NAME"]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _imports_by_dis(const)
+    return names
+
+
+def test_the_modules_a_steps_code_imports_are_read_as_dis_reads_them() -> None:
+    """`import_names` skips code whose bytes hold no IMPORT_NAME opcode: checked against `dis` on the
+    standard library's functions and on code with more than 256 names (EXTENDED_ARG)."""
+    many = "\n".join(f"    o.a{i} = {i}" for i in range(300))  # names: the import's index needs two bytes
+    tail = "    import json.decoder\n    from os import path\n    return [__import__('x') for _ in ()]\n"
+    source = f"def f(o):\n{many}\n{tail}"
+    codes = [compile(source, "<many>", "exec")]
+    for module in (json, subprocess, textwrap, ast, dis, pytest):
+        codes += [f.__code__ for f in vars(module).values() if isinstance(f, types.FunctionType)]
+    assert sum(1 for code in codes if _imports_by_dis(code)) >= 5  # the check sees imports
+    for code in codes:
+        assert import_names(code) == _imports_by_dis(code), code
