@@ -21,6 +21,7 @@ from __future__ import annotations
 import dis
 import functools
 import io
+import re
 import sys
 import types
 from collections import ChainMap
@@ -147,3 +148,71 @@ def pickle_shipped(
 def module_state(module: types.ModuleType) -> dict[str, Any]:
     """What a shipped module's namespace is rebuilt from: as cloudpickle pickles a module by value."""
     return {name: value for name, value in vars(module).items() if name != "__builtins__"}
+
+
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), re.Pattern})
+"""Immutable types whose `==` says two values behave alike."""
+_BOOKKEEPING = frozenset({"__loader__", "__spec__", "__cached__", "__builtins__", "__warningregistry__"})
+"""Not compared: a module's import records (new objects at each import, describing the same file,
+`__file__`), its builtins (not pickled) and the `warnings` module's notes of what it showed."""
+
+
+def same_namespace(old: types.ModuleType, new: types.ModuleType) -> bool:
+    """Whether `new`, a module imported again from the same text as `old`, holds exactly what `old`
+    does, so that `old`'s pickled namespace rebuilds `new` too.
+
+    Only for namespaces of the module's own functions with the very same code objects (a text
+    compiled once: `dsl.codecache`), values that are the very same objects (the libraries they
+    import), and plain values (numbers, strings, patterns, and tuples, lists and dicts of them) equal
+    by value. Anything else — an object, a class, another local module or its function, a closure, a
+    function attribute — answers False, as does any value that differs (one read from a file or the
+    clock at import). Equal lists and dicts count as the same: the pickle is rebuilt afresh in every
+    worker, so a step's change to one never reaches another load's steps.
+    """
+    old_items, new_items = vars(old), vars(new)
+    if old_items.keys() != new_items.keys():
+        return False
+    same = _Same(old_items, new_items)
+    return all(name in _BOOKKEEPING or same(old_items[name], value) for name, value in new_items.items())
+
+
+class _Same:
+    """Compares values of two namespaces (`same_namespace`): functions must belong to their own."""
+
+    def __init__(self, old_home: dict[str, Any], new_home: dict[str, Any]) -> None:
+        self.homes = old_home, new_home
+
+    def __call__(self, old: Any, new: Any) -> bool:
+        if old is new:
+            return True
+        kind = type(new)
+        if kind is not type(old):
+            return False
+        if kind in _PLAIN:
+            return bool(old == new)
+        if kind is tuple or kind is list:
+            return len(old) == len(new) and all(map(self, old, new))
+        if kind is dict:
+            return self.items(old, new)
+        if kind is types.FunctionType:
+            return (
+                old.__code__ is new.__code__
+                and old.__globals__ is self.homes[0]
+                and new.__globals__ is self.homes[1]
+                and old.__closure__ is None
+                and new.__closure__ is None
+                and not old.__dict__
+                and not new.__dict__
+                and (old.__name__, old.__qualname__, old.__module__)
+                == (new.__name__, new.__qualname__, new.__module__)
+                and self(old.__doc__, new.__doc__)
+                and self(old.__defaults__, new.__defaults__)
+                and self.items(old.__kwdefaults__ or {}, new.__kwdefaults__ or {})
+                and self.items(old.__annotations__, new.__annotations__)
+            )
+        return False
+
+    def items(self, old: dict[Any, Any], new: dict[Any, Any]) -> bool:
+        return len(old) == len(new) and all(
+            self(old_key, key) and self(old[old_key], new[key]) for old_key, key in zip(old, new, strict=True)
+        )

@@ -236,3 +236,65 @@ def test_a_module_that_cannot_be_rebuilt_in_the_worker_fails_its_steps_clearly(
     assert steps["uses"]["status"] == "failed"
     assert "module beacon cannot be loaded: OSError: the device is gone" in steps["uses"]["error"]
     assert "Traceback" not in done.stderr
+
+
+PURE = '''
+"""Functions and plain values only."""
+
+import math
+
+LIMIT = int(open(__file__.replace("helpers.py", "limit.txt")).read())
+NAMES = ("a", "b")
+
+
+def double(x, factor=2):
+    return min(x * factor, LIMIT) + math.floor(0.5)
+'''
+
+
+def _helper_bundle(bundles: CodeBundles, path: Path) -> tuple[Bundle, dict[str, Any]]:
+    loaded = load_flow(path)
+    bundle = bundles.code(loaded, "s1")
+    return bundle, _unpickle(bundle.code, bundle.modules)
+
+
+def test_a_module_the_save_left_alone_reuses_its_last_pickle_and_nothing_else_does(
+    tmp_path: Path, fresh_registry: dict[str, types.ModuleType]
+) -> None:
+    """A save of the flow file imports the user's modules again: an unchanged one's namespace is the
+    same, and its last pickle serves (not pickled again); a value read at import from a file that
+    changed, an object, another module's function or an edit of the module's text make a new pickle."""
+    path = _project(tmp_path, _chain(3), helpers=PURE)
+    limit = path.parent / "limit.txt"
+    limit.write_text("100")
+    bundles = CodeBundles()
+    first, steps = _helper_bundle(bundles, path)
+    assert steps["s1"](4) == 8
+
+    path.write_text(_chain(3) + "\n# a save of the flow file\n")
+    second, steps_again = _helper_bundle(bundles, path)
+    ((key, _, data),) = first.modules
+    ((key_again, _, data_again),) = second.modules
+    assert key_again != key and data_again is data  # the last pickle, under this load's key
+    assert steps_again["s1"].__globals__["helpers"] is not steps["s1"].__globals__["helpers"]  # rebuilt
+
+    limit.write_text("5")  # the module's text is unchanged; what it read at import is not
+    third, steps_now = _helper_bundle(bundles, path)
+    assert third.modules[0][2] != data and steps_now["s1"](4) == 5
+
+    (path.parent / "helpers.py").write_text(PURE + "\nCACHE = {'k': [1, 2.5]}\n")
+    fourth, _ = _helper_bundle(bundles, path)
+    fifth, _ = _helper_bundle(bundles, path)
+    assert fourth.modules[0][2] is not third.modules[0][2]  # edited: pickled again
+    assert fifth.modules[0][2] is fourth.modules[0][2]  # plain containers, equal: the same
+
+    (path.parent / "helpers.py").write_text(PURE + "\nimport types\nSETTINGS = types.SimpleNamespace(k=1)\n")
+    sixth, _ = _helper_bundle(bundles, path)
+    seventh, _ = _helper_bundle(bundles, path)
+    assert seventh.modules[0][2] is not sixth.modules[0][2]  # an object: never taken as the same
+
+    (path.parent / "utils.py").write_text(UTILS)
+    (path.parent / "helpers.py").write_text(PURE + "\nfrom utils import twice\n")
+    eighth, _ = _helper_bundle(bundles, path)
+    ninth, _ = _helper_bundle(bundles, path)
+    assert ninth.modules[0][2] is not eighth.modules[0][2]  # another module's function: its globals differ

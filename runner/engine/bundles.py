@@ -13,8 +13,9 @@ A local module the steps use as a module (`import helpers`, then `helpers.f(x)`)
 load, apart from the chunks (`runner.shipping.pickle_shipped`), and a worker is sent it once
 (`runner.executors.local.LocalExecutor`), not inside every chunk. Steps of one load that run in one
 worker then share that module, as the steps of one chunk always did; a step that rebinds one of its
-attributes retires its worker (`runner.executors.isolation`). A new load ships its modules again,
-never a module of an earlier load with the same text: importing it may have read other files.
+attributes retires its worker (`runner.executors.isolation`). A new load ships its modules under keys
+of its own; a module whose namespace equals the last load's (`runner.shipping.same_namespace`) reuses
+that pickle, which is all a save of the flow file alone changes for it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import cloudpickle
 from dsl.connected import shipped_function
 from dsl.loader import LoadedFlow
 from runner.probes import foreach_probe, when_probe
-from runner.shipping import module_state, pickle_shipped
+from runner.shipping import module_state, pickle_shipped, same_namespace
 
 CODE_CHUNK = 64
 """Steps pickled together per code bundle."""
@@ -75,6 +76,8 @@ class CodeBundles:
         self._codes: dict[str, tuple[bytes, tuple[Module, ...]]] = {}
         self._modules: dict[str, tuple[Module, dict[str, types.ModuleType]]] = {}
         """Module key -> the module as shipped, and the modules its namespace refers to by key."""
+        self._last: dict[str, tuple[types.ModuleType, tuple[Module, dict[str, types.ModuleType]]]] = {}
+        """Module name -> the last module of that name shipped, and how (see `_ship`)."""
         self._broken: set[str] = set()
         self._chunks: dict[str, _Chunks] = {}
 
@@ -154,6 +157,23 @@ class CodeBundles:
         if len(self._codes) > KEPT_BUNDLES:
             self._codes.pop(next(iter(self._codes)))
 
+    def _ship(
+        self, loaded: LoadedFlow, key: str, module: types.ModuleType
+    ) -> tuple[Module, dict[str, types.ModuleType]]:
+        """A module as shipped under `key`: its namespace pickled, or the last load's pickle of the same
+        module when the namespace is the same (`runner.shipping.same_namespace`): a save of the flow
+        file imports the user's unchanged modules again, and pickling a 1,750-line one took 5-7 ms of
+        each re-run's start. Still under this load's key: the worker rebuilds it afresh, so nothing a
+        step did to the last load's copy carries over."""
+        last = self._last.get(module.__name__)
+        if last is not None and not last[1][1] and same_namespace(last[0], module):
+            entry: tuple[Module, dict[str, types.ModuleType]] = ((key, module.__name__, last[1][0][2]), {})
+        else:
+            data, refers = pickle_shipped(module_state(module), loaded.load_id, loaded.local_modules)
+            entry = ((key, module.__name__, data), refers)
+        self._last[module.__name__] = (module, entry)
+        return entry
+
     def _pickle(self, loaded: LoadedFlow, functions: dict[str, object]) -> tuple[bytes, tuple[Module, ...]]:
         """The functions pickled, and every module they refer to, directly or through another module."""
         code, wanted = pickle_shipped(functions, loaded.load_id, loaded.local_modules)
@@ -164,8 +184,7 @@ class CodeBundles:
                 continue
             kept = self._modules.get(key)
             if kept is None:
-                data, refers = pickle_shipped(module_state(module), loaded.load_id, loaded.local_modules)
-                kept = self._modules[key] = ((key, module.__name__, data), refers)
+                kept = self._modules[key] = self._ship(loaded, key, module)
                 if len(self._modules) > KEPT_MODULES:
                     self._modules.pop(next(iter(self._modules)))
             modules[key] = kept[0]
