@@ -131,3 +131,16 @@ def test_a_frame_of_the_wrong_direction_is_refused() -> None:
         wire.FrameReader().feed(wire.encode(wire.RunTask(_task())))
     with pytest.raises(ValueError, match="not a message to a worker"):
         wire.decode_to_worker(wire.encode(TaskStarted("t1", 0.0))[4:])
+
+
+def test_a_preloaded_report_crosses_a_pipe_and_nothing_else_passes_for_one() -> None:
+    report = wire.Preloaded({"KMP_DUPLICATE_LIB_OK": "True", "GONE": None})
+    read, write = os.pipe()
+    try:
+        wire.write_all(write, wire.encode(report) + wire.encode(FROM_WORKER[0]))
+        os.close(write)
+        assert wire.read_preloaded(read) == report
+        assert wire.read_preloaded(read) is None  # another message
+        assert wire.read_preloaded(read) is None  # end of file
+    finally:
+        os.close(read)

@@ -2,10 +2,12 @@
 own imports, which the first `LocalExecutor` that needs a worker adopts.
 
 A worker's interpreter start and imports take ~60 ms, the CLI's imports ~70 ms more: started first
-thing, the worker is ready about when the run is planned, instead of ~60 ms after. An early worker
+thing, the worker is ready about when the run is planned, instead of ~60 ms after. Given the flow
+file, it also imports the flow's libraries meanwhile (`runner.executors.preload`). An early worker
 is adopted only if nothing it inherited has changed since it started (the environment, the working
-directory, the interpreter); otherwise it is ended and a fresh one started, so a step never sees a
-difference. Nothing here imports more than the standard library: it runs before everything else.
+directory, the interpreter) but what those imports changed alike in both processes; otherwise it is
+ended and a fresh one started, so a step never sees a difference. Nothing here imports more than
+the standard library before a worker is adopted: it runs before everything else.
 
 Workers start as `python -P -m runner.executors.worker`: without `-P`, `-m` puts the working directory
 first on `sys.path`, and a user's own `runner.py` (or `dsl.py`, `runner/`) there shadowed this package.
@@ -100,6 +102,7 @@ def start_early(flow_file: str | None = None) -> None:
 
 
 MIN_PRELOAD_WAIT_S = 1.0
+"""The least `adopt` waits for a preloading early worker's report (see `_environ_after_preload`)."""
 
 
 def pending_early() -> bool:
