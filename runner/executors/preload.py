@@ -7,7 +7,7 @@ cores of MEASUREMENTS.md pandas with two scikit-learn modules take 1.4-3 s to im
 first step waited for that import after the runner had done its own. The early worker
 (`runner.executors.spawn.start_early`) is started before the CLI's own imports, with the flow file's
 path: it reads the file's top-level import statements and imports those that resolve to a library
-(the standard library or a site-packages directory) on the other core meanwhile.
+on the other core meanwhile.
 
 Only libraries, as `dsl.locality` tells them from the user's code (the standard library, installed
 distributions): a worker must not import the user's own modules (it runs the code the runner
@@ -62,9 +62,9 @@ def _shadowed(top: str, directory: str) -> bool:
 
 
 def preload(flow_file: str) -> tuple[list[str], dict[str, str | None]]:
-    """Import the libraries `flow_file` imports at its top level (by its text: nothing of the file is
-    run). Returns the top-level names imported,
-    and the variables of the environment those imports changed (None: removed)."""
+    """Import the libraries `flow_file` imports at its top level (read from its text: nothing of the
+    file runs). Returns the top-level names imported, and the variables of the environment those
+    imports changed (None: removed)."""
     before = dict(os.environ)
     imported = _import_libraries(flow_file)
     after = dict(os.environ)
@@ -84,9 +84,7 @@ def _import_libraries(flow_file: str) -> list[str]:
     imported: dict[str, None] = {}
     for name in imported_modules(source):
         top = name.partition(".")[0]
-        if top in sys.modules and top not in imported:
-            continue  # the worker's own (or already tried)
-        if _shadowed(top, directory) or not _is_library(top):
+        if name in sys.modules or _shadowed(top, directory) or not _is_library(top):
             continue
         try:
             importlib.import_module(name)
