@@ -94,8 +94,8 @@ def _killed_and_cleaned_up(pids: Path) -> None:
     """Every process of the killed step is gone, and its guard cleaned up (then went too)."""
     spawned = _spawned(pids)
     cleaned = Path(str(pids) + ".cleaned")
-    wait_for(cleaned.exists, timeout=10)
-    assert cleaned.read_text() == "cleaned up"
+    # The guard creates the file, then writes it: wait for the words, not for the file.
+    wait_for(lambda: cleaned.exists() and cleaned.read_text() == "cleaned up", timeout=10)
     _all_gone(spawned)
 
 
