@@ -159,10 +159,27 @@ def install_roots(task: Task) -> bool:
     return changed
 
 
-SHIPPED_MODULES_KEPT = 256
+KEPT_CODES = 256
+"""Bundles of step code a worker keeps unpickled (`keep_code`). A watch session makes new ones at
+every save, and each holds its load's copy of the user's modules (~0.6 MB for a 1,750-line one):
+4,096 of them grew a long session's workers by gigabytes. A 10,000-step flow's cold run makes ~160."""
+SHIPPED_MODULES_KEPT = 64
 """Shipped modules a process keeps: a watch session ships new ones at every save. The least
 recently used go first, by `admit_modules`, which the runner's `LocalExecutor` applies to the same
 keys in the same order (those sent with code) to know which modules a worker still has."""
+
+
+def keep_code(kept: dict[str, Any], key: str) -> None:
+    """Mark `key` most recently used in `kept` (adding it, with None, if missing) and drop the least
+    recently used beyond `KEPT_CODES`: a worker's code cache, and the runner's copy of which keys the
+    worker holds. Both apply it to the same keys in the same order, so the runner sends code again
+    exactly when the worker dropped it. (When the worker fails to unpickle a bundle it keeps nothing
+    and the runner's copy has one key more: the runner then drops keys earlier, never later.)"""
+    kept[key] = kept.pop(key, None)
+    while len(kept) > KEPT_CODES:
+        del kept[next(iter(kept))]
+
+
 _shipped: dict[str, types.ModuleType] = {}
 _unloadable: dict[str, str] = {}
 """Key -> why a shipped module's namespace could not be unpickled here."""

@@ -57,8 +57,9 @@ _MISSING = object()
 WORKER_LOG_LEVEL = logging.INFO
 """The root logger's level in a worker, as `execute` leaves it (kept between steps: each `setLevel`
 clears every logger's cache). A step that changes it has it set back."""
-_WATCH_CACHE = 4096
-"""Functions whose reachable namespaces are remembered (a worker's code cache holds as many)."""
+_WATCH_CACHE = 1024
+"""Functions whose reachable namespaces are remembered. Each holds its load's code and modules alive,
+so this is bounded like the worker's code cache (`runner.executors.execute.KEPT_CODES`)."""
 
 
 def import_names(code: types.CodeType) -> list[str]:
@@ -177,6 +178,8 @@ def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
     return list(found.values())
 
 
+_SHIPPED_WALKS = 64
+"""Shipped modules whose walk is remembered (as many as a worker keeps: `SHIPPED_MODULES_KEPT`)."""
 _shipped_walks: dict[int, tuple[types.ModuleType, list[_Namespace]]] = {}
 """The namespaces reachable from each shipped module walked so far, by the id of the module's
 namespace (the module is held, so the id stays its own).
@@ -190,7 +193,7 @@ rebound, added or deleted, and a step that does so retires its worker."""
 def _shipped_namespaces(module: types.ModuleType) -> list[_Namespace]:
     entry = _shipped_walks.get(id(vars(module)))
     if entry is None:
-        if len(_shipped_walks) >= _WATCH_CACHE:
+        if len(_shipped_walks) >= _SHIPPED_WALKS:
             _shipped_walks.clear()
         found: dict[int, _Namespace] = {}
         _walk(found, module=module)

@@ -23,7 +23,7 @@ from collections import deque
 
 from runner.executors import spawn, wire
 from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
-from runner.executors.execute import admit_modules
+from runner.executors.execute import admit_modules, keep_code
 from runner.executors.proctree import kill_tree
 
 READ_SIZE = 1 << 16
@@ -39,7 +39,8 @@ class _Worker:
     from_worker: int
     reader: wire.FrameReader = dataclasses.field(default_factory=wire.FrameReader)
     task: Task | None = None
-    codes: set[str] = dataclasses.field(default_factory=set)
+    codes: dict[str, None] = dataclasses.field(default_factory=dict)
+    """The code bundles the worker keeps, as its `keep_code` keeps them."""
     modules: dict[str, None] = dataclasses.field(default_factory=dict)
     """The shipped modules the worker keeps, as its `install_modules` keeps them."""
     raw: dict[str, bytes] = dataclasses.field(default_factory=dict)
@@ -106,7 +107,7 @@ class LocalExecutor:
                 raise RuntimeError("LocalExecutor.submit called with every worker busy")
             worker = self._spawn()
         known = task.code_key in worker.codes
-        worker.codes.add(task.code_key)
+        keep_code(worker.codes, task.code_key)
         worker.task = task
         self._by_task[task.id] = worker
         sent = task

@@ -27,7 +27,6 @@ import sys
 import termios
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -44,13 +43,11 @@ dataclass_cache.install()
 
 from runner.executors import wire
 from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
-from runner.executors.execute import execute, install_roots, resolve_code
+from runner.executors.execute import execute, install_roots, keep_code, resolve_code
 from runner.executors.isolation import Isolation
 from runner.executors.limits import limit_memory, memory_limit, restore_memory
 from runner.executors.proctree import kill_tree, outlives_step
 from runner.testing import kill_parent_on_fault
-
-_CODE_CACHE_SIZE = 4096
 
 
 def _become_subreaper() -> None:
@@ -304,7 +301,7 @@ def main(argv: list[str]) -> int:
     dataclass_cache.save()  # the worker's imports are done
     logs = LogSender(send)
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
-    codes: OrderedDict[str, Any] = OrderedDict()
+    codes: dict[str, Any] = {}
     preloaded: list[str] = []
     if len(argv) > 3:
         from runner.executors.preload import drop_shadowed, preload
@@ -323,8 +320,7 @@ def main(argv: list[str]) -> int:
         except Exception as exc:
             fail(task.id, f"cannot load the step's code: {exc}")
             continue
-        if len(codes) > _CODE_CACHE_SIZE:
-            codes.popitem(last=False)
+        keep_code(codes, task.code_key)
         if fresh or task.timeout:
             send(TaskStarted(task.id, time.time()))  # the step's timeout counts from here, not a cold start
 
