@@ -3,6 +3,7 @@ worker-process discovery and polling without sleeps-as-assertions."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import select
@@ -81,18 +82,28 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
+def calls_to(
+    monkeypatch: Any, target: Any, name: str, noted: Callable[..., Any] = lambda first, *rest: first
+) -> list[Any]:
+    """Record the calls to `target.name` from now on (a module's function, a class's method, or a
+    builtin as the module `target` sees it), as `noted(*args)` each (by default the first argument),
+    in order; each call still goes to the real one."""
+    real = getattr(target, name, None) or getattr(builtins, name)
+    calls: list[Any] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        calls.append(noted(*args))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, recording, raising=False)
+    return calls
+
+
 def flowcode_compiles(monkeypatch: Any) -> list[str]:
     """The texts `dsl.flowcode` compiles from now on (its flow-file parts), in order."""
     from dsl import flowcode
 
-    texts: list[str] = []
-
-    def counting(source: str, *args: Any, **kwargs: Any) -> Any:
-        texts.append(source)
-        return compile(source, *args, **kwargs)
-
-    monkeypatch.setattr(flowcode, "compile", counting, raising=False)
-    return texts
+    return calls_to(monkeypatch, flowcode, "compile")
 
 
 def db_rows(store_dir: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

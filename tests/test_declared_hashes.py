@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runner.fingerprint import declared
+from tests.helpers_core import calls_to
 
 
 def _sha(text: str) -> str:
@@ -20,14 +20,7 @@ def _sha(text: str) -> str:
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files `declared` opens from now on."""
-    opened: list[str] = []
-
-    def counting(path: str, *args: Any, **kwargs: Any) -> Any:
-        opened.append(path)
-        return open(path, *args, **kwargs)
-
-    monkeypatch.setattr(declared, "open", counting, raising=False)
-    return opened
+    return calls_to(monkeypatch, declared, "open")
 
 
 def _edit_keeping_size_and_modification_time(path: Path, text: str) -> None:

@@ -5,11 +5,9 @@ an edit."""
 from __future__ import annotations
 
 import ast
-import types
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +15,7 @@ from dsl import load_flow
 from runner.fingerprint import StaticPrint, static_prints
 from runner.fingerprint import hasher as hasher_module
 from runner.fingerprint.source import SourceIndex, normalised_text
+from tests.helpers_core import calls_to
 
 FLOW = """\
 from dsl import step
@@ -117,14 +116,8 @@ def test_a_step_using_a_local_module_is_walked_once_per_text_and_every_edit_seen
     a new load of the same text asks again, and a changed text or module is seen."""
     tools = write_flow(TOOLS.format(k=3), name="tools.py")
     path = write_flow(HELPED.format(used="double"), name="helped.py")
-    walked: list[str] = []  # the functions whose tree was asked for
-    real = hasher_module.Hasher.function_node
-
-    def counting(hasher: Any, fn: types.FunctionType) -> Any:
-        walked.append(fn.__name__)
-        return real(hasher, fn)
-
-    monkeypatch.setattr(hasher_module.Hasher, "function_node", counting)
+    # the functions whose tree was asked for
+    walked = calls_to(monkeypatch, hasher_module.Hasher, "function_node", lambda hasher, fn: fn.__name__)
     first = _prints(path)
     assert sorted(walked) == ["a", "b"]
     assert "tools.double" in first["a"].helpers and "tools.triple" not in first["a"].helpers
@@ -179,14 +172,7 @@ def test_a_flow_with_a_lambda_and_a_class_parses_only_its_edited_part(
     edited, not the whole file, and every edit is seen."""
     path = write_flow(GATED.format(factor=2, gate=">", c=1), name="gated.py")
     first = _prints(path)
-    parsed: list[str] = []
-    real = ast.parse
-
-    def counting(source: Any, *args: Any, **kwargs: Any) -> Any:
-        parsed.append(source)
-        return real(source, *args, **kwargs)
-
-    monkeypatch.setattr(ast, "parse", counting)
+    parsed = calls_to(monkeypatch, ast, "parse")
     text = GATED.format(factor=2, gate=">", c=2)
     path.write_text(text, encoding="utf-8")
     unrelated = _prints(path)

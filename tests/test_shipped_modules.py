@@ -23,6 +23,7 @@ from dsl import load_flow
 from runner.engine.bundles import Bundle, CodeBundles
 from runner.executors import execute, isolation
 from tests.conftest import CLIResult
+from tests.helpers_core import calls_to
 
 HELPERS = '''
 """Helpers the steps call."""
@@ -159,14 +160,7 @@ def test_a_shipped_module_is_walked_once_per_worker_for_isolation(
     first = _unpickle(early.code, early.modules)["s1"]
     second = _unpickle(late.code, late.modules)["s8"]
 
-    walked: list[str] = []
-    real = isolation.import_names
-
-    def counting(code: types.CodeType) -> list[str]:
-        walked.append(code.co_name)
-        return real(code)
-
-    monkeypatch.setattr(isolation, "import_names", counting)
+    walked = calls_to(monkeypatch, isolation, "import_names", lambda code: code.co_name)
     monkeypatch.setattr(isolation, "_shipped_walks", {})
     isolation.reachable_namespaces(first)
     assert {"double", "triple", "twice"} <= set(walked)

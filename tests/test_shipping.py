@@ -17,6 +17,7 @@ import cloudpickle.cloudpickle as cloudpickle_internals
 import pytest
 
 from runner.shipping import code_globals, pickle_code
+from tests.helpers_core import calls_to
 
 
 def _functions(*modules: types.ModuleType) -> list[types.FunctionType]:
@@ -102,14 +103,7 @@ def test_a_code_object_is_reduced_once_and_keeps_its_own_file_name(monkeypatch: 
     first, second = one["f"], two["f"]
     assert isinstance(first, types.FunctionType) and isinstance(second, types.FunctionType)
     assert first.__code__ == second.__code__ and first.__code__ is not second.__code__
-    reduced: list[str] = []
-    real = cloudpickle_internals._code_reduce
-
-    def counting(code: types.CodeType) -> object:
-        reduced.append(code.co_filename)
-        return real(code)
-
-    monkeypatch.setattr(cloudpickle_internals, "_code_reduce", counting)
+    reduced = calls_to(monkeypatch, cloudpickle_internals, "_code_reduce", lambda code: code.co_filename)
     shipped = [pickle.loads(pickle_code({"f": fn}))["f"] for fn in (first, second, first, second)]
     assert reduced == ["/project/one.py"] * 2 + ["/project/two.py"] * 2  # f and its comprehension
     assert [fn.__code__.co_filename for fn in shipped] == ["/project/one.py", "/project/two.py"] * 2

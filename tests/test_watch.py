@@ -30,7 +30,7 @@ from dsl import flowcode
 from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepFinished
 from runner.fingerprint import source as source_index
 from runner.session import FlowSession
-from tests.helpers_core import flowcode_compiles, wait_for
+from tests.helpers_core import calls_to, flowcode_compiles, wait_for
 from tests.helpers_watch import (
     SAVES,
     TIMEOUT,
@@ -846,14 +846,7 @@ def test_the_first_save_compiles_and_scans_only_the_part_it_changed(
     assert "time.time()" in proj.text
     wait_for_parts(proj.path)  # the watcher's first wait cuts the file
     compiled = flowcode_compiles(monkeypatch)
-    scanned: list[str] = []
-    real_walk = source_index._walk_span
-
-    def counting_walk(code: Any) -> tuple[int, int]:
-        scanned.append(code.co_name)
-        return real_walk(code)
-
-    monkeypatch.setattr(source_index, "_walk_span", counting_walk)
+    scanned = calls_to(monkeypatch, source_index, "_walk_span", lambda code: code.co_name)
     done = proj.executions.mark()
     mark = proj.edit('note("b v1")', 'note("b v2")')
     reloaded = proj.events.wait_reload(mark)
