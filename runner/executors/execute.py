@@ -206,7 +206,7 @@ def install_modules(modules: tuple[tuple[str, str, bytes], ...]) -> None:
     other. A namespace that fails to unpickle leaves its module empty and the error kept, so each
     step that uses it fails with that error.
     """
-    fresh = admit_modules(_shipped, modules, lambda name: types.ModuleType(name))
+    fresh = admit_modules(_shipped, modules, types.ModuleType)
     for key, name, data in fresh:
         try:
             state = pickle.loads(data)

@@ -171,8 +171,7 @@ def decode_from_worker(body: bytes) -> FromWorker:
 def read_preloaded(fd: int) -> Preloaded | None:
     """Block until a worker's `Preloaded` frame arrives on `fd`; None at end of file or for another
     message."""
-    header = _read_exactly(fd, _HEADER.size)
-    body = None if header is None else _read_exactly(fd, _HEADER.unpack(header)[0])
+    body = _read_body(fd)
     if body is None:
         return None
     values = pickle.loads(body)
@@ -209,14 +208,17 @@ class FrameReader:
 
 def read_frame(fd: int) -> ToWorker | None:
     """Block until one whole frame arrives on `fd`; None at end of file."""
+    body = _read_body(fd)
+    return None if body is None else decode_to_worker(body)
+
+
+def _read_body(fd: int) -> bytes | None:
+    """One whole frame's body from a blocking `fd`; None at end of file."""
     header = _read_exactly(fd, _HEADER.size)
     if header is None:
         return None
     (length,) = _HEADER.unpack(header)
-    body = _read_exactly(fd, length)
-    if body is None:
-        return None
-    return decode_to_worker(body)
+    return _read_exactly(fd, length)
 
 
 def _read_exactly(fd: int, size: int) -> bytes | None:
