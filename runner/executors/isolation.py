@@ -45,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from runner.executors.execute import KEPT_CODES, SHIPPED_MODULES_KEPT
+
 _SIGNALS = tuple(sorted(int(s) for s in _signal.valid_signals() if int(s) < 32 and int(s) not in (9, 19)))
 """The standard signals, whose handler a step could change (not SIGKILL, SIGSTOP; real-time signals are
 left to C libraries). `_signal.getsignal` is the C function: `signal.getsignal` wraps each answer in an
@@ -57,10 +59,10 @@ _MISSING = object()
 WORKER_LOG_LEVEL = logging.INFO
 """The root logger's level in a worker, as `execute` leaves it (kept between steps: each `setLevel`
 clears every logger's cache). A step that changes it has it set back."""
-_WATCH_CACHE = 256
+_WATCH_CACHE = KEPT_CODES
 """Functions whose reachable namespaces are remembered. Each holds its load's code and modules alive,
-so this is bounded as the worker's code cache is (`runner.executors.execute.KEPT_CODES`): at 1,024 a
-worker still grew by ~0.54 MB per save of a flow calling a 1,750-line module."""
+so this is bounded as the worker's code cache is: at 1,024 a worker still grew by ~0.54 MB per save
+of a flow calling a 1,750-line module."""
 
 
 def import_names(code: types.CodeType) -> list[str]:
@@ -179,8 +181,8 @@ def reachable_namespaces(fn: Callable[..., Any]) -> list[_Namespace]:
     return list(found.values())
 
 
-_SHIPPED_WALKS = 64
-"""Shipped modules whose walk is remembered (as many as a worker keeps: `SHIPPED_MODULES_KEPT`)."""
+_SHIPPED_WALKS = SHIPPED_MODULES_KEPT
+"""Shipped modules whose walk is remembered: as many as a worker keeps."""
 _shipped_walks: dict[int, tuple[types.ModuleType, list[_Namespace]]] = {}
 """The namespaces reachable from each shipped module walked so far, by the id of the module's
 namespace (the module is held, so the id stays its own).
