@@ -89,12 +89,15 @@ def probe():
 """
 
 
-def _run_early(path: Path, store_dir: Path, env: dict[str, str], cwd: Path) -> tuple[int, dict[str, Any]]:
-    """`flow run path` through the console entry point: (the early worker's pid, what `probe` saw)."""
+def _run_early(
+    path: Path, store_dir: Path, env: dict[str, str], cwd: Path, *args: str, step: str = "probe"
+) -> tuple[int, Any]:
+    """`flow run path [args]` through the console entry point: (the early worker's pid, the output of
+    `step`)."""
     code = textwrap.dedent(
         f"""
         import sys
-        sys.argv = ["flow", "run", {str(path)!r}, "--store", {str(store_dir)!r}]
+        sys.argv = ["flow", "run", {str(path)!r}, "--store", {str(store_dir)!r}, *{list(args)!r}]
         from runner.executors import spawn
 
         start = spawn.start_early
@@ -109,7 +112,9 @@ def _run_early(path: Path, store_dir: Path, env: dict[str, str], cwd: Path) -> t
         main()
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("early pid ")]
     assert line.endswith(f" for ({str(path)!r},)")
@@ -117,9 +122,9 @@ def _run_early(path: Path, store_dir: Path, env: dict[str, str], cwd: Path) -> t
     try:
         record = store.get_run(1)
         assert record is not None and record.status == "succeeded"
-        (step,) = record.steps
-        assert step.output_hash is not None
-        seen = pickle.loads(store.read_artifact(step.output_hash))
+        (found,) = [s for s in record.steps if s.name == step]
+        assert found.output_hash is not None
+        seen = pickle.loads(store.read_artifact(found.output_hash))
     finally:
         store.close()
     return int(line.split()[2]), seen
@@ -193,3 +198,87 @@ def test_preload_leaves_the_users_modules_alone(library_env: dict[str, str], tmp
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=project)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["['flowtest_unused',", "'xml']", "{}", "False", "False", "True"]
+
+
+SLOW_TO_IMPORT = """
+import os
+import sys
+import time
+
+if "runner.executors.worker" in sys.orig_argv:
+    with open(os.environ["FLOWTEST_IMPORTERS"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    try:
+        os.close(os.open(os.environ["FLOWTEST_IMPORTERS"] + ".first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(3600)  # every worker after the first: an import that never ends
+"""
+
+WIDE = """
+import os
+import time
+
+import flowtest_slow
+from dsl import step
+
+
+@step
+def a():
+    return os.getpid()
+
+
+@step
+def b():
+    return os.getpid()
+
+
+@step
+def c(a, b):
+    importers = os.environ["FLOWTEST_IMPORTERS"]
+    deadline = time.monotonic() + 60
+    while len(open(importers).read().split()) < 2:  # the second worker is in its import now
+        assert time.monotonic() < deadline, "no second worker imported the flow's library"
+        time.sleep(0.01)
+    return {"a": a, "b": b, "c": os.getpid(), "importers": [int(p) for p in open(importers).read().split()]}
+"""
+
+
+def test_a_worker_still_importing_the_flows_libraries_is_not_given_a_task(
+    library_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`a` and `b` are ready at once with two workers allowed: the second worker, started for one of
+    them, imports the flow's library first (here an import that never ends) and the first worker runs
+    every step meanwhile. Before, the second worker was sent a step at once, which waited for its
+    import: here the run never ended."""
+    libs = Path(library_env["PYTHONPATH"].split(os.pathsep)[0])
+    (libs / "flowtest_slow.py").write_text(SLOW_TO_IMPORT)
+    record = next(libs.glob("*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "flowtest_slow.py,,\n")
+    env = dict(library_env, FLOWTEST_IMPORTERS=str(tmp_path / "importers"))
+    project = tmp_path / "project"
+    project.mkdir()
+    path = project / "wide.py"
+    path.write_text(WIDE)
+    early, seen = _run_early(path, tmp_path / "store", env, tmp_path, "--workers", "2", step="c")
+    first, second = seen["importers"]
+    assert (seen["a"], seen["b"], seen["c"], first) == (early, early, early, early)
+    assert second != early  # started for this run: it preloaded the flow's library too
+
+
+def test_a_library_that_kills_a_worker_on_import_is_not_preloaded_again(
+    library_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A library that ends a worker process when imported there, which no step uses: the early worker
+    and the one started to preload it die; the step runs in a worker started without preloading."""
+    libs = Path(library_env["PYTHONPATH"].split(os.pathsep)[0])
+    (libs / "flowtest_fatal.py").write_text(
+        'import os, sys\n\nif "runner.executors.worker" in sys.orig_argv:\n    os._exit(3)\n'
+    )
+    record = next(libs.glob("*.dist-info")) / "RECORD"
+    record.write_text(record.read_text() + "flowtest_fatal.py,,\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    path = project / "fatal.py"
+    path.write_text(PROBE.format(extra="import flowtest_fatal"))
+    early, seen = _run_early(path, tmp_path / "store", library_env, tmp_path)
+    assert seen["pid"] != early and seen["unused_imported"] is False

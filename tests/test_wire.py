@@ -82,6 +82,7 @@ FROM_WORKER: list[wire.FromWorker] = [
     TaskLog("t7", "stderr", "\x1b[31mnot markup [b]\x1b[0m", 3.0),
     wire.Finished(TaskDone("t7", _result()), raw_output_unread=False, retiring=True),
     wire.Finished(TaskDone("t8", TaskResult(ok=False, error="boom"))),
+    wire.Preloaded({"KMP_INIT_AT_FORK": "FALSE", "GONE": None}),  # every worker's first frame
 ]
 
 

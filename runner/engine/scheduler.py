@@ -251,6 +251,9 @@ class Engine(Deciding):
     def _begin(self, run: Run) -> None:
         self._runs[run.id] = run
         request = run.request
+        preload_for = getattr(self.executor, "preload_for", None)
+        if preload_for is not None:
+            preload_for(str(request.loaded.path))  # workers started for this run import its libraries first
         self._emit(
             RunStarted(
                 run.id,

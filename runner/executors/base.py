@@ -168,6 +168,8 @@ class Executor(Protocol):
     """What runs tasks. Implementations: `LocalExecutor`, `InlineExecutor`, `DaskExecutor`.
 
     `submit`, `cancel` and `events` are called from the scheduler thread only; `wakeup` from any thread.
+    An executor may also have `prestart(count)` (start workers ahead of the first task) and
+    `preload_for(flow_file)` (the scheduler calls it, on its thread, as a run of that file begins).
     """
 
     name: str

@@ -6,6 +6,9 @@ too, even in a session of their own) and a fresh worker replaces it on demand, a
 that retires after a step left state it cannot undo (`runner.executors.isolation`).
 
 Workers start as `runner.executors.spawn` says (the first may have started before the CLI's imports).
+A task goes only to a worker that has reported its start-up done (`wire.Preloaded`): one started for a
+flow file imports the flow's libraries first (`preload_for`), which takes seconds for pandas with
+scikit-learn, and the ready workers take the tasks meanwhile instead of waiting for it.
 
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
 pipes, so a result reaches the scheduler without a thread hand-off.
@@ -39,6 +42,10 @@ class _Worker:
     from_worker: int
     reader: wire.FrameReader = dataclasses.field(default_factory=wire.FrameReader)
     task: Task | None = None
+    ready: bool = False
+    """It has reported its start-up done (`wire.Preloaded`): it takes tasks now."""
+    preloading: str | None = None
+    """The flow file whose libraries it imports before it is ready."""
     codes: dict[str, None] = dataclasses.field(default_factory=dict)
     """The code bundles the worker keeps, as its `keep_code` keeps them."""
     modules: dict[str, None] = dataclasses.field(default_factory=dict)
@@ -77,6 +84,10 @@ class LocalExecutor:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[TaskEvent] = []
+        self._queue: deque[Task] = deque()
+        """Tasks submitted while no ready worker was idle, oldest first."""
+        self._flow_file: str | None = None
+        self._preload_failed: set[str] = set()
 
     @property
     def slots(self) -> int:
@@ -89,10 +100,21 @@ class LocalExecutor:
         while len(self._workers) + spawn.pending_early() < min(count, self._max):
             self._spawn()
 
+    def preload_for(self, flow_file: str) -> None:
+        """Workers started from now on import `flow_file`'s libraries before they take a task (not
+        after a worker so started died before it was ready: its libraries may be what kills it)."""
+        self._flow_file = None if flow_file in self._preload_failed else flow_file
+
     def _spawn(self) -> _Worker:
-        started = spawn.adopt() or spawn.spawn()
+        started = spawn.adopt() or spawn.spawn(self._flow_file)
         proc = started.proc
-        worker = _Worker(proc=proc, to_worker=started.to_worker, from_worker=started.from_worker)
+        worker = _Worker(
+            proc=proc,
+            to_worker=started.to_worker,
+            from_worker=started.from_worker,
+            ready=started.reported,
+            preloading=self._flow_file if started.preloading and not started.reported else None,
+        )
         for fd, tag in ((started.from_worker, "frames"), (proc.stdout, "stdout"), (proc.stderr, "stderr")):
             assert fd is not None
             os.set_blocking(fd if isinstance(fd, int) else fd.fileno(), False)
@@ -101,11 +123,25 @@ class LocalExecutor:
         return worker
 
     def submit(self, task: Task) -> None:
-        worker = next((w for w in self._workers if w.task is None), None)
-        if worker is None:
-            if len(self._workers) >= self._max:
-                raise RuntimeError("LocalExecutor.submit called with every worker busy")
-            worker = self._spawn()
+        if len(self._by_task) + len(self._queue) >= self._max:
+            raise RuntimeError("LocalExecutor.submit called with every worker busy")
+        self._queue.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send queued tasks to idle ready workers, oldest first; start a worker for each task that no
+        worker starting up already waits for."""
+        while self._queue:
+            worker = next((w for w in self._workers if w.ready and w.task is None), None)
+            if worker is None:
+                starting = sum(1 for w in self._workers if not w.ready)
+                if len(self._queue) <= starting or len(self._workers) >= self._max:
+                    return
+                self._spawn()
+                continue
+            self._send(worker, self._queue.popleft())
+
+    def _send(self, worker: _Worker, task: Task) -> None:
         known = task.code_key in worker.codes
         keep_code(worker.codes, task.code_key)
         worker.task = task
@@ -123,6 +159,10 @@ class LocalExecutor:
             self._crashed(worker)
 
     def cancel(self, task_id: str) -> None:
+        queued = next((t for t in self._queue if t.id == task_id), None)
+        if queued is not None:
+            self._queue.remove(queued)
+            return
         worker = self._by_task.pop(task_id, None)
         if worker is not None:
             worker.task = None
@@ -198,6 +238,10 @@ class LocalExecutor:
         return events
 
     def _on_message(self, worker: _Worker, message: wire.FromWorker) -> None:
+        if isinstance(message, wire.Preloaded):
+            worker.ready = True
+            self._dispatch()
+            return
         task = worker.task
         if task is None:
             return
@@ -214,6 +258,7 @@ class LocalExecutor:
             self._pending.append(done)
             if message.retiring:
                 self._kill(worker)  # it exits by itself; this reaps it (and anything left)
+            self._dispatch()
         elif message.task_id == task.id:
             self._pending.append(message)
 
@@ -248,7 +293,13 @@ class LocalExecutor:
                 self._on_raw(worker, stream, b"\n")
 
     def _crashed(self, worker: _Worker) -> None:
-        """The worker's result pipe closed: it died. Fail its task with the reason."""
+        """The worker's result pipe closed: it died. Fail its task with the reason.
+
+        One that died starting up had no task. If it was importing a flow's libraries, the queued
+        tasks wait for a worker started without them; otherwise (the interpreter cannot start) the
+        oldest queued task fails with the reason, as it would have in that worker: a worker is
+        started again only for the tasks left.
+        """
         task = worker.task
         try:
             code = worker.proc.wait(timeout=5)
@@ -261,17 +312,23 @@ class LocalExecutor:
         except (ProcessLookupError, PermissionError):
             pass
         self._forget(worker)
-        if task is None:
-            return
-        self._by_task.pop(task.id, None)
-        if code < 0:
-            error = f"the worker process was killed by {_signal_name(-code)}"
-        else:
-            error = f"the worker process exited with code {code} (os._exit or a crash in native code)"
-        tail = "\n".join(worker.stderr_tail)
-        self._pending.append(
-            TaskDone(task.id, TaskResult(ok=False, error=error, traceback=tail or None, where=worker.where))
-        )
+        if not worker.ready:
+            if worker.preloading is not None:
+                self._preload_failed.add(worker.preloading)
+                if self._flow_file == worker.preloading:
+                    self._flow_file = None
+            elif self._queue:
+                task = self._queue.popleft()
+        if task is not None:
+            self._by_task.pop(task.id, None)
+            if code < 0:
+                error = f"the worker process was killed by {_signal_name(-code)}"
+            else:
+                error = f"the worker process exited with code {code} (os._exit or a crash in native code)"
+            tail = "\n".join(worker.stderr_tail) or None
+            result = TaskResult(ok=False, error=error, traceback=tail, where=worker.where)
+            self._pending.append(TaskDone(task.id, result))
+        self._dispatch()
 
     def close(self) -> None:
         """Kill every worker: idle ones hold nothing worth a graceful exit, busy ones are being stopped."""

@@ -30,7 +30,7 @@ class Spawned:
     A plain class: `dataclasses` (with `inspect` below it) would cost the CLI's first milliseconds.
     """
 
-    __slots__ = ("proc", "to_worker", "from_worker", "inherited", "preloading", "started")
+    __slots__ = ("proc", "to_worker", "from_worker", "inherited", "preloading", "reported", "started")
 
     def __init__(
         self,
@@ -46,6 +46,8 @@ class Spawned:
         self.inherited = inherited
         self.preloading = preloading
         """It imports a flow file's libraries first, then reports its environment (`wire.Preloaded`)."""
+        self.reported = False
+        """Its `wire.Preloaded` report (every worker's first frame) has been read: it is ready."""
         self.started = time.monotonic()
 
 
@@ -146,6 +148,7 @@ def _environ_after_preload(early: Spawned) -> dict[str, str] | None:
     report = wire.read_preloaded(early.from_worker) if ready else None
     if report is None:
         return None
+    early.reported = True
     environ = dict(early.inherited[2])
     for name, value in report.changed.items():
         if value is None:

@@ -58,15 +58,15 @@ class Finished:
 
 @dataclass(frozen=True)
 class Preloaded:
-    """Worker to runner, first, from a worker started for a flow file: it imported the file's libraries
-    (`runner.executors.preload`), which changed these variables of its environment (None: removed),
-    for `runner.executors.spawn.adopt`."""
+    """Worker to runner, first: the worker is ready for tasks. One started for a flow file imported the
+    file's libraries first (`runner.executors.preload`), which changed these variables of its
+    environment (None: removed), for `runner.executors.spawn.adopt`."""
 
     changed: dict[str, str | None]
 
 
 ToWorker = RunTask | Exit
-FromWorker = TaskStarted | TaskLogs | TaskLog | Finished
+FromWorker = TaskStarted | TaskLogs | TaskLog | Finished | Preloaded
 
 
 _T = TypeVar("_T")
@@ -108,7 +108,7 @@ def _ref_in(values: tuple[Any, ...]) -> InputRef:
     return _build(InputRef, _REF, values)
 
 
-def _body(message: ToWorker | FromWorker | Preloaded, *, code: bool) -> tuple[Any, ...]:
+def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
     if isinstance(message, RunTask):
         values = list(_task_values(message.task))
         values[_KWARGS] = {name: _ref_out(ref) for name, ref in values[_KWARGS].items()}
@@ -133,7 +133,7 @@ def _body(message: ToWorker | FromWorker | Preloaded, *, code: bool) -> tuple[An
     raise TypeError(f"not a wire message: {message!r}")
 
 
-def encode(message: ToWorker | FromWorker | Preloaded, *, code: bool = True) -> bytes:
+def encode(message: ToWorker | FromWorker, *, code: bool = True) -> bytes:
     """One frame: 4-byte big-endian length, then the message as a pickled tuple. `code=False` leaves
     a `RunTask`'s code and modules out (for a worker that has its `code_key` already)."""
     body = pickle.dumps(_body(message, code=code), protocol=5)
@@ -165,6 +165,8 @@ def decode_from_worker(body: bytes) -> FromWorker:
         return TaskLog(*values[1:])
     if kind == _STARTED:
         return TaskStarted(values[1], values[2])
+    if kind == _PRELOADED:
+        return Preloaded(values[1])
     raise ValueError(f"not a message from a worker: kind {kind!r}")
 
 
@@ -174,8 +176,8 @@ def read_preloaded(fd: int) -> Preloaded | None:
     body = _read_body(fd)
     if body is None:
         return None
-    values = pickle.loads(body)
-    return Preloaded(values[1]) if values[0] == _PRELOADED else None
+    message = decode_from_worker(body)
+    return message if isinstance(message, Preloaded) else None
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -284,7 +284,7 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     lock = threading.Lock()
 
-    def send(message: wire.FromWorker | wire.Preloaded) -> None:
+    def send(message: wire.FromWorker) -> None:
         frame = wire.encode(message)
         with lock:
             wire.write_all(out_fd, frame)
@@ -303,11 +303,14 @@ def main(argv: list[str]) -> int:
     os._exit = logs.exit  # type: ignore[assignment]  # a step's os._exit still sends its last lines
     codes: dict[str, Any] = {}
     preloaded: list[str] = []
+    changed: dict[str, str | None] = {}
     if len(argv) > 3:
         from runner.executors.preload import drop_shadowed, preload
 
         preloaded, changed = preload(argv[3])
-        send(wire.Preloaded(changed))  # first: the runner adopts this worker only if its own changed alike
+    # First: the runner sends tasks only to a ready worker, and adopts an early one only if its own
+    # environment changed alike.
+    send(wire.Preloaded(changed))
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
     while True:
         message = wire.read_frame(in_fd)

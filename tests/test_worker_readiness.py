@@ -1,0 +1,78 @@
+"""A `LocalExecutor` sends a task only to a worker that has reported its start-up done (its first frame,
+`wire.Preloaded`); until then the task waits in the executor. Real worker processes throughout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from runner.executors import spawn
+from runner.executors.base import Task, TaskDone, TaskEvent
+from runner.executors.local import LocalExecutor
+from tests.helpers_core import calls_to
+
+
+def _task(task_id: str, fn: object) -> Task:
+    return Task(id=task_id, step=task_id, code_key=task_id, code=cloudpickle.dumps(fn), kwargs={})
+
+
+def _until_done(executor: LocalExecutor, count: int, timeout: float = 60) -> list[TaskEvent]:
+    events: list[TaskEvent] = []
+    deadline = time.monotonic() + timeout
+    while sum(isinstance(e, TaskDone) for e in events) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} results within {timeout}s: {events}"
+        events.extend(executor.events(1.0))
+    return events
+
+
+def test_a_worker_that_cannot_start_fails_one_waiting_task_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker process ends before it is ready (a broken interpreter start): each task fails with
+    the reason and what the process said, and no worker is started beyond one per task."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        'if "runner.executors.worker" in sys.orig_argv:\n'
+        '    print("no start here", file=sys.stderr, flush=True)\n'
+        "    os._exit(5)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    started = calls_to(monkeypatch, spawn, "spawn", lambda *args: args)
+    executor = LocalExecutor(2)
+    try:
+        executor.submit(_task("t1", lambda: 1))
+        executor.submit(_task("t2", lambda: 2))
+        done = [e for e in _until_done(executor, 2) if isinstance(e, TaskDone)]
+    finally:
+        executor.close()
+    assert sorted(d.task_id for d in done) == ["t1", "t2"]
+    for result in (d.result for d in done):
+        assert not result.ok and "exited with code 5" in (result.error or "")
+        assert "no start here" in (result.traceback or "")
+    assert len(started) == 2
+
+
+def test_a_task_cancelled_while_waiting_for_a_worker_never_runs(tmp_path: Path) -> None:
+    """`t1` waits for the worker's start-up and is cancelled: no result comes for it, and the worker
+    runs the next task."""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+
+    def touch(name: str) -> object:
+        return lambda: (ran / name).touch()
+
+    executor = LocalExecutor(1)
+    try:
+        executor.submit(_task("t1", touch("t1")))
+        executor.cancel("t1")
+        executor.submit(_task("t2", touch("t2")))
+        events = _until_done(executor, 1)
+    finally:
+        executor.close()
+    assert [e.task_id for e in events if isinstance(e, TaskDone)] == ["t2"]
+    assert sorted(p.name for p in ran.iterdir()) == ["t2"]
