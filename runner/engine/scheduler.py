@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from dsl.errors import FlowError
 from dsl.loader import LoadedFlow
@@ -118,6 +119,25 @@ class Engine(Deciding):
         else:
             self._stops.watch(run.handle)
         return run.handle
+
+    def warm(self, flow_file: Path) -> None:
+        """Have a worker ready for a run of `flow_file`: with none started yet, one starts now and
+        imports the file's libraries (the TUI calls this as a flow opens: its first run, whenever the
+        user starts it, does not wait for them)."""
+
+        def warm_up() -> None:
+            self._preload_for(flow_file)
+            prestart = getattr(self.executor, "prestart", None)
+            if prestart is not None:
+                prestart(1)
+
+        self._command(warm_up)
+
+    def _preload_for(self, flow_file: Path) -> None:
+        """Workers started from now on import `flow_file`'s libraries first (executors that can)."""
+        preload_for = getattr(self.executor, "preload_for", None)
+        if preload_for is not None:
+            preload_for(str(flow_file))
 
     def run(self, request: RunRequest) -> RunHandle:
         """Start a run and wait for it to end."""
@@ -251,9 +271,7 @@ class Engine(Deciding):
     def _begin(self, run: Run) -> None:
         self._runs[run.id] = run
         request = run.request
-        preload_for = getattr(self.executor, "preload_for", None)
-        if preload_for is not None:
-            preload_for(str(request.loaded.path))  # workers started for this run import its libraries first
+        self._preload_for(request.loaded.path)
         self._emit(
             RunStarted(
                 run.id,
