@@ -124,11 +124,38 @@ def hello():
 '''
 
 
+WIDE_LIBRARY_FLOW = '''"""Two steps ready at once, then one after both, all using the slow library."""
+
+import flowbench_slowlib
+from dsl import step
+
+
+@step
+def left():
+    return flowbench_slowlib.__name__
+
+
+@step
+def right():
+    return flowbench_slowlib.__name__
+
+
+@step
+def both(left, right):
+    return left + right
+'''
+
+
 def library_series(root: Path, env: dict[str, str], runs: int) -> dict[str, list[float]]:
     """Info: `flow run` of a 1-step flow whose file imports a library that takes `SLOW_LIBRARY_S` of CPU
     to import (an installed distribution: a RECORD lists it). The runner imports it to load the flow and
     the worker to run the step; the early worker imports it meanwhile (`runner.executors.preload`), so
-    the run should cost about one import more than the 1-step flow, not two."""
+    the run should cost about one import more than the 1-step flow, not two.
+
+    And of a 3-step flow with two steps ready at once (`--workers 2`): the second worker imports the
+    library before it takes a step, while the first runs them all, so that flow should cost about what
+    the 1-step one does, not one import more (before, the second worker was handed a step at once, which
+    waited for its import)."""
     libs = root / "libs"
     (libs / "flowbench_slowlib-1.0.dist-info").mkdir(parents=True)
     (libs / "flowbench_slowlib-1.0.dist-info" / "RECORD").write_text("flowbench_slowlib.py,,\n")
@@ -139,12 +166,21 @@ def library_series(root: Path, env: dict[str, str], runs: int) -> dict[str, list
     env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(libs), env.get("PYTHONPATH", "")) if p)}
     command = flow_command()
     path = write_flow(root / "library", "slow_library", SLOW_LIBRARY_FLOW)
+    wide = write_flow(root / "wide", "wide_library", WIDE_LIBRARY_FLOW)
     return {
         "python -c 'import the library'": [
             timed([sys.executable, "-c", "import flowbench_slowlib"], root, env) for _ in range(runs)
         ],
         "flow run, fresh store": [
             timed([*command, "run", str(path), "--store", str(root / f"store-library-{i}")], path.parent, env)
+            for i in range(runs)
+        ],
+        "flow run of 2 roots + 1, 2 workers": [
+            timed(
+                [*command, "run", str(wide), "--workers", "2", "--store", str(root / f"store-wide-{i}")],
+                wide.parent,
+                env,
+            )
             for i in range(runs)
         ],
     }
@@ -191,6 +227,8 @@ def main() -> None:
         imports = median(slow["python -c 'import the library'"]) - median(normal["python -c pass"])
         ratio = extra / imports
         print(f"  the library adds {extra:.3f} s to the run: {ratio:.1f}x its import ({imports:.3f} s)")
+        wider = median(slow["flow run of 2 roots + 1, 2 workers"]) - median(slow["flow run, fresh store"])
+        print(f"  the 3-step flow adds {wider:.3f} s to the 1-step one: {wider / imports:.1f}x its import")
     figure = median(normal["flow run, fresh store"])
     print(verdict("startup", figure, "s", BUDGET_S, figure <= BUDGET_S))
 
