@@ -802,6 +802,57 @@ def test_cli_a_save_during_the_first_run_supersedes_it(
         gate.write_text("open")
 
 
+SPARE_FLOW = """
+import os
+import time
+
+from dsl import step
+
+LOG = {log!r}
+
+
+@step
+def c():
+    with open(LOG, "a", encoding="utf-8") as handle:
+        handle.write(f"{{VERSION}} {{os.getpid()}}\\n")
+    while VERSION == 1 and not os.path.exists({gate!r}):
+        time.sleep(0.01)
+    return VERSION
+
+
+VERSION = 1
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc to find the worker processes")
+def test_cli_watch_keeps_a_spare_worker_for_the_run_after_a_save_kills_one(
+    write_flow: Callable[..., Path], tmp_path: Path, store_dir: Path
+) -> None:
+    """While `c` runs, a second worker waits idle beside it; the save that changes `c` kills `c`'s worker,
+    and the re-run's `c` runs in the spare at once (an ML flow's new worker imports its libraries first,
+    seconds). Before, the only worker was killed and the re-run waited for a new one."""
+    log, gate = tmp_path / "pids.log", tmp_path / "gate"
+    text = textwrap.dedent(SPARE_FLOW).format(log=str(log), gate=str(gate))
+    path = write_flow(text)
+    try:
+        with cli_watch(path, tmp_path, store_dir) as cli:
+            (first,) = wait_for(lambda: log.exists() and log.read_text().splitlines())
+            busy = int(first.split()[1])
+
+            def busy_and_spare() -> set[int] | None:
+                found = _children(cli.proc.pid)
+                return found if len(found) == 2 else None
+
+            (spare,) = wait_for(busy_and_spare) - {busy}
+            save_in_place(path, text.replace("VERSION = 1", "VERSION = 2"))
+            cli.out.wait(r"^run #1 cancelled", "the first run to be superseded")
+            summary = cli.out.wait(r"^run #2 (succeeded|failed|cancelled)", "the new run's summary")
+            assert summary.startswith("run #2 succeeded"), cli.output
+            assert log.read_text().splitlines() == [f"1 {busy}", f"2 {spare}"]
+    finally:
+        gate.write_text("open")
+
+
 @pytest.mark.workers(3)
 def test_a_save_during_a_run_keeps_a_step_whose_upstream_reruns_with_the_same_output(
     project: Callable[..., Project], tmp_path: Path

@@ -172,7 +172,9 @@ def make_app(
     listing = target.is_dir()
     flows = find_flows(target) if listing else [target]
     store = Store(store_dir)
-    engine = Engine(store, LocalExecutor(workers))
+    executor = LocalExecutor(workers)
+    executor.keep_spare()  # a stop or a save that kills a running step's worker leaves one ready
+    engine = Engine(store, executor)
     app = FlowApp(flows, engine, store, watch=watch, listing=listing)
     if flows:
         # Load the first flow before the UI starts: its first paint is then one layout away,

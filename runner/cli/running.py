@@ -64,6 +64,9 @@ def run_flow(
     prestart = getattr(engine.executor, "prestart", None)
     if prestart is not None:
         prestart(1)  # the worker's interpreter starts while the run is planned
+    keep_spare = getattr(engine.executor, "keep_spare", None)
+    if watch and keep_spare is not None:
+        keep_spare()  # a save that kills a running step's worker leaves one ready for the re-run
     session = FlowSession(loaded.path, engine, overrides, file_values)
     reporter = make_reporter(json_lines, debug=pdb)
     options: dict[str, Any] = {"only": only or (), "from_steps": from_step or (), "to_steps": to_step or ()}

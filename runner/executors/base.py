@@ -168,8 +168,9 @@ class Executor(Protocol):
     """What runs tasks. Implementations: `LocalExecutor`, `InlineExecutor`, `DaskExecutor`.
 
     `submit`, `cancel` and `events` are called from the scheduler thread only; `wakeup` from any thread.
-    An executor may also have `prestart(count)` (start workers ahead of the first task) and
-    `preload_for(flow_file)` (the scheduler calls it, on its thread, as a run of that file begins).
+    An executor may also have `prestart(count)` (start workers ahead of the first task),
+    `preload_for(flow_file)` (the scheduler calls it, on its thread, as a run of that file begins) and
+    `keep_spare()` (an edit session keeps an idle worker ready beside the busy ones).
     """
 
     name: str

@@ -88,6 +88,7 @@ class LocalExecutor:
         """Tasks submitted while no ready worker was idle, oldest first."""
         self._flow_file: str | None = None
         self._preload_failed: set[str] = set()
+        self._spare = False
 
     @property
     def slots(self) -> int:
@@ -104,6 +105,14 @@ class LocalExecutor:
         """Workers started from now on import `flow_file`'s libraries before they take a task (not
         after a worker so started died before it was ready: its libraries may be what kills it)."""
         self._flow_file = None if flow_file in self._preload_failed else flow_file
+
+    def keep_spare(self) -> None:
+        """From now on keep one idle worker beside the busy ones (while fewer than `workers` run),
+        started as soon as none is idle. For an edit session (the TUI, `--watch`): a save or a stop
+        kills the worker of a step still running, and the next run's step then finds one ready, with
+        the flow's libraries imported, instead of waiting for a new worker's start and imports. Only
+        sets a flag (any thread may call it): the spare starts at the next task's submission."""
+        self._spare = True
 
     def _spawn(self) -> _Worker:
         started = spawn.adopt() or spawn.spawn(self._flow_file)
@@ -130,7 +139,7 @@ class LocalExecutor:
 
     def _dispatch(self) -> None:
         """Send queued tasks to idle ready workers, oldest first; start a worker for each task that no
-        worker starting up already waits for."""
+        worker starting up already waits for (and the spare, `keep_spare`)."""
         while self._queue:
             worker = next((w for w in self._workers if w.ready and w.task is None), None)
             if worker is None:
@@ -140,6 +149,8 @@ class LocalExecutor:
                 self._spawn()
                 continue
             self._send(worker, self._queue.popleft())
+        if self._spare and len(self._workers) < self._max and all(w.task is not None for w in self._workers):
+            self._spawn()
 
     def _send(self, worker: _Worker, task: Task) -> None:
         known = task.code_key in worker.codes

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import uuid
 from pathlib import Path
 
 import pytest
 
 from runner.store import Store
+from tests.helpers_core import worker_pids
 from tests.tui.conftest import pane_of, ready, run_done, wait_for, write_flow
 
 LIBRARY = """
@@ -69,4 +71,48 @@ async def test_opening_a_flow_of_a_directory_starts_a_worker_with_its_libraries(
         assert pickle.loads(store.read_artifact(step.output_hash)) == int(warmed)
     finally:
         store.close()
-    assert log.read_text().split() == [warmed]  # no other worker imported it
+
+
+GATED = """
+import os
+import time
+
+from dsl import step
+
+
+@step(cache=False)
+def hold():
+    with open(os.environ["FLOWTEST_RAN_LOG"], "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    while not os.path.exists(os.environ["FLOWTEST_GATE"]):
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+async def test_a_stop_leaves_a_spare_worker_for_the_next_run(
+    app_for, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`s` kills the worker of the step running; the next run's step runs at once in the worker that
+    waited idle beside it (before: in a new worker, after its start and the flow's imports)."""
+    ran, gate, marker = tmp_path / "ran", tmp_path / "gate", uuid.uuid4().hex
+    monkeypatch.setenv("FLOW_TEST_MARKER", marker)
+    monkeypatch.setenv("FLOWTEST_RAN_LOG", str(ran))
+    monkeypatch.setenv("FLOWTEST_GATE", str(gate))
+    app = app_for(write_flow(tmp_path / "gated.py", GATED))
+    async with app.run_test(size=(120, 36)) as pilot:
+        pane = await ready(pilot, app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: ran.exists() and ran.read_text().split(), what="hold to start")
+        (busy,) = ran.read_text().split()
+        await wait_for(
+            pilot, lambda: len(worker_pids(marker)) == 2, what=lambda: f"a spare: {worker_pids(marker)}"
+        )
+        (spare,) = set(worker_pids(marker)) - {int(busy)}
+        await pilot.press("s")
+        await wait_for(pilot, lambda: not pane.controller.active, what="the stop")
+        gate.touch()
+        await pilot.press("r")
+        await wait_for(pilot, lambda: len(ran.read_text().split()) == 2, what="hold to start again")
+        assert ran.read_text().split() == [busy, str(spare)]
+        await run_done(pilot, pane_of(app), count=2)

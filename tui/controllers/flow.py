@@ -128,8 +128,8 @@ class FlowController:
         self.load_plan(after_paint=True)
         if self.watcher.on:
             self.host.after_paint(partial(self._watch, session))
-        if session.loaded is not None:
-            self.engine.warm(self.path)
+        if session.loaded is not None:  # after the paint: starting a process holds the GIL for a while
+            self.host.after_paint(partial(self.engine.warm, self.path))
 
     def _watch(self, session: FlowSession) -> None:
         """Start hot reload on `session`, unless it was turned off or the session replaced meanwhile."""
