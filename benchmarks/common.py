@@ -181,6 +181,17 @@ SHAPES = {
 }
 
 
+def slow_library(root: Path, name: str, seconds: float) -> Path:
+    """Write a library `name` that takes `seconds` of CPU to import, installed as far as flow can tell
+    (a `*.dist-info/RECORD` lists it); returns the directory to put on the path."""
+    libs = root / "libs"
+    (libs / f"{name}-1.0.dist-info").mkdir(parents=True, exist_ok=True)
+    (libs / f"{name}-1.0.dist-info" / "RECORD").write_text(f"{name}.py,,\n")
+    spin = f"_END = time.process_time() + {seconds}\nwhile time.process_time() < _END:\n    pass\n"
+    (libs / f"{name}.py").write_text(f"import time\n\n{spin}")
+    return libs
+
+
 def write_flow(directory: Path, name: str, source: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.py"

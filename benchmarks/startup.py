@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, median, options, tempdir, verdict, write_flow
+from benchmarks.common import machine, median, options, slow_library, tempdir, verdict, write_flow
 
 BUDGET_S = 0.12
 
@@ -156,13 +156,7 @@ def library_series(root: Path, env: dict[str, str], runs: int) -> dict[str, list
     library before it takes a step, while the first runs them all, so that flow should cost about what
     the 1-step one does, not one import more (before, the second worker was handed a step at once, which
     waited for its import)."""
-    libs = root / "libs"
-    (libs / "flowbench_slowlib-1.0.dist-info").mkdir(parents=True)
-    (libs / "flowbench_slowlib-1.0.dist-info" / "RECORD").write_text("flowbench_slowlib.py,,\n")
-    (libs / "flowbench_slowlib.py").write_text(
-        f"import time\n\n_END = time.process_time() + {SLOW_LIBRARY_S}\n"
-        "while time.process_time() < _END:\n    pass\n"
-    )
+    libs = slow_library(root, "flowbench_slowlib", SLOW_LIBRARY_S)
     env = {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(libs), env.get("PYTHONPATH", "")) if p)}
     command = flow_command()
     path = write_flow(root / "library", "slow_library", SLOW_LIBRARY_FLOW)

@@ -112,3 +112,20 @@ def harness(store_dir: Path, request: pytest.FixtureRequest) -> Iterator[EngineH
     h = EngineHarness(store_dir, workers=marker.args[0] if marker else 2)
     yield h
     h.close()
+
+
+@pytest.fixture
+def importers_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`import flowtest_importers` works here and in workers, as an installed library's import does:
+    each worker process that imports it appends its pid to the file returned (read it with
+    `tests.helpers_core.importers`)."""
+    from tests.helpers_core import IMPORTERS_LOG, importers_library
+
+    libs = importers_library(tmp_path / "libs", "flowtest_importers")
+    log = tmp_path / "importers"
+    monkeypatch.setenv(IMPORTERS_LOG, str(log))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(libs), os.environ.get("PYTHONPATH")) if p)
+    )
+    monkeypatch.syspath_prepend(str(libs))
+    return log

@@ -125,6 +125,30 @@ def step_status_in_db(store_dir: Path, step: str) -> list[str]:
     return [r[0] for r in db_rows(store_dir, sql, (step,))]
 
 
+IMPORTERS_LOG = "FLOWTEST_IMPORTERS"
+"""The variable naming the file `importers_library` appends each importing worker's pid to."""
+
+
+def importers_library(directory: Path, name: str) -> Path:
+    """Write library `name`, installed as far as flow can tell (a `*.dist-info/RECORD` lists it): each
+    worker process that imports it appends its pid to the file `$FLOWTEST_IMPORTERS` names (other
+    processes import it silently). Returns the directory to put on the path."""
+    (directory / f"{name}-1.0.dist-info").mkdir(parents=True)
+    (directory / f"{name}-1.0.dist-info" / "RECORD").write_text(f"{name}.py,,\n")
+    (directory / f"{name}.py").write_text(
+        "import os\nimport sys\n\n"
+        'if "runner.executors.worker" in sys.orig_argv:\n'
+        f'    with open(os.environ["{IMPORTERS_LOG}"], "a") as log:\n'
+        '        log.write(f"{os.getpid()}\\n")\n'
+    )
+    return directory
+
+
+def importers(log: Path) -> list[int]:
+    """The pids `importers_library` wrote to `log` (each worker that imported it, in order)."""
+    return [int(pid) for pid in log.read_text().split()] if log.exists() else []
+
+
 def worker_pids(marker: str) -> list[int]:
     """Live `runner.executors.worker` processes whose environment carries FLOW_TEST_MARKER=marker."""
     found = []

@@ -30,6 +30,7 @@ CASES = [
         {"FLOW_BENCH_SIZE": "8", "FLOW_BENCH_SAVES": "3", "FLOW_BENCH_HELPER_LINES": "40"},
     ),
     ("scale", "ms/step", r"0\.2", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
+    ("interrupt", "ms", "50", {"FLOW_BENCH_SAVES": "2"}),
 ]
 
 

@@ -30,7 +30,7 @@ from dsl import flowcode
 from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepFinished
 from runner.fingerprint import source as source_index
 from runner.session import FlowSession
-from tests.helpers_core import calls_to, flowcode_compiles, wait_for
+from tests.helpers_core import calls_to, flowcode_compiles, importers, wait_for
 from tests.helpers_watch import (
     SAVES,
     TIMEOUT,
@@ -531,6 +531,7 @@ def test_steps_added_and_removed_in_a_save_update_the_graph(project: Callable[..
 INFLIGHT = '''
 import os
 import time
+import uuid
 
 from dsl import step
 
@@ -705,10 +706,11 @@ class Cli:
 
 
 @contextmanager
-def cli_watch(path: Path, tmp_path: Path, store_dir: Path) -> Iterator[Cli]:
-    """`flow run PATH --watch` as a subprocess; on exit: Ctrl-C, a clean exit (code 0), no orphan worker."""
+def cli_watch(path: Path, tmp_path: Path, store_dir: Path, *args: str) -> Iterator[Cli]:
+    """`flow run PATH --watch [args]` as a subprocess; on exit: Ctrl-C, a clean exit (code 0), no orphan
+    worker."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(path), "--watch"],
+        [sys.executable, "-m", "runner", "run", str(path), "--watch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -805,6 +807,7 @@ def test_cli_a_save_during_the_first_run_supersedes_it(
 SPARE_FLOW = """
 import os
 import time
+import uuid
 
 from dsl import step
 
@@ -815,7 +818,7 @@ LOG = {log!r}
 def c():
     with open(LOG, "a", encoding="utf-8") as handle:
         handle.write(f"{{VERSION}} {{os.getpid()}}\\n")
-    while VERSION == 1 and not os.path.exists({gate!r}):
+    while not os.path.exists({gate!r} + str(VERSION)):
         time.sleep(0.01)
     return VERSION
 
@@ -830,27 +833,70 @@ def test_cli_watch_keeps_a_spare_worker_for_the_run_after_a_save_kills_one(
 ) -> None:
     """While `c` runs, a second worker waits idle beside it; the save that changes `c` kills `c`'s worker,
     and the re-run's `c` runs in the spare at once (an ML flow's new worker imports its libraries first,
-    seconds). Before, the only worker was killed and the re-run waited for a new one."""
+    seconds). Then a new spare starts (with `--workers 2`, only once the killed worker is gone), and the
+    next save's `c` runs in it. Before, the only worker was killed and the re-run waited for a new one."""
     log, gate = tmp_path / "pids.log", tmp_path / "gate"
     text = textwrap.dedent(SPARE_FLOW).format(log=str(log), gate=str(gate))
     path = write_flow(text)
+
+    def ran(count: int) -> list[str]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return lines if len(lines) == count else []
+
     try:
-        with cli_watch(path, tmp_path, store_dir) as cli:
-            (first,) = wait_for(lambda: log.exists() and log.read_text().splitlines())
-            busy = int(first.split()[1])
+        with cli_watch(path, tmp_path, store_dir, "--workers", "2") as cli:
 
             def busy_and_spare() -> set[int] | None:
                 found = _children(cli.proc.pid)
                 return found if len(found) == 2 else None
 
-            (spare,) = wait_for(busy_and_spare) - {busy}
-            save_in_place(path, text.replace("VERSION = 1", "VERSION = 2"))
-            cli.out.wait(r"^run #1 cancelled", "the first run to be superseded")
-            summary = cli.out.wait(r"^run #2 (succeeded|failed|cancelled)", "the new run's summary")
-            assert summary.startswith("run #2 succeeded"), cli.output
-            assert log.read_text().splitlines() == [f"1 {busy}", f"2 {spare}"]
+            for version in (1, 2):
+                busy = int(wait_for(lambda version=version: ran(version))[-1].split()[1])
+                (spare,) = wait_for(busy_and_spare) - {busy}
+                save_in_place(path, text.replace("VERSION = 1", f"VERSION = {version + 1}"))
+                lines = wait_for(lambda version=version: ran(version + 1))
+                assert lines[-1] == f"{version + 1} {spare}", lines
+            (tmp_path / "gate3").write_text("open")
+            summary = cli.out.wait(r"^run #3 (succeeded|failed|cancelled)", "the last run's summary")
+            assert summary.startswith("run #3 succeeded"), cli.output
     finally:
-        gate.write_text("open")
+        for version in (1, 2, 3):
+            (tmp_path / f"gate{version}").write_text("open")
+
+
+@pytest.mark.workers(2)
+def test_the_spare_worker_comes_back_after_a_save_kills_the_running_step(
+    project: Callable[..., Project], harness: Any, tmp_path: Path, importers_log: Path
+) -> None:
+    """With both workers' places taken (the step the save supersedes, and its new version in the spare),
+    the spare is started again as soon as the superseded step's worker is killed, so the next save's
+    step finds it (before: the pool stayed one short until the next step was submitted). Each save
+    waits until the spare has imported the flow's library: it is ready, or a moment from it."""
+    harness.engine.executor.keep_spare()
+    gate = tmp_path / "gate"
+    proj = project(
+        SPARE_FLOW.replace("import os\n", "import os\n\nimport flowtest_importers\n"),
+        initial_run=False,
+        gate=str(gate),
+    )
+
+    def ran(count: int) -> list[str]:
+        lines = proj.executions.lines()
+        return lines if len(lines) == count else []
+
+    try:
+        proj.session.run(trigger="first")
+        for version in (1, 2):
+            busy = int(wait_for(lambda version=version: ran(version))[-1].split()[1])
+            # The workers so far in the order they imported the library: the last one is the spare.
+            spare = wait_for(lambda version=version: importers(importers_log)[version : version + 1])[0]
+            assert spare != busy
+            proj.edit(f"VERSION = {version}", f"VERSION = {version + 1}")
+            lines = wait_for(lambda version=version: ran(version + 1))
+            assert lines[-1] == f"{version + 1} {spare}", lines
+    finally:
+        for version in (1, 2, 3):
+            (tmp_path / f"gate{version}").write_text("open")
 
 
 @pytest.mark.workers(3)

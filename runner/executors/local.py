@@ -178,6 +178,7 @@ class LocalExecutor:
         if worker is not None:
             worker.task = None
             self._kill(worker)
+            self._dispatch()  # the spare, if the killed worker's slot was all that kept it out
 
     def _kill(self, worker: _Worker) -> None:
         kill_tree(worker.proc.pid)
