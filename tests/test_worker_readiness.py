@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cloudpickle
@@ -12,7 +14,8 @@ import pytest
 from runner.executors import spawn
 from runner.executors.base import Task, TaskDone, TaskEvent
 from runner.executors.local import LocalExecutor
-from tests.helpers_core import calls_to
+from tests.conftest import EngineHarness
+from tests.helpers_core import calls_to, importers
 
 
 def _task(task_id: str, fn: object) -> Task:
@@ -76,3 +79,51 @@ def test_a_task_cancelled_while_waiting_for_a_worker_never_runs(tmp_path: Path) 
         executor.close()
     assert [e.task_id for e in events if isinstance(e, TaskDone)] == ["t2"]
     assert sorted(p.name for p in ran.iterdir()) == ["t2"]
+
+
+RETIRING = """
+import os
+import threading
+import time
+
+import flowtest_importers
+from dsl import step
+
+
+def leave_a_thread():
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # its worker retires
+
+
+@step
+def first():
+    leave_a_thread()
+    return os.getpid()
+
+
+@step
+def second(first):
+    leave_a_thread()
+    deadline = time.monotonic() + 60
+    while len(open(os.environ["FLOWTEST_IMPORTERS"]).read().split()) < 3:
+        assert time.monotonic() < deadline, "no spare started while this step ran"
+        time.sleep(0.01)
+    return os.getpid()
+
+
+@step
+def third(second):
+    return os.getpid()
+"""
+
+
+def test_once_a_worker_retires_a_spare_starts_while_the_next_step_runs(
+    harness: EngineHarness, write_flow: Callable[..., Path], importers_log: Path
+) -> None:
+    """Steps that leave a thread retire each worker they run in: after the first retirement, a spare
+    imports the flow's libraries while `second` runs (which waits for it), and `third` runs in it at
+    once. Before, each next step waited for a new worker's start and imports (an ML flow's: seconds)."""
+    run = harness.run(write_flow(RETIRING))
+    assert run.status == "succeeded", [(s.name, s.error) for s in run.steps]
+    outputs = {s.name: pickle.loads(harness.store.read_artifact(s.output_hash)) for s in run.steps}
+    workers = importers(importers_log)
+    assert outputs == {"first": workers[0], "second": workers[1], "third": workers[2]}

@@ -111,7 +111,8 @@ class LocalExecutor:
         started as soon as none is idle. For an edit session (the TUI, `--watch`): a save or a stop
         kills the worker of a step still running, and the next run's step then finds one ready, with
         the flow's libraries imported, instead of waiting for a new worker's start and imports. Only
-        sets a flag (any thread may call it): the spare starts at the next task's submission."""
+        sets a flag (any thread may call it): the spare starts at the next task's submission. Any
+        executor keeps one from the first time a worker retires (see `_on_message`)."""
         self._spare = True
 
     def _spawn(self) -> _Worker:
@@ -270,6 +271,10 @@ class LocalExecutor:
             self._pending.append(done)
             if message.retiring:
                 self._kill(worker)  # it exits by itself; this reaps it (and anything left)
+                # Steps that leave state behind (a library's thread) retire every worker they run in,
+                # and each next step would wait for a new worker's start and imports (seconds for an
+                # ML flow's libraries): from now on a spare starts while the next step runs.
+                self._spare = True
             self._dispatch()
         elif message.task_id == task.id:
             self._pending.append(message)
