@@ -31,11 +31,13 @@ def _until_done(executor: LocalExecutor, count: int, timeout: float = 60) -> lis
     return events
 
 
+@pytest.mark.parametrize("spare", [False, True], ids=["plain", "keeping-a-spare"])
 def test_a_worker_that_cannot_start_fails_one_waiting_task_each(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spare: bool
 ) -> None:
     """Every worker process ends before it is ready (a broken interpreter start): each task fails with
-    the reason and what the process said, and no worker is started beyond one per task."""
+    the reason and what the process said, and no worker is started beyond one per task, not even
+    the spare of an edit session (it would be started again at each death)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
@@ -47,6 +49,8 @@ def test_a_worker_that_cannot_start_fails_one_waiting_task_each(
     monkeypatch.setenv("PYTHONPATH", str(site))
     started = calls_to(monkeypatch, spawn, "spawn", lambda *args: args)
     executor = LocalExecutor(2)
+    if spare:
+        executor.keep_spare()
     try:
         executor.submit(_task("t1", lambda: 1))
         executor.submit(_task("t2", lambda: 2))

@@ -314,8 +314,8 @@ class LocalExecutor:
 
         One that died starting up had no task. If it was importing a flow's libraries, the queued
         tasks wait for a worker started without them; otherwise (the interpreter cannot start) the
-        oldest queued task fails with the reason, as it would have in that worker: a worker is
-        started again only for the tasks left.
+        oldest queued task fails with the reason, as it would have in that worker, and no spare is
+        kept any more: a worker is started again only for the tasks left.
         """
         task = worker.task
         try:
@@ -334,8 +334,10 @@ class LocalExecutor:
                 self._preload_failed.add(worker.preloading)
                 if self._flow_file == worker.preloading:
                     self._flow_file = None
-            elif self._queue:
-                task = self._queue.popleft()
+            else:
+                self._spare = False  # workers cannot start here: a spare would be started again and again
+                if self._queue:
+                    task = self._queue.popleft()
         if task is not None:
             self._by_task.pop(task.id, None)
             if code < 0:
