@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from runner.executors import spawn
 from runner.executors.base import Task, TaskDone, TaskEvent
 from runner.executors.local import LocalExecutor
 from tests.conftest import EngineHarness
-from tests.helpers_core import calls_to, importers
+from tests.helpers_core import calls_to, importers, worker_pids
 
 
 def _task(task_id: str, fn: object) -> Task:
@@ -131,3 +134,33 @@ def test_once_a_worker_retires_a_spare_starts_while_the_next_step_runs(
     outputs = {s.name: pickle.loads(harness.store.read_artifact(s.output_hash)) for s in run.steps}
     workers = importers(importers_log)
     assert outputs == {"first": workers[0], "second": workers[1], "third": workers[2]}
+
+
+def test_a_spare_that_dies_idle_is_not_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that dies with no task of its own (here killed from outside; a library could end it a
+    while after its import) turns the spare off: else one such library would have an edit session
+    start workers until it ends."""
+    marker, gate = uuid.uuid4().hex, tmp_path / "gate"
+    monkeypatch.setenv("FLOW_TEST_MARKER", marker)
+
+    def hold() -> int:
+        while not gate.exists():
+            time.sleep(0.01)
+        return os.getpid()
+
+    executor = LocalExecutor(2)
+    executor.keep_spare()
+    try:
+        executor.submit(_task("held", hold))  # the first worker: busy until the end
+        executor.submit(_task("quick", os.getpid))  # runs in the spare, which is then idle and ready
+        (quick,) = [e for e in _until_done(executor, 1) if isinstance(e, TaskDone)]
+        spare = pickle.loads(quick.result.data or b"")
+        os.kill(spare, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{spare}").exists():  # reaped once the executor has seen it die
+            assert time.monotonic() < deadline, "the executor never saw the spare die"
+            executor.events(0.05)
+        assert spare not in worker_pids(marker) and len(worker_pids(marker)) == 1
+    finally:
+        gate.touch()
+        executor.close()

@@ -314,8 +314,9 @@ class LocalExecutor:
 
         One that died starting up had no task. If it was importing a flow's libraries, the queued
         tasks wait for a worker started without them; otherwise (the interpreter cannot start) the
-        oldest queued task fails with the reason, as it would have in that worker, and no spare is
-        kept any more: a worker is started again only for the tasks left.
+        oldest queued task fails with the reason, as it would have in that worker. No spare is kept
+        any more after a worker dies with no task of its own (starting, or idle): a worker is started
+        again only for the tasks left.
         """
         task = worker.task
         try:
@@ -329,15 +330,14 @@ class LocalExecutor:
         except (ProcessLookupError, PermissionError):
             pass
         self._forget(worker)
-        if not worker.ready:
-            if worker.preloading is not None:
-                self._preload_failed.add(worker.preloading)
-                if self._flow_file == worker.preloading:
-                    self._flow_file = None
-            else:
-                self._spare = False  # workers cannot start here: a spare would be started again and again
-                if self._queue:
-                    task = self._queue.popleft()
+        if not worker.ready and worker.preloading is not None:
+            self._preload_failed.add(worker.preloading)
+            if self._flow_file == worker.preloading:
+                self._flow_file = None
+        elif task is None:
+            self._spare = False  # workers die here by themselves: a spare would be started again and again
+            if not worker.ready and self._queue:
+                task = self._queue.popleft()
         if task is not None:
             self._by_task.pop(task.id, None)
             if code < 0:
