@@ -129,19 +129,27 @@ IMPORTERS_LOG = "FLOWTEST_IMPORTERS"
 """The variable naming the file `importers_library` appends each importing worker's pid to."""
 
 
-def importers_library(directory: Path, name: str) -> Path:
-    """Write library `name`, installed as far as flow can tell (a `*.dist-info/RECORD` lists it): each
-    worker process that imports it appends its pid to the file `$FLOWTEST_IMPORTERS` names (other
-    processes import it silently). Returns the directory to put on the path."""
+def install_library(directory: Path, name: str, source: str) -> Path:
+    """Write module `name` with `source` into `directory`, installed as far as flow can tell (a
+    `*.dist-info/RECORD` lists it: `dsl.locality` counts it a library). Returns `directory`, to put on
+    the path."""
     (directory / f"{name}-1.0.dist-info").mkdir(parents=True)
     (directory / f"{name}-1.0.dist-info" / "RECORD").write_text(f"{name}.py,,\n")
-    (directory / f"{name}.py").write_text(
+    (directory / f"{name}.py").write_text(source)
+    return directory
+
+
+def importers_library(directory: Path, name: str) -> Path:
+    """`install_library` of a library that appends the pid of each worker process importing it to the
+    file `$FLOWTEST_IMPORTERS` names (other processes import it silently)."""
+    return install_library(
+        directory,
+        name,
         "import os\nimport sys\n\n"
         'if "runner.executors.worker" in sys.orig_argv:\n'
         f'    with open(os.environ["{IMPORTERS_LOG}"], "a") as log:\n'
-        '        log.write(f"{os.getpid()}\\n")\n'
+        '        log.write(f"{os.getpid()}\\n")\n',
     )
-    return directory
 
 
 def importers(log: Path) -> list[int]:

@@ -19,6 +19,7 @@ import pytest
 
 from runner.executors.preload import imported_modules
 from runner.store import Store
+from tests.helpers_core import install_library
 
 
 def test_the_top_level_imports_of_a_flow_file_are_read_without_running_it() -> None:
@@ -52,15 +53,9 @@ def test_the_top_level_imports_of_a_flow_file_are_read_without_running_it() -> N
 def library_env(tmp_path: Path) -> dict[str, str]:
     """An environment in which `flowtest_envlib` (sets a variable when imported, as scikit-learn does)
     and `flowtest_unused` are installed libraries: a directory on `PYTHONPATH` with their RECORD."""
-    libs = tmp_path / "libs"
-    (libs / "flowtest_libs-1.0.dist-info").mkdir(parents=True)
-    (libs / "flowtest_libs-1.0.dist-info" / "RECORD").write_text(
-        "flowtest_envlib.py,,\nflowtest_unused.py,,\n"
-    )
-    (libs / "flowtest_envlib.py").write_text(
-        'import os\n\nos.environ.setdefault("FLOWTEST_LIB_SET", "yes")\n'
-    )
-    (libs / "flowtest_unused.py").write_text("VALUE = 1\n")
+    sets_a_variable = 'import os\n\nos.environ.setdefault("FLOWTEST_LIB_SET", "yes")\n'
+    libs = install_library(tmp_path / "libs", "flowtest_envlib", sets_a_variable)
+    install_library(libs, "flowtest_unused", "VALUE = 1\n")
     env = {k: v for k, v in os.environ.items() if k not in ("FLOW_EXECUTOR", "FLOW_STORE")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(libs), env.get("PYTHONPATH", "")) if p)
     return env
@@ -250,10 +245,7 @@ def test_a_worker_still_importing_the_flows_libraries_is_not_given_a_task(
     them, imports the flow's library first (here an import that never ends) and the first worker runs
     every step meanwhile. Before, the second worker was sent a step at once, which waited for its
     import: here the run never ended."""
-    libs = Path(library_env["PYTHONPATH"].split(os.pathsep)[0])
-    (libs / "flowtest_slow.py").write_text(SLOW_TO_IMPORT)
-    record = next(libs.glob("*.dist-info")) / "RECORD"
-    record.write_text(record.read_text() + "flowtest_slow.py,,\n")
+    install_library(tmp_path / "libs", "flowtest_slow", SLOW_TO_IMPORT)
     env = dict(library_env, FLOWTEST_IMPORTERS=str(tmp_path / "importers"))
     project = tmp_path / "project"
     project.mkdir()
@@ -270,12 +262,11 @@ def test_a_library_that_kills_a_worker_on_import_is_not_preloaded_again(
 ) -> None:
     """A library that ends a worker process when imported there, which no step uses: the early worker
     and the one started to preload it die; the step runs in a worker started without preloading."""
-    libs = Path(library_env["PYTHONPATH"].split(os.pathsep)[0])
-    (libs / "flowtest_fatal.py").write_text(
-        'import os, sys\n\nif "runner.executors.worker" in sys.orig_argv:\n    os._exit(3)\n'
+    install_library(
+        tmp_path / "libs",
+        "flowtest_fatal",
+        'import os, sys\n\nif "runner.executors.worker" in sys.orig_argv:\n    os._exit(3)\n',
     )
-    record = next(libs.glob("*.dist-info")) / "RECORD"
-    record.write_text(record.read_text() + "flowtest_fatal.py,,\n")
     project = tmp_path / "project"
     project.mkdir()
     path = project / "fatal.py"
