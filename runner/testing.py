@@ -8,6 +8,10 @@ them; nothing else should set the variable.
 
 The variable is read at the first fault point a process reaches, not at import, and while it is unset
 a fault point costs a dictionary check.
+
+`FLOW_TEST_TRACE=FILE` makes each process append a line `<pid> <point> <detail>` to FILE at each
+`trace` point it passes: `hash-file <digest>` when it hashes a file artifact whole (what the tests of
+`runner.artifacts`' stamps count, in the runner and its workers alike).
 """
 
 from __future__ import annotations
@@ -49,3 +53,12 @@ def _arm() -> dict[str, int]:
         faults[name] = int(count or 1)
     _faults = faults
     return faults
+
+
+def trace(point: str, detail: str) -> None:
+    """Note in `FLOW_TEST_TRACE`'s file, if set, that this process passed `point` (read on every call:
+    the points are on slow paths only)."""
+    path = os.environ.get("FLOW_TEST_TRACE")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {point} {detail}\n")

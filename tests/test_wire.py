@@ -37,7 +37,9 @@ def _task() -> Task:
         code=b"\x80\x05code",
         kwargs={
             "data": InputRef(hash="h-data", data=pickle.dumps([1, 2])),
-            "model": InputRef(hash="h-model", path="/store/artifacts/m"),
+            "model": InputRef(
+                hash="h-model", path="/store/artifacts/m", stamp=(2049, 77, 5, 10**18, 10**18 + 1)
+            ),
             "parts": gathered,
             "empty": InputRef(hash="none", none=True),
         },
@@ -71,6 +73,7 @@ def _result() -> TaskResult:
         duration_s=1.5,
         where="pid 42",
         stale_code=("/project/helpers.py",),
+        stamp=(2049, 78, 3, 10**18, 10**18 + 2),
     )
     _not_default(result)
     return result

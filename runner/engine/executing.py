@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+from runner.artifacts import trust
 from runner.engine.decide import Reusable
 from runner.engine.jobs import Jobs
 from runner.engine.model import Execution, Output, Run
@@ -149,6 +150,8 @@ class Executing(Jobs):
         if result.ok:
             assert result.hash is not None
             output = Output(result.hash, data=result.data, path=result.path)
+            if result.path is not None and result.stamp is not None:
+                trust(result.path, result.hash, result.stamp)
             self._persist_output(result, task.step, task.run_id, execution, cacheable=moved is None)
         self._drop(execution)  # after the output's writes: a lease is released only once they are queued
         for run, name in execution.waiters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.artifacts import trusted_stamp
 from runner.engine.model import NONE_OUTPUT_HASH, Output
 from runner.executors.base import InputRef
 from runner.probes import plain_loads
@@ -12,7 +13,8 @@ from runner.store.api import ArtifactStore, EngineStore
 
 
 def input_ref(store: ArtifactStore, output: Output | None) -> InputRef:
-    """One argument of a task from an upstream step's output (verified against its hash).
+    """One argument of a task from an upstream step's output (verified against its hash), with the
+    stamp of its file when this process knows its content (the worker then only `stat`s it).
 
     Raises:
         ArtifactError: the output's artifact is missing or corrupt.
@@ -22,9 +24,11 @@ def input_ref(store: ArtifactStore, output: Output | None) -> InputRef:
     if output.parts is not None:
         return InputRef(hash=output.hash, parts=tuple(input_ref(store, p) for p in output.parts))
     if output.data is not None or output.path is not None:
-        return InputRef(hash=output.hash, data=output.data, path=output.path)
-    data, path = store.artifact_location(output.hash)
-    return InputRef(hash=output.hash, data=data, path=path)
+        data, path = output.data, output.path
+    else:
+        data, path = store.artifact_location(output.hash)
+    stamp = None if path is None else trusted_stamp(path, output.hash)
+    return InputRef(hash=output.hash, data=data, path=path, stamp=stamp)
 
 
 def plain_value(store: EngineStore, output: Output) -> Any:

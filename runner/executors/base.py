@@ -23,6 +23,8 @@ class InputRef:
     Exactly one of `data`, `path` or `parts` is set: pickled bytes, a file in the artifact store
     (pickled bytes, content hash `hash`), or the ordered parts of a fan-out's gathered output
     (unpickled into a list). `none` passes None (an upstream that did not produce an output).
+    `stamp`: the file's `runner.artifacts.Stamp` when the runner or the worker that wrote it knew its
+    content (the reader then hashes it only if `os.stat` shows another).
     """
 
     hash: str
@@ -30,6 +32,7 @@ class InputRef:
     path: str | None = None
     parts: tuple[InputRef, ...] | None = None
     none: bool = False
+    stamp: tuple[int, int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class TaskResult:
         where: which worker ran it (process id, or a Dask worker address).
         stale_code: modules of `Task.expect` the step ran with a text other than the fingerprinted one
             (edited during the run): its result must not be cached under that fingerprint.
+        stamp: the `runner.artifacts.Stamp` of `path` once written (its readers need not hash it).
     """
 
     ok: bool
@@ -121,6 +125,7 @@ class TaskResult:
     duration_s: float = 0.0
     where: str = ""
     stale_code: tuple[str, ...] = ()
+    stamp: tuple[int, int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)

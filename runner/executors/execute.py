@@ -29,6 +29,7 @@ from runner.artifacts import (
     UnstorableOutput,
     dump_output,
     preview,
+    trusted_stamp,
     verify_file,
 )
 from runner.executors.base import InputRef, Task, TaskResult
@@ -281,7 +282,7 @@ def load_input(ref: InputRef) -> Any:
     if ref.data is not None:
         return pickle.loads(ref.data)
     if ref.path is not None:
-        verify_file(ref.path, ref.hash)
+        verify_file(ref.path, ref.hash, stamp=ref.stamp)
         with open(ref.path, "rb") as handle:
             return pickle.load(handle)
     raise ArtifactError(f"input {ref.hash[:12]} carries no data")
@@ -402,6 +403,7 @@ def execute(
         metrics=dict(ctx.metrics),
         duration_s=duration,
         stale_code=freshness.stale(task.expect),
+        stamp=None if path is None else trusted_stamp(path, digest),
     )
 
 

@@ -128,7 +128,7 @@ def diagnose(store: Store) -> Diagnosis:
                 path = files.get(digest)
                 if path is None:
                     raise ArtifactError(f"artifact {digest[:12]} is missing (no file)")
-                verify_file(path, digest, size)
+                verify_file(path, digest, size, recheck=True)
         except ArtifactError as exc:
             bad[digest] = str(exc)
 

@@ -1,0 +1,204 @@
+"""A file artifact is hashed once per process, not on every read (`runner.artifacts`' stamps): a
+process that wrote or hashed a file trusts it while `os.stat` shows the same device, inode, size and
+times, and passes that stamp to the worker that reads it next. Every change a process can make to the
+file is still caught. `FLOW_TEST_TRACE` (`runner.testing.trace`) counts the hashes, in the runner and
+in its real worker processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runner import artifacts
+from runner.artifacts import ArtifactError, dump_output, file_stamp, read_file_checked, verify_file
+from tests.conftest import CLIResult, EngineHarness
+from tests.helpers_core import steps_of, wait_for
+
+BIG = 3_000_000
+"""Bytes of the outputs here: more than `INLINE_MAX`, so each is a file artifact."""
+
+
+@pytest.fixture
+def hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[tuple[int, str]]]:
+    """(pid, digest) of each whole-file hash from now on, by this process or any process it starts."""
+    log = tmp_path / "trace"
+    monkeypatch.setenv("FLOW_TEST_TRACE", str(log))
+
+    def read() -> list[tuple[int, str]]:
+        if not log.exists():
+            return []
+        lines = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+        return [(int(pid), detail) for pid, point, detail in lines if point == "hash-file"]
+
+    return read
+
+
+def written(tmp_path: Path, value: object = b"x" * BIG) -> tuple[str, str, int]:
+    digest, data, path, size = dump_output(value, tmp_path / "artifacts")
+    assert data is None and path is not None
+    return digest, path, size
+
+
+# ----- one process --------------------------------------------------------------------------------
+
+
+def test_a_file_this_process_wrote_is_not_hashed_to_be_read(tmp_path: Path, hashes: Callable) -> None:
+    digest, path, size = written(tmp_path)
+    verify_file(path, digest, size)
+    assert pickle.loads(read_file_checked(path, digest)) == b"x" * BIG
+    assert hashes() == []
+    verify_file(path, digest, size, recheck=True)  # `flow doctor` hashes whatever is known
+    assert hashes() == [(os.getpid(), digest)]
+
+
+def _in_place(path: str) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(BIG // 2)
+        handle.write(b"y")
+
+
+def _in_place_times_restored(path: str) -> None:
+    before = os.stat(path)
+    _in_place(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the change time cannot be set back
+
+
+def _replaced(path: str) -> None:
+    other = path + ".other"
+    with open(other, "wb") as handle:
+        handle.write(Path(path).read_bytes()[:-1] + b"?")
+    os.replace(other, path)
+
+
+def _truncated(path: str) -> None:
+    os.truncate(path, 1000)
+
+
+@pytest.mark.parametrize("change", [_in_place, _in_place_times_restored, _replaced, _truncated])
+def test_any_change_to_a_trusted_file_is_caught(tmp_path: Path, change: Callable[[str], None]) -> None:
+    digest, path, size = written(tmp_path)
+    verify_file(path, digest, size)
+    change(path)
+    with pytest.raises(ArtifactError, match="corrupt|truncated"):
+        verify_file(path, digest, size)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        read_file_checked(path, digest)
+
+
+def test_a_file_found_is_trusted_once_hashed_unless_it_changed_just_before(
+    tmp_path: Path, hashes: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest, path, size = written(tmp_path)
+    copy = tmp_path / "copied"
+    shutil.copyfile(path, copy)  # the same bytes in a file no process here wrote (a restored backup)
+    verify_file(copy, digest, size)
+    verify_file(copy, digest, size)
+    # Changed within `RACY_NS` of the read: a write in the same tick of a coarse file-system clock could
+    # keep its times, so the file is hashed on every read.
+    assert hashes() == [(os.getpid(), digest)] * 2
+    monkeypatch.setattr(artifacts, "RACY_NS", 0)
+    wait_for(lambda: time.time_ns() > os.stat(copy).st_ctime_ns)
+    verify_file(copy, digest, size)
+    verify_file(copy, digest, size)
+    read_file_checked(copy, digest)
+    assert hashes() == [(os.getpid(), digest)] * 3
+
+
+def test_a_stamp_given_spares_the_hash_only_for_its_file(tmp_path: Path, hashes: Callable) -> None:
+    digest, path, size = written(tmp_path)
+    copy = tmp_path / "copied"
+    shutil.copyfile(path, copy)
+    verify_file(copy, digest, size, stamp=file_stamp(os.stat(copy)))
+    assert hashes() == []
+    verify_file(copy, digest, size, stamp=file_stamp(os.stat(path)))  # another file's stamp
+    assert hashes() == [(os.getpid(), digest)]
+
+
+# ----- a runner and its workers --------------------------------------------------------------------
+
+FLOW = f"""
+from dsl import step
+
+
+@step
+def make():
+    return b"x" * {BIG}
+
+
+@step
+def use(make):
+    return len(make) + 1
+"""
+
+
+def test_a_large_output_is_hashed_by_its_writer_only_in_the_edit_loop(
+    tmp_path: Path, write_flow: Callable[..., Path], hashes: Callable, store_dir: Path
+) -> None:
+    """A cold run, then two edits of the step that reads the 3 MB output, in one engine (what `--watch`
+    and the TUI do): no process hashes the file after the worker that wrote it (before: the worker
+    reading it on each run, and the runner for the cached one's input on each edit)."""
+    path = write_flow(FLOW)
+    harness = EngineHarness(store_dir)  # its workers start with FLOW_TEST_TRACE set
+    try:
+        record = harness.run(path)
+        assert {s.name: s.status for s in record.steps} == {"make": "succeeded", "use": "succeeded"}
+        for version in (2, 3):
+            path.write_text(textwrap.dedent(FLOW).replace("+ 1", f"+ {version}"), encoding="utf-8")
+            record = harness.run(path)
+            assert {s.name: s.status for s in record.steps} == {"make": "cached", "use": "succeeded"}
+            assert steps_of(record)["use"].preview == str(BIG + version)
+        assert hashes() == []
+    finally:
+        harness.close()
+
+
+def test_a_new_flow_run_hashes_a_cached_input_once_in_the_runner(
+    tmp_path: Path,
+    write_flow: Callable[..., Path],
+    hashes: Callable,
+    flow_cli: Callable[..., CLIResult],
+    store_dir: Path,
+) -> None:
+    """`flow run` after an edit of the step reading a cached 3 MB output: the runner checks the cache
+    hit's file once and its worker reads it on the runner's stamp (before: three hashes, two in the
+    runner and one in the worker)."""
+    path = write_flow(FLOW)
+    first = flow_cli("run", str(path))
+    assert first.code == 0, first
+    (artifact,) = (p for p in (store_dir / "artifacts").rglob("*") if p.is_file())
+    wait_for(lambda: time.time_ns() - os.stat(artifact).st_ctime_ns > artifacts.RACY_NS, timeout=10)
+    path.write_text(textwrap.dedent(FLOW).replace("+ 1", "+ 2"), encoding="utf-8")
+    mark = len(hashes())
+    second = flow_cli("run", str(path), "--json")
+    assert second.code == 0, second
+    statuses = {e["step"]: e["status"] for e in second.events() if e.get("event") == "step_finished"}
+    assert statuses == {"make": "cached", "use": "succeeded"}, second
+    (runner,) = {pid for pid, _ in hashes()[mark:]}
+    assert hashes()[mark:] == [(runner, artifact.name)]
+    assert runner != os.getpid()
+
+
+def test_a_trusted_file_written_to_is_not_used_by_the_next_run(
+    tmp_path: Path, write_flow: Callable[..., Path], store_dir: Path
+) -> None:
+    """In one engine, after runs that trusted the file: a write to it makes its step run again, and
+    the step reading it gets the fresh bytes."""
+    path = write_flow(FLOW)
+    harness = EngineHarness(store_dir)
+    try:
+        harness.run(path)
+        (artifact,) = (p for p in (store_dir / "artifacts").rglob("*") if p.is_file())
+        _in_place(str(artifact))
+        path.write_text(textwrap.dedent(FLOW).replace("+ 1", "+ 2"), encoding="utf-8")
+        record = harness.run(path)
+        assert {s.name: s.status for s in record.steps} == {"make": "succeeded", "use": "succeeded"}
+        assert steps_of(record)["use"].preview == str(BIG + 2)
+    finally:
+        harness.close()
