@@ -1,0 +1,170 @@
+"""A large output in the edit loop -> the step reading it starts: `python -m benchmarks.large`.
+
+Info (issue 21 names no budget for it): the edit loop of a data flow. `make` returns `--size` MB
+(default 200: a mid-sized DataFrame's pickle), a file artifact; `use(make)` prints
+`started <time>` first. A real `FlowSession.watch()` follows the file (a spare worker kept, as the TUI
+and `flow run --watch` do); after the cold run, each save edits `use`, so `make` comes from the cache
+and `use` runs with its 200 MB input. Measured from the save (`os.replace` returned) to `use`'s first
+statement, in its worker. What that cannot avoid is unpickling the input, timed here alone on the same
+file; a hash of the file (SHA-256, what each read of it cost before `runner.artifacts`' stamps: the
+runner checked the cache hit, then the worker its input) is timed too, for comparison.
+
+Also counted (with `FLOW_TEST_TRACE`, `runner.testing.trace`): the files hashed whole during the saves,
+by the runner and its workers.
+
+Budget (this benchmark's own): the save -> start p50, less the input's unpickling, <= 50 ms (the
+`reload` budget's 20 ms for a save, with room for reading a 200 MB file). Two hashes of the input on
+the way, as before the stamps, would add ~0.25 s here.
+
+Last line: `large: <p50 less unpickling> ms (budget 50) PASS|FAIL`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.common import machine, median, options, tempdir, verdict
+from benchmarks.reload import Recorder, save_atomic
+
+BUDGET_MS = 50
+PAUSE_S = 0.3
+"""Between a run's end and the next save: a user's pause (and time for a spare to be ready)."""
+RUN_TIMEOUT_S = 60.0
+
+FLOW = '''"""A step with a large output, and a step reading it."""
+
+import time
+
+from dsl import step
+
+
+@step
+def make():
+    return b"\\x00" * {size}
+
+
+@step
+def use(make):
+    print(f"started {{time.time()}}", flush=True)
+    edit = {edit}
+    return len(make) + edit
+'''
+
+
+def measure(project: Path, saves: int, size: int) -> tuple[list[float], float, Path]:
+    """(seconds from each save to `use`'s first statement, the cold run's seconds, the artifact)."""
+    from runner.engine import Engine
+    from runner.events import RunFinished, StepLog
+    from runner.executors.local import LocalExecutor
+    from runner.session import FlowSession
+    from runner.store import Store
+
+    path = project / "large_output.py"
+    path.write_text(FLOW.format(size=size, edit=0), encoding="utf-8")
+    store_dir = project / "store"
+    store = Store(store_dir)
+    executor = LocalExecutor(2)
+    executor.keep_spare()
+    engine = Engine(store, executor)
+    rec = Recorder()
+    engine.subscribe(rec)
+    session = FlowSession(path, engine)
+    stop, ready = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=session.watch, args=(stop,), kwargs={"on_ready": ready.set}, daemon=True
+    )
+
+    def started(mark: int) -> float | None:
+        for _, event in rec.events[mark:]:
+            if isinstance(event, StepLog) and event.line.startswith("started "):
+                return float(event.line.split()[1])
+        return None
+
+    def finished(mark: int) -> RunFinished | None:
+        return next((e for _, e in rec.events[mark:] if isinstance(e, RunFinished)), None)
+
+    latencies: list[float] = []
+    try:
+        session.load()
+        mark = rec.mark()
+        began = time.perf_counter()
+        session.run(trigger="benchmark")
+        if not rec.wait_for(lambda: finished(mark) is not None, RUN_TIMEOUT_S):
+            raise SystemExit("the cold run did not finish")
+        cold = time.perf_counter() - began
+        watcher.start()
+        if not ready.wait(10):
+            raise SystemExit("the watcher did not start")
+        for edit in range(1, saves + 1):
+            time.sleep(PAUSE_S)
+            mark = rec.mark()
+            saved = save_atomic(path, FLOW.format(size=size, edit=edit))
+            if not rec.wait_for(lambda mark=mark: finished(mark) is not None, RUN_TIMEOUT_S):
+                raise SystemExit(f"save {edit}: the re-run did not finish")
+            done = finished(mark)
+            assert done is not None
+            if done.status != "succeeded" or started(mark) is None:
+                raise SystemExit(f"save {edit}: the re-run {done.status} without running `use`")
+            latencies.append(started(mark) - saved)  # type: ignore[operator]
+    finally:
+        stop.set()
+        engine.cancel()
+        watcher.join(10)
+        engine.close()
+        store.close()
+    files = [p for p in (store_dir / "artifacts").rglob("*") if p.is_file()]
+    artifact = max(files, key=lambda p: p.stat().st_size)
+    return latencies, cold, artifact
+
+
+def timed(what: str, artifact: Path) -> float:
+    """Median seconds of 3 of: hashing the file (`hash`) or unpickling it (`load`)."""
+    samples = []
+    for _ in range(3):
+        began = time.perf_counter()
+        if what == "hash":
+            with open(artifact, "rb") as handle:
+                hashlib.file_digest(handle, "sha256")
+        else:
+            with open(artifact, "rb") as handle:
+                pickle.load(handle)
+        samples.append(time.perf_counter() - began)
+    return median(samples)
+
+
+def main() -> None:
+    opts = options(size=200, saves=8)
+    size = opts.size * 1_000_000
+    print(
+        f"a {opts.size} MB output in the edit loop: save -> the step reading it starts, {opts.saves} saves "
+        f"({machine()})"
+    )
+    with tempdir() as root:
+        trace = root / "trace"
+        os.environ["FLOW_TEST_TRACE"] = str(trace)
+        project = root / "project"
+        project.mkdir()
+        latencies, cold, artifact = measure(project, opts.saves, size)
+        del os.environ["FLOW_TEST_TRACE"]
+        lines = trace.read_text(encoding="utf-8").splitlines() if trace.exists() else []
+        hashed = sum(1 for line in lines if line.split()[1] == "hash-file")
+        load_s, hash_s = timed("load", artifact), timed("hash", artifact)
+    p50 = median(latencies) * 1000
+    figure = p50 - load_s * 1000
+    each = " ".join(f"{s * 1000:.0f}" for s in latencies)
+    print(f"  cold run (make, then use)             {cold:7.3f} s")
+    print(f"  save -> use starts                    p50 {p50:7.1f} ms  (all {each})")
+    print(f"  unpickling the input alone            {load_s * 1000:7.1f} ms")
+    print(f"  hashing it once (info)                {hash_s * 1000:7.1f} ms")
+    print(f"  files hashed whole, cold run and saves: {hashed} (the writer hashes as it writes)")
+    print(f"  save -> use starts, less the unpickling: {figure:.1f} ms")
+    print(verdict("large", figure, "ms", BUDGET_MS, figure <= BUDGET_MS, digits=1))
+
+
+if __name__ == "__main__":
+    main()
