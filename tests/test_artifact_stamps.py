@@ -1,7 +1,8 @@
 """A file artifact is hashed once per process, not on every read (`runner.artifacts`' stamps): a
 process that wrote or hashed a file trusts it while `os.stat` shows the same device, inode, size and
-times, and passes that stamp to the worker that reads it next. Every change a process can make to the
-file is still caught. `FLOW_TEST_TRACE` (`runner.testing.trace`) counts the hashes, in the runner and
+times, and passes that stamp to the worker that reads it next; the store keeps the stamp the writing
+worker saw, for the processes that read the file later. Every change a process can make to the file
+is still caught. `FLOW_TEST_TRACE` (`runner.testing.trace`) counts the hashes, in the runner and
 in its real worker processes."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import sqlite3
 import textwrap
 import time
 from collections.abc import Callable
@@ -18,8 +20,9 @@ import pytest
 
 from runner import artifacts
 from runner.artifacts import ArtifactError, dump_output, file_stamp, read_file_checked, verify_file
+from runner.store import SCHEMA_VERSION
 from tests.conftest import CLIResult, EngineHarness
-from tests.helpers_core import steps_of, wait_for
+from tests.helpers_core import db_rows, steps_of, wait_for
 
 BIG = 3_000_000
 """Bytes of the outputs here: more than `INLINE_MAX`, so each is a file artifact."""
@@ -115,10 +118,12 @@ def test_a_stamp_given_spares_the_hash_only_for_its_file(tmp_path: Path, hashes:
     digest, path, size = written(tmp_path)
     copy = tmp_path / "copied"
     shutil.copyfile(path, copy)
-    verify_file(copy, digest, size, stamp=file_stamp(os.stat(copy)))
-    assert hashes() == []
     verify_file(copy, digest, size, stamp=file_stamp(os.stat(path)))  # another file's stamp
     assert hashes() == [(os.getpid(), digest)]
+    verify_file(copy, digest, size, stamp=file_stamp(os.stat(copy)))
+    verify_file(copy, digest, size)  # the stamp given is remembered, for the inputs handed on
+    assert hashes() == [(os.getpid(), digest)]
+    assert artifacts.trusted_stamp(copy, digest) == file_stamp(os.stat(copy))
 
 
 # ----- a runner and its workers --------------------------------------------------------------------
@@ -138,6 +143,20 @@ def use(make):
 """
 
 
+def _edited(path: Path, version: int) -> None:
+    path.write_text(textwrap.dedent(FLOW).replace("+ 1", f"+ {version}"), encoding="utf-8")
+
+
+def _statuses(result: CLIResult) -> dict[str, str]:
+    assert result.code == 0, result
+    return {e["step"]: e["status"] for e in result.events() if e.get("event") == "step_finished"}
+
+
+def _artifact(store_dir: Path) -> Path:
+    (artifact,) = (p for p in (store_dir / "artifacts").rglob("*") if p.is_file())
+    return artifact
+
+
 def test_a_large_output_is_hashed_by_its_writer_only_in_the_edit_loop(
     tmp_path: Path, write_flow: Callable[..., Path], hashes: Callable, store_dir: Path
 ) -> None:
@@ -150,7 +169,7 @@ def test_a_large_output_is_hashed_by_its_writer_only_in_the_edit_loop(
         record = harness.run(path)
         assert {s.name: s.status for s in record.steps} == {"make": "succeeded", "use": "succeeded"}
         for version in (2, 3):
-            path.write_text(textwrap.dedent(FLOW).replace("+ 1", f"+ {version}"), encoding="utf-8")
+            _edited(path, version)
             record = harness.run(path)
             assert {s.name: s.status for s in record.steps} == {"make": "cached", "use": "succeeded"}
             assert steps_of(record)["use"].preview == str(BIG + version)
@@ -159,30 +178,83 @@ def test_a_large_output_is_hashed_by_its_writer_only_in_the_edit_loop(
         harness.close()
 
 
-def test_a_new_flow_run_hashes_a_cached_input_once_in_the_runner(
-    tmp_path: Path,
-    write_flow: Callable[..., Path],
-    hashes: Callable,
-    flow_cli: Callable[..., CLIResult],
-    store_dir: Path,
+def test_a_new_flow_run_reads_a_cached_input_without_hashing_it(
+    write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
 ) -> None:
-    """`flow run` after an edit of the step reading a cached 3 MB output: the runner checks the cache
-    hit's file once and its worker reads it on the runner's stamp (before: three hashes, two in the
-    runner and one in the worker)."""
+    """`flow run` after an edit of the step reading a cached 3 MB output: the store kept the stamp
+    the writing worker saw, so neither the runner (checking the cache hit) nor the worker reading it
+    hashes it (before: three hashes, two in the runner and one in the worker)."""
     path = write_flow(FLOW)
-    first = flow_cli("run", str(path))
-    assert first.code == 0, first
-    (artifact,) = (p for p in (store_dir / "artifacts").rglob("*") if p.is_file())
-    wait_for(lambda: time.time_ns() - os.stat(artifact).st_ctime_ns > artifacts.RACY_NS, timeout=10)
-    path.write_text(textwrap.dedent(FLOW).replace("+ 1", "+ 2"), encoding="utf-8")
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
+    for version in (2, 3):
+        _edited(path, version)
+        mark = len(hashes())
+        assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "cached", "use": "succeeded"}
+        assert hashes()[mark:] == []
+
+
+def test_an_output_written_again_leaves_its_stamp_in_the_store(
+    write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    """A step whose output has the bytes of one already stored writes the file again (a new inode):
+    the store takes the new stamp, so the next `flow run` still reads it without hashing it."""
+    path = write_flow(
+        FLOW.replace(
+            "def use(make):\n    return len(make)",
+            "def again(make):\n    return bytes(make)\n\n\n@step\ndef use(again):\n    return len(again)",
+        )
+    )
+    first = {"make": "succeeded", "again": "succeeded", "use": "succeeded"}
+    assert _statuses(flow_cli("run", str(path), "--json")) == first
+    path.write_text(path.read_text().replace("+ 1", "+ 2"), encoding="utf-8")
+    mark = len(hashes())
+    second = {"make": "cached", "again": "cached", "use": "succeeded"}
+    assert _statuses(flow_cli("run", str(path), "--json")) == second
+    assert hashes()[mark:] == []
+
+
+def test_a_new_flow_run_hashes_a_file_copied_over_and_reruns_one_written_to(
+    write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    """Between two `flow run`s: the file replaced by a copy of itself (a restore from a backup: a new
+    inode) is hashed again and used; the file written to in place makes its step run again."""
+    path = write_flow(FLOW)
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
+    artifact = _artifact(store_dir)
+    copy = artifact.with_name("copy")
+    shutil.copyfile(artifact, copy)
+    os.replace(copy, artifact)
+    _edited(path, 2)
     mark = len(hashes())
     second = flow_cli("run", str(path), "--json")
-    assert second.code == 0, second
-    statuses = {e["step"]: e["status"] for e in second.events() if e.get("event") == "step_finished"}
-    assert statuses == {"make": "cached", "use": "succeeded"}, second
-    (runner,) = {pid for pid, _ in hashes()[mark:]}
-    assert hashes()[mark:] == [(runner, artifact.name)]
-    assert runner != os.getpid()
+    assert _statuses(second) == {"make": "cached", "use": "succeeded"}
+    assert artifact.name in {digest for _, digest in hashes()[mark:]}
+    _in_place(str(artifact))
+    _edited(path, 3)
+    third = flow_cli("run", str(path), "--json")
+    assert _statuses(third) == {"make": "succeeded", "use": "succeeded"}
+    finished = [e for e in third.events() if e.get("event") == "step_finished"]
+    assert [e["preview"] for e in finished if e["step"] == "use"] == [str(BIG + 3)]
+
+
+def test_a_store_of_schema_9_gains_the_stamps_and_hashes_its_files(
+    write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    """Schema 10 adds the artifacts' stamps: an older store is migrated when opened, and its files,
+    which have none, are hashed when read."""
+    path = write_flow(FLOW)
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
+    conn = sqlite3.connect(store_dir / "flow.db")
+    with conn:
+        conn.execute("ALTER TABLE artifacts DROP COLUMN stamp")
+        conn.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
+    conn.close()
+    _edited(path, 2)
+    mark = len(hashes())
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "cached", "use": "succeeded"}
+    assert _artifact(store_dir).name in {digest for _, digest in hashes()[mark:]}
+    assert db_rows(store_dir, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert db_rows(store_dir, "SELECT COUNT(*) FROM artifacts WHERE data IS NULL AND stamp IS NULL") == [(1,)]
 
 
 def test_a_trusted_file_written_to_is_not_used_by_the_next_run(
@@ -194,9 +266,8 @@ def test_a_trusted_file_written_to_is_not_used_by_the_next_run(
     harness = EngineHarness(store_dir)
     try:
         harness.run(path)
-        (artifact,) = (p for p in (store_dir / "artifacts").rglob("*") if p.is_file())
-        _in_place(str(artifact))
-        path.write_text(textwrap.dedent(FLOW).replace("+ 1", "+ 2"), encoding="utf-8")
+        _in_place(str(_artifact(store_dir)))
+        _edited(path, 2)
         record = harness.run(path)
         assert {s.name: s.status for s in record.steps} == {"make": "succeeded", "use": "succeeded"}
         assert steps_of(record)["use"].preview == str(BIG + 2)

@@ -258,6 +258,7 @@ class Executing(Jobs):
             step=step,
             run_id=run_id,
             preview=preview_text,
+            stamp=result.stamp,
         )
         if cacheable:
             self._index.remember(fingerprint, Reusable(digest, run_id, preview_text), result.path)

@@ -114,6 +114,7 @@ class CacheStore(Protocol):
         step: str,
         run_id: int,
         preview: str | None,
+        stamp: tuple[int, int, int, int, int] | None = None,
     ) -> None: ...
 
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from runner.artifacts import ArtifactError, artifact_path, content_hash, read_file_checked, verify_file
+from runner.artifacts import (
+    ArtifactError,
+    Stamp,
+    artifact_path,
+    content_hash,
+    format_stamp,
+    parse_stamp,
+    read_file_checked,
+    verify_file,
+)
 from runner.store.api import CacheHit
 from runner.store.base import StoreBase
 
@@ -64,10 +73,10 @@ class Cache(StoreBase):
         Raises:
             ArtifactError: missing, or the content does not match the hash.
         """
-        row = self._conn.execute("SELECT data, size FROM artifacts WHERE hash=?", (digest,)).fetchone()
+        row = self._conn.execute("SELECT data, size, stamp FROM artifacts WHERE hash=?", (digest,)).fetchone()
         if row is None:
             raise ArtifactError(f"artifact {digest[:12]} is not in the store")
-        data, size = row
+        data, size, stamp = row
         if data is not None:
             blob = bytes(data)
             if content_hash(blob) != digest:
@@ -76,7 +85,7 @@ class Cache(StoreBase):
         path = artifact_path(self.artifact_dir, digest)
         if not path.exists():
             raise ArtifactError(f"artifact {digest[:12]} is missing from {path}")
-        verify_file(path, digest, size)
+        verify_file(path, digest, size, stamp=parse_stamp(stamp))
         return None, str(path)
 
     def read_artifact(self, digest: str) -> bytes:
@@ -123,13 +132,14 @@ class Cache(StoreBase):
         step: str,
         run_id: int,
         preview: str | None,
+        stamp: Stamp | None = None,
     ) -> None:
         """Store a step's output: its artifact row (with the bytes when they are inline; a file
-        artifact was written by the worker already) and, with `cache_as`, its cache entry under that
-        fingerprint. Batched with steps' rows (`runner.store.rows`): the step's own row never commits
-        before them."""
+        artifact was written by the worker already, which says what `stat` showed of it: `stamp`)
+        and, with `cache_as`, its cache entry under that fingerprint. Batched with steps' rows
+        (`runner.store.rows`): the step's own row never commits before them."""
         now = time.time()
         self.rows.output(
-            (digest, size, data, now),
+            (digest, size, data, now, None if stamp is None else format_stamp(stamp)),
             (cache_as, digest, step, run_id, now, preview) if cache_as is not None else None,
         )

@@ -47,8 +47,15 @@ class MultiRowInsert:
                 start += size
 
 
-insert_artifacts = MultiRowInsert("INSERT OR IGNORE INTO artifacts(hash, size, data, created_at)", 4, 64)
-"""Artifact rows `(hash, size, data, created_at)`; one already there is kept (same hash, same bytes)."""
+insert_artifacts = MultiRowInsert(
+    "INSERT INTO artifacts(hash, size, data, created_at, stamp)",
+    5,
+    64,
+    " ON CONFLICT(hash) DO UPDATE SET stamp = excluded.stamp",
+)
+"""Artifact rows `(hash, size, data, created_at, stamp)`; one already there is kept (same hash, same
+bytes) but takes the new stamp: the file was written again (a new inode), and the old stamp no longer
+describes it."""
 insert_cache = MultiRowInsert(
     "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, preview)", 6, 64
 )

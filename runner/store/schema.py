@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -175,6 +175,11 @@ _CONTROL = [
 started: their pickled handle, so `flow resume` re-attaches instead of starting a job twice (schema 9)."""
 _SCHEMA.extend(_CONTROL)
 
+_ARTIFACT_STAMPS = "ALTER TABLE artifacts ADD COLUMN stamp TEXT"
+"""A file artifact's `runner.artifacts.Stamp` as the worker that wrote it saw it, `dev:ino:size:mtime:ctime`
+(nanoseconds): a process reading the file later hashes it only if `stat` shows another (schema 10)."""
+_SCHEMA.append(_ARTIFACT_STAMPS)
+
 _MIGRATIONS: dict[int, list[str]] = {
     2: [_LEASES],
     3: [_STEPS_BY_FINGERPRINT],
@@ -183,6 +188,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     7: _OPERATING,
     8: _SOURCES,
     9: _CONTROL,
+    10: [_ARTIFACT_STAMPS],
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 
