@@ -1,7 +1,7 @@
 """Provides `CacheIndex`: what the engine remembers of the store's cache, so a re-run asks SQLite little.
 
-Three memories, each bounded: the results this engine stored (`recent`, with the size and mtime of each
-file artifact, so a cached step costs one `stat`), the fingerprints present in the store's cache when a
+Three memories, each bounded: the results this engine stored (`recent`, with the stamp of each file
+artifact, so a cached step costs one `stat`), the fingerprints present in the store's cache when a
 run started (`cached`: a miss there skips the lookup), and each step's fingerprint parts in its latest
 run (`details`, what `explain` compares against). `flow gc` invalidates all of them (its generation
 changes). The index reads and writes the store only through its protocols (`runner.store.api`).
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from runner.artifacts import ArtifactError
+from runner.artifacts import ArtifactError, Stamp, file_stamp
 from runner.engine.decide import Reusable
 from runner.engine.model import Run
 from runner.store.api import EngineStore
@@ -34,7 +34,7 @@ class CacheIndex:
         self._store = store
         self._lock = lock
         self._recent: dict[str, Reusable] = {}
-        self._stamps: dict[str, tuple[str, int, int]] = {}
+        self._stamps: dict[str, tuple[str, Stamp]] = {}
         self._cached: set[int] = set()
         """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `uncached`)."""
         self._cached_rowid = 0
@@ -117,27 +117,26 @@ class CacheIndex:
         return self._unusable.pop(fingerprint, None)
 
     def _intact_file(self, fingerprint: str) -> bool:
-        """A file artifact this engine wrote is still the file it wrote (same size and mtime).
+        """A file artifact this engine wrote is still the file it wrote (the same stamp: inode, size,
+        modification and change times; `runner.artifacts`).
 
         Cheap enough for every cached step of a re-run; inline artifacts live in SQLite with their row.
         """
-        stamp = self._stamps.get(fingerprint)
-        if stamp is None:
+        known = self._stamps.get(fingerprint)
+        if known is None:
             return True
-        path, size, mtime = stamp
+        path, stamp = known
         try:
-            status = os.stat(path)
+            return file_stamp(os.stat(path)) == stamp
         except OSError:
             return False
-        return status.st_size == size and status.st_mtime_ns == mtime
 
     def remember(self, fingerprint: str, found: Reusable, path: str | None) -> None:
         """A result this engine just stored under `fingerprint` (in a file at `path`, or inline)."""
         self._recent[fingerprint] = found
         if path is not None:
             try:
-                status = os.stat(path)
-                self._stamps[fingerprint] = (path, status.st_size, status.st_mtime_ns)
+                self._stamps[fingerprint] = (path, file_stamp(os.stat(path)))
             except OSError:
                 self._recent.pop(fingerprint, None)
         if len(self._recent) > RECENT_SIZE:
