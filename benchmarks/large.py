@@ -12,18 +12,18 @@ runner checked the cache hit, then the worker its input) is timed too, for compa
 Also counted (with `FLOW_TEST_TRACE`, `runner.testing.trace`): the files hashed whole during the saves,
 by the runner and its workers.
 
-Budget (this benchmark's own): the save -> start p50, less the input's unpickling, <= 50 ms (the
-`reload` budget's 20 ms for a save, with room for reading a 200 MB file). Two hashes of the input on
-the way, as before the stamps, would add ~0.25 s here.
+Budget (this benchmark's own): p50 <= 1 ms per MB of the input (200 ms at the default size). Unpickling
+200 MB takes ~100-140 ms here and a save's reload ~15 ms; each hash of the input on the way, as before
+the stamps (the runner's check of the cache hit, the worker's of its input), adds ~115 ms: 330-370 ms.
 
-Last line: `large: <p50 less unpickling> ms (budget 50) PASS|FAIL`.
+Last line: `large: <p50> ms (budget <size in MB>) PASS|FAIL`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.common import machine, median, options, tempdir, verdict
 from benchmarks.reload import Recorder, save_atomic
 
-BUDGET_MS = 50
+BUDGET_MS_PER_MB = 1.0
 PAUSE_S = 0.3
 """Between a run's end and the next save: a user's pause (and time for a spare to be ready)."""
 RUN_TIMEOUT_S = 60.0
@@ -122,19 +122,28 @@ def measure(project: Path, saves: int, size: int) -> tuple[list[float], float, P
     return latencies, cold, artifact
 
 
-def timed(what: str, artifact: Path) -> float:
-    """Median seconds of 3 of: hashing the file (`hash`) or unpickling it (`load`)."""
-    samples = []
-    for _ in range(3):
-        began = time.perf_counter()
-        if what == "hash":
-            with open(artifact, "rb") as handle:
-                hashlib.file_digest(handle, "sha256")
+REFERENCE = """
+import hashlib, pickle, statistics, sys, time
+samples = []
+for _ in range(3):
+    began = time.perf_counter()
+    with open(sys.argv[2], "rb") as handle:
+        if sys.argv[1] == "hash":
+            hashlib.file_digest(handle, "sha256")
         else:
-            with open(artifact, "rb") as handle:
-                pickle.load(handle)
-        samples.append(time.perf_counter() - began)
-    return median(samples)
+            pickle.load(handle)
+    samples.append(time.perf_counter() - began)
+print(statistics.median(samples))
+"""
+
+
+def timed(what: str, artifact: Path) -> float:
+    """Median seconds of 3 of hashing the file (`hash`) or unpickling it (`load`), in a process of its
+    own as a worker reads it (in this one, with the engine's heap, unpickling took 20-30% longer)."""
+    done = subprocess.run(
+        [sys.executable, "-c", REFERENCE, what, str(artifact)], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout)
 
 
 def main() -> None:
@@ -155,15 +164,14 @@ def main() -> None:
         hashed = sum(1 for line in lines if line.split()[1] == "hash-file")
         load_s, hash_s = timed("load", artifact), timed("hash", artifact)
     p50 = median(latencies) * 1000
-    figure = p50 - load_s * 1000
+    budget = BUDGET_MS_PER_MB * opts.size
     each = " ".join(f"{s * 1000:.0f}" for s in latencies)
     print(f"  cold run (make, then use)             {cold:7.3f} s")
     print(f"  save -> use starts                    p50 {p50:7.1f} ms  (all {each})")
-    print(f"  unpickling the input alone            {load_s * 1000:7.1f} ms")
+    print(f"  unpickling the input alone (info)     {load_s * 1000:7.1f} ms")
     print(f"  hashing it once (info)                {hash_s * 1000:7.1f} ms")
     print(f"  files hashed whole, cold run and saves: {hashed} (the writer hashes as it writes)")
-    print(f"  save -> use starts, less the unpickling: {figure:.1f} ms")
-    print(verdict("large", figure, "ms", BUDGET_MS, figure <= BUDGET_MS, digits=1))
+    print(verdict("large", p50, "ms", budget, p50 <= budget, digits=1))
 
 
 if __name__ == "__main__":
