@@ -26,6 +26,7 @@ import hashlib
 import os
 import pickle
 import reprlib
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ TRUSTED_MAX = 10_000
 
 _trusted: dict[str, tuple[str, Stamp]] = {}
 """Path -> (hash, stamp) of the file artifacts this process wrote or hashed (see the module's doc)."""
+_trusted_lock = threading.Lock()
 
 
 class ArtifactError(Exception):
@@ -134,10 +136,11 @@ def trust(path: str | Path, digest: str, stamp: Stamp) -> None:
     """This process knows the file at `path` held the bytes hashing to `digest` while `os.stat`
     showed `stamp` (it wrote them, or a process that did says so)."""
     key = str(path)
-    _trusted.pop(key, None)
-    _trusted[key] = (digest, stamp)
-    if len(_trusted) > TRUSTED_MAX:
-        del _trusted[next(iter(_trusted))]
+    with _trusted_lock:  # the scheduler, the store's writer and a TUI may all check files
+        _trusted.pop(key, None)
+        _trusted[key] = (digest, stamp)
+        if len(_trusted) > TRUSTED_MAX:
+            del _trusted[next(iter(_trusted))]
 
 
 def trusted_stamp(path: str | Path, digest: str) -> Stamp | None:

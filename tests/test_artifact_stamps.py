@@ -126,6 +126,14 @@ def test_a_stamp_given_spares_the_hash_only_for_its_file(tmp_path: Path, hashes:
     assert artifacts.trusted_stamp(copy, digest) == file_stamp(os.stat(copy))
 
 
+def test_a_process_keeps_a_bounded_number_of_stamps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(artifacts, "TRUSTED_MAX", 2)
+    monkeypatch.setattr(artifacts, "_trusted", {})
+    files = [written(tmp_path, bytes([index]) * BIG) for index in range(3)]
+    known = [artifacts.trusted_stamp(path, digest) is not None for digest, path, _ in files]
+    assert known == [False, True, True]  # the oldest forgotten
+
+
 # ----- a runner and its workers --------------------------------------------------------------------
 
 FLOW = f"""
