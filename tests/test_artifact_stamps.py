@@ -282,3 +282,16 @@ def test_a_trusted_file_written_to_is_not_used_by_the_next_run(
         assert steps_of(record)["use"].preview == str(BIG + 2)
     finally:
         harness.close()
+
+
+def test_flow_doctor_hashes_every_file_whatever_its_stamp(
+    write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
+) -> None:
+    """What a stamp cannot see (bytes a failing disk changed) only a hash finds: `flow doctor` hashes
+    each file, its stamp in the store notwithstanding."""
+    path = write_flow(FLOW)
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
+    mark = len(hashes())
+    doctor = flow_cli("doctor")
+    assert doctor.code == 0, doctor
+    assert [digest for _, digest in hashes()[mark:]] == [_artifact(store_dir).name]
