@@ -245,11 +245,12 @@ def test_a_new_flow_run_hashes_a_file_copied_over_and_reruns_one_written_to(
     assert [e["preview"] for e in finished if e["step"] == "use"] == [str(BIG + 3)]
 
 
-def test_a_store_of_schema_9_gains_the_stamps_and_hashes_its_files(
+def test_a_store_of_schema_9_gains_the_stamps_and_its_files_theirs_once_hashed(
     write_flow: Callable[..., Path], hashes: Callable, flow_cli: Callable[..., CLIResult], store_dir: Path
 ) -> None:
-    """Schema 10 adds the artifacts' stamps: an older store is migrated when opened, and its files,
-    which have none, are hashed when read."""
+    """Schema 10 adds the artifacts' stamps: an older store is migrated when opened; a file without a
+    stamp is hashed by the next run, which records its stamp (the file changed more than `RACY_NS`
+    before), so the run after that does not hash it."""
     path = write_flow(FLOW)
     assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
     conn = sqlite3.connect(store_dir / "flow.db")
@@ -257,12 +258,19 @@ def test_a_store_of_schema_9_gains_the_stamps_and_hashes_its_files(
         conn.execute("ALTER TABLE artifacts DROP COLUMN stamp")
         conn.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
     conn.close()
+    artifact = _artifact(store_dir)
+    wait_for(lambda: time.time_ns() - os.stat(artifact).st_ctime_ns > artifacts.RACY_NS, timeout=10)
     _edited(path, 2)
     mark = len(hashes())
     assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "cached", "use": "succeeded"}
-    assert _artifact(store_dir).name in {digest for _, digest in hashes()[mark:]}
+    assert {digest for _, digest in hashes()[mark:]} == {artifact.name}
+    assert len({pid for pid, _ in hashes()[mark:]}) == 1  # the runner's check; its worker got the stamp
     assert db_rows(store_dir, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert db_rows(store_dir, "SELECT COUNT(*) FROM artifacts WHERE data IS NULL AND stamp IS NULL") == [(1,)]
+    assert db_rows(store_dir, "SELECT COUNT(*) FROM artifacts WHERE data IS NULL AND stamp IS NULL") == [(0,)]
+    _edited(path, 3)
+    mark = len(hashes())
+    assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "cached", "use": "succeeded"}
+    assert hashes()[mark:] == []
 
 
 @pytest.mark.parametrize("change", [_in_place, _in_place_times_restored])

@@ -101,7 +101,7 @@ class CacheIndex:
             if hit.intact:
                 return found
         try:
-            self._store.artifact_location(found.output_hash)
+            self._store.artifact_location(found.output_hash, keep_stamp=True)
         except ArtifactError as exc:
             self._forget(fingerprint, str(exc))
             return None

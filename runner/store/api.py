@@ -123,7 +123,9 @@ class ArtifactStore(Protocol):
 
     artifact_dir: Path
 
-    def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]: ...
+    def artifact_location(
+        self, digest: str, *, keep_stamp: bool = False
+    ) -> tuple[bytes | None, str | None]: ...
 
     def read_artifact(self, digest: str) -> bytes: ...
 

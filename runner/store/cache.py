@@ -14,6 +14,7 @@ from runner.artifacts import (
     format_stamp,
     parse_stamp,
     read_file_checked,
+    trusted_stamp,
     verify_file,
 )
 from runner.store.api import CacheHit
@@ -67,8 +68,12 @@ class Cache(StoreBase):
         rows = self._conn.execute("SELECT fingerprint FROM cache WHERE rowid > ?", (rowid,)).fetchall()
         return [row[0] for row in rows], newest
 
-    def artifact_location(self, digest: str) -> tuple[bytes | None, str | None]:
+    def artifact_location(self, digest: str, *, keep_stamp: bool = False) -> tuple[bytes | None, str | None]:
         """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
+
+        `keep_stamp` (the engine, which writes to the store anyway): a file whose row has no stamp, or
+        another (a store from before schema 10, a file copied back), and that this process could hash
+        and trust, gets the stamp in its row, so later processes do not hash it again.
 
         Raises:
             ArtifactError: missing, or the content does not match the hash.
@@ -86,6 +91,12 @@ class Cache(StoreBase):
         if not path.exists():
             raise ArtifactError(f"artifact {digest[:12]} is missing from {path}")
         verify_file(path, digest, size, stamp=parse_stamp(stamp))
+        known = trusted_stamp(path, digest) if keep_stamp else None
+        if known is not None and format_stamp(known) != stamp:
+            text = format_stamp(known)
+            self._write(
+                lambda c: c.execute("UPDATE artifacts SET stamp=? WHERE hash=?", (text, digest)), seal=False
+            )
         return None, str(path)
 
     def read_artifact(self, digest: str) -> bytes:
