@@ -8,6 +8,7 @@ under a nanny, which restarts a worker that a test kills.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 STARTUP_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class DaskCluster:
         return next(address for address, resources in self.workers().items() if resources.get("GPU"))
 
 
+def _die_with_parent() -> None:
+    """In the child, before `exec`: SIGTERM when the test process dies (Linux), so a pytest killed
+    mid-run (a timeout, Ctrl-C twice) leaves no scheduler behind; a worker that loses its scheduler
+    ends after its `--death-timeout`."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -61,6 +71,7 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
 
