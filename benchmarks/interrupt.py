@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.common import machine, median, options, slow_library, tempdir, verdict
-from benchmarks.reload import Recorder, save_atomic
+from benchmarks.reload import save_atomic, watched
 
 BUDGET_MS = 50
 LIBRARY_S = 0.5
@@ -57,58 +56,25 @@ def work():
 
 def measure(project: Path, saves: int, spare: bool) -> list[float]:
     """Seconds from each save to the new `work`'s first statement."""
-    from runner.engine import Engine
-    from runner.events import StepLog
-    from runner.executors.local import LocalExecutor
-    from runner.session import FlowSession
-    from runner.store import Store
-
     path = project / f"interrupt_{'spare' if spare else 'none'}.py"
     path.write_text(FLOW.format(edit=0), encoding="utf-8")
-    store = Store(project / f"store-{spare}")
-    executor = LocalExecutor(2)
-    if spare:
-        executor.keep_spare()
-    engine = Engine(store, executor)
-    rec = Recorder()
-    engine.subscribe(rec)
-    session = FlowSession(path, engine)
-    stop, ready = threading.Event(), threading.Event()
-    watcher = threading.Thread(
-        target=session.watch, args=(stop,), kwargs={"on_ready": ready.set}, daemon=True
-    )
-
-    def body_started(mark: int) -> float | None:
-        for _, event in rec.events[mark:]:
-            if isinstance(event, StepLog) and event.line.startswith("started "):
-                return float(event.line.split()[1])
-        return None
-
     latencies: list[float] = []
-    try:
-        session.load()
+    with watched(path, project / f"store-{spare}", spare=spare) as session:
+        rec = session.rec
         mark = rec.mark()
-        session.run(trigger="benchmark")
-        if not rec.wait_for(lambda: body_started(mark) is not None, SAVE_TIMEOUT_S):
+        session.session.run(trigger="benchmark")
+        if not rec.wait_for(lambda: session.body_started(mark) is not None, SAVE_TIMEOUT_S):
             raise SystemExit("the first run's step did not start")
-        watcher.start()
-        if not ready.wait(10):
-            raise SystemExit("the watcher did not start")
+        session.watch()
         for edit in range(1, saves + 1):
             time.sleep(PAUSE_S)  # a user's pause between saves
             mark = rec.mark()
             saved = save_atomic(path, FLOW.format(edit=edit))
-            if not rec.wait_for(lambda mark=mark: body_started(mark) is not None, SAVE_TIMEOUT_S):
+            if not rec.wait_for(lambda mark=mark: session.body_started(mark) is not None, SAVE_TIMEOUT_S):
                 raise SystemExit(f"save {edit}: the new run's step did not start")
-            started = body_started(mark)
+            started = session.body_started(mark)
             assert started is not None
             latencies.append(started - saved)
-    finally:
-        stop.set()
-        engine.cancel()
-        watcher.join(10)
-        engine.close()
-        store.close()
     return latencies
 
 

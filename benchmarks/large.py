@@ -25,12 +25,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.common import machine, median, options, tempdir, verdict
-from benchmarks.reload import Recorder, save_atomic
+from benchmarks.reload import save_atomic, watched
 
 BUDGET_MS_PER_MB = 1.0
 PAUSE_S = 0.3
@@ -59,65 +58,36 @@ def use(make):
 
 def measure(project: Path, saves: int, size: int) -> tuple[list[float], float, Path]:
     """(seconds from each save to `use`'s first statement, the cold run's seconds, the artifact)."""
-    from runner.engine import Engine
-    from runner.events import RunFinished, StepLog
-    from runner.executors.local import LocalExecutor
-    from runner.session import FlowSession
-    from runner.store import Store
+    from runner.events import RunFinished
 
     path = project / "large_output.py"
     path.write_text(FLOW.format(size=size, edit=0), encoding="utf-8")
     store_dir = project / "store"
-    store = Store(store_dir)
-    executor = LocalExecutor(2)
-    executor.keep_spare()
-    engine = Engine(store, executor)
-    rec = Recorder()
-    engine.subscribe(rec)
-    session = FlowSession(path, engine)
-    stop, ready = threading.Event(), threading.Event()
-    watcher = threading.Thread(
-        target=session.watch, args=(stop,), kwargs={"on_ready": ready.set}, daemon=True
-    )
-
-    def started(mark: int) -> float | None:
-        for _, event in rec.events[mark:]:
-            if isinstance(event, StepLog) and event.line.startswith("started "):
-                return float(event.line.split()[1])
-        return None
-
-    def finished(mark: int) -> RunFinished | None:
-        return next((e for _, e in rec.events[mark:] if isinstance(e, RunFinished)), None)
-
     latencies: list[float] = []
-    try:
-        session.load()
+    with watched(path, store_dir, spare=True) as session:
+        rec = session.rec
+
+        def finished(mark: int) -> RunFinished | None:
+            return next((e for _, e in rec.events[mark:] if isinstance(e, RunFinished)), None)
+
         mark = rec.mark()
         began = time.perf_counter()
-        session.run(trigger="benchmark")
+        session.session.run(trigger="benchmark")
         if not rec.wait_for(lambda: finished(mark) is not None, RUN_TIMEOUT_S):
             raise SystemExit("the cold run did not finish")
         cold = time.perf_counter() - began
-        watcher.start()
-        if not ready.wait(10):
-            raise SystemExit("the watcher did not start")
+        session.watch()
         for edit in range(1, saves + 1):
             time.sleep(PAUSE_S)
             mark = rec.mark()
             saved = save_atomic(path, FLOW.format(size=size, edit=edit))
             if not rec.wait_for(lambda mark=mark: finished(mark) is not None, RUN_TIMEOUT_S):
                 raise SystemExit(f"save {edit}: the re-run did not finish")
-            done = finished(mark)
+            done, started = finished(mark), session.body_started(mark)
             assert done is not None
-            if done.status != "succeeded" or started(mark) is None:
+            if done.status != "succeeded" or started is None:
                 raise SystemExit(f"save {edit}: the re-run {done.status} without running `use`")
-            latencies.append(started(mark) - saved)  # type: ignore[operator]
-    finally:
-        stop.set()
-        engine.cancel()
-        watcher.join(10)
-        engine.close()
-        store.close()
+            latencies.append(started - saved)
     files = [p for p in (store_dir / "artifacts").rglob("*") if p.is_file()]
     artifact = max(files, key=lambda p: p.stat().st_size)
     return latencies, cold, artifact

@@ -39,6 +39,8 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,66 @@ class Recorder:
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         with self.cond:
             return bool(self.cond.wait_for(predicate, timeout))
+
+
+@dataclass
+class Watched:
+    """A flow file's `FlowSession` on an engine with 2 local workers, its events recorded, its watcher
+    thread ready to start (`watch`). Made by `watched`."""
+
+    session: Any
+    engine: Any
+    rec: Recorder
+    stop: threading.Event = field(default_factory=threading.Event)
+    ready: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def watch(self) -> None:
+        """Start following the file; return once the watcher is armed."""
+        self.thread = threading.Thread(
+            target=self.session.watch, args=(self.stop,), kwargs={"on_ready": self.ready.set}, daemon=True
+        )
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise SystemExit("the watcher did not start")
+
+    def body_started(self, mark: int) -> float | None:
+        """The time a step's first statement printed as `started <time>`, in events after `mark`."""
+        from runner.events import StepLog
+
+        for _, event in self.rec.events[mark:]:
+            if isinstance(event, StepLog) and event.line.startswith("started "):
+                return float(event.line.split()[1])
+        return None
+
+
+@contextmanager
+def watched(path: Path, store_dir: Path, *, spare: bool) -> Iterator[Watched]:
+    """A loaded `Watched` session of `path` on a store in `store_dir` (`spare`: the executor keeps a
+    spare worker, as the TUI and `flow run --watch` do); stopped and closed on exit."""
+    from runner.engine import Engine
+    from runner.executors.local import LocalExecutor
+    from runner.session import FlowSession
+    from runner.store import Store
+
+    store = Store(store_dir)
+    executor = LocalExecutor(2)
+    if spare:
+        executor.keep_spare()
+    engine = Engine(store, executor)
+    rec = Recorder()
+    engine.subscribe(rec)
+    session = Watched(FlowSession(path, engine), engine, rec)
+    try:
+        session.session.load()
+        yield session
+    finally:
+        session.stop.set()
+        engine.cancel()
+        if session.thread is not None:
+            session.thread.join(10)
+        engine.close()
+        store.close()
 
 
 def floor_watcher(directory: Path, stop: threading.Event, ready: threading.Event, rec: Recorder) -> None:
