@@ -120,6 +120,20 @@ def db_rows(store_dir: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple
         conn.close()
 
 
+def set_schema(store_dir: Path, version: int, *undo: str) -> None:
+    """Make the store on disk read as schema `version` (an older store, or one from a newer flow):
+    run the `undo` statements (dropping what the later versions added), then set the version, in one
+    transaction."""
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        with conn:
+            for statement in undo:
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+    finally:
+        conn.close()
+
+
 def step_status_in_db(store_dir: Path, step: str) -> list[str]:
     sql = "SELECT status FROM steps WHERE name=? ORDER BY run_id"
     return [r[0] for r in db_rows(store_dir, sql, (step,))]

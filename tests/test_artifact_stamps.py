@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import sqlite3
 import textwrap
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from runner import artifacts
 from runner.artifacts import ArtifactError, dump_output, file_stamp, read_file_checked, verify_file
 from runner.store import SCHEMA_VERSION
 from tests.conftest import CLIResult, EngineHarness
-from tests.helpers_core import db_rows, steps_of, wait_for
+from tests.helpers_core import db_rows, set_schema, steps_of, wait_for
 
 BIG = 3_000_000
 """Bytes of the outputs here: more than `INLINE_MAX`, so each is a file artifact."""
@@ -263,11 +262,7 @@ def test_a_store_of_schema_9_gains_the_stamps_and_its_files_theirs_once_hashed(
     before), so the run after that does not hash it."""
     path = write_flow(FLOW)
     assert _statuses(flow_cli("run", str(path), "--json")) == {"make": "succeeded", "use": "succeeded"}
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("ALTER TABLE artifacts DROP COLUMN stamp")
-        conn.execute("UPDATE meta SET value='9' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 9, "ALTER TABLE artifacts DROP COLUMN stamp")
     artifact = _artifact(store_dir)
     wait_for(lambda: time.time_ns() - os.stat(artifact).st_ctime_ns > artifacts.RACY_NS, timeout=10)
     _edited(path, 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import pytest
 
 from runner.store import Store
 from tests.conftest import SAMPLE_FLOWS
+from tests.helpers_core import set_schema
 
 
 @pytest.fixture
@@ -177,12 +177,7 @@ def test_the_ml_pipeline_sample_released_then_edited_runs_the_released_code(flow
 
 def test_a_store_from_before_releases_is_migrated_to_hold_them(store_dir):
     Store(store_dir).close()
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        for table in ("releases", "run_releases", "schedule_state"):
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 3, *(f"DROP TABLE {t}" for t in ("releases", "run_releases", "schedule_state")))
     store = Store(store_dir)
     try:
         assert store.add_release("n", "flow", "f.py", "d", {"f.py": "x = 1\n"}, {"a": 1}) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from runner.store import SCHEMA_VERSION, Store
 from runner.store.sources import text_hash
 from tests.conftest import CLIResult
+from tests.helpers_core import set_schema
 
 FLOW = """
 from dsl import step
@@ -86,12 +87,7 @@ def test_a_schema_7_store_gains_the_sources_on_open(
 ) -> None:
     path = write_flow(FLOW)
     assert flow_cli("run", str(path)).code == 0
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("DROP TABLE sources")
-        conn.execute("ALTER TABLE runs DROP COLUMN sources")
-        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 7, "DROP TABLE sources", "ALTER TABLE runs DROP COLUMN sources")
     assert flow_cli("run", str(path)).code == 0
     store = Store(store_dir, create=False)
     try:

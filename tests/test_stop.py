@@ -6,7 +6,6 @@ stopped, 2 for an unknown run or one that is not running."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from runner.engine import RunRequest
 from runner.params import resolve_params
+from tests.helpers_core import set_schema
 from tests.test_loops import BLOCKING, runs_of
 from tests.test_serve import flows, serve  # noqa: F401 - fixtures
 
@@ -134,12 +134,7 @@ def test_a_store_of_schema_7_gains_the_stop_requests_and_jobs_tables(store_dir):
     from runner.store import SCHEMA_VERSION, Store
 
     Store(store_dir).close()
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("DROP TABLE stop_requests")
-        conn.execute("DROP TABLE jobs")
-        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 7, "DROP TABLE stop_requests", "DROP TABLE jobs")
     store = Store(store_dir)
     try:
         version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]

@@ -21,7 +21,15 @@ from runner import store as store_module
 from runner.artifacts import ArtifactError, content_hash, write_file_atomic
 from runner.engine import RunRequest
 from runner.store import Store
-from tests.helpers_core import executed, files_open_under, flow_source, reset, step_status_in_db, wait_for
+from tests.helpers_core import (
+    executed,
+    files_open_under,
+    flow_source,
+    reset,
+    set_schema,
+    step_status_in_db,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -62,10 +70,7 @@ def test_opening_without_create_refuses_a_missing_store(tmp_path):
 
 def test_a_store_from_a_newer_version_is_refused(store_dir):
     Store(store_dir).close()
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 999)
     with pytest.raises(FlowError) as info:
         Store(store_dir)
     assert "999" in str(info.value)
@@ -75,13 +80,7 @@ def test_an_old_schema_is_migrated_forward(store_dir):
     if store_module.SCHEMA_VERSION < 2:
         pytest.skip("no migration yet")
     Store(store_dir).close()
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-            if name == "leases":
-                conn.execute("DROP TABLE leases")
-    conn.close()
+    set_schema(store_dir, 1, "DROP TABLE IF EXISTS leases")
     store = Store(store_dir)
     try:
         version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]

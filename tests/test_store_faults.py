@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.store import SCHEMA_VERSION, Store
+from tests.helpers_core import set_schema
 from tests.test_faults import assert_no_orphans, assert_store_sound
 
 FLOW = """
@@ -123,10 +124,7 @@ def test_a_corrupt_artifact_is_recomputed_never_used(run_flow, effects, store_di
 
 def test_a_store_from_a_newer_schema_is_refused_with_exit_2(run_flow, effects, store_dir, flow_cli) -> None:
     assert run_flow().code == 0
-    conn = sqlite3.connect(store_dir / "flow.db")
-    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 7),))
-    conn.commit()
-    conn.close()
+    set_schema(store_dir, SCHEMA_VERSION + 7)
     executed(effects)
     result = run_flow()
     assert result.code == 2, result
@@ -140,11 +138,7 @@ def test_a_store_from_a_newer_schema_is_refused_with_exit_2(run_flow, effects, s
 
 def test_a_version_1_store_is_migrated_to_the_current_schema(run_flow, effects, store_dir) -> None:
     assert run_flow().code == 0
-    conn = sqlite3.connect(store_dir / "flow.db")
-    conn.execute("DROP TABLE leases")
-    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
-    conn.commit()
-    conn.close()
+    set_schema(store_dir, 1, "DROP TABLE leases")
     executed(effects)
     result = run_flow()
     assert result.code == 0, result

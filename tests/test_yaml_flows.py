@@ -17,6 +17,7 @@ from dsl.yamlflow import INPUT_KEYS, TOP_KEYS
 from dsl.yamlstep import STEP_KEYS
 from runner.events import FlowReloaded, LoadFailed
 from runner.session import FlowSession
+from tests.helpers_core import set_schema
 from tests.helpers_watch import EventLog, save_in_place, watching
 
 FLOWS = Path(__file__).parent / "flows"
@@ -332,17 +333,12 @@ def test_the_json_schema_for_editors_lists_exactly_the_keys_the_loader_accepts()
 
 
 def test_a_store_of_schema_3_gains_the_flow_outputs_column(store_dir, write_flow):
-    import sqlite3
 
     from runner import store as store_module
     from runner.store import Store
 
     Store(store_dir).close()
-    conn = sqlite3.connect(store_dir / "flow.db")
-    with conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN outputs")
-        conn.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    conn.close()
+    set_schema(store_dir, 3, "ALTER TABLE runs DROP COLUMN outputs")
     store = Store(store_dir)
     try:
         version = store._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
