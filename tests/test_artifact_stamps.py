@@ -309,3 +309,24 @@ def test_flow_doctor_hashes_every_file_whatever_its_stamp(
     doctor = flow_cli("doctor")
     assert doctor.code == 0, doctor
     assert [digest for _, digest in hashes()[mark:]] == [_artifact(store_dir).name]
+
+
+def test_a_file_touched_but_unchanged_is_hashed_and_reused_in_one_engine(
+    write_flow: Callable[..., Path], hashes: Callable, store_dir: Path
+) -> None:
+    """`touch` (a backup tool, an editor's project scan) changes a file's stamp but not its bytes: the
+    engine hashes it once and reuses it, instead of running its step again."""
+    path = write_flow(FLOW)
+    harness = EngineHarness(store_dir)
+    try:
+        harness.run(path)
+        artifact = _artifact(store_dir)
+        _a_tick_later(str(artifact))
+        os.utime(artifact)
+        _edited(path, 2)
+        record = harness.run(path)
+        assert {s.name: s.status for s in record.steps} == {"make": "cached", "use": "succeeded"}
+        assert steps_of(record)["use"].preview == str(BIG + 2)
+        assert artifact.name in {digest for _, digest in hashes()}
+    finally:
+        harness.close()

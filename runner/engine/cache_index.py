@@ -1,20 +1,20 @@
 """Provides `CacheIndex`: what the engine remembers of the store's cache, so a re-run asks SQLite little.
 
-Three memories, each bounded: the results this engine stored (`recent`, with the stamp of each file
-artifact, so a cached step costs one `stat`), the fingerprints present in the store's cache when a
-run started (`cached`: a miss there skips the lookup), and each step's fingerprint parts in its latest
-run (`details`, what `explain` compares against). `flow gc` invalidates all of them (its generation
-changes). The index reads and writes the store only through its protocols (`runner.store.api`).
+Three memories, each bounded: the results this engine stored (`recent`, with the path of each file
+artifact, checked by its stamp: a cached step costs one `stat`), the fingerprints present in the
+store's cache when a run started (`cached`: a miss there skips the lookup), and each step's fingerprint
+parts in its latest run (`details`, what `explain` compares against). `flow gc` invalidates all of
+them (its generation changes). The index reads and writes the store only through its protocols
+(`runner.store.api`).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from runner.artifacts import ArtifactError, Stamp, file_stamp
+from runner.artifacts import ArtifactError, verify_file
 from runner.engine.decide import Reusable
 from runner.engine.model import Run
 from runner.store.api import EngineStore
@@ -34,7 +34,7 @@ class CacheIndex:
         self._store = store
         self._lock = lock
         self._recent: dict[str, Reusable] = {}
-        self._stamps: dict[str, tuple[str, Stamp]] = {}
+        self._files: dict[str, str] = {}
         self._cached: set[int] = set()
         """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `uncached`)."""
         self._cached_rowid = 0
@@ -58,7 +58,7 @@ class CacheIndex:
             with self._lock:
                 self._gc_generation = generation
                 self._recent.clear()
-                self._stamps.clear()
+                self._files.clear()
                 self._cached.clear()
                 self._cached_rowid = 0
         found = self._store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
@@ -85,7 +85,7 @@ class CacheIndex:
                 return None
             found = Reusable(resumed[1], run.request.resume_of, None)
         elif recent is not None:
-            if self._intact_file(fingerprint):
+            if self._intact_file(fingerprint, recent.output_hash):
                 return recent
             self._forget(fingerprint, "its artifact file is gone or changed on disk")
             return None
@@ -116,33 +116,30 @@ class CacheIndex:
         """Why this fingerprint's stored result could not be used (said once, by the re-run's reason)."""
         return self._unusable.pop(fingerprint, None)
 
-    def _intact_file(self, fingerprint: str) -> bool:
-        """A file artifact this engine wrote is still the file it wrote (the same stamp: inode, size,
-        modification and change times; `runner.artifacts`).
+    def _intact_file(self, fingerprint: str, digest: str) -> bool:
+        """A file artifact this engine stored still holds `digest`: checked by the stamp its worker
+        reported (`runner.artifacts.verify_file`; one `stat`), hashed only if the file changed since.
 
         Cheap enough for every cached step of a re-run; inline artifacts live in SQLite with their row.
         """
-        known = self._stamps.get(fingerprint)
-        if known is None:
+        path = self._files.get(fingerprint)
+        if path is None:
             return True
-        path, stamp = known
         try:
-            return file_stamp(os.stat(path)) == stamp
-        except OSError:
+            verify_file(path, digest)
+        except ArtifactError:
             return False
+        return True
 
     def remember(self, fingerprint: str, found: Reusable, path: str | None) -> None:
         """A result this engine just stored under `fingerprint` (in a file at `path`, or inline)."""
         self._recent[fingerprint] = found
         if path is not None:
-            try:
-                self._stamps[fingerprint] = (path, file_stamp(os.stat(path)))
-            except OSError:
-                self._recent.pop(fingerprint, None)
+            self._files[fingerprint] = path
         if len(self._recent) > RECENT_SIZE:
             evicted = next(iter(self._recent))
             self._recent.pop(evicted)
-            self._stamps.pop(evicted, None)
+            self._files.pop(evicted, None)
 
     def remember_detail(self, run: Run, name: str, detail: dict[str, Any]) -> None:
         """What the next run of the flow compares this step against (`explain`): its fingerprint

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
-from runner.artifacts import INLINE_MAX, artifact_path, write_file_atomic
+from runner.artifacts import INLINE_MAX, artifact_path, file_stamp, write_file_atomic
 from runner.executors.base import Task, TaskResult
 
 
@@ -17,9 +18,11 @@ def store_large(task: Task, result: TaskResult) -> TaskResult:
         return result
     assert result.hash is not None
     path = artifact_path(task.artifact_dir, result.hash)
+    stamp = None
     try:
         if not path.exists():
             write_file_atomic(path, result.data)
+            stamp = file_stamp(os.stat(path))  # the bytes the worker hashed: no reader need hash them
     except OSError as exc:
         return TaskResult(
             ok=False,
@@ -28,7 +31,7 @@ def store_large(task: Task, result: TaskResult) -> TaskResult:
             duration_s=result.duration_s,
             where=result.where,
         )
-    return dataclasses.replace(result, data=None, path=str(path))
+    return dataclasses.replace(result, data=None, path=str(path), stamp=stamp)
 
 
 def died(address: str | None, detail: str) -> str:
