@@ -9,6 +9,13 @@ of a small frame on reducing and rebuilding dataclass instances (a `Finished` to
 5 µs to decode, a `RunTask` 8 µs and 6 µs; as tuples ~1, 2.5, 3 and 4), and a chain pays all four on
 every step, while the worker waits. Both ends run the same code, so the tuples' layout is private.
 Instances are rebuilt as unpickling rebuilds them: `__dict__` filled in, `__init__` not called.
+
+Waking a process blocked on a pipe costs ~30 µs on a virtual machine (the waker pays for the other CPU's
+interrupt, the sleeper for its return); a chain step pays it twice, in both directions, while the other
+side's answer is often a fraction of that away. So each side may poll for a moment before it blocks
+(`await_frame`, `SPIN_S`): the worker after a task the runner flagged (`RunTask.spin`), the runner after
+sending a task (`runner.executors.local`). Each does so only while a core is free for it: polling
+processes that outnumber the cores take the CPU the others are waiting for.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import dataclasses
 import operator
 import os
 import pickle
+import select
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,12 +35,21 @@ from runner.executors.base import InputRef, Task, TaskDone, TaskLog, TaskLogs, T
 
 _HEADER = struct.Struct("!I")
 
+SPIN_S = 0.0005
+"""How long a side polls for the other's next frame before it blocks: a trivial step's round of the
+runner (~0.15 ms) or of the worker (~0.07 ms), with room for a slower machine. Spent at most once per
+task on each side; a step that runs longer is waited for asleep."""
+
 
 @dataclass(frozen=True)
 class RunTask:
-    """Runner to worker: run this task (its code travels only the first time the worker needs it)."""
+    """Runner to worker: run this task (its code travels only the first time the worker needs it).
+
+    `spin`: once the task is done, poll for the next frame for up to this many seconds before blocking
+    (0: block at once). The runner sets it while a core is free for the worker to poll on."""
 
     task: Task
+    spin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,7 +133,7 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         if not code:
             values[_CODE] = b""
             values[_MODULES] = ()
-        return (_RUN, tuple(values))
+        return (_RUN, tuple(values), message.spin)
     if isinstance(message, Finished):
         done = message.done
         result = _result_values(done.result)
@@ -146,7 +164,7 @@ def decode_to_worker(body: bytes) -> ToWorker:
     if values[0] == _RUN:
         fields = list(values[1])
         fields[_KWARGS] = {name: _ref_in(ref) for name, ref in fields[_KWARGS].items()}
-        return RunTask(_build(Task, _TASK, tuple(fields)))
+        return RunTask(_build(Task, _TASK, tuple(fields)), values[2])
     if values[0] == _EXIT:
         return Exit()
     raise ValueError(f"not a message to a worker: kind {values[0]!r}")
@@ -206,6 +224,16 @@ class FrameReader:
             messages.append(decode_from_worker(bytes(self._buffer[_HEADER.size : end])))
             del self._buffer[:end]
         return messages
+
+
+def await_frame(fd: int, seconds: float) -> None:
+    """Poll `fd` for up to `seconds` without sleeping; return once it is readable or the time is up
+    (the caller's read then blocks as usual). See the module's docstring for why."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    deadline = time.perf_counter() + seconds
+    while not poller.poll(0) and time.perf_counter() < deadline:
+        pass
 
 
 def read_frame(fd: int) -> ToWorker | None:

@@ -312,11 +312,14 @@ def main(argv: list[str]) -> int:
     # environment changed alike.
     send(wire.Preloaded(changed))
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
+    spin = 0.0
     while True:
+        if spin:
+            wire.await_frame(in_fd, spin)
         message = wire.read_frame(in_fd)
         if not isinstance(message, wire.RunTask):
             return 0  # `Exit`, or the runner closed the pipe
-        task = message.task
+        task, spin = message.task, message.spin
         fresh = task.code_key not in codes
         try:
             fn = resolve_code(task, codes)

@@ -1,0 +1,140 @@
+"""The runner and its workers poll for a moment for each other's next frame before they sleep
+(`runner.executors.wire.SPIN_S`), only while a core is free for the poller, and never for longer.
+
+Polling is what lets a chain of quick steps skip the ~30 µs of waking a sleeping process, twice a step
+(`benchmarks.cold`); these tests hold what it must not cost: a worker flagged while the cores are
+taken, a worker or runner that keeps polling instead of sleeping. Real worker processes throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.executors import wire
+from runner.executors.base import Task, TaskDone, TaskResult
+from runner.executors.local import LocalExecutor
+from runner.shipping import pickle_code
+
+
+def _task(task_id: str, source: str) -> Task:
+    namespace: dict[str, Any] = {}
+    exec(f"def step():\n{source}\n", namespace)  # noqa: S102 - a function pickled by value
+    code = pickle_code({"step": namespace["step"]})
+    return Task(id=task_id, step="step", code_key=f"k-{task_id}", code=code, kwargs={}, entry="step")
+
+
+def _result(executor: LocalExecutor, task_id: str) -> TaskResult:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for event in executor.events(1.0):
+            if isinstance(event, TaskDone) and event.task_id == task_id:
+                return event.result
+    raise AssertionError(f"no result for {task_id}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture
+def sent_spins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """(task id, `RunTask.spin`) of every task the runner sends, as it encodes them."""
+    spins: list[tuple[str, float]] = []
+    encode = wire.encode
+
+    def spy(message: Any, *, code: bool = True) -> bytes:
+        if isinstance(message, wire.RunTask):
+            spins.append((message.task.id, message.spin))
+        return encode(message, code=code)
+
+    monkeypatch.setattr(wire, "encode", spy)
+    return spins
+
+
+def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
+    sent_spins: list[tuple[str, float]], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    executor = LocalExecutor(2)
+    try:
+        executor._cores = 2
+        executor.submit(_task("alone", "    return 1"))
+        assert _result(executor, "alone").ok
+        # Two busy workers and the runner want three cores of two: the second may not poll.
+        wait = f"    import os, time\n    while not os.path.exists({str(gate)!r}):\n        time.sleep(0.005)"
+        executor.submit(_task("first", wait))
+        executor.submit(_task("second", "    return 2"))
+        assert _result(executor, "second").ok
+        gate.touch()
+        assert _result(executor, "first").ok
+        executor._cores = 1  # the runner alone takes the only core
+        executor.submit(_task("single", "    return 3"))
+        assert _result(executor, "single").ok
+    finally:
+        executor.close()
+    assert sent_spins == [("alone", wire.SPIN_S), ("first", wire.SPIN_S), ("second", 0.0), ("single", 0.0)]
+
+
+def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tuple[str, float]]) -> None:
+    executor = LocalExecutor(1)
+    try:
+        executor._cores = 2
+        executor.submit(_task("quick", "    return 1"))
+        assert _result(executor, "quick").ok
+        assert sent_spins == [("quick", wire.SPIN_S)]
+        (worker,) = executor._workers
+        time.sleep(0.05)  # a hundred times `SPIN_S`
+        before = _cpu_seconds(worker.proc.pid)
+        time.sleep(0.5)
+        # Polling on, it would have used the whole half second; asleep, nothing (a tick at most).
+        assert _cpu_seconds(worker.proc.pid) - before <= 0.02
+        executor.submit(_task("next", "    return 2"))
+        assert _result(executor, "next").ok  # and it still takes the next task
+    finally:
+        executor.close()
+
+
+def test_the_runner_polls_for_a_moment_then_sleeps_while_a_step_runs() -> None:
+    executor = LocalExecutor(1)
+    try:
+        executor._cores = 2
+        executor.submit(_task("warm", "    return 1"))
+        assert _result(executor, "warm").ok
+        executor.submit(_task("slow", "    import time\n    time.sleep(0.5)\n    return 1"))
+        cpu, wall = time.thread_time(), time.monotonic()
+        events: list[Any] = []
+        while not any(isinstance(e, TaskDone) for e in events):
+            events += executor.events(5.0)
+        wall, cpu = time.monotonic() - wall, time.thread_time() - cpu
+        assert wall >= 0.4
+        # Polling all along, the scheduler's thread would have spent the half second on the CPU.
+        assert cpu <= 0.05, f"{cpu:.3f} s of CPU waiting {wall:.3f} s for a step"
+    finally:
+        executor.close()
+
+
+def test_a_frame_that_comes_while_polling_is_read_at_once_and_one_that_does_not_still_arrives() -> None:
+    read, write = os.pipe()
+    try:
+        wire.write_all(write, wire.encode(wire.RunTask(_task("t1", "    return 1"), 0.25)))
+        started = time.monotonic()
+        wire.await_frame(read, 5.0)
+        assert time.monotonic() - started < 1.0  # readable already: no waiting out the 5 s
+        message = wire.read_frame(read)
+        assert isinstance(message, wire.RunTask) and message.spin == 0.25 and message.task.id == "t1"
+        started = time.monotonic()
+        wire.await_frame(read, 0.01)  # nothing comes: it gives up after its moment
+        assert time.monotonic() - started < 1.0
+        wire.write_all(write, wire.encode(wire.Exit()))
+        assert wire.read_frame(read) == wire.Exit()
+    finally:
+        os.close(read)
+        os.close(write)
