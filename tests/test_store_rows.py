@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner.events import StepFinished, StepLog, StepStarted
+from runner.events import RunStarted, StepFinished, StepLog, StepStarted
 from runner.status import StepStatus
 from runner.store import Store
 from runner.store.recorder import StoreRecorder
@@ -152,3 +152,35 @@ def test_log_lines_leave_the_batch_open(store: Store) -> None:
     lines = [row[0] for row in select(store, "SELECT line FROM logs")]
     assert rows == {"a": "succeeded", "b": "running"}
     assert lines == ["hello"]
+
+
+def test_a_steps_rows_in_one_write_become_its_last_row_in_the_order_the_run_listed_its_steps(
+    store: Store,
+) -> None:
+    """A run's pending rows, then its steps' started and finished rows, all in one write: each step
+    gets one row, its last state, in the run's order (`flow show` lists them so), and the started
+    time its finished row gives. A fully cached run writes its finished rows alone this way."""
+    run_id, record = begin_run(store)
+    names = ("load", "left", "right", "join", "report")
+    with writer_held(store):
+        record(RunStarted(run_id, "f", "f.py", {}, names, "manual", time.time()))
+        taken(store)
+        for index, name in enumerate(names[:3]):
+            if name != "left":  # a cached step finishes without starting
+                record(started(run_id, name))
+            output(store, run_id, name, index)
+            record(finished(run_id, name, digest(index)))
+        record(started(run_id, "join"))
+    rows = select(
+        store, f"SELECT name, status, started_at, finished_at FROM steps WHERE run_id={run_id} ORDER BY rowid"
+    )
+    assert [(name, status) for name, status, *_ in rows] == [
+        ("load", "succeeded"),
+        ("left", "succeeded"),
+        ("right", "succeeded"),
+        ("join", "running"),
+        ("report", "pending"),
+    ]
+    for name, _, started_at, finished_at in rows[:3]:
+        assert finished_at - started_at == pytest.approx(0.01), name  # the finished row's own times
+    assert rows[3][2] is not None and rows[4][2] is None

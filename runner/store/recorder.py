@@ -71,12 +71,7 @@ class StoreRecorder:
             return
         submit = self._store._write
         if isinstance(event, RunStarted):
-            rows = [(event.run_id, name) for name in event.steps]
-            submit(
-                lambda c: c.executemany(
-                    "INSERT OR IGNORE INTO steps(run_id, name, status) VALUES (?, ?, 'pending')", rows
-                )
-            )
+            self._store.rows.pending([(event.run_id, name, "pending") for name in event.steps])
         elif isinstance(event, StepRetrying):
             submit(
                 lambda c: c.execute(

@@ -2,7 +2,8 @@
 `MultiRowInsert` (many rows per statement).
 
 A step's result is three writes: its artifact row, its cache entry and its finished row (and a
-`started` row when it began). Queued one by one, a 1,000-step chain made four statements and two queued
+`started` row when it began, and the `pending` row every step of a run gets as the run starts).
+Queued one by one, a 1,000-step chain made four statements and two queued
 writes a step, the writer thread's whole cost (a fifth of the runner's CPU). Gathered, consecutive steps'
 rows share one queued write and one statement per table.
 
@@ -10,7 +11,9 @@ The order the rows would have had as separate writes is kept where it matters: a
 that come one after another, since any other write queued meanwhile closes it (`seal`: a lease released,
 an artifact forgotten, a run finished must not be overtaken), and it is written in one transaction,
 so a step's finished row never commits before its output's artifact and cache rows. Log lines, which
-nothing orders against, do not close it.
+nothing orders against, do not close it. Of a step's rows within one batch (pending, started,
+finished) only the last is written: a fully cached run of 1,000 steps so writes 1,000 finished rows,
+not 1,000 pending rows before them (2 ms of the writer's 8, all of it waited for by the run's last flush).
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ insert_started = MultiRowInsert(
     "started_at=excluded.started_at, reason=excluded.reason, fingerprint=excluded.fingerprint",
 )
 """Upsert started steps' rows (status `running`)."""
+insert_pending = MultiRowInsert("INSERT OR IGNORE INTO steps(run_id, name, status)", 3, 64)
+"""A starting run's step rows `(run_id, name, "pending")`; a row already there is kept."""
 insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, key, value)", 4, 128)
 
 DETAIL = 14
@@ -98,7 +103,7 @@ class _Batch:
     artifacts: list[tuple[object, ...]] = field(default_factory=list)
     cache: list[tuple[object, ...]] = field(default_factory=list)
     steps: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
-    """("started" or "finished", the row), in the order they came."""
+    """("pending", "started" or "finished", the row), in the order they came."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
 
 
@@ -137,6 +142,14 @@ class RowBatches:
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
+    def pending(self, rows: list[tuple[object, ...]]) -> None:
+        """A starting run's steps, each `(run_id, name, "pending")`: its rows before any step's."""
+        with self._lock:
+            batch, new = self._batch()
+            batch.steps += [("pending", row) for row in rows]
+        if new:
+            self._queue(lambda conn: self._write(conn, batch))
+
     def seal(self) -> None:
         """Another write is about to be queued: rows that come after it go to a batch after it."""
         with self._lock:
@@ -149,8 +162,9 @@ class RowBatches:
         return self._open, True
 
     def _write(self, conn: sqlite3.Connection, batch: _Batch) -> None:
-        """Write a batch (on the writer thread, inside its transaction). A step that started and
-        finished within the batch needs only its finished row (which carries everything)."""
+        """Write a batch (on the writer thread, inside its transaction). Of a step's rows within the
+        batch only the last is written (it carries everything), where its first one stood: a run's
+        steps are listed in the order their first rows came (`flow show`)."""
         with self._lock:
             if self._open is batch:
                 self._open = None  # rows that come now go to a new batch, written after this one
@@ -158,18 +172,18 @@ class RowBatches:
             insert_artifacts(conn, batch.artifacts)
         if batch.cache:
             insert_cache(conn, batch.cache)
-        finished_later: set[tuple[object, object]] = set()
         kept: list[tuple[str, tuple[object, ...]]] = []
-        for kind, row in reversed(batch.steps):
+        at: dict[tuple[object, object], int] = {}
+        for kind, row in batch.steps:
+            if kind == "finished" and row[DETAIL] is not None:
+                row = (*row[:DETAIL], dumps_json(row[DETAIL]), *row[DETAIL + 1 :])
             key = (row[0], row[1])
-            if kind == "finished":
-                finished_later.add(key)
-                if row[DETAIL] is not None:
-                    row = (*row[:DETAIL], dumps_json(row[DETAIL]), *row[DETAIL + 1 :])
-            elif key in finished_later:
-                continue
-            kept.append((kind, row))
-        kept.reverse()
+            index = at.get(key)
+            if index is None:
+                at[key] = len(kept)
+                kept.append((kind, row))
+            else:
+                kept[index] = (kind, row)  # where the first one stood: the steps keep their order
         start = 0
         while start < len(kept):
             kind = kept[start][0]
@@ -177,7 +191,10 @@ class RowBatches:
             while end < len(kept) and kept[end][0] == kind:
                 end += 1
             rows = [row for _, row in kept[start:end]]
-            (insert_finished if kind == "finished" else insert_started)(conn, rows)
+            _INSERTS[kind](conn, rows)
             start = end
         if batch.metrics:
             insert_metrics(conn, batch.metrics)
+
+
+_INSERTS = {"pending": insert_pending, "started": insert_started, "finished": insert_finished}
