@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner.executors import wire
+from runner.executors import local, wire
 from runner.executors.base import Task, TaskDone, TaskResult
 from runner.executors.local import LocalExecutor
 from runner.shipping import pickle_code
@@ -138,3 +138,17 @@ def test_a_frame_that_comes_while_polling_is_read_at_once_and_one_that_does_not_
     finally:
         os.close(read)
         os.close(write)
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "quota_cores"), [("max 100000\n", None), ("150000 100000\n", 1), ("", None)]
+)
+def test_the_cores_counted_are_those_a_containers_cpu_quota_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, quota_cores: int | None
+) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    path = tmp_path / "cpu.max"
+    if cpu_max:
+        path.write_text(cpu_max)  # else no file: no cgroup v2 quota to read
+    monkeypatch.setattr(local, "CPU_MAX", str(path))
+    assert local._cores() == (affinity if quota_cores is None else min(affinity, quota_cores))

@@ -60,12 +60,25 @@ class _Worker:
         return f"pid {self.proc.pid}"
 
 
+CPU_MAX = "/sys/fs/cgroup/cpu.max"
+"""A container's CPU quota (cgroup v2: "<quota> <period>" in µs, or "max <period>")."""
+
+
 def _cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may keep busy: those it may run on, fewer under a container's CPU
+    quota (`docker run --cpus=1` on an 8-core host leaves one: a poller there takes another's time)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        with open(CPU_MAX) as handle:
+            quota, period = handle.read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def _signal_name(number: int) -> str:
