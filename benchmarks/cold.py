@@ -16,7 +16,9 @@ printed next to it. A foreach variant (1 -> foreach over N -> 1) is printed as e
 For scale, it first times this machine's floor for a chain: a bare round trip between two Python
 processes through a pair of pipes (a task-sized message there, a result-sized one back, nothing
 done on either side), as a step of a chain makes one. On a virtual machine waking a process on an idle
-CPU costs far more than on bare metal, and the figure says how much of the budget that takes.
+CPU costs far more than on bare metal, and the figure says how much of the budget that takes; beside it,
+the same round trip with both sides polling instead of sleeping, as the runner and a worker do for a
+moment after each task while a core is free (`runner.executors.wire`).
 
 Last line: `cold: <ms> ms/step (budget 0.15) PASS|FAIL`.
 """
@@ -91,20 +93,39 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, Any]:
 
 
 ECHO = """
-import os
+import os, sys
+polling = sys.argv[1] == "poll"
+os.set_blocking(0, not polling)
 while True:
-    data = os.read(0, 65536)
+    try:
+        data = os.read(0, 65536)
+    except BlockingIOError:
+        continue
     if not data:
         break
     os.write(1, data[:300])
 """
 
 
-def round_trip_ms(trips: int = 2000) -> float:
-    """Milliseconds per bare round trip to another process (see the module), median of 3 series."""
-    child = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def _read(fd: int) -> bytes:
+    while True:
+        try:
+            return os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+
+
+def round_trip_ms(trips: int = 2000, *, polling: bool = False) -> float:
+    """Milliseconds per bare round trip to another process (see the module), median of 3 series:
+    each side asleep until the other's message wakes it, or (`polling`) reading without sleeping,
+    as the runner and a worker do for a moment after each task (`runner.executors.wire.SPIN_S`)."""
+    mode = "poll" if polling else "sleep"
+    child = subprocess.Popen(
+        [sys.executable, "-c", ECHO, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     assert child.stdin is not None and child.stdout is not None
     to_child, from_child = child.stdin.fileno(), child.stdout.fileno()
+    os.set_blocking(from_child, not polling)
     message = b"t" * 600
     series = []
     try:
@@ -112,7 +133,7 @@ def round_trip_ms(trips: int = 2000) -> float:
             started = time.perf_counter()
             for _ in range(trips):
                 os.write(to_child, message)
-                os.read(from_child, 65536)
+                _read(from_child)
             series.append((time.perf_counter() - started) * 1000 / trips)
     finally:
         child.stdin.close()
@@ -136,7 +157,7 @@ def main() -> None:
     print(f"cold-run overhead per step, N={n}, median of {opts.repeat} ({machine()})")
     print(
         f"this machine's floor (info): a bare round trip to another process through pipes, "
-        f"nothing done: {round_trip_ms():.3f} ms"
+        f"nothing done: {round_trip_ms():.3f} ms asleep, {round_trip_ms(polling=True):.3f} ms polling"
     )
     print(f"{'shape':<24}{'baseline':>12}{'warm workers':>26}{'incl. start-up':>26}{'cached (info)':>16}")
     worst = 0.0
