@@ -248,10 +248,12 @@ class LocalExecutor:
             timeout = 0
         ready = self._selector.select(0)
         if not ready and timeout != 0:
+            polled = 0.0
             if self._sent and self._core_free():
-                ready = self._poll(wire.SPIN_S if timeout is None else min(wire.SPIN_S, timeout))
+                polled = wire.SPIN_S if timeout is None else min(wire.SPIN_S, timeout)
+                ready = self._poll(polled)
             if not ready:
-                ready = self._selector.select(timeout)
+                ready = self._selector.select(None if timeout is None else max(0.0, timeout - polled))
         self._sent = False
         if len(ready) > 1:
             # Raw fd output first: a chunk read in this batch belongs to a task whose result may be
