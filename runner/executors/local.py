@@ -289,9 +289,10 @@ class LocalExecutor:
         return events
 
     def _core_free(self) -> bool:
-        """Whether a core is left beside the runner, the busy workers and those starting (each wants one)."""
+        """Whether a core is left for a poller: the runner, each busy worker and each one starting
+        want one of their own."""
         starting = sum(1 for w in self._workers if not w.ready)
-        return 1 + len(self._by_task) + starting < self._cores + 1
+        return 1 + len(self._by_task) + starting <= self._cores
 
     def _poll(self, seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
         """What becomes readable within `seconds`, polled without sleeping (see the module)."""
