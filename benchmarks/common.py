@@ -239,7 +239,7 @@ def new_engine(store_dir: Path, workers: int | None = None) -> Bench:
 
     store = Store(store_dir)
     freeze_heap()  # as `flow run` does at start-up (the engine no longer decides it)
-    engine = Engine(store, LocalExecutor(workers))
+    engine = Engine(store, LocalExecutor(workers, poll=True))  # as `flow run`'s
     bench = Bench(engine, store)
     engine.subscribe(bench.events.append)
     return bench

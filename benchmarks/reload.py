@@ -277,7 +277,7 @@ def main() -> None:
         path.write_text(flow_source(chains, edits, helpers=helpers), encoding="utf-8")
         store = Store(root / "store")
         freeze_heap()  # as `flow run --watch` does at start-up
-        engine = Engine(store, LocalExecutor())
+        engine = Engine(store, LocalExecutor(poll=True))  # `flow run --watch`'s executor
         rec = Recorder()
         engine.subscribe(rec)
         session = FlowSession(path, engine)

@@ -1,5 +1,6 @@
 """The runner and its workers poll for a moment for each other's next frame before they sleep
-(`runner.executors.wire.SPIN_S`), only while a core is free for the poller, and never for longer.
+(`runner.executors.wire.SPIN_S`) when the executor is asked to (`flow run`'s, not the TUI's), only
+while a core is free for the poller, and never for longer.
 
 Polling is what lets a chain of quick steps skip the ~30 µs of waking a sleeping process, twice a step
 (`benchmarks.cold`); these tests hold what it must not cost: a worker flagged while the cores are
@@ -63,7 +64,7 @@ def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
     sent_spins: list[tuple[str, float]], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    executor = LocalExecutor(2)
+    executor = LocalExecutor(2, poll=True)
     try:
         executor._cores = 2
         executor.submit(_task("alone", "    return 1"))
@@ -83,8 +84,41 @@ def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
     assert sent_spins == [("alone", wire.SPIN_S), ("first", wire.SPIN_S), ("second", 0.0), ("single", 0.0)]
 
 
-def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tuple[str, float]]) -> None:
+def test_an_executor_not_asked_to_poll_sleeps_at_once_on_both_sides(
+    sent_spins: list[tuple[str, float]],
+) -> None:
+    """The TUI's and a Dask worker's executor: another thread of the process must get the GIL."""
     executor = LocalExecutor(1)
+    try:
+        executor._cores = 4
+        executor.submit(_task("quick", "    return 1"))
+        assert _result(executor, "quick").ok
+        executor.submit(_task("slow", "    import time\n    time.sleep(0.3)\n    return 1"))
+        cpu = time.thread_time()
+        assert _result(executor, "slow").ok
+        assert time.thread_time() - cpu <= 0.05
+    finally:
+        executor.close()
+    assert sent_spins == [("quick", 0.0), ("slow", 0.0)]
+
+
+def test_flow_runs_executor_polls_and_the_tuis_does_not(tmp_path: Path) -> None:
+    from runner.executors import make_executor
+    from tui.app import make_app
+
+    (tmp_path / "flow.py").write_text("from dsl import step\n\n\n@step\ndef a():\n    return 1\n")
+    executor = make_executor("local", 1)
+    assert isinstance(executor, LocalExecutor) and executor._polling
+    executor.close()
+    app = make_app(tmp_path / "flow.py", tmp_path / "store", 1, watch=False)
+    try:
+        assert isinstance(app.engine.executor, LocalExecutor) and not app.engine.executor._polling
+    finally:
+        app.close_engine()
+
+
+def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tuple[str, float]]) -> None:
+    executor = LocalExecutor(1, poll=True)
     try:
         executor._cores = 2
         executor.submit(_task("quick", "    return 1"))
@@ -103,7 +137,7 @@ def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tup
 
 
 def test_the_runner_polls_for_a_moment_then_sleeps_while_a_step_runs() -> None:
-    executor = LocalExecutor(1)
+    executor = LocalExecutor(1, poll=True)
     try:
         executor._cores = 2
         executor.submit(_task("warm", "    return 1"))

@@ -26,7 +26,7 @@ def make_executor(spec: str, workers: int | None = None, *, debug: bool = False)
     if spec == "local":
         from runner.executors.local import LocalExecutor
 
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, poll=True)  # `flow run`'s: its scheduler thread alone wants the GIL
     if spec == "inline":
         from runner.executors.inline import InlineExecutor
 

@@ -11,9 +11,12 @@ flow file imports the flow's libraries first (`preload_for`), which takes second
 scikit-learn, and the ready workers take the tasks meanwhile instead of waiting for it.
 
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
-pipes, so a result reaches the scheduler without a thread hand-off. After sending a task it polls for
-a moment before it sleeps there, and tells the worker to do the same for its next task, while a core is
-free for each poller (`wire.SPIN_S`): a chain of quick steps then never pays for waking either side.
+pipes, so a result reaches the scheduler without a thread hand-off. Asked to (`poll`: `flow run`'s
+executor), after sending a task it polls for a moment before it sleeps there, and tells the worker to do
+the same for its next task, while a core is free for each poller (`wire.SPIN_S`): a chain of quick steps
+then never pays for waking either side. Not where another thread of the process must answer promptly: a
+polling scheduler holds the GIL in turns with it (the TUI's keys took twice as long during a chain of
+quick steps; a Dask worker's lanes ran 25% slower).
 """
 
 from __future__ import annotations
@@ -91,13 +94,14 @@ def _signal_name(number: int) -> str:
 
 
 class LocalExecutor:
-    """Runs tasks in up to `workers` warm worker processes."""
+    """Runs tasks in up to `workers` warm worker processes; `poll`: the runner and the workers poll
+    for a moment for each other's next frame before they sleep (see the module)."""
 
     name = "local"
     reports_start = True
     """Workers send `TaskStarted` for every task with a timeout, so start-up never counts against it."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, poll: bool = False) -> None:
         self._max = max(1, workers or os.cpu_count() or 1)
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
@@ -112,6 +116,7 @@ class LocalExecutor:
         self._flow_file: str | None = None
         self._preload_failed: set[str] = set()
         self._spare = False
+        self._polling = poll
         self._cores = _cores()
         self._sent = False
         """A task was sent since `events()` last waited: its result may be a moment away."""
@@ -193,7 +198,7 @@ class LocalExecutor:
                 sent = task.with_modules(tuple(m if m[0] in fresh else (*m[:2], b"") for m in task.modules))
         # Busy workers and the runner each want a core: a worker polls after this task only if one is
         # left for it (a fan-out over every core would poll on the cores the runner needs).
-        spin = wire.SPIN_S if self._core_free() else 0.0
+        spin = wire.SPIN_S if self._polling and self._core_free() else 0.0
         self._sent = True
         try:
             wire.write_all(worker.to_worker, wire.encode(wire.RunTask(sent, spin), code=not known))
@@ -249,7 +254,7 @@ class LocalExecutor:
         ready = self._selector.select(0)
         if not ready and timeout != 0:
             polled = 0.0
-            if self._sent and self._core_free():
+            if self._sent and self._polling and self._core_free():
                 polled = wire.SPIN_S if timeout is None else min(wire.SPIN_S, timeout)
                 ready = self._poll(polled)
             if not ready:
