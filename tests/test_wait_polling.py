@@ -45,6 +45,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine as the executor reads its load: quiet (the tests' own load must not decide)."""
+    path = tmp_path / "quiet-loadavg"
+    path.write_text("0.1 0.1 0.1 1/100 1\n")
+    monkeypatch.setattr(local, "LOADAVG", str(path))
+
+
 @pytest.fixture
 def sent_spins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
     """(task id, `RunTask.spin`) of every task the runner sends, as it encodes them."""
@@ -172,6 +180,31 @@ def test_a_frame_that_comes_while_polling_is_read_at_once_and_one_that_does_not_
     finally:
         os.close(read)
         os.close(write)
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "polls"), [("0.4 0.3 0.2 2/180 7\n", True), ("3.9 2.0 1.1 4/180 7\n", False)]
+)
+def test_a_worker_is_not_flagged_to_poll_while_the_machine_is_busy(
+    sent_spins: list[tuple[str, float]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    loadavg: str,
+    polls: bool,
+) -> None:
+    """Other programs' threads want the cores too: with more threads runnable than the cores and one
+    (the runner's store writer), a poller would take their time."""
+    path = tmp_path / "loadavg"
+    path.write_text(loadavg)
+    monkeypatch.setattr(local, "LOADAVG", str(path))
+    executor = LocalExecutor(1, poll=True)
+    try:
+        executor._cores = 2
+        executor.submit(_task("quick", "    return 1"))
+        assert _result(executor, "quick").ok
+    finally:
+        executor.close()
+    assert sent_spins == [("quick", wire.SPIN_S if polls else 0.0)]
 
 
 @pytest.mark.parametrize(

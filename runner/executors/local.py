@@ -13,10 +13,10 @@ scikit-learn, and the ready workers take the tasks meanwhile instead of waiting 
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
 pipes, so a result reaches the scheduler without a thread hand-off. Asked to (`poll`: `flow run`'s
 executor), after sending a task it polls for a moment before it sleeps there, and tells the worker to do
-the same for its next task, while a core is free for each poller (`wire.SPIN_S`): a chain of quick steps
-then never pays for waking either side. Not where another thread of the process must answer promptly: a
-polling scheduler holds the GIL in turns with it (the TUI's keys took twice as long during a chain of
-quick steps; a Dask worker's lanes ran 25% slower).
+the same for its next task, while a core is free for each poller, on the machine as a whole too
+(`wire.SPIN_S`, `_core_free`): a chain of quick steps then never pays for waking either side. Not where
+another thread of the process must answer promptly: a polling scheduler holds the GIL in turns with it
+(the TUI's keys took twice as long during a chain of quick steps; a Dask worker's lanes ran 25% slower).
 """
 
 from __future__ import annotations
@@ -63,6 +63,11 @@ class _Worker:
         return f"pid {self.proc.pid}"
 
 
+LOADAVG = "/proc/loadavg"
+"""Its fourth field counts the threads runnable on the whole machine right now (`3/456`: 3 of 456)."""
+LOAD_CHECK_S = 0.1
+"""How often the executor looks at the machine's load (a file read, ~5 µs) while it polls."""
+
 CPU_MAX = "/sys/fs/cgroup/cpu.max"
 """A container's CPU quota (cgroup v2: "<quota> <period>" in µs, or "max <period>")."""
 
@@ -82,6 +87,15 @@ def _cores() -> int:
     except (OSError, ValueError):
         pass
     return cores
+
+
+def _runnable() -> int | None:
+    """Threads runnable on the machine now (Linux), or None where that cannot be read."""
+    try:
+        with open(LOADAVG) as handle:
+            return int(handle.read().split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _signal_name(number: int) -> str:
@@ -118,6 +132,8 @@ class LocalExecutor:
         self._spare = False
         self._polling = poll
         self._cores = _cores()
+        self._load_checked = -LOAD_CHECK_S
+        self._machine_busy = False
         self._sent = False
         """A task was sent since `events()` last waited: its result may be a moment away."""
 
@@ -295,9 +311,18 @@ class LocalExecutor:
 
     def _core_free(self) -> bool:
         """Whether a core is left for a poller: the runner, each busy worker and each one starting
-        want one of their own."""
+        want one of their own, and the machine is not busy with more threads than that (other
+        programs, other runs: a poller would take their time). Beside the runner and a worker, the
+        runner's store writer may be runnable too: one more than the cores is not yet busy."""
         starting = sum(1 for w in self._workers if not w.ready)
-        return 1 + len(self._by_task) + starting <= self._cores
+        if 1 + len(self._by_task) + starting > self._cores:
+            return False
+        now = time.monotonic()
+        if now - self._load_checked >= LOAD_CHECK_S:
+            self._load_checked = now
+            runnable = _runnable()
+            self._machine_busy = runnable is not None and runnable > self._cores + 1
+        return not self._machine_busy
 
     def _poll(self, seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
         """What becomes readable within `seconds`, polled without sleeping (see the module)."""
