@@ -314,8 +314,11 @@ class Lane:
         started = time.monotonic()
         proc = start_flow(args, flow_env(self.store, marker, **extra), self.root)
         lines: list[str] = []
+        errors: list[str] = []
         first_line = threading.Event()
 
+        # Each pipe is read by a thread of its own to its end (`communicate()` beside the stdout reader
+        # raced it: the reader met the file closed under it).
         def read_stdout() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -323,8 +326,13 @@ class Lane:
                 first_line.set()
             first_line.set()
 
-        reader = threading.Thread(target=read_stdout, daemon=True)
-        reader.start()
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            errors.append(proc.stderr.read())
+
+        readers = [threading.Thread(target=read, daemon=True) for read in (read_stdout, read_stderr)]
+        for reader in readers:
+            reader.start()
         if delay is not None:
             if delay[0] == "run_started":
                 first_line.wait(timeout=30)
@@ -333,13 +341,17 @@ class Lane:
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
         try:
-            _, err = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             raise AssertionError(f"lane {self.index}: flow run hung (seed {self.seed}, {injected})") from None
-        reader.join(timeout=10)
-        out = "".join(lines)
+        for reader in readers:
+            reader.join(timeout=10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        out, err = "".join(lines), "".join(errors)
         took = time.monotonic() - started
         killed = proc.returncode == -signal.SIGKILL
         self.orphan_wait_s.append(assert_no_orphans(marker))
