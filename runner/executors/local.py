@@ -272,7 +272,7 @@ class LocalExecutor:
             polled = 0.0
             if self._sent and self._polling and self._core_free():
                 polled = wire.SPIN_S if timeout is None else min(wire.SPIN_S, timeout)
-                ready = self._poll(polled)
+                ready = wire.poll_for(lambda: self._selector.select(0), polled)
             if not ready:
                 ready = self._selector.select(None if timeout is None else max(0.0, timeout - polled))
         self._sent = False
@@ -323,15 +323,6 @@ class LocalExecutor:
             runnable = _runnable()
             self._machine_busy = runnable is not None and runnable > self._cores + 1
         return not self._machine_busy
-
-    def _poll(self, seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
-        """What becomes readable within `seconds`, polled without sleeping (see the module)."""
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            ready = self._selector.select(0)
-            if ready:
-                return ready
-        return []
 
     def _on_message(self, worker: _Worker, message: wire.FromWorker) -> None:
         if isinstance(message, wire.Preloaded):

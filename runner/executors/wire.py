@@ -226,14 +226,22 @@ class FrameReader:
         return messages
 
 
+def poll_for(check: Callable[[], _T], seconds: float) -> _T:
+    """Ask `check()` again and again, without sleeping, until it answers something true or `seconds`
+    have passed; return its last answer. See the module's docstring for why."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        answer = check()
+        if answer or time.perf_counter() >= deadline:
+            return answer
+
+
 def await_frame(fd: int, seconds: float) -> None:
     """Poll `fd` for up to `seconds` without sleeping; return once it is readable or the time is up
-    (the caller's read then blocks as usual). See the module's docstring for why."""
+    (the caller's read then blocks as usual)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    deadline = time.perf_counter() + seconds
-    while not poller.poll(0) and time.perf_counter() < deadline:
-        pass
+    poll_for(lambda: poller.poll(0), seconds)
 
 
 def read_frame(fd: int) -> ToWorker | None:
