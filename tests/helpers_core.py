@@ -227,3 +227,15 @@ def files_open_under(directory: Path) -> list[str]:
         if target.startswith(str(directory)):
             found.append(target)
     return found
+
+
+def task_result(executor: Any, task_id: str, timeout: float = 60.0) -> Any:
+    """Wait for `task_id`'s result from a real executor (`TaskResult`); its other events are dropped."""
+    from runner.executors.base import TaskDone
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in executor.events(1.0):
+            if isinstance(event, TaskDone) and event.task_id == task_id:
+                return event.result
+    raise AssertionError(f"no result for {task_id}")

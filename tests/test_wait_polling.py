@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from runner.executors import local, wire
-from runner.executors.base import Task, TaskDone, TaskResult
+from runner.executors.base import Task, TaskDone
 from runner.executors.local import LocalExecutor
 from runner.shipping import pickle_code
+from tests.helpers_core import task_result
 
 
 def _task(task_id: str, source: str) -> Task:
@@ -27,15 +28,6 @@ def _task(task_id: str, source: str) -> Task:
     exec(f"def step():\n{source}\n", namespace)  # noqa: S102 - a function pickled by value
     code = pickle_code({"step": namespace["step"]})
     return Task(id=task_id, step="step", code_key=f"k-{task_id}", code=code, kwargs={}, entry="step")
-
-
-def _result(executor: LocalExecutor, task_id: str) -> TaskResult:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for event in executor.events(1.0):
-            if isinstance(event, TaskDone) and event.task_id == task_id:
-                return event.result
-    raise AssertionError(f"no result for {task_id}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -76,17 +68,17 @@ def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
     try:
         executor._cores = 2
         executor.submit(_task("alone", "    return 1"))
-        assert _result(executor, "alone").ok
+        assert task_result(executor, "alone").ok
         # Two busy workers and the runner want three cores of two: the second may not poll.
         wait = f"    import os, time\n    while not os.path.exists({str(gate)!r}):\n        time.sleep(0.005)"
         executor.submit(_task("first", wait))
         executor.submit(_task("second", "    return 2"))
-        assert _result(executor, "second").ok
+        assert task_result(executor, "second").ok
         gate.touch()
-        assert _result(executor, "first").ok
+        assert task_result(executor, "first").ok
         executor._cores = 1  # the runner alone takes the only core
         executor.submit(_task("single", "    return 3"))
-        assert _result(executor, "single").ok
+        assert task_result(executor, "single").ok
     finally:
         executor.close()
     assert sent_spins == [("alone", wire.SPIN_S), ("first", wire.SPIN_S), ("second", 0.0), ("single", 0.0)]
@@ -100,10 +92,10 @@ def test_an_executor_not_asked_to_poll_sleeps_at_once_on_both_sides(
     try:
         executor._cores = 4
         executor.submit(_task("quick", "    return 1"))
-        assert _result(executor, "quick").ok
+        assert task_result(executor, "quick").ok
         executor.submit(_task("slow", "    import time\n    time.sleep(0.3)\n    return 1"))
         cpu = time.thread_time()
-        assert _result(executor, "slow").ok
+        assert task_result(executor, "slow").ok
         assert time.thread_time() - cpu <= 0.05
     finally:
         executor.close()
@@ -130,7 +122,7 @@ def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tup
     try:
         executor._cores = 2
         executor.submit(_task("quick", "    return 1"))
-        assert _result(executor, "quick").ok
+        assert task_result(executor, "quick").ok
         assert sent_spins == [("quick", wire.SPIN_S)]
         (worker,) = executor._workers
         time.sleep(0.05)  # a hundred times `SPIN_S`
@@ -139,7 +131,7 @@ def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tup
         # Polling on, it would have used the whole half second; asleep, nothing (a tick at most).
         assert _cpu_seconds(worker.proc.pid) - before <= 0.02
         executor.submit(_task("next", "    return 2"))
-        assert _result(executor, "next").ok  # and it still takes the next task
+        assert task_result(executor, "next").ok  # and it still takes the next task
     finally:
         executor.close()
 
@@ -149,7 +141,7 @@ def test_the_runner_polls_for_a_moment_then_sleeps_while_a_step_runs() -> None:
     try:
         executor._cores = 2
         executor.submit(_task("warm", "    return 1"))
-        assert _result(executor, "warm").ok
+        assert task_result(executor, "warm").ok
         executor.submit(_task("slow", "    import time\n    time.sleep(0.5)\n    return 1"))
         cpu, wall = time.thread_time(), time.monotonic()
         events: list[Any] = []
@@ -201,7 +193,7 @@ def test_a_worker_is_not_flagged_to_poll_while_the_machine_is_busy(
     try:
         executor._cores = 2
         executor.submit(_task("quick", "    return 1"))
-        assert _result(executor, "quick").ok
+        assert task_result(executor, "quick").ok
     finally:
         executor.close()
     assert sent_spins == [("quick", wire.SPIN_S if polls else 0.0)]

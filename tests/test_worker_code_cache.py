@@ -7,29 +7,20 @@ a worker that kept 4,096 of them grew by gigabytes over a long session. A real w
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from runner.executors import wire
-from runner.executors.base import Task, TaskDone, TaskResult
+from runner.executors.base import Task, TaskResult
 from runner.executors.execute import KEPT_CODES
 from runner.executors.local import LocalExecutor
 from runner.shipping import pickle_code
+from tests.helpers_core import task_result
 
 
 def _code(value: int) -> bytes:
     namespace: dict[str, Any] = {}
     exec(f"def step():\n    return {value}\n", namespace)  # noqa: S102 - a function pickled by value
     return pickle_code({"step": namespace["step"]})
-
-
-def _result(executor: LocalExecutor, task_id: str) -> TaskResult:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for event in executor.events(1.0):
-            if isinstance(event, TaskDone) and event.task_id == task_id:
-                return event.result
-    raise AssertionError(f"no result for {task_id}")
 
 
 def test_a_worker_keeps_the_code_it_was_sent_last_and_the_runner_knows_which() -> None:
@@ -40,7 +31,7 @@ def test_a_worker_keeps_the_code_it_was_sent_last_and_the_runner_knows_which() -
         def run(n: int, key: int) -> TaskResult:
             task = Task(id=f"t{n}", step="step", code_key=f"k{key}", code=codes[key], kwargs={}, entry="step")
             executor.submit(task)
-            return _result(executor, task.id)
+            return task_result(executor, task.id)
 
         for i in range(KEPT_CODES + 10):
             assert run(i, i).ok
@@ -52,7 +43,7 @@ def test_a_worker_keeps_the_code_it_was_sent_last_and_the_runner_knows_which() -
         worker.task = task
         executor._by_task[task.id] = worker
         wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task), code=False))
-        missing = _result(executor, "bare")
+        missing = task_result(executor, "bare")
         assert not missing.ok and "no code for k0" in (missing.error or "")
 
         assert run(1000, 0).ok  # the runner sends k0 again
