@@ -44,6 +44,9 @@ class SchedulerState(ABC):
         self.store = store
         self._lock = threading.RLock()
         self.executor = executor
+        work_while_polling = getattr(executor, "work_while_polling", None)
+        if work_while_polling is not None:  # `LocalExecutor`: its moments of polling write the store
+            work_while_polling(store.help_write)
         self._recorder = store.recorder()
         self._subscribers: list[Subscriber] = list(subscribers)
         self._held: list[Event] | None = None

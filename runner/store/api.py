@@ -84,6 +84,11 @@ class RunStore(Protocol):
         """The subscriber that records events (the engine calls it before any other subscriber)."""
         ...
 
+    def help_write(self) -> bool:
+        """Apply one queued write on the calling thread if that needs no waiting; return whether one
+        was (the scheduler's work while it polls for a worker's result)."""
+        ...
+
     def flush(self) -> None:
         """Wait until every queued write is durable; raise the first write error."""
         ...

@@ -17,7 +17,7 @@ from runner.store.discovery import find_store
 from runner.store.liveness import OwnerLock, this_process
 from runner.store.rows import RowBatches
 from runner.store.schema import open_schema
-from runner.store.writer import WriteOp, Writer
+from runner.store.writer import BUSY_TIMEOUT_MS, WriteOp, Writer
 
 T = TypeVar("T")
 
@@ -162,7 +162,7 @@ class StoreBase:
                     raise
                 time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
 
     @property
@@ -189,6 +189,12 @@ class StoreBase:
                 if self._writer is None:
                     self._writer = Writer(self)
         self._writer.put(op)
+
+    def help_write(self) -> bool:
+        """Apply the oldest queued write on the calling thread if that needs no waiting; return whether
+        one was (`Writer.help`: for a thread that would otherwise spin)."""
+        writer = self._writer
+        return writer is not None and writer.help()
 
     def flush(self) -> None:
         """Wait until every queued write has committed; raise the first write error, if any."""

@@ -1,0 +1,161 @@
+"""A thread that would otherwise spin (`flow run`'s scheduler, polling for a worker's result) writes
+the store's queued writes itself (`runner.store.writer.Writer.help`), into a transaction the writer
+thread commits at its window's end, on a real store.
+
+The writer thread's window is made long here, so it commits only when a flush asks it to: what each
+test sees is decided by the order of its calls, not by timing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsl import load_flow
+from dsl.errors import FlowError
+from runner.engine import Engine, RunRequest
+from runner.executors.local import LocalExecutor
+from runner.store import Store
+from runner.store.writer import Writer
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setattr(Writer, "BATCH_WINDOW", 30.0)
+    store = Store(tmp_path / "store")
+    store._write(lambda conn: None)
+    store.flush()  # the writer thread runs, its connection open
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _meta(store: Store, key: str) -> list[tuple[str]]:
+    """What another connection sees of `key` in the store's `meta` table (committed rows only)."""
+    conn = sqlite3.connect(store.db_path)
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchall()
+    finally:
+        conn.close()
+
+
+def _insert(key: str, threads: list[str]) -> object:
+    def op(conn: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        conn.execute("INSERT INTO meta(key, value) VALUES (?, 'x')", (key,))
+
+    return op
+
+
+def test_a_helper_writes_the_oldest_write_on_its_thread_and_the_writer_commits_it(store: Store) -> None:
+    threads: list[str] = []
+    store._write(_insert("first", threads))
+    store._write(_insert("second", threads))
+    assert store.help_write()
+    assert threads == [threading.current_thread().name]  # the oldest, here
+    assert _meta(store, "first") == []  # in the open transaction: not committed yet
+    store.flush()
+    assert threads[1] == "flow-store-writer"
+    assert _meta(store, "first") == [("x",)] and _meta(store, "second") == [("x",)]
+
+
+def test_a_flush_waits_for_the_commit_of_what_a_helper_wrote(store: Store) -> None:
+    threads: list[str] = []
+    store._write(_insert("helped", threads))
+    assert store.help_write()
+    store.flush()  # every queued write is applied: it still waits for the commit
+    assert _meta(store, "helped") == [("x",)]
+
+
+def test_what_a_helper_wrote_commits_within_the_writers_window_without_a_flush(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Writer, "BATCH_WINDOW", 0.005)
+    threads: list[str] = []
+    store._write(_insert("helped", threads))
+    assert store.help_write()
+    deadline = time.monotonic() + 10
+    while not _meta(store, "helped") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _meta(store, "helped") == [("x",)]
+
+
+def test_a_helper_never_waits_for_another_processs_write_lock(store: Store) -> None:
+    threads: list[str] = []
+    store._write(_insert("waited", threads))
+    blocker = sqlite3.connect(store.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        assert not store.help_write()
+        assert time.monotonic() - started < 5  # not the 30 s a connection waits for the lock
+        assert threads == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    store.flush()
+    assert threads == ["flow-store-writer"] and _meta(store, "waited") == [("x",)]
+
+
+def test_a_write_failing_in_a_helper_fails_the_store_as_in_the_writer(store: Store) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    threads: list[str] = []
+    store._write(_insert("before", threads))
+    store._write(broken)
+    store._write(_insert("after", threads))
+    assert store.help_write()
+    assert not store.help_write()  # the broken write: the open transaction is rolled back
+    assert not store.help_write()  # and nothing is written after it
+    with pytest.raises(FlowError, match="cannot write to the store"):
+        store.flush()
+    assert _meta(store, "before") == [] and _meta(store, "after") == []
+
+
+CHAIN = "from dsl import step\n\n\n@step\ndef s0():\n    return 0\n" + "".join(
+    f"\n\n@step\ndef s{i}(s{i - 1}):\n    return s{i - 1} + 1\n" for i in range(1, 12)
+)
+
+
+@pytest.mark.parametrize("poll", [True, False])
+def test_flow_runs_scheduler_writes_the_store_while_it_polls(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poll: bool
+) -> None:
+    from runner.executors import local
+
+    quiet = tmp_path / "quiet-loadavg"
+    quiet.write_text("0.1 0.1 0.1 1/100 1\n")
+    monkeypatch.setattr(local, "LOADAVG", str(quiet))  # the machine as the executor reads it: quiet
+    helped: list[str] = []
+    help_write = store.help_write
+
+    def spy() -> bool:
+        wrote = help_write()
+        if wrote:
+            helped.append(threading.current_thread().name)
+        return wrote
+
+    monkeypatch.setattr(store, "help_write", spy)
+    (tmp_path / "chain.py").write_text(CHAIN)
+    executor = LocalExecutor(1, poll=poll)
+    executor._cores = 2  # a core for the runner, one for the worker: both poll
+    engine = Engine(store, executor)
+    try:
+        handle = engine.run(RunRequest(load_flow(tmp_path / "chain.py"), {}))
+    finally:
+        engine.close()
+    assert handle.status == "succeeded"
+    if poll:
+        assert helped and set(helped) == {"flow-scheduler"}
+    else:
+        assert helped == []  # the TUI's executor: the writer thread writes, as before
+    record = store.get_run(handle.id)
+    assert record is not None and record.status == "succeeded"
+    assert [s.status for s in record.steps] == ["succeeded"] * 12
