@@ -9,6 +9,9 @@ test sees is decided by the order of its calls, not by timing.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from runner.engine import Engine, RunRequest
 from runner.executors.local import LocalExecutor
 from runner.store import Store
 from runner.store.writer import Writer
+from tests.test_faults import REPO
 
 
 @pytest.fixture
@@ -124,10 +128,9 @@ CHAIN = "from dsl import step\n\n\n@step\ndef s0():\n    return 0\n" + "".join(
 )
 
 
-@pytest.mark.parametrize("poll", [True, False])
-def test_flow_runs_scheduler_writes_the_store_while_it_polls(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poll: bool
-) -> None:
+def _run_chain(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, poll: bool) -> list[str]:
+    """Run a 12-step chain on `store` with a `LocalExecutor(1, poll=poll)` on a quiet machine; return
+    the threads that wrote a queued write as helpers (`help_write`)."""
     from runner.executors import local
 
     quiet = tmp_path / "quiet-loadavg"
@@ -152,10 +155,42 @@ def test_flow_runs_scheduler_writes_the_store_while_it_polls(
     finally:
         engine.close()
     assert handle.status == "succeeded"
+    record = store.get_run(handle.id)
+    assert record is not None and record.status == "succeeded"
+    assert [s.status for s in record.steps] == ["succeeded"] * 12
+    return helped
+
+
+@pytest.mark.parametrize("poll", [True, False])
+def test_flow_runs_scheduler_writes_the_store_while_it_polls(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poll: bool
+) -> None:
+    helped = _run_chain(store, tmp_path, monkeypatch, poll=poll)
     if poll:
         assert helped and set(helped) == {"flow-scheduler"}
     else:
         assert helped == []  # the TUI's executor: the writer thread writes, as before
-    record = store.get_run(handle.id)
-    assert record is not None and record.status == "succeeded"
-    assert [s.status for s in record.steps] == ["succeeded"] * 12
+
+
+def test_the_scheduler_leaves_the_writes_to_the_writer_while_another_process_uses_the_store(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from runner.store import Store
+        store = Store({str(store.root)!r})
+        assert store.acquire_lease({"b" * 64!r}) is None
+        print("held", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        # Its leases would wait for a helper's open transaction, as this run's would for its.
+        assert _run_chain(store, tmp_path, monkeypatch, poll=True) == []
+    finally:
+        proc.kill()
+        proc.wait()

@@ -32,6 +32,11 @@ class Claims:
             self._checked = now
         return self._others
 
+    @property
+    def others_seen(self) -> bool:
+        """Whether another live process used the store at the last check (`others_live`; no query)."""
+        return self._others
+
     def computing_elsewhere(self, fingerprint: str) -> str | None:
         """Who else is computing this fingerprint now (None: this process claims it).
 

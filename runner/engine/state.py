@@ -44,9 +44,6 @@ class SchedulerState(ABC):
         self.store = store
         self._lock = threading.RLock()
         self.executor = executor
-        work_while_polling = getattr(executor, "work_while_polling", None)
-        if work_while_polling is not None:  # `LocalExecutor`: its moments of polling write the store
-            work_while_polling(store.help_write)
         self._recorder = store.recorder()
         self._subscribers: list[Subscriber] = list(subscribers)
         self._held: list[Event] | None = None
@@ -79,6 +76,16 @@ class SchedulerState(ABC):
         self._thread: threading.Thread | None = None
         self._stops = StopWatch(store, lambda run_id: self._command(lambda: self._cancel(run_id, STOPPED_BY)))
         store.mark_interrupted()
+        work_while_polling = getattr(executor, "work_while_polling", None)
+        if work_while_polling is not None:  # `LocalExecutor`: its moments of polling write the store
+            work_while_polling(self._write_while_polling)
+
+    def _write_while_polling(self) -> bool:
+        """The store's next queued write, on the scheduler thread while it polls (`Writer.help`); not
+        while another process uses the store. A helper's transaction stays open until the writer's
+        window ends, and that process's leases, taken as its steps start, would wait for it (two
+        `flow run`s of 400 steps on one store took 3.3 s each instead of 0.2)."""
+        return not self._claims.others_seen and self.store.help_write()
 
     @abstractmethod
     def _command(self, fn: Callable[[], None]) -> bool:
