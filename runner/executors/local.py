@@ -14,7 +14,8 @@ The scheduler thread drives everything through `events()`, which is a `select` o
 pipes, so a result reaches the scheduler without a thread hand-off. Asked to (`poll`: `flow run`'s
 executor), after sending a task it polls for a moment before it sleeps there, and tells the worker to do
 the same for its next task, while a core is free for each poller, on the machine as a whole too
-(`wire.SPIN_S`, `_core_free`): a chain of quick steps then never pays for waking either side. Not where
+(`wire.SPIN_S`, `_core_free`): a chain of quick steps then never pays for waking either side; the
+moment is spent on the work it was given first (`work_while_polling`: the store's writes). Not where
 another thread of the process must answer promptly: a polling scheduler holds the GIL in turns with it
 (the TUI's keys took twice as long during a chain of quick steps; a Dask worker's lanes ran 25% slower).
 """
