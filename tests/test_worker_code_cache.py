@@ -40,7 +40,7 @@ def test_a_worker_keeps_the_code_it_was_sent_last_and_the_runner_knows_which() -
 
         # The worker dropped k0..k9 too: sent without its code, k0 is unknown there.
         task = Task(id="bare", step="step", code_key="k0", code=b"", kwargs={}, entry="step")
-        worker.task = task
+        worker.tasks.append(task)
         executor._by_task[task.id] = worker
         wire.write_all(worker.to_worker, wire.encode(wire.RunTask(task), code=False))
         missing = task_result(executor, "bare")

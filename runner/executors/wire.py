@@ -1,8 +1,9 @@
 """Provides the protocol between the runner and its worker processes: typed frames, length-prefixed pickles.
 
-Runner to worker: `RunTask`, then `Exit` (or end of file). Worker to runner: `TaskStarted` (a slow start
-is over: the step's timeout counts from here), `TaskLogs` (a batch of lines) or `TaskLog` (one line, from
-a process the step forked or after the task ended), and last for each task `Finished`.
+Runner to worker: `RunTask` (several may wait in the pipe: `RunTask.until`), `Revoke`, then `Exit` (or
+end of file). Worker to runner: `TaskStarted` (a slow start is over: the step's timeout counts from here;
+for a queued task, its claim), `TaskLogs` (a batch of lines) or `TaskLog` (one line, from a process the
+step forked or after the task ended), and last for each task `Finished`.
 
 A frame's body is a pickled tuple of plain values, not the pickled dataclasses: pickle spends most
 of a small frame on reducing and rebuilding dataclass instances (a `Finished` took 5 µs to encode and
@@ -46,10 +47,25 @@ class RunTask:
     """Runner to worker: run this task (its code travels only the first time the worker needs it).
 
     `spin`: once the task is done, poll for the next frame for up to this many seconds before blocking
-    (0: block at once). The runner sets it while a core is free for the worker to poll on."""
+    (0: block at once). The runner sets it while a core is free for the worker to poll on.
+
+    `until`: set for a task queued behind the worker's current one (`runner.executors.local`): the
+    worker claims it (`TaskStarted`) before it starts it, then starts it only if `time.monotonic()` is
+    still before `until`; else it reports it expired, and the runner, which may have taken it back
+    (only if no claim came by then), runs it elsewhere. Claim first, clock second: a task is never
+    run twice."""
 
     task: Task
     spin: float = 0.0
+    until: float = 0.0
+
+
+@dataclass(frozen=True)
+class Revoke:
+    """Runner to worker: do not start this queued task (a cancel): a worker skips it, unless it has
+    claimed it already (then the runner kills it, as it kills any running task it cancels)."""
+
+    task_id: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,8 @@ class Finished:
     done: TaskDone
     raw_output_unread: bool = True
     retiring: bool = False
+    expired: bool = False
+    """A queued task not started: its deadline had passed, or it was revoked (`done` says nothing)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ class Preloaded:
     changed: dict[str, str | None]
 
 
-ToWorker = RunTask | Exit
+ToWorker = RunTask | Revoke | Exit
 FromWorker = TaskStarted | TaskLogs | TaskLog | Finished | Preloaded
 
 
@@ -103,7 +121,7 @@ _KWARGS = _TASK.index("kwargs")
 _CODE = _TASK.index("code")
 _MODULES = _TASK.index("modules")
 _PARTS = _REF.index("parts")
-_RUN, _EXIT, _FINISHED, _STARTED, _LOGS, _LOG, _PRELOADED = range(7)
+_RUN, _EXIT, _FINISHED, _STARTED, _LOGS, _LOG, _PRELOADED, _REVOKE = range(8)
 
 
 def _build(cls: type[_T], names: tuple[str, ...], values: tuple[Any, ...]) -> _T:
@@ -133,11 +151,11 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         if not code:
             values[_CODE] = b""
             values[_MODULES] = ()
-        return (_RUN, tuple(values), message.spin)
+        return (_RUN, tuple(values), message.spin, message.until)
     if isinstance(message, Finished):
         done = message.done
         result = _result_values(done.result)
-        return (_FINISHED, done.task_id, result, message.raw_output_unread, message.retiring)
+        return (_FINISHED, done.task_id, result, message.raw_output_unread, message.retiring, message.expired)
     if isinstance(message, TaskLogs):
         return (_LOGS, message.task_id, message.lines)
     if isinstance(message, TaskLog):
@@ -146,6 +164,8 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         return (_STARTED, message.task_id, message.ts)
     if isinstance(message, Exit):
         return (_EXIT,)
+    if isinstance(message, Revoke):
+        return (_REVOKE, message.task_id)
     if isinstance(message, Preloaded):
         return (_PRELOADED, message.changed)
     raise TypeError(f"not a wire message: {message!r}")
@@ -164,9 +184,11 @@ def decode_to_worker(body: bytes) -> ToWorker:
     if values[0] == _RUN:
         fields = list(values[1])
         fields[_KWARGS] = {name: _ref_in(ref) for name, ref in fields[_KWARGS].items()}
-        return RunTask(_build(Task, _TASK, tuple(fields)), values[2])
+        return RunTask(_build(Task, _TASK, tuple(fields)), values[2], values[3])
     if values[0] == _EXIT:
         return Exit()
+    if values[0] == _REVOKE:
+        return Revoke(values[1])
     raise ValueError(f"not a message to a worker: kind {values[0]!r}")
 
 
@@ -175,8 +197,8 @@ def decode_from_worker(body: bytes) -> FromWorker:
     values = pickle.loads(body)
     kind = values[0]
     if kind == _FINISHED:
-        _, task_id, result, unread, retiring = values
-        return Finished(TaskDone(task_id, _build(TaskResult, _RESULT, result)), unread, retiring)
+        _, task_id, result, unread, retiring, expired = values
+        return Finished(TaskDone(task_id, _build(TaskResult, _RESULT, result)), unread, retiring, expired)
     if kind == _LOGS:
         return TaskLogs(values[1], values[2])
     if kind == _LOG:
@@ -242,6 +264,13 @@ def await_frame(fd: int, seconds: float) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     poll_for(lambda: poller.poll(0), seconds)
+
+
+def readable(fd: int) -> bool:
+    """Whether a frame (or end of file) waits on `fd` now."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def read_frame(fd: int) -> ToWorker | None:

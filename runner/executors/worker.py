@@ -27,6 +27,7 @@ import sys
 import termios
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -263,6 +264,43 @@ class LogSender:
                 self.flush(batch)
 
 
+class Inbox:
+    """The runner's frames in the order sent: tasks, queued ones among them (`wire.RunTask.until`), and
+    revokes of queued tasks, applied before a queued task is taken."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._tasks: deque[wire.RunTask] = deque()
+        self._revoked: set[str] = set()
+
+    def next(self, spin: float) -> tuple[wire.RunTask, bool] | None:
+        """The next task, and whether it was revoked (polling for up to `spin` seconds first if none
+        waits); None once the runner says to exit or closes the pipe."""
+        while True:
+            if not self._tasks:
+                if spin:
+                    wire.await_frame(self._fd, spin)
+                if not self._take(wire.read_frame(self._fd)):
+                    return None
+            # A queued task may have been revoked by a frame sent after it: read what waits first.
+            while self._tasks[0].until and wire.readable(self._fd):
+                if not self._take(wire.read_frame(self._fd)):
+                    return None
+            message = self._tasks.popleft()
+            revoked = message.task.id in self._revoked
+            self._revoked.discard(message.task.id)
+            return message, revoked
+
+    def _take(self, message: wire.ToWorker | None) -> bool:
+        if isinstance(message, wire.RunTask):
+            self._tasks.append(message)
+        elif isinstance(message, wire.Revoke):
+            self._revoked.add(message.task_id)
+        else:
+            return False
+        return True
+
+
 def _watch_parent(parent: int) -> None:
     while True:
         time.sleep(0.2)
@@ -312,21 +350,30 @@ def main(argv: list[str]) -> int:
     # environment changed alike.
     send(wire.Preloaded(changed))
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
+    inbox = Inbox(in_fd)
     spin = 0.0
     while True:
-        if spin:
-            wire.await_frame(in_fd, spin)
-        message = wire.read_frame(in_fd)
-        if not isinstance(message, wire.RunTask):
+        taken = inbox.next(spin)
+        if taken is None:
             return 0  # `Exit`, or the runner closed the pipe
+        message, skip = taken
         task, spin = message.task, message.spin
+        if message.until and not skip:
+            send(TaskStarted(task.id, time.time()))  # the claim: before the clock is read (`RunTask.until`)
+            if time.monotonic() >= message.until:
+                skip = True
+                send(wire.Finished(TaskDone(task.id, TaskResult(ok=False)), expired=True))
         fresh = task.code_key not in codes
         try:
+            # Kept even for a task skipped: the runner counts its code as sent (`keep_code`).
             fn = resolve_code(task, codes)
         except Exception as exc:
-            fail(task.id, f"cannot load the step's code: {exc}")
+            if not skip:
+                fail(task.id, f"cannot load the step's code: {exc}")
             continue
         keep_code(codes, task.code_key)
+        if skip:
+            continue
         if fresh or task.timeout:
             send(TaskStarted(task.id, time.time()))  # the step's timeout counts from here, not a cold start
 

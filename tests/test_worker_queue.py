@@ -1,0 +1,307 @@
+"""While tasks are quick, `flow run`'s executor queues tasks behind a busy worker's (in its pipe, with a
+deadline: `runner.executors.wire.RunTask.until`), so the worker starts each the moment the one before it
+ends. What that must never cost: a task run twice, a task stuck behind a long one while another worker
+idles, a cancelled task started, a task lost with its worker. Real worker processes throughout.
+
+Whether tasks count as quick depends on how long the last ones took (`LocalExecutor._quick`); the tests
+feed that record directly (`_took`), so the machine's speed does not decide what they see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.executors import local, wire
+from runner.executors.base import InputRef, Task, TaskDone, TaskResult
+from runner.executors.local import QUICK_SAMPLES, LocalExecutor
+from runner.shipping import pickle_code
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine as the executor reads its load: quiet (the tests' own load must not decide)."""
+    path = tmp_path / "quiet-loadavg"
+    path.write_text("0.1 0.1 0.1 1/100 1\n")
+    monkeypatch.setattr(local, "LOADAVG", str(path))
+
+
+@pytest.fixture(autouse=True)
+def young(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task counts as just begun for 10 s, not 2 ms: whether one queues behind another must not
+    depend on how fast this machine submits them (`LocalExecutor._queue_behind`)."""
+    monkeypatch.setattr(local, "QUICK_S", 10.0)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
+    """(task id, `RunTask.until`) of every task the runner sends, as it encodes them."""
+    frames: list[tuple[str, float]] = []
+    encode = wire.encode
+
+    def spy(message: Any, *, code: bool = True) -> bytes:
+        if isinstance(message, wire.RunTask):
+            frames.append((message.task.id, message.until))
+        return encode(message, code=code)
+
+    monkeypatch.setattr(wire, "encode", spy)
+    return frames
+
+
+STEP = """
+def step(spec):
+    import os
+    import time
+
+    while spec.get("gate") and not os.path.exists(spec["gate"]):
+        time.sleep(0.005)
+    with open(spec["log"], "a") as handle:
+        handle.write(spec["id"] + "\\n")
+    if spec.get("exit") is not None:
+        os._exit(spec["exit"])
+    return 1
+"""
+"""Every test task: waits for `spec["gate"]` (if any), appends its id to `spec["log"]`, then exits with
+`spec["exit"]` (if any). One function for all, so one code bundle: a worker that has it is sent a task
+without it, and only such a task may queue (`LocalExecutor._queue_behind`)."""
+
+
+def _code() -> bytes:
+    namespace: dict[str, Any] = {}
+    exec(STEP, namespace)  # noqa: S102 - a function pickled by value
+    return pickle_code({"step": namespace["step"]})
+
+
+_CODE = _code()
+
+
+def _task(
+    task_id: str,
+    log: Path,
+    *,
+    gate: Path | None = None,
+    exit: int | None = None,
+    timeout: float | None = None,
+) -> Task:
+    spec = {"id": task_id, "log": str(log), "gate": str(gate) if gate else None, "exit": exit}
+    data = pickle.dumps(spec)
+    kwargs = {"spec": InputRef(hash=hashlib.sha256(data).hexdigest(), data=data)}
+    return Task(
+        id=task_id, step="step", code_key="k-queue", code=_CODE, kwargs=kwargs, entry="step", timeout=timeout
+    )
+
+
+def _executor(workers: int) -> LocalExecutor:
+    executor = LocalExecutor(workers, poll=True)
+    executor._cores = workers + 1
+    executor.prestart(workers)
+    for _ in range(QUICK_SAMPLES):
+        executor._took(0.0001)  # the last tasks were quick
+    return executor
+
+
+def _results(executor: LocalExecutor, ids: set[str], timeout: float = 60.0) -> dict[str, TaskResult]:
+    """Every result of `ids`, as they come."""
+    results: dict[str, TaskResult] = {}
+    deadline = time.monotonic() + timeout
+    while not ids <= results.keys():
+        assert time.monotonic() < deadline, f"no result for {sorted(ids - results.keys())}"
+        for event in executor.events(0.2):
+            if isinstance(event, TaskDone):
+                assert event.task_id not in results, f"{event.task_id} reported twice"
+                results[event.task_id] = event.result
+    return results
+
+
+def _ran(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _ready(executor: LocalExecutor, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while sum(1 for w in executor._workers if w.ready) < count:
+        assert time.monotonic() < deadline, "workers did not start"
+        executor.events(0.1)
+
+
+def test_quick_tasks_queue_behind_a_busy_worker_and_each_runs_once(
+    sent: list[tuple[str, float]], tmp_path: Path
+) -> None:
+    log = tmp_path / "ran"
+    executor = _executor(1)
+    try:
+        _ready(executor, 1)
+        assert executor.slots == local.QUEUE_DEPTH
+        ids = [f"t{i}" for i in range(6)]
+        for task_id in ids:
+            executor.submit(_task(task_id, log))
+        # The first went to the idle worker; the rest were sent at once, queued behind it.
+        assert [task_id for task_id, until in sent if until == 0] == ["t0"]
+        assert [task_id for task_id, until in sent if until > 0] == ids[1:]
+        results = _results(executor, set(ids))
+        assert all(result.ok for result in results.values())
+        assert sorted(_ran(log)) == ids  # each exactly once
+    finally:
+        executor.close()
+
+
+def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
+    sent: list[tuple[str, float]], tmp_path: Path
+) -> None:
+    log = tmp_path / "ran"
+    gates = {"a": tmp_path / "gate-a", "b": tmp_path / "gate-b"}
+    executor = _executor(2)
+    try:
+        _ready(executor, 2)
+        executor.submit(_task("a", log, gate=gates["a"]))
+        executor.submit(_task("b", log, gate=gates["b"]))
+        executor.submit(_task("q", log))
+        assert ("q", 0.0) not in sent  # queued behind a or b
+        holder = executor._by_task["q"]
+        long_one = holder.tasks[0].id
+        other = "b" if long_one == "a" else "a"
+        gates[other].touch()
+        # q does not wait for the long one: it is taken back, and the worker that is free runs it.
+        results = _results(executor, {other, "q"}, timeout=20)
+        assert results["q"].ok and results[other].ok
+        assert long_one not in _ran(log)
+        assert [task_id for task_id, _ in sent].count("q") == 2  # sent queued, then again
+        gates[long_one].touch()
+        assert _results(executor, {long_one})[long_one].ok
+        assert sorted(_ran(log)) == ["a", "b", "q"]  # each exactly once
+    finally:
+        executor.close()
+
+
+def test_a_task_taken_back_and_sent_again_to_the_same_worker_runs_once(
+    sent: list[tuple[str, float]], tmp_path: Path
+) -> None:
+    log, gate = tmp_path / "ran", tmp_path / "gate"
+    executor = _executor(1)
+    try:
+        _ready(executor, 1)
+        executor.submit(_task("a", log, gate=gate))
+        executor.submit(_task("q", log))
+        deadline = time.monotonic() + 20
+        while not any(t.id == "q" for t in executor._queue):  # taken back: its deadline passed
+            assert time.monotonic() < deadline, "q was not taken back"
+            executor.events(0.05)
+        gate.touch()
+        # The worker still claims the first send of q, finds it expired and says so; then it runs the
+        # second: neither the stale claim nor the stale expiry is taken for the second's.
+        results = _results(executor, {"a", "q"})
+        assert results["a"].ok and results["q"].ok
+        assert _ran(log) == ["a", "q"]
+        assert [task_id for task_id, _ in sent] == ["a", "q", "q"]
+    finally:
+        executor.close()
+
+
+def test_a_cancelled_queued_task_never_runs_and_the_step_before_it_is_not_killed(tmp_path: Path) -> None:
+    log, gate = tmp_path / "ran", tmp_path / "gate"
+    executor = _executor(1)
+    try:
+        _ready(executor, 1)
+        executor.submit(_task("a", log, gate=gate))
+        executor.submit(_task("q", log))
+        (worker,) = executor._workers
+        assert [t.id for t in worker.tasks] == ["a", "q"]
+        executor.cancel("q")
+        gate.touch()
+        assert _results(executor, {"a"})["a"].ok
+        executor.submit(_task("next", log))
+        assert _results(executor, {"next"})["next"].ok
+        assert _ran(log) == ["a", "next"]
+        assert executor._workers == [worker]  # the same process ran all: not killed
+    finally:
+        executor.close()
+
+
+def test_tasks_queued_on_a_worker_that_dies_run_in_another(tmp_path: Path) -> None:
+    log, gate = tmp_path / "ran", tmp_path / "gate"
+    executor = _executor(1)
+    try:
+        _ready(executor, 1)
+        executor.submit(_task("dies", log, gate=gate, exit=3))
+        executor.submit(_task("q1", log))
+        executor.submit(_task("q2", log))
+        gate.touch()
+        results = _results(executor, {"dies", "q1", "q2"})
+        assert not results["dies"].ok and "exited with code 3" in (results["dies"].error or "")
+        assert results["q1"].ok and results["q2"].ok  # never started there: run again, not failed
+        assert sorted(_ran(log)) == ["dies", "q1", "q2"]
+    finally:
+        executor.close()
+
+
+def test_a_task_with_a_timeout_waits_for_a_free_worker(sent: list[tuple[str, float]], tmp_path: Path) -> None:
+    log, gate = tmp_path / "ran", tmp_path / "gate"
+    executor = _executor(1)
+    try:
+        _ready(executor, 1)
+        executor.submit(_task("a", log, gate=gate))
+        executor.submit(_task("timed", log, timeout=30))
+        assert [task_id for task_id, _ in sent] == ["a"]  # its clock must start when it does
+        gate.touch()
+        assert all(r.ok for r in _results(executor, {"a", "timed"}).values())
+        assert sent == [("a", 0.0), ("timed", 0.0)]
+    finally:
+        executor.close()
+
+
+def test_tasks_queue_only_in_flow_runs_executor_and_while_recent_ones_were_quick() -> None:
+    executor = LocalExecutor(2, poll=True)
+    tui = LocalExecutor(2)
+    try:
+        assert executor.slots == 2  # nothing known yet
+        for _ in range(QUICK_SAMPLES - 1):
+            executor._took(local.QUICK_S / 10)
+        assert executor.slots == 2
+        executor._took(local.QUICK_S / 10)
+        assert executor.slots == 2 * local.QUEUE_DEPTH
+        executor._took(local.QUICK_S * 5)  # one slow task: a sweep's balance comes first
+        assert executor.slots == 2
+        for _ in range(QUICK_SAMPLES):
+            tui._took(local.QUICK_S / 10)
+        assert tui.slots == 2
+    finally:
+        executor.close()
+        tui.close()
+
+
+def test_a_worker_claims_a_queued_task_and_skips_it_once_its_deadline_has_passed(tmp_path: Path) -> None:
+    """The worker's side of the deadline (`runner.executors.worker.main`), frame by frame."""
+    from runner.executors.base import TaskStarted
+    from runner.executors.spawn import spawn
+
+    log = tmp_path / "ran"
+    started = spawn(None)
+    try:
+        assert isinstance(wire.read_preloaded(started.from_worker), wire.Preloaded)
+        late = _task("late", log)
+        fresh = _task("fresh", log)
+        frames = wire.encode(wire.RunTask(late, 0.0, time.monotonic() - 1))
+        frames += wire.encode(wire.RunTask(fresh, 0.0, time.monotonic() + 60))
+        wire.write_all(started.to_worker, frames)
+        reader, seen = wire.FrameReader(), []
+        deadline = time.monotonic() + 60
+        while not any(isinstance(m, wire.Finished) and m.done.task_id == "fresh" for m in seen):
+            assert time.monotonic() < deadline
+            seen += reader.feed(os.read(started.from_worker, 1 << 16))
+        kinds = [(type(m).__name__, getattr(m, "task_id", None) or m.done.task_id) for m in seen]
+        assert kinds[:2] == [("TaskStarted", "late"), ("Finished", "late")]  # claimed, then skipped
+        assert isinstance(seen[0], TaskStarted) and seen[1].expired
+        assert ("TaskStarted", "fresh") in kinds and kinds[-1] == ("Finished", "fresh")
+        assert not seen[-1].expired and seen[-1].done.result.ok
+        assert _ran(log) == ["fresh"]
+    finally:
+        started.proc.kill()
+        started.proc.communicate()
+        os.close(started.to_worker)
+        os.close(started.from_worker)
