@@ -129,3 +129,31 @@ def importers_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     monkeypatch.syspath_prepend(str(libs))
     return log
+
+
+@pytest.fixture
+def quiet_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine as `LocalExecutor` reads its load: quiet (the tests' own load must not decide
+    whether it polls)."""
+    from runner.executors import local
+
+    path = tmp_path / "quiet-loadavg"
+    path.write_text("0.1 0.1 0.1 1/100 1\n")
+    monkeypatch.setattr(local, "LOADAVG", str(path))
+
+
+@pytest.fixture
+def sent_tasks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every `wire.RunTask` the runner sends to a worker, as it encodes it."""
+    from runner.executors import wire
+
+    frames: list[Any] = []
+    encode = wire.encode
+
+    def spy(message: Any, *, code: bool = True) -> bytes:
+        if isinstance(message, wire.RunTask):
+            frames.append(message)
+        return encode(message, code=code)
+
+    monkeypatch.setattr(wire, "encode", spy)
+    return frames

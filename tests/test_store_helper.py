@@ -131,11 +131,6 @@ CHAIN = "from dsl import step\n\n\n@step\ndef s0():\n    return 0\n" + "".join(
 def _run_chain(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, poll: bool) -> list[str]:
     """Run a 12-step chain on `store` with a `LocalExecutor(1, poll=poll)` on a quiet machine; return
     the threads that wrote a queued write as helpers (`help_write`)."""
-    from runner.executors import local
-
-    quiet = tmp_path / "quiet-loadavg"
-    quiet.write_text("0.1 0.1 0.1 1/100 1\n")
-    monkeypatch.setattr(local, "LOADAVG", str(quiet))  # the machine as the executor reads it: quiet
     helped: list[str] = []
     help_write = store.help_write
 
@@ -161,6 +156,7 @@ def _run_chain(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
     return helped
 
 
+@pytest.mark.usefixtures("quiet_machine")
 @pytest.mark.parametrize("poll", [True, False])
 def test_flow_runs_scheduler_writes_the_store_while_it_polls(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, poll: bool
@@ -172,6 +168,7 @@ def test_flow_runs_scheduler_writes_the_store_while_it_polls(
         assert helped == []  # the TUI's executor: the writer thread writes, as before
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_the_scheduler_leaves_the_writes_to_the_writer_while_another_process_uses_the_store(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,31 +37,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.fixture(autouse=True)
-def quiet_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The machine as the executor reads its load: quiet (the tests' own load must not decide)."""
-    path = tmp_path / "quiet-loadavg"
-    path.write_text("0.1 0.1 0.1 1/100 1\n")
-    monkeypatch.setattr(local, "LOADAVG", str(path))
+pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
-@pytest.fixture
-def sent_spins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
-    """(task id, `RunTask.spin`) of every task the runner sends, as it encodes them."""
-    spins: list[tuple[str, float]] = []
-    encode = wire.encode
-
-    def spy(message: Any, *, code: bool = True) -> bytes:
-        if isinstance(message, wire.RunTask):
-            spins.append((message.task.id, message.spin))
-        return encode(message, code=code)
-
-    monkeypatch.setattr(wire, "encode", spy)
-    return spins
+def _spins(sent: list[wire.RunTask]) -> list[tuple[str, float]]:
+    """(task id, `RunTask.spin`) of each task sent."""
+    return [(message.task.id, message.spin) for message in sent]
 
 
 def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
-    sent_spins: list[tuple[str, float]], tmp_path: Path
+    sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     executor = LocalExecutor(2, poll=True)
@@ -81,11 +66,16 @@ def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
         assert task_result(executor, "single").ok
     finally:
         executor.close()
-    assert sent_spins == [("alone", wire.SPIN_S), ("first", wire.SPIN_S), ("second", 0.0), ("single", 0.0)]
+    assert _spins(sent_tasks) == [
+        ("alone", wire.SPIN_S),
+        ("first", wire.SPIN_S),
+        ("second", 0.0),
+        ("single", 0.0),
+    ]
 
 
 def test_an_executor_not_asked_to_poll_sleeps_at_once_on_both_sides(
-    sent_spins: list[tuple[str, float]],
+    sent_tasks: list[wire.RunTask],
 ) -> None:
     """The TUI's and a Dask worker's executor: another thread of the process must get the GIL."""
     executor = LocalExecutor(1)
@@ -99,7 +89,7 @@ def test_an_executor_not_asked_to_poll_sleeps_at_once_on_both_sides(
         assert time.thread_time() - cpu <= 0.05
     finally:
         executor.close()
-    assert sent_spins == [("quick", 0.0), ("slow", 0.0)]
+    assert _spins(sent_tasks) == [("quick", 0.0), ("slow", 0.0)]
 
 
 def test_flow_runs_executor_polls_and_the_tuis_does_not(tmp_path: Path) -> None:
@@ -117,13 +107,13 @@ def test_flow_runs_executor_polls_and_the_tuis_does_not(tmp_path: Path) -> None:
         app.close_engine()
 
 
-def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_spins: list[tuple[str, float]]) -> None:
+def test_a_worker_sleeps_once_its_moment_of_polling_is_over(sent_tasks: list[wire.RunTask]) -> None:
     executor = LocalExecutor(1, poll=True)
     try:
         executor._cores = 2
         executor.submit(_task("quick", "    return 1"))
         assert task_result(executor, "quick").ok
-        assert sent_spins == [("quick", wire.SPIN_S)]
+        assert _spins(sent_tasks) == [("quick", wire.SPIN_S)]
         (worker,) = executor._workers
         time.sleep(0.05)  # a hundred times `SPIN_S`
         before = _cpu_seconds(worker.proc.pid)
@@ -178,7 +168,7 @@ def test_a_frame_that_comes_while_polling_is_read_at_once_and_one_that_does_not_
     ("loadavg", "polls"), [("0.4 0.3 0.2 2/180 7\n", True), ("3.9 2.0 1.1 4/180 7\n", False)]
 )
 def test_a_worker_is_not_flagged_to_poll_while_the_machine_is_busy(
-    sent_spins: list[tuple[str, float]],
+    sent_tasks: list[wire.RunTask],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     loadavg: str,
@@ -196,7 +186,7 @@ def test_a_worker_is_not_flagged_to_poll_while_the_machine_is_busy(
         assert task_result(executor, "quick").ok
     finally:
         executor.close()
-    assert sent_spins == [("quick", wire.SPIN_S if polls else 0.0)]
+    assert _spins(sent_tasks) == [("quick", wire.SPIN_S if polls else 0.0)]
 
 
 @pytest.mark.parametrize(

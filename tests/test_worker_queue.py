@@ -13,6 +13,8 @@ import hashlib
 import os
 import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,7 @@ from runner.executors.base import InputRef, Task, TaskDone, TaskResult
 from runner.executors.local import QUICK_SAMPLES, LocalExecutor
 from runner.shipping import pickle_code
 
-
-@pytest.fixture(autouse=True)
-def quiet_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The machine as the executor reads its load: quiet (the tests' own load must not decide)."""
-    path = tmp_path / "quiet-loadavg"
-    path.write_text("0.1 0.1 0.1 1/100 1\n")
-    monkeypatch.setattr(local, "LOADAVG", str(path))
+pytestmark = pytest.mark.usefixtures("quiet_machine")
 
 
 @pytest.fixture(autouse=True)
@@ -39,19 +35,9 @@ def young(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "QUICK_S", 10.0)
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float]]:
-    """(task id, `RunTask.until`) of every task the runner sends, as it encodes them."""
-    frames: list[tuple[str, float]] = []
-    encode = wire.encode
-
-    def spy(message: Any, *, code: bool = True) -> bytes:
-        if isinstance(message, wire.RunTask):
-            frames.append((message.task.id, message.until))
-        return encode(message, code=code)
-
-    monkeypatch.setattr(wire, "encode", spy)
-    return frames
+def _untils(sent: list[wire.RunTask]) -> list[tuple[str, float]]:
+    """(task id, `RunTask.until`) of each task sent: 0 for one sent to a free worker."""
+    return [(message.task.id, message.until) for message in sent]
 
 
 STEP = """
@@ -97,13 +83,22 @@ def _task(
     )
 
 
-def _executor(workers: int) -> LocalExecutor:
+@contextmanager
+def _executor(workers: int) -> Iterator[LocalExecutor]:
+    """`flow run`'s executor with `workers` ready, the last tasks recorded quick; closed after."""
     executor = LocalExecutor(workers, poll=True)
-    executor._cores = workers + 1
-    executor.prestart(workers)
-    for _ in range(QUICK_SAMPLES):
-        executor._took(0.0001)  # the last tasks were quick
-    return executor
+    try:
+        executor._cores = workers + 1
+        executor.prestart(workers)
+        for _ in range(QUICK_SAMPLES):
+            executor._took(0.0001)  # the last tasks were quick
+        deadline = time.monotonic() + 60
+        while sum(1 for w in executor._workers if w.ready) < workers:
+            assert time.monotonic() < deadline, "workers did not start"
+            executor.events(0.1)
+        yield executor
+    finally:
+        executor.close()
 
 
 def _results(executor: LocalExecutor, ids: set[str], timeout: float = 60.0) -> dict[str, TaskResult]:
@@ -123,46 +118,33 @@ def _ran(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def _ready(executor: LocalExecutor, count: int) -> None:
-    deadline = time.monotonic() + 60
-    while sum(1 for w in executor._workers if w.ready) < count:
-        assert time.monotonic() < deadline, "workers did not start"
-        executor.events(0.1)
-
-
 def test_quick_tasks_queue_behind_a_busy_worker_and_each_runs_once(
-    sent: list[tuple[str, float]], tmp_path: Path
+    sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log = tmp_path / "ran"
-    executor = _executor(1)
-    try:
-        _ready(executor, 1)
+    with _executor(1) as executor:
         assert executor.slots == local.QUEUE_DEPTH
         ids = [f"t{i}" for i in range(6)]
         for task_id in ids:
             executor.submit(_task(task_id, log))
         # The first went to the idle worker; the rest were sent at once, queued behind it.
-        assert [task_id for task_id, until in sent if until == 0] == ["t0"]
-        assert [task_id for task_id, until in sent if until > 0] == ids[1:]
+        assert [task_id for task_id, until in _untils(sent_tasks) if until == 0] == ["t0"]
+        assert [task_id for task_id, until in _untils(sent_tasks) if until > 0] == ids[1:]
         results = _results(executor, set(ids))
         assert all(result.ok for result in results.values())
         assert sorted(_ran(log)) == ids  # each exactly once
-    finally:
-        executor.close()
 
 
 def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
-    sent: list[tuple[str, float]], tmp_path: Path
+    sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log = tmp_path / "ran"
     gates = {"a": tmp_path / "gate-a", "b": tmp_path / "gate-b"}
-    executor = _executor(2)
-    try:
-        _ready(executor, 2)
+    with _executor(2) as executor:
         executor.submit(_task("a", log, gate=gates["a"]))
         executor.submit(_task("b", log, gate=gates["b"]))
         executor.submit(_task("q", log))
-        assert ("q", 0.0) not in sent  # queued behind a or b
+        assert ("q", 0.0) not in _untils(sent_tasks)  # queued behind a or b
         holder = executor._by_task["q"]
         long_one = holder.tasks[0].id
         other = "b" if long_one == "a" else "a"
@@ -171,21 +153,17 @@ def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
         results = _results(executor, {other, "q"}, timeout=20)
         assert results["q"].ok and results[other].ok
         assert long_one not in _ran(log)
-        assert [task_id for task_id, _ in sent].count("q") == 2  # sent queued, then again
+        assert [task_id for task_id, _ in _untils(sent_tasks)].count("q") == 2  # sent queued, then again
         gates[long_one].touch()
         assert _results(executor, {long_one})[long_one].ok
         assert sorted(_ran(log)) == ["a", "b", "q"]  # each exactly once
-    finally:
-        executor.close()
 
 
 def test_a_task_taken_back_and_sent_again_to_the_same_worker_runs_once(
-    sent: list[tuple[str, float]], tmp_path: Path
+    sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    executor = _executor(1)
-    try:
-        _ready(executor, 1)
+    with _executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("q", log))
         deadline = time.monotonic() + 20
@@ -198,16 +176,12 @@ def test_a_task_taken_back_and_sent_again_to_the_same_worker_runs_once(
         results = _results(executor, {"a", "q"})
         assert results["a"].ok and results["q"].ok
         assert _ran(log) == ["a", "q"]
-        assert [task_id for task_id, _ in sent] == ["a", "q", "q"]
-    finally:
-        executor.close()
+        assert [task_id for task_id, _ in _untils(sent_tasks)] == ["a", "q", "q"]
 
 
 def test_a_cancelled_queued_task_never_runs_and_the_step_before_it_is_not_killed(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    executor = _executor(1)
-    try:
-        _ready(executor, 1)
+    with _executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("q", log))
         (worker,) = executor._workers
@@ -219,15 +193,11 @@ def test_a_cancelled_queued_task_never_runs_and_the_step_before_it_is_not_killed
         assert _results(executor, {"next"})["next"].ok
         assert _ran(log) == ["a", "next"]
         assert executor._workers == [worker]  # the same process ran all: not killed
-    finally:
-        executor.close()
 
 
 def test_tasks_queued_on_a_worker_that_dies_run_in_another(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    executor = _executor(1)
-    try:
-        _ready(executor, 1)
+    with _executor(1) as executor:
         executor.submit(_task("dies", log, gate=gate, exit=3))
         executor.submit(_task("q1", log))
         executor.submit(_task("q2", log))
@@ -236,23 +206,19 @@ def test_tasks_queued_on_a_worker_that_dies_run_in_another(tmp_path: Path) -> No
         assert not results["dies"].ok and "exited with code 3" in (results["dies"].error or "")
         assert results["q1"].ok and results["q2"].ok  # never started there: run again, not failed
         assert sorted(_ran(log)) == ["dies", "q1", "q2"]
-    finally:
-        executor.close()
 
 
-def test_a_task_with_a_timeout_waits_for_a_free_worker(sent: list[tuple[str, float]], tmp_path: Path) -> None:
+def test_a_task_with_a_timeout_waits_for_a_free_worker(
+    sent_tasks: list[wire.RunTask], tmp_path: Path
+) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    executor = _executor(1)
-    try:
-        _ready(executor, 1)
+    with _executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("timed", log, timeout=30))
-        assert [task_id for task_id, _ in sent] == ["a"]  # its clock must start when it does
+        assert [task_id for task_id, _ in _untils(sent_tasks)] == ["a"]  # its clock must start when it does
         gate.touch()
         assert all(r.ok for r in _results(executor, {"a", "timed"}).values())
-        assert sent == [("a", 0.0), ("timed", 0.0)]
-    finally:
-        executor.close()
+        assert _untils(sent_tasks) == [("a", 0.0), ("timed", 0.0)]
 
 
 def test_tasks_queue_only_in_flow_runs_executor_and_while_recent_ones_were_quick() -> None:
