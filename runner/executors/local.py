@@ -345,10 +345,11 @@ class LocalExecutor:
 
     def _requeue(self, worker: _Worker, tasks: list[Task]) -> None:
         """Take `tasks` (queued on `worker`, never started) back: first in the queue, in their order."""
-        for task in tasks:
-            self._by_task.pop(task.id, None)
-            worker.until.pop(task.id, None)
-        worker.tasks = deque(t for t in worker.tasks if t not in tasks)
+        ids = {task.id for task in tasks}
+        for task_id in ids:
+            self._by_task.pop(task_id, None)
+            worker.until.pop(task_id, None)
+        worker.tasks = deque(t for t in worker.tasks if t.id not in ids)
         self._queue.extendleft(reversed(tasks))
 
     def _kill(self, worker: _Worker) -> None:
@@ -421,20 +422,16 @@ class LocalExecutor:
             worker, tag = key.data
             if worker not in self._workers:
                 continue
-            fd = key.fd
+            if tag == "frames":
+                self._read_frames(worker, drain=False)
+                continue
             try:
-                chunk = os.read(fd, READ_SIZE)
+                chunk = os.read(key.fd, READ_SIZE)
             except BlockingIOError:
                 continue
             except OSError:
                 chunk = b""
-            if tag == "frames":
-                if not chunk:
-                    self._crashed(worker)
-                    continue
-                for message in worker.reader.feed(chunk):
-                    self._on_message(worker, message)
-            elif chunk:
+            if chunk:
                 self._on_raw(worker, tag, chunk)
         if deadlines:
             self._take_back()
@@ -450,7 +447,7 @@ class LocalExecutor:
         for worker in list(self._workers):
             if not any(now >= until + TAKE_BACK_S for until in worker.until.values()):
                 continue
-            self._read_frames(worker)
+            self._read_frames(worker, drain=True)
             if worker not in self._workers:
                 continue
             due = now - TAKE_BACK_S
@@ -461,8 +458,9 @@ class LocalExecutor:
                     worker.stale[task.id] = worker.stale.get(task.id, 0) + 1
                 self._dispatch()
 
-    def _read_frames(self, worker: _Worker) -> None:
-        """Read every frame waiting in the worker's pipe."""
+    def _read_frames(self, worker: _Worker, *, drain: bool) -> None:
+        """Read the worker's frames: what one read returns, or (`drain`) all that wait in its pipe. End of
+        file: it died."""
         while worker in self._workers:
             try:
                 chunk = os.read(worker.from_worker, READ_SIZE)
@@ -475,6 +473,8 @@ class LocalExecutor:
                 return
             for message in worker.reader.feed(chunk):
                 self._on_message(worker, message)
+            if not drain:
+                return
 
     def _poll(self, seconds: float) -> list[tuple[selectors.SelectorKey, int]]:
         """Poll the pipes for up to `seconds`, doing the idle work (`work_while_polling`) first."""
