@@ -89,6 +89,70 @@ def test_an_old_schema_is_migrated_forward(store_dir):
         store.close()
 
 
+def index_entries(store_dir: Path) -> dict[str, int]:
+    """Entries in each of the steps table's indexes, counted in the database's pages (`dbstat`)."""
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        names = [
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='steps'")
+        ]
+        counts = {name: 0 for name in names}
+        try:
+            marks = ",".join("?" * len(names))
+            rows = conn.execute(
+                f"SELECT name, SUM(ncell) FROM dbstat WHERE name IN ({marks}) GROUP BY name", names
+            )
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table")
+        counts.update(dict(rows.fetchall()))
+        return counts
+    finally:
+        conn.close()
+
+
+def test_only_executions_and_running_steps_are_indexed_by_fingerprint(harness, write_flow, log, store_dir):
+    """A cached step's row is in no fingerprint index (each dirtied a page: half of a cached run's
+    writes); a cached step still finds the run that executed it (where its logs are)."""
+    path = write_flow(flow_source(log, SIMPLE))
+    first = harness.run(path)
+    second = harness.run(path)
+    harness.store.flush()
+    assert {s.status for s in second.steps} == {"cached"}
+    counts = index_entries(store_dir)
+    assert counts == {"sqlite_autoindex_steps_1": 4, "steps_executed": 2, "steps_running": 0}, counts
+    for step in second.steps:
+        assert harness.store.computed_by(step.fingerprint, second.id) == (first.id, step.name)
+
+
+def test_a_schema_10_store_trades_its_full_step_indexes_for_the_partial_ones(
+    harness, write_flow, log, store_dir
+):
+    path = write_flow(flow_source(log, SIMPLE))
+    first = harness.run(path)
+    harness.store.flush()
+    set_schema(
+        store_dir,
+        10,
+        "DROP INDEX steps_executed",
+        "DROP INDEX steps_running",
+        "CREATE INDEX steps_name ON steps(name, run_id)",
+        "CREATE INDEX steps_fingerprint ON steps(fingerprint)",
+    )
+    assert set(index_entries(store_dir)) == {"sqlite_autoindex_steps_1", "steps_name", "steps_fingerprint"}
+    store = Store(store_dir)
+    try:
+        fingerprint = store.get_run(first.id).steps[0].fingerprint
+        assert store.computed_by(fingerprint, first.id + 1) == (first.id, "one")
+    finally:
+        store.close()
+    assert index_entries(store_dir) == {
+        "sqlite_autoindex_steps_1": 2,
+        "steps_executed": 2,
+        "steps_running": 0,
+    }
+
+
 def test_a_file_that_is_not_a_database_is_a_clear_error(flow_cli, store_dir, write_flow, log):
     store_dir.mkdir()
     (store_dir / "flow.db").write_bytes(b"this is not sqlite" * 100)

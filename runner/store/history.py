@@ -193,7 +193,7 @@ class History(Owners, Cache):
         if not fingerprint:
             return None
         row = self._conn.execute(
-            "SELECT run_id, name FROM steps WHERE fingerprint=? AND run_id<=? "
+            "SELECT run_id, name FROM steps WHERE fingerprint=? AND run_id<=? AND detail IS NOT NULL "
             "AND status IN ('succeeded', 'failed') ORDER BY run_id DESC LIMIT 1",
             (fingerprint, before),
         ).fetchone()

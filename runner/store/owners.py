@@ -133,7 +133,9 @@ class Owners(StoreBase):
                 found.append(Held("run", str(rid), flow, self._verdict(owner, pid, host, owners)))
         for fingerprint, pid, host, owner, step in self._conn.execute(
             "SELECT l.fingerprint, l.pid, l.host, l.owner, "
-            "(SELECT s.name FROM steps s WHERE s.fingerprint = l.fingerprint LIMIT 1) FROM leases l"
+            "COALESCE((SELECT s.name FROM steps s WHERE s.fingerprint = l.fingerprint "
+            "AND s.status = 'running' LIMIT 1), (SELECT s.name FROM steps s "
+            "WHERE s.fingerprint = l.fingerprint AND s.detail IS NOT NULL LIMIT 1)) FROM leases l"
         ):
             if not self._mine(owner, pid, host):
                 found.append(Held("lease", fingerprint, step or "?", self._verdict(owner, pid, host, owners)))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -45,7 +45,6 @@ _SCHEMA = [
         where_ran TEXT,
         PRIMARY KEY (run_id, name)
     )""",
-    """CREATE INDEX IF NOT EXISTS steps_name ON steps(name, run_id)""",
     """CREATE TABLE IF NOT EXISTS metrics (
         run_id INTEGER NOT NULL,
         step TEXT NOT NULL,
@@ -88,7 +87,7 @@ _LEASES = """CREATE TABLE IF NOT EXISTS leases (
 
 _SCHEMA.append(_LEASES)
 _STEPS_BY_FINGERPRINT = "CREATE INDEX IF NOT EXISTS steps_fingerprint ON steps(fingerprint)"
-_SCHEMA.append(_STEPS_BY_FINGERPRINT)
+"""Schema 3's index of every step row by fingerprint; schema 11 replaced it (`_STEP_INDEXES`)."""
 
 _RUN_OUTPUTS = "ALTER TABLE runs ADD COLUMN outputs TEXT"
 """A run's flow outputs: JSON name -> {step, key, preview} (see `runner.flow_outputs`)."""
@@ -180,6 +179,20 @@ _ARTIFACT_STAMPS = "ALTER TABLE artifacts ADD COLUMN stamp TEXT"
 (nanoseconds): a process reading the file later hashes it only if `stat` shows another (schema 10)."""
 _SCHEMA.append(_ARTIFACT_STAMPS)
 
+_STEP_INDEXES = [
+    "DROP INDEX IF EXISTS steps_fingerprint",
+    "DROP INDEX IF EXISTS steps_name",
+    "CREATE INDEX IF NOT EXISTS steps_executed ON steps(fingerprint, run_id) WHERE detail IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS steps_running ON steps(fingerprint) WHERE status = 'running'",
+]
+"""Step rows by fingerprint, only where a query looks for them (schema 11): the executions (the rows
+with fingerprint parts: where a cached step's parts and logs are) and the steps running now (what
+another process may be computing). A cached step's row is in neither: indexing every row by its
+random fingerprint dirtied a page per row, half of what writing a fully cached run cost. Queries that
+use one say its condition (`detail IS NOT NULL`, `status = 'running'`), as SQLite requires. The
+index by name no query used went with it."""
+_SCHEMA.extend(_STEP_INDEXES[2:])
+
 _MIGRATIONS: dict[int, list[str]] = {
     2: [_LEASES],
     3: [_STEPS_BY_FINGERPRINT],
@@ -189,6 +202,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     8: _SOURCES,
     9: _CONTROL,
     10: [_ARTIFACT_STAMPS],
+    11: _STEP_INDEXES,
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 
