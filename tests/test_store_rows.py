@@ -184,3 +184,62 @@ def test_a_steps_rows_in_one_write_become_its_last_row_in_the_order_the_run_list
     for name, _, started_at, finished_at in rows[:3]:
         assert finished_at - started_at == pytest.approx(0.01), name  # the finished row's own times
     assert rows[3][2] is not None and rows[4][2] is None
+
+
+def test_a_cached_steps_row_is_written_in_eight_values_and_reads_as_the_full_row(store: Store) -> None:
+    """A step taken from the cache has a row whose other columns are constants: its statement binds
+    8 values, not 16 (binding cost more than SQLite's work). The row is the one the full statement
+    writes, over a pending row or none, a fan-out item's parent included, its metrics kept."""
+    run_id, record = begin_run(store)
+    statements: list[str] = []
+    at = time.time()
+
+    def cached(name: str, metrics: dict[str, float]) -> StepFinished:
+        return StepFinished(
+            run_id, name, StepStatus.CACHED, 0, 0.0, "cached: same fingerprint as run #1", None, None,
+            f"fp-{name}", digest(7), "7", metrics, at,
+        )  # fmt: skip
+
+    record(RunStarted(run_id, "f", "f.py", {}, ("a", "b"), "manual", time.time()))
+    store.flush()
+    conn = store._writer._conn if store._writer is not None else None
+    assert conn is not None
+    conn.set_trace_callback(statements.append)
+    try:
+        for name in ("a", "b[0]", "c"):  # a over its pending row; b[0] and c new rows
+            record(cached(name, {"acc": 0.9} if name == "a" else {}))
+        record(finished(run_id, "d", digest(8)))  # an executed step: the full statement
+        store.flush()
+    finally:
+        conn.set_trace_callback(None)
+    rows = select(
+        store,
+        "SELECT name, parent, status, attempts, started_at, finished_at, duration_s, reason, error, "
+        "traceback, fingerprint, output_hash, preview, detail, where_ran FROM steps "
+        f"WHERE run_id={run_id} ORDER BY rowid",
+    )
+    expected = [
+        (
+            name,
+            parent,
+            "cached",
+            0,
+            at,
+            at,
+            0.0,
+            "cached: same fingerprint as run #1",
+            None,
+            None,
+            f"fp-{name}",
+        )
+        + (digest(7), "7", None, None)
+        for name, parent in (("a", None), ("b[0]", "b"), ("c", None))
+    ]
+    assert [r for r in rows if r[2] == "cached"] == expected
+    assert [(r[0], r[2]) for r in rows if r[2] != "cached"] == [("b", "pending"), ("d", "succeeded")]
+    assert select(store, f"SELECT step, key, value FROM metrics WHERE run_id={run_id}") == [
+        ("a", "acc", 0.9),
+        ("d", "loss", 0.5),
+    ]
+    inserts = [s for s in statements if s.lstrip().startswith("INSERT INTO steps")]
+    assert any("SELECT column1, column2, column3, 'cached'" in s for s in inserts), inserts

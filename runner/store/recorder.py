@@ -71,7 +71,7 @@ class StoreRecorder:
             return
         submit = self._store._write
         if isinstance(event, RunStarted):
-            self._store.rows.pending([(event.run_id, name, "pending") for name in event.steps])
+            self._store.rows.pending([(event.run_id, name) for name in event.steps])
         elif isinstance(event, StepRetrying):
             submit(
                 lambda c: c.execute(
@@ -95,6 +95,29 @@ class StoreRecorder:
     def _finished(self, event: StepFinished) -> None:
         parent = event.step.partition("[")[0] if event.step.endswith("]") else None
         detail = self._details.pop((event.run_id, event.step), None)
+        metrics = (
+            [(event.run_id, event.step, k, v) for k, v in event.metrics.items()] if event.metrics else []
+        )
+        if (
+            event.status == "cached"
+            and detail is None
+            and not event.attempts
+            and not event.duration_s
+            and event.error is None
+            and event.traceback is None
+        ):
+            cached = (
+                event.run_id,
+                event.step,
+                parent,
+                event.ts,
+                event.reason,
+                event.fingerprint,
+                event.output_hash,
+                event.preview,
+            )
+            self._store.rows.step("cached", cached, metrics)  # the same row, in fewer values
+            return
         row = (
             event.run_id,
             event.step,
@@ -113,7 +136,6 @@ class StoreRecorder:
             detail[0] if detail else None,
             detail[1] if detail else None,
         )
-        metrics = [(event.run_id, event.step, k, v) for k, v in event.metrics.items()]
         self._store.rows.step("finished", row, metrics)
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
