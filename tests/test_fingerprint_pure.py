@@ -6,6 +6,7 @@ text, `combine` and `explain` take fingerprint parts.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -88,3 +89,60 @@ def test_each_part_changes_the_fingerprint_and_explain_names_it(change: dict[str
 def test_explain_without_an_earlier_result() -> None:
     assert explain(None, parts()[1]) == "no earlier result"
     assert explain(parts()[1], parts()[1]) == "no cached result (its last execution failed or was stopped)"
+
+
+@pytest.mark.parametrize(
+    ("static", "params", "inputs", "item", "declared", "expected"),
+    [
+        (StaticPrint(code="c1", options="o1"), {}, {}, None, None, "2612e13e17bfce26"),
+        (
+            StaticPrint(code="c1", options="o1", helpers={"flow.b": "h2", "flow.a": "h1"}),
+            {"lr": "p1", "epochs": "p2"},
+            {"load": "i1", "clean": "i2"},
+            None,
+            None,
+            "38658ceec204ba1a",
+        ),
+        (
+            StaticPrint(code="c1", options="o1", command="cmd"),
+            {},
+            {"up": "i1"},
+            "item-hash",
+            None,
+            "bd7aa07b73bef3aa",
+        ),
+        (
+            StaticPrint(code="c1", options="o1"),
+            {},
+            {"up": "i1"},
+            None,
+            {"file:data.csv": "f1", "env:HOME": "e"},
+            "c8dd8ea011a824d0",
+        ),
+        (StaticPrint(code="c1", options="o1"), {}, {"up": "ünï\udcff"}, None, None, "fe0eabfc36e44617"),
+    ],
+)
+def test_a_fingerprint_is_the_hash_of_its_parts_in_their_fixed_order(
+    static: StaticPrint,
+    params: dict[str, str],
+    inputs: dict[str, str],
+    item: str | None,
+    declared: dict[str, str] | None,
+    expected: str,
+) -> None:
+    """The text hashed is fixed (a cache written by an earlier flow stays valid; `expected`: what flow
+    computed before `combine` joined the static parts once per print): code, options, the fan-out
+    item, the command, then helpers, parameters, inputs and declared inputs each sorted, every part
+    followed by a NUL."""
+    parts = [static.code, static.options, item or ""]
+    parts += [f"c:{static.command}"] if static.command else []
+    parts += [f"h:{k}={v}" for k, v in sorted(static.helpers.items())]
+    parts += [f"p:{k}={v}" for k, v in sorted(params.items())]
+    parts += [f"i:{k}={v}" for k, v in sorted(inputs.items())]
+    parts += [f"d:{k}={v}" for k, v in sorted((declared or {}).items())]
+    text = "".join(f"{part}\0" for part in parts)
+    reference = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    fingerprint, _ = combine(static, params, inputs, item=item, declared=declared)
+    again, _ = combine(static, params, inputs, item=item, declared=declared)  # the joined parts reused
+    assert fingerprint == again == reference
+    assert fingerprint.startswith(expected)

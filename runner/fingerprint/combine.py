@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from runner.fingerprint.prints import StaticPrint
-from runner.fingerprint.values import sha
 
 
 def combine(
@@ -32,16 +32,17 @@ def combine(
         detail["item"] = item
     if declared:
         detail["declared"] = declared
-    parts = [static.code, static.options, item or ""]
     if static.command:
         detail["command"] = static.command
-        parts.append(f"c:{static.command}")
-    parts += [f"h:{k}={v}" for k, v in sorted(static.helpers.items())]
-    parts += [f"p:{k}={v}" for k, v in sorted(params.items())]
-    parts += [f"i:{k}={v}" for k, v in sorted(inputs.items())]
+    before, after = static.fixed_text
+    text = f"{before}{item or ''}\0{after}"
+    if params:
+        text += "".join([f"p:{k}={v}\0" for k, v in sorted(params.items())])
+    if inputs:
+        text += "".join([f"i:{k}={v}\0" for k, v in sorted(inputs.items())])
     if declared:
-        parts += [f"d:{k}={v}" for k, v in sorted(declared.items())]
-    return sha(*parts), detail
+        text += "".join([f"d:{k}={v}\0" for k, v in sorted(declared.items())])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), detail
 
 
 def _changed(old: dict[str, str], new: dict[str, str]) -> list[str]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 from runner.records import dumps_json
 
-
 sqlite3.register_adapter(type(None), {}.get)
 """None binds as NULL, as before, but found in the adapters' table: unregistered, sqlite3 looks for a
 `__adapt__` and a `__conform__` on every None it binds (two failed attribute lookups: ~1 µs a value
