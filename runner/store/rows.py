@@ -22,10 +22,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from runner.records import dumps_json
 
-sqlite3.register_adapter(type(None), {}.get)
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 """None binds as NULL, as before, but found in the adapters' table: unregistered, sqlite3 looks for a
 `__adapt__` and a `__conform__` on every None it binds (two failed attribute lookups: ~1 µs a value
 here, against 0.15 for an int), and a step's row binds up to six of them. `{}.get(None)` is None, in C."""
