@@ -51,6 +51,14 @@ class StepStarted(Event):
     ts: float
     kind: str = field(init=False, default="step_started")
 
+    def __init__(
+        self, run_id: int, step: str, attempt: int, reason: str, fingerprint: str, ts: float
+    ) -> None:
+        # One or two events per step a run decides: filled as `StepLog` is (see there).
+        self.__dict__.update(
+            run_id=run_id, step=step, attempt=attempt, reason=reason, fingerprint=fingerprint, ts=ts
+        )
+
 
 @dataclass(frozen=True)
 class StepLog(Event):
@@ -106,6 +114,40 @@ class StepFinished(Event):
     metrics: dict[str, float]
     ts: float
     kind: str = field(init=False, default="step_finished")
+
+    def __init__(
+        self,
+        run_id: int,
+        step: str,
+        status: StepStatus,
+        attempts: int,
+        duration_s: float,
+        reason: str,
+        error: str | None,
+        traceback: str | None,
+        fingerprint: str | None,
+        output_hash: str | None,
+        preview: str | None,
+        metrics: dict[str, float],
+        ts: float,
+    ) -> None:
+        # Every step of every run ends with one, a fully cached step's being most of its cost: the
+        # generated frozen `__init__` took 4.6 µs of a 45 µs step here; this, 2 (see `StepLog`).
+        self.__dict__.update(
+            run_id=run_id,
+            step=step,
+            status=status,
+            attempts=attempts,
+            duration_s=duration_s,
+            reason=reason,
+            error=error,
+            traceback=traceback,
+            fingerprint=fingerprint,
+            output_hash=output_hash,
+            preview=preview,
+            metrics=metrics,
+            ts=ts,
+        )
 
 
 @dataclass(frozen=True)
