@@ -31,7 +31,7 @@ REMOTE_POLL_S = 0.1
 class _Lookups:
     """What `decide` may look up about one step, from the engine's memory and the store."""
 
-    __slots__ = ("_index", "_claims", "_run", "_name", "_fingerprint", "_cache", "_detail", "_looked_up")
+    __slots__ = ("_index", "_claims", "_run", "_name", "_fingerprint", "_detail")
 
     def __init__(
         self,
@@ -40,26 +40,19 @@ class _Lookups:
         run: Run,
         name: str,
         fingerprint: str,
-        cache: bool,
         detail: dict[str, Any],
-        looked_up: bool,
     ) -> None:
         self._index = index
         self._claims = claims
         self._run = run
         self._name = name
         self._fingerprint = fingerprint
-        self._cache = cache
         self._detail = detail
-        self._looked_up = looked_up
-        """The engine asked `reusable` already and found nothing (`Deciding._execute_or_reuse`)."""
 
     def reusable(self) -> Reusable | None:
-        if self._looked_up:
-            return None
-        return self._index.reusable(
-            self._run, self._name, self._fingerprint, self._cache, self._claims.others_live
-        )
+        """Nothing: the engine asks the cache index before it asks `decide`, which asks this only
+        where the engine did (`Deciding._execute_or_reuse`)."""
+        return None
 
     def elsewhere(self) -> str | None:
         return self._claims.computing_elsewhere(self._fingerprint)
@@ -177,8 +170,7 @@ class Deciding(Probing):
             fingerprint = f"untrusted-{uuid.uuid4().hex}"
         state.fingerprint = fingerprint
         state.detail = detail
-        looked_up = not forced and not static.untrusted
-        if looked_up:
+        if not forced and not static.untrusted:
             # `decide`'s first rule, asked before the other facts are gathered: most steps of a re-run
             # are reused, and gathering them cost a tenth of a cached step.
             found = self._index.reusable(run, name, fingerprint, node.step.cache, self._claims.others_live)
@@ -192,9 +184,7 @@ class Deciding(Probing):
             cache_only=cache_only,
             running_here=fingerprint in self._executions,
         )
-        lookups = _Lookups(
-            self._index, self._claims, run, name, fingerprint, node.step.cache, detail, looked_up
-        )
+        lookups = _Lookups(self._index, self._claims, run, name, fingerprint, detail)
         decision = decide(facts, lookups)
         assert not isinstance(decision, Reuse), "what could be reused was found above"
         if isinstance(decision, Refuse):

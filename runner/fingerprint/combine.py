@@ -4,10 +4,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from runner.fingerprint.prints import StaticPrint
+from runner.fingerprint.values import text_sha
 
 
 def combine(
@@ -42,7 +42,7 @@ def combine(
         text += "".join([f"i:{k}={v}\0" for k, v in sorted(inputs.items())])
     if declared:
         text += "".join([f"d:{k}={v}\0" for k, v in sorted(declared.items())])
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), detail
+    return text_sha(text), detail
 
 
 def _changed(old: dict[str, str], new: dict[str, str]) -> list[str]:

@@ -14,10 +14,14 @@ CONSTANT_TYPES = (int, float, complex, str, bytes, bool, type(None), range, slic
 
 
 def sha(*parts: str) -> str:
-    """SHA-256 of the parts, each followed by a NUL byte (one encode and one update: a step's
-    fingerprint has a dozen parts, and an update per part was a sixth of a cached step's cost)."""
-    data = ("\0".join(parts) + "\0").encode("utf-8", "surrogatepass") if parts else b""
-    return hashlib.sha256(data).hexdigest()
+    """SHA-256 of the parts, each followed by a NUL byte."""
+    return text_sha("\0".join(parts) + "\0" if parts else "")
+
+
+def text_sha(text: str) -> str:
+    """SHA-256 of a text, lone surrogates kept (one encode and one update: a step's fingerprint has a
+    dozen parts, and an update per part was a sixth of a cached step's cost)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Untrusted(Exception):
