@@ -233,12 +233,13 @@ class Bench:
 
 
 def new_engine(store_dir: Path, workers: int | None = None) -> Bench:
-    from runner.engine import Engine, freeze_heap
+    from runner.engine import Engine, collect_less, freeze_heap
     from runner.executors.local import LocalExecutor
     from runner.store import Store
 
     store = Store(store_dir)
     freeze_heap()  # as `flow run` does at start-up (the engine no longer decides it)
+    collect_less()
     engine = Engine(store, LocalExecutor(workers, poll=True))  # as `flow run`'s
     bench = Bench(engine, store)
     engine.subscribe(bench.events.append)

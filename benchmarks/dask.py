@@ -110,11 +110,12 @@ def cpu_source(steps: int, iterations: int, salt: int = 0) -> str:
 
 
 def bench_on(executor: Any, store_dir: Path) -> Bench:
-    from runner.engine import Engine, freeze_heap
+    from runner.engine import Engine, collect_less, freeze_heap
     from runner.store import Store
 
     store = Store(store_dir)
     freeze_heap()  # as `flow run` does at start-up
+    collect_less()
     engine = Engine(store, executor)
     bench = Bench(engine, store)
     engine.subscribe(bench.events.append)

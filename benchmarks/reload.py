@@ -248,7 +248,7 @@ class Save:
 
 
 def main() -> None:
-    from runner.engine import Engine, freeze_heap
+    from runner.engine import Engine, collect_less, freeze_heap
     from runner.events import FlowReloaded, LoadFailed, RunFinished, RunStarted, StepLog, StepStarted
     from runner.executors.local import LocalExecutor
     from runner.session import WATCH_DEBOUNCE_MS, WATCH_STEP_MS, FlowSession
@@ -277,6 +277,7 @@ def main() -> None:
         path.write_text(flow_source(chains, edits, helpers=helpers), encoding="utf-8")
         store = Store(root / "store")
         freeze_heap()  # as `flow run --watch` does at start-up
+        collect_less()
         engine = Engine(store, LocalExecutor(poll=True))  # `flow run --watch`'s executor
         rec = Recorder()
         engine.subscribe(rec)

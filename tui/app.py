@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from dsl.gcpause import gc_paused
-from runner.engine import Engine, freeze_heap
+from runner.engine import Engine, collect_less, freeze_heap
 from runner.executors.local import LocalExecutor
 from runner.flow_files import find_flows
 from runner.session import FlowSession
@@ -32,9 +32,6 @@ from tui.screens.main import MainScreen
 
 SWITCH_INTERVAL_S = 0.001
 """The interpreter's thread switch interval while the app runs (the default is 0.005)."""
-
-GC_THRESHOLD = (20_000, 50, 1000)
-"""Garbage collector thresholds while the app runs (the default is (700, 10, 10))."""
 
 QUIT_WAIT_S = 10.0
 """How long quitting waits for stopped runs to record their end."""
@@ -84,7 +81,7 @@ class FlowApp(App[int]):
         # collector runs hundreds of times and its full passes walk every widget. Freezing what
         # start-up built and collecting less often keeps those pauses out of key handling.
         self._gc_threshold = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLD)
+        collect_less()
         self.call_after_refresh(freeze_heap)
 
     def get_default_screen(self) -> MainScreen:

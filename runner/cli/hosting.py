@@ -39,7 +39,7 @@ def make_engine(store: Store, executor: str | None, workers: int | None, *, debu
     Raises:
         FlowError: `--pdb` with an executor other than inline.
     """
-    from runner.engine import Engine, freeze_heap
+    from runner.engine import Engine, collect_less, freeze_heap
     from runner.executors import make_executor
     from runner.operate.releases import link_releases
 
@@ -47,6 +47,7 @@ def make_engine(store: Store, executor: str | None, workers: int | None, *, debu
     if debug and spec != "inline":
         raise FlowError("--pdb needs --executor inline (the debugger runs in this process)")
     freeze_heap()  # what is loaded now (imports, the flow) lives as long as the process
+    collect_less()  # a run keeps many of the objects it makes: see `runner.engine.heap`
     engine = Engine(store, make_executor(spec, workers, debug=debug))
     link_releases(engine, store)
     return engine
