@@ -65,9 +65,10 @@ NONE_OUTPUT_HASH = "none"
 """The output hash of an upstream step that produced no output (skipped, or returned nothing stored)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Output:
-    """A step's output as the runner holds it: a hash, and bytes, a file, or fan-out parts."""
+    """A step's output as the runner holds it: a hash, and bytes, a file, or fan-out parts (slotted, as
+    `StepState`)."""
 
     hash: str
     data: bytes | None = None
@@ -75,9 +76,9 @@ class Output:
     parts: tuple[Output, ...] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class StepState:
-    """A step's progress within one run."""
+    """A step's progress within one run (slotted: a run makes one per step, and reads them all the time)."""
 
     name: str
     status: str = "pending"
