@@ -100,3 +100,34 @@ def test_a_schema_7_store_gains_the_sources_on_open(
     no_source = flow_cli("debug", "1", "fetch")
     assert no_source.code == 0, no_source
     assert "run #1 kept no source" in no_source.stderr
+
+
+def test_one_engine_records_the_sources_of_each_load_it_runs(tmp_path: Path) -> None:
+    """A session's engine runs the same load again (a re-run in the TUI or under `--watch`) and then
+    an edited one: every run keeps its files, and the edited load's new part texts are stored too
+    (the engine gives the recorder a load's parts only once; a new load's always)."""
+    from runner.engine import Engine
+    from runner.executors.fake import FakeExecutor
+    from runner.session import FlowSession
+
+    path = tmp_path / "flow.py"
+    path.write_text(FLOW, encoding="utf-8")
+    store = Store(tmp_path / "store")
+    engine = Engine(store, FakeExecutor())
+    try:
+        session = FlowSession(path, engine)
+        session.load()
+        for _ in range(2):
+            assert session.run().wait(30) == "succeeded"
+        edited = FLOW.replace("THRESHOLD = 0.5", "THRESHOLD = 0.7")
+        path.write_text(edited, encoding="utf-8")
+        assert session.reload()
+        assert session.run().wait(30) == "succeeded"
+        engine.close()
+        assert store.run_files(1) == store.run_files(2) == {str(path): FLOW}
+        assert store.run_files(3) == {str(path): edited}
+        texts = set(_sources(tmp_path / "store").values())
+        assert {"THRESHOLD = 0.5", "THRESHOLD = 0.7", edited} <= texts
+    finally:
+        engine.close()
+        store.close()

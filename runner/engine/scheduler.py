@@ -70,7 +70,9 @@ class Engine(Deciding):
         run_id = self.store.create_run(
             request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
         )
-        self._recorder.record_sources(run_id, request.loaded.sources, (s.texts for s in static.values()))
+        parts = () if static is self._sources_of else (s.texts for s in static.values())
+        self._recorder.record_sources(run_id, request.loaded.sources, parts)
+        self._sources_of = static
         run = Run(
             id=run_id,
             request=request,
@@ -288,9 +290,11 @@ class Engine(Deciding):
         for name in list(urgent):
             urgent |= graph.ancestors(name) & run.inside
         run.urgent = frozenset(urgent)
+        whole = len(run.inside) == len(graph.nodes)  # then every upstream step is in the run
         for name in run.scope:
             state = run.states[name]
-            state.pending = sum(1 for u in graph.nodes[name].upstream if u in run.inside)
+            upstream = graph.nodes[name].upstream
+            state.pending = len(upstream) if whole else sum(1 for u in upstream if u in run.inside)
             if state.pending == 0:
                 run.make_ready(name)
         if not run.scope:
