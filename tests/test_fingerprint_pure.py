@@ -6,7 +6,9 @@ text, `combine` and `explain` take fingerprint parts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 from typing import Any
 
 import pytest
@@ -146,3 +148,34 @@ def test_a_fingerprint_is_the_hash_of_its_parts_in_their_fixed_order(
     again, _ = combine(static, params, inputs, item=item, declared=declared)  # the joined parts reused
     assert fingerprint == again == reference
     assert fingerprint.startswith(expected)
+
+
+def test_a_hand_built_static_print_is_the_dataclass_its_fields_declare() -> None:
+    fields = [f for f in dataclasses.fields(StaticPrint) if f.init]
+    assert list(inspect.signature(StaticPrint).parameters) == [f.name for f in fields]  # same order
+    values: dict[str, Any] = {
+        "code": "c1",
+        "helpers": {"flow.a": "h1"},
+        "options": "o1",
+        "untrusted": None,
+        "command": "cmd",
+        "files": {"/x/helpers.py": "f1"},
+        "texts": {"c1": "def a(): ..."},
+    }
+    by_position = StaticPrint(*values.values())
+    by_name = StaticPrint(**values)
+    assert by_position == by_name == dataclasses.replace(by_name)
+    assert {f.name: getattr(by_name, f.name) for f in fields} == values
+    bare = StaticPrint("c1")
+    assert (bare.helpers, bare.options, bare.untrusted, bare.command, bare.files, bare.texts) == (
+        {},
+        "",
+        None,
+        "",
+        {},
+        {},
+    )
+    assert bare.helpers is not StaticPrint("c2").helpers  # no default shared between prints
+    assert bare == StaticPrint("c1", texts={"c1": "other"})  # texts are not compared
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bare.code = "c2"  # type: ignore[misc]

@@ -19,7 +19,7 @@ from runner.fingerprint.source import code_span
 from runner.fingerprint.values import Untrusted, sha, value_hash
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StaticPrint:
     """What a step's fingerprint is made of that is known once the flow has loaded.
 
@@ -45,6 +45,28 @@ class StaticPrint:
     files: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    def __init__(
+        self,
+        code: str,
+        helpers: dict[str, str] | None = None,
+        options: str = "",
+        untrusted: str | None = None,
+        command: str = "",
+        files: dict[str, str] | None = None,
+        texts: dict[str, str] | None = None,
+    ) -> None:
+        # Each load makes one per step: the generated frozen `__init__` sets each field through
+        # `object.__setattr__`, twice the cost of filling the dict (as `runner.events` does).
+        self.__dict__.update(
+            code=code,
+            helpers={} if helpers is None else helpers,
+            options=options,
+            untrusted=untrusted,
+            command=command,
+            files={} if files is None else files,
+            texts={} if texts is None else texts,
+        )
+
     @cached_property
     def fixed_text(self) -> tuple[str, str]:
         """This print's parts of the fingerprint's text (`runner.fingerprint.combine`), each followed by
@@ -53,6 +75,22 @@ class StaticPrint:
         before = f"{self.code}\0{self.options}\0"
         command = f"c:{self.command}\0" if self.command else ""
         return before, command + "".join([f"h:{k}={v}\0" for k, v in sorted(self.helpers.items())])
+
+
+_SHAS: dict[tuple[str, ...], str] = {}
+"""`sha` of the parts a print hashes by itself (a step's normalised source, its options), by those
+parts: every load of a flow hashes the same texts again (a reload, all of its steps'), and a text is
+the very string `runner.fingerprint.source` keeps, whose hash Python has cached. Cleared when full."""
+_SHAS_SIZE = 20_000
+
+
+def _sha(*parts: str) -> str:
+    digest = _SHAS.get(parts)
+    if digest is None:
+        if len(_SHAS) >= _SHAS_SIZE:
+            _SHAS.clear()
+        digest = _SHAS[parts] = sha(*parts)
+    return digest
 
 
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
@@ -89,7 +127,7 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
             text = hasher.function_text(fn, drop_decorators=True)
-            code = sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
+            code = _sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
             helpers = hasher.references(fn)
             closure = hasher.closure_values(fn, helpers)
             if closure:
@@ -110,7 +148,7 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             prints[name] = StaticPrint(
                 code=code,
                 helpers=helpers,
-                options=sha(*option_parts),
+                options=_sha(*option_parts),
                 files=files,
                 texts=_texts(hasher, text, code, helpers),
             )
@@ -127,14 +165,14 @@ def _external_print(hasher: Hasher, item: Step) -> StaticPrint:
     command = sha("command", value_hash(item.spec))
     function = getattr(item.fn, "function", None)
     if not isinstance(function, types.FunctionType):
-        return StaticPrint(code=command, options=sha(repr(item.version)), command=command)
+        return StaticPrint(code=command, options=_sha(repr(item.version)), command=command)
     helpers, files = _split_files(hasher, hasher.references(function))
     text = hasher.function_text(function, drop_decorators=True)
-    code = sha(text if text is not None else hasher.function_source(function, drop_decorators=True))
+    code = _sha(text if text is not None else hasher.function_source(function, drop_decorators=True))
     return StaticPrint(
         code=code,
         helpers=helpers,
-        options=sha(repr(item.version)),
+        options=_sha(repr(item.version)),
         command=command,
         files=files,
         texts=_texts(hasher, text, code, helpers),
@@ -158,7 +196,7 @@ def _job_print(hasher: Hasher, item: Step) -> StaticPrint:
         raise Untrusted(f"the job step's function is a {type(item.fn).__name__}, not a job")
     code, helpers = hasher.class_(cls)
     helpers, files = _split_files(hasher, dict(helpers))
-    return StaticPrint(code=code, helpers=helpers, options=sha(repr(item.version)), files=files)
+    return StaticPrint(code=code, helpers=helpers, options=_sha(repr(item.version)), files=files)
 
 
 def _split_files(hasher: Hasher, helpers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
