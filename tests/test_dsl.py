@@ -74,6 +74,10 @@ def _nothing():
     return 0
 
 
+def _positional(raw, features):
+    return raw
+
+
 def _wrapping(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -89,11 +93,21 @@ def _wrapping(fn):
         _keyword_only,
         _defaults_only,
         _nothing,
+        _positional,
         lambda q, r=2: q,
         _wrapping(_plain),
         functools.partial(_plain, 1),
     ],
-    ids=["all-kinds", "keyword-only", "defaults", "no-arguments", "lambda", "wrapped", "partial"],
+    ids=[
+        "all-kinds",
+        "keyword-only",
+        "defaults",
+        "no-arguments",
+        "positional",
+        "lambda",
+        "wrapped",
+        "partial",
+    ],
 )
 def test_a_steps_arguments_are_what_inspect_signature_reads(fn):
     """`Step.arguments` is read from the code object for a plain function (`plain_arguments`), and
