@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -23,6 +24,9 @@ from pathlib import Path
 
 DEADLINE_S = 30.0
 """Upper bound of a single wait; never reached when all is well."""
+
+READ_POLL_S = 0.05
+"""The longest the reader waits for output before it looks whether the terminal is being closed."""
 
 
 _ADOPT_TTY = (
@@ -64,13 +68,22 @@ class Terminal:
         self._data = bytearray()
         self._changed = threading.Condition()
         self._eof = False
+        self._hanging_up = threading.Event()
         self._reader = threading.Thread(target=self._read, name="pty-reader", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
+        # The reader owns the master until `hang_up` stops it: closing a descriptor another thread is
+        # blocked reading leaves the terminal open (no SIGHUP) until that read returns, and the number
+        # may meanwhile be reused by another file. So it never blocks for longer than `READ_POLL_S`.
+        master = self._master
         while True:
+            if self._hanging_up.is_set():
+                return
+            if not select.select([master], [], [], READ_POLL_S)[0]:
+                continue
             try:
-                chunk = os.read(self._master, 65536)
+                chunk = os.read(master, 65536)
             except OSError:  # EIO: every slave descriptor closed (the child and its workers exited)
                 chunk = b""
             with self._changed:
@@ -134,8 +147,13 @@ class Terminal:
     def hang_up(self) -> None:
         """Close the terminal, as closing its window does: the kernel sends SIGHUP to the child."""
         if self._master >= 0:
+            self._hanging_up.set()
+            self._reader.join(DEADLINE_S)  # within `READ_POLL_S`: then nothing reads the master
             os.close(self._master)
             self._master = -1
+            with self._changed:
+                self._eof = True
+                self._changed.notify_all()
 
     def close(self) -> None:
         if self.proc.poll() is None:
