@@ -239,3 +239,21 @@ def task_result(executor: Any, task_id: str, timeout: float = 60.0) -> Any:
             if isinstance(event, TaskDone) and event.task_id == task_id:
                 return event.result
     raise AssertionError(f"no result for {task_id}")
+
+
+WATCH_COLLECTIONS = """\
+import gc
+
+seen = []
+watching = [False]
+
+
+def collected(phase, info):
+    if phase == "start" and watching[0]:
+        seen.append(info["generation"])
+
+
+gc.callbacks.append(collected)
+"""
+"""The start of a script run in a subprocess to count the collector's passes: `seen` gets the
+generation of each collection made while `watching[0]` is true."""

@@ -11,25 +11,18 @@ import textwrap
 from pathlib import Path
 
 from benchmarks.common import fanout_source
+from tests.helpers_core import WATCH_COLLECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent(
+SCRIPT = WATCH_COLLECTIONS + textwrap.dedent(
     """
-    import gc, json, sys
+    import json, sys
 
     import runner.cli.exits as exits
     import runner.engine
     from runner.cli import main
 
-    seen = []
-    watching = [False]
-
-    def collected(phase, info):
-        if phase == "start" and watching[0]:
-            seen.append(info["generation"])
-
-    gc.callbacks.append(collected)
     real = runner.engine.freeze_heap
 
     def freezing():

@@ -16,6 +16,7 @@ import pytest
 import tui.data.layout as layout_module
 from benchmarks.tui import big_flow
 from dsl import load_flow
+from tests.helpers_core import WATCH_COLLECTIONS
 from tui.data.layout import fit_layout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,22 +71,14 @@ def test_the_collector_never_runs_while_a_drawing_is_laid_out(tmp_path: Path, co
     assert gc.isenabled()
 
 
-SCRIPT = textwrap.dedent(
+SCRIPT = WATCH_COLLECTIONS + textwrap.dedent(
     """
-    import gc, json, sys
+    import json, sys
     from pathlib import Path
 
     import tui.app
 
     gc.enable()
-    seen = []
-    watching = [False]
-
-    def collected(phase, info):
-        if phase == "start" and watching[0]:
-            seen.append(info["generation"])
-
-    gc.callbacks.append(collected)
     real = tui.app.open_session
 
     def opening(*args, **kwargs):
