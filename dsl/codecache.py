@@ -76,12 +76,23 @@ def module_code(source: str, filename: str) -> types.CodeType:
     return code
 
 
-def cached_code(source: str, filename: str) -> types.CodeType | None:
-    """The code `compile(source, filename, "exec", dont_inherit=True)` gave when it was kept, or None."""
-    return _cached(filename, _key(source, filename))
+def cached_code(source: str, filename: str) -> tuple[types.CodeType, ...] | None:
+    """The flow file's code kept for exactly this text (`keep_code`): the whole file's, or its parts
+    to execute in order (`dsl.splitcompile`); None if none is kept."""
+    found = _load(filename, _key(source, filename))
+    if isinstance(found, types.CodeType):
+        return (found,)
+    if isinstance(found, tuple) and found and all(isinstance(c, types.CodeType) for c in found):
+        return found
+    return None
 
 
 def _cached(filename: str, key: bytes) -> types.CodeType | None:
+    code = _load(filename, key)
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _load(filename: str, key: bytes) -> object:
     path = code_path(filename)
     if path is None:
         return None
@@ -93,14 +104,14 @@ def _cached(filename: str, key: bytes) -> types.CodeType | None:
     if not data.startswith(key):
         return None
     try:
-        code = marshal.loads(data[len(key) :])
+        return marshal.loads(data[len(key) :])
     except (EOFError, ValueError, TypeError):
         return None
-    return code if isinstance(code, types.CodeType) else None
 
 
-def keep_code(source: str, filename: str, code: types.CodeType) -> None:
-    """Keep the code compiled from `source` for the next process that loads the file (errors ignored)."""
+def keep_code(source: str, filename: str, code: types.CodeType | tuple[types.CodeType, ...]) -> None:
+    """Keep the code compiled from `source` (or its parts, in order) for the next process that loads
+    the file (errors ignored)."""
     path = code_path(filename)
     if path is None or sys.dont_write_bytecode or not os.path.isdir(os.path.dirname(filename)):
         return  # (a file name that is no file's: nothing to keep it beside)

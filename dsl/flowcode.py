@@ -31,7 +31,8 @@ import threading
 import types
 from collections import OrderedDict
 
-_STARTS = ("def ", "async def ", "class ", "@")
+STARTS = ("def ", "async def ", "class ", "@")
+"""How a line the file is cut before starts (after a blank line)."""
 _FUTURE_FLAGS = 0
 for _feature in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
@@ -112,11 +113,26 @@ def split(source: str) -> list[tuple[int, str]]:
     parts: list[tuple[int, str]] = []
     start = 0
     for index in range(1, len(lines)):
-        if lines[index].startswith(_STARTS) and not lines[index - 1].strip():
+        if lines[index].startswith(STARTS) and not lines[index - 1].strip():
             parts.append((start, "".join(lines[start:index])))
             start = index
     parts.append((start, "".join(lines[start:])))
     return parts
+
+
+def first_part(source: str) -> str:
+    """The file's text before its first cut (what `split(source)[0]` holds, unless a line break
+    other than `\\n` comes first), found without cutting the rest."""
+    at = 0
+    blank = False
+    while True:
+        end = source.find("\n", at)
+        if at and blank and source.startswith(STARTS, at):
+            return source[:at]
+        if end < 0:
+            return source
+        blank = not source[at:end].strip()
+        at = end + 1
 
 
 def moved(code: types.CodeType, offset: int) -> types.CodeType:

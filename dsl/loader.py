@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsl import codecache, flowcode, wiring
+from dsl import codecache, flowcode, splitcompile, wiring
 from dsl.errors import FlowError
 from dsl.flow import Flow
 from dsl.gcpause import gc_paused
@@ -295,8 +295,9 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, tuple[types.CodeType, 
 
 
 def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
-    """The flow file's code, to execute in order in one namespace: compiled whole on its first load
-    (or taken from the code an earlier process kept for exactly this text: `dsl.codecache`), then in
+    """The flow file's code, to execute in order in one namespace: compiled whole on its first load (a
+    large file in two halves at once, `dsl.splitcompile`; or taken from the code an earlier process
+    kept for exactly this text: `dsl.codecache`), then in
     parts (`dsl.flowcode`), each reused while its text, line and flags are unchanged.
 
     Raises:
@@ -312,11 +313,14 @@ def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
             flowcode.keep(filename, latest)
             return codes
     flowcode.keep(filename, {})
-    code = codecache.cached_code(source, filename)
-    if code is None:
-        code = compile(source, filename, "exec", dont_inherit=True)
-        codecache.keep_code(source, filename, code)
-    return (code,)
+    kept = codecache.cached_code(source, filename)
+    if kept is not None:
+        return kept
+    compiled = splitcompile.compile_split(source, filename) or (
+        compile(source, filename, "exec", dont_inherit=True),
+    )
+    codecache.keep_code(source, filename, compiled)
+    return compiled
 
 
 def _execute(

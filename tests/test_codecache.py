@@ -148,10 +148,25 @@ def test_the_kept_code_is_the_code_compile_gives(tmp_path: Path, monkeypatch: py
     source = path.read_text(encoding="utf-8")
     compiled = compile(source, str(path), "exec", dont_inherit=True)
     codecache.keep_code(source, str(path), compiled)
-    assert codecache.cached_code(source, str(path)) == compiled
+    assert codecache.cached_code(source, str(path)) == (compiled,)
     assert codecache.cached_code(source + "\n", str(path)) is None
     assert codecache.cached_code(source, str(tmp_path / "elsewhere.py")) is None
     assert load_flow(path).graph.nodes["a"].step.fn() == 5
+
+
+def test_a_file_compiled_in_halves_is_kept_in_halves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large file's first compile (`dsl.splitcompile`) gives two codes; the next process takes both
+    and compiles nothing. A damaged pair is ignored."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    path = write(tmp_path / "halves_flow.py", 3)
+    source = path.read_text(encoding="utf-8")
+    cut = source.index("@step\ndef b")
+    halves = (compile(source[:cut], str(path), "exec"), compile(source[cut:], str(path), "exec"))
+    codecache.keep_code(source, str(path), halves)
+    assert codecache.cached_code(source, str(path)) == halves
+    assert load_in_a_fresh_process(path) == {"compiled": 0, "a": 3}
+    codecache.keep_code(source, str(path), (halves[0], "not code"))  # type: ignore[arg-type]
+    assert codecache.cached_code(source, str(path)) is None
 
 
 # ----- the user's modules a flow imports (`codecache.module_code`) ---------------------------------
