@@ -46,21 +46,27 @@ def split_shared(sources: list[tuple[str, int, list[tuple[str, int, bool]]]]) ->
     """
     arrivals: dict[int, int] = {}
     for _, _, targets in sources:
-        for _, y, _ in targets:
+        for target in targets:
+            y = target[1]
             arrivals[y] = arrivals.get(y, 0) + 1
     result: list[Net] = []
+    add = result.append
     for source, row, targets in sources:
         if len(targets) < 2:
-            result.append(Net(source, row, targets))
+            add(Net(source, row, targets))
             continue
-        shared = [t for t in targets if arrivals[t[1]] > 1 and t[1] != row]
+        shared: list[tuple[str, int, bool]] = []
+        rest: list[tuple[str, int, bool]] = []
+        for target in targets:
+            y = target[1]
+            (shared if arrivals[y] > 1 and y != row else rest).append(target)
         if not shared:
-            result.append(Net(source, row, targets))
+            add(Net(source, row, targets))
             continue
-        rest = [t for t in targets if t not in shared]
-        result.extend(Net(source, row, [t]) for t in shared)
+        for target in shared:
+            add(Net(source, row, [target]))
         if rest:
-            result.append(Net(source, row, rest))
+            add(Net(source, row, rest))
     return result
 
 
@@ -77,19 +83,24 @@ def assign_lanes(nets: list[Net]) -> int:
     # Nets by their index in `bent`.
     arriving: dict[int, list[int]] = {}
     for i, net in enumerate(bent):
-        for _, y, _ in net.targets:
-            arriving.setdefault(y, []).append(i)
+        for target in net.targets:
+            found = arriving.get(target[1])
+            if found is None:
+                arriving[target[1]] = [i]
+            else:
+                found.append(i)
     after: list[dict[int, None]] = [{} for _ in bent]
     """Net -> the nets that must lie right of it, in the order found (a set's order would vary)."""
     before_count = [0] * len(bent)
     for i, net in enumerate(bent):
-        rows = [net.row]
+        right = after[i]
         if len(net.targets) > 1:  # one target is at an end of the span
             # A net that joins a target's row and goes on past it comes first among those arriving
             # there, so the lines of the others never run through its lane (a `┼` reads both ways).
             top, bottom = net.span
-            rows += [y for _, y, _ in net.targets if top < y < bottom]
-        right = after[i]
+            rows = [net.row, *[y for _, y, _ in net.targets if top < y < bottom]]
+        else:
+            rows = [net.row]
         for y in rows:
             for j in arriving.get(y, ()):
                 if j != i and j not in right:
@@ -120,21 +131,23 @@ def assign_lanes(nets: list[Net]) -> int:
     floor = [0] * len(bent)
     tops: list[list[int]] = []
     bottoms: list[list[int]] = []
+    bisect_right = bisect.bisect_right
     for index in order:
         net = bent[index]
         top, bottom = net.span
-        lane = floor[index]
-        while lane < len(tops):
-            at = bisect.bisect_right(tops[lane], bottom)
+        lane = floor[index]  # never past the last lane: set from a lane that exists
+        count = len(tops)
+        while lane < count:
+            spans = tops[lane]
+            at = bisect_right(spans, bottom)
             if not at or bottoms[lane][at - 1] < top:
+                spans.insert(at, top)
+                bottoms[lane].insert(at, bottom)
                 break
             lane += 1
-        if lane == len(tops):
-            tops.append([])
-            bottoms.append([])
-        at = bisect.bisect_right(tops[lane], bottom)
-        tops[lane].insert(at, top)
-        bottoms[lane].insert(at, bottom)
+        else:
+            tops.append([top])
+            bottoms.append([bottom])
         net.lane = lane
         for later in after[index]:
             if floor[later] <= lane:

@@ -249,25 +249,27 @@ def layout_dag(
     down: dict[str, list[str]] = {name: [] for layer in layers for name in layer}
     segments: dict[tuple[str, str], bool] = {}
 
-    def connect(a: str, b: str, dashed: bool) -> None:
-        if (a, b) not in segments:
-            segments[(a, b)] = dashed
-            up[b].append(a)
-            down[a].append(b)
-
-    for name in column_of:
+    for name, column in column_of.items():
+        dashed = name in conditional
+        into = up[name]
         for source in upstream.get(name, ()):
             if source not in column_of:
                 continue
             previous = source
-            for c in range(column_of[source] + 1, column_of[name]):
+            for c in range(column_of[source] + 1, column):
                 hop = f"\0{source}\0{c}"  # one dummy per source and column, shared by its long edges
                 if hop not in up:
                     grid[c].append(hop)
                     up[hop], down[hop] = [], []
-                connect(previous, hop, False)
+                if (previous, hop) not in segments:
+                    segments[(previous, hop)] = False
+                    up[hop].append(previous)
+                    down[previous].append(hop)
                 previous = hop
-            connect(previous, name, name in conditional)
+            if (previous, name) not in segments:
+                segments[(previous, name)] = dashed
+                into.append(previous)
+                down[previous].append(name)
     _order(grid, up, down)
 
     # Real steps first, lines of long edges after them; then pull each node towards the median
