@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import textwrap
 import types
 
@@ -118,6 +119,37 @@ def test_a_steps_arguments_are_what_inspect_signature_reads(fn):
     assert made.signature == inspect.signature(fn)
     if isinstance(fn, types.FunctionType) and not fn.__dict__:
         assert plain_arguments(fn) == made.arguments
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_plain, _keyword_only, _defaults_only, _nothing, _positional, _wrapping(_plain), lambda q: q, 3],
+    ids=[
+        "all-kinds",
+        "keyword-only",
+        "defaults",
+        "no-arguments",
+        "positional",
+        "wrapped",
+        "lambda",
+        "not-callable",
+    ],
+)
+def test_the_bare_decorator_makes_the_step_every_default_option_makes(fn):
+    """`@step` takes a short way (`Step.plain`): the same attributes with the same values, in the same
+    order (a pickled step is the same bytes), as `Step(fn)`; the same error for what is no step."""
+    try:
+        expected = Step(fn)
+    except FlowError as error:
+        with pytest.raises(FlowError, match=re.escape(str(error))):
+            step(fn)
+        return
+    made = step(fn)
+    assert type(made) is Step
+    assert list(vars(made).items()) == list(vars(expected).items())
+    assert made.resources is not step(fn).resources  # a dict of its own
+    if fn is _positional:
+        assert made.arguments[0] is step(_positional).arguments[0]  # made once per name
 
 
 def test_step_with_options():
