@@ -127,7 +127,7 @@ class Graph:
         """Steps grouped by their longest distance from a root: the columns of a left-to-right drawing."""
         depth: dict[str, int] = {}
         for name, node in self.nodes.items():
-            depth[name] = 1 + max((depth[u] for u in node.upstream), default=-1)
+            depth[name] = 1 + max(map(depth.__getitem__, node.upstream)) if node.upstream else 0
         columns: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
         for name, d in depth.items():
             columns[d].append(name)
@@ -147,6 +147,9 @@ def _param_type(argument: Argument, declared: Param | None, default: Any) -> typ
     return str
 
 
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
 def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
     """Validate steps and edges and build the graph.
 
@@ -161,7 +164,7 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
     for name, item in by_name.items():
         node = Node(step=item)
         for argument in item.arguments:
-            if argument.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if argument.kind in _VARIADIC:
                 raise FlowError(
                     f"*{argument.name} / **{argument.name} arguments are not supported in steps; "
                     "name each input",
@@ -174,7 +177,8 @@ def build_graph(steps: Iterable[Step], edges: Iterable[Edge]) -> Graph:
             else:
                 params[argument.name] = _param(argument, item, params.get(argument.name))
                 node.params.append(argument.name)
-        node.when_args = _when_args(item, by_name, node.params)
+        if item.when is not None:
+            node.when_args = _when_args(item, by_name, node.params)
         nodes[name] = node
     _link(nodes, edge_list)
     order = _topological_order(nodes, edge_list)
@@ -306,8 +310,11 @@ def _link(nodes: dict[str, Node], edges: list[Edge]) -> None:
             nodes[upstream].downstream.append(downstream)
 
     for name, node in nodes.items():
-        for upstream in node.inputs.values():
-            link(upstream, name)
+        into = node.upstream
+        for upstream in node.inputs.values():  # each once: an input's name is its argument's
+            linked.add((upstream, name))
+            into.append(upstream)
+            nodes[upstream].downstream.append(name)
         for argument_name in node.when_args:
             if argument_name in nodes:
                 link(argument_name, name)
@@ -360,18 +367,19 @@ def _check_cycles(nodes: dict[str, Node], edges: list[Edge]) -> None:
 
 def _definition_order(nodes: dict[str, Node]) -> list[str]:
     """Topological order that keeps the order steps were defined in wherever the edges allow."""
-    rank = {name: index for index, name in enumerate(nodes)}
-    waiting = {name: len(node.upstream) for name, node in nodes.items()}
-    ready = [(rank[name], name) for name, count in waiting.items() if count == 0]
-    heapq.heapify(ready)
+    names = list(nodes)
+    rank = {name: index for index, name in enumerate(names)}
+    waiting = [len(node.upstream) for node in nodes.values()]
+    ready = [index for index, count in enumerate(waiting) if count == 0]  # ranks: sorted, a heap
     order: list[str] = []
     while ready:
-        _, name = heapq.heappop(ready)
+        name = names[heapq.heappop(ready)]
         order.append(name)
         for child in nodes[name].downstream:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                heapq.heappush(ready, (rank[child], child))
+            at = rank[child]
+            waiting[at] -= 1
+            if not waiting[at]:
+                heapq.heappush(ready, at)
     return order
 
 
