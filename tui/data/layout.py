@@ -388,16 +388,29 @@ def reduce_edges(layers: list[list[str]], upstream: dict[str, list[str]]) -> dic
     depends on (`load -> train -> evaluate` draws no `load -> evaluate`; the run order is the same,
     and the details tab lists every input). What people draw by hand, and far fewer crossings."""
     column = {name: c for c, layer in enumerate(layers) for name in layer}
-    reduced = {name: [u for u in upstream.get(name, ()) if u in column] for layer in layers for name in layer}
+    reduced: dict[str, list[str]] = {}
+    spread: list[str] = []
+    """Steps whose upstream steps lie in more than one column: the only ones an edge can be implied for."""
+    forward = True
+    needed = -1
+    for c, layer in enumerate(layers):
+        for name in layer:
+            ups = reduced[name] = [u for u in upstream.get(name, ()) if u in column]
+            if not ups:
+                continue
+            if len(ups) == 1:
+                forward = forward and column[ups[0]] < c
+                continue
+            columns = [column[u] for u in ups]
+            last = max(columns)
+            forward = forward and last < c
+            if min(columns) != last:
+                spread.append(name)
+                needed = max(needed, last)
     # Where every edge runs to a later column (as `Graph.layers()` places steps), an upstream step
     # is implied only through another one in a later column than its own: ancestors are needed up
     # to the last column holding such a step, often none (a fan-out, layers of the same depth).
-    if all(column[u] < column[name] for name, ups in reduced.items() for u in ups):
-        needed = max(
-            (max(column[u] for u in ups) for ups in reduced.values() if len({column[u] for u in ups}) > 1),
-            default=-1,
-        )
-    else:
+    if not forward:
         needed = len(layers) - 1
     bit = {name: 1 << i for i, name in enumerate(n for layer in layers[: needed + 1] for n in layer)}
     ancestors: dict[str, int] = {}
@@ -411,14 +424,13 @@ def reduce_edges(layers: list[list[str]], upstream: dict[str, list[str]]) -> dic
                 mask |= ancestors.get(u, 0) | bit[u]
             ancestors[name] = mask
             reduced[name] = [u for u in ups if not implied & bit[u]]
-    for layer in layers[needed + 1 :]:
-        for name in layer:
+    for name in spread:
+        if column[name] > needed:
             ups = reduced[name]
-            if len({column[u] for u in ups}) > 1:
-                implied = 0
-                for u in ups:
-                    implied |= ancestors[u]
-                reduced[name] = [u for u in ups if not implied & bit[u]]
+            implied = 0
+            for u in ups:
+                implied |= ancestors[u]
+            reduced[name] = [u for u in ups if not implied & bit[u]]
     return reduced
 
 
