@@ -15,18 +15,24 @@ below as many empty lines as the first half has, so its line numbers are the fil
 `from __future__` flags of the file's first part.
 
 Anything unusual gives None and the caller compiles the whole file as before: a file under
-`THRESHOLD` characters, no cut near its middle, a syntax error in either half (the whole file then
-reports the real one), a warning in the other interpreter (it runs with `-W error`, so the whole
-file's compile shows the warning here), or an interpreter that cannot be started.
+`THRESHOLD` characters, a process allowed one CPU, no cut near its middle, a syntax error in either
+half (the whole file then reports the real one), a warning in the other interpreter (it runs with
+`-W error`, so the whole file's compile shows the warning here), or an interpreter that cannot be
+started.
 """
 
 from __future__ import annotations
 
 import marshal
+import os
 import sys
 import types
+from typing import TYPE_CHECKING
 
 from dsl import flowcode
+
+if TYPE_CHECKING:
+    import subprocess
 
 THRESHOLD = 150_000
 """Characters below which a file is compiled whole (~60 ms on these machines: starting another
@@ -47,7 +53,7 @@ _CHILD = (
 def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | None:
     """The file's code as (first half, second half), compiled at once on two cores; None when the
     caller should compile the whole file (see the module's docstring for when)."""
-    if len(source) < THRESHOLD:
+    if len(source) < THRESHOLD or _cores() < 2:
         return None
     cut = _cut(source)
     if cut is None:
@@ -56,32 +62,9 @@ def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | No
     flags = _future_flags(head)
     if flags is None:
         return None
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryFile() as text:
-        text.write(tail.encode("utf-8", "surrogatepass"))
-        text.seek(0)
-        try:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-S",
-                    "-W",
-                    "error",
-                    "-c",
-                    _CHILD,
-                    str(flags),
-                    str(head.count("\n")),
-                    filename,
-                ],
-                stdin=text,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError:
-            return None
+    child = _start(tail, flags, head.count("\n"), filename)
+    if child is None:
+        return None
     with child:
         try:
             first = compile(head, filename, "exec", dont_inherit=True)
@@ -102,6 +85,29 @@ def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | No
     if not isinstance(second, types.CodeType) or flowcode.future_flags(first) != flags:
         return None
     return first, second
+
+
+def _cores() -> int:
+    """CPUs this process may run on: with one, the other interpreter would only take turns with it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _start(tail: str, flags: int, lines: int, filename: str) -> subprocess.Popen[bytes] | None:
+    """The other interpreter, compiling `tail` below `lines` empty lines; None if it cannot start."""
+    import subprocess
+    import tempfile
+
+    command = [sys.executable, "-I", "-S", "-W", "error", "-c", _CHILD, str(flags), str(lines), filename]
+    try:
+        with tempfile.TemporaryFile() as text:  # read at its own pace: a pipe would block this side
+            text.write(tail.encode("utf-8", "surrogatepass"))
+            text.seek(0)
+            return subprocess.Popen(command, stdin=text, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except (OSError, ValueError):
+        return None
 
 
 def _cut(source: str) -> int | None:

@@ -108,10 +108,13 @@ def test_a_warning_in_the_second_half_is_shown_by_compiling_the_whole_file(
     assert [str(w.message) for w in seen] == ["invalid escape sequence '\\d'"]
 
 
-def test_a_small_file_or_one_without_a_cut_is_compiled_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_small_file_one_without_a_cut_or_one_cpu_is_compiled_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     small = chain_source(20)
     assert splitcompile.compile_split(small, _fresh_name("small")) is None
     monkeypatch.setattr(splitcompile, "THRESHOLD", 0)
+    with monkeypatch.context() as one_cpu:
+        one_cpu.setattr(splitcompile, "_cores", lambda: 1)
+        assert splitcompile.compile_split(small, _fresh_name("one-cpu")) is None
     one_function = "from dsl import step\n\n\n@step\ndef a():\n" + "    x = 1\n" * 200 + "    return x\n"
     assert splitcompile.compile_split(one_function, _fresh_name("uncut")) is None
     assert len(splitcompile.compile_split(small, _fresh_name("small")) or ()) == 2
