@@ -3,14 +3,14 @@ another interpreter while this one compiles the first.
 
 Why: `compile` holds the interpreter for all of its run, and a flow file is compiled whole the first
 time a process meets its text (`dsl.loader.compile_flow`; later loads reuse `dsl.flowcode`'s parts or
-`dsl.codecache`'s kept code). A 10,000-step flow file (40,000 lines) took 0.2–0.3 s to compile, most
-of the TUI's first paint of it and of `flow run`'s load. Compiling the second half in a fresh
-interpreter (`python -I -S`, started in ~15 ms) while this one compiles the first takes little more
-than half of that; the code comes back marshalled (a few milliseconds each way).
+`dsl.codecache`'s kept code). A 10,000-step flow file (40,000 lines) took 0.2–0.4 s to compile: about
+half of the TUI's first paint of it, and of `flow run`'s load. Compiling the second half in a fresh
+interpreter (`python -I -S`, started in ~11 ms) while this one compiles the first takes ~60% of that
+(0.21–0.24 s against 0.37–0.40 whole); the code comes back marshalled (a few milliseconds).
 
 The file is cut where `dsl.flowcode` cuts it (a top-level `def`, `class` or `@` after a blank line),
 so the halves are two runs of its parts: executed in order in one namespace they do what the whole
-file does, with the same code (`tests/test_flowcode.py` compares them). The second half is compiled
+file does, with the same code (`tests/test_splitcompile.py` compares them). The second half is compiled
 below as many empty lines as the first half has, so its line numbers are the file's, and under the
 `from __future__` flags of the file's first part.
 
@@ -35,11 +35,11 @@ if TYPE_CHECKING:
     import subprocess
 
 THRESHOLD = 150_000
-"""Characters below which a file is compiled whole (~60 ms on these machines: starting another
+"""Characters below which a file is compiled whole (~50-80 ms of compiling here: starting another
 interpreter would eat most of what it saves)."""
 
 SECOND_SHARE = 0.45
-"""Part of the text the other interpreter compiles: less than half, as it starts ~15 ms later."""
+"""Part of the text the other interpreter compiles: less than half, as it starts ~11 ms later."""
 
 _CHILD = (
     "import marshal, sys\n"
