@@ -87,29 +87,19 @@ def _wrapping(fn):
     return wrapper
 
 
-@pytest.mark.parametrize(
-    "fn",
-    [
-        _plain,
-        _keyword_only,
-        _defaults_only,
-        _nothing,
-        _positional,
-        lambda q, r=2: q,
-        _wrapping(_plain),
-        functools.partial(_plain, 1),
-    ],
-    ids=[
-        "all-kinds",
-        "keyword-only",
-        "defaults",
-        "no-arguments",
-        "positional",
-        "lambda",
-        "wrapped",
-        "partial",
-    ],
-)
+_KINDS = {
+    "all-kinds": _plain,
+    "keyword-only": _keyword_only,
+    "defaults": _defaults_only,
+    "no-arguments": _nothing,
+    "positional": _positional,
+    "wrapped": _wrapping(_plain),
+}
+"""Functions of every shape a step's arguments come in, by test id."""
+_SIGNATURES = {**_KINDS, "lambda": lambda q, r=2: q, "partial": functools.partial(_plain, 1)}
+
+
+@pytest.mark.parametrize("fn", list(_SIGNATURES.values()), ids=list(_SIGNATURES))
 def test_a_steps_arguments_are_what_inspect_signature_reads(fn):
     """`Step.arguments` is read from the code object for a plain function (`plain_arguments`), and
     through `inspect.signature` for anything else (a wrapper's `__wrapped__`, a partial): the same
@@ -121,20 +111,10 @@ def test_a_steps_arguments_are_what_inspect_signature_reads(fn):
         assert plain_arguments(fn) == made.arguments
 
 
-@pytest.mark.parametrize(
-    "fn",
-    [_plain, _keyword_only, _defaults_only, _nothing, _positional, _wrapping(_plain), lambda q: q, 3],
-    ids=[
-        "all-kinds",
-        "keyword-only",
-        "defaults",
-        "no-arguments",
-        "positional",
-        "wrapped",
-        "lambda",
-        "not-callable",
-    ],
-)
+_BARE = {**_KINDS, "lambda": lambda q: q, "not-callable": 3}
+
+
+@pytest.mark.parametrize("fn", list(_BARE.values()), ids=list(_BARE))
 def test_the_bare_decorator_makes_the_step_every_default_option_makes(fn):
     """`@step` takes a short way (`Step.plain`): the same attributes with the same values, in the same
     order (a pickled step is the same bytes), as `Step(fn)`; the same error for what is no step."""
