@@ -297,8 +297,8 @@ def _read_flow_file(path: str | Path) -> tuple[Path, str, tuple[types.CodeType, 
 def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
     """The flow file's code, to execute in order in one namespace: compiled whole on its first load (a
     large file in two halves at once, `dsl.splitcompile`; or taken from the code an earlier process
-    kept for exactly this text: `dsl.codecache`), then in
-    parts (`dsl.flowcode`), each reused while its text, line and flags are unchanged.
+    kept for exactly this text: `dsl.codecache`), then in parts (`dsl.flowcode`), each reused while
+    its text, line and flags are unchanged.
 
     Raises:
         SyntaxError, ValueError: as `compile` does for the whole file.

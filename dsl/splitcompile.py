@@ -111,17 +111,11 @@ def _start(tail: str, flags: int, lines: int, filename: str) -> subprocess.Popen
 
 
 def _cut(source: str) -> int | None:
-    """Where the second half starts: the first `dsl.flowcode` cut (a line starting `def `, `async def `,
-    `class ` or `@` after a blank line) past `SECOND_SHARE` of the text from its end; None if none."""
-    at = int(len(source) * (1 - SECOND_SHARE))
-    while True:
-        blank = source.find("\n\n", at)
-        if blank < 0:
-            return None
-        start = blank + 2
-        if source.startswith(flowcode.STARTS, start):
-            return start
-        at = start - 1
+    """Where the second half starts: the first `dsl.flowcode` cut past `SECOND_SHARE` of the text from
+    its end (`flowcode.first_part` of what follows that line's start); None if none."""
+    line = source.rfind("\n", 0, int(len(source) * (1 - SECOND_SHARE))) + 1
+    before = flowcode.first_part(source[line:])
+    return line + len(before) if len(before) < len(source) - line else None
 
 
 def _future_flags(head: str) -> int | None:
