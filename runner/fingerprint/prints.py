@@ -16,6 +16,7 @@ from dsl.step import Step
 from runner.fingerprint.bytecode import global_reads
 from runner.fingerprint.hasher import FILE_MARK, Hasher
 from runner.fingerprint.source import code_span
+from runner.fingerprint.textcache import kept_texts
 from runner.fingerprint.values import Untrusted, sha, value_hash
 
 
@@ -94,8 +95,9 @@ def _sha(*parts: str) -> str:
 
 
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
-    """Fingerprint parts of every step in a loaded flow that do not depend on run-time values."""
-    with gc_paused():
+    """Fingerprint parts of every step in a loaded flow that do not depend on run-time values (the
+    functions' normalised sources kept beside the flow file for the next process: `kept_texts`)."""
+    with gc_paused(), kept_texts(str(loaded.path)):
         return _static_prints(loaded)
 
 

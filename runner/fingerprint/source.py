@@ -14,6 +14,7 @@ import threading
 import types
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from dsl.flowcode import split
 from runner.fingerprint.unparse import quick_unparse
@@ -95,8 +96,11 @@ class SourceIndex:
         text = "".join(self.lines[first - 1 : last])
         key = (code.co_name, text)
         known = _SEGMENTS.get(key)
+        kept = getattr(_local, "recording", None)
         if known is not None:
             _SEGMENTS.move_to_end(key)
+            if kept is not None:
+                kept.segments[key] = known
             return known[0] if known[1] else None
         segment = textwrap.dedent(text)
         try:
@@ -112,6 +116,9 @@ class SourceIndex:
         _SEGMENTS[key] = (segment, ok)
         if len(_SEGMENTS) > _SEGMENTS_CACHE_SIZE:
             _SEGMENTS.popitem(last=False)
+        if kept is not None:
+            kept.segments[key] = (segment, ok)
+            kept.computed += 1
         if ok and tree is not None:
             _PARSED[segment] = tree  # `normalised_text` takes it: the segment is not parsed twice
             if len(_PARSED) > _PARSED_SIZE:
@@ -294,8 +301,11 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
     """`normalised` for a definition's text (`node`: its tree, if the text alone does not parse)."""
     key = f"{drop_decorators}:{segment}"
     cached = _NORMALISED.get(key)
+    kept = getattr(_local, "recording", None)
     if cached is not None:
         _NORMALISED.move_to_end(key)
+        if kept is not None:
+            kept.texts[(drop_decorators, segment)] = cached
         return cached
     tree = _PARSED.pop(segment, None)
     if tree is None:
@@ -319,4 +329,49 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
     _NORMALISED[key] = text
     if len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
         _NORMALISED.popitem(last=False)
+    if kept is not None:
+        kept.texts[(drop_decorators, segment)] = text
+        kept.computed += 1
     return text
+
+
+class Recording:
+    """What `function_segment` and `normalised_text` answered on one thread while it was on
+    (`recording`), each answer by what it was asked, and how many of them were worked out (not
+    memoised): what `runner.fingerprint.textcache` keeps for the next process."""
+
+    __slots__ = ("segments", "texts", "computed")
+
+    def __init__(self) -> None:
+        self.segments: dict[tuple[str, str], tuple[str, bool]] = {}
+        """(function name, the text of its line span) -> `function_segment`'s memo entry."""
+        self.texts: dict[tuple[bool, str], str] = {}
+        """(drop_decorators, segment) -> `normalised_text`'s answer."""
+        self.computed = 0
+
+
+_local = threading.local()
+"""The thread's `Recording`, if one is on (the TUI and its watcher may fingerprint at once)."""
+
+
+@contextmanager
+def recording() -> Iterator[Recording]:
+    """Record this thread's answers of `function_segment` and `normalised_text` meanwhile."""
+    previous = getattr(_local, "recording", None)
+    kept = _local.recording = Recording()
+    try:
+        yield kept
+    finally:
+        _local.recording = previous
+
+
+def remember(segments: list[tuple[str, str, str | None, bool]], texts: list[tuple[bool, str, str]]) -> None:
+    """Memoise answers worked out by another process (`runner.fingerprint.textcache`): each
+    `(function name, span text, its segment or None if the same, whether it parses)` for
+    `function_segment`, each `(drop_decorators, segment, normalised text)` for `normalised_text`.
+    Every answer is a function of what it is keyed by, so one worked out elsewhere is the one this
+    process would work out; an answer memoised here already is kept."""
+    for name, text, segment, ok in segments[-_SEGMENTS_CACHE_SIZE:]:
+        _SEGMENTS.setdefault((name, text), (text if segment is None else segment, ok))
+    for drop, segment, normal in texts[-_NORMALISED_CACHE_SIZE:]:
+        _NORMALISED.setdefault(f"{drop}:{segment}", normal)

@@ -1,0 +1,176 @@
+"""The normalised sources of a flow's functions kept for the next process (`runner.fingerprint.textcache`):
+a fresh `flow run` of a file fingerprinted before parses none of its unchanged functions and gets the
+very fingerprints a computation from scratch gives; an edit is worked out again however close in time
+and size; a damaged, foreign or truncated file is ignored. Processes are real: a fresh interpreter
+loads the flow and computes its static fingerprints, counting every `ast.parse`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.fingerprint import textcache
+
+REPO = Path(__file__).resolve().parent.parent
+
+FLOW = '''
+from dsl import step
+
+
+def scale(x):
+    return x * {factor}
+
+
+@step
+def a():
+    """A docstring, not part of the fingerprint."""
+    return 1  # a comment, neither
+
+
+@step(retries=1)
+def b(a):
+    return scale(a)
+
+
+@step
+def c(b):
+    total = 0
+    for i in range(b):
+        total += i
+    return total
+'''
+
+PRINTER = """
+import ast, json, sys
+
+parses = []
+parse = ast.parse
+ast.parse = lambda *args, **kwargs: parses.append(1) or parse(*args, **kwargs)
+from dsl import load_flow
+from runner.fingerprint import static_prints
+
+prints = static_prints(load_flow(sys.argv[1]))
+print(json.dumps({
+    "parses": len(parses),
+    "prints": {name: [p.code, p.options, sorted(p.helpers.items()), sorted(p.texts.items())]
+               for name, p in sorted(prints.items())},
+}))
+"""
+
+
+def prints_in_a_fresh_process(path: Path, **env: str) -> dict[str, object]:
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", PRINTER, str(path)],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def from_scratch(path: Path, tmp_path: Path) -> dict[str, object]:
+    """The fingerprints worked out with nothing kept (an empty cache directory, nothing written)."""
+    empty = tmp_path / "nothing-kept"
+    return prints_in_a_fresh_process(path, PYTHONPYCACHEPREFIX=str(empty), PYTHONDONTWRITEBYTECODE="1")
+
+
+def write(path: Path, factor: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(FLOW.format(factor=factor), encoding="utf-8")
+    return path
+
+
+def kept_file(path: Path) -> Path:
+    found = textcache.texts_path(str(path))
+    assert found is not None
+    return Path(found)
+
+
+def test_the_next_process_parses_no_function_and_gets_the_same_fingerprints(tmp_path: Path) -> None:
+    path = write(tmp_path / "kept_flow.py", 2)
+    first = prints_in_a_fresh_process(path)
+    assert first["parses"] == 4  # a, b, c and the helper `scale`, each once
+    assert kept_file(path).is_file() and kept_file(path).parent == path.parent / "__pycache__"
+    second = prints_in_a_fresh_process(path)
+    assert second == {"parses": 0, "prints": first["prints"]}
+    assert from_scratch(path, tmp_path)["prints"] == first["prints"]
+
+
+def test_an_edit_is_worked_out_again_even_with_the_same_size_and_modification_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "edited_flow.py", 2)
+    before = prints_in_a_fresh_process(path)
+    status = path.stat()
+    write(path, 3)  # the same length
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert path.stat().st_size == status.st_size and path.stat().st_mtime_ns == status.st_mtime_ns
+    after = prints_in_a_fresh_process(path)
+    assert after["parses"] == 1  # the helper alone
+    assert after["prints"] == from_scratch(path, tmp_path)["prints"]
+    old, new = before["prints"], after["prints"]
+    assert isinstance(old, dict) and isinstance(new, dict)
+    assert old["b"][2] != new["b"][2]  # b's helper changed
+    assert old["a"] == new["a"] and old["c"] == new["c"]
+    assert b"x * 2" not in kept_file(path).read_bytes()  # what the last computation used, only
+    assert prints_in_a_fresh_process(path) == {"parses": 0, "prints": new}
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "flipped", "foreign"])
+def test_a_damaged_or_foreign_file_is_ignored_and_replaced(tmp_path: Path, damage: str) -> None:
+    path = write(tmp_path / "damaged_flow.py", 2)
+    first = prints_in_a_fresh_process(path)
+    kept = kept_file(path)
+    good = kept.read_bytes()
+    damaged = {
+        "empty": b"",
+        "garbage": b"garbage",
+        "truncated": good[: len(good) // 2],
+        "flipped": good[:-40] + bytes([good[-40] ^ 1]) + good[-39:],  # in the body: its digest differs
+        "foreign": b"\x00\x00\r\n" + good[4:],  # another interpreter's magic number
+    }[damage]
+    kept.write_bytes(damaged)
+    assert prints_in_a_fresh_process(path) == first  # worked out again: every function parsed
+    assert kept.read_bytes() == good
+
+
+def test_the_kept_answers_must_come_from_this_very_normaliser(tmp_path: Path) -> None:
+    """The header names the text of the code that works the answers out: another version's file (here,
+    a digest one byte off) is ignored."""
+    path = write(tmp_path / "version_flow.py", 2)
+    first = prints_in_a_fresh_process(path)
+    kept = kept_file(path)
+    good = kept.read_bytes()
+    at = len(good) - len(good.partition(b"flow texts 1\n")[2])  # the version digest follows the header
+    kept.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1 :])
+    assert prints_in_a_fresh_process(path) == first
+
+
+def test_nothing_is_kept_when_bytecode_is_not_written(tmp_path: Path) -> None:
+    path = write(tmp_path / "quiet_flow.py", 2)
+    assert prints_in_a_fresh_process(path, PYTHONDONTWRITEBYTECODE="1")["parses"] == 4
+    assert not kept_file(path).exists()
+
+
+def test_a_pycache_prefix_is_followed(tmp_path: Path) -> None:
+    path = write(tmp_path / "project" / "prefixed_flow.py", 2)
+    prefix = tmp_path / "prefix"
+    first = prints_in_a_fresh_process(path, PYTHONPYCACHEPREFIX=str(prefix))
+    assert not (path.parent / "__pycache__").exists()
+    assert [p.name for p in prefix.rglob("*.texts")] == [
+        f"prefixed_flow.cpython-{sys.version_info[0]}{sys.version_info[1]}.texts"
+    ]
+    assert prints_in_a_fresh_process(path, PYTHONPYCACHEPREFIX=str(prefix)) == {
+        "parses": 0,
+        "prints": first["prints"],
+    }
