@@ -8,12 +8,14 @@ import ast
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dsl import load_flow
 from runner.fingerprint import StaticPrint, static_prints
 from runner.fingerprint import hasher as hasher_module
+from runner.fingerprint import prints as prints_module
 from runner.fingerprint.source import SourceIndex, normalised_text
 from tests.helpers_core import calls_to
 
@@ -199,3 +201,135 @@ def test_normalising_a_definition_from_the_file_tree_leaves_that_tree_as_it_was(
     assert isinstance(node, ast.FunctionDef)
     assert normalised_text('@step("\n', drop_decorators=True, node=node) == "def a():\n    return 1"
     assert len(node.decorator_list) == 1 and len(node.body) == 2
+
+
+PLAIN = """\
+from dsl import step
+
+
+def make(n):
+    def captured():
+        return n
+
+    return captured
+
+
+@step
+def a():
+    return LIMIT
+
+
+@step
+def b(a):
+    import {module}
+
+    return {module}.f(a)
+
+
+scaled = step(make({n}))
+{tail}
+"""
+
+
+def _plain(path: Path, n: int = 2, tail: str = "", module: str = "late_helper") -> Path:
+    path.write_text(PLAIN.format(n=n, tail=tail, module=module), encoding="utf-8")
+    return path
+
+
+def _from_scratch(loaded: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, StaticPrint]:
+    """The prints worked out in full: nothing kept by code object."""
+    with monkeypatch.context() as patched:
+        patched.setattr(prints_module, "_PLAIN", {})
+        return static_prints(loaded)
+
+
+def test_a_plain_steps_print_is_kept_by_its_code_and_is_the_full_print(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the third load on, the parts are the last load's code objects: a step whose print is its
+    source and options alone is printed without its source being looked at, to the same print."""
+    path = _plain(write_flow("", name="plain.py"))
+    loads = [load_flow(path) for _ in range(3)]
+    assert loads[1].graph.nodes["a"].step.fn.__code__ is loads[2].graph.nodes["a"].step.fn.__code__
+    static_prints(loads[1])
+    looked_at = calls_to(monkeypatch, hasher_module.Hasher, "function_text", lambda _, fn: fn.__name__)
+    kept = static_prints(loads[2])
+    assert "a" not in looked_at
+    assert looked_at  # b (it imports) and the captured function are printed in full every time
+    full = _from_scratch(loads[2], monkeypatch)
+    assert kept == full
+    assert [p.texts for p in kept.values()] == [p.texts for p in full.values()]
+
+
+def test_a_global_defined_since_is_read_by_a_kept_step(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a` reads `LIMIT`, undefined at first: once it is defined (below `a`, so `a`'s part and code stay
+    the same), `a`'s print hashes it, as a full print does."""
+    path = _plain(write_flow("", name="limit.py"))
+    for _ in range(3):
+        before = static_prints(load_flow(path))
+    assert before["a"].helpers == {}
+    _plain(path, tail="\nLIMIT = 5\n")
+    loaded = load_flow(path)
+    after = static_prints(loaded)
+    assert after["a"].helpers and after["a"].helpers == _from_scratch(loaded, monkeypatch)["a"].helpers
+    assert after["a"].code == before["a"].code
+
+
+def test_a_step_that_imports_sees_the_module_created_since(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`b` imports a module of the project that does not exist yet: once it is written, `b`'s print
+    hashes it (its part and code unchanged)."""
+    path = _plain(write_flow("", name="importing.py"))
+    for _ in range(3):
+        before = static_prints(load_flow(path))
+    (path.parent / "late_helper.py").write_text("def f(x):\n    return x\n", encoding="utf-8")
+    loaded = load_flow(path)
+    after = static_prints(loaded)
+    assert after["b"].helpers != before["b"].helpers
+    assert after["b"] == _from_scratch(loaded, monkeypatch)["b"]
+
+
+def test_a_captured_value_changed_since_changes_the_print(write_flow: Callable[..., Path]) -> None:
+    """`captured` is the same code object in every load; what it captured is not."""
+    path = _plain(write_flow("", name="captured.py"))
+    for _ in range(3):
+        two = static_prints(load_flow(path))
+    _plain(path, n=3)
+    three = static_prints(load_flow(path))
+    assert two["captured"].code == three["captured"].code
+    assert two["captured"].helpers != three["captured"].helpers
+
+
+WHEN = """\
+from dsl import step
+
+
+def plain():
+    return 1
+
+
+def unrelated():
+    return 2
+chosen = step({options})(plain)
+"""
+
+
+def test_a_when_given_since_elsewhere_in_the_file_changes_a_kept_steps_print(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`step(...)` is called in another part than `plain`'s: a `when=` added there leaves `plain`'s
+    code object as it was, and its print takes the predicate in, as a full print does."""
+    path = write_flow(WHEN.format(options=""), name="when_flow.py")
+    for _ in range(3):
+        loaded = load_flow(path)
+        before = static_prints(loaded)
+    code = loaded.graph.nodes["plain"].step.fn.__code__
+    path.write_text(WHEN.format(options="when=lambda: False"), encoding="utf-8")
+    loaded = load_flow(path)
+    assert loaded.graph.nodes["plain"].step.fn.__code__ is code
+    after = static_prints(loaded)
+    assert after["plain"].options != before["plain"].options
+    assert after["plain"] == _from_scratch(loaded, monkeypatch)["plain"]

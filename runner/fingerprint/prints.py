@@ -94,6 +94,30 @@ def _sha(*parts: str) -> str:
     return digest
 
 
+_PLAIN: dict[int, tuple[types.CodeType, str, str]] = {}
+"""id of a step function's code -> (that code, the hash of its normalised source, that source), for a
+function whose print is made of its source and options alone: no helper (no global it reads is
+defined, nothing captured, nothing imported in its body: each of those is a helper), no `when=` or
+connection. Its next load's print is then made at once, as long as that still holds.
+
+Keyed by identity (the code is held, so the id stays its own), never by equality: equal code objects
+may come from different texts (an annotation or a default value is compiled into the code around
+the function, not into the function's). The same code object is the same text: a load executes the
+code the last load compiled for each part of the flow file it did not compile again
+(`dsl.flowcode`), and anything else is compiled anew. What may change while the code stays the same
+is asked at every load: whether a global it reads is defined now (a helper added below it), and a
+`when=` or connection given by a `step(...)` call elsewhere in the file. A function with a closure or
+an import has helpers, so its code is never kept here: what it captured, and the files of what it
+imports, are hashed again at every load."""
+_PLAIN_SIZE = 20_000
+
+
+def _remember_plain(code_object: types.CodeType, code: str, text: str) -> None:
+    if len(_PLAIN) >= _PLAIN_SIZE:
+        _PLAIN.clear()
+    _PLAIN[id(code_object)] = (code_object, code, text)
+
+
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     """Fingerprint parts of every step in a loaded flow that do not depend on run-time values (the
     functions' normalised sources kept beside the flow file for the next process: `kept_texts`)."""
@@ -128,6 +152,21 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             fn = item.fn
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
+            code_object = fn.__code__
+            plain = _PLAIN.get(id(code_object))
+            if (
+                plain is not None
+                and plain[0] is code_object
+                and item.when is None
+                and item.connection_env is None
+                and not any(read in fn.__globals__ for read in global_reads(code_object))
+            ):
+                prints[name] = StaticPrint(
+                    code=plain[1],
+                    options=_sha(repr(item.foreach), repr(item.version)),
+                    texts={plain[1]: plain[2]},
+                )
+                continue
             text = hasher.function_text(fn, drop_decorators=True)
             code = _sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
             helpers = hasher.references(fn)
@@ -154,6 +193,8 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                 files=files,
                 texts=_texts(hasher, text, code, helpers),
             )
+            if not helpers and not files and len(option_parts) == 2 and text is not None:
+                _remember_plain(code_object, code, text)
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))
         except RecursionError:
