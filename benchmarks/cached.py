@@ -8,8 +8,12 @@ Two figures per shape:
   * same engine: the engine that ran the cold run runs the same load again (in-memory cache
     index warm, static fingerprints already computed) — a re-run inside `flow run --watch` or the TUI;
   * new engine: a fresh `Engine` on the same store runs a fresh `load_flow` of the same file, so
-    static fingerprints are recomputed and cache hits come from SQLite — what a second `flow run`
-    does (its `load_flow` time is printed separately, not counted).
+    static fingerprints are computed again and cache hits come from SQLite — what a second `flow run`
+    does (its `load_flow` time is printed separately, not counted). In this process the memos are
+    warm, as in a reload: a load executes the last load's code for the parts it did not compile again,
+    and a plain step's print is then taken by its code object (`runner.fingerprint.prints`). A second
+    `flow run` starts with none of that, only the normalised sources kept beside the file
+    (`runner.fingerprint.textcache`).
 Both must execute nothing. The verdict is the worst figure over both kinds and both shapes. A
 foreach variant is printed as extra information.
 

@@ -105,7 +105,10 @@ def _keep(path: str, version: bytes, used: Recording) -> None:
         (name, text, None if segment == text else segment, ok)
         for (name, text), (segment, ok) in used.segments.items()
     ]
-    texts = [(drop, segment, normal) for (drop, segment), normal in used.texts.items()]
+    # One object per text: marshal writes an object it has written already as a reference, and a
+    # segment is most often the very text of its span, which the lines were joined into again.
+    same = {text: text for _, text in used.segments}
+    texts = [(drop, same.get(segment, segment), normal) for (drop, segment), normal in used.texts.items()]
     body = marshal.dumps((segments, texts))
     if write_atomically(path, _HEADER + version + hashlib.sha256(body).digest() + body):
         try:
