@@ -239,23 +239,27 @@ def _plain(path: Path, n: int = 2, tail: str = "", module: str = "late_helper") 
 def _from_scratch(loaded: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, StaticPrint]:
     """The prints worked out in full: nothing kept by code object."""
     with monkeypatch.context() as patched:
-        patched.setattr(prints_module, "_PLAIN", {})
+        patched.setattr(prints_module, "_BY_CODE", {})
         return static_prints(loaded)
 
 
-def test_a_plain_steps_print_is_kept_by_its_code_and_is_the_full_print(
+def test_a_steps_print_is_made_from_its_kept_code_to_the_full_print(
     write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """From the third load on, the parts are the last load's code objects: a step whose print is its
-    source and options alone is printed without its source being looked at, to the same print."""
+    """From the third load on, the parts are the last load's code objects: no step's source is looked
+    at again, a step's helpers are (`b`'s import, `captured`'s value), and a step whose print is its
+    source and options alone (`a`) is printed at once. Each print is the full one."""
     path = _plain(write_flow("", name="plain.py"))
     loads = [load_flow(path) for _ in range(3)]
     assert loads[1].graph.nodes["a"].step.fn.__code__ is loads[2].graph.nodes["a"].step.fn.__code__
     static_prints(loads[1])
     looked_at = calls_to(monkeypatch, hasher_module.Hasher, "function_text", lambda _, fn: fn.__name__)
+    referenced = calls_to(monkeypatch, hasher_module.Hasher, "references", lambda _, fn, *__: fn.__name__)
+    imports = calls_to(monkeypatch, hasher_module.Hasher, "add_inner_imports", lambda _, fn, *__: fn.__name__)
     kept = static_prints(loads[2])
-    assert "a" not in looked_at
-    assert looked_at  # b (it imports) and the captured function are printed in full every time
+    assert looked_at == []
+    assert sorted(referenced) == ["b", "captured"]
+    assert imports == ["b"]
     full = _from_scratch(loads[2], monkeypatch)
     assert kept == full
     assert [p.texts for p in kept.values()] == [p.texts for p in full.values()]

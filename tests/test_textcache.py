@@ -174,3 +174,35 @@ def test_a_pycache_prefix_is_followed(tmp_path: Path) -> None:
         "parses": 0,
         "prints": first["prints"],
     }
+
+
+RELOADER = """
+import sys
+from pathlib import Path
+
+from dsl import load_flow
+from runner.fingerprint import static_prints
+
+path = Path(sys.argv[1])
+for _ in range(3):  # from the third load on, the parts are the last load's code objects
+    static_prints(load_flow(path))
+path.write_text(path.read_text().replace("total += i", "total += i * 2"))
+static_prints(load_flow(path))
+"""
+
+
+def test_a_reload_that_takes_prints_by_code_still_keeps_every_text(tmp_path: Path) -> None:
+    """A watch session's reload takes its unchanged steps' texts by code object, and works out the
+    edited one: the file it then writes holds every step's text, so the next process parses none."""
+    path = write(tmp_path / "watched_flow.py", 2)
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", RELOADER, str(path)], capture_output=True, text=True, env=environ, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"total += i * 2" in kept_file(path).read_bytes()
+    after = prints_in_a_fresh_process(path)
+    assert after == {"parses": 0, "prints": from_scratch(path, tmp_path)["prints"]}

@@ -143,8 +143,9 @@ class Hasher:
 
     # ----- what a function references -------------------------------------------------------
 
-    def references(self, fn: types.FunctionType) -> dict[str, str]:
-        """Hashes of everything `fn` uses from its globals (transitively) and imports in its body.
+    def references(self, fn: types.FunctionType, *, body_imports: bool = True) -> dict[str, str]:
+        """Hashes of everything `fn` uses from its globals (transitively) and imports in its body
+        (`body_imports=False`: the caller knows its body imports nothing).
 
         Only names the bytecode really reads as globals count: `df.split(...)` does not make a step
         named `split` a helper.
@@ -156,7 +157,8 @@ class Hasher:
             module_label = self.module_label(namespace.get("__name__") or fn.__module__ or "")
             for name in sorted(used):
                 self.add(f"{module_label}.{name}", namespace[name], found, fn)
-        self.add_inner_imports(fn, found)
+        if body_imports:
+            self.add_inner_imports(fn, found)
         return found
 
     def closure_values(self, fn: types.FunctionType, found: dict[str, str]) -> list[str]:

@@ -9,13 +9,14 @@ import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 from dsl.gcpause import gc_paused
 from dsl.loader import LoadedFlow
 from dsl.step import Step
 from runner.fingerprint.bytecode import global_reads
 from runner.fingerprint.hasher import FILE_MARK, Hasher
-from runner.fingerprint.source import code_span
+from runner.fingerprint.source import code_span, recorded
 from runner.fingerprint.textcache import kept_texts
 from runner.fingerprint.values import Untrusted, sha, value_hash
 
@@ -94,28 +95,47 @@ def _sha(*parts: str) -> str:
     return digest
 
 
-_PLAIN: dict[int, tuple[types.CodeType, str, str]] = {}
-"""id of a step function's code -> (that code, the hash of its normalised source, that source), for a
-function whose print is made of its source and options alone: no helper (no global it reads is
-defined, nothing captured, nothing imported in its body: each of those is a helper), no `when=` or
-connection. Its next load's print is then made at once, as long as that still holds.
+class _ByCode(NamedTuple):
+    """What a step function's code object alone decides of its print (see `_BY_CODE`)."""
+
+    code_object: types.CodeType
+    code: str
+    """The hash of its normalised source."""
+    text: str
+    """That source."""
+    body_imports: bool
+    """Whether its body may import anything (its text has `import`, or is not known)."""
+    plain: bool
+    """Whether its print was its source and options alone when last made: no helper (no global it
+    reads was defined, nothing captured, nothing imported in its body: each of those is a helper),
+    no `when=`, no connection."""
+    answers: tuple[tuple[str, str], str] | None
+    """Its span's key and its segment, as `runner.fingerprint.source` answered them (None: its text
+    did not come from its span alone): recorded again whenever the text is taken from here, so the
+    texts kept for the next process (`runner.fingerprint.textcache`) still hold it."""
+
+
+_BY_CODE: dict[int, _ByCode] = {}
+"""id of a step function's code -> what that code decides of its print, for the next load that
+executes the same code object: it need not cut, normalise and hash the function's source again, nor
+look for imports in a body that has none; and a print that was plain is made at once while it still
+is.
 
 Keyed by identity (the code is held, so the id stays its own), never by equality: equal code objects
 may come from different texts (an annotation or a default value is compiled into the code around
 the function, not into the function's). The same code object is the same text: a load executes the
 code the last load compiled for each part of the flow file it did not compile again
-(`dsl.flowcode`), and anything else is compiled anew. What may change while the code stays the same
-is asked at every load: whether a global it reads is defined now (a helper added below it), and a
-`when=` or connection given by a `step(...)` call elsewhere in the file. A function with a closure or
-an import has helpers, so its code is never kept here: what it captured, and the files of what it
-imports, are hashed again at every load."""
-_PLAIN_SIZE = 20_000
+(`dsl.flowcode`), and anything else is compiled anew. Everything else is asked at every load: the
+helpers (the values of the globals it reads, what it captured, the files of what it imports), and
+for a plain print whether a global it reads is defined now (a helper added below it) and whether a
+`when=` or connection was given by a `step(...)` call elsewhere in the file."""
+_BY_CODE_SIZE = 20_000
 
 
-def _remember_plain(code_object: types.CodeType, code: str, text: str) -> None:
-    if len(_PLAIN) >= _PLAIN_SIZE:
-        _PLAIN.clear()
-    _PLAIN[id(code_object)] = (code_object, code, text)
+def _remember(kept: _ByCode) -> None:
+    if len(_BY_CODE) >= _BY_CODE_SIZE:
+        _BY_CODE.clear()
+    _BY_CODE[id(kept.code_object)] = kept
 
 
 def static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
@@ -153,23 +173,30 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if not isinstance(fn, types.FunctionType):
                 raise Untrusted(f"the step is a {type(fn).__name__}, not a function")
             code_object = fn.__code__
-            plain = _PLAIN.get(id(code_object))
-            if (
-                plain is not None
-                and plain[0] is code_object
-                and item.when is None
-                and item.connection_env is None
-                and not any(read in fn.__globals__ for read in global_reads(code_object))
-            ):
-                prints[name] = StaticPrint(
-                    code=plain[1],
-                    options=_sha(repr(item.foreach), repr(item.version)),
-                    texts={plain[1]: plain[2]},
-                )
-                continue
-            text = hasher.function_text(fn, drop_decorators=True)
-            code = _sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
-            helpers = hasher.references(fn)
+            text: str | None
+            kept = _BY_CODE.get(id(code_object))
+            if kept is not None and kept.code_object is code_object:
+                code, text, body_imports, answers = kept.code, kept.text, kept.body_imports, kept.answers
+                if answers is not None:
+                    recorded(answers[0], answers[1], text)
+                if (
+                    kept.plain
+                    and item.when is None
+                    and item.connection_env is None
+                    and not any(read in fn.__globals__ for read in global_reads(code_object))
+                ):
+                    options = _sha(repr(item.foreach), repr(item.version))
+                    prints[name] = StaticPrint(code=code, options=options, texts={code: text})
+                    continue
+            else:
+                kept = None
+                text = hasher.function_text(fn, drop_decorators=True)
+                code = _sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
+                segment = hasher.segment(fn)
+                body_imports = segment is None or "import" in segment
+                index = hasher.source_of(code_object.co_filename) if segment is not None else None
+                answers = None if index is None or segment is None else (index.span_key(code_object), segment)
+            helpers = hasher.references(fn, body_imports=body_imports)
             closure = hasher.closure_values(fn, helpers)
             if closure:
                 helpers[f"{name}.<closure>"] = sha(*closure)
@@ -193,8 +220,10 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                 files=files,
                 texts=_texts(hasher, text, code, helpers),
             )
-            if not helpers and not files and len(option_parts) == 2 and text is not None:
-                _remember_plain(code_object, code, text)
+            if text is not None:
+                plain = not helpers and not files and len(option_parts) == 2
+                if kept is None or kept.plain != plain:
+                    _remember(_ByCode(code_object, code, text, body_imports, plain, answers))
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))
         except RecursionError:
