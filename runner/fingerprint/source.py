@@ -385,8 +385,13 @@ def remember(segments: list[tuple[str, str, str | None, bool]], texts: list[tupl
     `(function name, span text, its segment or None if the same, whether it parses)` for
     `function_segment`, each `(drop_decorators, segment, normalised text)` for `normalised_text`.
     Every answer is a function of what it is keyed by, so one worked out elsewhere is the one this
-    process would work out; an answer memoised here already is kept."""
+    process would work out; an answer memoised here already is kept. The memos keep their bounds,
+    the least recently used going first."""
     for name, text, segment, ok in segments[-_SEGMENTS_CACHE_SIZE:]:
         _SEGMENTS.setdefault((name, text), (text if segment is None else segment, ok))
     for drop, segment, normal in texts[-_NORMALISED_CACHE_SIZE:]:
         _NORMALISED.setdefault(f"{drop}:{segment}", normal)
+    while len(_SEGMENTS) > _SEGMENTS_CACHE_SIZE:
+        _SEGMENTS.popitem(last=False)
+    while len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
+        _NORMALISED.popitem(last=False)
