@@ -206,3 +206,11 @@ def test_a_reload_that_takes_prints_by_code_still_keeps_every_text(tmp_path: Pat
     assert b"total += i * 2" in kept_file(path).read_bytes()
     after = prints_in_a_fresh_process(path)
     assert after == {"parses": 0, "prints": from_scratch(path, tmp_path)["prints"]}
+
+
+def test_a_place_that_cannot_be_written_costs_nothing_but_the_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "blocked_flow.py", 2)
+    (tmp_path / "__pycache__").write_text("a file where the directory would be", encoding="utf-8")
+    first = prints_in_a_fresh_process(path)
+    assert prints_in_a_fresh_process(path) == first  # parsed again: nothing could be kept
+    assert first["parses"] == 4
