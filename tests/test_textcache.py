@@ -191,9 +191,10 @@ static_prints(load_flow(path))
 """
 
 
-def test_a_reload_that_takes_prints_by_code_still_keeps_every_text(tmp_path: Path) -> None:
-    """A watch session's reload takes its unchanged steps' texts by code object, and works out the
-    edited one: the file it then writes holds every step's text, so the next process parses none."""
+def test_a_session_writes_the_texts_once_and_the_next_process_works_out_its_edits(tmp_path: Path) -> None:
+    """A watch session's reloads leave the file as its first load wrote it (writing it at every save
+    cost each reload its time); the next process works out what was edited since (one function) and
+    takes the rest."""
     path = write(tmp_path / "watched_flow.py", 2)
     environ = {
         k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
@@ -203,9 +204,11 @@ def test_a_reload_that_takes_prints_by_code_still_keeps_every_text(tmp_path: Pat
         [sys.executable, "-c", RELOADER, str(path)], capture_output=True, text=True, env=environ, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert b"total += i * 2" in kept_file(path).read_bytes()
+    kept = kept_file(path).read_bytes()
+    assert b"total += i\n" in kept and b"total += i * 2" not in kept
     after = prints_in_a_fresh_process(path)
-    assert after == {"parses": 0, "prints": from_scratch(path, tmp_path)["prints"]}
+    assert after == {"parses": 1, "prints": from_scratch(path, tmp_path)["prints"]}
+    assert prints_in_a_fresh_process(path)["parses"] == 0
 
 
 def test_a_place_that_cannot_be_written_costs_nothing_but_the_time(tmp_path: Path) -> None:

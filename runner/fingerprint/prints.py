@@ -16,7 +16,7 @@ from dsl.loader import LoadedFlow
 from dsl.step import Step
 from runner.fingerprint.bytecode import global_reads
 from runner.fingerprint.hasher import FILE_MARK, Hasher
-from runner.fingerprint.source import code_span, recorded
+from runner.fingerprint.source import code_span
 from runner.fingerprint.textcache import kept_texts
 from runner.fingerprint.values import Untrusted, sha, value_hash
 
@@ -109,10 +109,6 @@ class _ByCode(NamedTuple):
     """Whether its print was its source and options alone when last made: no helper (no global it
     reads was defined, nothing captured, nothing imported in its body: each of those is a helper),
     no `when=`, no connection."""
-    answers: tuple[tuple[str, str], str] | None
-    """Its span's key and its segment, as `runner.fingerprint.source` answered them (None: its text
-    did not come from its span alone): recorded again whenever the text is taken from here, so the
-    texts kept for the next process (`runner.fingerprint.textcache`) still hold it."""
 
 
 _BY_CODE: dict[int, _ByCode] = {}
@@ -176,9 +172,7 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             text: str | None
             kept = _BY_CODE.get(id(code_object))
             if kept is not None and kept.code_object is code_object:
-                code, text, body_imports, answers = kept.code, kept.text, kept.body_imports, kept.answers
-                if answers is not None:
-                    recorded(answers[0], answers[1], text)
+                code, text, body_imports = kept.code, kept.text, kept.body_imports
                 if (
                     kept.plain
                     and item.when is None
@@ -194,8 +188,6 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                 code = _sha(text if text is not None else hasher.function_source(fn, drop_decorators=True))
                 segment = hasher.segment(fn)
                 body_imports = segment is None or "import" in segment
-                index = hasher.source_of(code_object.co_filename) if segment is not None else None
-                answers = None if index is None or segment is None else (index.span_key(code_object), segment)
             helpers = hasher.references(fn, body_imports=body_imports)
             closure = hasher.closure_values(fn, helpers)
             if closure:
@@ -223,7 +215,7 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if text is not None:
                 plain = not helpers and not files and len(option_parts) == 2
                 if kept is None or kept.plain != plain:
-                    _remember(_ByCode(code_object, code, text, body_imports, plain, answers))
+                    _remember(_ByCode(code_object, code, text, body_imports, plain))
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))
         except RecursionError:

@@ -83,12 +83,6 @@ class SourceIndex:
                 self._lambdas.update(part.lambdas)
         return self._lambdas
 
-    def span_key(self, code: types.CodeType) -> tuple[str, str]:
-        """A function's name and the text of its line span (`code_span`): what `function_segment`
-        memoises its answer by."""
-        first, last = code_span(code)
-        return code.co_name, "".join(self.lines[first - 1 : last])
-
     def function_segment(self, code: types.CodeType) -> str | None:
         """A function's definition (decorators included), dedented, cut out by its code's line span;
         None unless it parses on its own as exactly that function.
@@ -98,8 +92,9 @@ class SourceIndex:
         trailing `pass` still does); a body of only a docstring makes an unparsable cut, and the
         caller then falls back on the whole-file parse.
         """
-        key = self.span_key(code)
-        text = key[1]
+        first, last = code_span(code)
+        text = "".join(self.lines[first - 1 : last])
+        key = (code.co_name, text)
         known = _SEGMENTS.get(key)
         kept = getattr(_local, "recording", None)
         if known is not None:
@@ -368,16 +363,6 @@ def recording() -> Iterator[Recording]:
         yield kept
     finally:
         _local.recording = previous
-
-
-def recorded(key: tuple[str, str], segment: str, text: str) -> None:
-    """A function's answers taken from elsewhere in this process (`runner.fingerprint.prints`
-    keeps them by code object): recorded as if `function_segment` (by its span `key`) and
-    `normalised_text` (of its `segment`, decorators dropped) had given them."""
-    kept = getattr(_local, "recording", None)
-    if kept is not None:
-        kept.segments[key] = (segment, True)
-        kept.texts[(True, segment)] = text
 
 
 def remember(segments: list[tuple[str, str, str | None, bool]], texts: list[tuple[bool, str, str]]) -> None:

@@ -9,8 +9,9 @@ paid once per session of `flow tui` or `--watch`, but every `flow run` paid it a
 
 Never stale: each answer kept is a function of exactly what it is keyed by (a function's name and the
 text of its lines; a segment of source), so an answer read back is the one this process would work out.
-The file is written only by a process that worked something out, holds what one computation of the
-fingerprints used (so it does not grow with every edit), and is read only if its header names this
+The file is written only by a process that worked something out, at its first computation of the
+flow's fingerprints (a reload in `--watch` or the TUI leaves it alone), and holds what that
+computation used (so it does not grow with every edit), and is read only if its header names this
 Python (the magic number) and the very text of the modules that work the answers out, and if its body
 has the SHA-256 the header gives. Anything else (unreadable, another version, corrupt) is ignored, and
 the answers are worked out as before. Python's rules for bytecode apply: nothing is written when
@@ -39,6 +40,11 @@ _HEADER = MAGIC_NUMBER + b"flow texts 1\n"
 _seen: dict[str, tuple[int, int]] = {}
 """Texts file -> (modification time in ns, size) when this process last read or wrote it: read again
 only once another process has replaced it."""
+_done: set[str] = set()
+"""Texts files this process has read and written as need be: a later computation of the same
+flow's fingerprints (a reload in `--watch` or the TUI) leaves the file alone. Its memos are warm,
+and writing the file again at every save cost a reload ~1 ms for 200 steps; the next process works
+out only what was edited since this one's first load."""
 
 
 def texts_path(filename: str) -> str | None:
@@ -62,15 +68,16 @@ def _version() -> bytes | None:
 @contextmanager
 def kept_texts(filename: str) -> Iterator[None]:
     """Memoise the answers kept for `filename`, then record those used meanwhile (on this thread) and
-    keep them if any had to be worked out."""
+    keep them if any had to be worked out; once per flow file and process (`_done`)."""
     path = texts_path(filename)
     version = _version()
-    if path is None or version is None:
+    if path is None or version is None or path in _done:
         yield
         return
     _restore(path, version)
     with recording() as used:
         yield
+    _done.add(path)
     if used.computed and not sys.dont_write_bytecode and os.path.isdir(os.path.dirname(filename)):
         _keep(path, version, used)
 
