@@ -37,9 +37,6 @@ from runner.fingerprint.source import Recording, recording, remember
 
 _HEADER = MAGIC_NUMBER + b"flow texts 1\n"
 
-_seen: dict[str, tuple[int, int]] = {}
-"""Texts file -> (modification time in ns, size) when this process last read or wrote it: read again
-only once another process has replaced it."""
 _done: set[str] = set()
 """Texts files this process has read and written as need be: a later computation of the same
 flow's fingerprints (a reload in `--watch` or the TUI) leaves the file alone. Its memos are warm,
@@ -84,14 +81,6 @@ def kept_texts(filename: str) -> Iterator[None]:
 
 def _restore(path: str, version: bytes) -> None:
     try:
-        status = os.stat(path)
-    except OSError:
-        return
-    stamp = (status.st_mtime_ns, status.st_size)
-    if _seen.get(path) == stamp:
-        return
-    _seen[path] = stamp
-    try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError:
@@ -117,9 +106,4 @@ def _keep(path: str, version: bytes, used: Recording) -> None:
     same = {text: text for _, text in used.segments}
     texts = [(drop, same.get(segment, segment), normal) for (drop, segment), normal in used.texts.items()]
     body = marshal.dumps((segments, texts))
-    if write_atomically(path, _HEADER + version + hashlib.sha256(body).digest() + body):
-        try:
-            status = os.stat(path)
-        except OSError:
-            return
-        _seen[path] = (status.st_mtime_ns, status.st_size)
+    write_atomically(path, _HEADER + version + hashlib.sha256(body).digest() + body)
