@@ -8,6 +8,8 @@ import json
 import os
 import select
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -257,3 +259,22 @@ gc.callbacks.append(collected)
 """
 """The start of a script run in a subprocess to count the collector's passes: `seen` gets the
 generation of each collection made while `watching[0]` is true."""
+
+
+def python_with_bytecode(script: str, *args: str, **env: str) -> str:
+    """Run `python -c script *args` in a fresh interpreter that keeps bytecode as a user's would (no
+    `PYTHONDONTWRITEBYTECODE` or `PYTHONPYCACHEPREFIX` inherited; `env` added, this repository on its
+    path); return what it printed. It must succeed."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    skipped = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    environ = {k: v for k, v in os.environ.items() if k not in skipped}
+    environ["PYTHONPATH"] = os.pathsep.join([repo, environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env={**environ, **env},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

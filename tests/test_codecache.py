@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from dsl import codecache, load_flow
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers_core import python_with_bytecode
 
 FLOW = """
 from dsl import step
@@ -45,17 +43,7 @@ print(json.dumps({"compiled": len(compiled), "a": loaded.graph.nodes["a"].step.f
 
 
 def load_in_a_fresh_process(path: Path, **env: str) -> dict[str, int]:
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", LOADER, str(path)],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, int] = json.loads(done.stdout)
+    result: dict[str, int] = json.loads(python_with_bytecode(LOADER, str(path), **env))
     return result
 
 
@@ -217,17 +205,9 @@ print(json.dumps(seen))
 def loads_in_a_fresh_process(flow: Path, helper: Path, *edits: str, **env: str) -> list[dict[str, int]]:
     """Load `flow` in a new interpreter, then again after each edit of `helper`: per load, how many
     times `helper` was compiled, what step `a` returns and how many times `helper` ran so far."""
-    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", LOADS, str(flow), str(helper), *edits],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
+    result: list[dict[str, int]] = json.loads(
+        python_with_bytecode(LOADS, str(flow), str(helper), *edits, **env)
     )
-    assert done.returncode == 0, done.stderr
-    result: list[dict[str, int]] = json.loads(done.stdout)
     return result
 
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from runner.fingerprint import textcache
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers_core import python_with_bytecode
 
 FLOW = '''
 from dsl import step
@@ -64,19 +62,7 @@ print(json.dumps({
 
 
 def prints_in_a_fresh_process(path: Path, **env: str) -> dict[str, object]:
-    environ = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
-    }
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", PRINTER, str(path)],
-        capture_output=True,
-        text=True,
-        env={**environ, **env},
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout)
+    result: dict[str, object] = json.loads(python_with_bytecode(PRINTER, str(path), **env))
     return result
 
 
@@ -196,14 +182,7 @@ def test_a_session_writes_the_texts_once_and_the_next_process_works_out_its_edit
     cost each reload its time); the next process works out what was edited since (one function) and
     takes the rest."""
     path = write(tmp_path / "watched_flow.py", 2)
-    environ = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
-    }
-    environ["PYTHONPATH"] = os.pathsep.join([str(REPO), environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", RELOADER, str(path)], capture_output=True, text=True, env=environ, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
+    python_with_bytecode(RELOADER, str(path))
     kept = kept_file(path).read_bytes()
     assert b"total += i\n" in kept and b"total += i * 2" not in kept
     after = prints_in_a_fresh_process(path)
