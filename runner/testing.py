@@ -2,9 +2,10 @@
 
 `FLOW_FAULT_KILL=commit:3` SIGKILLs the runner the 3rd time this process reaches the point `commit`.
 Points: `commit` (the store's writer, mid-transaction), `artifact-write` and `artifact-rename` (a worker
-writing a file artifact), `step-start` and `step-finish` (a worker, around the step call). In a worker
-(`kill_parent_on_fault`), a fault kills the worker's parent, the runner. `tests/test_faults.py` drives
-them; nothing else should set the variable.
+writing a file artifact), `step-start` and `step-finish` (a worker, around the step call),
+`tree-stopped` (`kill_tree`, between stopping a process tree and killing it). In a worker
+(`kill_parent_on_fault`), a fault kills the worker's parent, the runner. `tests/test_faults.py` and
+`tests/test_step_descendants.py` drive them; nothing else should set the variable.
 
 The variable is read at the first fault point a process reaches, not at import, and while it is unset
 a fault point costs a dictionary check.

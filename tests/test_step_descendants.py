@@ -25,6 +25,7 @@ import pytest
 from runner.executors.proctree import OUTLIVES_STEP, outlives_step
 from tests.conftest import CLIResult
 from tests.helpers_core import pid_alive, wait_for
+from tests.test_faults import assert_no_orphans, flow_env, marked_processes, start_flow
 
 SPAWNER = """
 import os
@@ -155,6 +156,30 @@ def test_killing_the_runner_kills_children_in_their_own_session(store_dir: Path,
         proc.kill()
         proc.communicate(timeout=60)
     _killed_and_cleaned_up(pids)
+
+
+def test_a_runner_killed_while_it_kills_a_step_leaves_nothing_stopped(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    """The runner dies (SIGKILL) after stopping a timed-out step's worker and its tree, before killing
+    them: the worker, stopped, is continued by the kernel and its watchdog takes the tree down. Before,
+    it stayed stopped for ever, an orphan of pid 1 (seen in `test_faults`' campaign)."""
+    path, pids = _flow(tmp_path, timeout=2, linger=True)
+    marker = f"tree-stopped-{os.getpid()}"
+    env = flow_env(store_dir, marker, FLOW_FAULT_KILL="tree-stopped")
+    proc = start_flow(["run", str(path)], env, tmp_path)
+    try:
+        _spawned(pids)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    try:
+        assert proc.returncode == -signal.SIGKILL, (out, err)
+        _killed_and_cleaned_up(pids)
+        assert_no_orphans(marker, within=10)  # the worker itself
+    finally:
+        for survivor in marked_processes(marker):  # do not leave a stopped worker behind a failure
+            survivor.kill()
 
 
 def test_a_step_that_returns_leaves_no_process_behind(flow_cli, tmp_path: Path) -> None:

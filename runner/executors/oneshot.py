@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from runner.executors.base import Task, TaskResult
-from runner.executors.proctree import kill_tree
+from runner.executors.proctree import continue_when_parent_dies, kill_tree
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -62,6 +62,7 @@ def run_once(task: Task, timeout: float) -> TaskResult:
 def main(argv: list[str]) -> int:
     from runner.executors.execute import execute, install_roots, resolve_code
 
+    continue_when_parent_dies()
     task: Task = pickle.loads(sys.stdin.buffer.read())
     install_roots(task)
     try:

@@ -24,15 +24,47 @@ import os
 import signal
 import time
 
+from runner.testing import fault_point
+
 OUTLIVES_STEP = "FLOW_OUTLIVES_STEP"
 """The environment variable (value "1") that spares a process and its descendants from `kill_tree`."""
 _MARK = f"{OUTLIVES_STEP}=1".encode()
 
 _MAX_ROUNDS = 100
-_EXEC_READS = 50
-"""Reads of an empty environment before a live process counts as unmarked (see `outlives_step`)."""
 """Walks of the tree before giving up on stopping a tree that keeps growing (each round stops what it
 found, so only a tree whose new processes outrun one walk needs more than two)."""
+_EXEC_READS = 50
+"""Reads of an empty environment before a live process counts as unmarked (see `outlives_step`)."""
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants of this process are re-parented to it (not to pid 1), so it can find and kill
+    them."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def continue_when_parent_dies() -> None:
+    """Have the kernel send this process SIGCONT when its parent dies.
+
+    `kill_tree` stops a process before it kills it. A caller that dies between the two (SIGKILLed, out
+    of memory) would leave it stopped for ever: no thread of it can run to notice (a worker's watchdog),
+    and a process in a session of its own has a process group orphaned from the start, so the kernel's
+    SIGCONT to newly orphaned groups never comes. With this, it runs again and ends as it would have had
+    its parent died while it ran. A SIGCONT to a running process does nothing, so the ones the kernel
+    also sends when the parent's thread that started this process ends are harmless.
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGCONT)
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - not Linux: nothing to ask for
+        pass
 
 
 def children(pid: int) -> list[int]:
@@ -133,6 +165,7 @@ def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
             seen.add(pid)
             if _signal(pid, signal.SIGSTOP):
                 stopped.append(pid)
+    fault_point("tree-stopped")
     for pid in stopped:
         _signal(pid, signal.SIGKILL)
     return stopped

@@ -47,18 +47,8 @@ from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskS
 from runner.executors.execute import execute, install_roots, keep_code, resolve_code
 from runner.executors.isolation import Isolation
 from runner.executors.limits import limit_memory, memory_limit, restore_memory
-from runner.executors.proctree import kill_tree, outlives_step
+from runner.executors.proctree import become_subreaper, continue_when_parent_dies, kill_tree, outlives_step
 from runner.testing import kill_parent_on_fault
-
-
-def _become_subreaper() -> None:
-    """Orphaned descendants of a step are re-parented to this worker, so it can find and kill them."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
 
 
 def _children() -> list[int]:
@@ -318,7 +308,8 @@ def main(argv: list[str]) -> int:
     in_fd, out_fd = int(argv[1]), int(argv[2])
     faulthandler.enable()
     kill_parent_on_fault()
-    _become_subreaper()
+    become_subreaper()
+    continue_when_parent_dies()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     lock = threading.Lock()
 
