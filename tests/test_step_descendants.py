@@ -164,7 +164,7 @@ def test_a_runner_killed_while_it_kills_a_step_leaves_nothing_stopped(
     """The runner dies (SIGKILL) after stopping a timed-out step's worker and its tree, before killing
     them: the worker, stopped, is continued by the kernel and its watchdog takes the tree down. Before,
     it stayed stopped for ever, an orphan of pid 1 (seen in `test_faults`' campaign)."""
-    path, pids = _flow(tmp_path, timeout=2, linger=True)
+    path, pids = _flow(tmp_path, timeout=5, linger=True)
     marker = f"tree-stopped-{os.getpid()}"
     env = flow_env(store_dir, marker, FLOW_FAULT_KILL="tree-stopped")
     proc = start_flow(["run", str(path)], env, tmp_path)
