@@ -198,3 +198,88 @@ def test_idle_lanes_make_way_for_a_step_with_its_own_future(
         size = pickle.loads(dask.store.read_artifact(step_of(record, "size").output_hash))
     assert record.status == "succeeded" and size == 2 << 20
     assert time.monotonic() - started < 30
+
+
+CHAIN = """
+from dsl import step
+
+@step
+def s0():
+    return 0
+
+@step
+def s1(s0):
+    print("one")
+    return s0 + 1
+
+@step
+def s2(s1):
+    return s1 + 1
+"""
+
+
+def _count_on_scheduler(executor: DaskExecutor) -> Callable[[], dict[str, int]]:
+    """Count, on the scheduler, the answers of this executor's lanes that came with the exchange
+    (`dask_worker.EXCHANGE_OP`) and the plain puts on its results queue; return the reader (which also
+    puts the scheduler's handlers back)."""
+    results = executor._results.name
+
+    def wrap(dask_scheduler: Any = None) -> None:
+        counts = dask_scheduler.flow_test_counts = {"exchanged": 0, "put": 0}
+        exchange, put = dask_scheduler.handlers["flow_lane_exchange"], dask_scheduler.handlers["queue_put"]
+        dask_scheduler.flow_test_handlers = exchange, put
+
+        async def counted_exchange(**kwargs: Any) -> Any:
+            counts["exchanged"] += kwargs.get("results") == results and kwargs.get("answer") is not None
+            return await exchange(**kwargs)
+
+        async def counted_put(**kwargs: Any) -> Any:
+            counts["put"] += kwargs.get("name") == results
+            return await put(**kwargs)
+
+        dask_scheduler.handlers["flow_lane_exchange"] = counted_exchange
+        dask_scheduler.handlers["queue_put"] = counted_put
+
+    def read(dask_scheduler: Any = None) -> dict[str, int]:
+        exchange, put = dask_scheduler.flow_test_handlers
+        dask_scheduler.handlers["flow_lane_exchange"] = exchange
+        dask_scheduler.handlers["queue_put"] = put
+        return dict(dask_scheduler.flow_test_counts)
+
+    executor._client.run_on_scheduler(wrap)
+    return lambda: executor._client.run_on_scheduler(read)
+
+
+def test_a_lane_answers_and_waits_for_its_next_task_in_one_request(
+    dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    """Each step's answer goes to the scheduler with the lane's wait for its next task (one request,
+    `dask_worker.EXCHANGE_OP`), never as a put of its own: a step on a lane was two requests."""
+    executor = DaskExecutor(dask_cluster.address)
+    assert executor._merged
+    counts = _count_on_scheduler(executor)
+    with session(tmp_path / "store", executor) as dask:
+        record = dask.run(write_flow(CHAIN))
+        lines = [line.line for line in dask.store.get_logs(record.id, "s1")]
+        last = pickle.loads(dask.store.read_artifact(step_of(record, "s2").output_hash))
+        seen = counts()
+    assert record.status == "succeeded" and last == 2 and lines == ["one"]
+    assert seen == {"exchanged": 3, "put": 0}
+
+
+def test_lanes_answer_in_two_requests_where_the_scheduler_runs_no_function(
+    tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    """A scheduler that refuses to run functions (`blocked-handlers`) cannot be given the exchange:
+    the lanes put their answers and wait for tasks as two requests, and the flow runs the same."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.blocked-handlers": ["run_function"]}):
+        executor = DaskExecutor(None, workers=1)
+    assert not executor._merged
+    with session(tmp_path / "store", executor) as run:
+        record = run.run(write_flow(CHAIN))
+        lines = [line.line for line in run.store.get_logs(record.id, "s1")]
+        last = pickle.loads(run.store.read_artifact(step_of(record, "s2").output_hash))
+    assert record.status == "succeeded" and last == 2 and lines == ["one"]
+    assert {step_of(record, f"s{i}").status for i in range(3)} == {"succeeded"}

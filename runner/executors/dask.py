@@ -10,10 +10,13 @@ How a task travels, and why:
   `distributed.Queue` and putting small results on a results queue the runner long-polls. Queue
   messages are RPC replies, so a step costs two messages through the scheduler instead of a future's
   client -> scheduler -> worker -> scheduler -> client trip, each hop waiting out its stream's batching
-  interval. Dask still places every lane (on the least busy worker), and the runner never has more
-  lanes than `slots`: a task starts as soon as it is submitted, as with a future per task. A lane
-  idle for `LANE_IDLE_S` gives its thread back. A task with scattered inputs or `resources=` gets a
-  future of its own (`dask_worker.run_on_worker`), placed by Dask like any other.
+  interval. The lane's side is one request a step: a handler the runner adds to the scheduler
+  (`dask_worker.exchange_installer`) takes its answer and waits for its next task (a scheduler that
+  runs no functions for clients gets two requests, a put and a get). Dask still places every lane
+  (on the least busy worker), and the runner never has more lanes than `slots`: a task starts as
+  soon as it is submitted, as with a future per task. A lane idle for `LANE_IDLE_S` gives its
+  thread back. A task with scattered inputs or `resources=` gets a future of its own
+  (`dask_worker.run_on_worker`), placed by Dask like any other.
 - **Code and inputs by value.** `Task.code` (cloudpickled, flow-file functions and local helpers
   included) is sent with the task, so workers need flow installed but not the flow file; a lane
   keeps the last `LANE_CODES` codes, and the runner leaves out the ones it knows the lane has. Inputs
@@ -60,7 +63,7 @@ from runner.executors.base import Task, TaskDone, TaskEvent, TaskLog, TaskResult
 from runner.executors.dask_inputs import Shipper
 from runner.executors.dask_outcomes import died, failure, store_large, topic_truncator
 from runner.executors.dask_setup import dask_resources, scheduler_address, spawn_path
-from runner.executors.dask_worker import LANE_CODES, run_lane, run_on_worker
+from runner.executors.dask_worker import LANE_CODES, exchange_installer, run_lane, run_on_worker
 
 if TYPE_CHECKING:
     from dask.typing import Key
@@ -229,6 +232,7 @@ class DaskExecutor:
         self._client.subscribe_topic(self._topic, self._on_task_event)
         self._client.subscribe_topic("all", self._on_cluster_event)
         self._results = self._queue(f"flow-results-{self._uid}")
+        self._merged = self._results is not None and self._install_exchange()
         self._pollers = min(_RESULT_POLLERS, max(2, self._slots)) if self._results is not None else 0
         for _ in range(self._pollers):
             self._loop.add_callback(self._poll_results, self._results.name)
@@ -390,6 +394,14 @@ class DaskExecutor:
         except Exception:
             return None
 
+    def _install_exchange(self) -> bool:
+        """Whether the scheduler now answers `dask_worker.EXCHANGE_OP` (a scheduler that refuses to run
+        functions, `distributed.scheduler.blocked-handlers`, leaves lanes two requests a step)."""
+        try:
+            return self._client.run_on_scheduler(exchange_installer()) is True
+        except Exception:
+            return False
+
     def _idle_lane(self) -> _Lane | None:
         """The lane that went idle last (the others may then reach `LANE_IDLE_S` and end); none while a
         future of its own waits for a thread (see `_waiting`)."""
@@ -403,7 +415,7 @@ class DaskExecutor:
         inbox = self._queue(name)
         if inbox is None:
             raise RuntimeError(f"the scheduler did not create queue {name}")
-        future = self._client.submit(run_lane, name, results, self._topic, key=name, pure=False)
+        future = self._client.submit(run_lane, name, results, self._topic, self._merged, key=name, pure=False)
         return _Lane(future, inbox)
 
     def _send(self, lane: _Lane, task: Task) -> None:

@@ -11,7 +11,8 @@ with the scheduler's task transitions on both ends, and every hop waits for its 
 interval (10 ms from a client): several milliseconds per step. A lane is one future that keeps its
 worker thread and takes the runner's next task from its own `distributed.Queue`, answering on a
 shared results queue: a step then costs two queue messages, which travel as RPC replies, not as
-batched stream messages. The lane runs one task at a time, exactly like a future per task would.
+batched stream messages; the lane sends its answer with its wait for the next task, in one request
+(`exchange_installer`). The lane runs one task at a time, exactly like a future per task would.
 
 `distributed` is imported inside the functions only: the runner imports this module without it.
 """
@@ -24,6 +25,7 @@ import pickle
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import INLINE_MAX
@@ -62,6 +64,9 @@ LANE_CODES = 64
 LRU to know what it may omit)."""
 
 BLOB_MARK = "dask-blob:"
+
+EXCHANGE_OP = "flow_lane_exchange"
+"""The scheduler handler `exchange_installer` adds: a lane's answer and its wait for the next task."""
 
 _thread_local = threading.local()
 
@@ -164,7 +169,9 @@ def run_on_worker(task: Task, topic: str, blobs: dict[str, bytes]) -> tuple[Task
     return result, batches
 
 
-def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int] | None:
+def run_lane(
+    inbox: str, results: str, topic: str, merged: bool = False
+) -> tuple[str, TaskResult, int] | None:
     """The function of a lane's future: run the tasks the runner puts in queue `inbox`, one at a time.
 
     Each message is a pickled `Task` (its `code` left empty when this lane already had that
@@ -173,6 +180,9 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
     result it cannot put there (too large, or the task was cancelled or timed out here): that is its
     future's value, as `(task id, result, batches)`. It also ends, returning None, when its future is
     cancelled, the runner says stop, or the scheduler no longer knows the queue (the runner closed).
+
+    `merged`: the scheduler has `EXCHANGE_OP` (`exchange_installer`), so an answer and the wait for
+    the next task are one request, not two.
     """
     from distributed import get_worker
     from distributed.utils import sync
@@ -184,7 +194,7 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
     answer: dict[str, Any] | None = None
     while True:
         try:
-            record = sync(worker.loop, _exchange, worker.scheduler, inbox, results, answer)
+            record = sync(worker.loop, _exchange, worker.scheduler, inbox, results, answer, merged)
         except TimeoutError:  # from the wait for a task: the answer before it was put
             answer = None
             if _cancelled(worker, key):
@@ -213,14 +223,51 @@ def run_lane(inbox: str, results: str, topic: str) -> tuple[str, TaskResult, int
         answer = {"t": task.id, "result": payload, "n": batches}
 
 
-async def _exchange(scheduler: Any, inbox: str, results: str, answer: dict[str, Any] | None) -> Any:
+async def _exchange(
+    scheduler: Any, inbox: str, results: str, answer: dict[str, Any] | None, merged: bool
+) -> Any:
     """Put the last task's answer (if any) on the results queue and wait for the next task.
 
     One hand-off from the lane's thread to the worker's event loop per task, not two; and the wait is
     on the scheduler before the runner, which sends the next task as soon as it has the answer, could
     send it (waiting for the put's reply first would put a round trip on every step's path)."""
+    if merged:
+        exchange = getattr(scheduler, EXCHANGE_OP)
+        return await exchange(inbox=inbox, results=results, answer=answer, timeout=LANE_WAIT_S)
     wait = scheduler.queue_get(name=inbox, timeout=LANE_WAIT_S)
     if answer is None:
         return await wait
     _, record = await asyncio.gather(scheduler.queue_put(name=results, data=answer), wait)
     return record
+
+
+def exchange_installer() -> Callable[..., bool]:
+    """A function for `run_on_scheduler` that adds the handler `EXCHANGE_OP` to the scheduler: put a
+    lane's answer on the results queue, then wait on its inbox, in one request.
+
+    Why: a step on a lane cost the worker two requests to the scheduler (the answer, the wait for the
+    next task), each a message each way that the worker and the scheduler (in the runner's process,
+    for a local cluster) serialise and read; one request halves that. The queues are Dask's own, so
+    the runner's side does not change. Defined inside a function so cloudpickle ships it by value: the
+    scheduler need not have flow installed. Returns True once the handler is there.
+    """
+
+    op = EXCHANGE_OP
+
+    def install(dask_scheduler: Any = None) -> bool:
+        queues = dask_scheduler.extensions["queues"]
+
+        async def exchange(
+            inbox: str | None = None,
+            results: str | None = None,
+            answer: dict[str, Any] | None = None,
+            timeout: float | None = None,
+        ) -> Any:
+            if answer is not None:
+                await queues.put(name=results, data=answer)
+            return await queues.get(name=inbox, timeout=timeout)
+
+        dask_scheduler.handlers[op] = exchange
+        return True
+
+    return install
