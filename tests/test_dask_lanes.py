@@ -39,40 +39,47 @@ def _count_submits(executor: DaskExecutor) -> list[str]:
     return keys
 
 
+CHAIN = """
+from dsl import step
+
+@step
+def s0():
+    return 0
+
+@step
+def s1(s0):
+    print("one")
+    return s0 + 1
+
+@step
+def s2(s1):
+    return bytes(200_000), s1 + 1  # a result too large for an event, not for the results queue
+
+@step
+def s3(s2):
+    print("three")
+    return s2[1] + 1
+"""
+"""Four steps on one lane: logs, and a result of 200 kB."""
+
+
+def _run_chain(dask: Any, path: Path) -> tuple[Any, dict[str, list[str]], Any]:
+    """Run `CHAIN`: its record, the log lines of `s1` and `s3`, and `s3`'s output."""
+    record = dask.run(path)
+    logs = {name: [line.line for line in dask.store.get_logs(record.id, name)] for name in ("s1", "s3")}
+    last = pickle.loads(dask.store.read_artifact(step_of(record, "s3").output_hash))
+    return record, logs, last
+
+
 def test_a_chain_runs_on_one_lane(
     dask_cluster: DaskCluster, tmp_path: Path, write_flow: Callable[..., Path]
 ) -> None:
     """Step after step goes to the lane that ran the last one: one future for the whole chain, logs
     and a result of 200 kB included."""
-    path = write_flow(
-        """
-        from dsl import step
-
-        @step
-        def s0():
-            return 0
-
-        @step
-        def s1(s0):
-            print("one")
-            return s0 + 1
-
-        @step
-        def s2(s1):
-            return bytes(200_000), s1 + 1  # a result too large for an event, not for the results queue
-
-        @step
-        def s3(s2):
-            print("three")
-            return s2[1] + 1
-        """
-    )
     executor = DaskExecutor(dask_cluster.address)
     keys = _count_submits(executor)
     with session(tmp_path / "store", executor) as dask:
-        record = dask.run(path)
-        logs = {name: [line.line for line in dask.store.get_logs(record.id, name)] for name in ("s1", "s3")}
-        last = pickle.loads(dask.store.read_artifact(step_of(record, "s3").output_hash))
+        record, logs, last = _run_chain(dask, write_flow(CHAIN))
     assert record.status == "succeeded" and last == 3
     assert logs == {"s1": ["one"], "s3": ["three"]}
     assert len(keys) == 1 and keys[0].startswith("flow-lane-"), keys
@@ -200,24 +207,6 @@ def test_idle_lanes_make_way_for_a_step_with_its_own_future(
     assert time.monotonic() - started < 30
 
 
-CHAIN = """
-from dsl import step
-
-@step
-def s0():
-    return 0
-
-@step
-def s1(s0):
-    print("one")
-    return s0 + 1
-
-@step
-def s2(s1):
-    return s1 + 1
-"""
-
-
 def _count_on_scheduler(executor: DaskExecutor) -> Callable[[], dict[str, int]]:
     """Count, on the scheduler, the answers of this executor's lanes that came with the exchange
     (`dask_worker.EXCHANGE_OP`) and the plain puts on its results queue; return the reader (which also
@@ -259,12 +248,11 @@ def test_a_lane_answers_and_waits_for_its_next_task_in_one_request(
     assert executor._merged
     counts = _count_on_scheduler(executor)
     with session(tmp_path / "store", executor) as dask:
-        record = dask.run(write_flow(CHAIN))
-        lines = [line.line for line in dask.store.get_logs(record.id, "s1")]
-        last = pickle.loads(dask.store.read_artifact(step_of(record, "s2").output_hash))
+        record, logs, last = _run_chain(dask, write_flow(CHAIN))
         seen = counts()
-    assert record.status == "succeeded" and last == 2 and lines == ["one"]
-    assert seen == {"exchanged": 3, "put": 0}
+    assert record.status == "succeeded" and last == 3
+    assert logs == {"s1": ["one"], "s3": ["three"]}
+    assert seen == {"exchanged": 4, "put": 0}
 
 
 def test_lanes_answer_in_two_requests_where_the_scheduler_runs_no_function(
@@ -278,8 +266,7 @@ def test_lanes_answer_in_two_requests_where_the_scheduler_runs_no_function(
         executor = DaskExecutor(None, workers=1)
     assert not executor._merged
     with session(tmp_path / "store", executor) as run:
-        record = run.run(write_flow(CHAIN))
-        lines = [line.line for line in run.store.get_logs(record.id, "s1")]
-        last = pickle.loads(run.store.read_artifact(step_of(record, "s2").output_hash))
-    assert record.status == "succeeded" and last == 2 and lines == ["one"]
-    assert {step_of(record, f"s{i}").status for i in range(3)} == {"succeeded"}
+        record, logs, last = _run_chain(run, write_flow(CHAIN))
+    assert record.status == "succeeded" and last == 3
+    assert logs == {"s1": ["one"], "s3": ["three"]}
+    assert {step_of(record, f"s{i}").status for i in range(4)} == {"succeeded"}
