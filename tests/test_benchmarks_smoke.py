@@ -62,3 +62,46 @@ def test_benchmark_runs_and_ends_with_its_verdict(
         assert (
             "every step calling a" in lines[0] and "unchanged steps re-executed across all saves: 0" in lines
         )
+
+
+def _worktrees() -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs a git checkout (the base side is a worktree)")
+def test_ab_runs_a_benchmark_on_a_revision_and_the_working_tree_in_turn() -> None:
+    """`benchmarks.ab` checks HEAD out in a temporary worktree, runs `benchmarks.cold` there and on the
+    working tree in turn, ends with the ratio of the medians, and leaves no worktree behind."""
+    before = _worktrees()
+    env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
+    env.update({"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ab", "HEAD", "cold", "--rounds", "2"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("  round")] == ["  round 1", "  round 2"]
+    assert re.match(
+        r"^ab cold: \d+\.\d{3} \(working tree / HEAD, medians of 2 rounds; lower in [0-2] of 2\)$", lines[-1]
+    ), lines[-1]
+    assert _worktrees() == before
+
+
+def test_ab_takes_the_verdict_figure_or_the_one_asked_for() -> None:
+    from benchmarks.ab import figure_of
+
+    output = (
+        "replace -> FlowReloaded        p50    13.4 ms   p95    17.2 ms\nreload: 17.5 ms (budget 20) PASS\n"
+    )
+    assert figure_of(output, None) == 17.5
+    assert figure_of(output, re.compile(r"FlowReloaded +p50 +([0-9.]+)")) == 13.4
+    assert figure_of("Traceback (most recent call last):\n", None) is None
+    assert figure_of(output, re.compile(r"no such line ([0-9]+)")) is None
