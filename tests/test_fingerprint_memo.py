@@ -337,3 +337,88 @@ def test_a_when_given_since_elsewhere_in_the_file_changes_a_kept_steps_print(
     after = static_prints(loaded)
     assert after["plain"].options != before["plain"].options
     assert after["plain"] == _from_scratch(loaded, monkeypatch)["plain"]
+
+
+MODULES = """\
+{binding}
+
+import json
+import math
+
+from dsl import step
+
+
+@step
+def a():
+    return json.dumps([math.pi, str(codec)])
+
+
+@step
+def b(a):
+    return json.loads(a)
+{tail}
+"""
+
+
+def _modules(path: Path, binding: str = "import pickle as codec", tail: str = "") -> Path:
+    path.write_text(MODULES.format(binding=binding, tail=tail), encoding="utf-8")
+    return path
+
+
+def test_a_step_reading_only_installed_modules_is_printed_from_its_kept_code(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps whose only globals are modules of the standard library (or installed packages: hashed by
+    name and version) are printed at once from the third load on, with those modules as helpers, as
+    a full print has them."""
+    path = _modules(write_flow("", name="modules.py"))
+    loads = [load_flow(path) for _ in range(3)]
+    static_prints(loads[1])
+    referenced = calls_to(monkeypatch, hasher_module.Hasher, "references", lambda _, fn, *__: fn.__name__)
+    kept = static_prints(loads[2])
+    assert referenced == []
+    assert set(kept["a"].helpers) == {"flow.codec", "flow.json", "flow.math"}
+    assert set(kept["b"].helpers) == {"flow.json"}
+    full = _from_scratch(loads[2], monkeypatch)
+    assert kept == full
+    assert [p.texts for p in kept.values()] == [p.texts for p in full.values()]
+
+
+@pytest.mark.parametrize(
+    ("binding", "tail"),
+    [
+        ("import marshal as codec", ""),  # another module under the same name
+        ("codec = 'text'", "\njson = None\n"),  # names bound to values that are not modules
+        ("import codec_local as codec", ""),  # a module of the project's own
+        ("import pickle as codec", "\ndumps = 1\n"),  # a global `a` does not read, defined since
+        ("import pickle as codec", "\nmath = 2\n"),  # a global `a` reads, bound again below it
+    ],
+    ids=["other-module", "not-a-module", "local-module", "unread-global", "rebound-global"],
+)
+def test_a_kept_steps_print_sees_its_modules_change(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, binding: str, tail: str
+) -> None:
+    """Editing only the parts around `a` (its code object stays the same) changes its print exactly
+    as a full print does: another module or another value under a name it reads, a module of the
+    project's own (and then every edit of that module)."""
+    path = _modules(write_flow("", name="rebinding.py"))
+    (path.parent / "codec_local.py").write_text("VALUE = 1\n", encoding="utf-8")
+    for _ in range(3):
+        loaded = load_flow(path)
+        before = static_prints(loaded)
+    code = loaded.graph.nodes["a"].step.fn.__code__
+    _modules(path, binding=binding, tail=tail)
+    loaded = load_flow(path)
+    assert loaded.graph.nodes["a"].step.fn.__code__ is code
+    after = static_prints(loaded)
+    assert after["a"] == _from_scratch(loaded, monkeypatch)["a"]
+    if tail != "\ndumps = 1\n":
+        assert after["a"].helpers != before["a"].helpers
+    else:
+        assert after["a"] == before["a"]
+    if binding.startswith("import codec_local"):
+        for value in (2, 3):
+            (path.parent / "codec_local.py").write_text(f"VALUE = {value}\n", encoding="utf-8")
+            edited = static_prints(load_flow(path))
+            assert edited["a"].helpers != after["a"].helpers
+            after = edited

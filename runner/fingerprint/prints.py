@@ -105,17 +105,24 @@ class _ByCode(NamedTuple):
     """That source."""
     body_imports: bool
     """Whether its body may import anything (its text has `import`, or is not known)."""
-    plain: bool
-    """Whether its print was its source and options alone when last made: no helper (no global it
-    reads was defined, nothing captured, nothing imported in its body: each of those is a helper),
-    no `when=`, no connection."""
+    modules: tuple[tuple[str, types.ModuleType], ...] | None
+    """When its print was last made from its source, options and whole modules that are not the
+    user's alone (the standard library's, installed packages': hashed by name and version), the
+    globals it read, as (name, module) in name order: `()` when it read none. None when anything else
+    went in: a global that is not such a module, something captured, an import in its body, a
+    `when=`, a connection."""
+    helpers: dict[str, str]
+    """Those modules' hashes, as the print's helpers."""
+    namespace: str | None
+    """The `__name__` of the globals they were read from (it labels the helpers)."""
 
 
 _BY_CODE: dict[int, _ByCode] = {}
 """id of a step function's code -> what that code decides of its print, for the next load that
 executes the same code object: it need not cut, normalise and hash the function's source again, nor
-look for imports in a body that has none; and a print that was plain is made at once while it still
-is.
+look for imports in a body that has none; and a print that was made of the source, the options and
+modules that are not the user's alone is made at once while it still is (the same globals hold the
+same module objects).
 
 Keyed by identity (the code is held, so the id stays its own), never by equality: equal code objects
 may come from different texts (an annotation or a default value is compiled into the code around
@@ -123,8 +130,10 @@ the function, not into the function's). The same code object is the same text: a
 code the last load compiled for each part of the flow file it did not compile again
 (`dsl.flowcode`), and anything else is compiled anew. Everything else is asked at every load: the
 helpers (the values of the globals it reads, what it captured, the files of what it imports), and
-for a plain print whether a global it reads is defined now (a helper added below it) and whether a
-`when=` or connection was given by a `step(...)` call elsewhere in the file."""
+for a print made at once whether the globals it reads are still exactly those modules (a helper
+added below it, a name bound to another module or to another value) and whether a `when=` or
+connection was given by a `step(...)` call elsewhere in the file. A module's hash is its name and
+its installed version, which this process reads once per file anyway (`dsl.locality.distribution_of`)."""
 _BY_CODE_SIZE = 20_000
 
 
@@ -174,13 +183,15 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
             if kept is not None and kept.code_object is code_object:
                 code, text, body_imports = kept.code, kept.text, kept.body_imports
                 if (
-                    kept.plain
+                    kept.modules is not None
                     and item.when is None
                     and item.connection_env is None
-                    and not any(read in fn.__globals__ for read in global_reads(code_object))
+                    and _same_modules(fn, kept)
                 ):
                     options = _sha(repr(item.foreach), repr(item.version))
-                    prints[name] = StaticPrint(code=code, options=options, texts={code: text})
+                    helpers = dict(kept.helpers)
+                    texts = {code: text}
+                    prints[name] = StaticPrint(code=code, helpers=helpers, options=options, texts=texts)
                     continue
             else:
                 kept = None
@@ -213,14 +224,52 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                 texts=_texts(hasher, text, code, helpers),
             )
             if text is not None:
-                plain = not helpers and not files and len(option_parts) == 2
-                if kept is None or kept.plain != plain:
-                    _remember(_ByCode(code_object, code, text, body_imports, plain))
+                made_of = (
+                    None
+                    if files or closure or body_imports or len(option_parts) != 2
+                    else _module_reads(hasher, fn, helpers)
+                )
+                if kept is None or kept.modules != made_of:
+                    namespace = fn.__globals__.get("__name__")
+                    _remember(
+                        _ByCode(code_object, code, text, body_imports, made_of, dict(helpers), namespace)
+                    )
         except Untrusted as exc:
             prints[name] = StaticPrint(code="", untrusted=str(exc))
         except RecursionError:
             prints[name] = StaticPrint(code="", untrusted="its helpers nest too deeply to hash")
     return prints
+
+
+def _module_reads(
+    hasher: Hasher, fn: types.FunctionType, helpers: dict[str, str]
+) -> tuple[tuple[str, types.ModuleType], ...] | None:
+    """The globals `fn` reads, as (name, module) in name order, when every one is a whole module that
+    is not the user's and each is one of `helpers` (so they are all the helpers); else None."""
+    namespace = fn.__globals__
+    found = []
+    for read in sorted(global_reads(fn.__code__) & namespace.keys()):
+        value = namespace[read]
+        if not isinstance(value, types.ModuleType):
+            return None
+        file = str(getattr(value, "__file__", None) or "")
+        if file and hasher.is_user_code_file(file):
+            return None
+        found.append((read, value))
+    return tuple(found) if len(found) == len(helpers) else None
+
+
+def _same_modules(fn: types.FunctionType, kept: _ByCode) -> bool:
+    """Whether the globals `fn` reads are exactly `kept`'s modules, read from a namespace of the same
+    name (none defined now when it read none)."""
+    namespace = fn.__globals__
+    assert kept.modules is not None
+    defined = global_reads(kept.code_object) & namespace.keys()
+    if len(defined) != len(kept.modules):
+        return False
+    if kept.modules and namespace.get("__name__") != kept.namespace:
+        return False
+    return all(namespace.get(read) is module for read, module in kept.modules)
 
 
 def _external_print(hasher: Hasher, item: Step) -> StaticPrint:
