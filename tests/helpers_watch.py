@@ -169,9 +169,18 @@ def watching(session: FlowSession, run_options: dict[str, Any] | None = None) ->
 
 
 def save_in_place(path: Path, text: str) -> None:
-    """Truncate and rewrite the file (most editors' default, `echo > file`)."""
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Truncate and rewrite the file (most editors' default, `echo > file`). The text is encoded first,
+    so the truncate and the write are two system calls back to back, as an editor's are: written
+    through a Python file object, the write waited for the close, and a busy machine could run the
+    watcher in between (it saw the file empty, and a test its first reload)."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def save_by_rename(path: Path, text: str) -> None:
