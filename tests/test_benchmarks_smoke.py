@@ -35,6 +35,25 @@ CASES = [
 ]
 
 
+def _run_module(module: str, *args: str, env: dict[str, str], timeout: float) -> list[str]:
+    """Run `python -m module args` from the repository with `env` added to this environment (less the
+    user's flow settings); assert it exited 0 and printed something; its output's lines."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
+    full_env.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines, proc.stderr
+    return lines
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     ("name", "unit", "budget", "env"),
@@ -44,19 +63,7 @@ CASES = [
 def test_benchmark_runs_and_ends_with_its_verdict(
     name: str, unit: str, budget: str, env: dict[str, str]
 ) -> None:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
-    full_env.update(env)
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}"],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert lines, proc.stderr
+    lines = _run_module(f"benchmarks.{name}", env=env, timeout=170)
     assert re.match(LAST_LINE.format(name=name, unit=re.escape(unit), budget=budget), lines[-1]), lines[-1]
     if "FLOW_BENCH_HELPER_LINES" in env:  # the steps ran through the helper module
         assert (
@@ -76,18 +83,8 @@ def test_ab_runs_a_benchmark_on_a_revision_and_the_working_tree_in_turn() -> Non
     """`benchmarks.ab` checks HEAD out in a temporary worktree, runs `benchmarks.cold` there and on the
     working tree in turn, ends with the ratio of the medians, and leaves no worktree behind."""
     before = _worktrees()
-    env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
-    env.update({"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"})
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ab", "HEAD", "cold", "--rounds", "2"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=230,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    env = {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}
+    lines = _run_module("benchmarks.ab", "HEAD", "cold", "--rounds", "2", env=env, timeout=230)
     assert [line.split(":")[0] for line in lines if line.startswith("  round")] == ["  round 1", "  round 2"]
     assert re.match(
         r"^ab cold: \d+\.\d{3} \(working tree / HEAD, medians of 2 rounds; lower in [0-2] of 2\)$", lines[-1]
