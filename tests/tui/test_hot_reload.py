@@ -68,3 +68,54 @@ async def test_a_flow_that_never_loaded_shows_the_error_then_loads_on_save(tmp_p
         await wait_for(pilot, lambda: flow.loaded is not None, what="the good load")
         assert not pane.query_one("#load-error").display
         assert set(pane.query_one(DagView).layout_.boxes) == {"load", "train", "report"}
+
+
+def _title(pane) -> str:  # type: ignore[no-untyped-def]
+    return str(pane.query_one(DagView).border_title)
+
+
+async def test_a_save_that_leaves_nothing_to_rerun_does_not_say_the_flow_changed(simple_flow, app_for):
+    """A comment, and then a broken save put right again, are saves after the run; but the plan of
+    the file as saved runs nothing, so the title does not ask for a run (as it did by the file's
+    modification time alone)."""
+    app = app_for(simple_flow, watch=True)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
+
+        write_flow(simple_flow, SIMPLE.replace('print("training")', 'print("training")  # louder?'))
+        await wait_for(pilot, lambda: flow.steps_to_rerun() == 0, what="the plan of the saved file")
+        await wait_for(pilot, lambda: _title(pane).endswith("run #1 ✓ succeeded"), what=lambda: _title(pane))
+
+        write_flow(simple_flow, SIMPLE + "\ndef broken(:\n")
+        await wait_for(pilot, lambda: flow.error is not None, what="the load error")
+        write_flow(simple_flow, SIMPLE)
+        await wait_for(pilot, lambda: flow.error is None and flow.steps_to_rerun() == 0, what="the good load")
+        await wait_for(pilot, lambda: _title(pane).endswith("run #1 ✓ succeeded"), what=lambda: _title(pane))
+        assert [r.id for r in flow.history] == [1] and not flow.active
+
+
+async def test_a_save_with_steps_to_rerun_says_how_many(tmp_path, app_for):
+    """A step that is never cached runs at every run: after a save that changes no step (so the
+    watcher starts no run), the title says what `r` would run."""
+    never_cached = SIMPLE.replace("@step\ndef report", "@step(cache=False)\ndef report")
+    path = write_flow(tmp_path / "fresh.py", never_cached)
+    app = app_for(path, watch=True)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
+
+        path.write_text(path.read_text(encoding="utf-8") + "# a comment\n", encoding="utf-8")
+        await wait_for(pilot, lambda: flow.steps_to_rerun() == 1, what="the plan of the saved file")
+        await wait_for(
+            pilot,
+            lambda: _title(pane).endswith("run #1 ✓ succeeded · flow changed since: r runs 1 step"),
+            what=lambda: _title(pane),
+        )
+        assert [r.id for r in flow.history] == [1]

@@ -61,6 +61,12 @@ def test_the_title_says_which_run_is_shown_and_when_the_flow_changed_since() -> 
     assert run_title("etl", state, False, True) == (
         "etl · run #3 ✓ succeeded (past run: v follows live) · flow changed since: r runs it"
     )
+    assert run_title("etl", state, True, True, 0) == "etl · run #3 ✓ succeeded"
+    assert run_title("etl", state, True, True, 1) == (
+        "etl · run #3 ✓ succeeded · flow changed since: r runs 1 step"
+    )
+    assert run_title("etl", state, True, True, 4).endswith("flow changed since: r runs 4 steps")
+    assert run_title("etl", state, True, False, 4) == "etl · run #3 ✓ succeeded"
 
 
 def test_the_subtitle_counts_steps_and_hidden_edges_in_words() -> None:

@@ -91,6 +91,7 @@ class FlowController:
         self._history_seq = 0
         self._history_shown = 0
         self.plan: Plan | None = None
+        self._plan_text: str | None = None
         self._plan_seq = 0
         self._plan_shown = 0
         self.watcher = Watcher(host, path.name, on=watch)
@@ -354,12 +355,26 @@ class FlowController:
         """No newer plan is being read than the one shown (tests wait on it before a picture)."""
         return self._plan_shown == self._plan_seq
 
-    def _plan_read(self, seq: int, plan: Plan | None) -> None:
+    def _plan_read(self, seq: int, read: reads.PlanRead | None) -> None:
         if seq < self._plan_shown:
             return
         self._plan_shown = seq
-        self.plan = plan
-        self.host.changed(Change(details=True))
+        self.plan, self._plan_text = read if read is not None else (None, None)
+        self.host.changed(Change(details=True, title=True))
+
+    def steps_to_rerun(self) -> int | None:
+        """How many steps a run now would run (the plan's `would_run`), when the plan shown was made
+        from the flow file as it is on disk; None when that is not known: no plan yet, a newer one
+        being read, or the file saved since the load the plan was made from (not reloaded yet, or
+        watch off). Read from the file, not its modification time: a save that reverts an edit, or
+        changes only comments, leaves nothing to re-run."""
+        if self.plan is None or not self.plan_current or self._plan_text is None:
+            return None
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        return len(self.plan.would_run) if text == self._plan_text else None
 
     def _history_read(self, seq: int, records: list[RunRecord]) -> None:
         if seq < self._history_shown:

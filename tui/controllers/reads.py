@@ -9,6 +9,7 @@ written here, so running one on a worker thread races with nothing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from dsl.errors import FlowError
 from runner.engine import Engine
@@ -89,7 +90,14 @@ def read_comparison(store: Store, first: int, second: int) -> Comparison | None:
     return compare_runs(store, *pair) if pair is not None else None
 
 
-def read_plan(store: Store, session: FlowSession) -> Plan | None:
+class PlanRead(NamedTuple):
+    """A plan of the next run and the flow file's text it was made from (None: not known)."""
+
+    plan: Plan
+    text: str | None
+
+
+def read_plan(store: Store, session: FlowSession) -> PlanRead | None:
     """What the next run of the session's flow would do with each step (`flow plan`), or None while
     the flow has no good load or its parameters do not resolve."""
     store.flush()  # the results the engine recorded moments ago are in the store
@@ -98,9 +106,10 @@ def read_plan(store: Store, session: FlowSession) -> Plan | None:
         return None
     session.baseline()
     try:
-        return make_plan(store, loaded, session.params(), static=session.engine.static_prints(loaded))
+        plan = make_plan(store, loaded, session.params(), static=session.engine.static_prints(loaded))
     except FlowError:
         return None
+    return PlanRead(plan, loaded.sources.get(str(loaded.path)))
 
 
 def read_code_diff(store: Store, plan: Plan, step: str) -> list[CodeChange]:

@@ -89,16 +89,21 @@ def step_view(
     return StepView(step, info, run_id, options, params, planned, outputs)
 
 
-def run_title(flow: str, state: RunState | None, follow_live: bool, saved_after: bool) -> str:
+def run_title(
+    flow: str, state: RunState | None, follow_live: bool, saved_after: bool, rerun: int | None = None
+) -> str:
     """`name · run #3 ✓ succeeded`, saying when the run is a past one and when the flow file was
-    saved after it (`saved_after`)."""
+    saved after it (`saved_after`) with something to re-run: `rerun` steps a run now would run
+    (None: not known yet; 0: the save changed nothing a run would redo, so nothing is said)."""
     if state is None:
         return f"{flow} · no run"
     run = f"run #{state.run_id} {fmt.symbol(state.status)} {state.status}"
     if not follow_live:
         run += " (past run: v follows live)"
-    if saved_after:
+    if saved_after and rerun is None:
         run += " · flow changed since: r runs it"
+    elif saved_after and rerun:
+        run += f" · flow changed since: r runs {rerun} step{'' if rerun == 1 else 's'}"
     return f"{flow} · {run}"
 
 

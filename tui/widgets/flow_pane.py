@@ -278,7 +278,8 @@ class FlowPane(Vertical):
         name = flow.loaded.name if flow.loaded is not None else self.path.stem
         state = flow.viewed_state
         saved_after = state is not None and state.status != RunStatus.RUNNING and self._saved_after(state)
-        dag.border_title = plain(run_title(name, state, flow.follow_live, saved_after), newlines=False)
+        rerun = flow.steps_to_rerun() if saved_after else None
+        dag.border_title = plain(run_title(name, state, flow.follow_live, saved_after, rerun), newlines=False)
         count = len(flow.loaded.graph.nodes) if flow.loaded is not None else 0
         dag.border_subtitle = subtitle(count, dag.hidden_edges, flow.watcher.on, flow.due)
 
@@ -287,7 +288,7 @@ class FlowPane(Vertical):
         self._update_title()
 
     def _saved_after(self, state: RunState) -> bool:
-        """The flow file was saved after `state` started (a run now would differ)."""
+        """The flow file was saved after `state` started (a run now may differ: `steps_to_rerun`)."""
         try:
             return state.started_at is not None and self.path.stat().st_mtime > state.started_at
         except OSError:
