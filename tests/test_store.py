@@ -271,6 +271,28 @@ def test_delete_run_keeps_cached_results(harness, write_flow, log):
     assert {s.status for s in again.steps} == {"cached"}
 
 
+def test_the_runs_signature_changes_when_a_run_of_the_flow_starts_ends_or_is_deleted(
+    harness, write_flow, log
+):
+    """What the TUI compares to tell its history is out of date (another process's runs send it no
+    event): by name or by file, as `list_runs` selects; another flow's runs leave it alone."""
+    path = write_flow(flow_source(log, SIMPLE))
+    store = harness.store
+    name = path.stem
+    assert store.runs_signature(name) == (0, 0, 0)
+    run = harness.run(path)
+    store.flush()
+    assert store.runs_signature(name) == (1, run.id, 0) == store.runs_signature(str(path))
+    other = store.create_run("other", "/elsewhere/other.py", {}, "cli", "local")
+    assert store.runs_signature(name) == (1, run.id, 0)
+    running = store.create_run(name, str(path), {}, "cli", "local")
+    assert store.runs_signature(name) == (2, running, 1)
+    assert store.delete_run(running) and store.delete_run(other)
+    assert store.runs_signature(name) == (1, run.id, 0)
+    assert store.delete_run(run.id)
+    assert store.runs_signature(name) == (0, 0, 0)
+
+
 def test_two_processes_share_one_store(flow_cli, write_flow, log, store_dir, tmp_path):
     """Two `flow run`s of different flows at the same time into one store: both succeed, both recorded."""
     a = write_flow(flow_source(log, SIMPLE), name="a.py")

@@ -110,6 +110,16 @@ class History(Owners, Cache):
             ).fetchall()
         return [self._run(row) for row in rows]
 
+    def runs_signature(self, flow: str) -> tuple[int, int, int]:
+        """(how many runs, the newest id, how many are running) of `flow`, by name or file as
+        `list_runs` selects them: it changes whenever any process records, ends or deletes one, so a
+        view can tell cheaply that its history is out of date (the TUI looks every second)."""
+        count, newest, running = self._conn.execute(
+            "SELECT COUNT(*), MAX(id), SUM(status = 'running') FROM runs WHERE flow=? OR file=?",
+            (flow, flow),
+        ).fetchone()
+        return int(count), int(newest or 0), int(running or 0)
+
     def get_run(self, run_id: int) -> RunRecord | None:
         row = self._conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return self._run(row) if row else None

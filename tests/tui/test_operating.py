@@ -21,7 +21,7 @@ from runner.events import JobUpdated
 from tests.conftest import SAMPLE_FLOWS
 from tests.test_jobs import job_flow  # noqa: F401 - a fixture
 from tests.test_loops import BLOCKING, runs_of
-from tests.tui.conftest import SIMPLE, ready, run_done, wait_for, write_flow
+from tests.tui.conftest import SIMPLE, ready, run_done, screen_text, wait_for, write_flow
 from tests.tui.test_controller import controller_for, engine, events, run  # noqa: F401 - fixtures
 from tui.controllers.views import due_text, subtitle
 from tui.widgets.dag import DagView
@@ -139,6 +139,50 @@ async def test_stop_on_another_processs_running_run_in_the_history_stops_it(tmp_
     assert ("ending the loop" in err) == loop
     trigger = "loop" if loop else "cli"
     assert [(r.trigger, r.status) for r in runs_of(tmp_path / "store")] == [(trigger, "cancelled")]
+
+
+async def test_runs_another_process_records_show_up_in_the_history_as_they_start_and_end(tmp_path, app_for):
+    """No event reaches the TUI from a `flow run` in another shell on the same store: the pane on
+    screen notices the store's runs changed, and re-reads its history (the run while it runs, then
+    how it ended, with nothing run or pressed here); the flow list's status follows the newest run."""
+    path = write_flow(tmp_path / "gate.py", BLOCKING)
+    gate = tmp_path / "go"
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        flow = pane.controller
+        gate.touch()
+        await pilot.press("r")
+        await run_done(pilot, pane)
+        assert flow.headline == "succeeded"
+        await pilot.press("3")
+        gate.unlink()
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", str(path)],
+            env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def seen() -> list[tuple[int, str, str]]:
+            return [(r.id, r.trigger, r.status) for r in flow.history]
+
+        try:
+            await wait_for(
+                pilot, lambda: seen() == [(2, "cli", "running"), (1, "tui", "succeeded")], what=seen
+            )
+            assert flow.headline == "running"
+            await wait_for(pilot, lambda: "◐ running" in screen_text(app), what=lambda: screen_text(app))
+            gate.touch()  # the blocking step finishes
+            out, err = runner.communicate(timeout=60)
+            assert runner.returncode == 0, (out, err)
+            await wait_for(pilot, lambda: seen()[0] == (2, "cli", "succeeded"), what=seen)
+            assert flow.headline == "succeeded"
+        finally:
+            runner.kill()
 
 
 def details(pane) -> str:  # type: ignore[no-untyped-def]

@@ -90,6 +90,8 @@ class FlowController:
         self.history_loaded = False
         self._history_seq = 0
         self._history_shown = 0
+        self._history_signature: tuple[int, int, int] | None = None
+        self._looking = False
         self.plan: Plan | None = None
         self._plan_text: str | None = None
         self._plan_seq = 0
@@ -206,10 +208,11 @@ class FlowController:
         if self.error is not None:
             return RunStatus.FAILED
         latest = max(self.runs) if self.runs else None
+        newest = self.history[0] if self.history else None
+        if newest is not None and (latest is None or newest.id > latest):
+            return newest.status  # a run another process recorded since (`look_for_other_runs`)
         if latest is not None:
             return self.runs[latest].status
-        if self.history:
-            return self.history[0].status
         return fmt.IDLE
 
     @property
@@ -320,7 +323,7 @@ class FlowController:
         """Re-read the run history (in the background; a stale read never overwrites a newer one)."""
         self._history_seq += 1
 
-        def read() -> list[RunRecord]:
+        def read() -> reads.HistoryRead:
             # The flow's name as known when the read runs (the first load may land meanwhile).
             return reads.read_history(self.store, self.path, self.loaded.name if self.loaded else None)
 
@@ -330,6 +333,28 @@ class FlowController:
             group="history",
             description="read run history",
         )
+
+    def look_for_other_runs(self) -> None:
+        """Re-read the history if a run of this flow was recorded, ended or deleted since it was read
+        (`Store.runs_signature`): by another process too (a `flow run`, a loop's iteration, a served
+        run, another TUI), which sends this one no event. Its runs then show up, and can be viewed or
+        stopped, without a run here first. One look at a time; the pane on screen looks every
+        `tui.widgets.flow_pane.HISTORY_LOOK_S`."""
+        if self._looking or not self.history_loaded or self._history_shown != self._history_seq:
+            return  # a read under way brings the news anyway
+        self._looking = True
+        name = self.loaded.name if self.loaded else None
+        self.host.background(
+            partial(reads.read_runs_signature, self.store, self.path, name),
+            self._looked,
+            group="history-look",
+            description="look for runs recorded since the history was read",
+        )
+
+    def _looked(self, signature: tuple[int, int, int] | None) -> None:
+        self._looking = False
+        if signature is not None and signature != self._history_signature:
+            self.load_history()
 
     def load_plan(self, *, after_paint: bool = False) -> None:
         """Plan the next run again (in the background; a stale plan never overwrites a newer one);
@@ -376,11 +401,12 @@ class FlowController:
             return None
         return len(self.plan.would_run) if text == self._plan_text else None
 
-    def _history_read(self, seq: int, records: list[RunRecord]) -> None:
+    def _history_read(self, seq: int, read: reads.HistoryRead) -> None:
         if seq < self._history_shown:
             return
         self._history_shown = seq
         first = not self.history_loaded
+        records, self._history_signature = read
         self.history = records
         self.history_loaded = True
         if first and self.viewed is None and records:

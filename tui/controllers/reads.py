@@ -8,6 +8,7 @@ written here, so running one on a worker thread races with nothing.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,12 +41,31 @@ def open_session(path: Path, engine: Engine) -> FlowSession:
     return session
 
 
-def read_history(store: Store, path: Path, flow: str | None) -> list[RunRecord]:
-    """The runs of flow `flow` (before a good load, when its name is unknown: those of the file)."""
-    records = store.list_runs(flow or str(path.resolve()), limit=HISTORY_LIMIT)
+class HistoryRead(NamedTuple):
+    """A flow's runs, newest first, and their `runs_signature` as read just before them."""
+
+    records: list[RunRecord]
+    signature: tuple[int, int, int]
+
+
+def read_history(store: Store, path: Path, flow: str | None) -> HistoryRead:
+    """The runs of flow `flow` (before a good load, when its name is unknown: those of the file).
+    The signature is read first: a run recorded between the two reads changes it again, so the next
+    look (`read_runs_signature`) still finds the history out of date."""
+    key = flow or str(path.resolve())
+    signature = store.runs_signature(key)
+    records = store.list_runs(key, limit=HISTORY_LIMIT)
     if flow is None:
         records = [r for r in records if Path(r.file).resolve() == path.resolve()] or records
-    return records
+    return HistoryRead(records, signature)
+
+
+def read_runs_signature(store: Store, path: Path, flow: str | None) -> tuple[int, int, int] | None:
+    """`runs_signature` of the flow's runs (None: the store cannot be read now, as the app closes)."""
+    try:
+        return store.runs_signature(flow or str(path.resolve()))
+    except (sqlite3.Error, FlowError):
+        return None
 
 
 def read_run(store: Store, run_id: int) -> RunState | None:

@@ -198,6 +198,7 @@ class MainScreen(Screen[None]):
         if self.listing:
             self.query_one(FlowList).set_changed(flow_key(pane.path), False)
         pane.refresh_title()
+        pane.controller.look_for_other_runs()  # hidden, it did not look
         if focus or not self.listing or not self.query_one(FlowList).has_focus:
             pane.query_one("#dag").focus()
 

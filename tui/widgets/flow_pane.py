@@ -43,6 +43,10 @@ BELOW_DAG = ("#tab-bar", "#log-status", "#log", "#log-search", "#details", "#his
 LOWER_ROWS = 8
 """Rows the DAG always leaves below it: the tab bar, the log status line and five log lines."""
 
+HISTORY_LOOK_S = 1.0
+"""How often the pane on screen looks for runs of its flow that another process recorded or ended
+(`FlowController.look_for_other_runs`: one count of the store's runs)."""
+
 
 class FlowPane(Vertical):
     """One flow's view.
@@ -99,6 +103,11 @@ class FlowPane(Vertical):
             self.query_one(hidden).display = False
         self.query_one(DagView).border_title = plain(self.path.name, newlines=False)
         self.controller.start()
+        self.set_interval(HISTORY_LOOK_S, self._look_for_other_runs)
+
+    def _look_for_other_runs(self) -> None:
+        if self.display:  # the pane on screen: the flow list's switcher hides the others
+            self.controller.look_for_other_runs()
 
     def on_unmount(self) -> None:
         self.controller.watcher.stop()
