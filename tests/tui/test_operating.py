@@ -122,13 +122,11 @@ async def test_stop_on_another_processs_running_run_in_the_history_stops_it(tmp_
             pane = await ready(pilot, app)
             flow = pane.controller
 
-            def running() -> bool:
-                if not flow.history or flow.history[0].status != "running":
-                    flow.load_history()
-                    return False
-                return True
-
-            await wait_for(pilot, running, what="the loop's iteration in the history")
+            await wait_for(
+                pilot,
+                lambda: flow.history and flow.history[0].status == "running",
+                what="the loop's iteration in the history (the pane looks for other processes' runs)",
+            )
             await pilot.press("3")  # the history tab: the cursor is on the running iteration
             await pilot.press("s")
             await wait_for(pilot, lambda: runner.poll() is not None, what="the runner to end")
