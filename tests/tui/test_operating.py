@@ -174,11 +174,23 @@ async def test_runs_another_process_records_show_up_in_the_history_as_they_start
             )
             assert flow.headline == "running"
             await wait_for(pilot, lambda: "◐ running" in screen_text(app), what=lambda: screen_text(app))
+            await pilot.press("enter")  # view it: the cursor is on the newest run
+
+            def step() -> str | None:
+                state = flow.viewed_state
+                return state.steps["wait_for_data"].status if state and state.run_id == 2 else None
+
+            await wait_for(pilot, lambda: step() == "running", what=step)
             gate.touch()  # the blocking step finishes
             out, err = runner.communicate(timeout=60)
             assert runner.returncode == 0, (out, err)
             await wait_for(pilot, lambda: seen()[0] == (2, "cli", "succeeded"), what=seen)
-            assert flow.headline == "succeeded"
+            await wait_for(pilot, lambda: step() == "succeeded", what=step)  # the view follows it
+            await wait_for(pilot, lambda: flow.headline == "succeeded", what=lambda: flow.headline)
+            dag = pane.query_one(DagView)
+            await wait_for(
+                pilot, lambda: "run #2 ✓ succeeded" in str(dag.border_title), what=lambda: dag.border_title
+            )
         finally:
             runner.kill()
 

@@ -353,8 +353,36 @@ class FlowController:
 
     def _looked(self, signature: tuple[int, int, int] | None) -> None:
         self._looking = False
-        if signature is not None and signature != self._history_signature:
+        if signature is None:
+            return
+        if signature != self._history_signature:
             self.load_history()
+        state = self.viewed_state
+        if state is not None and not state.live and state.status == RunStatus.RUNNING:
+            self.host.background(  # another process runs it: its steps' progress is in the store only
+                partial(reads.read_run, self.store, state.run_id),
+                partial(self._run_reread, state.run_id),
+                group="run-reread",
+                description="read the progress of a run another process runs",
+            )
+
+    def _run_reread(self, run_id: int, state: RunState | None) -> None:
+        """Take a fresh read of a run another process runs (`_looked`), without changing the view: its
+        steps' statuses are the new read's; the lines shown stay until a step's new ones are read,
+        which happens when its status changed (a running step's lines are read when it ends, not at
+        every look: a long log would be read again every second)."""
+        known = self.runs.get(run_id)
+        if state is None or known is None or known.live:
+            return
+        state.logs, state.log_sources = known.logs, known.log_sources
+        for step in list(state.logs):
+            before, after = known.steps.get(step), state.steps.get(step)
+            if before is None or after is None or before.status != after.status:
+                del state.logs[step]  # read again when shown
+                state.log_sources.pop(step, None)
+        self.runs[run_id] = state
+        if self.viewed == run_id:
+            self.host.changed(Change(view=True))
 
     def load_plan(self, *, after_paint: bool = False) -> None:
         """Plan the next run again (in the background; a stale plan never overwrites a newer one);
