@@ -195,6 +195,25 @@ async def test_runs_another_process_records_show_up_in_the_history_as_they_start
             runner.kill()
 
 
+async def test_the_next_runs_plan_follows_what_another_process_computed(tmp_path, app_for, flow_cli):
+    """The details' `next run` and the title read the plan: a `flow run` in another shell that computed
+    every step makes the next run here a cached one, without a run or a key press here."""
+    path = write_flow(tmp_path / "simple.py", SIMPLE)
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = await ready(pilot, app)
+        flow = pane.controller
+        await wait_for(pilot, lambda: flow.plan is not None and flow.plan_current, what="the first plan")
+        assert [s.step for s in flow.plan.would_run] == ["load", "train", "report"]
+        assert flow_cli("run", str(path)).code == 0
+        await wait_for(pilot, lambda: [r.trigger for r in flow.history] == ["cli"], what="the other run")
+        await wait_for(
+            pilot,
+            lambda: flow.plan_current and flow.plan is not None and not flow.plan.would_run,
+            what=lambda: flow.plan and [(s.step, s.action) for s in flow.plan.steps],
+        )
+
+
 def details(pane) -> str:  # type: ignore[no-untyped-def]
     return str(pane.query_one("#details-text").render())
 

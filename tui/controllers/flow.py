@@ -435,11 +435,19 @@ class FlowController:
         self._history_shown = seq
         first = not self.history_loaded
         records, self._history_signature = read
+        before = {r.id: r.status for r in self.history}
         self.history = records
         self.history_loaded = True
         if first and self.viewed is None and records:
             self._load_run(records[0].id)
         self.host.changed(Change(history=True, headline=True))
+        if not first and any(self._elsewhere(r.id) and before.get(r.id) != r.status for r in records):
+            self.load_plan()  # another process's run started or ended: what the next run reuses changed
+
+    def _elsewhere(self, run_id: int) -> bool:
+        """Whether run `run_id` is not one this TUI follows by its events (another process runs it)."""
+        state = self.runs.get(run_id)
+        return state is None or not state.live
 
     def _load_run(self, run_id: int) -> None:
         self.host.background(
