@@ -113,11 +113,14 @@ class History(Owners, Cache):
     def runs_signature(self, flow: str) -> tuple[int, int, int]:
         """(how many runs, the newest id, how many are running) of `flow`, by name or file as
         `list_runs` selects them: it changes whenever any process records, ends or deletes one, so a
-        view can tell cheaply that its history is out of date (the TUI looks every second)."""
-        count, newest, running = self._conn.execute(
-            "SELECT COUNT(*), MAX(id), SUM(status = 'running') FROM runs WHERE flow=? OR file=?",
-            (flow, flow),
-        ).fetchone()
+        view can tell cheaply that its history is out of date (the TUI looks every second). A database
+        error is a `FlowError` naming the store."""
+        count, newest, running = self._guard(
+            lambda: self._conn.execute(
+                "SELECT COUNT(*), MAX(id), SUM(status = 'running') FROM runs WHERE flow=? OR file=?",
+                (flow, flow),
+            ).fetchone()
+        )
         return int(count), int(newest or 0), int(running or 0)
 
     def get_run(self, run_id: int) -> RunRecord | None:

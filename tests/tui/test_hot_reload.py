@@ -4,7 +4,7 @@ and keeps the last good graph, the next good save clears it.
 
 from __future__ import annotations
 
-from tests.tui.conftest import SIMPLE, ready, wait_for, write_flow
+from tests.tui.conftest import SIMPLE, ready, run_done, wait_for, write_flow
 from tui.widgets.dag import DagView
 
 SIZE = (120, 36)
@@ -22,11 +22,7 @@ async def test_saving_reruns_what_changed_and_survives_a_broken_save(simple_flow
 
         # 1. Change train's code: train re-runs, load is reused from the cache.
         write_flow(simple_flow, SIMPLE.replace('print("training")', 'print("training v2")'))
-        await wait_for(
-            pilot,
-            lambda: len(flow.history) >= 2 and flow.history[0].status != "running" and not flow.active,
-            what="the run the save started",
-        )
+        await run_done(pilot, pane, 2)  # the run the save started (seen by its events, not just listed)
         run = flow.viewed_state
         assert run.trigger == "watch: simple.py changed"
         assert run.steps["load"].status == "cached"
@@ -45,11 +41,7 @@ async def test_saving_reruns_what_changed_and_survives_a_broken_save(simple_flow
         write_flow(simple_flow, SIMPLE + '\n\n@step\ndef publish(report):\n    print("published")\n')
         await wait_for(pilot, lambda: not error.display, what="the error to clear")
         await wait_for(pilot, lambda: "publish" in dag.layout_.boxes, what="the new step")
-        await wait_for(
-            pilot,
-            lambda: flow.history[0].status != "running" and not flow.active and len(flow.history) >= 3,
-            what="the run after the fix",
-        )
+        await run_done(pilot, pane, 3)  # the run after the fix
         assert flow.viewed_state.steps["publish"].status == "succeeded"
         assert flow.viewed_state.steps["load"].status == "cached"
 

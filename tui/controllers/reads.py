@@ -8,7 +8,6 @@ written here, so running one on a worker thread races with nothing.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,7 +63,7 @@ def read_runs_signature(store: Store, path: Path, flow: str | None) -> tuple[int
     """`runs_signature` of the flow's runs (None: the store cannot be read now, as the app closes)."""
     try:
         return store.runs_signature(flow or str(path.resolve()))
-    except (sqlite3.Error, FlowError):
+    except FlowError:
         return None
 
 
