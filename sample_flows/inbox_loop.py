@@ -60,5 +60,6 @@ def summarize(parse_file: list[dict]) -> dict:
         "bad": sum(parsed["bad"] for parsed in parse_file),
     }
     log_metric("readings", summary["readings"])
-    print(f"{summary['files']} file(s), {summary['readings']} readings, mean {summary['mean']}")
+    mean = "n/a" if summary["mean"] is None else f"{summary['mean']:.2f}"
+    print(f"{summary['files']} file(s), {summary['readings']} readings, mean {mean}")
     return summary
