@@ -123,6 +123,17 @@ class History(Owners, Cache):
         )
         return int(count), int(newest or 0), int(running or 0)
 
+    def latest_statuses(self) -> dict[str, str]:
+        """The status of the newest run of each flow file, by the file's path as its runs record it:
+        what the TUI's flow list shows of a flow it does not follow by its events. A database error is
+        a `FlowError` naming the store."""
+        rows = self._guard(
+            lambda: self._conn.execute(
+                "SELECT file, status FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY file)"
+            ).fetchall()
+        )
+        return dict(rows)
+
     def get_run(self, run_id: int) -> RunRecord | None:
         row = self._conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return self._run(row) if row else None

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -26,6 +27,7 @@ from tests.tui.test_controller import controller_for, engine, events, run  # noq
 from tui.controllers.views import due_text, subtitle
 from tui.widgets.dag import DagView
 from tui.widgets.details import describe
+from tui.widgets.flow_list import FlowList
 from tui.widgets.history import RunHistory
 
 SIZE = (120, 36)
@@ -212,6 +214,44 @@ async def test_the_next_runs_plan_follows_what_another_process_computed(tmp_path
             lambda: flow.plan_current and flow.plan is not None and not flow.plan.would_run,
             what=lambda: flow.plan and [(s.step, s.action) for s in flow.plan.steps],
         )
+
+
+ASKED_TO_FAIL = """
+from dsl import step
+
+
+@step
+def work(fail: bool = False):
+    if fail:
+        raise RuntimeError("asked to fail")
+    return 1
+"""
+
+
+async def test_the_flow_list_shows_each_flows_newest_run_from_the_store(tmp_path, app_for, flow_cli):
+    """Flows run before the TUI opened, and while another flow is on screen, by other processes: the
+    list shows each one's newest run, not `·` (never run) until it is opened and run here."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    alpha = write_flow(flows / "alpha.py", SIMPLE)
+    beta = write_flow(flows / "beta.py", ASKED_TO_FAIL)
+    gamma = write_flow(flows / "gamma.py", ASKED_TO_FAIL)
+    assert flow_cli("run", str(beta)).code == 0
+    assert flow_cli("run", str(gamma), "-p", "fail=true").code == 1
+    app = app_for(flows)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.main is not None and app.main.pane is not None, what="a pane")
+        listed = app.main.query_one(FlowList)
+
+        def statuses() -> dict[str, str]:
+            return {Path(key).stem: status for key, status in listed.statuses.items()}
+
+        want = {"beta": "succeeded", "gamma": "failed"}
+        await wait_for(pilot, lambda: statuses().items() >= want.items(), what=statuses)
+        assert statuses().get("alpha", "idle") == "idle" and app.main.pane.path == alpha
+        assert "✓ beta" in screen_text(app) and "✗ gamma" in screen_text(app)
+        assert flow_cli("run", str(beta), "-p", "fail=true").code == 1  # while alpha is shown
+        await wait_for(pilot, lambda: statuses().get("beta") == "failed", what=statuses)
 
 
 def details(pane) -> str:  # type: ignore[no-untyped-def]

@@ -67,6 +67,14 @@ def read_runs_signature(store: Store, path: Path, flow: str | None) -> tuple[int
         return None
 
 
+def read_latest_statuses(store: Store) -> dict[str, str] | None:
+    """`Store.latest_statuses` (None: the store cannot be read now, as the app closes)."""
+    try:
+        return store.latest_statuses()
+    except FlowError:
+        return None
+
+
 def read_run(store: Store, run_id: int) -> RunState | None:
     """A past run's state, or None when it is not in the store."""
     store.flush()  # what the engine recorded moments ago is in the store

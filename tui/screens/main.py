@@ -28,9 +28,11 @@ from runner.review.compare import Comparison
 from runner.review.sources import CodeChange
 from runner.session import FlowSession
 from runner.store import Store
+from tui.controllers import reads
 from tui.controllers.commands import debug_command
 from tui.controllers.flow import FlowController
 from tui.controllers.router import EventRouter, flow_key
+from tui.data import format as fmt
 from tui.keys import screen_bindings
 from tui.messages import EventBridge, EventsReady, FlowFileChanged
 from tui.screens.code_diff import CodeDiffScreen
@@ -39,7 +41,7 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.params import ParamsScreen
 from tui.widgets.flow_list import FlowList
-from tui.widgets.flow_pane import FlowPane
+from tui.widgets.flow_pane import HISTORY_LOOK_S, FlowPane
 from tui.widgets.history import RunHistory
 from tui.widgets.host import run_loop
 
@@ -86,6 +88,7 @@ class MainScreen(Screen[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self._flows_stop = threading.Event()
         self._last_key = 0.0
+        self._reading_statuses = False
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≋")
@@ -116,6 +119,8 @@ class MainScreen(Screen[None]):
                     failed="saves of the listed flows are no longer seen",
                     severity="warning",
                 )
+                self._look_at_statuses()
+                self.set_interval(HISTORY_LOOK_S, self._look_at_statuses)
 
     def on_unmount(self) -> None:
         self.stop_watching()
@@ -145,6 +150,35 @@ class MainScreen(Screen[None]):
         ):
             for path in {Path(p).resolve() for _, p in changes} & files:
                 self.post_message(FlowFileChanged(path))
+
+    def _look_at_statuses(self) -> None:
+        """Read the status of each listed flow's newest run (in the background). The list shows it for
+        each flow whose pane is not on screen, running or failing to load here (the pane says those):
+        runs of earlier sessions and of other processes (`flow serve`, a `flow run` in another shell)
+        show too, not only what this TUI ran."""
+        if self._reading_statuses:
+            return
+        self._reading_statuses = True
+
+        def read() -> None:
+            self.call_later(self._statuses_read, reads.read_latest_statuses(self.store))
+
+        self.run_worker(
+            read, thread=True, group="flow-statuses", description="read the statuses", exit_on_error=False
+        )
+
+    def _statuses_read(self, statuses: dict[str, str] | None) -> None:
+        self._reading_statuses = False
+        if statuses is None:
+            return
+        listed = self.query_one(FlowList)
+        shown = self.pane
+        for path in self.flows:
+            key = flow_key(path)
+            pane = self.panes.get(key)
+            if pane is not None and (pane is shown or pane.controller.active or pane.controller.error):
+                continue  # its pane's own status (`FlowPane.StatusChanged`)
+            listed.set_status(key, statuses.get(key, fmt.IDLE))
 
     @on(FlowFileChanged)
     def _flow_file_changed(self, message: FlowFileChanged) -> None:
