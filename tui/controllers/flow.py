@@ -29,6 +29,7 @@ from runner.text import visible
 from tui.controllers import reads
 from tui.controllers.commands import FlowCommands
 from tui.controllers.host import Change, Host
+from tui.controllers.pacer import Pacer
 from tui.controllers.views import StepView, due_text, step_view
 from tui.controllers.watcher import Watcher
 from tui.data import format as fmt
@@ -91,7 +92,7 @@ class FlowController:
         self._history_seq = 0
         self._history_shown = 0
         self._history_signature: tuple[int, int, int] | None = None
-        self._looking = False
+        self._look = Pacer()
         self.plan: Plan | None = None
         self._plan_text: str | None = None
         self._plan_seq = 0
@@ -338,11 +339,12 @@ class FlowController:
         """Re-read the history if a run of this flow was recorded, ended or deleted since it was read
         (`Store.runs_signature`): by another process too (a `flow run`, a loop's iteration, a served
         run, another TUI), which sends this one no event. Its runs then show up, and can be viewed or
-        stopped, without a run here first. One look at a time; the pane on screen looks every
-        `tui.widgets.flow_pane.HISTORY_LOOK_S`."""
-        if self._looking or not self.history_loaded or self._history_shown != self._history_seq:
+        stopped, without a run here first. The pane on screen asks every
+        `tui.widgets.flow_pane.HISTORY_LOOK_S`; one look at a time, paced (`Pacer`)."""
+        if not self.history_loaded or self._history_shown != self._history_seq:
             return  # a read under way brings the news anyway
-        self._looking = True
+        if not self._look.start():
+            return
         name = self.loaded.name if self.loaded else None
         self.host.background(
             partial(reads.read_runs_signature, self.store, self.path, name),
@@ -352,7 +354,7 @@ class FlowController:
         )
 
     def _looked(self, signature: tuple[int, int, int] | None) -> None:
-        self._looking = False
+        self._look.done()
         if signature is None:
             return
         if signature != self._history_signature:

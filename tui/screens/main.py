@@ -31,6 +31,7 @@ from runner.store import Store
 from tui.controllers import reads
 from tui.controllers.commands import debug_command
 from tui.controllers.flow import FlowController
+from tui.controllers.pacer import Pacer
 from tui.controllers.router import EventRouter, flow_key
 from tui.data import format as fmt
 from tui.keys import screen_bindings
@@ -88,7 +89,7 @@ class MainScreen(Screen[None]):
         self._unsubscribe: Callable[[], None] | None = None
         self._flows_stop = threading.Event()
         self._last_key = 0.0
-        self._reading_statuses = False
+        self._statuses_look = Pacer()
 
     def compose(self) -> ComposeResult:
         yield Header(icon="≋")
@@ -156,9 +157,8 @@ class MainScreen(Screen[None]):
         each flow whose pane is not on screen, running or failing to load here (the pane says those):
         runs of earlier sessions and of other processes (`flow serve`, a `flow run` in another shell)
         show too, not only what this TUI ran."""
-        if self._reading_statuses:
+        if not self._statuses_look.start():
             return
-        self._reading_statuses = True
 
         def read() -> None:
             self.call_later(self._statuses_read, reads.read_latest_statuses(self.store))
@@ -168,7 +168,7 @@ class MainScreen(Screen[None]):
         )
 
     def _statuses_read(self, statuses: dict[str, str] | None) -> None:
-        self._reading_statuses = False
+        self._statuses_look.done()
         if statuses is None:
             return
         listed = self.query_one(FlowList)
