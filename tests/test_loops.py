@@ -119,11 +119,12 @@ def wait_for_data():
 """
 
 
-def _start_loop(path: Path, store_dir: Path, tmp_path: Path) -> subprocess.Popen[str]:
+def start_flow_run(path: Path, store_dir: Path, cwd: Path, *options: str) -> subprocess.Popen[str]:
+    """`flow run PATH OPTIONS` on `store_dir`, as another shell would start it (output piped)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(path), "--loop"],
+        [sys.executable, "-m", "runner", "run", str(path), *options],
         env={**os.environ, "FLOW_STORE": str(store_dir)},
-        cwd=tmp_path,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -154,7 +155,7 @@ def _read_until(process: subprocess.Popen[str], text: str) -> None:
 
 def test_ctrl_c_stops_the_iteration_in_flight_and_ends_the_loop(write_flow, store_dir, tmp_path):
     path = write_flow(BLOCKING)
-    process = _start_loop(path, store_dir, tmp_path)
+    process = start_flow_run(path, store_dir, tmp_path, "--loop")
     try:
         _wait_until_step_runs(store_dir, process)
         process.send_signal(signal.SIGINT)

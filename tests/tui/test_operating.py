@@ -5,10 +5,7 @@ it, and the app itself through Pilot, on real engines, workers, stores and proce
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +18,7 @@ from dsl.loader import load_flow
 from runner.events import JobUpdated
 from tests.conftest import SAMPLE_FLOWS
 from tests.test_jobs import job_flow  # noqa: F401 - a fixture
-from tests.test_loops import BLOCKING, runs_of
+from tests.test_loops import BLOCKING, runs_of, start_flow_run
 from tests.tui.conftest import SIMPLE, ready, run_done, screen_text, wait_for, write_flow
 from tests.tui.test_controller import controller_for, engine, events, run  # noqa: F401 - fixtures
 from tui.controllers.views import due_text, subtitle
@@ -109,15 +106,7 @@ async def test_stop_on_another_processs_running_run_in_the_history_stops_it(tmp_
     """`s` with no run of this TUI in flight asks the process running the run under the history cursor
     to stop it, through the store: a loop's iteration (the loop ends with it) or a plain `flow run`."""
     path = write_flow(tmp_path / "gate.py", BLOCKING)
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(path), *(["--loop"] if loop else [])],
-        env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    runner = start_flow_run(path, tmp_path / "store", tmp_path, *(["--loop"] if loop else []))
     try:
         app = app_for(path)
         async with app.run_test(size=SIZE) as pilot:
@@ -157,15 +146,7 @@ async def test_runs_another_process_records_show_up_in_the_history_as_they_start
         assert flow.headline == "succeeded"
         await pilot.press("3")
         gate.unlink()
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", str(path)],
-            env={**os.environ, "FLOW_STORE": str(tmp_path / "store")},
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        runner = start_flow_run(path, tmp_path / "store", tmp_path)
 
         def seen() -> list[tuple[int, str, str]]:
             return [(r.id, r.trigger, r.status) for r in flow.history]
