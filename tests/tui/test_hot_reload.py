@@ -10,15 +10,22 @@ from tui.widgets.dag import DagView
 SIZE = (120, 36)
 
 
+async def first_run_watched(pilot, app):  # type: ignore[no-untyped-def]
+    """The pane once its watcher is armed and run #1 (started with `r`) has succeeded."""
+    pane = await ready(pilot, app)
+    flow = pane.controller
+    await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
+    await pilot.press("r")
+    await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
+    return pane
+
+
 async def test_saving_reruns_what_changed_and_survives_a_broken_save(simple_flow, app_for):
     app = app_for(simple_flow, watch=True)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await ready(pilot, app)
+        pane = await first_run_watched(pilot, app)
         flow = pane.controller
-        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
         dag = pane.query_one(DagView)
-        await pilot.press("r")
-        await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
 
         # 1. Change train's code: train re-runs, load is reused from the cache.
         write_flow(simple_flow, SIMPLE.replace('print("training")', 'print("training v2")'))
@@ -72,11 +79,8 @@ async def test_a_save_that_leaves_nothing_to_rerun_does_not_say_the_flow_changed
     modification time alone)."""
     app = app_for(simple_flow, watch=True)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await ready(pilot, app)
+        pane = await first_run_watched(pilot, app)
         flow = pane.controller
-        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
-        await pilot.press("r")
-        await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
 
         write_flow(simple_flow, SIMPLE.replace('print("training")', 'print("training")  # louder?'))
         await wait_for(pilot, lambda: flow.steps_to_rerun() == 0, what="the plan of the saved file")
@@ -97,11 +101,8 @@ async def test_a_save_with_steps_to_rerun_says_how_many(tmp_path, app_for):
     path = write_flow(tmp_path / "fresh.py", never_cached)
     app = app_for(path, watch=True)
     async with app.run_test(size=SIZE) as pilot:
-        pane = await ready(pilot, app)
+        pane = await first_run_watched(pilot, app)
         flow = pane.controller
-        await wait_for(pilot, lambda: flow.watcher.armed, what="the watcher")
-        await pilot.press("r")
-        await wait_for(pilot, lambda: flow.history and flow.history[0].status == "succeeded", what="run #1")
 
         path.write_text(path.read_text(encoding="utf-8") + "# a comment\n", encoding="utf-8")
         await wait_for(pilot, lambda: flow.steps_to_rerun() == 1, what="the plan of the saved file")
