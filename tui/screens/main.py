@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from textual import on
@@ -44,7 +45,7 @@ from tui.screens.params import ParamsScreen
 from tui.widgets.flow_list import FlowList
 from tui.widgets.flow_pane import HISTORY_LOOK_S, FlowPane
 from tui.widgets.history import RunHistory
-from tui.widgets.host import run_loop
+from tui.widgets.host import run_in_background, run_loop
 
 DRAIN_INTERVAL_S = 0.1
 """Least time between two batches of engine events (bounds repaints while logs stream)."""
@@ -160,11 +161,12 @@ class MainScreen(Screen[None]):
         if not self._statuses_look.start():
             return
 
-        def read() -> None:
-            self.call_later(self._statuses_read, reads.read_latest_statuses(self.store))
-
-        self.run_worker(
-            read, thread=True, group="flow-statuses", description="read the statuses", exit_on_error=False
+        run_in_background(
+            self,
+            partial(reads.read_latest_statuses, self.store),
+            self._statuses_read,
+            group="flow-statuses",
+            description="read the statuses of the listed flows",
         )
 
     def _statuses_read(self, statuses: dict[str, str] | None) -> None:

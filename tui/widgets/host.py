@@ -35,6 +35,28 @@ def run_loop(
     threading.Thread(target=run, name=name, daemon=True).start()
 
 
+def run_in_background(
+    widget: Widget,
+    work: Callable[[], T],
+    then: Callable[[T], None] | None = None,
+    *,
+    group: str,
+    description: str,
+    exclusive: bool = False,
+) -> None:
+    """`work` in one of `widget`'s thread workers; `then(result)` back on the UI thread, as a message to
+    the widget (`post_message` is thread-safe and does not wait; a failed read just ends its worker)."""
+
+    def run() -> None:
+        result = work()
+        if then is not None:
+            widget.call_later(then, result)
+
+    widget.run_worker(
+        run, thread=True, group=group, description=description, exclusive=exclusive, exit_on_error=False
+    )
+
+
 class WidgetHost:
     """Hosts a controller on `widget`, which paints each `Change` with `paint`."""
 
@@ -51,18 +73,7 @@ class WidgetHost:
         description: str,
         exclusive: bool = False,
     ) -> None:
-        """`work` in a thread worker; `then(result)` back on the UI thread, as a message to the widget
-        (`post_message` is thread-safe and does not wait; a failed read just ends its worker)."""
-        widget = self.widget
-
-        def run() -> None:
-            result = work()
-            if then is not None:
-                widget.call_later(then, result)
-
-        widget.run_worker(
-            run, thread=True, group=group, description=description, exclusive=exclusive, exit_on_error=False
-        )
+        run_in_background(self.widget, work, then, group=group, description=description, exclusive=exclusive)
 
     def loop(self, work: Callable[[], None], *, name: str) -> None:
         run_loop(self.widget, work, name=name, failed=f"{name} stopped")
