@@ -191,3 +191,67 @@ def test_the_scheduler_leaves_the_writes_to_the_writer_while_another_process_use
     finally:
         proc.kill()
         proc.wait()
+
+
+GATED_PAIR = """
+import os
+import time
+
+from dsl import step
+
+
+@step
+def a():
+    return 1
+
+
+@step
+def b(a):
+    return a + 1
+
+
+@step
+def gate():
+    while not os.path.exists({gate!r}):
+        time.sleep(0.01)
+    return 0
+"""
+
+
+def test_a_result_reused_before_its_rows_commit_is_handed_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started while the last one is in flight (a save's, under `--watch`) reuses a step that
+    has just finished there, whose artifact row may still wait in the writer's batch: the step that
+    reads it gets it, not "an input could not be read: artifact ... is not in the store" (seen in CI).
+    The writer here commits only when asked, so the row waits for as long as the test needs."""
+    monkeypatch.setattr(Writer, "BATCH_WINDOW", 30.0)
+    gate = tmp_path / "gate"
+    path = tmp_path / "pair.py"
+    path.write_text(GATED_PAIR.format(gate=str(gate)), encoding="utf-8")
+    store = Store(tmp_path / "store")
+    events: list[object] = []
+    engine = Engine(store, LocalExecutor(2), [events.append])
+    first = None
+    try:
+        loaded = load_flow(path)
+        first = engine.start(RunRequest(loaded, {}, only=("a", "gate")))
+        deadline = time.monotonic() + 60
+        while not any(getattr(e, "step", None) == "a" and hasattr(e, "output_hash") for e in events):
+            assert time.monotonic() < deadline, events
+            time.sleep(0.01)
+        second = engine.start(RunRequest(loaded, {}, to_steps=("b",)))
+        status = second.wait(60)
+        finished = {
+            (e.step, e.status, e.error)
+            for e in events
+            if getattr(e, "run_id", None) == second.id and hasattr(e, "error")
+        }
+        assert status == "succeeded", finished
+        assert ("a", "cached", None) in finished
+    finally:
+        gate.write_text("open", encoding="utf-8")
+        if first is not None:
+            first.wait(60)
+        engine.close()
+        store.close()

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.artifacts import trusted_stamp
+from runner.artifacts import ArtifactError, trusted_stamp
 from runner.engine.model import NONE_OUTPUT_HASH, Output
 from runner.executors.base import InputRef
 from runner.probes import plain_loads
-from runner.store.api import ArtifactStore, EngineStore
+from runner.store.api import EngineStore
 
 
-def input_ref(store: ArtifactStore, output: Output | None) -> InputRef:
+def input_ref(store: EngineStore, output: Output | None) -> InputRef:
     """One argument of a task from an upstream step's output (verified against its hash), with the
     stamp of its file when this process knows its content (the worker then only `stat`s it).
+
+    An output found in the cache moments after a run of this engine made it (a run that a save
+    started while the last one was in flight) may have its artifact row still in the writer's open
+    batch: not in the store yet for this read. Before an artifact is called missing, what this
+    process queued is committed, and it is looked up once more.
 
     Raises:
         ArtifactError: the output's artifact is missing or corrupt.
@@ -26,7 +31,11 @@ def input_ref(store: ArtifactStore, output: Output | None) -> InputRef:
     if output.data is not None or output.path is not None:
         data, path = output.data, output.path
     else:
-        data, path = store.artifact_location(output.hash)
+        try:
+            data, path = store.artifact_location(output.hash)
+        except ArtifactError:
+            store.flush()
+            data, path = store.artifact_location(output.hash)
     stamp = None if path is None else trusted_stamp(path, output.hash)
     return InputRef(hash=output.hash, data=data, path=path, stamp=stamp)
 
