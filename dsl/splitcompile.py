@@ -24,15 +24,10 @@ started.
 from __future__ import annotations
 
 import marshal
-import os
-import sys
 import types
-from typing import TYPE_CHECKING
 
 from dsl import flowcode
-
-if TYPE_CHECKING:
-    import subprocess
+from dsl.interpreters import start_helper, usable_cores
 
 THRESHOLD = 150_000
 """Characters below which a file is compiled whole (~50-80 ms of compiling here: starting another
@@ -53,7 +48,7 @@ _CHILD = (
 def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | None:
     """The file's code as (first half, second half), compiled at once on two cores; None when the
     caller should compile the whole file (see the module's docstring for when)."""
-    if len(source) < THRESHOLD or _cores() < 2:
+    if len(source) < THRESHOLD or usable_cores() < 2:
         return None
     cut = _cut(source)
     if cut is None:
@@ -62,7 +57,8 @@ def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | No
     flags = _future_flags(head)
     if flags is None:
         return None
-    child = _start(tail, flags, head.count("\n"), filename)
+    args = [str(flags), str(head.count("\n")), filename]
+    child = start_helper(_CHILD, args, tail.encode("utf-8", "surrogatepass"), warnings="error")
     if child is None:
         return None
     with child:
@@ -85,29 +81,6 @@ def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | No
     if not isinstance(second, types.CodeType) or flowcode.future_flags(first) != flags:
         return None
     return first, second
-
-
-def _cores() -> int:
-    """CPUs this process may run on: with one, the other interpreter would only take turns with it."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def _start(tail: str, flags: int, lines: int, filename: str) -> subprocess.Popen[bytes] | None:
-    """The other interpreter, compiling `tail` below `lines` empty lines; None if it cannot start."""
-    import subprocess
-    import tempfile
-
-    command = [sys.executable, "-I", "-S", "-W", "error", "-c", _CHILD, str(flags), str(lines), filename]
-    try:
-        with tempfile.TemporaryFile() as text:  # read at its own pace: a pipe would block this side
-            text.write(tail.encode("utf-8", "surrogatepass"))
-            text.seek(0)
-            return subprocess.Popen(command, stdin=text, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    except (OSError, ValueError):
-        return None
 
 
 def _cut(source: str) -> int | None:

@@ -113,7 +113,7 @@ def test_a_small_file_one_without_a_cut_or_one_cpu_is_compiled_whole(monkeypatch
     assert splitcompile.compile_split(small, _fresh_name("small")) is None
     monkeypatch.setattr(splitcompile, "THRESHOLD", 0)
     with monkeypatch.context() as one_cpu:
-        one_cpu.setattr(splitcompile, "_cores", lambda: 1)
+        one_cpu.setattr(splitcompile, "usable_cores", lambda: 1)
         assert splitcompile.compile_split(small, _fresh_name("one-cpu")) is None
     one_function = "from dsl import step\n\n\n@step\ndef a():\n" + "    x = 1\n" * 200 + "    return x\n"
     assert splitcompile.compile_split(one_function, _fresh_name("uncut")) is None

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from dsl import interpreters
 from runner.executors import local, wire
 from runner.executors.base import Task, TaskDone
 from runner.executors.local import LocalExecutor
@@ -199,5 +200,5 @@ def test_the_cores_counted_are_those_a_containers_cpu_quota_leaves(
     path = tmp_path / "cpu.max"
     if cpu_max:
         path.write_text(cpu_max)  # else no file: no cgroup v2 quota to read
-    monkeypatch.setattr(local, "CPU_MAX", str(path))
-    assert local._cores() == (affinity if quota_cores is None else min(affinity, quota_cores))
+    monkeypatch.setattr(interpreters, "CPU_MAX", str(path))
+    assert interpreters.usable_cores() == (affinity if quota_cores is None else min(affinity, quota_cores))

@@ -39,6 +39,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from dsl.interpreters import usable_cores
 from runner.executors import spawn, wire
 from runner.executors.base import InputRef, Task, TaskDone, TaskEvent, TaskLog, TaskResult, TaskStarted
 from runner.executors.execute import admit_modules, keep_code
@@ -105,26 +106,6 @@ LOADAVG = "/proc/loadavg"
 LOAD_CHECK_S = 0.1
 """How often the executor looks at the machine's load (a file read, ~5 µs) while it polls."""
 
-CPU_MAX = "/sys/fs/cgroup/cpu.max"
-"""A container's CPU quota (cgroup v2: "<quota> <period>" in µs, or "max <period>")."""
-
-
-def _cores() -> int:
-    """The cores this process may keep busy: those it may run on, fewer under a container's CPU
-    quota (`docker run --cpus=1` on an 8-core host leaves one: a poller there takes another's time)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        with open(CPU_MAX) as handle:
-            quota, period = handle.read().split()
-        if quota != "max":
-            cores = min(cores, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return cores
-
 
 def _runnable() -> int | None:
     """Threads runnable on the machine now (Linux), or None where that cannot be read."""
@@ -177,7 +158,7 @@ class LocalExecutor:
         self._preload_failed: set[str] = set()
         self._spare = False
         self._polling = poll
-        self._cores = _cores()
+        self._cores = usable_cores()
         self._load_checked = -LOAD_CHECK_S
         self._machine_busy = False
         self._sent = False
