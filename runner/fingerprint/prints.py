@@ -18,6 +18,7 @@ from runner.fingerprint.bytecode import global_reads
 from runner.fingerprint.hasher import FILE_MARK, Hasher
 from runner.fingerprint.source import code_span
 from runner.fingerprint.textcache import kept_texts
+from runner.fingerprint.texthelp import work_ahead
 from runner.fingerprint.values import Untrusted, sha, value_hash
 
 
@@ -164,6 +165,7 @@ def read_ahead(codes: Iterable[types.CodeType]) -> None:
 
 def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
     hasher = Hasher(loaded)
+    work_ahead(hasher, _new_step_functions(loaded))
     prints: dict[str, StaticPrint] = {}
     for name, node in loaded.graph.nodes.items():
         item = node.step
@@ -239,6 +241,18 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
         except RecursionError:
             prints[name] = StaticPrint(code="", untrusted="its helpers nest too deeply to hash")
     return prints
+
+
+def _new_step_functions(loaded: LoadedFlow) -> list[types.FunctionType]:
+    """The functions of function steps whose code no load has made a print of (see `_BY_CODE`)."""
+    return [
+        node.step.fn
+        for node in loaded.graph.nodes.values()
+        if node.step.spec is None
+        and node.step.job is None
+        and isinstance(node.step.fn, types.FunctionType)
+        and id(node.step.fn.__code__) not in _BY_CODE
+    ]
 
 
 def _module_reads(

@@ -92,9 +92,7 @@ class SourceIndex:
         trailing `pass` still does); a body of only a docstring makes an unparsable cut, and the
         caller then falls back on the whole-file parse.
         """
-        first, last = code_span(code)
-        text = "".join(self.lines[first - 1 : last])
-        key = (code.co_name, text)
+        key = (code.co_name, self.span_text(code))
         known = _SEGMENTS.get(key)
         kept = getattr(_local, "recording", None)
         if known is not None:
@@ -102,28 +100,40 @@ class SourceIndex:
             if kept is not None:
                 kept.segments[key] = known
             return known[0] if known[1] else None
-        segment = textwrap.dedent(text)
-        try:
-            tree: ast.Module | None = ast.parse(segment)
-        except SyntaxError:
-            tree = None
-        body = tree.body if tree is not None else []
-        ok = (
-            len(body) == 1
-            and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef)
-            and body[0].name == code.co_name
-        )
-        _SEGMENTS[key] = (segment, ok)
+        segment, tree = cut_segment(*key)
+        _SEGMENTS[key] = (segment, tree is not None)
         if len(_SEGMENTS) > _SEGMENTS_CACHE_SIZE:
             _SEGMENTS.popitem(last=False)
         if kept is not None:
-            kept.segments[key] = (segment, ok)
+            kept.segments[key] = (segment, tree is not None)
             kept.computed += 1
-        if ok and tree is not None:
+        if tree is not None:
             _PARSED[segment] = tree  # `normalised_text` takes it: the segment is not parsed twice
             if len(_PARSED) > _PARSED_SIZE:
                 _PARSED.popitem(last=False)
-        return segment if ok else None
+        return segment if tree is not None else None
+
+    def span_text(self, code: types.CodeType) -> str:
+        """The text of a function's line span (`code_span`): what `function_segment` is keyed by."""
+        first, last = code_span(code)
+        return "".join(self.lines[first - 1 : last])
+
+
+def cut_segment(name: str, text: str) -> tuple[str, ast.Module | None]:
+    """`text` (a function's line span) dedented, and its tree if it parses as exactly the function
+    `name` (else None)."""
+    segment = textwrap.dedent(text)
+    try:
+        tree = ast.parse(segment)
+    except SyntaxError:
+        return segment, None
+    body = tree.body
+    ok = (
+        len(body) == 1
+        and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef)
+        and body[0].name == name
+    )
+    return segment, tree if ok else None
 
 
 _SEGMENTS: OrderedDict[tuple[str, str], tuple[str, bool]] = OrderedDict()
@@ -317,15 +327,7 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
             # A copy: the file's tree is read again by later loads (`_parse_in_parts`), and what
             # follows strips the docstrings and decorators of the tree it is given.
             tree = ast.Module(body=[copy.deepcopy(node)], type_ignores=[])
-    if "'" in segment or '"' in segment:  # a docstring is a string literal, which needs a quote
-        _strip_docstrings(tree)
-    if drop_decorators:
-        for inner in tree.body:
-            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
-                inner.decorator_list = []
-    text = quick_unparse(tree)
-    if text is None:
-        text = ast.unparse(tree)
+    text = normalise_tree(tree, segment, drop_decorators=drop_decorators)
     _NORMALISED[key] = text
     if len(_NORMALISED) > _NORMALISED_CACHE_SIZE:
         _NORMALISED.popitem(last=False)
@@ -333,6 +335,18 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
         kept.texts[(drop_decorators, segment)] = text
         kept.computed += 1
     return text
+
+
+def normalise_tree(tree: ast.Module, segment: str, *, drop_decorators: bool) -> str:
+    """The normalised text of `segment` from its tree (which this changes: docstrings, decorators)."""
+    if "'" in segment or '"' in segment:  # a docstring is a string literal, which needs a quote
+        _strip_docstrings(tree)
+    if drop_decorators:
+        for inner in tree.body:
+            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner.decorator_list = []
+    text = quick_unparse(tree)
+    return ast.unparse(tree) if text is None else text
 
 
 class Recording:
@@ -365,13 +379,42 @@ def recording() -> Iterator[Recording]:
         _local.recording = previous
 
 
-def remember(segments: list[tuple[str, str, str | None, bool]], texts: list[tuple[bool, str, str]]) -> None:
-    """Memoise answers worked out by another process (`runner.fingerprint.textcache`): each
-    `(function name, span text, its segment or None if the same, whether it parses)` for
-    `function_segment`, each `(drop_decorators, segment, normalised text)` for `normalised_text`.
-    Every answer is a function of what it is keyed by, so one worked out elsewhere is the one this
-    process would work out; an answer memoised here already is kept. The memos keep their bounds,
-    the least recently used going first."""
+Segments = list[tuple[str, str, str | None, bool]]
+"""`function_segment`'s answers, each `(function name, span text, its segment or None if the same,
+whether it parses)`."""
+Texts = list[tuple[bool, str, str]]
+"""`normalised_text`'s answers, each `(drop_decorators, segment, normalised text)`."""
+
+
+def work_out(spans: list[tuple[str, str]]) -> tuple[Segments, Texts]:
+    """`function_segment`'s answer for each (function name, span text), and `normalised_text`'s
+    (decorators dropped) for each segment that parses: what another interpreter works out for this one
+    (`runner.fingerprint.texthelp`), without memoising anything."""
+    segments: Segments = []
+    texts: Texts = []
+    for name, text in spans:
+        segment, tree = cut_segment(name, text)
+        segments.append((name, text, None if segment == text else segment, tree is not None))
+        if tree is not None:
+            texts.append((True, segment, normalise_tree(tree, segment, drop_decorators=True)))
+    return segments, texts
+
+
+def is_memoised(name: str, text: str) -> bool:
+    """Whether `function_segment` knows the function `name` of this span text already."""
+    return (name, text) in _SEGMENTS
+
+
+def remember(segments: Segments, texts: Texts, *, worked_out: bool = False) -> None:
+    """Memoise answers worked out by another process (`runner.fingerprint.textcache`,
+    `runner.fingerprint.texthelp`). Every answer is a function of what it is keyed by, so one worked
+    out elsewhere is the one this process would work out; an answer memoised here already is kept.
+    The memos keep their bounds, the least recently used going first. `worked_out`: the answers
+    were worked out just now, for this thread's computation, and count as its own for a recording
+    (see `Recording.computed`) — answers read back from a file do not."""
+    kept = getattr(_local, "recording", None)
+    if worked_out and kept is not None:
+        kept.computed += len(segments)
     for name, text, segment, ok in segments[-_SEGMENTS_CACHE_SIZE:]:
         _SEGMENTS.setdefault((name, text), (text if segment is None else segment, ok))
     for drop, segment, normal in texts[-_NORMALISED_CACHE_SIZE:]:

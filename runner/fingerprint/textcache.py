@@ -51,7 +51,7 @@ def texts_path(filename: str) -> str | None:
 
 
 @functools.cache
-def _version() -> bytes | None:
+def version() -> bytes | None:
     """The header's second part: a digest of the code that works the answers out (None: unreadable)."""
     digest = hashlib.sha256()
     for module in (source, unparse):
@@ -67,25 +67,25 @@ def kept_texts(filename: str) -> Iterator[None]:
     """Memoise the answers kept for `filename`, then record those used meanwhile (on this thread) and
     keep them if any had to be worked out; once per flow file and process (`_done`)."""
     path = texts_path(filename)
-    version = _version()
-    if path is None or version is None or path in _done:
+    digest = version()
+    if path is None or digest is None or path in _done:
         yield
         return
-    _restore(path, version)
+    _restore(path, digest)
     with recording() as used:
         yield
     _done.add(path)
     if used.computed and not sys.dont_write_bytecode and os.path.isdir(os.path.dirname(filename)):
-        _keep(path, version, used)
+        _keep(path, digest, used)
 
 
-def _restore(path: str, version: bytes) -> None:
+def _restore(path: str, digest: bytes) -> None:
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError:
         return
-    head = _HEADER + version
+    head = _HEADER + digest
     body = data[len(head) + 32 :]
     if not data.startswith(head) or hashlib.sha256(body).digest() != data[len(head) : len(head) + 32]:
         return
@@ -96,7 +96,7 @@ def _restore(path: str, version: bytes) -> None:
         return
 
 
-def _keep(path: str, version: bytes, used: Recording) -> None:
+def _keep(path: str, digest: bytes, used: Recording) -> None:
     segments = [
         (name, text, None if segment == text else segment, ok)
         for (name, text), (segment, ok) in used.segments.items()
@@ -106,4 +106,4 @@ def _keep(path: str, version: bytes, used: Recording) -> None:
     same = {text: text for _, text in used.segments}
     texts = [(drop, same.get(segment, segment), normal) for (drop, segment), normal in used.texts.items()]
     body = marshal.dumps((segments, texts))
-    write_atomically(path, _HEADER + version + hashlib.sha256(body).digest() + body)
+    write_atomically(path, _HEADER + digest + hashlib.sha256(body).digest() + body)
