@@ -69,6 +69,7 @@ from dsl import load_flow
 from runner.fingerprint import prints, texthelp
 
 texthelp.THRESHOLD = int(sys.argv[2])
+texthelp.HEAD_START = 0
 exec(sys.argv[3])
 helped = []
 work_ahead = prints.work_ahead

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dsl.flowcode import split
-from runner.fingerprint.unparse import quick_unparse
+from runner.fingerprint.normalise import Segments, Texts, cut_segment, normalise_tree, statements
 from runner.fingerprint.values import sha
 
 _TREES: OrderedDict[str, tuple[str, SourceIndex]] = OrderedDict()
@@ -119,23 +119,6 @@ class SourceIndex:
         return "".join(self.lines[first - 1 : last])
 
 
-def cut_segment(name: str, text: str) -> tuple[str, ast.Module | None]:
-    """`text` (a function's line span) dedented, and its tree if it parses as exactly the function
-    `name` (else None)."""
-    segment = textwrap.dedent(text)
-    try:
-        tree = ast.parse(segment)
-    except SyntaxError:
-        return segment, None
-    body = tree.body
-    ok = (
-        len(body) == 1
-        and isinstance(body[0], ast.FunctionDef | ast.AsyncFunctionDef)
-        and body[0].name == name
-    )
-    return segment, tree if ok else None
-
-
 _SEGMENTS: OrderedDict[tuple[str, str], tuple[str, bool]] = OrderedDict()
 """(function name, the text of its line span) -> (that text dedented, whether it parses as exactly
 that function): a reload neither dedents nor parses a function whose text it has seen (no trees
@@ -176,21 +159,6 @@ def _walk_span(code: types.CodeType) -> tuple[int, int]:
     return first, last
 
 
-_BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
-
-
-def _statements(node: ast.AST) -> Iterator[ast.AST]:
-    """`node` and every statement nested in it (definitions and imports are statements), skipping the
-    expressions a full `ast.walk` would also visit."""
-    yield node
-    for block in _BLOCKS:
-        children = getattr(node, block, None)
-        if isinstance(children, list):
-            for child in children:
-                if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
-                    yield from _statements(child)
-
-
 class _Part:
     """The statements of one part of a file's tree (`_parse_in_parts`) and, found on demand, the
     lambdas in them by line."""
@@ -209,7 +177,7 @@ class _Part:
             functions: dict[int, ast.stmt] = {}
             classes: dict[str, list[ast.ClassDef]] = {}
             for statement in self.statements:
-                for node in _statements(statement):
+                for node in statements(statement):
                     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                         functions[node.lineno] = node
                         if node.decorator_list:
@@ -281,21 +249,6 @@ _NORMALISED: OrderedDict[str, str] = OrderedDict()
 _NORMALISED_CACHE_SIZE = 20_000
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    # Definitions are statements: `_statements` finds them all without visiting every expression
-    # node as `ast.walk` does (that walk was a third of a 10,000-step flow's static fingerprints).
-    for inner in _statements(tree):
-        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
-            body = inner.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                inner.body = body[1:] or [ast.Pass()]
-
-
 def normalised(index: SourceIndex, node: ast.stmt, *, drop_decorators: bool) -> str:
     """A definition's source without comments, formatting, docstrings (and optionally decorators).
 
@@ -337,18 +290,6 @@ def normalised_text(segment: str, *, drop_decorators: bool, node: ast.stmt | Non
     return text
 
 
-def normalise_tree(tree: ast.Module, segment: str, *, drop_decorators: bool) -> str:
-    """The normalised text of `segment` from its tree (which this changes: docstrings, decorators)."""
-    if "'" in segment or '"' in segment:  # a docstring is a string literal, which needs a quote
-        _strip_docstrings(tree)
-    if drop_decorators:
-        for inner in tree.body:
-            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
-                inner.decorator_list = []
-    text = quick_unparse(tree)
-    return ast.unparse(tree) if text is None else text
-
-
 class Recording:
     """What `function_segment` and `normalised_text` answered on one thread while it was on
     (`recording`), each answer by what it was asked, and how many of them were worked out (not
@@ -377,27 +318,6 @@ def recording() -> Iterator[Recording]:
         yield kept
     finally:
         _local.recording = previous
-
-
-Segments = list[tuple[str, str, str | None, bool]]
-"""`function_segment`'s answers, each `(function name, span text, its segment or None if the same,
-whether it parses)`."""
-Texts = list[tuple[bool, str, str]]
-"""`normalised_text`'s answers, each `(drop_decorators, segment, normalised text)`."""
-
-
-def work_out(spans: list[tuple[str, str]]) -> tuple[Segments, Texts]:
-    """`function_segment`'s answer for each (function name, span text), and `normalised_text`'s
-    (decorators dropped) for each segment that parses: what another interpreter works out for this one
-    (`runner.fingerprint.texthelp`), without memoising anything."""
-    segments: Segments = []
-    texts: Texts = []
-    for name, text in spans:
-        segment, tree = cut_segment(name, text)
-        segments.append((name, text, None if segment == text else segment, tree is not None))
-        if tree is not None:
-            texts.append((True, segment, normalise_tree(tree, segment, drop_decorators=True)))
-    return segments, texts
 
 
 def is_memoised(name: str, text: str) -> bool:

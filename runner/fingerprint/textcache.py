@@ -32,7 +32,7 @@ from importlib.util import MAGIC_NUMBER
 from pathlib import Path
 
 from dsl.codecache import code_path, write_atomically
-from runner.fingerprint import source, unparse
+from runner.fingerprint import normalise, source, unparse
 from runner.fingerprint.source import Recording, recording, remember
 
 _HEADER = MAGIC_NUMBER + b"flow texts 1\n"
@@ -50,11 +50,15 @@ def texts_path(filename: str) -> str | None:
     return None if path is None else os.path.splitext(path)[0] + ".texts"
 
 
+CODE = (source, normalise, unparse)
+"""The modules whose code works the answers out."""
+
+
 @functools.cache
 def version() -> bytes | None:
     """The header's second part: a digest of the code that works the answers out (None: unreadable)."""
     digest = hashlib.sha256()
-    for module in (source, unparse):
+    for module in CODE:
         try:
             digest.update(Path(str(module.__file__)).read_bytes())
         except OSError:

@@ -2,16 +2,16 @@
 another interpreter while this one works out the rest.
 
 Why: a step's fingerprint hashes its source with comments, formatting and docstrings removed, which
-cuts, parses and unparses every function on its own (`runner.fingerprint.source`): ~60 µs a step,
-0.5-0.7 s of a 10,000-step flow's first load and plan, all of it on one core while the other waits.
-Later loads take these texts from the memos or from the file `runner.fingerprint.textcache` keeps
-beside the flow; this is for the first, and for a flow edited all over (a generated one).
+cuts, parses and unparses every function on its own (`runner.fingerprint.source`): ~30 µs a step
+here, 0.3 s of a 10,000-step flow's first load and plan, all of it on one core while the other
+waits. Later loads take these texts from the memos or from the file `runner.fingerprint.textcache`
+keeps beside the flow; this is for the first, and for a flow edited all over (a generated one).
 
-The helper (`dsl.interpreters.start_helper`) imports `runner.fingerprint.source` alone, with `dsl`,
-`runner` and `runner.fingerprint` as empty packages (their `__init__` modules would import most of
-flow: ~60 ms), and runs `source.work_out` on the spans it is sent. Never stale: each answer is a
-function of the text it is keyed by, worked out by the same code as here (the helper checks it loaded
-the very files whose digest names this process's code, `textcache`'s version); the answers are
+The helper (`dsl.interpreters.start_helper`) imports `runner.fingerprint.normalise` alone (and the
+`unparse` it uses), with `runner` and `runner.fingerprint` as empty packages (their `__init__` modules
+would import most of flow), and runs `normalise.work_out` on the spans it is sent. Never stale: each
+answer is a function of the text it is keyed by, worked out by the same code as here (the helper checks
+that the files it loaded are those whose digest is this process's `textcache.version`); the answers are
 memoised as `textcache`'s are (`source.remember`). Anything unusual (too few functions, one core, no
 version, a helper that cannot start, fails or answers garbage) leaves the work to this process, as
 before.
@@ -24,47 +24,46 @@ import os
 import types
 from collections.abc import Sequence
 
-import dsl
 import runner
 from dsl.interpreters import start_helper, usable_cores
 from runner import fingerprint
 from runner.fingerprint.hasher import Hasher
 from runner.fingerprint.source import is_memoised, normalised_text, remember
-from runner.fingerprint.textcache import version
+from runner.fingerprint.textcache import CODE, version
 
-THRESHOLD = 2000
-"""Functions to work out below which this process does it alone: ~0.12 s of work, of which the
-helper's start and imports (~25 ms) would eat much of what it saves."""
+THRESHOLD = 4000
+"""New step functions below which this process works them all out alone: the helper's start and
+imports (~35 ms here) would eat most of what it saves."""
 
-SHARE = 0.5
-"""Part of the functions the helper works out: half, as this process cuts the spans it is sent
-(~5 µs a function) before it starts, and works out its own share while the helper starts."""
+HEAD_START = 1500
+"""Functions this process works out while the helper starts and imports, on top of its half of the
+rest (~30 µs each: ~45 ms), so that both finish at about the same time."""
 
 _CHILD = (
     "import hashlib, marshal, sys, types\n"
-    "version = sys.argv[1]\n"
-    "for name, path in zip(('dsl', 'runner', 'runner.fingerprint'), sys.argv[2:5]):\n"
+    "version, files = sys.argv[1], sys.argv[4:]\n"
+    "for name, path in zip(('runner', 'runner.fingerprint'), sys.argv[2:4]):\n"
     "    package = sys.modules[name] = types.ModuleType(name)\n"
     "    package.__path__ = [path]\n"
-    "from runner.fingerprint import source, unparse\n"
+    "from runner.fingerprint import normalise, unparse\n"
     "digest = hashlib.sha256()\n"
-    "for module in (source, unparse):\n"
-    "    with open(module.__file__, 'rb') as file:\n"
-    "        digest.update(file.read())\n"
-    "if digest.hexdigest() != version:\n"
+    "for file in files:\n"
+    "    with open(file, 'rb') as text:\n"
+    "        digest.update(text.read())\n"
+    "if digest.hexdigest() != version or not {normalise.__file__, unparse.__file__} <= set(files):\n"
     "    sys.exit(3)\n"
     "spans = marshal.loads(sys.stdin.buffer.read())\n"
-    "sys.stdout.buffer.write(marshal.dumps(source.work_out(spans)))\n"
+    "sys.stdout.buffer.write(marshal.dumps(normalise.work_out(spans)))\n"
 )
 
 
 def work_ahead(hasher: Hasher, functions: Sequence[types.FunctionType]) -> int:
-    """Memoise the texts of `functions` (those not known yet), the last `SHARE` of them worked out by
-    a helper meanwhile when they are `THRESHOLD` or more and its share is mostly unknown; how many
+    """Memoise the texts of `functions` (those not known yet), the last of them worked out by a
+    helper meanwhile when they are `THRESHOLD` or more and its share is mostly unknown; how many
     the helper worked out (0: no helper)."""
     if len(functions) < THRESHOLD or usable_cores() < 2:
         return 0
-    cut = round(len(functions) * (1 - SHARE))
+    cut = len(functions) - (len(functions) - HEAD_START) // 2
     spans = []
     for fn in functions[cut:]:
         code = fn.__code__
@@ -74,12 +73,13 @@ def work_ahead(hasher: Hasher, functions: Sequence[types.FunctionType]) -> int:
             if not is_memoised(*span):
                 spans.append(span)
     digest = version()
-    if len(spans) < THRESHOLD * SHARE or digest is None:  # mostly known already
+    if len(spans) < (len(functions) - cut) // 2 or digest is None:  # mostly known already
         return 0
-    packages = [os.path.dirname(str(module.__file__)) for module in (dsl, runner, fingerprint)]
+    packages = [os.path.dirname(str(module.__file__)) for module in (runner, fingerprint)]
+    files = [str(module.__file__) for module in CODE]
     # Warnings ignored: whether a span parses must not depend on them (an invalid escape is an error
     # under `-W error`), as it does not here under Python's default filters.
-    child = start_helper(_CHILD, [digest.hex(), *packages], marshal.dumps(spans), warnings="ignore")
+    child = start_helper(_CHILD, [digest.hex(), *packages, *files], marshal.dumps(spans), warnings="ignore")
     if child is None:
         return 0
     with child:

@@ -14,7 +14,10 @@ writes.
 from __future__ import annotations
 
 import ast
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported: the helper interpreter of `texthelp` imports this module
+    from typing import Any
 
 _INFINITY: str = ast._INFSTR  # type: ignore[attr-defined]
 _UNPARSER: Any = ast._Unparser  # type: ignore[attr-defined]
