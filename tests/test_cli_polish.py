@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -277,6 +278,26 @@ def test_a_cached_step_line_does_not_say_cached_twice(tmp_path: Path) -> None:
     assert flow("run", "f.py", cwd=project).returncode == 0
     again = flow("run", "f.py", cwd=project).stdout
     assert "  ≡ items cached (same fingerprint as run #1)" in again.splitlines(), again
+
+
+def test_the_summary_of_a_large_run_names_ten_steps_and_counts_the_rest(tmp_path: Path) -> None:
+    """A 5,000-step run's summary line named every step (40 KB on one line); a run of twelve or fewer
+    still names them all (here every step of a new chain of twelve: its first step changed)."""
+
+    def chain(n: int) -> str:
+        steps = [
+            f"@step\ndef s{i}({f's{i - 1}' if i else ''}):\n    return {f's{i - 1} + 1' if i else 0}\n"
+            for i in range(n)
+        ]
+        return "from dsl import step\n\n\n" + "\n\n".join(steps)
+
+    project = write(tmp_path, chain(30))
+    summary = flow("run", "f.py", cwd=project).stdout.splitlines()[-1]
+    named = ", ".join(f"s{i}" for i in range(10))
+    assert re.fullmatch(rf"run #1 succeeded in [\d.]+s: 30 succeeded \(ran: {named} and 20 more\)", summary)
+    (project / "f.py").write_text(chain(12).replace("return 0", "return -1"), encoding="utf-8")
+    summary = flow("run", "f.py", cwd=project).stdout.splitlines()[-1]
+    assert summary.endswith(f"(ran: {', '.join(f's{i}' for i in range(12))})"), summary
 
 
 def test_an_upstream_without_result_names_the_step_once_and_uses_up_no_run_number(tmp_path: Path) -> None:

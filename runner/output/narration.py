@@ -48,6 +48,19 @@ def summary_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
+RAN_NAMED = 10
+"""Steps a run's summary line names at most, the rest counted: a 5,000-step run named every one, a
+line of 40 KB that pushed the run's last steps off any terminal."""
+
+
+def ran_names(ran: list[str]) -> str:
+    """`load, total`: the steps a run executed, in the order they finished; past `RAN_NAMED` + 2,
+    the first `RAN_NAMED` and how many more (never "and 1 more" where the name would fit)."""
+    if len(ran) <= RAN_NAMED + 2:
+        return ", ".join(ran)
+    return f"{', '.join(ran[:RAN_NAMED])} and {len(ran) - RAN_NAMED:,} more"
+
+
 def output_lines(event: RunFinished) -> list[str]:
     """The flow outputs a run produced, one `name = value` line each (values shown as text)."""
     return [f"  {name} = {visible(output.preview, newlines=False)}" for name, output in event.outputs.items()]
@@ -153,7 +166,7 @@ class Narrator:
             del self._jobs[key]
         text = (
             f"run #{event.run_id} {event.status} in {event.duration_s:.2f}s: "
-            f"{summary_counts(event.counts)}" + (f" (ran: {', '.join(ran)})" if ran else "")
+            f"{summary_counts(event.counts)}" + (f" (ran: {ran_names(ran)})" if ran else "")
         )
         finished = Line(_safe(text), "finished_ok" if event.status == "succeeded" else "finished_bad")
         return [finished, *(Line(line, "output") for line in output_lines(event))]
