@@ -98,6 +98,8 @@ class LiveReporter:
         )
         self._panel_up = False
         """Whether the panel is on the terminal; only the writer thread reads or sets it."""
+        self._parsed: dict[str, Any] | None = None
+        """`STYLES` as Rich styles (see `_styles`); only the writer thread uses it."""
         self._thread = threading.Thread(target=self._write_loop, name="flow-terminal", daemon=True)
         self._thread.start()
 
@@ -200,18 +202,35 @@ class LiveReporter:
                 pass
 
     def _print(self, lines: list[Line]) -> None:
-        from rich.text import Text
+        """Print `lines` above the panel as Rich segments, one style a line (the label of a log line
+        dim). Not as a `Text`: Rich wraps a `Text` line by line, which `soft_wrap` leaves to the
+        terminal anyway, and that work on this thread kept the engine's thread from the GIL: a cold
+        run of a 1,000-step fan-out took 1.5-3.6 s on a terminal against 0.9-1.4 s piped. The lines
+        are already safe to show (`Narrator`), so nothing is lost by not filtering them again."""
+        from rich.segment import Segment, Segments
 
-        text = Text(end="\n", no_wrap=False)
-        for i, line in enumerate(lines):
-            if i:
-                text.append("\n")
+        styles = self._styles()
+        segments: list[Segment] = []
+        add = segments.append
+        newline = Segment.line()
+        for line in lines:
             if line.prefix:
-                text.append(line.text[: line.prefix], style="dim")
-                text.append(line.text[line.prefix :])
+                add(Segment(line.text[: line.prefix], styles["dim"]))
+                add(Segment(line.text[line.prefix :]))
             else:
-                text.append(line.text, style=STYLES.get(line.kind, ""))
-        self._console.print(text, soft_wrap=True, highlight=False, markup=False, emoji=False)
+                add(Segment(line.text, styles.get(line.kind)))
+            add(newline)
+        self._console.print(Segments(segments), soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+    def _styles(self) -> dict[str, Any]:
+        """`STYLES` (and `dim`) parsed, once: Rich parses a style named by a string at every use."""
+        if self._parsed is None:
+            from rich.style import Style
+
+            self._parsed = {
+                kind: Style.parse(name) for kind, name in {**STYLES, "dim": "dim"}.items() if name
+            }
+        return self._parsed
 
     def _render(self) -> Any:
         from rich.table import Table
