@@ -9,6 +9,9 @@ flow (`python -c "import runner.cli.running"`: the engine, the store, the runner
 Typer and every command). `import runner.cli` alone imports next to nothing, so that `flow run` can
 start its first worker before the rest.
 
+`flow run` on a terminal (a pseudo-terminal, as info) starts the live view, which a pipe does not: what
+a user at a terminal waits for.
+
 Bytecode: a normal install compiles `.pyc` files and Python reuses them. Some environments set
 `PYTHONDONTWRITEBYTECODE=1` with no `.pyc` for the project, so every start recompiles every project
 module from source. The verdict is measured as a user's install runs: bytecode caching on, written to
@@ -80,6 +83,33 @@ def timed_with_cpu(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[floa
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def timed_on_terminal(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall seconds of `cmd` with its output on a 120x36 pseudo-terminal, read as it comes: what a user
+    at a terminal waits for (the live view, `runner.output.live`, which a pipe does not start)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 36, 120, 0, 0))
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=side, stderr=side)
+    os.close(side)
+    try:
+        while os.read(main, 65536):
+            pass
+    except OSError:  # EIO: the command, the terminal's last holder, has closed it
+        pass
+    code = proc.wait()
+    seconds = time.perf_counter() - t0
+    os.close(main)
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {code} on a terminal")
+    return seconds
+
+
 def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, list[float]]:
     """Time the interpreter, the CLI import, and `flow run` with fresh stores (then cached, as info)."""
     command = flow_command()
@@ -102,6 +132,12 @@ def series(root: Path, tag: str, env: dict[str, str], runs: int) -> dict[str, li
     ]
     out["flow run, fresh store"] = [wall for wall, _ in fresh]
     out["  its CPU, runner + worker (info)"] = [cpu for _, cpu in fresh]
+    out["flow run on a terminal, fresh (info)"] = [
+        timed_on_terminal(
+            [*command, "run", str(path), "--store", str(root / f"store-{tag}-tty-{i}")], path.parent, env
+        )
+        for i in range(runs)
+    ]
     out["flow run, cached (info)"] = [
         timed([*command, "run", str(path), "--store", str(first)], path.parent, env) for _ in range(runs)
     ]

@@ -38,6 +38,14 @@ BACKLOG = 5_000
 """Lines queued for the terminal before the scheduler waits for the writer: bounds memory when a
 step prints faster than the terminal can show (the plain reporter blocks the same way, on write)."""
 
+PANEL_AFTER_S = 0.3
+"""How long runs go on before the panel of running steps comes up. A shorter run never shows it, and
+its lines are written without Rich (`_write_plain`): importing Rich (30-70 ms) was most of what a
+short `flow run` on a terminal cost over one into a pipe."""
+
+_SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
+"""The SGR code of each word of a style in `STYLES`: what Rich writes for them on any colour terminal."""
+
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 """One frame per redraw, from the clock (a `rich.spinner.Spinner` made afresh per redraw never turns)."""
 
@@ -72,11 +80,12 @@ class LiveReporter:
     """
 
     def __init__(self, console: Any = None) -> None:
-        from rich.console import Console
-        from rich.live import Live
-
+        self._given = console
         # Bound to the terminal now: `--executor inline` swaps `sys.stdout` to capture a step's prints.
-        self._console = console or Console(file=sys.stdout, highlight=False, emoji=False, markup=False)
+        self._file = console.file if console is not None else sys.stdout
+        self._console: Any = None
+        self._live: Any = None
+        """Rich's console and live display, made by the writer thread (`_open`)."""
         self._narrator = Narrator()
         self._lock = threading.Condition(threading.Lock())
         """Guards the fields below. A leaf: nothing is called while it is held."""
@@ -84,17 +93,18 @@ class LiveReporter:
         self._running: dict[tuple[int, str], float] = {}
         self._runs: dict[int, list[Any]] = {}
         """Run id -> [title, steps, finished steps]."""
+        self._busy_since = 0.0
+        """When the runs under way began (the first of them to start while none was)."""
         self._stopping = False
         self._wake = threading.Event()
         self.closed = threading.Event()
         """Set once the terminal cannot be written to any more (closed, hung up)."""
-        self._live = Live(
-            console=self._console,
-            auto_refresh=False,
-            transient=True,
-            redirect_stdout=True,  # a stray print (a flow's import, an inline step) lands above the panel
-            redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
-            get_renderable=self._render,
+        self._colour = (  # as Rich decides it (as the given console has)
+            console.is_terminal and not console.no_color and not console.is_dumb_terminal
+            if console is not None
+            else os.environ.get("NO_COLOR", "") == ""
+            and os.environ.get("TERM") not in ("dumb", "unknown")
+            and self._file.isatty()
         )
         self._panel_up = False
         """Whether the panel is on the terminal; only the writer thread reads or sets it."""
@@ -111,6 +121,8 @@ class LiveReporter:
         lines = self._narrator.lines(event)
         with self._lock:
             if isinstance(event, RunStarted):
+                if not self._runs:
+                    self._busy_since = time.monotonic()
                 self._runs[event.run_id] = [f"run #{event.run_id} of {event.flow}", len(event.steps), 0]
             elif isinstance(event, StepStarted):
                 self._running[(event.run_id, event.step)] = time.monotonic()
@@ -146,11 +158,27 @@ class LiveReporter:
         """The process is about to end at once (a second Ctrl-C): give the cursor back, print nothing
         else. Safe from a signal handler: no lock, one `write` on the terminal's descriptor."""
         try:
-            os.write(self._console.file.fileno(), b"\x1b[?25h\r\n")
+            os.write(self._file.fileno(), b"\x1b[?25h\r\n")
         except (OSError, ValueError, AttributeError):
             pass
 
     # ----- the writer thread: the only code that prints or redraws ------------------------------
+
+    def _open(self) -> None:
+        """Make Rich's console and live display, once the panel is first wanted. On this thread:
+        importing Rich takes 30-70 ms, which the engine need not wait for (it only queues lines)."""
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = self._given or Console(file=self._file, highlight=False, emoji=False, markup=False)
+        self._live = Live(
+            console=self._console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=True,  # a stray print (a flow's import, an inline step) lands above the panel
+            redirect_stderr=os.isatty(2),  # but `2>err.log` keeps its messages
+            get_renderable=self._render,
+        )
 
     def _write_loop(self) -> None:
         while True:
@@ -160,7 +188,11 @@ class LiveReporter:
             with self._lock:
                 lines = list(self._queue)
                 self._queue.clear()
-                wanted = bool(self._runs) and not self._stopping
+                wanted = (
+                    bool(self._runs)
+                    and not self._stopping
+                    and (self._panel_up or time.monotonic() - self._busy_since >= PANEL_AFTER_S)
+                )
                 stopping = self._stopping
                 self._lock.notify_all()
             if self.closed.is_set():
@@ -181,8 +213,13 @@ class LiveReporter:
     def _draw(self, lines: list[Line], wanted: bool) -> None:
         """Print `lines` above the panel, put the panel up or take it down as `wanted`, redraw it."""
         if lines:
-            self._print(lines)
+            if self._live is None:
+                self._write_plain(lines)
+            else:
+                self._print(lines)
         if wanted and not self._panel_up:
+            if self._live is None:
+                self._open()
             self._live.start()
             self._panel_up = True
         elif self._panel_up and not wanted:
@@ -200,6 +237,23 @@ class LiveReporter:
                 self._live.stop()  # restores the streams in a `finally`, even when its last write fails
             except (OSError, ValueError):
                 pass
+
+    def _write_plain(self, lines: list[Line]) -> None:
+        """Write `lines` as `_print` does, without Rich (no panel is up): the same text, styled with the
+        same SGR codes Rich writes (none under `NO_COLOR`)."""
+        parts = []
+        for line in lines:
+            if line.prefix:
+                parts += [self._styled(line.text[: line.prefix], "dim"), line.text[line.prefix :], "\n"]
+            else:
+                parts += [self._styled(line.text, STYLES.get(line.kind, "")), "\n"]
+        self._file.write("".join(parts))
+        self._file.flush()
+
+    def _styled(self, text: str, style: str) -> str:
+        if not style or not self._colour or not text:
+            return text
+        return f"\x1b[{';'.join(_SGR[word] for word in style.split())}m{text}\x1b[0m"
 
     def _print(self, lines: list[Line]) -> None:
         """Print `lines` above the panel as Rich segments, one style a line (the label of a log line
