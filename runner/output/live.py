@@ -10,7 +10,8 @@ scheduler, the writer and a signal handler cannot deadlock, which the old design
 printing through `Live` under a lock the refresh thread's render also took) did.
 
 What scrolls is exactly what `runner.output.plain.PlainReporter` writes to a pipe (`Narrator` lines),
-styled; every string goes out as Rich `Text`, never as markup.
+styled; every string goes out as text (Rich segments, or written directly until the panel first
+comes up), never as markup.
 """
 
 from __future__ import annotations
