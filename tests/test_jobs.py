@@ -217,6 +217,39 @@ def test_a_status_that_raises_lies_or_hangs_kills_the_job_and_fails_the_step(
     assert [j.status for j in jobs_of(store_dir, 1)] == ["killed"]
 
 
+def test_a_kills_call_timeout_counts_the_call_not_the_start_of_its_process(
+    job_flow, flow_cli, store_dir, tmp_path
+):
+    """A kill runs in a fresh process (`runner.executors.oneshot`), which starts an interpreter and
+    imports what the job's code names: here a library that takes 2 s to import, against a
+    `call_timeout` of 1 s. The kill itself is instant and must be recorded as done (on a busy machine
+    the start alone once took more than 1 s, and the kill of a dead trainer was "kill failed")."""
+    libs = tmp_path / "libs"
+    (libs / "flowtest_slowlib-1.0.dist-info").mkdir(parents=True)
+    (libs / "flowtest_slowlib-1.0.dist-info" / "RECORD").write_text("flowtest_slowlib.py,,\n")
+    (libs / "flowtest_slowlib.py").write_text("import time\n\ntime.sleep(2)\nREADY = True\n")
+    path = job_flow(
+        call_timeout=1, status='raise ConnectionError("down")\n', kill="assert flowtest_slowlib.READY\n"
+    )
+    path.write_text("import flowtest_slowlib\n" + path.read_text())
+    env = {"PYTHONPATH": os.pathsep.join([str(libs), os.environ.get("PYTHONPATH", "")])}
+    result = flow_cli("run", str(path), "-p", "epochs=300", env=env)
+    assert result.code == 1, result
+    assert steps(flow_cli)["train"]["error"].startswith("status() failed: ConnectionError: down")
+    pid = trainer_pid(store_dir)
+    wait_for(lambda: not process_alive(pid), "the trainer to die")
+    (job,) = jobs_of(store_dir, 1)
+    assert job.status == "killed", job.detail
+
+
+def test_a_kill_that_hangs_is_stopped_after_its_call_timeout(job_flow, flow_cli, store_dir):
+    path = job_flow(call_timeout=1, status='raise ConnectionError("down")\n', kill="time.sleep(3600)\n")
+    result = flow_cli("run", str(path), "-p", "epochs=20")
+    assert result.code == 1, result
+    (job,) = jobs_of(store_dir, 1)
+    assert job.status == "kill failed" and "did not return within 1s" in job.detail, job.detail
+
+
 def test_a_kill_that_raises_is_reported_with_the_handle(job_flow, flow_cli, store_dir):
     path = job_flow(status='raise ConnectionError("down")\n', kill='raise PermissionError("not yours")\n')
     result = flow_cli("run", str(path), "-p", "epochs=20")
