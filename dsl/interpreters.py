@@ -9,12 +9,16 @@ own pace (a pipe written by this side would block it once full, while this side 
 
 from __future__ import annotations
 
+import marshal
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import subprocess
+
+T = TypeVar("T")
 
 CPU_MAX = "/sys/fs/cgroup/cpu.max"
 """A container's CPU quota (cgroup v2: "<quota> <period>" in µs, or "max <period>")."""
@@ -55,3 +59,24 @@ def start_helper(
             return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except (OSError, ValueError):
         return None
+
+
+def meanwhile(child: subprocess.Popen[bytes], work: Callable[[], T]) -> tuple[T, object]:
+    """`work()` here while the helper `child` works; then (its result, what the helper answered,
+    marshalled on its standard output, or None if it failed or answered garbage). If `work` raises,
+    the helper is killed and the exception goes on."""
+    with child:
+        try:
+            result = work()
+        except BaseException:
+            child.kill()
+            raise
+        assert child.stdout is not None
+        data = child.stdout.read()
+        failed = child.wait() != 0
+    if failed:
+        return result, None
+    try:
+        return result, marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return result, None

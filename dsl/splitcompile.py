@@ -23,11 +23,10 @@ started.
 
 from __future__ import annotations
 
-import marshal
 import types
 
 from dsl import flowcode
-from dsl.interpreters import start_helper, usable_cores
+from dsl.interpreters import meanwhile, start_helper, usable_cores
 
 THRESHOLD = 150_000
 """Characters below which a file is compiled whole (~50-80 ms of compiling here: starting another
@@ -61,22 +60,9 @@ def compile_split(source: str, filename: str) -> tuple[types.CodeType, ...] | No
     child = start_helper(_CHILD, args, tail.encode("utf-8", "surrogatepass"), warnings="error")
     if child is None:
         return None
-    with child:
-        try:
-            first = compile(head, filename, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            child.kill()
-            return None
-        except BaseException:
-            child.kill()
-            raise
-        assert child.stdout is not None
-        data = child.stdout.read()
-        if child.wait() != 0:
-            return None
     try:
-        second = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
+        first, second = meanwhile(child, lambda: compile(head, filename, "exec", dont_inherit=True))
+    except (SyntaxError, ValueError):
         return None
     if not isinstance(second, types.CodeType) or flowcode.future_flags(first) != flags:
         return None

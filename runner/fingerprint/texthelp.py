@@ -25,7 +25,7 @@ import types
 from collections.abc import Sequence
 
 import runner
-from dsl.interpreters import start_helper, usable_cores
+from dsl.interpreters import meanwhile, start_helper, usable_cores
 from runner import fingerprint
 from runner.fingerprint.hasher import Hasher
 from runner.fingerprint.source import is_memoised, normalised_text, remember
@@ -82,22 +82,16 @@ def work_ahead(hasher: Hasher, functions: Sequence[types.FunctionType]) -> int:
     child = start_helper(_CHILD, [digest.hex(), *packages, *files], marshal.dumps(spans), warnings="ignore")
     if child is None:
         return 0
-    with child:
-        try:
-            for fn in functions[:cut]:
-                segment = hasher.segment(fn)
-                if segment is not None:
-                    normalised_text(segment, drop_decorators=True)
-        except BaseException:
-            child.kill()
-            raise
-        assert child.stdout is not None
-        data = child.stdout.read()
-        if child.wait() != 0:
-            return 0
-    try:
-        segments, texts = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
+
+    def own_share() -> None:
+        for fn in functions[:cut]:
+            segment = hasher.segment(fn)
+            if segment is not None:
+                normalised_text(segment, drop_decorators=True)
+
+    _, answer = meanwhile(child, own_share)
+    if not isinstance(answer, tuple) or len(answer) != 2:
         return 0
+    segments, texts = answer
     remember(segments, texts, worked_out=True)
     return len(segments)
