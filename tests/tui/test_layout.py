@@ -177,6 +177,26 @@ def test_crossing_lines_cross_and_fan_in_and_fan_out_read_one_way(style: Style) 
     assert "┼" not in "".join(grid(layout).values())
 
 
+@pytest.mark.parametrize("style", [Style(True, 24), Style(False, 12), Style(False, 12, down=True)], ids=str)
+def test_a_wide_fan_in_shares_one_lane_into_its_target(style: Style) -> None:
+    """`root` feeds 300 steps that all feed `sink`, and `x` feeds `sink` from the middle row. The
+    fan-in's lines join one lane, as the fan-out's leave from one: its gap is as narrow as the
+    fan-out's (it took a lane per source, 300 cells), and every step still reaches only `sink`."""
+    middle = [f"m{i}" for i in range(300)]
+    layers = [["root", "x"], middle, ["sink"]]
+    upstream = {**{m: ["root"] for m in middle}, "sink": [*middle, "x"]}
+    layout = layout_dag(layers, upstream, None, None, style)
+    check(layers, upstream, layout)
+    boxes = layout.boxes
+    if style.down:
+        fan_in = boxes["sink"].y - (boxes["m0"].y + boxes["m0"].height)
+        fan_out = boxes["m0"].y - (boxes["root"].y + boxes["root"].height)
+    else:
+        fan_in = boxes["sink"].x - (boxes["m0"].x + boxes["m0"].width)
+        fan_out = boxes["m0"].x - (boxes["root"].x + boxes["root"].width)
+    assert fan_in <= fan_out <= 5
+
+
 def test_the_transitive_reduction_keeps_only_edges_no_other_path_implies() -> None:
     layers = [["load"], ["clean"], ["train"], ["report"]]
     upstream = {"clean": ["load"], "train": ["clean", "load"], "report": ["train", "load", "clean"]}

@@ -10,7 +10,9 @@ Edges run in the gap between two columns. An edge between rows on one level is a
 Otherwise its source gets a vertical *lane* in the gap: out of the source, along the lane, into each
 target with an arrowhead. Lanes are what keeps fan-in and fan-out unambiguous:
 
-- a lane belongs to one source; two sources share a lane's column only where their rows never meet;
+- a lane belongs to one source, or to the sources of a fan-in, whose lines join it and which leads
+  only into their target (as a fan-out's lane leaves one source); two lanes share a column only where
+  their rows never meet;
 - at a row where a source leaves, the lanes of other sources arriving there lie to its right, so a
   departing line never runs into an arrival;
 - a junction (`┬ ┴ ├ ┤ ┼`) is drawn only where lines really connect: where a line crosses a lane it
@@ -36,7 +38,7 @@ from tui.data.edges import DOWN as DOWN
 from tui.data.edges import LEFT as LEFT
 from tui.data.edges import RIGHT as RIGHT
 from tui.data.edges import UP as UP
-from tui.data.lanes import Net, assign_lanes, split_shared
+from tui.data.lanes import Net, assign_lanes, merge_fan_ins, split_shared
 
 MIN_NAME = 6
 """The fewest characters of a name a compact drawing keeps (`check…`)."""
@@ -300,12 +302,14 @@ def layout_dag(
     nodes: dict[str, Box] = {}
     gaps: list[tuple[list[Net], int]] = []
     for layer in grid:
-        nets = split_shared(
-            [
-                (name, mid[name], [(t, mid[t], segments[(name, t)]) for t in down[name]])
-                for name in layer
-                if down[name]
-            ]
+        nets = merge_fan_ins(
+            split_shared(
+                [
+                    (name, mid[name], [(t, mid[t], segments[(name, t)]) for t in down[name]])
+                    for name in layer
+                    if down[name]
+                ]
+            )
         )
         lanes = assign_lanes(nets)
         gaps.append((nets, max(1, lanes) if style.down else lanes + lead + tail))
@@ -350,13 +354,16 @@ def _draw_gap(c: int, nets: list[Net], start: int, end: int, lead: int, edges: E
     """Hand the lines of gap `c` (from x `start` to `end` when layers are columns) to `edges`."""
     down = edges.down
     for net in nets:
-        edges.point(start, net.row, LEFT)  # joins the box's border (or the long edge's line)
+        departures = net.departures()
+        for _, row in departures:
+            edges.point(start, row, LEFT)  # joins the box's border (or the long edge's line)
         if net.straight:
             target, q, dashed = net.targets[0]
             edges.along(c, start, end, q, target, net, dashed)
             continue
         lane = start + lead + net.lane
-        edges.along(c, start, lane, net.row, f"\0from {net.source}", net)
+        for source, row in departures:
+            edges.along(c, start, lane, row, f"\0from {source}", net)
         for target, q, dashed in net.targets:
             edges.along(c, lane, end, q, target, net, dashed)
     # The lanes last, so each knows which lines it crosses rather than joins.
@@ -365,12 +372,15 @@ def _draw_gap(c: int, nets: list[Net], start: int, end: int, lead: int, edges: E
             continue
         lane = start + lead + net.lane
         first, last = net.span
-        own = {net.row, *(q for _, q, _ in net.targets)}
-        edges.lane(c, lane, first, last, own, {t for t, _, _ in net.targets} | {f"\0from {net.source}"})
+        departures = net.departures()
+        leaving = {row for _, row in departures}
+        own = leaving | {q for _, q, _ in net.targets}
+        fed = {t for t, _, _ in net.targets} | {f"\0from {source}" for source, _ in departures}
+        edges.lane(c, lane, first, last, own, fed)
         # A lane that ends joining other lines ends in an arrowhead, so nobody reads the join
         # as those lines branching off up the lane (to this net's other targets).
         for end_row, before, ahead in ((last, last - 1, DOWN), (first, first + 1, UP)):
-            if end_row == net.row or before in own or edges.crossed(c, lane, before):
+            if end_row in leaving or before in own or edges.crossed(c, lane, before):
                 continue
             if edges.crossed(c, lane, end_row, besides=net):
                 x, y = (before, lane) if down else (lane, before)
