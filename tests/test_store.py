@@ -293,6 +293,64 @@ def test_the_runs_signature_changes_when_a_run_of_the_flow_starts_ends_or_is_del
     assert store.runs_signature(name) == (0, 0, 0)
 
 
+def test_a_flows_runs_and_each_files_newest_run_are_read_through_indexes(store_dir):
+    """What the TUI asks every second or so of a store that may hold months of served runs: a flow's
+    runs by name or file, their signature, and each file's newest run. Each is answered as a plain
+    filter of every run would, and no query reads every run (`SCAN runs`)."""
+    store = Store(store_dir)
+    statements: list[str] = []
+    try:
+        files = {"a": "/p/a.py", "b": "/p/b.py", "c": "/q/c.py"}
+        runs: list[tuple[int, str]] = []
+        for i in range(30):
+            key = "abcab"[i % 5]
+            run_id = store.create_run(key, files[key], {}, "cli", "local")
+            if i % 3:
+                store.abandon_run(run_id, "stopped")
+            runs.append((run_id, key))
+        renamed = store.create_run("a2", files["a"], {}, "cli", "local")  # the flow renamed, same file
+        runs.append((renamed, "a"))
+        store.flush()
+        status = {r.id: r.status for r in store.list_runs(limit=100)}
+        store._conn.set_trace_callback(statements.append)
+
+        newest = {files[key]: status[max(i for i, k in runs if k == key)] for key in files}
+        assert store.latest_statuses() == newest
+        assert newest == {"/p/a.py": "running", "/p/b.py": "failed", "/q/c.py": "running"}
+        by_file = [i for i, k in reversed(runs) if k == "a"]
+        assert [r.id for r in store.list_runs(files["a"], limit=5)] == by_file[:5]
+        by_name = [i for i, k in reversed(runs) if k == "a" and i != renamed]
+        assert [r.id for r in store.list_runs("a", limit=4)] == by_name[:4]
+        running = sum(1 for i in by_file if status[i] == "running")
+        assert store.runs_signature(files["a"]) == (len(by_file), renamed, running)
+    finally:
+        store._conn.set_trace_callback(None)
+        store.close()
+    reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert len(reads) >= 4
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        for statement in reads:
+            plan = [row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
+            assert not [p for p in plan if p.startswith("SCAN runs")], (statement, plan)
+    finally:
+        conn.close()
+
+
+def test_a_schema_11_store_gets_its_runs_indexed_by_file(store_dir):
+    Store(store_dir).close()
+    set_schema(store_dir, 11, "DROP INDEX runs_file")
+    Store(store_dir).close()
+    conn = sqlite3.connect(store_dir / "flow.db")
+    try:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'runs'")}
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+    finally:
+        conn.close()
+    assert "runs_file" in indexes
+    assert int(version) == store_module.SCHEMA_VERSION
+
+
 def test_two_processes_share_one_store(flow_cli, write_flow, log, store_dir, tmp_path):
     """Two `flow run`s of different flows at the same time into one store: both succeed, both recorded."""
     a = write_flow(flow_source(log, SIMPLE), name="a.py")

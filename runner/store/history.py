@@ -39,6 +39,24 @@ _LAST_EXECUTION_DETAILS = (
     "ON last.name = s.name AND last.run_id = s.run_id"
 )
 
+_NEWEST_BY_FILE = (
+    "WITH RECURSIVE files(file) AS (SELECT MIN(file) FROM runs UNION ALL "
+    "SELECT (SELECT MIN(file) FROM runs WHERE file > files.file) FROM files WHERE file IS NOT NULL) "
+    "SELECT file, (SELECT status FROM runs WHERE runs.file = files.file ORDER BY id DESC LIMIT 1) "
+    "FROM files WHERE file IS NOT NULL"
+)
+"""Each flow file's newest run's status, a lookup in `runs_file` per file: `GROUP BY file` read the
+whole index, every run of every file (SQLite does no skip scan here), which the TUI asked for
+every few seconds."""
+
+_NEWEST_OF_FLOW = (
+    "SELECT * FROM runs WHERE id IN ("
+    "SELECT id FROM (SELECT id FROM runs WHERE flow=? ORDER BY id DESC LIMIT ?) UNION "
+    "SELECT id FROM (SELECT id FROM runs WHERE file=? ORDER BY id DESC LIMIT ?)) ORDER BY id DESC LIMIT ?"
+)
+"""The newest runs of a flow by name or file, each side read newest first from its index and cut at
+the limit (`flow=? OR file=?` with both indexed collected every run of the flow, then sorted them)."""
+
 
 class History(Owners, Cache):
     """Run history: create, read, pin and delete runs."""
@@ -104,10 +122,7 @@ class History(Owners, Cache):
         if flow is None:
             rows = self._conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         else:
-            rows = self._conn.execute(
-                "SELECT * FROM runs WHERE flow=? OR file=? ORDER BY id DESC LIMIT ?",
-                (flow, flow, limit),
-            ).fetchall()
+            rows = self._conn.execute(_NEWEST_OF_FLOW, (flow, limit, flow, limit, limit)).fetchall()
         return [self._run(row) for row in rows]
 
     def runs_signature(self, flow: str) -> tuple[int, int, int]:
@@ -127,11 +142,7 @@ class History(Owners, Cache):
         """The status of the newest run of each flow file, by the file's path as its runs record it:
         what the TUI's flow list shows of a flow it does not follow by its events. A database error is
         a `FlowError` naming the store."""
-        rows = self._guard(
-            lambda: self._conn.execute(
-                "SELECT file, status FROM runs WHERE id IN (SELECT MAX(id) FROM runs GROUP BY file)"
-            ).fetchall()
-        )
+        rows = self._guard(lambda: self._conn.execute(_NEWEST_BY_FILE).fetchall())
         return dict(rows)
 
     def get_run(self, run_id: int) -> RunRecord | None:
