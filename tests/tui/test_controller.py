@@ -49,8 +49,15 @@ class Host:
         group: str,
         description: str,
         exclusive: bool = False,
+        failed: Callable[[], None] | None = None,
     ) -> None:
-        result = work()
+        try:
+            result = work()
+        except Exception:
+            if failed is None:
+                raise
+            self.pending.append(failed)
+            return
         if then is not None:
             self.pending.append(lambda: then(result))
 
@@ -255,6 +262,30 @@ def test_a_cached_step_shows_the_lines_of_the_run_that_computed_it_read_from_the
     buffer, placeholder = shown[0]
     assert buffer.lines == ["loading 5 rows"] and placeholder == "no output in run #1"
     assert again.viewed_state.log_sources == {"load": 1}
+
+
+def test_a_look_for_other_runs_that_fails_leaves_the_next_look_free(tmp_path, engine, monkeypatch):
+    """The pane's look at the store (every second) raises something unexpected: the look is over all
+    the same (`failed`), so the next one reads the run another process recorded meanwhile."""
+    from tui.controllers import reads
+
+    path = write_flow(tmp_path / "simple.py", SIMPLE)
+    controller, host = controller_for(path, engine)
+    real = reads.read_runs_signature
+
+    def fails(*args: Any) -> tuple[int, int, int] | None:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(reads, "read_runs_signature", fails)
+    controller.look_for_other_runs()
+    host.settle()
+    monkeypatch.setattr(reads, "read_runs_signature", real)
+    other = engine.store.create_run(path.stem, str(path), {}, "cli", "local")
+    deadline = time.monotonic() + 10
+    while other not in [r.id for r in controller.history] and time.monotonic() < deadline:
+        controller.look_for_other_runs()  # the pacer rests for 20 times the last look's duration
+        host.settle()
+    assert [r.id for r in controller.history] == [other]
 
 
 def test_delete_is_checked_first_then_done_and_refused_while_nothing_is_there(tmp_path, engine, events):

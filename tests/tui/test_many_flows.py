@@ -65,3 +65,36 @@ async def test_a_loop_that_fails_is_told_as_text(app_for, tmp_path: Path):
         (notice,) = list(app._notifications)
         assert notice.message == "saves are no longer seen: OSError('[Errno 2] gone: [bold]/tmp/x[/bold]')"
         assert notice.severity == "warning" and not notice.markup
+
+
+async def test_a_background_read_that_fails_is_told_as_text_and_the_looks_go_on(
+    app_for, tmp_path: Path, monkeypatch
+):
+    """The flow list's look at the store raises something unexpected (not a `FlowError`): the user is
+    told what failed, in plain text, and the next look still comes. Before, the worker ended
+    silently and the look's pacer waited for its answer for good: no flow's status was read again."""
+    from tui.controllers import reads
+
+    real = reads.read_latest_statuses
+    calls: list[int] = []
+
+    def flaky(store):  # noqa: ANN001, ANN202 - stands in for `reads.read_latest_statuses`
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("[bold]no such table[/bold]")
+        return real(store)
+
+    monkeypatch.setattr(reads, "read_latest_statuses", flaky)
+    directory = tmp_path / "flows"
+    directory.mkdir()
+    for index in range(2):
+        write_flow(directory / f"flow_{index}.py", _flow(index))
+    app = app_for(directory, watch=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: bool(app._notifications), what="the notice")
+        (notice,) = list(app._notifications)
+        assert notice.message == (
+            "read the statuses of the listed flows failed: RuntimeError('[bold]no such table[/bold]')"
+        )
+        assert notice.severity == "error" and not notice.markup
+        await wait_for(pilot, lambda: len(calls) >= 2, timeout=10, what=lambda: f"another look ({calls})")

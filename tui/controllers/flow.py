@@ -351,6 +351,7 @@ class FlowController:
             self._looked,
             group="history-look",
             description="look for runs recorded since the history was read",
+            failed=self._look.done,
         )
 
     def _looked(self, signature: tuple[int, int, int] | None) -> None:

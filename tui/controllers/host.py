@@ -31,11 +31,13 @@ class Host(Protocol):
         group: str,
         description: str,
         exclusive: bool = False,
+        failed: Callable[[], None] | None = None,
     ) -> None:
         """Run `work` off the UI thread, then `then(result)` on it. `exclusive`: a newer job of the
         same group cancels this one; a read already under way still finishes and reports, so each
         continuation checks that what it read is still wanted (a newer history read, the step
-        still selected)."""
+        still selected). If `work` raises, the user is told what failed and `failed()` is called
+        on the UI thread instead of `then`."""
 
     def loop(self, work: Callable[[], None], *, name: str) -> None:
         """Run `work`, a blocking loop that ends only when its own stop event is set (a watcher), on a

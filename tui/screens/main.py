@@ -167,6 +167,7 @@ class MainScreen(Screen[None]):
             self._statuses_read,
             group="flow-statuses",
             description="read the statuses of the listed flows",
+            failed=self._statuses_look.done,
         )
 
     def _statuses_read(self, statuses: dict[str, str] | None) -> None:

@@ -43,12 +43,22 @@ def run_in_background(
     group: str,
     description: str,
     exclusive: bool = False,
+    failed: Callable[[], None] | None = None,
 ) -> None:
     """`work` in one of `widget`'s thread workers; `then(result)` back on the UI thread, as a message to
-    the widget (`post_message` is thread-safe and does not wait; a failed read just ends its worker)."""
+    the widget (`post_message` is thread-safe and does not wait). If `work` raises, the user is told
+    `<description> failed: <the error>` (as text) and `failed()` is called back instead: before, the
+    worker just ended, silently, and a paced look waiting for its answer never looked again."""
 
     def run() -> None:
-        result = work()
+        try:
+            result = work()
+        except Exception as exc:  # noqa: BLE001 - told to the user, and the caller called back
+            message = f"{description} failed: {exc!r}"
+            widget.call_later(lambda: widget.app.notify(message, severity="error", markup=False))
+            if failed is not None:
+                widget.call_later(failed)
+            return
         if then is not None:
             widget.call_later(then, result)
 
@@ -72,8 +82,11 @@ class WidgetHost:
         group: str,
         description: str,
         exclusive: bool = False,
+        failed: Callable[[], None] | None = None,
     ) -> None:
-        run_in_background(self.widget, work, then, group=group, description=description, exclusive=exclusive)
+        run_in_background(
+            self.widget, work, then, group=group, description=description, exclusive=exclusive, failed=failed
+        )
 
     def loop(self, work: Callable[[], None], *, name: str) -> None:
         run_loop(self.widget, work, name=name, failed=f"{name} stopped")
