@@ -7,6 +7,7 @@ import collections
 import email.message
 import inspect
 import json
+import marshal
 import pickle
 import sys
 import textwrap
@@ -103,8 +104,24 @@ def test_a_code_object_is_reduced_once_and_keeps_its_own_file_name(monkeypatch: 
     first, second = one["f"], two["f"]
     assert isinstance(first, types.FunctionType) and isinstance(second, types.FunctionType)
     assert first.__code__ == second.__code__ and first.__code__ is not second.__code__
-    reduced = calls_to(monkeypatch, cloudpickle_internals, "_code_reduce", lambda code: code.co_filename)
+    reduced = calls_to(monkeypatch, marshal, "dumps", lambda code: code.co_filename)
     shipped = [pickle.loads(pickle_code({"f": fn}))["f"] for fn in (first, second, first, second)]
-    assert reduced == ["/project/one.py"] * 2 + ["/project/two.py"] * 2  # f and its comprehension
+    assert reduced == ["/project/one.py", "/project/two.py"]  # each with its comprehension inside
     assert [fn.__code__.co_filename for fn in shipped] == ["/project/one.py", "/project/two.py"] * 2
     assert [fn(2) for fn in shipped] == [[0, 2, 4]] * 4
+
+
+def test_code_that_marshal_cannot_write_travels_as_cloudpickle_reduces_it() -> None:
+    """A code object given a constant `marshal` has no format for (`replace` allows any): it still
+    ships, with its own file name, through cloudpickle's reduction."""
+    namespace: dict[str, object] = {}
+    exec(compile("def f(x):\n    return x + 1\n", "/project/odd.py", "exec"), namespace)
+    fn = namespace["f"]
+    assert isinstance(fn, types.FunctionType)
+    fn.__code__ = fn.__code__.replace(co_consts=(*fn.__code__.co_consts, range(3)))
+    with pytest.raises(ValueError):
+        marshal.dumps(fn.__code__)
+    shipped = pickle.loads(pickle_code({"f": fn}))["f"]
+    assert shipped(1) == 2
+    assert shipped.__code__.co_filename == "/project/odd.py"
+    assert shipped.__code__.co_consts[-1] == range(3)
