@@ -18,6 +18,11 @@ from tui.controllers.host import Change, Severity
 T = TypeVar("T")
 
 
+def _tell_later(widget: Widget, message: str, severity: Severity) -> None:
+    """Show `message` as a notice (plain text, never markup), from any thread."""
+    widget.call_later(lambda: widget.app.notify(message, severity=severity, markup=False))
+
+
 def run_loop(
     widget: Widget, work: Callable[[], None], *, name: str, failed: str, severity: Severity = "error"
 ) -> None:
@@ -29,8 +34,7 @@ def run_loop(
         try:
             work()
         except Exception as exc:  # noqa: BLE001 - told to the user, as a failed worker would be
-            message = f"{failed}: {exc!r}"
-            widget.call_later(lambda: widget.app.notify(message, severity=severity, markup=False))
+            _tell_later(widget, f"{failed}: {exc!r}", severity)
 
     threading.Thread(target=run, name=name, daemon=True).start()
 
@@ -54,8 +58,7 @@ def run_in_background(
         try:
             result = work()
         except Exception as exc:  # noqa: BLE001 - told to the user, and the caller called back
-            message = f"{description} failed: {exc!r}"
-            widget.call_later(lambda: widget.app.notify(message, severity="error", markup=False))
+            _tell_later(widget, f"{description} failed: {exc!r}", "error")
             if failed is not None:
                 widget.call_later(failed)
             return
