@@ -248,7 +248,8 @@ def test_a_steps_print_is_made_from_its_kept_code_to_the_full_print(
 ) -> None:
     """From the third load on, the parts are the last load's code objects: no step's source is looked
     at again, a step's helpers are (`b`'s import, `captured`'s value), and a step whose print is its
-    source and options alone (`a`) is printed at once. Each print is the full one."""
+    source and options alone (`a`) is printed at once, without even scanning its code for globals.
+    Each print is the full one."""
     path = _plain(write_flow("", name="plain.py"))
     loads = [load_flow(path) for _ in range(3)]
     assert loads[1].graph.nodes["a"].step.fn.__code__ is loads[2].graph.nodes["a"].step.fn.__code__
@@ -256,10 +257,12 @@ def test_a_steps_print_is_made_from_its_kept_code_to_the_full_print(
     looked_at = calls_to(monkeypatch, hasher_module.Hasher, "function_text", lambda _, fn: fn.__name__)
     referenced = calls_to(monkeypatch, hasher_module.Hasher, "references", lambda _, fn, *__: fn.__name__)
     imports = calls_to(monkeypatch, hasher_module.Hasher, "add_inner_imports", lambda _, fn, *__: fn.__name__)
+    scanned = calls_to(monkeypatch, prints_module, "global_reads", lambda code: code.co_name)
     kept = static_prints(loads[2])
     assert looked_at == []
     assert sorted(referenced) == ["b", "captured"]
     assert imports == ["b"]
+    assert "a" not in scanned  # its code's globals are kept with it: the code object is not hashed again
     full = _from_scratch(loads[2], monkeypatch)
     assert kept == full
     assert [p.texts for p in kept.values()] == [p.texts for p in full.values()]
