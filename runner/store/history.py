@@ -57,6 +57,15 @@ _NEWEST_OF_FLOW = (
 """The newest runs of a flow by name or file, each side read newest first from its index and cut at
 the limit (`flow=? OR file=?` with both indexed collected every run of the flow, then sorted them)."""
 
+_RUNS_SIGNATURE = (
+    "SELECT (SELECT value FROM meta WHERE key = 'runs_deleted'), "
+    "MAX(COALESCE((SELECT MAX(id) FROM runs WHERE flow=?), 0), "
+    "COALESCE((SELECT MAX(id) FROM runs WHERE file=?), 0)), "
+    "(SELECT COUNT(*) FROM runs INDEXED BY runs_running WHERE status = 'running' AND (flow=? OR file=?))"
+)
+"""`History.runs_signature`: three index lookups and the runs running now (`runs_running` holds only
+those), whatever the number of the flow's runs."""
+
 
 class History(Owners, Cache):
     """Run history: create, read, pin and delete runs."""
@@ -126,17 +135,15 @@ class History(Owners, Cache):
         return [self._run(row) for row in rows]
 
     def runs_signature(self, flow: str) -> tuple[int, int, int]:
-        """(how many runs, the newest id, how many are running) of `flow`, by name or file as
-        `list_runs` selects them: it changes whenever any process records, ends or deletes one, so a
-        view can tell cheaply that its history is out of date (the TUI looks every second). A database
-        error is a `FlowError` naming the store."""
-        count, newest, running = self._guard(
-            lambda: self._conn.execute(
-                "SELECT COUNT(*), MAX(id), SUM(status = 'running') FROM runs WHERE flow=? OR file=?",
-                (flow, flow),
-            ).fetchone()
+        """(runs ever deleted from the store, the newest id, how many are running) of `flow`'s runs,
+        by name or file as `list_runs` selects them: it changes whenever any process records, ends
+        or deletes one, so a view can tell cheaply that its history is out of date (the TUI looks
+        every second). Each part is an index lookup (`runs_running`, `runs_deleted`: schema 13), not
+        a read of every run of the flow. A database error is a `FlowError` naming the store."""
+        deleted, newest, running = self._guard(
+            lambda: self._conn.execute(_RUNS_SIGNATURE, (flow,) * 4).fetchone()
         )
-        return int(count), int(newest or 0), int(running or 0)
+        return int(deleted or 0), int(newest or 0), int(running or 0)
 
     def latest_statuses(self) -> dict[str, str]:
         """The status of the newest run of each flow file, by the file's path as its runs record it:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsl.errors import FlowError
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -200,6 +200,19 @@ store that serves flows for months holds hundreds of thousands of runs; without 
 run (12 and 54 ms with 200,000 runs; with it 6 and 0.04)."""
 _SCHEMA.append(_RUNS_BY_FILE)
 
+_RUNS_SIGNATURE = [
+    "CREATE INDEX IF NOT EXISTS runs_running ON runs(flow, file) WHERE status = 'running'",
+    """CREATE TRIGGER IF NOT EXISTS runs_deleted AFTER DELETE ON runs BEGIN
+        INSERT INTO meta(key, value) VALUES ('runs_deleted', '1')
+        ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1;
+    END""",
+]
+"""What `Store.runs_signature` reads instead of every run of a flow (schema 13): the runs running now,
+and a count of the runs ever deleted, kept by SQLite itself whoever deletes one. With it the look the
+TUI takes every second reads a handful of rows however many runs a served flow has piled up (with
+100,000 runs of one flow it read them all: 14 ms a look)."""
+_SCHEMA.extend(_RUNS_SIGNATURE)
+
 _MIGRATIONS: dict[int, list[str]] = {
     2: [_LEASES],
     3: [_STEPS_BY_FINGERPRINT],
@@ -211,6 +224,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     10: [_ARTIFACT_STAMPS],
     11: _STEP_INDEXES,
     12: [_RUNS_BY_FILE],
+    13: _RUNS_SIGNATURE,
 }
 """version -> statements that bring a store from `version - 1` to `version`."""
 
