@@ -44,9 +44,9 @@ class Proceed:
     """The step runs (or is reused): compute its fingerprint and `decide`."""
 
 
-@dataclass(frozen=True)
-class Reusable:
-    """A stored result the step may reuse: its output hash, the run that computed it, its preview."""
+class Reusable(NamedTuple):
+    """A stored result the step may reuse: its output hash, the run that computed it, its preview (a
+    tuple, made once per step a re-run reuses)."""
 
     output_hash: str
     run_id: int | None
