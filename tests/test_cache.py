@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_core import executed, flow_source, reset, statuses, steps_of
+from runner.store import Store
+from tests.conftest import EngineHarness
+from tests.helpers_core import calls_to, executed, flow_source, reset, statuses, steps_of
 
 
 @pytest.fixture
@@ -91,6 +93,41 @@ def test_a_long_lived_engine_reuses_what_another_process_computed_meanwhile(
         run = harness.run(path, {"n": n})
         assert statuses(run) == {"a": "cached"}, n
     assert executed(log) == []
+
+
+def test_a_new_engine_reads_the_cache_listing_only_for_a_step_the_last_runs_hits_do_not_answer(
+    store_dir, write_flow, log, monkeypatch
+):
+    """A new engine (a new `flow run`) takes a re-run's results from the last run's hits, read in one
+    query: a fully cached re-run reads no listing of the cache's fingerprints. A re-run with an edited
+    step reads it once, at that step, and still asks SQLite nothing for the fingerprints it shows are
+    not cached (the edited step and what its output invalidates)."""
+    path = write(write_flow, log, CHAIN)
+    first = EngineHarness(store_dir)
+    try:
+        first.run(path)
+    finally:
+        first.close()
+    listings = calls_to(monkeypatch, Store, "cache_rows_after", lambda store, *args: args)
+    lookups = calls_to(monkeypatch, Store, "lookup", lambda store, *args: args)
+    for edit in (None, ("return a + 1", "return a + 2")):
+        if edit is not None:
+            rewrite(path, log, CHAIN.replace(*edit))
+        reset(log)
+        listings.clear()
+        engine = EngineHarness(store_dir)
+        try:
+            run = engine.run(path)
+        finally:
+            engine.close()
+        assert run.status == "succeeded"
+        if edit is None:
+            assert executed(log) == []
+            assert listings == []
+        else:
+            assert sorted(executed(log)) == ["b", "c"]
+            assert len(listings) == 1
+        assert lookups == []
 
 
 # ----- code edits ----------------------------------------------------------------------------

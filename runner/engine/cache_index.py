@@ -39,36 +39,49 @@ class CacheIndex:
         """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `uncached`)."""
         self._cached_rowid = 0
         self._cached_fresh = False
+        self._catch_up_for = 0
+        """The most steps of a run started since `_cached` last caught up (0: nothing to catch up)."""
         self._gc_generation = store.gc_generation()
         self._unusable: dict[str, str] = {}
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
 
     def refresh(self, steps: int) -> None:
-        """Catch up with the cache rows written since the last run started (by anyone).
+        """A run of `steps` steps starts: forget what `flow gc` has removed since the last one, and
+        catch up with the cache rows written meanwhile (by anyone) when the run first needs them.
 
         A cold run then skips the SQLite lookup of every step whose fingerprint is not among them,
         which is most of a trivial step's cost on the scheduler. Rows are loaded only while there
         are few enough to beat one lookup per step; otherwise every step asks SQLite, as before.
+        They are loaded at the first step that neither this engine's results nor the run's
+        prefetched hits answer (`reusable`), not as the run starts: a new engine's fully cached
+        re-run never needs them (reading the fingerprint of every cache row was ~0.5 µs a step of
+        it). Loaded later, they can only be more: a fingerprint not among them is still not in the
+        cache as of the run's start.
         """
         generation = self._store.gc_generation()
-        if generation != self._gc_generation:
-            # `flow gc` removed cache entries and artifacts since: what this engine remembers of the
-            # cache may name results that are gone (and the cache's rowids may be reused).
-            with self._lock:
+        with self._lock:
+            if generation != self._gc_generation:
+                # `flow gc` removed cache entries and artifacts since: what this engine remembers of
+                # the cache may name results that are gone (and the cache's rowids may be reused).
                 self._gc_generation = generation
                 self._recent.clear()
                 self._files.clear()
                 self._cached.clear()
                 self._cached_rowid = 0
+            self._cached_fresh = False
+            self._catch_up_for = max(self._catch_up_for, steps)
+
+    def _catch_up(self) -> None:
+        """Load the cache rows written since `_cached` last caught up (see `refresh`)."""
+        steps, self._catch_up_for = self._catch_up_for, 0
         found = self._store.cache_rows_after(self._cached_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
-        with self._lock:
-            if found is None:
-                self._cached_fresh = False
-                return
-            fingerprints, self._cached_rowid = found
-            self._cached.update(map(hash, fingerprints))
-            self._cached_fresh = True
+        if found is None:
+            self._cached_fresh = False
+            return
+        fingerprints, self._cached_rowid = found
+        self._cached.update(map(hash, fingerprints))
+        self._cached_fresh = True
 
     def reusable(
         self, run: Run, name: str, fingerprint: str, cache: bool, others_live: Callable[[], bool]
@@ -92,6 +105,8 @@ class CacheIndex:
         else:
             hit = run.prefetched.pop(fingerprint, None)
             if hit is None:
+                if self._catch_up_for:
+                    self._catch_up()
                 if self._cached_fresh and hash(fingerprint) not in self._cached and not others_live():
                     return None  # surely not in the store's cache (see `refresh`)
                 hit = self._store.lookup(fingerprint, verify=True)
