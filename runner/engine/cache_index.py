@@ -36,7 +36,7 @@ class CacheIndex:
         self._recent: dict[str, Reusable] = {}
         self._files: dict[str, str] = {}
         self._cached: set[int] = set()
-        """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `uncached`)."""
+        """`hash()` of every fingerprint in the store's cache as of `_cached_rowid` (see `refresh`)."""
         self._cached_rowid = 0
         self._cached_fresh = False
         self._catch_up_for = 0
