@@ -8,6 +8,7 @@ test sees is decided by the order of its calls, not by timing.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -254,4 +255,21 @@ def test_a_result_reused_before_its_rows_commit_is_handed_on(
         if first is not None:
             first.wait(60)
         engine.close()
+        store.close()
+
+
+def test_the_writer_thread_never_preempts_the_scheduler(tmp_path: Path) -> None:
+    """`SCHED_BATCH`: woken by a write, the writer thread waits for its turn instead of taking the core
+    the scheduler (or a chain's worker) runs on (`runner.store.writer`)."""
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no scheduling policies on this system")
+    store = Store(tmp_path / "store")
+    try:
+        store._enqueue(lambda conn: None)  # the writer thread starts with the first queued write
+        store.flush()
+        writer = store._writer
+        assert writer is not None
+        assert os.sched_getscheduler(writer._thread.native_id) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) != os.SCHED_BATCH, "only the writer's own thread"
+    finally:
         store.close()
