@@ -45,6 +45,13 @@ class CacheIndex:
         self._unusable: dict[str, str] = {}
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
+        self._steps: set[str] = set()
+        """Names of the steps with a result in the store's cache as of `_steps_rowid`, or stored by
+        this engine since (see `never_cached`)."""
+        self._steps_rowid = 0
+        self._steps_for = 0
+        """The most steps of a run started since `_steps` last caught up (0: nothing to catch up)."""
+        self._steps_known = False
 
     def refresh(self, steps: int) -> None:
         """A run of `steps` steps starts: forget what `flow gc` has removed since the last one, and
@@ -69,8 +76,10 @@ class CacheIndex:
                 self._files.clear()
                 self._cached.clear()
                 self._cached_rowid = 0
+                self._steps_rowid = 0  # rowids may be reused: read every row's step again
             self._cached_fresh = False
             self._catch_up_for = max(self._catch_up_for, steps)
+            self._steps_for = max(self._steps_for, steps)
 
     def _catch_up(self) -> None:
         """Load the cache rows written since `_cached` last caught up (see `refresh`)."""
@@ -122,6 +131,23 @@ class CacheIndex:
             return None
         return found
 
+    def never_cached(self, step: str) -> bool:
+        """Whether no result of a step of this name is in the store's cache as of the run's start, nor
+        was stored by this engine since: then none of that step's fingerprints can be found there
+        (`runner.engine.chaining`). False when that is not known: the rows written since the last
+        look were too many to read.
+
+        Names only accumulate here: after `flow gc` removed a step's results this may say False where
+        True would be right, never the reverse."""
+        if self._steps_for:
+            steps, self._steps_for = self._steps_for, 0
+            found = self._store.cache_steps_after(self._steps_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
+            self._steps_known = found is not None
+            if found is not None:
+                names, self._steps_rowid = found
+                self._steps |= names
+        return self._steps_known and step not in self._steps
+
     def _forget(self, fingerprint: str, why: str) -> None:
         self._recent.pop(fingerprint, None)
         self._store.forget_cache(fingerprint)
@@ -146,9 +172,10 @@ class CacheIndex:
             return False
         return True
 
-    def remember(self, fingerprint: str, found: Reusable, path: str | None) -> None:
-        """A result this engine just stored under `fingerprint` (in a file at `path`, or inline)."""
+    def remember(self, fingerprint: str, found: Reusable, path: str | None, step: str) -> None:
+        """A result step `step` just stored under `fingerprint` (in a file at `path`, or inline)."""
         self._recent[fingerprint] = found
+        self._steps.add(step)
         if path is not None:
             self._files[fingerprint] = path
         if len(self._recent) > RECENT_SIZE:

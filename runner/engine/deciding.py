@@ -11,15 +11,14 @@ from typing import Any
 
 from dsl.errors import FlowError
 from dsl.graph import Node
-from runner.artifacts import ArtifactError, content_hash
+from runner.artifacts import content_hash
 from runner.engine.cache_index import CacheIndex
+from runner.engine.chaining import TaskError
 from runner.engine.decide import Ask, Facts, Join, Refuse, Reusable, Reuse, Skip, Wait, decide, gate
-from runner.engine.inputs import input_ref
 from runner.engine.leases import Claims
 from runner.engine.model import NONE_OUTPUT_HASH, READY, Execution, Output, Run, StepState
 from runner.engine.probing import Probing
 from runner.events import StepStarted
-from runner.executors.base import InputRef, Task
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain
 from runner.fingerprint.declared import declared_inputs
 from runner.status import FINAL, StepStatus
@@ -236,52 +235,20 @@ class Deciding(Probing):
         item: tuple[str, str, bytes] | None,
         forced: bool,
     ) -> None:
-        """Queue a new execution of the step (its task's inputs, parameters and code gathered now)."""
+        """Queue a new execution of the step (its task's inputs, parameters and code gathered now), or
+        take the task chained for it, already on its worker (`runner.engine.chaining`)."""
         request = run.request
         if self._parked:
             self._release_parked(run, name)
-        kwargs: dict[str, InputRef] = {}
-        try:
-            for arg, upstream in node.inputs.items():
-                kwargs[arg] = input_ref(self.store, run.states[upstream].output)
-        except ArtifactError as exc:
-            self._claims.release(fingerprint)
-            self._finish(run, name, StepStatus.FAILED, error=f"an input could not be read: {exc}")
-            return
-        try:
-            for p in node.params:
-                kwargs[p] = InputRef(hash=detail["params"].get(p, ""), data=run.param_pickle(p))
-        except Exception as exc:
-            self._claims.release(fingerprint)
-            self._finish(run, name, StepStatus.FAILED, error=f"a parameter cannot be pickled: {exc}")
-            return
-        if item is not None:
-            arg, item_hash, data = item
-            kwargs[arg] = InputRef(hash=item_hash, data=data)
-        try:
-            bundle = self._bundles.code(request.loaded, step_name)
-        except Exception as exc:
-            self._claims.release(fingerprint)
-            self._finish(
-                run, name, StepStatus.FAILED, error=f"the step's code cannot be shipped to a worker: {exc}"
-            )
-            return
-        task = Task(
-            id=f"t{next(self._task_ids)}",
-            step=name,
-            code_key=bundle.key,
-            code=bundle.code,
-            kwargs=kwargs,
-            run_id=run.id,
-            attempt=1,
-            timeout=node.step.timeout,
-            artifact_dir=str(self.store.artifact_dir),
-            sys_path=(str(request.loaded.root), *request.loaded.search_paths),
-            resources=dict(node.step.resources),
-            entry=bundle.entry,
-            expect=static.files,
-            modules=bundle.modules,
-        )
+        task = self._adopt(run, name) if self._follows else None
+        chained = task is not None
+        if task is None:
+            try:
+                task = self._task(run, name, step_name, node, static, detail["params"], item)
+            except TaskError as exc:
+                self._claims.release(fingerprint)
+                self._finish(run, name, StepStatus.FAILED, error=str(exc))
+                return
         execution = Execution(
             key=fingerprint,
             task=task,
@@ -296,7 +263,11 @@ class Deciding(Probing):
         if not forced or fingerprint not in self._executions:
             self._executions[fingerprint] = execution
         self._by_task[execution.task.id] = execution
-        self._queue.append(execution)
+        if chained:
+            self._submitted(execution)
+            self._chain(execution)
+        else:
+            self._queue.append(execution)
 
     def _poll_remote(self) -> None:
         now = time.monotonic()

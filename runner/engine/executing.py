@@ -59,22 +59,26 @@ class Executing(Jobs):
             if not execution.waiters:
                 self._drop(execution)
                 continue
-            execution.submitted = True
-            execution.started = time.monotonic()
-            timeout = execution.task.timeout
-            if timeout and getattr(self.executor, "reports_start", False):
-                timeout += START_GRACE_S  # tightened to `timeout` when the worker says it started
-            execution.deadline = execution.started + timeout if timeout else None
             self._busy += 1
-            for run, name in execution.waiters if self._job_announce(execution) else ():
-                state = run.states[name]
-                state.attempts = execution.task.attempt
-                self._emit(
-                    StepStarted(
-                        run.id, name, state.attempts, state.reason, state.fingerprint or "", time.time()
-                    )
-                )
+            self._submitted(execution)
             self.executor.submit(execution.task)
+            self._chain(execution)
+
+    def _submitted(self, execution: Execution) -> None:
+        """The execution's task goes to the executor now (or went, chained to the one before it): its
+        clock starts, and its steps are said started."""
+        execution.submitted = True
+        execution.started = time.monotonic()
+        timeout = execution.task.timeout
+        if timeout and getattr(self.executor, "reports_start", False):
+            timeout += START_GRACE_S  # tightened to `timeout` when the worker says it started
+        execution.deadline = execution.started + timeout if timeout else None
+        for run, name in execution.waiters if self._job_announce(execution) else ():
+            state = run.states[name]
+            state.attempts = execution.task.attempt
+            self._emit(
+                StepStarted(run.id, name, state.attempts, state.reason, state.fingerprint or "", time.time())
+            )
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -261,4 +265,4 @@ class Executing(Jobs):
             stamp=result.stamp,
         )
         if cacheable:
-            self._index.remember(fingerprint, Reusable(digest, run_id, preview_text), result.path)
+            self._index.remember(fingerprint, Reusable(digest, run_id, preview_text), result.path, step)

@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from dsl.loader import LoadedFlow
 from runner.events import Event
@@ -279,6 +279,16 @@ class Probe:
     planning: Planning | None = None
     submitted: bool = False
     deadline: float | None = None
+
+
+class Follow(NamedTuple):
+    """A task chained to task `after`, of step `upstream` (`runner.engine.chaining`)."""
+
+    task: Task
+    after: str
+    upstream: str
+    inputs: tuple[str, ...]
+    """The task's arguments that take `upstream`'s output."""
 
 
 @dataclass

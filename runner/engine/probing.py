@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from runner.artifacts import ArtifactError
-from runner.engine.executing import START_GRACE_S, Executing
+from runner.engine.chaining import Chaining
+from runner.engine.executing import START_GRACE_S
 from runner.engine.inputs import input_ref
 from runner.engine.model import ASKING, READY, Planning, Probe, Run
 from runner.executors.base import InputRef, Task, TaskResult
@@ -17,7 +18,7 @@ from runner.probes import PROBE_TIMEOUT_S, plain_loads
 from runner.status import StepStatus
 
 
-class Probing(Executing):
+class Probing(Chaining):
     """Probe tasks and their answers (see `runner.engine.state`)."""
 
     def _ask(self, run: Run, name: str, kind: str, args: Iterable[str], cache_only: bool) -> None:

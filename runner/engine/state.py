@@ -21,10 +21,10 @@ from typing import Any
 from runner.engine.bundles import CodeBundles
 from runner.engine.cache_index import CacheIndex
 from runner.engine.leases import Claims
-from runner.engine.model import Execution, Planning, Probe, Run, Subscriber, Timed
+from runner.engine.model import Execution, Follow, Planning, Probe, Run, Subscriber, Timed
 from runner.engine.stops import STOPPED_BY, StopWatch
 from runner.events import Event
-from runner.executors.base import Executor, TaskResult
+from runner.executors.base import Chains, Executor, TaskResult
 from runner.fingerprint import StaticPrint
 from runner.store.api import EngineStore
 
@@ -63,6 +63,11 @@ class SchedulerState(ABC):
         self._by_task: dict[str, Execution] = {}
         self._queue: deque[Execution] = deque()
         self._busy = 0
+        self._chains: Chains | None = executor if hasattr(executor, "follow") else None  # type: ignore[assignment]
+        self._follows: dict[tuple[int, str], Follow] = {}
+        """Tasks chained to a running one (`runner.engine.chaining`), by run and step, until adopted."""
+        self._follow_after: dict[str, tuple[int, str]] = {}
+        """The run and step of the task chained to each task (by its id)."""
         self._statics: dict[str, dict[str, StaticPrint]] = {}
         self._statics_lock = threading.Lock()
         """Held while a load's static fingerprints are computed: a view's threads (the plan, the
@@ -113,6 +118,10 @@ class SchedulerState(ABC):
         items: list[bytes] | None = None,
     ) -> None:
         """Decide a step whose upstream steps are final (`runner.engine.deciding`)."""
+
+    @abstractmethod
+    def _chain(self, execution: Execution) -> None:
+        """The execution's task was just sent: chain the next step's to it (`runner.engine.chaining`)."""
 
     @abstractmethod
     def _submit_probe(self, probe: Probe) -> None:

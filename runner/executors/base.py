@@ -204,3 +204,17 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop all workers."""
         ...
+
+
+class Chains(Protocol):
+    """An executor that runs a task chained to another in the worker that has it, the moment that one
+    succeeds (`LocalExecutor`; see `runner.engine.chaining`)."""
+
+    def follow(self, task: Task, after: str, inputs: tuple[str, ...]) -> bool:
+        """Chain `task` to task `after`, its arguments `inputs` to take `after`'s output; False if not."""
+        ...
+
+    def adopt(self, task: Task) -> bool:
+        """The scheduler takes the chained task as its step's (with every argument): False if it was
+        dropped unstarted."""
+        ...

@@ -65,6 +65,12 @@ class _Worker:
     """Queued tasks cancelled (`wire.Revoke`) whose claim may still come."""
     stale: dict[str, int] = dataclasses.field(default_factory=dict)
     """Sends of queued tasks taken back (`_take_back`): each still brings a claim, then its expiry."""
+    follows: set[str] = dataclasses.field(default_factory=set)
+    """Chained tasks (`LocalExecutor.follow`) not claimed yet."""
+    last_ok: str = ""
+    """The task it finished last, if that succeeded: a task may still be chained to it (`follow`)."""
+    with_code: set[str] = dataclasses.field(default_factory=set)
+    """Chained tasks sent with their code (`LocalExecutor.follow`: one at a time may wait in the pipe)."""
     since: float = 0.0
     """When its first task began, roughly (sent to it idle, or its task before finished)."""
     ready: bool = False
@@ -97,6 +103,10 @@ QUEUE_WAIT_S = 0.01
 """How long a queued task may wait behind the worker's current one before it may be taken back."""
 QUEUE_INPUT_MAX = 2048
 """The most input data a queued task's frame may carry (`QUEUE_DEPTH` of them fit a pipe's 64 KiB)."""
+FOLLOW_CODE_MAX = 32 * 1024
+"""The most code a chained task's frame may carry (`follow`): with `QUEUE_DEPTH` small frames it still
+fits a pipe's 64 KiB, so the write never waits for the step the worker runs (a chunk of 64 trivial
+steps' code is ~11 KiB)."""
 TAKE_BACK_S = 0.005
 """Past a queued task's deadline, how long the runner waits before it takes it back: a claim a worker
 wrote just before the deadline is in the pipe by then (it is read to its end first anyway)."""
@@ -166,6 +176,10 @@ class LocalExecutor:
         self._idle_work: Callable[[], bool] | None = None
         self._recent: deque[float] = deque(maxlen=QUICK_SAMPLES)
         """How long the last tasks took, roughly (`_took`)."""
+        self._unadopted: set[str] = set()
+        """Chained tasks (`follow`) the scheduler has not taken as its steps' yet (`adopt`)."""
+        self._dropped: set[str] = set()
+        """Chained tasks dropped unstarted before the scheduler took them, until it asks (`adopt`)."""
         self._slots = self._max
 
     @property
@@ -224,7 +238,7 @@ class LocalExecutor:
         return worker
 
     def submit(self, task: Task) -> None:
-        if len(self._by_task) + len(self._queue) >= self.slots:
+        if len(self._by_task) - len(self._unadopted) + len(self._queue) >= self.slots:
             raise RuntimeError("LocalExecutor.submit called with every worker busy")
         self._queue.append(task)
         self._dispatch()
@@ -295,7 +309,79 @@ class LocalExecutor:
         except OSError:
             self._crashed(worker)
 
+    def follow(self, task: Task, after: str, inputs: tuple[str, ...]) -> bool:
+        """Chain `task` to task `after` in the worker that has it: the next step of a chain, sent while
+        `after` runs, which the worker starts the moment `after` succeeds, with its output as the
+        arguments `inputs` (`wire.RunTask.after`). The runner is then not on the chain's critical
+        path: neither side waits for the other's round trip between the two steps.
+
+        The scheduler chains a task only when its decision cannot depend on `after`'s output: the step
+        executes whatever that output is (`runner.engine.chaining`). Once `after` succeeded it takes
+        the task as its step's (`adopt`); otherwise it cancels it.
+
+        Accepted (True) for a task with no timeout (its clock must start when it does); with `after` the
+        last task sent to its worker and not queued there, or the last that worker finished, with
+        success, and nothing sent to it since; and for a frame that cannot fill the pipe while `after`
+        runs: small inputs, and code (a chunk of a load's steps) only if not too big, sent with all of
+        its modules already there, and no other chained task's code waiting in the pipe."""
+        worker = self._by_task.get(after)
+        if worker is None:
+            worker = next((w for w in self._workers if w.last_ok == after and not w.tasks), None)
+            if worker is None:
+                return False
+        elif not worker.tasks or worker.tasks[-1].id != after or after in worker.until:
+            return False
+        if task.timeout or len(worker.tasks) >= QUEUE_DEPTH or _inline_bytes(task) > QUEUE_INPUT_MAX:
+            return False
+        known = task.code_key in worker.codes
+        if not known and (
+            len(task.code) > FOLLOW_CODE_MAX
+            or any(m[0] not in worker.modules for m in task.modules)
+            or any(t.id in worker.with_code for t in worker.tasks if t is not worker.tasks[0])
+        ):
+            return False
+        sent = task
+        if not known and task.modules:
+            sent = task.with_modules(tuple((*module[:2], b"") for module in task.modules))
+        spin = wire.SPIN_S if self._polling and self._core_free() else 0.0
+        frame = wire.encode(wire.RunTask(sent, spin, 0.0, after, inputs), code=not known)
+        try:
+            wire.write_all(worker.to_worker, frame)
+        except OSError:
+            # It is exiting (its step retired it): its last frames, then its end, are still to be read.
+            return False
+        keep_code(worker.codes, task.code_key)
+        if not known and task.modules:
+            admit_modules(worker.modules, task.modules, lambda _: None)  # all there: as `_send` orders them
+        if not worker.tasks:
+            worker.since = time.monotonic()
+        worker.tasks.append(task)
+        worker.follows.add(task.id)
+        if not known:
+            if len(worker.with_code) > QUEUE_DEPTH:
+                worker.with_code &= {t.id for t in worker.tasks}
+            worker.with_code.add(task.id)
+        self._unadopted.add(task.id)
+        self._by_task[task.id] = worker
+        return True
+
+    def adopt(self, task: Task) -> bool:
+        """The scheduler takes chained task `task` (the same id, with every argument now filled in) as
+        its step's: True if it still runs, or ran, where it was sent; False if it was dropped unstarted
+        (its worker died or retired first). Adopted, a chained task not started when its worker dies
+        goes back to the queue as `task`, as any queued task does."""
+        if task.id in self._dropped:
+            self._dropped.discard(task.id)
+            return False
+        self._unadopted.discard(task.id)
+        worker = self._by_task.get(task.id)
+        if worker is not None:
+            worker.tasks = deque(task if t.id == task.id else t for t in worker.tasks)
+        return True
+
     def cancel(self, task_id: str) -> None:
+        self._dropped.discard(task_id)
+        self._unadopted.discard(task_id)
         queued = next((t for t in self._queue if t.id == task_id), None)
         if queued is not None:
             self._queue.remove(queued)
@@ -303,10 +389,11 @@ class LocalExecutor:
         worker = self._by_task.pop(task_id, None)
         if worker is None:
             return
-        if task_id in worker.until:
-            # Queued, not claimed: it must not start. It does not, unless its claim is on its way
-            # (then it is killed as it starts, `_on_message`).
-            del worker.until[task_id]
+        if task_id in worker.until or task_id in worker.follows:
+            # Queued or chained, not claimed: it must not start. It does not, unless its claim is on
+            # its way (then it is killed as it starts, `_on_message`).
+            worker.until.pop(task_id, None)
+            worker.follows.discard(task_id)
             worker.tasks = deque(t for t in worker.tasks if t.id != task_id)
             worker.revoked.add(task_id)
             try:
@@ -325,13 +412,18 @@ class LocalExecutor:
         self._dispatch()  # the spare, if the killed worker's slot was all that kept it out
 
     def _requeue(self, worker: _Worker, tasks: list[Task]) -> None:
-        """Take `tasks` (queued on `worker`, never started) back: first in the queue, in their order."""
+        """Take `tasks` (queued on `worker`, never started) back: first in the queue, in their order.
+        A chained one the scheduler has not adopted is dropped instead: it lacks its input (`follow`)."""
         ids = {task.id for task in tasks}
         for task_id in ids:
             self._by_task.pop(task_id, None)
             worker.until.pop(task_id, None)
+            worker.follows.discard(task_id)
+            if task_id in self._unadopted:
+                self._unadopted.discard(task_id)
+                self._dropped.add(task_id)
         worker.tasks = deque(t for t in worker.tasks if t.id not in ids)
-        self._queue.extendleft(reversed(tasks))
+        self._queue.extendleft(reversed([t for t in tasks if t.id not in self._dropped]))
 
     def _kill(self, worker: _Worker) -> None:
         kill_tree(worker.proc.pid)
@@ -389,9 +481,12 @@ class LocalExecutor:
                 ready = self._selector.select(None if timeout is None else max(0.0, timeout - polled))
         self._sent = False
         if len(ready) > 1:
-            # Raw fd output first: a chunk read in this batch belongs to a task whose result may be
-            # in the same batch, and is attributed to it only while the task is still current.
-            ready.sort(key=lambda item: item[0].data is not None and item[0].data[1] == "frames")
+            # Frames first: a worker may have gone on to its next task (queued or chained) since its
+            # last result, so raw fd output read now belongs to the task current once the frames are
+            # taken. A task's own output unread when it ended is read as its result is taken
+            # (`Finished.raw_output_unread`), and the worker then starts no queued or chained task
+            # before the runner has taken that result (`runner.executors.worker`).
+            ready.sort(key=lambda item: not (item[0].data is not None and item[0].data[1] == "frames"))
         for key, _ in ready:
             if key.data is None:
                 try:
@@ -505,6 +600,7 @@ class LocalExecutor:
             now = time.monotonic()
             self._took(now - worker.since)
             worker.since = now
+            worker.last_ok = done.task_id if done.result.ok else ""
             object.__setattr__(done.result, "where", worker.where)  # unpickled just now: ours to fill in
             self._pending.append(done)
             if message.retiring:
@@ -532,6 +628,9 @@ class LocalExecutor:
                 return True
             if task_id in worker.until:
                 del worker.until[task_id]  # claimed: it runs there now
+                return True
+            if task_id in worker.follows:
+                worker.follows.discard(task_id)  # claimed: it runs there now
                 return True
             return False
         if not message.expired:
@@ -588,7 +687,7 @@ class LocalExecutor:
         again only for the tasks left. Tasks queued behind its own never started there: they go back
         to the queue (so does its first, if not claimed yet).
         """
-        self._requeue(worker, [t for t in worker.tasks if t.id in worker.until])
+        self._requeue(worker, [t for t in worker.tasks if t.id in worker.until or t.id in worker.follows])
         task = worker.task
         try:
             code = worker.proc.wait(timeout=5)

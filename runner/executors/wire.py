@@ -53,11 +53,18 @@ class RunTask:
     worker claims it (`TaskStarted`) before it starts it, then starts it only if `time.monotonic()` is
     still before `until`; else it reports it expired, and the runner, which may have taken it back
     (only if no claim came by then), runs it elsewhere. Claim first, clock second: a task is never
-    run twice."""
+    run twice.
+
+    `after`: set for a task chained to the worker's current one (`runner.executors.local`'s `follow`),
+    the next step of a chain: the worker runs it right after `after` if that task succeeded there,
+    passing `after`'s output as each argument named in `inputs`, and the runner takes the result as
+    its own step's. Otherwise it reports it expired and the runner decides the step as usual."""
 
     task: Task
     spin: float = 0.0
     until: float = 0.0
+    after: str = ""
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def _body(message: ToWorker | FromWorker, *, code: bool) -> tuple[Any, ...]:
         if not code:
             values[_CODE] = b""
             values[_MODULES] = ()
-        return (_RUN, tuple(values), message.spin, message.until)
+        return (_RUN, tuple(values), message.spin, message.until, message.after, message.inputs)
     if isinstance(message, Finished):
         done = message.done
         result = _result_values(done.result)
@@ -184,7 +191,7 @@ def decode_to_worker(body: bytes) -> ToWorker:
     if values[0] == _RUN:
         fields = list(values[1])
         fields[_KWARGS] = {name: _ref_in(ref) for name, ref in fields[_KWARGS].items()}
-        return RunTask(_build(Task, _TASK, tuple(fields)), values[2], values[3])
+        return RunTask(_build(Task, _TASK, tuple(fields)), values[2], values[3], values[4], values[5])
     if values[0] == _EXIT:
         return Exit()
     if values[0] == _REVOKE:

@@ -43,7 +43,7 @@ from runner import dataclass_cache
 dataclass_cache.install()
 
 from runner.executors import wire
-from runner.executors.base import TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
+from runner.executors.base import InputRef, Task, TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
 from runner.executors.execute import execute, install_roots, keep_code, resolve_code
 from runner.executors.isolation import Isolation
 from runner.executors.limits import limit_memory, memory_limit, restore_memory
@@ -267,13 +267,14 @@ class Inbox:
         """The next task, and whether it was revoked (polling for up to `spin` seconds first if none
         waits); None once the runner says to exit or closes the pipe."""
         while True:
-            if not self._tasks:
+            while not self._tasks:  # a revoke may come alone: of a task this worker has passed already
                 if spin:
                     wire.await_frame(self._fd, spin)
+                    spin = 0.0
                 if not self._take(wire.read_frame(self._fd)):
                     return None
-            # A queued task may have been revoked by a frame sent after it: read what waits first.
-            while self._tasks[0].until and wire.readable(self._fd):
+            # A queued or chained task may have been revoked by a frame sent after it: read what waits first.
+            while (self._tasks[0].until or self._tasks[0].after) and wire.readable(self._fd):
                 if not self._take(wire.read_frame(self._fd)):
                     return None
             message = self._tasks.popleft()
@@ -289,6 +290,15 @@ class Inbox:
         else:
             return False
         return True
+
+
+def _chain_inputs(task: Task, names: tuple[str, ...], result: TaskResult) -> None:
+    """Pass the output of the task this worker just ran to a task chained to it (`wire.RunTask.after`),
+    as the runner would have: its pickled bytes, or the artifact file the worker wrote (and its stamp).
+    The task's arguments were decoded for this worker alone: they are its to fill in."""
+    ref = InputRef(hash=result.hash or "", data=result.data, path=result.path, stamp=result.stamp)
+    for name in names:
+        task.kwargs[name] = ref
 
 
 def _watch_parent(parent: int) -> None:
@@ -343,6 +353,11 @@ def main(argv: list[str]) -> int:
     isolation = Isolation()  # last: the worker's own threads and handlers are part of a clean state
     inbox = Inbox(in_fd)
     spin = 0.0
+    last: tuple[str, TaskResult] | None = None
+    """The task this worker ran last and its result, if it succeeded: a chained task's input."""
+    unread = False
+    """The last task's raw fd output was not all read by the runner when its result was sent: the
+    runner reads it as it takes that result, and would take a next task's output for that task's."""
     while True:
         taken = inbox.next(spin)
         if taken is None:
@@ -351,9 +366,17 @@ def main(argv: list[str]) -> int:
         task, spin = message.task, message.spin
         if message.until and not skip:
             send(TaskStarted(task.id, time.time()))  # the claim: before the clock is read (`RunTask.until`)
-            if time.monotonic() >= message.until:
+            if unread or time.monotonic() >= message.until:
                 skip = True
                 send(wire.Finished(TaskDone(task.id, TaskResult(ok=False)), expired=True))
+        if message.after and not skip:
+            if unread or last is None or last[0] != message.after:
+                skip = True  # the task before it failed, or did not run here: the runner decides anew
+                send(wire.Finished(TaskDone(task.id, TaskResult(ok=False)), expired=True))
+            else:
+                _chain_inputs(task, message.inputs, last[1])
+                send(TaskStarted(task.id, time.time()))  # the claim: a revoke read after it is too late
+        last = None
         fresh = task.code_key not in codes
         try:
             # Kept even for a task skipped: the runner counts its code as sent (`keep_code`).
@@ -397,9 +420,12 @@ def main(argv: list[str]) -> int:
             reasons = "; ".join(retire)
             emit("stderr", f"flow: {reasons}: this worker is replaced, so no later step sees it", time.time())
         logs.close(batch)
-        send(wire.Finished(TaskDone(task.id, result), _raw_output_unread(), bool(retire)))
+        unread = _raw_output_unread()
+        send(wire.Finished(TaskDone(task.id, result), unread, bool(retire)))
         if retire:
             _real_exit(0)  # now: a thread the step left must not run on, nor print, nor finalize
+        if result.ok:
+            last = (task.id, result)
 
 
 if __name__ == "__main__":
