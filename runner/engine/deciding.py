@@ -21,7 +21,7 @@ from runner.engine.probing import Probing
 from runner.events import StepStarted
 from runner.fingerprint import StaticPrint, Untrusted, combine, explain
 from runner.fingerprint.declared import declared_inputs
-from runner.status import FINAL, StepStatus
+from runner.status import FINAL, OK, StepStatus
 
 REMOTE_POLL_S = 0.1
 """How often a step waiting on another process's computation of the same fingerprint checks again."""
@@ -82,21 +82,28 @@ class Deciding(Probing):
         node: Node = run.graph.nodes[name]
         item = node.step
         states = run.states
-        verdict = gate(
-            item.trigger,
-            [(u, states[u].status) for u in node.upstream],
-            has_when=item.when is not None,
-            when_checked=when_checked,
-            has_foreach=item.foreach is not None,
-            items_known=items is not None,
-        )
-        if isinstance(verdict, Skip):
-            self._finish(run, name, verdict.status, reason=verdict.reason)
-            return
-        if isinstance(verdict, Ask):
-            args = node.when_args if verdict.kind == "when" else (item.foreach or "",)
-            self._ask(run, name, verdict.kind, args, cache_only)
-            return
+        if (
+            item.when is not None
+            or item.foreach is not None
+            or any(states[u].status not in OK for u in node.upstream)
+        ):
+            # Not the common case (every upstream step succeeded or cached, nothing to ask), in which
+            # every trigger rule proceeds: `gate` decides.
+            verdict = gate(
+                item.trigger,
+                [(u, states[u].status) for u in node.upstream],
+                has_when=item.when is not None,
+                when_checked=when_checked,
+                has_foreach=item.foreach is not None,
+                items_known=items is not None,
+            )
+            if isinstance(verdict, Skip):
+                self._finish(run, name, verdict.status, reason=verdict.reason)
+                return
+            if isinstance(verdict, Ask):
+                args = node.when_args if verdict.kind == "when" else (item.foreach or "",)
+                self._ask(run, name, verdict.kind, args, cache_only)
+                return
         static = run.static[name]
         params = {}
         try:
