@@ -15,7 +15,8 @@ printed next to it. A foreach variant (1 -> foreach over N -> 1) is printed as e
 
 For scale, it first times this machine's floor for a chain: a bare round trip between two Python
 processes through a pair of pipes (a task-sized message there, a result-sized one back, nothing
-done on either side), as a step of a chain makes one. On a virtual machine waking a process on an idle
+done on either side), as a step of a chain made one before its next steps were chained to it
+(`runner.engine.chaining`). On a virtual machine waking a process on an idle
 CPU costs far more than on bare metal, and the figure says how much of the budget that takes; beside it,
 the same round trip with both sides polling instead of sleeping, as the runner and a worker do for a
 moment after each task while a core is free (`runner.executors.wire`).

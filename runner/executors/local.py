@@ -18,6 +18,14 @@ stuck behind a step that turned out long is taken back for a free worker (`_take
 worker's claim-then-clock rule means it never runs twice. A cancelled one is revoked (`wire.Revoke`),
 not killed with the step before it; those of a worker that dies or retires go back to the queue.
 
+A chain's next steps go to the worker of the step before them while it runs (`follow`, up to
+`QUEUE_DEPTH` tasks in all): the worker starts each the moment the one before it succeeds, with its
+output, and the runner adopts it as its step's task once it has decided the step (`adopt`); it is
+dropped unstarted if the step before it fails, or the worker dies or retires first. The scheduler
+chains a task only where deciding its step can only execute it (`runner.engine.chaining`). A 1,000-step
+chain's cold run went from 0.161-0.214 ms a step (a round trip per step) to 0.120-0.147 (medians of 5
+runs, trees alternating, on a noisy machine).
+
 The scheduler thread drives everything through `events()`, which is a `select` over the workers'
 pipes, so a result reaches the scheduler without a thread hand-off. Asked to (`poll`: `flow run`'s
 executor), after sending a task it polls for a moment before it sleeps there, and tells the worker to do
