@@ -491,3 +491,22 @@ def test_raw_output_of_chained_steps_is_each_steps_own(
     for i in range(1, 30):
         lines = sorted(line.line for line in harness.store.get_logs(run.id, f"s{i}"))
         assert lines == sorted([f"raw out {i}", f"raw err {i}", f"printed {i}"]), f"s{i}"
+
+
+def test_a_join_of_many_is_not_chained(
+    harness: Any, write_flow: Any, tmp_path: Path, follows: list[tuple[str, bool]]
+) -> None:
+    """A wide join whose every other input is ready as its last upstream step starts could be chained
+    to it: its task, with every other input, would outgrow a chained frame, and is not even made."""
+    log = tmp_path / "log"
+    width = 40
+    names = [f"w{i}" for i in range(width)]
+    source = "\n".join(f"@step\ndef {name}():\n    return {i}\n" for i, name in enumerate(names[:-1]))
+    source += f"\n@step\ndef barrier({', '.join(names[:-1])}):\n    return 0\n"
+    source += f"\n@step\ndef {names[-1]}(barrier):\n    return {width - 1}\n"
+    source += f"\n@step\ndef total({', '.join(names)}):\n    return {' + '.join(names)}\n"
+    run = harness.run(write_flow(flow_source(log, source)))
+    assert run.status == "succeeded"
+    assert steps_of(run)["total"].preview == repr(sum(range(width)))
+    assert (names[-1], True) in follows, "the step before the join was chained"
+    assert [step for step, _ in follows if step == "total"] == []

@@ -45,6 +45,11 @@ CHAIN_DEPTH = 4
 result late (another thread, another process had the core), and the runner while the worker runs."""
 
 
+CHAIN_INPUTS_MAX = 16
+"""Steps taking more upstream outputs than this are not chained: their inputs alone would outgrow a
+chained frame (`LocalExecutor.follow`), and gathering them (a fan-out's join of 1,000) costs ~1 µs each."""
+
+
 class TaskError(Exception):
     """A step's task cannot be made: why, as the step's error says it."""
 
@@ -143,6 +148,8 @@ class Chaining(Executing):
             return None
         node = run.graph.nodes[after]
         item = node.step
+        if len(node.inputs) > CHAIN_INPUTS_MAX:
+            return None  # a join: its task would be too big to chain, and costly to make for nothing
         if item.when is not None or item.foreach is not None or item.job is not None or item.timeout:
             return None
         static = run.static[after]
