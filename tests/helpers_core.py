@@ -12,7 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +279,45 @@ def python_with_bytecode(script: str, *args: str, **env: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@contextmanager
+def ready_executor(workers: int, *, quick: bool = False) -> Iterator[Any]:
+    """A `LocalExecutor` with `workers` ready, closed after. `quick`: `flow run`'s (it polls), with the
+    last tasks recorded quick and a core free for each worker, so tasks queue behind busy workers."""
+    from runner.executors.local import QUICK_SAMPLES, LocalExecutor
+
+    executor = LocalExecutor(workers, poll=quick)
+    try:
+        if quick:
+            executor._cores = workers + 1
+        executor.prestart(workers)
+        for _ in range(QUICK_SAMPLES if quick else 0):
+            executor._took(0.0001)  # the last tasks were quick
+        deadline = time.monotonic() + 60
+        while sum(1 for w in executor._workers if w.ready) < workers:
+            assert time.monotonic() < deadline, "workers did not start"
+            executor.events(0.1)
+        yield executor
+    finally:
+        executor.close()
+
+
+def task_results(executor: Any, ids: set[str], timeout: float = 60.0) -> dict[str, Any]:
+    """Every result of `ids` (task id -> `TaskResult`), as an executor reports them; each once."""
+    from runner.executors.base import TaskDone
+
+    results: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while not ids <= results.keys():
+        assert time.monotonic() < deadline, f"no result for {sorted(ids - results.keys())}"
+        for event in executor.events(0.2):
+            if isinstance(event, TaskDone):
+                assert event.task_id not in results, f"{event.task_id} reported twice"
+                results[event.task_id] = event.result
+    return results
+
+
+def ran(log: Path) -> list[str]:
+    """The ids a test task appended to `log`, in order."""
+    return log.read_text().split() if log.exists() else []

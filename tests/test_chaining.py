@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,18 @@ from runner.executors import local, wire
 from runner.executors.base import InputRef, Task, TaskDone, TaskResult
 from runner.executors.local import LocalExecutor
 from runner.shipping import pickle_code
-from tests.helpers_core import calls_to, executed, flow_source, reset, statuses, steps_of, wait_for
+from tests.helpers_core import (
+    calls_to,
+    executed,
+    flow_source,
+    ran,
+    ready_executor,
+    reset,
+    statuses,
+    steps_of,
+    task_results,
+    wait_for,
+)
 
 pytestmark = pytest.mark.usefixtures("quiet_machine")
 
@@ -65,36 +74,6 @@ def _task(task_id: str, log: Path, *, gate: Path | None = None, **spec: Any) -> 
     return Task(id=task_id, step="step", code_key="k-chain", code=_CODE, kwargs=kwargs, entry="step")
 
 
-@contextmanager
-def _executor(workers: int = 1) -> Iterator[LocalExecutor]:
-    executor = LocalExecutor(workers)
-    try:
-        executor.prestart(workers)
-        deadline = time.monotonic() + 60
-        while sum(1 for w in executor._workers if w.ready) < workers:
-            assert time.monotonic() < deadline, "workers did not start"
-            executor.events(0.1)
-        yield executor
-    finally:
-        executor.close()
-
-
-def _results(executor: LocalExecutor, ids: set[str], timeout: float = 60.0) -> dict[str, TaskResult]:
-    results: dict[str, TaskResult] = {}
-    deadline = time.monotonic() + timeout
-    while not ids <= results.keys():
-        assert time.monotonic() < deadline, f"no result for {sorted(ids - results.keys())}"
-        for event in executor.events(0.2):
-            if isinstance(event, TaskDone):
-                assert event.task_id not in results, f"{event.task_id} reported twice"
-                results[event.task_id] = event.result
-    return results
-
-
-def _ran(log: Path) -> list[str]:
-    return log.read_text().split() if log.exists() else []
-
-
 def _value(result: TaskResult) -> Any:
     assert result.ok, result.error
     assert result.data is not None
@@ -112,14 +91,14 @@ def _drain(executor: LocalExecutor, seconds: float) -> list[Any]:
 
 def test_a_chained_task_runs_after_its_predecessor_with_its_output(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, gate=gate, add=41))
         assert executor.follow(_task("b", log), "a", ("before",))
         assert executor.follow(_task("c", log, add=100), "b", ("before",))
         gate.touch()
-        results = _results(executor, {"a", "b", "c"})
+        results = task_results(executor, {"a", "b", "c"})
     assert [_value(results[t]) for t in "abc"] == [41, 42, 142]
-    assert _ran(log) == ["a", "b", "c"]
+    assert ran(log) == ["a", "b", "c"]
 
 
 def test_an_adopted_chained_task_whose_worker_retires_first_runs_elsewhere_with_its_input(
@@ -128,7 +107,7 @@ def test_an_adopted_chained_task_whose_worker_retires_first_runs_elsewhere_with_
     """Adopted, a chained task is the scheduler's: if its worker retires before taking it, it runs in
     another worker, with the argument the runner filled in (the first had it from the step before)."""
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(2) as executor:
+    with ready_executor(2) as executor:
         executor.submit(_task("a", log, gate=gate, linger=True))
         first = executor._by_task["a"].proc.pid
         assert executor.follow(_task("b", log), "a", ("before",))
@@ -138,7 +117,7 @@ def test_an_adopted_chained_task_whose_worker_retires_first_runs_elsewhere_with_
         )
         assert executor.adopt(full)
         gate.touch()
-        results = _results(executor, {"a", "b"})
+        results = task_results(executor, {"a", "b"})
     assert _value(results["a"]) == 1
     assert _value(results["b"]) == 11, "the runner's input, not the first worker's"
     assert results["b"].where != f"pid {first}"
@@ -146,12 +125,12 @@ def test_an_adopted_chained_task_whose_worker_retires_first_runs_elsewhere_with_
 
 def test_a_task_chained_to_one_that_fails_does_not_run(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, gate=gate, fail=True))
         assert executor.follow(_task("b", log), "a", ("before",))
         assert executor.follow(_task("c", log), "b", ("before",))
         gate.touch()
-        results = _results(executor, {"a"})
+        results = task_results(executor, {"a"})
         assert not results["a"].ok
         later = _drain(executor, 0.5)
         assert not [e for e in later if isinstance(e, TaskDone)], "no result for a chained task not run"
@@ -161,14 +140,14 @@ def test_a_task_chained_to_one_that_fails_does_not_run(tmp_path: Path) -> None:
         executor.cancel("b")  # as the scheduler does: the revoke reaches a worker that passed b already
         executor.cancel("c")
         executor.submit(_task("d", log))
-        assert _value(_results(executor, {"d"})["d"]) == 1, "the worker takes new tasks"
+        assert _value(task_results(executor, {"d"})["d"]) == 1, "the worker takes new tasks"
         assert [w.proc.pid for w in executor._workers] == [pid], "the same worker: it read the revokes"
-    assert _ran(log) == ["a", "d"]
+    assert ran(log) == ["a", "d"]
 
 
 def test_a_cancelled_chained_task_never_runs_and_the_step_before_it_is_not_killed(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         assert executor.follow(_task("b", log), "a", ("before",))
         assert executor.follow(_task("c", log), "b", ("before",))
@@ -176,38 +155,38 @@ def test_a_cancelled_chained_task_never_runs_and_the_step_before_it_is_not_kille
         executor.cancel("c")
         pid = executor._by_task["a"].proc.pid
         gate.touch()
-        assert _value(_results(executor, {"a"})["a"]) == 1
+        assert _value(task_results(executor, {"a"})["a"]) == 1
         assert not [e for e in _drain(executor, 0.5) if isinstance(e, TaskDone)]
         assert [w.proc.pid for w in executor._workers if w.proc.pid == pid], "its worker lives on"
-    assert _ran(log) == ["a"]
+    assert ran(log) == ["a"]
 
 
 def test_tasks_chained_on_a_worker_that_dies_are_dropped_not_run_elsewhere(tmp_path: Path) -> None:
     """Not adopted yet, a chained task lacks its input: it can run only where its predecessor ran."""
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(2) as executor:
+    with ready_executor(2) as executor:
         executor.submit(_task("a", log, gate=gate, exit=5))
         assert executor.follow(_task("b", log), "a", ("before",))
         gate.touch()
-        results = _results(executor, {"a"})
+        results = task_results(executor, {"a"})
         assert "exited with code 5" in (results["a"].error or "")
         assert not [e for e in _drain(executor, 0.5) if isinstance(e, TaskDone)]
         assert not executor.adopt(_task("b", log))
         assert len(executor._by_task) == 0, "nothing left holding a slot"
-    assert _ran(log) == ["a"]
+    assert ran(log) == ["a"]
 
 
 def test_a_task_may_be_chained_to_the_last_one_an_idle_worker_finished(tmp_path: Path) -> None:
     """The runner may chain a task after its predecessor already ended (the worker ran ahead): the
     worker still holds that output, as long as nothing else ran there since."""
     log = tmp_path / "ran"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, add=7))
-        assert _value(_results(executor, {"a"})["a"]) == 7
+        assert _value(task_results(executor, {"a"})["a"]) == 7
         assert executor.follow(_task("b", log), "a", ("before",))
-        assert _value(_results(executor, {"b"})["b"]) == 8
+        assert _value(task_results(executor, {"b"})["b"]) == 8
         executor.submit(_task("c", log))
-        _results(executor, {"c"})
+        task_results(executor, {"c"})
         assert not executor.follow(_task("d", log), "b", ("before",)), "c ran there since"
 
 
@@ -217,7 +196,7 @@ def test_a_chained_task_carries_its_code_only_one_at_a_time_and_not_a_big_one(
     """A chained frame waits in the pipe while the step before it runs: its size is bounded, so the
     runner's write never waits for a long step."""
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         fresh = _task("b", log)
         object.__setattr__(fresh, "code_key", "k-other")
@@ -229,21 +208,21 @@ def test_a_chained_task_carries_its_code_only_one_at_a_time_and_not_a_big_one(
         assert not executor.follow(again, "b", ("before",)), "too big anyway"
         monkeypatch.setattr(local, "FOLLOW_CODE_MAX", len(_CODE))
         gate.touch()
-        results = _results(executor, {"a", "b"})
+        results = task_results(executor, {"a", "b"})
         assert _value(results["b"]) == 2
         assert executor.follow(again, "b", ("before",)), "b's frame was read: c may carry code"
-        assert _value(_results(executor, {"c"})["c"]) == 3
+        assert _value(task_results(executor, {"c"})["c"]) == 3
 
 
 def test_a_task_with_a_timeout_is_never_chained(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor() as executor:
+    with ready_executor(1) as executor:
         executor.submit(_task("a", log, gate=gate))
         timed = _task("b", log)
         object.__setattr__(timed, "timeout", 5.0)
         assert not executor.follow(timed, "a", ("before",))
         gate.touch()
-        _results(executor, {"a"})
+        task_results(executor, {"a"})
 
 
 def test_the_wire_carries_a_chained_tasks_predecessor_and_inputs() -> None:
@@ -273,6 +252,12 @@ def _chain(n: int, *, step_body: str = "") -> str:
             f"{step_body.format(i=i)}    return s{i - 1} + {i}\n"
         )
     return "".join(steps)
+
+
+def _waits_at(step: int, gate: Path, then: str = "") -> str:
+    """A `_chain` step body: step `step` waits for the file `gate`, then does `then`."""
+    wait = f"        while not os.path.exists({str(gate)!r}):\n            time.sleep(0.005)\n"
+    return f"    if {{i}} == {step}:\n" + wait + then
 
 
 @pytest.fixture
@@ -328,11 +313,7 @@ def test_a_failure_in_a_chain_runs_nothing_after_it(
 ) -> None:
     """`s5` fails once `s6` is chained to it (it waits for that): `s6` is dropped, never run."""
     log, gate = tmp_path / "log", tmp_path / "gate"
-    body = (
-        "    if {i} == 5:\n"
-        f"        while not os.path.exists({str(gate)!r}):\n            time.sleep(0.005)\n"
-        "        raise RuntimeError('boom')\n"
-    )
+    body = _waits_at(5, gate, then="        raise RuntimeError('boom')\n")
     from dsl import load_flow
     from runner.engine import RunRequest
 
@@ -371,10 +352,7 @@ def test_stopping_a_chain_runs_no_step_after_the_stopped_one(
     harness: Any, write_flow: Any, tmp_path: Path, follows: list[tuple[str, bool]]
 ) -> None:
     log, gate = tmp_path / "log", tmp_path / "gate"
-    body = (
-        "    if {i} == 3:\n"
-        f"        while not os.path.exists({str(gate)!r}):\n            time.sleep(0.01)\n"
-    )
+    body = _waits_at(3, gate)
     loaded_path = write_flow(flow_source(log, _chain(8, step_body=body)))
     from dsl import load_flow
     from runner.engine import RunRequest

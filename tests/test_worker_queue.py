@@ -13,17 +13,16 @@ import hashlib
 import os
 import pickle
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.executors import local, wire
-from runner.executors.base import InputRef, Task, TaskDone, TaskResult
+from runner.executors.base import InputRef, Task
 from runner.executors.local import QUICK_SAMPLES, LocalExecutor
 from runner.shipping import pickle_code
+from tests.helpers_core import ran, ready_executor, task_results
 
 pytestmark = pytest.mark.usefixtures("quiet_machine")
 
@@ -83,46 +82,11 @@ def _task(
     )
 
 
-@contextmanager
-def _executor(workers: int) -> Iterator[LocalExecutor]:
-    """`flow run`'s executor with `workers` ready, the last tasks recorded quick; closed after."""
-    executor = LocalExecutor(workers, poll=True)
-    try:
-        executor._cores = workers + 1
-        executor.prestart(workers)
-        for _ in range(QUICK_SAMPLES):
-            executor._took(0.0001)  # the last tasks were quick
-        deadline = time.monotonic() + 60
-        while sum(1 for w in executor._workers if w.ready) < workers:
-            assert time.monotonic() < deadline, "workers did not start"
-            executor.events(0.1)
-        yield executor
-    finally:
-        executor.close()
-
-
-def _results(executor: LocalExecutor, ids: set[str], timeout: float = 60.0) -> dict[str, TaskResult]:
-    """Every result of `ids`, as they come."""
-    results: dict[str, TaskResult] = {}
-    deadline = time.monotonic() + timeout
-    while not ids <= results.keys():
-        assert time.monotonic() < deadline, f"no result for {sorted(ids - results.keys())}"
-        for event in executor.events(0.2):
-            if isinstance(event, TaskDone):
-                assert event.task_id not in results, f"{event.task_id} reported twice"
-                results[event.task_id] = event.result
-    return results
-
-
-def _ran(log: Path) -> list[str]:
-    return log.read_text().split() if log.exists() else []
-
-
 def test_quick_tasks_queue_behind_a_busy_worker_and_each_runs_once(
     sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log = tmp_path / "ran"
-    with _executor(1) as executor:
+    with ready_executor(1, quick=True) as executor:
         assert executor.slots == local.QUEUE_DEPTH
         ids = [f"t{i}" for i in range(6)]
         for task_id in ids:
@@ -130,9 +94,9 @@ def test_quick_tasks_queue_behind_a_busy_worker_and_each_runs_once(
         # The first went to the idle worker; the rest were sent at once, queued behind it.
         assert [task_id for task_id, until in _untils(sent_tasks) if until == 0] == ["t0"]
         assert [task_id for task_id, until in _untils(sent_tasks) if until > 0] == ids[1:]
-        results = _results(executor, set(ids))
+        results = task_results(executor, set(ids))
         assert all(result.ok for result in results.values())
-        assert sorted(_ran(log)) == ids  # each exactly once
+        assert sorted(ran(log)) == ids  # each exactly once
 
 
 def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
@@ -140,7 +104,7 @@ def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
 ) -> None:
     log = tmp_path / "ran"
     gates = {"a": tmp_path / "gate-a", "b": tmp_path / "gate-b"}
-    with _executor(2) as executor:
+    with ready_executor(2, quick=True) as executor:
         executor.submit(_task("a", log, gate=gates["a"]))
         executor.submit(_task("b", log, gate=gates["b"]))
         executor.submit(_task("q", log))
@@ -150,20 +114,20 @@ def test_a_task_queued_behind_a_long_one_is_taken_back_for_an_idle_worker(
         other = "b" if long_one == "a" else "a"
         gates[other].touch()
         # q does not wait for the long one: it is taken back, and the worker that is free runs it.
-        results = _results(executor, {other, "q"}, timeout=20)
+        results = task_results(executor, {other, "q"}, timeout=20)
         assert results["q"].ok and results[other].ok
-        assert long_one not in _ran(log)
+        assert long_one not in ran(log)
         assert [task_id for task_id, _ in _untils(sent_tasks)].count("q") == 2  # sent queued, then again
         gates[long_one].touch()
-        assert _results(executor, {long_one})[long_one].ok
-        assert sorted(_ran(log)) == ["a", "b", "q"]  # each exactly once
+        assert task_results(executor, {long_one})[long_one].ok
+        assert sorted(ran(log)) == ["a", "b", "q"]  # each exactly once
 
 
 def test_a_task_taken_back_and_sent_again_to_the_same_worker_runs_once(
     sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(1) as executor:
+    with ready_executor(1, quick=True) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("q", log))
         deadline = time.monotonic() + 20
@@ -173,51 +137,51 @@ def test_a_task_taken_back_and_sent_again_to_the_same_worker_runs_once(
         gate.touch()
         # The worker still claims the first send of q, finds it expired and says so; then it runs the
         # second: neither the stale claim nor the stale expiry is taken for the second's.
-        results = _results(executor, {"a", "q"})
+        results = task_results(executor, {"a", "q"})
         assert results["a"].ok and results["q"].ok
-        assert _ran(log) == ["a", "q"]
+        assert ran(log) == ["a", "q"]
         assert [task_id for task_id, _ in _untils(sent_tasks)] == ["a", "q", "q"]
 
 
 def test_a_cancelled_queued_task_never_runs_and_the_step_before_it_is_not_killed(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(1) as executor:
+    with ready_executor(1, quick=True) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("q", log))
         (worker,) = executor._workers
         assert [t.id for t in worker.tasks] == ["a", "q"]
         executor.cancel("q")
         gate.touch()
-        assert _results(executor, {"a"})["a"].ok
+        assert task_results(executor, {"a"})["a"].ok
         executor.submit(_task("next", log))
-        assert _results(executor, {"next"})["next"].ok
-        assert _ran(log) == ["a", "next"]
+        assert task_results(executor, {"next"})["next"].ok
+        assert ran(log) == ["a", "next"]
         assert executor._workers == [worker]  # the same process ran all: not killed
 
 
 def test_tasks_queued_on_a_worker_that_dies_run_in_another(tmp_path: Path) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(1) as executor:
+    with ready_executor(1, quick=True) as executor:
         executor.submit(_task("dies", log, gate=gate, exit=3))
         executor.submit(_task("q1", log))
         executor.submit(_task("q2", log))
         gate.touch()
-        results = _results(executor, {"dies", "q1", "q2"})
+        results = task_results(executor, {"dies", "q1", "q2"})
         assert not results["dies"].ok and "exited with code 3" in (results["dies"].error or "")
         assert results["q1"].ok and results["q2"].ok  # never started there: run again, not failed
-        assert sorted(_ran(log)) == ["dies", "q1", "q2"]
+        assert sorted(ran(log)) == ["dies", "q1", "q2"]
 
 
 def test_a_task_with_a_timeout_waits_for_a_free_worker(
     sent_tasks: list[wire.RunTask], tmp_path: Path
 ) -> None:
     log, gate = tmp_path / "ran", tmp_path / "gate"
-    with _executor(1) as executor:
+    with ready_executor(1, quick=True) as executor:
         executor.submit(_task("a", log, gate=gate))
         executor.submit(_task("timed", log, timeout=30))
         assert [task_id for task_id, _ in _untils(sent_tasks)] == ["a"]  # its clock must start when it does
         gate.touch()
-        assert all(r.ok for r in _results(executor, {"a", "timed"}).values())
+        assert all(r.ok for r in task_results(executor, {"a", "timed"}).values())
         assert _untils(sent_tasks) == [("a", 0.0), ("timed", 0.0)]
 
 
@@ -265,7 +229,7 @@ def test_a_worker_claims_a_queued_task_and_skips_it_once_its_deadline_has_passed
         assert isinstance(seen[0], TaskStarted) and seen[1].expired
         assert ("TaskStarted", "fresh") in kinds and kinds[-1] == ("Finished", "fresh")
         assert not seen[-1].expired and seen[-1].done.result.ok
-        assert _ran(log) == ["fresh"]
+        assert ran(log) == ["fresh"]
     finally:
         started.proc.kill()
         started.proc.communicate()
