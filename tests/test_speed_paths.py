@@ -280,3 +280,37 @@ def store_status(store_dir: Path, run_id: int) -> str:
         return str(record.status)
     finally:
         store.close()
+
+
+def test_a_wide_fan_out_takes_results_before_deciding_all_its_steps(
+    tmp_path: Path, write_flow: Callable[..., Path]
+) -> None:
+    """With every slot busy and a slot's worth of decided steps waiting, the scheduler takes the
+    workers' results before it decides the rest: a worker never idles while a thousand steps are
+    decided. Cached steps are still decided in a row (none waits in the queue)."""
+    width = 40
+    source = "from dsl import step\n\n\n@step\ndef root():\n    return 0\n" + "".join(
+        f"\n\n@step\ndef w{i}(root):\n    return root + {i}\n" for i in range(width)
+    )
+    executor = FakeExecutor(slots=4)
+    store = Store(tmp_path / "store")
+    engine = Engine(store, executor)
+    waiting: list[int] = []
+    run = executor.run
+
+    def answer(task: Any) -> Any:
+        waiting.append(len(engine._queue))
+        return run(task)
+
+    executor._answer = answer
+    try:
+        path = write_flow(source)
+        assert engine.run(RunRequest(load_flow(path), {})).status == "succeeded"
+        assert len(executor.submitted) == width + 1
+        assert max(waiting) <= executor.slots + 1, waiting
+        waiting.clear()
+        assert engine.run(RunRequest(load_flow(path), {})).status == "succeeded"
+        assert waiting == [], "fully cached: nothing executed"
+    finally:
+        engine.close()
+        store.close()

@@ -309,9 +309,16 @@ class Engine(Deciding):
                 self._guarded([run], self._decide_ready, run)
 
     def _decide_ready(self, run: Run) -> None:
-        """Decide every ready step; an execution starts as soon as it is decided (a free worker
-        need not wait for the rest of a big flow's cached steps to be checked)."""
+        """Decide the ready steps; an execution starts as soon as it is decided (a free worker
+        need not wait for the rest of a big flow's cached steps to be checked). Once a decision
+        queues an execution with a slot's worth waiting already, the rest wait for the next cycle
+        (`_drain_ready`): the workers' results are taken first. A 1,000-wide fan-out's workers
+        otherwise sat idle while its last ~980 steps were decided (~20 ms)."""
+        queue = self._queue
         while run.ready and not run.cancelled:
+            queued = len(queue)
             self._advance(run, run.ready.popleft())
-            if (self._queue or self._probe_queue) and self._busy < self.executor.slots:
+            if (queue or self._probe_queue) and self._busy < self.executor.slots:
                 self._dispatch()
+            if len(queue) > queued and len(queue) >= self.executor.slots:
+                return
