@@ -435,12 +435,14 @@ def test_a_large_output_reaches_the_chained_step_through_its_file(
     assert ("size", True) in follows
 
 
-def test_chaining_asks_the_store_for_step_names_once_per_run(
+def test_chaining_reads_the_cache_listing_deciding_reads_once_per_run(
     harness: Any, write_flow: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Which step names have a cached result comes with the cache's fingerprints, in the one listing
+    a run reads (`CacheIndex.never_cached`): chaining asks the store nothing of its own."""
     from runner.store import Store
 
-    asked = calls_to(monkeypatch, Store, "cache_steps_after", lambda store, *args: args)
+    asked = calls_to(monkeypatch, Store, "cache_rows_after", lambda store, *args: args)
     log = tmp_path / "log"
     path = write_flow(flow_source(log, _chain(30)))
     harness.run(path)

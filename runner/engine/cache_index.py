@@ -46,12 +46,8 @@ class CacheIndex:
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
         self._details: dict[tuple[str, str], dict[str, Any]] = {}
         self._steps: set[str] = set()
-        """Names of the steps with a result in the store's cache as of `_steps_rowid`, or stored by
+        """Names of the steps with a result in the store's cache as of `_cached_rowid`, or stored by
         this engine since (see `never_cached`)."""
-        self._steps_rowid = 0
-        self._steps_for = 0
-        """The most steps of a run started since `_steps` last caught up (0: nothing to catch up)."""
-        self._steps_known = False
 
     def refresh(self, steps: int) -> None:
         """A run of `steps` steps starts: forget what `flow gc` has removed since the last one, and
@@ -76,10 +72,8 @@ class CacheIndex:
                 self._files.clear()
                 self._cached.clear()
                 self._cached_rowid = 0
-                self._steps_rowid = 0  # rowids may be reused: read every row's step again
             self._cached_fresh = False
             self._catch_up_for = max(self._catch_up_for, steps)
-            self._steps_for = max(self._steps_for, steps)
 
     def _catch_up(self) -> None:
         """Load the cache rows written since `_cached` last caught up (see `refresh`)."""
@@ -88,8 +82,9 @@ class CacheIndex:
         if found is None:
             self._cached_fresh = False
             return
-        fingerprints, self._cached_rowid = found
-        self._cached.update(map(hash, fingerprints))
+        rows, self._cached_rowid = found
+        self._cached.update(hash(fingerprint) for fingerprint, _ in rows)
+        self._steps.update(step for _, step in rows)
         self._cached_fresh = True
 
     def reusable(
@@ -135,18 +130,13 @@ class CacheIndex:
         """Whether no result of a step of this name is in the store's cache as of the run's start, nor
         was stored by this engine since: then none of that step's fingerprints can be found there
         (`runner.engine.chaining`). False when that is not known: the rows written since the last
-        look were too many to read.
+        look were too many to read (the same listing `reusable` reads, read once for both).
 
         Names only accumulate here: after `flow gc` removed a step's results this may say False where
         True would be right, never the reverse."""
-        if self._steps_for:
-            steps, self._steps_for = self._steps_for, 0
-            found = self._store.cache_steps_after(self._steps_rowid, CACHED_ROWS_PER_STEP * steps + 1000)
-            self._steps_known = found is not None
-            if found is not None:
-                names, self._steps_rowid = found
-                self._steps |= names
-        return self._steps_known and step not in self._steps
+        if self._catch_up_for:
+            self._catch_up()
+        return self._cached_fresh and step not in self._steps
 
     def _forget(self, fingerprint: str, why: str) -> None:
         self._recent.pop(fingerprint, None)

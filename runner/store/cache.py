@@ -59,23 +59,14 @@ class Cache(StoreBase):
             for fingerprint, digest, run_id, preview, data in rows
         }
 
-    def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[str], int] | None:
-        """Fingerprints of the cache rows newer than `rowid`, and the newest rowid; None if there
-        are more than `limit` (the caller then asks `lookup` instead of loading them)."""
+    def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[tuple[str, str]], int] | None:
+        """(fingerprint, step) of the cache rows newer than `rowid`, and the newest rowid; None if
+        there are more than `limit` (the caller then asks `lookup` instead of loading them)."""
         newest = self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM cache").fetchone()[0]
         if newest - rowid > limit:
             return None
-        rows = self._conn.execute("SELECT fingerprint FROM cache WHERE rowid > ?", (rowid,)).fetchall()
-        return [row[0] for row in rows], newest
-
-    def cache_steps_after(self, rowid: int, limit: int) -> tuple[set[str], int] | None:
-        """The step names of the cache rows newer than `rowid`, and the newest rowid; None if there
-        are more than `limit` rows (see `runner.engine.chaining`)."""
-        newest = self._conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM cache").fetchone()[0]
-        if newest - rowid > limit:
-            return None
-        rows = self._conn.execute("SELECT DISTINCT step FROM cache WHERE rowid > ?", (rowid,)).fetchall()
-        return {row[0] for row in rows}, newest
+        rows = self._conn.execute("SELECT fingerprint, step FROM cache WHERE rowid > ?", (rowid,)).fetchall()
+        return rows, newest
 
     def artifact_location(self, digest: str, *, keep_stamp: bool = False) -> tuple[bytes | None, str | None]:
         """(inline bytes, None) or (None, file path) for an artifact, verified against its hash.
