@@ -291,15 +291,14 @@ class LocalExecutor:
         ]
         return min(behind, key=lambda w: len(w.tasks), default=None)
 
-    def _send(self, worker: _Worker, task: Task, *, queued: bool = False) -> None:
+    def _take_on(self, worker: _Worker, task: Task) -> tuple[Task, bool]:
+        """Count `task` as sent to `worker`, its code and modules as the worker will keep them; return
+        the task as its frame carries it, and whether the worker has its code (the frame leaves it out)."""
         known = task.code_key in worker.codes
         keep_code(worker.codes, task.code_key)
         if not worker.tasks:
             worker.since = time.monotonic()
         worker.tasks.append(task)
-        until = 0.0
-        if queued:
-            until = worker.until[task.id] = time.monotonic() + QUEUE_WAIT_S
         self._by_task[task.id] = worker
         sent = task
         if not known and task.modules:
@@ -308,6 +307,13 @@ class LocalExecutor:
             fresh = {key for key, _, _ in admit_modules(worker.modules, task.modules, lambda _: None)}
             if len(fresh) < len(task.modules):
                 sent = task.with_modules(tuple(m if m[0] in fresh else (*m[:2], b"") for m in task.modules))
+        return sent, known
+
+    def _send(self, worker: _Worker, task: Task, *, queued: bool = False) -> None:
+        sent, known = self._take_on(worker, task)
+        until = 0.0
+        if queued:
+            until = worker.until[task.id] = time.monotonic() + QUEUE_WAIT_S
         # Busy workers and the runner each want a core: a worker polls after this task only if one is
         # left for it (a fan-out over every core would poll on the cores the runner needs).
         spin = wire.SPIN_S if self._polling and self._core_free() else 0.0
@@ -348,29 +354,22 @@ class LocalExecutor:
             or any(t.id in worker.with_code for t in worker.tasks if t is not worker.tasks[0])
         ):
             return False
-        sent = task
-        if not known and task.modules:
-            sent = task.with_modules(tuple((*module[:2], b"") for module in task.modules))
-        spin = wire.SPIN_S if self._polling and self._core_free() else 0.0
-        frame = wire.encode(wire.RunTask(sent, spin, 0.0, after, inputs), code=not known)
-        try:
-            wire.write_all(worker.to_worker, frame)
-        except OSError:
-            # It is exiting (its step retired it): its last frames, then its end, are still to be read.
-            return False
-        keep_code(worker.codes, task.code_key)
-        if not known and task.modules:
-            admit_modules(worker.modules, task.modules, lambda _: None)  # all there: as `_send` orders them
-        if not worker.tasks:
-            worker.since = time.monotonic()
-        worker.tasks.append(task)
+        sent, known = self._take_on(worker, task)
         worker.follows.add(task.id)
         if not known:
             if len(worker.with_code) > QUEUE_DEPTH:
                 worker.with_code &= {t.id for t in worker.tasks}
             worker.with_code.add(task.id)
         self._unadopted.add(task.id)
-        self._by_task[task.id] = worker
+        spin = wire.SPIN_S if self._polling and self._core_free() else 0.0
+        try:
+            wire.write_all(
+                worker.to_worker, wire.encode(wire.RunTask(sent, spin, 0.0, after, inputs), code=not known)
+            )
+        except OSError:
+            # It is exiting (its step retired it): its last frames, then its end, are still to be read,
+            # and this task is dropped with it (`_requeue`): the scheduler sends it anew.
+            pass
         return True
 
     def adopt(self, task: Task) -> bool:
