@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from runner.executors import local, wire
-from runner.executors.base import InputRef, Task
+from runner.executors.base import InputRef, Task, TaskDone, TaskLog
 from runner.executors.local import QUICK_SAMPLES, LocalExecutor
 from runner.shipping import pickle_code
 from tests.helpers_core import ran, ready_executor, task_results
@@ -48,13 +48,16 @@ def step(spec):
         time.sleep(0.005)
     with open(spec["log"], "a") as handle:
         handle.write(spec["id"] + "\\n")
+    if spec.get("raw"):
+        os.write(1, ("raw " + spec["id"] + "\\n").encode())
     if spec.get("exit") is not None:
         os._exit(spec["exit"])
     return 1
 """
-"""Every test task: waits for `spec["gate"]` (if any), appends its id to `spec["log"]`, then exits with
-`spec["exit"]` (if any). One function for all, so one code bundle: a worker that has it is sent a task
-without it, and only such a task may queue (`LocalExecutor._queue_behind`)."""
+"""Every test task: waits for `spec["gate"]` (if any), appends its id to `spec["log"]`, writes a line
+straight to fd 1 (if `spec["raw"]`), then exits with `spec["exit"]` (if any). One function for all, so
+one code bundle: a worker that has it is sent a task without it, and only such a task may queue
+(`LocalExecutor._queue_behind`)."""
 
 
 def _code() -> bytes:
@@ -73,8 +76,9 @@ def _task(
     gate: Path | None = None,
     exit: int | None = None,
     timeout: float | None = None,
+    raw: bool = False,
 ) -> Task:
-    spec = {"id": task_id, "log": str(log), "gate": str(gate) if gate else None, "exit": exit}
+    spec = {"id": task_id, "log": str(log), "gate": str(gate) if gate else None, "exit": exit, "raw": raw}
     data = pickle.dumps(spec)
     kwargs = {"spec": InputRef(hash=hashlib.sha256(data).hexdigest(), data=data)}
     return Task(
@@ -235,3 +239,26 @@ def test_a_worker_claims_a_queued_task_and_skips_it_once_its_deadline_has_passed
         started.proc.communicate()
         os.close(started.to_worker)
         os.close(started.from_worker)
+
+
+def test_raw_output_of_queued_tasks_is_each_tasks_own(sent_tasks: list[wire.RunTask], tmp_path: Path) -> None:
+    """A task's bytes written straight to fd 1 reach the runner through a pipe apart from its result,
+    while the worker already runs the task queued behind it: each line stays with its own task."""
+    log = tmp_path / "ran"
+    ids = [f"t{i}" for i in range(8)]
+    lines: dict[str, list[str]] = {}
+    done: set[str] = set()
+    with ready_executor(1, quick=True) as executor:
+        for task_id in ids:
+            executor.submit(_task(task_id, log, raw=True))
+        assert [task_id for task_id, until in _untils(sent_tasks) if until > 0], "some queued behind"
+        deadline = time.monotonic() + 60
+        while done != set(ids):
+            assert time.monotonic() < deadline, f"no result for {sorted(set(ids) - done)}"
+            for event in executor.events(0.2):
+                if isinstance(event, TaskLog):
+                    lines.setdefault(event.task_id, []).append(event.line)
+                elif isinstance(event, TaskDone):
+                    assert event.result.ok, event.result.error
+                    done.add(event.task_id)
+    assert lines == {task_id: [f"raw {task_id}"] for task_id in ids}
