@@ -30,6 +30,7 @@ import __future__
 import threading
 import types
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 
 STARTS = ("def ", "async def ", "class ", "@")
 """How a line the file is cut before starts (after a blank line)."""
@@ -40,6 +41,8 @@ for _feature in __future__.all_feature_names:
 _parts: OrderedDict[str, dict[tuple[int, int, str], types.CodeType]] = OrderedDict()
 """File -> (first line - 1, future flags, text) -> code, for the parts of its latest load (of the
 files loaded last: a test suite loads thousands)."""
+_wholes: dict[str, tuple[str, tuple[types.CodeType, ...]]] = {}
+"""File -> (its text, its code) while its latest load compiled it whole (see `adopting`)."""
 _FILES_KEPT = 64
 _lock = threading.Lock()
 
@@ -61,7 +64,16 @@ def keep(filename: str, parts: dict[tuple[int, int, str], types.CodeType]) -> No
         _parts[filename] = parts
         _parts.move_to_end(filename)
         if len(_parts) > _FILES_KEPT:
-            _parts.popitem(last=False)
+            _wholes.pop(_parts.popitem(last=False)[0], None)
+        _wholes.pop(filename, None)
+
+
+def keep_whole(filename: str, source: str, codes: tuple[types.CodeType, ...]) -> None:
+    """Remember the code of a load that compiled the file whole (after `keep(filename, {})`), for the
+    first cut of the file into parts (`adopting`)."""
+    with _lock:
+        if _parts.get(filename) == {}:
+            _wholes[filename] = (source, codes)
 
 
 def compile_parts(
@@ -77,16 +89,69 @@ def compile_parts(
     codes: list[types.CodeType] = []
     latest: dict[tuple[int, int, str], types.CodeType] = {}
     flags = 0
+    adopt = None if previous else adopting(filename)
     for offset, text in split(source):
         key = (offset, flags, text)
         code = previous.get(key)
         if code is None:
             code = moved(compile(text, filename, "exec", flags=flags, dont_inherit=True), offset)
+            if adopt is not None:
+                code = adopt(key, code)
         latest[key] = code
         codes.append(code)
         if offset == 0:
             flags = future_flags(code)
     return tuple(codes), latest
+
+
+def adopting(filename: str) -> Callable[[tuple[int, int, str], types.CodeType], types.CodeType] | None:
+    """For the first cut of a file its latest load compiled whole: a function that gives a part of
+    the same text at the same line, with the same flags, the code that load made of the functions
+    and classes the part defines in place of its own; None when that load is not known.
+
+    The functions of an unchanged part are then the very code objects the last load executed, and
+    what is memoised by code object holds for them (`runner.fingerprint.prints`: a step's print; a
+    10,000-step flow's first save made all 10,000 again, ~100 ms). Taken by text, never by equal
+    code: equal function code may come from another text (a default value, a decorator), and the
+    same text may compile to code that differs only in the form of a call (`x.f(...)`, see above).
+    A definition is matched by name, line and qualified name, where only one has them."""
+    whole = _wholes.get(filename)
+    if whole is None:
+        return None
+    source, old = whole
+    flags = future_flags(old[0])
+    unchanged = {(offset, flags if offset else 0, text) for offset, text in split(source)}
+    defined = _definitions(const for code in old for const in code.co_consts)
+
+    def adopt(key: tuple[int, int, str], code: types.CodeType) -> types.CodeType:
+        if key not in unchanged:
+            return code
+        own = _definitions(code.co_consts)
+        consts = tuple(
+            defined.get(_name(const)) or const
+            if isinstance(const, types.CodeType) and own.get(_name(const)) is const
+            else const
+            for const in code.co_consts
+        )
+        if all(new is const for new, const in zip(consts, code.co_consts, strict=True)):
+            return code
+        return code.replace(co_consts=consts)
+
+    return adopt
+
+
+def _name(code: types.CodeType) -> tuple[str, int, str, str]:
+    return (code.co_name, code.co_firstlineno, code.co_qualname, code.co_filename)
+
+
+def _definitions(consts: Iterable[object]) -> dict[tuple[str, int, str, str], types.CodeType | None]:
+    """The code constants by `_name`; None for a name two of them share (lambdas on one line)."""
+    found: dict[tuple[str, int, str, str], types.CodeType | None] = {}
+    for const in consts:
+        if isinstance(const, types.CodeType):
+            name = _name(const)
+            found[name] = None if name in found else const
+    return found
 
 
 def warm(filename: str, source: str) -> dict[tuple[int, int, str], types.CodeType] | None:
@@ -104,6 +169,7 @@ def warm(filename: str, source: str) -> dict[tuple[int, int, str], types.CodeTyp
         if _parts.get(filename) is not before:
             return None
         _parts[filename] = latest
+        _wholes.pop(filename, None)
     return latest
 
 

@@ -314,13 +314,13 @@ def compile_flow(source: str, filename: str) -> tuple[types.CodeType, ...]:
             return codes
     flowcode.keep(filename, {})
     kept = codecache.cached_code(source, filename)
-    if kept is not None:
-        return kept
-    compiled = splitcompile.compile_split(source, filename) or (
-        compile(source, filename, "exec", dont_inherit=True),
-    )
-    codecache.keep_code(source, filename, compiled)
-    return compiled
+    if kept is None:
+        kept = splitcompile.compile_split(source, filename) or (
+            compile(source, filename, "exec", dont_inherit=True),
+        )
+        codecache.keep_code(source, filename, kept)
+    flowcode.keep_whole(filename, source, kept)
+    return kept
 
 
 def _execute(

@@ -425,3 +425,41 @@ def test_a_kept_steps_print_sees_its_modules_change(
             edited = static_prints(load_flow(path))
             assert edited["a"].helpers != after["a"].helpers
             after = edited
+
+
+DEFAULT = """\
+from dsl import step
+
+
+@step
+def a(n={n}):
+    return n
+
+
+@step
+def b(a):
+    return a + 1
+"""
+
+
+def test_a_default_value_edited_at_the_first_save_after_a_whole_load_changes_the_print(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first save after a load that compiled the file whole takes the unchanged parts' code of
+    that load (`dsl.flowcode.adopting`), so their prints are found by code object; the edited part
+    keeps its own code although its function's code is equal (a default value is compiled into the
+    part), and its print is made anew."""
+    path = write_flow(DEFAULT.format(n=1), name=f"default_{uuid.uuid4().hex}.py")
+    first = load_flow(path)
+    before = static_prints(first)
+    path.write_text(DEFAULT.format(n=2), encoding="utf-8")
+    second = load_flow(path)
+    old_a, new_a = (loaded.graph.nodes["a"].step.fn for loaded in (first, second))
+    assert new_a.__code__ == old_a.__code__ and new_a.__code__ is not old_a.__code__
+    assert second.graph.nodes["b"].step.fn.__code__ is first.graph.nodes["b"].step.fn.__code__
+    made = calls_to(monkeypatch, hasher_module.Hasher, "function_text", lambda _, fn, **__: fn.__name__)
+    after = static_prints(second)
+    assert new_a() == 2
+    assert after["a"].code != before["a"].code
+    assert after["b"] == before["b"]
+    assert made == ["a"]  # b's print: from its kept code

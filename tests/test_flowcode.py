@@ -207,6 +207,8 @@ def test_warm_cuts_a_file_compiled_whole_into_the_parts_its_next_load_reuses(
     parts = flowcode.parts_of(filename)
     assert parts is not None and len(parts) == len(split(source))
     _assert_same_code(whole[0], tuple(parts.values()))
+    loaded = _functions(whole)
+    assert all(code is loaded[key] for key, code in _functions(tuple(parts.values())).items())
     assert not flowcode.warm(filename, source)  # cut already: once is enough
 
     # The first save after the load compiles only the part it changed, as every later save does.
@@ -216,6 +218,31 @@ def test_warm_cuts_a_file_compiled_whole_into_the_parts_its_next_load_reuses(
     codes = compile_flow(edited, filename)
     assert len(compiled) == 1 and f"def {target}(" in compiled[0] and "edit = 1" in compiled[0]
     _assert_same_code(compile(edited, filename, "exec", dont_inherit=True), codes)
+
+
+def test_the_first_cut_keeps_the_functions_code_of_the_whole_load_only_where_the_text_is_the_same() -> None:
+    """A part of the same text at the same line executes the very function code the whole file's load
+    made (what is memoised by code object holds); a part edited or moved keeps its own, even where a
+    function's code is equal (a default value is compiled into the part, not the function)."""
+    chains = step_names(8)
+    target, default = chains[2][1], chains[0][0]
+    filename = f"/nowhere/adopt-{uuid.uuid4().hex}.py"
+    source = flow_source(chains, {}).replace(f"def {default}():", f"def {default}(x=1):")
+    loaded = _functions(compile_flow(source, filename))
+    edited = flow_source(chains, {target: 1}).replace(f"def {default}():", f"def {default}(x=2):")
+    codes = compile_flow(edited, filename)
+    _assert_same_code(compile(edited, filename, "exec", dont_inherit=True), codes)
+    found = _functions(codes)
+    own = {key for key, code in found.items() if code is not loaded.get(key)}
+    assert {qualname for _, qualname in own} == {target, default}
+    assert len(found) - len(own) == len(loaded) - 2 > 0
+    assert flowcode.parts_of(filename) and not flowcode.adopting(filename)  # once: parts from now on
+
+    # A line added above moves every part: none is the whole load's.
+    moved = f"/nowhere/adopt-moved-{uuid.uuid4().hex}.py"
+    loaded = _functions(compile_flow(source, moved))
+    found = _functions(compile_flow("\n" + source, moved))
+    assert found and all(code is not loaded.get(key) and key not in loaded for key, code in found.items())
 
 
 def test_without_warm_the_first_save_compiles_every_part(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -144,7 +144,9 @@ Keyed by identity (the code is held, so the id stays its own), never by equality
 may come from different texts (an annotation or a default value is compiled into the code around
 the function, not into the function's). The same code object is the same text: a load executes the
 code the last load compiled for each part of the flow file it did not compile again
-(`dsl.flowcode`), and anything else is compiled anew. Everything else is asked at every load: the
+(`dsl.flowcode`; at the file's first cut into parts, the code its whole compile made of the functions
+of each part of the same text at the same line: `dsl.flowcode.adopting`), and anything else is
+compiled anew. Everything else is asked at every load: the
 helpers (the values of the globals it reads, what it captured, the files of what it imports), and
 for a print made at once whether the globals it reads are still exactly those modules (a helper
 added below it, a name bound to another module or to another value) and whether a `when=` or
