@@ -32,6 +32,8 @@ def select_steps(
     _check(graph, "--only", only)
     _check(graph, "--from", from_steps)
     _check(graph, "--to", to_steps)
+    if not (only or from_steps or to_steps):
+        return list(graph.order)
     scope = set(graph.nodes)
     if only:
         scope &= set(only)
@@ -46,6 +48,8 @@ def select_steps(
 
 def external_inputs(graph: Graph, scope: Sequence[str]) -> list[str]:
     """Steps outside the scope whose outputs the scope needs (transitively), in graph order."""
+    if len(scope) == len(graph.nodes):  # the whole flow (a scope is distinct steps of the graph)
+        return []
     inside = set(scope)
     needed: set[str] = set()
     todo = [u for name in scope for u in graph.nodes[name].upstream if u not in inside]

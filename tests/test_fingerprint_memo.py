@@ -342,6 +342,27 @@ def test_a_when_given_since_elsewhere_in_the_file_changes_a_kept_steps_print(
     assert after["plain"] == _from_scratch(loaded, monkeypatch)["plain"]
 
 
+def test_a_version_given_since_elsewhere_in_the_file_changes_a_kept_steps_print(
+    write_flow: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A print made at once from a kept code object is the same object at the next load (`made`)
+    only while the options are the same: a `version=` given by a `step(...)` call in another part
+    changes them, and taking it away changes them back."""
+    path = write_flow(WHEN.format(options=""), name="version_flow.py")
+    for _ in range(3):
+        loaded = load_flow(path)
+        before = static_prints(loaded)
+    assert static_prints(load_flow(path))["plain"] is before["plain"]
+    code = loaded.graph.nodes["plain"].step.fn.__code__
+    for options in ("version=2", ""):
+        path.write_text(WHEN.format(options=options), encoding="utf-8")
+        loaded = load_flow(path)
+        assert loaded.graph.nodes["plain"].step.fn.__code__ is code
+        after = static_prints(loaded)
+        assert after["plain"] == _from_scratch(loaded, monkeypatch)["plain"]
+        assert (after["plain"].options != before["plain"].options) == bool(options)
+
+
 MODULES = """\
 {binding}
 

@@ -116,10 +116,11 @@ class Engine(Deciding):
             self.store.delete_run(run_id, reuse_id=True)
             raise
         run.remaining = len(scope)
+        # Watched before it begins: the watch's thread, started by the first run, then starts while the
+        # scheduler is not holding the GIL for the run's first decisions (0.35 ms against ~0.1).
+        self._stops.watch(run.handle)
         if not self._command(lambda: self._guarded([run], self._begin, run)):
             run.handle._finish(RunStatus.CANCELLED)  # its row is marked interrupted when the store next opens
-        else:
-            self._stops.watch(run.handle)
         return run.handle
 
     def warm(self, flow_file: Path) -> None:
