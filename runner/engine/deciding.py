@@ -4,6 +4,7 @@ reuse, wait for another process, join the execution already running, or execute.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import uuid
@@ -63,6 +64,12 @@ class _Lookups:
         return explain(self._index.previous_detail(self._run, self._name), self._detail)
 
 
+@functools.lru_cache(maxsize=64)
+def _reuse_reason(run_id: int | None) -> str:
+    """A cached step's reason (made once per run it reuses, not once per step)."""
+    return f"cached: same fingerprint as {f'run #{run_id}' if run_id else 'the cache'}"
+
+
 class Deciding(Probing):
     """Deciding ready steps (see `runner.engine.state`)."""
 
@@ -82,11 +89,14 @@ class Deciding(Probing):
         node: Node = run.graph.nodes[name]
         item = node.step
         states = run.states
-        if (
-            item.when is not None
-            or item.foreach is not None
-            or any(states[u].status not in OK for u in node.upstream)
-        ):
+        inputs: dict[str, str] = {}
+        gated = item.when is not None or item.foreach is not None
+        for u in node.upstream:
+            upstream = states[u]
+            gated = gated or upstream.status not in OK
+            output = upstream.output
+            inputs[u] = output.hash if output is not None else NONE_OUTPUT_HASH
+        if gated:
             # Not the common case (every upstream step succeeded or cached, nothing to ask), in which
             # every trigger rule proceeds: `gate` decides.
             verdict = gate(
@@ -111,10 +121,6 @@ class Deciding(Probing):
                 params[p] = run.param_hash(p)
         except Untrusted as exc:
             static = StaticPrint(code="", untrusted=f"parameter value: {exc}")
-        inputs = {
-            u: output.hash if (output := states[u].output) is not None else NONE_OUTPUT_HASH
-            for u in node.upstream
-        }
         declared = declared_inputs(item, run.request.loaded.root) if item.inputs or item.env else None
         if items is not None:
             self._fan_out(run, name, node, static, params, inputs, cache_only, items, declared)
@@ -220,12 +226,11 @@ class Deciding(Probing):
     def _reuse(self, run: Run, name: str, fingerprint: str, detail: dict[str, Any], found: Reusable) -> None:
         run.states[name].output = Output(found.output_hash)
         self._index.remember_detail(run, name, detail)
-        where = f"run #{found.run_id}" if found.run_id else "the cache"
         self._finish(
             run,
             name,
             StepStatus.CACHED,
-            reason=f"cached: same fingerprint as {where}",
+            reason=_reuse_reason(found.run_id),
             preview_text=found.preview,
             metrics=self._index.metrics_of(run, found.run_id, fingerprint),
         )

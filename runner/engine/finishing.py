@@ -107,7 +107,7 @@ class Finishing(SchedulerState):
                 state.fingerprint,
                 output.hash if output else None,
                 preview_text,
-                dict(metrics or {}),
+                dict(metrics) if metrics else {},
                 time.time(),
             )
         )
@@ -125,7 +125,8 @@ class Finishing(SchedulerState):
                 if waiting.pending == 0 and waiting.status == StepStatus.PENDING:
                     waiting.status = READY
                     run.make_ready(child)
-        self._maybe_finish(run)
+        if run.remaining <= 0:
+            self._maybe_finish(run)
 
     def _finish_fan_out(self, run: Run, name: str) -> None:
         state = run.states[name]

@@ -146,6 +146,11 @@ class Run:
     """Each parameter's `value_hash`, computed once per run (not once per step that reads it)."""
     param_pickles: dict[str, bytes] = field(default_factory=dict)
     """Each parameter's pickled value, made once per run for every task that takes it."""
+    graph: Any = field(init=False, repr=False)
+    """The request's flow graph (read twice a step: an attribute, not a property)."""
+
+    def __post_init__(self) -> None:
+        self.graph = self.request.loaded.graph
 
     def param_hash(self, name: str) -> str:
         """The parameter's value hash (once per run).
@@ -171,10 +176,6 @@ class Run:
             self.ready.appendleft(name)
         else:
             self.ready.append(name)
-
-    @property
-    def graph(self) -> Any:
-        return self.request.loaded.graph
 
 
 @dataclass

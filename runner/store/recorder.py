@@ -94,7 +94,7 @@ class StoreRecorder:
 
     def _finished(self, event: StepFinished) -> None:
         parent = event.step.partition("[")[0] if event.step.endswith("]") else None
-        detail = self._details.pop((event.run_id, event.step), None)
+        detail = self._details.pop((event.run_id, event.step), None) if self._details else None
         metrics = (
             [(event.run_id, event.step, k, v) for k, v in event.metrics.items()] if event.metrics else []
         )

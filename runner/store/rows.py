@@ -156,7 +156,8 @@ class RowBatches:
         with self._lock:
             batch, new = self._batch()
             batch.steps.append((kind, row))
-            batch.metrics += metrics
+            if metrics:
+                batch.metrics += metrics
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
