@@ -7,6 +7,9 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from runner.store import SCHEMA_VERSION, Store
 from runner.store.sources import text_hash
@@ -131,3 +134,47 @@ def test_one_engine_records_the_sources_of_each_load_it_runs(tmp_path: Path) -> 
     finally:
         engine.close()
         store.close()
+
+
+def test_only_a_step_that_executes_writes_its_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step's part texts are kept by the run that executes it. A new engine's run of an unchanged
+    flow, every step cached, writes none of them again (only the file's text: its recorder is new);
+    after an edit, the step that re-runs writes its texts and the cached one does not."""
+    from runner.engine import Engine
+    from runner.executors.fake import FakeExecutor
+    from runner.session import FlowSession
+    from runner.store import recorder as recorder_module
+    from runner.store import rows as rows_module
+
+    written: list[str] = []
+    for module in (rows_module, recorder_module):
+        real = module.insert_sources
+
+        def spy(conn: sqlite3.Connection, rows: list[tuple[str, str]], real: Any = real) -> None:
+            written.extend(text for _, text in rows)
+            real(conn, rows)
+
+        monkeypatch.setattr(module, "insert_sources", spy)
+    path = tmp_path / "flow.py"
+
+    def run(text: str) -> list[str]:
+        path.write_text(text, encoding="utf-8")
+        written.clear()
+        store = Store(tmp_path / "store")
+        engine = Engine(store, FakeExecutor())
+        try:
+            session = FlowSession(path, engine)
+            session.load()
+            assert session.run().wait(30) == "succeeded"
+        finally:
+            engine.close()
+            store.close()
+        return [t for t in written if t != text]
+
+    first = run(FLOW)
+    assert any("def fetch" in t for t in first) and "THRESHOLD = 0.5" in first
+    assert run(FLOW) == [] and written == [FLOW]
+    edited = FLOW.replace("THRESHOLD = 0.5", "THRESHOLD = 0.7")
+    texts = run(edited)
+    assert "THRESHOLD = 0.7" in texts and not any("def fetch" in t for t in texts)
+    assert "THRESHOLD = 0.7" in _sources(tmp_path / "store").values()

@@ -146,3 +146,44 @@ def test_a_store_of_schema_7_gains_the_stop_requests_and_jobs_tables(store_dir):
         assert store.jobs_of(run_id) == []
     finally:
         store.close()
+
+
+class _Handle:
+    id = 7
+    done = False
+
+
+def test_an_engine_closing_while_a_run_is_watched_joins_the_watch_once_it_started(monkeypatch):
+    """`close` (the app quitting) from another thread while `watch` (a run starting) has made the
+    watch's thread but not started it yet: `close` waits for it and joins it, instead of failing
+    with "cannot join thread before it is started" (seen when the TUI quit as a run began)."""
+    import threading
+
+    from runner.engine import stops
+
+    watch = stops.StopWatch(store=None, stop=lambda run_id: None)  # type: ignore[arg-type]
+    real_start = threading.Thread.start
+    errors: list[BaseException] = []
+    closing = threading.Event()
+
+    def close() -> None:
+        closing.set()
+        try:
+            watch.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    closer = threading.Thread(target=close)
+
+    def start_late(thread: threading.Thread) -> None:
+        if thread.name == "flow-stop-requests":
+            real_start(closer)
+            closing.wait()
+            time.sleep(0.05)  # `close` is now waiting (or, unfixed, has failed already)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_late)
+    watch.watch(_Handle())
+    closer.join(DEADLINE_S)
+    assert not closer.is_alive() and errors == []
+    assert watch._thread is None

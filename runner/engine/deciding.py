@@ -250,6 +250,7 @@ class Deciding(Probing):
         """Queue a new execution of the step (its task's inputs, parameters and code gathered now), or
         take the task chained for it, already on its worker (`runner.engine.chaining`)."""
         request = run.request
+        self._recorder.record_texts(static.texts)
         if self._parked:
             self._release_parked(run, name)
         task = self._adopt(run, name) if self._follows else None

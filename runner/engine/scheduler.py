@@ -70,9 +70,7 @@ class Engine(Deciding):
         run_id = self.store.create_run(
             request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
         )
-        parts = () if static is self._sources_of else (s.texts for s in static.values())
-        self._recorder.record_sources(run_id, request.loaded.sources, parts)
-        self._sources_of = static
+        self._recorder.record_sources(run_id, request.loaded.sources)
         run = Run(
             id=run_id,
             request=request,

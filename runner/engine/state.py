@@ -72,9 +72,6 @@ class SchedulerState(ABC):
         self._statics_lock = threading.Lock()
         """Held while a load's static fingerprints are computed: a view's threads (the plan, the
         watcher, a run being started) ask for the same load's at once, and one computes them."""
-        self._sources_of: dict[str, StaticPrint] | None = None
-        """The static fingerprints whose part sources the recorder was last given (`Engine.start`):
-        a re-run of the same load gives only its files, every part being known to the recorder."""
         self._task_ids = itertools.count(1)
         self._probes: dict[str, Probe] = {}
         self._probe_queue: deque[Probe] = deque()

@@ -58,9 +58,9 @@ class StopWatch:
 
     def watch(self, handle: Handle) -> None:
         """A run started: read requests for it until it ends (the thread starts on first use)."""
-        if self._closed.is_set():
-            return
-        with self._lock:
+        with self._lock:  # not while `close` takes the thread: it may be joined once started
+            if self._closed.is_set():
+                return
             self._runs[handle.id] = handle
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="flow-stop-requests", daemon=True)
@@ -70,7 +70,8 @@ class StopWatch:
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
-        thread, self._thread = self._thread, None
+        with self._lock:
+            thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
 

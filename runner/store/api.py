@@ -48,10 +48,12 @@ class Recorder(Protocol):
         """Keep an execution's fingerprint parts (written with the step's row, or at the run's end)."""
         ...
 
-    def record_sources(
-        self, run_id: int, files: Mapping[str, str], parts: Iterable[Mapping[str, str]]
-    ) -> None:
-        """Keep the files a run loaded and its steps' part sources (`runner.store.sources`)."""
+    def record_sources(self, run_id: int, files: Mapping[str, str]) -> None:
+        """Keep the files a run loaded (`runner.store.sources`)."""
+        ...
+
+    def record_texts(self, texts: Mapping[str, str]) -> None:
+        """Keep the part sources of a step about to execute (its code's, its helpers'), by hash."""
         ...
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_json
 from runner.store.base import StoreBase
-from runner.store.rows import MultiRowInsert
-from runner.store.sources import text_hash, write_sources
+from runner.store.rows import MultiRowInsert, insert_sources
+from runner.store.sources import text_hash
 
 LOG_BACKLOG = 20_000
 """Log lines buffered for the store before the scheduler waits for the writer (bounds memory)."""
@@ -143,12 +143,9 @@ class StoreRecorder:
         written with the step's finished row, or when its run ends (a step stopped meanwhile)."""
         self._details[(run_id, step)] = (detail, where)
 
-    def record_sources(
-        self, run_id: int, files: Mapping[str, str], parts: Iterable[Mapping[str, str]]
-    ) -> None:
-        """Keep the source behind a run (see `runner.store.sources`): the files it loaded (path ->
-        text) and its steps' fingerprint parts (hash -> normalised text). Texts the store already
-        has are not written again; a run of an unchanged load writes one small map."""
+    def record_sources(self, run_id: int, files: Mapping[str, str]) -> None:
+        """Keep the files a run loaded, path -> text (see `runner.store.sources`). Texts the store
+        already has are not written again; a run of an unchanged load writes one small map."""
         new: list[tuple[str, str]] = []
         kept = self._sources_kept
         hashes: dict[str, str] = {}
@@ -160,19 +157,26 @@ class StoreRecorder:
             if digest not in kept:
                 kept.add(digest)
                 new.append((digest, text))
-        for texts in parts:
-            for digest, text in texts.items():
-                if digest not in kept:
-                    kept.add(digest)
-                    new.append((digest, text))
         listing = dumps_json(hashes)
 
         def write(conn: sqlite3.Connection) -> None:
             if new:
-                write_sources(conn, new)
+                insert_sources(conn, new)
             conn.execute("UPDATE runs SET sources=? WHERE id=?", (listing, run_id))
 
         self._store._write(write)
+
+    def record_texts(self, texts: Mapping[str, str]) -> None:
+        """Keep the fingerprint parts' normalised sources (hash -> text) of a step about to execute,
+        with the next rows written. Only an execution's: a step taken from the cache has the parts of
+        the execution that stored its result, whose texts that execution kept (and `flow gc` keeps a
+        text exactly while a kept run refers to such an execution). A new process's fully cached run
+        so writes none of its steps' texts again (1,000 steps: ~0.9 ms of the run's 20)."""
+        kept = self._sources_kept
+        new = [(digest, text) for digest, text in texts.items() if digest not in kept]
+        if new:
+            kept.update(digest for digest, _ in new)
+            self._store.rows.sources(new)
 
     def _write_details(self, run_id: int) -> None:
         left = [(key, value) for key, value in self._details.items() if key[0] == run_id]

@@ -110,6 +110,8 @@ insert_pending = MultiRowInsert(
     "INSERT OR IGNORE INTO steps(run_id, name, status) SELECT column1, column2, 'pending' FROM (", 2, 64, ")"
 )
 """A starting run's step rows `(run_id, name)`, each `pending`; a row already there is kept."""
+insert_sources = MultiRowInsert("INSERT OR IGNORE INTO sources(hash, text)", 2, 64)
+"""Source rows `(hash, text)` (`runner.store.sources`); a hash already there is kept as it is."""
 insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, key, value)", 4, 128)
 
 DETAIL = 14
@@ -123,6 +125,7 @@ class _Batch:
     steps: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
     """("pending", "started", "finished" or "cached", the row), in the order they came."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)
 
 
 class RowBatches:
@@ -161,6 +164,14 @@ class RowBatches:
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
+    def sources(self, rows: list[tuple[str, str]]) -> None:
+        """Source texts `(hash, text)` of steps about to execute (`StoreRecorder.record_texts`)."""
+        with self._lock:
+            batch, new = self._batch()
+            batch.sources += rows
+        if new:
+            self._queue(lambda conn: self._write(conn, batch))
+
     def pending(self, rows: list[tuple[object, ...]]) -> None:
         """A starting run's steps, each `(run_id, name)`: its rows (pending) before any step's."""
         with self._lock:
@@ -187,6 +198,8 @@ class RowBatches:
         with self._lock:
             if self._open is batch:
                 self._open = None  # rows that come now go to a new batch, written after this one
+        if batch.sources:
+            insert_sources(conn, batch.sources)
         if batch.artifacts:
             insert_artifacts(conn, batch.artifacts)
         if batch.cache:

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from runner.store.base import StoreBase
-from runner.store.rows import MultiRowInsert
 
 _IN_CHUNK = 500
 """Hashes per `IN (...)` query (under SQLite's smallest limit of 999 parameters)."""
@@ -67,16 +66,6 @@ class Sources(StoreBase):
             (run_id,),
         )
         return {name: json.loads(detail) for name, detail in rows if detail}
-
-
-_insert_sources = MultiRowInsert("INSERT OR IGNORE INTO sources(hash, text)", 2, 64)
-
-
-def write_sources(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
-    """Insert source rows `(hash, text)`; a hash already there is kept as it is. Many rows a statement
-    (`MultiRowInsert`): a new process's first run writes every step's text, already there or not
-    (1,000 steps: 0.8 ms of the writer's time one by one, 0.4 so)."""
-    _insert_sources(conn, rows)
 
 
 def unreferenced_sources(conn: sqlite3.Connection, kept: set[int]) -> list[str]:
