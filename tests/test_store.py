@@ -563,3 +563,32 @@ def test_closing_a_store_closes_the_connections_of_threads_that_outlive_it(tmp_p
         store.close()
         gc.collect()  # a connection let go is freed by the collector (it is in a cycle with its cache)
         assert files_open_under(store_dir) == []
+
+
+def test_no_commit_checkpoints_the_wal_and_the_heartbeat_does(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that takes the WAL past SQLite's threshold (1,000 pages) no longer copies it into the
+    database file inside the commit (a run's end waited 2-16 ms for that); the owner's heartbeat
+    checkpoints it instead, without stopping the writes."""
+    from runner.store import owners
+
+    monkeypatch.setattr(owners, "HEARTBEAT_S", 0.05)
+    store = Store(store_dir)
+    wal = Path(f"{store.db_path}-wal")
+    try:
+        text = "x" * 4000
+        for batch in range(40):  # 40 commits of 50 rows: ~8 MB, 2,000 pages
+            rows = [(f"wal-{batch}-{i}", text) for i in range(50)]
+            store._write(
+                lambda c, rows=rows: c.executemany("INSERT INTO sources(hash, text) VALUES (?, ?)", rows)
+            )
+            store.flush()
+        assert wal.stat().st_size > 8_000_000  # every commit appended: none checkpointed
+        before = Path(store.db_path).stat().st_size
+        store._register()  # an owner: its heartbeat thread starts
+        wait_for(lambda: Path(store.db_path).stat().st_size > before + 7_000_000, timeout=30)
+        assert store._write(lambda c: c.execute("DELETE FROM sources WHERE hash LIKE 'wal-%'")) is None
+        store.flush()
+    finally:
+        store.close()

@@ -267,6 +267,7 @@ def _static_prints(loaded: LoadedFlow) -> dict[str, StaticPrint]:
                             dict(helpers),
                             namespace,
                             global_reads(code_object),
+                            prints[name] if made_of is not None else None,
                         )
                     )
         except Untrusted as exc:

@@ -77,7 +77,9 @@ class Owners(StoreBase):
             return owner_id
 
     def _beat(self, row: tuple[Any, ...], stop: threading.Event) -> None:
-        """Refresh the heartbeat every `HEARTBEAT_S` (re-registering if `--clear-stuck` removed it)."""
+        """Refresh the heartbeat every `HEARTBEAT_S` (re-registering if `--clear-stuck` removed it),
+        and checkpoint the WAL: no commit does (see `StoreBase._connect`). A passive checkpoint waits
+        for no reader or writer, so the engine's writes carry on meanwhile."""
         conn = self._connect()
         try:
             while not stop.wait(HEARTBEAT_S):
@@ -90,6 +92,7 @@ class Owners(StoreBase):
                             "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (*row, now),
                         )
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     continue  # busy or full: the next beat tries again (expiry allows six misses)
         finally:

@@ -151,7 +151,7 @@ class StoreRecorder:
         hashes: dict[str, str] = {}
         for path, text in files.items():
             known = self._file_hashes.get(path)
-            if known is None or known[0] is not text:
+            if known is None or known[0] != text:  # a new load of the same file: equal, not hashed again
                 known = self._file_hashes[path] = (text, text_hash(text))
             digest = hashes[path] = known[1]
             if digest not in kept:
