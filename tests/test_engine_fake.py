@@ -189,6 +189,33 @@ def test_stopping_one_of_two_runs_keeps_the_shared_execution(tmp_path: Path, rig
     assert second.wait(10) == "succeeded"
 
 
+def test_a_fan_out_over_objects_asks_a_probe_task_and_over_plain_data_reads_the_same_items(
+    tmp_path: Path, rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Iterating objects is user code (their unpickling, their `__iter__`): a probe task does it. A
+    list of plain data is read in the runner (`Probing._plain_items`) into the very bytes a probe
+    makes: a run whose items a probe made is re-run from the cache, every instance, without one."""
+    from runner.engine.probing import Probing
+
+    objects = FAN_OUT.replace("return [1, 2, 3]", "return [Fraction(1), Fraction(2), Fraction(3)]")
+    objects = objects.replace(
+        "from dsl import step", "from fractions import Fraction\n\nfrom dsl import step"
+    )
+    r = rig()
+    assert r.engine.run(flow(tmp_path, objects, name="objects_flow.py")).status == "succeeded"
+    assert [t.entry for t in r.executor.submitted].count("foreach") == 1
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Probing, "_plain_items", lambda *_: None)  # as before: every iteration a probe
+        first = rig()
+        assert first.engine.run(flow(tmp_path, FAN_OUT)).status == "succeeded"
+        assert [t.entry for t in first.executor.submitted].count("foreach") == 1
+    second = rig()  # a new engine: nothing in memory
+    again = second.engine.run(flow(tmp_path, FAN_OUT))
+    assert again.status == "succeeded" and second.executor.submitted == []
+    assert {e.status for e in second.events if isinstance(e, StepFinished)} == {"cached"}
+
+
 def test_a_fan_out_runs_one_task_per_item_and_joins_them_in_order(
     tmp_path: Path, rig: Callable[..., Rig]
 ) -> None:
@@ -196,7 +223,7 @@ def test_a_fan_out_runs_one_task_per_item_and_joins_them_in_order(
     handle = r.engine.run(flow(tmp_path, FAN_OUT))
     assert handle.status == "succeeded"
     entries = [t.entry for t in r.executor.submitted]
-    assert entries.count("foreach") == 1, "the iteration is a probe task"
+    assert entries.count("foreach") == 0, "a plain list's items are read in the runner, no probe task"
     assert sorted(t.step for t in r.executor.submitted if t.entry == "square") == [
         "square[0]",
         "square[1]",

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from runner.artifacts import ArtifactError
+from runner.artifacts import ArtifactError, dumps
 from runner.engine.chaining import Chaining
 from runner.engine.executing import START_GRACE_S
 from runner.engine.inputs import input_ref
@@ -22,7 +22,13 @@ class Probing(Chaining):
     """Probe tasks and their answers (see `runner.engine.state`)."""
 
     def _ask(self, run: Run, name: str, kind: str, args: Iterable[str], cache_only: bool) -> None:
-        """Ask a probe task for a step's `when=` answer or `foreach` items; `_probe_done` goes on."""
+        """Ask a probe task for a step's `when=` answer or `foreach` items; `_probe_done` goes on.
+        The items of a plain list need no probe (`_plain_items`)."""
+        if kind == "foreach":
+            items = self._plain_items(run, name)
+            if items is not None:
+                self._advance(run, name, cache_only=cache_only, when_checked=True, items=items)
+                return
         node = run.graph.nodes[name]
         what = "when= predicate" if kind == "when" else f"foreach '{node.step.foreach}'"
         kwargs: dict[str, InputRef] = {}
@@ -67,6 +73,36 @@ class Probing(Chaining):
         run.states[name].status = ASKING
         self._probes[task.id] = probe
         self._probe_queue.append(probe)
+
+    def _plain_items(self, run: Run, name: str) -> list[bytes] | None:
+        """The `foreach` items of a step whose argument is a list or tuple of plain data (numbers,
+        text, bytes, and lists, tuples, dicts and sets of them) held inline: each pickled as the probe
+        pickles it (`runner.probes.foreach_items`), so the same bytes and fingerprints. None when a
+        probe must answer: anything else (an object, whose unpickling or iteration is user code), a
+        file (a big output), or an artifact that cannot be read (the probe then reports it).
+
+        Read with `plain_loads`, which imports and calls nothing: no user code runs here. A probe is a
+        task, so a new process's re-run of a fully cached fan-out waited for a worker to start for it
+        (~50 ms at a 10,000-item fan-out's re-run, a third of it)."""
+        arg = run.graph.nodes[name].step.foreach
+        if arg is None:
+            return None
+        try:
+            if arg not in run.graph.nodes:
+                data: bytes | None = run.param_pickle(arg)
+            else:
+                output = run.states[arg].output
+                if output is None or output.parts is not None or output.path is not None:
+                    return None
+                data = output.data
+                if data is None:
+                    data, _ = self.store.artifact_location(output.hash)
+            value = plain_loads(data) if data is not None else None
+        except Exception:  # noqa: BLE001 - not plain, not readable: the probe answers (or says why not)
+            return None
+        if not isinstance(value, list | tuple):  # no subclass: `plain_loads` names no class
+            return None
+        return [dumps(item) for item in value]
 
     def _submit_probe(self, probe: Probe) -> None:
         probe.submitted = True
