@@ -4,7 +4,8 @@ A `when=` predicate and the iteration of a `foreach` argument are user code run 
 and so is unpickling those values (`__reduce__` can be `(sys.exit, (0,))`, `__iter__` can raise or
 sleep for ever). None of it runs in the runner: each probe is an ordinary `Task` whose function is
 one of the two wrappers below around the user's code, submitted through the executor interface like
-a step (but for a `foreach` over a plain list, which is no user code: `Probing._plain_items`). So a probe runs where a step would (a worker process, in-process with `--executor inline`,
+a step (a `foreach` over a plain list, no user code, needs none: `Probing._plain_items`). So a
+probe runs where a step would (a worker process, in-process with `--executor inline`,
 on a Dask worker), fails with the step's own failure reasons (an exception, `sys.exit`, a crash),
 is killed at its timeout, and is killed by a stop. What comes back is plain data: a bool, or the
 pickled bytes of each item; `plain_loads` reads it without resolving any global, so a worker cannot

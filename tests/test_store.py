@@ -573,7 +573,7 @@ def test_no_commit_checkpoints_the_wal_and_the_heartbeat_does(
     checkpoints it instead, without stopping the writes."""
     from runner.store import owners
 
-    monkeypatch.setattr(owners, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(owners, "CHECKPOINT_S", 0.05)
     store = Store(store_dir)
     wal = Path(f"{store.db_path}-wal")
     try:

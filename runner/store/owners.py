@@ -26,6 +26,9 @@ from runner.store.liveness import (
     this_process,
 )
 
+CHECKPOINT_S = 1.0
+"""How often the heartbeat's thread checkpoints the WAL (bounding it to about a second of writes)."""
+
 
 @dataclass(frozen=True)
 class Held:
@@ -78,12 +81,17 @@ class Owners(StoreBase):
 
     def _beat(self, row: tuple[Any, ...], stop: threading.Event) -> None:
         """Refresh the heartbeat every `HEARTBEAT_S` (re-registering if `--clear-stuck` removed it),
-        and checkpoint the WAL: no commit does (see `StoreBase._connect`). A passive checkpoint waits
-        for no reader or writer, so the engine's writes carry on meanwhile."""
+        and checkpoint the WAL every `CHECKPOINT_S`: no commit does (see `StoreBase._connect`). A
+        passive checkpoint waits for no reader or writer, so the engine's writes carry on meanwhile."""
         conn = self._connect()
+        beat_at = time.monotonic() + HEARTBEAT_S
         try:
-            while not stop.wait(HEARTBEAT_S):
+            while not stop.wait(CHECKPOINT_S):
                 try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if time.monotonic() < beat_at:
+                        continue
+                    beat_at = time.monotonic() + HEARTBEAT_S
                     now = time.time()
                     beat = conn.execute("UPDATE owners SET heartbeat_at=? WHERE id=?", (now, row[0]))
                     if not beat.rowcount:
@@ -92,7 +100,6 @@ class Owners(StoreBase):
                             "heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (*row, now),
                         )
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     continue  # busy or full: the next beat tries again (expiry allows six misses)
         finally:
