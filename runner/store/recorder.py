@@ -71,7 +71,7 @@ class StoreRecorder:
             return
         submit = self._store._write
         if isinstance(event, RunStarted):
-            self._store.rows.pending([(event.run_id, name) for name in event.steps])
+            self._store.rows.pending(event.run_id, event.steps)
         elif isinstance(event, StepRetrying):
             submit(
                 lambda c: c.execute(

@@ -116,6 +116,8 @@ insert_metrics = MultiRowInsert("INSERT OR REPLACE INTO metrics(run_id, step, ke
 
 DETAIL = 14
 """Where a finished row holds its fingerprint parts (a dict, written as JSON)."""
+PENDING = "pending run"
+"""The kind of a batch entry that stands for every step of a starting run (`RowBatches.pending`)."""
 
 
 @dataclass
@@ -123,7 +125,8 @@ class _Batch:
     artifacts: list[tuple[object, ...]] = field(default_factory=list)
     cache: list[tuple[object, ...]] = field(default_factory=list)
     steps: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
-    """("pending", "started", "finished" or "cached", the row), in the order they came."""
+    """("started", "finished" or "cached", the row), or (`PENDING`, (run id, step names)), in the order
+    they came."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
     sources: list[tuple[str, str]] = field(default_factory=list)
 
@@ -172,11 +175,13 @@ class RowBatches:
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
-    def pending(self, rows: list[tuple[object, ...]]) -> None:
-        """A starting run's steps, each `(run_id, name)`: its rows (pending) before any step's."""
+    def pending(self, run_id: int, names: Sequence[str]) -> None:
+        """A starting run's steps: their rows (pending) before any step's. Kept as one entry, made into
+        rows by the writer only for the steps that have no later row in the batch (a fully cached run's
+        1,000 steps made 2,000 tuples here that lived until the writer dropped them)."""
         with self._lock:
             batch, new = self._batch()
-            batch.steps += [("pending", row) for row in rows]
+            batch.steps.append((PENDING, (run_id, names)))
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
@@ -207,6 +212,14 @@ class RowBatches:
         kept: list[tuple[str, tuple[object, ...]]] = []
         at: dict[tuple[object, object], int] = {}
         for kind, row in batch.steps:
+            if kind is PENDING:
+                run_id, names = row
+                for name in cast("Sequence[str]", names):
+                    step: tuple[object, object] = (run_id, name)
+                    if step not in at:
+                        at[step] = len(kept)
+                        kept.append(("pending", step))
+                continue
             if kind == "finished" and row[DETAIL] is not None:
                 row = (*row[:DETAIL], dumps_json(row[DETAIL]), *row[DETAIL + 1 :])
             key = (row[0], row[1])
