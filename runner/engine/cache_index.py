@@ -44,7 +44,9 @@ class CacheIndex:
         self._gc_generation = store.gc_generation()
         self._unusable: dict[str, str] = {}
         """Fingerprints whose stored result turned out missing or corrupt: why (the re-run's reason)."""
-        self._details: dict[tuple[str, str], dict[str, Any]] = {}
+        self._details: dict[str, dict[str, dict[str, Any]]] = {}
+        """Flow -> step -> its latest fingerprint parts (`remember_detail`), at most `RECENT_SIZE` a
+        flow (by flow, then step: a key tuple per step was a tenth of a cached step's bookkeeping)."""
         self._steps: set[str] = set()
         """Names of the steps with a result in the store's cache as of `_cached_rowid`, or stored by
         this engine since (see `never_cached`)."""
@@ -176,15 +178,18 @@ class CacheIndex:
     def remember_detail(self, run: Run, name: str, detail: dict[str, Any]) -> None:
         """What the next run of the flow compares this step against (`explain`): its fingerprint
         parts in this run, whether it executed or came from the cache."""
-        self._details[(run.request.loaded.name, name)] = detail
-        if len(self._details) > RECENT_SIZE:
-            self._details.pop(next(iter(self._details)))
+        details = self._details.get(run.request.loaded.name)
+        if details is None:
+            details = self._details[run.request.loaded.name] = {}
+        details[name] = detail
+        if len(details) > RECENT_SIZE:
+            details.pop(next(iter(details)))
 
     def previous_detail(self, run: Run, name: str) -> dict[str, Any] | None:
         """The fingerprint parts of the step in the flow's previous run (this engine's memory, else
         the store): "upstream output changed: X" only when X differs from what the user last saw."""
         flow = run.request.loaded.name
-        known = self._details.get((flow, name))
+        known = self._details.get(flow, {}).get(name)
         if known is not None:
             return known
         if run.previous is None:

@@ -124,9 +124,11 @@ PENDING = "pending run"
 class _Batch:
     artifacts: list[tuple[object, ...]] = field(default_factory=list)
     cache: list[tuple[object, ...]] = field(default_factory=list)
-    steps: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
-    """("started", "finished" or "cached", the row), or (`PENDING`, (run id, step names)), in the order
-    they came."""
+    kinds: list[str] = field(default_factory=list)
+    """Each row's kind ("started", "finished", "cached" or `PENDING`), in the order they came."""
+    steps: list[tuple[object, ...]] = field(default_factory=list)
+    """The rows (for `PENDING`: the run id and its steps' names), kinds apart: a (kind, row) pair a
+    row was one more object per step for the collector to walk."""
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)
     sources: list[tuple[str, str]] = field(default_factory=list)
 
@@ -161,7 +163,8 @@ class RowBatches:
         """A step's `started`, `finished` or `cached` row (and a finished step's metrics)."""
         with self._lock:
             batch, new = self._batch()
-            batch.steps.append((kind, row))
+            batch.kinds.append(kind)
+            batch.steps.append(row)
             if metrics:
                 batch.metrics += metrics
         if new:
@@ -181,7 +184,8 @@ class RowBatches:
         1,000 steps made 2,000 tuples here that lived until the writer dropped them)."""
         with self._lock:
             batch, new = self._batch()
-            batch.steps.append((PENDING, (run_id, names)))
+            batch.kinds.append(PENDING)
+            batch.steps.append((run_id, names))
         if new:
             self._queue(lambda conn: self._write(conn, batch))
 
@@ -211,7 +215,7 @@ class RowBatches:
             insert_cache(conn, batch.cache)
         kept: list[tuple[str, tuple[object, ...]]] = []
         at: dict[tuple[object, object], int] = {}
-        for kind, row in batch.steps:
+        for kind, row in zip(batch.kinds, batch.steps, strict=True):
             if kind is PENDING:
                 run_id, names = row
                 for name in cast("Sequence[str]", names):
