@@ -204,6 +204,13 @@ def test_a_fan_out_over_objects_asks_a_probe_task_and_over_plain_data_reads_the_
     r = rig()
     assert r.engine.run(flow(tmp_path, objects, name="objects_flow.py")).status == "succeeded"
     assert [t.entry for t in r.executor.submitted].count("foreach") == 1
+    # A set is plain data, but pickled in the hash order of the process that pickles it: a worker's
+    # is fixed (`PYTHONHASHSEED=0`), the runner's is not, so a probe makes such items.
+    sets = FAN_OUT.replace("return [1, 2, 3]", "return [{'a', 'b'}, {'c'}, ({'d', 'e'},)]")
+    sets = sets.replace("return numbers * numbers", "return len(numbers)")
+    r = rig()
+    assert r.engine.run(flow(tmp_path, sets, name="sets_flow.py")).status == "succeeded"
+    assert [t.entry for t in r.executor.submitted].count("foreach") == 1
 
     with monkeypatch.context() as patched:
         patched.setattr(Probing, "_plain_items", lambda *_: None)  # as before: every iteration a probe

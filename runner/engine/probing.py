@@ -18,6 +18,23 @@ from runner.probes import PROBE_TIMEOUT_S, plain_loads
 from runner.status import StepStatus
 
 
+def _holds_a_set(value: object) -> bool:
+    """Whether plain data holds a set anywhere: pickled, a set lists its items in Python's hash order,
+    which for text differs from one process to the next. A worker's is fixed (`PYTHONHASHSEED=0`), so
+    a probe pickles such an item into the same bytes in every run; the runner's is not."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, set | frozenset):
+            return True
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
+
+
 class Probing(Chaining):
     """Probe tasks and their answers (see `runner.engine.state`)."""
 
@@ -76,10 +93,11 @@ class Probing(Chaining):
 
     def _plain_items(self, run: Run, name: str) -> list[bytes] | None:
         """The `foreach` items of a step whose argument is a list or tuple of plain data (numbers,
-        text, bytes, and lists, tuples, dicts and sets of them) held inline: each pickled as the probe
+        text, bytes, and lists, tuples and dicts of them) held inline: each pickled as the probe
         pickles it (`runner.probes.foreach_items`), so the same bytes and fingerprints. None when a
-        probe must answer: anything else (an object, whose unpickling or iteration is user code), a
-        file (a big output), or an artifact that cannot be read (the probe then reports it).
+        probe must answer: anything else (an object, whose unpickling or iteration is user code; a
+        set: `_holds_a_set`), a file (a big output), or an artifact that cannot be read (the probe
+        then reports it).
 
         Read with `plain_loads`, which imports and calls nothing: no user code runs here. A probe is a
         task, so a new process's re-run of a fully cached fan-out waited for a worker to start for it
@@ -100,7 +118,7 @@ class Probing(Chaining):
             value = plain_loads(data) if data is not None else None
         except Exception:  # noqa: BLE001 - not plain, not readable: the probe answers (or says why not)
             return None
-        if not isinstance(value, list | tuple):  # no subclass: `plain_loads` names no class
+        if not isinstance(value, list | tuple) or _holds_a_set(value):  # no subclass: none is named
             return None
         return [dumps(item) for item in value]
 
