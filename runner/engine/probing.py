@@ -110,11 +110,9 @@ class Probing(Chaining):
                 data: bytes | None = run.param_pickle(arg)
             else:
                 output = run.states[arg].output
-                if output is None or output.parts is not None or output.path is not None:
+                if output is None or output.parts is not None:
                     return None
-                data = output.data
-                if data is None:
-                    data, _ = self.store.artifact_location(output.hash)
+                data = input_ref(self.store, output).data  # None for a file: a probe reads it
             value = plain_loads(data) if data is not None else None
         except Exception:  # noqa: BLE001 - not plain, not readable: the probe answers (or says why not)
             return None
