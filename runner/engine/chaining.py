@@ -28,8 +28,6 @@ killed.
 
 from __future__ import annotations
 
-import copy
-
 from dsl.graph import Node
 from runner.artifacts import ArtifactError
 from runner.engine.decide import trigger_blocks
@@ -188,8 +186,10 @@ class Chaining(Executing):
             ref = input_ref(self.store, run.states[follow.upstream].output)
             for arg in follow.inputs:
                 kwargs[arg] = ref
-        task = copy.copy(follow.task)  # the executor keeps the one it sent
-        object.__setattr__(task, "kwargs", kwargs)
+        # A copy with every argument (the executor keeps the one it sent): the frozen dataclass's
+        # fields set at once, a quarter of what `copy.copy` takes.
+        task = object.__new__(Task)
+        task.__dict__.update(follow.task.__dict__, kwargs=kwargs)
         assert self._chains is not None
         if not self._chains.adopt(task):
             self._unfollow(task.id)  # dropped unstarted: so are those chained behind it
