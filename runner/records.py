@@ -127,3 +127,13 @@ class LogLine:
 def dumps_json(value: Any) -> str:
     """JSON for values we store (params may hold non-JSON types: fall back to repr)."""
     return json.dumps(value, sort_keys=True, default=repr)
+
+
+_DETAIL_ENCODER = json.JSONEncoder(sort_keys=True, default=repr, check_circular=False)
+
+
+def dumps_detail(detail: dict[str, Any]) -> str:
+    """`dumps_json`'s text of a step's fingerprint parts (`runner.fingerprint.combine`: strings and
+    dicts of strings, which cannot refer to themselves). One encoder serves every call: a step that
+    executes writes one, and making an encoder for each took a third of the 2.6 µs."""
+    return _DETAIL_ENCODER.encode(detail)

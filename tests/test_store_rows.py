@@ -6,6 +6,7 @@ decided before any of it runs: no timing decides what these tests see.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -243,3 +244,26 @@ def test_a_cached_steps_row_is_written_in_eight_values_and_reads_as_the_full_row
     ]
     inserts = [s for s in statements if s.lstrip().startswith("INSERT INTO steps")]
     assert any("SELECT column1, column2, column3, 'cached'" in s for s in inserts), inserts
+
+
+def test_a_steps_fingerprint_parts_are_stored_as_the_json_readers_parse(store: Store) -> None:
+    """An executed step's parts (`combine`'s detail, written with one shared encoder) are the text
+    `dumps_json` makes of them, with its `repr` fallback, and read back as the parts."""
+    from runner.fingerprint import StaticPrint, combine
+    from runner.records import dumps_json
+
+    run_id, record = begin_run(store)
+    static = StaticPrint(code="c" * 64, helpers={"flow.helper": "h" * 64, "import mod": "m" * 64})
+    _, detail = combine(
+        static, {"n": "p" * 64}, {"a": "1" * 64, "b": "2" * 64}, item="i" * 64, declared={"env:É": "e"}
+    )
+    detail["extra"] = {"when": Path("/tmp/x"), "quote": 'say "hi"\n'}
+    record(started(run_id, "s"))
+    record.record_detail(run_id, "s", detail, "local")
+    record(finished(run_id, "s", digest(1)))
+    store.flush()
+    ((text,),) = select(store, f"SELECT detail FROM steps WHERE run_id={run_id} AND name='s'")
+    assert text == dumps_json(detail)
+    parts = json.loads(text)
+    assert parts["inputs"] == {"a": "1" * 64, "b": "2" * 64} and parts["declared"] == {"env:É": "e"}
+    assert parts["extra"] == {"when": repr(Path("/tmp/x")), "quote": 'say "hi"\n'}

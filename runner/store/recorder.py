@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
-from runner.records import dumps_json
+from runner.records import dumps_detail, dumps_json
 from runner.store.base import StoreBase
 from runner.store.rows import MultiRowInsert, insert_sources
 from runner.store.sources import text_hash
@@ -186,7 +186,7 @@ class StoreRecorder:
             self._store._write(
                 lambda c: c.executemany(
                     "UPDATE steps SET detail=?, where_ran=? WHERE run_id=? AND name=?",
-                    [(dumps_json(detail), where, rid, name) for (rid, name), (detail, where) in left],
+                    [(dumps_detail(detail), where, rid, name) for (rid, name), (detail, where) in left],
                 )
             )
 

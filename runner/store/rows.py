@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from runner.records import dumps_json
+from runner.records import dumps_detail
 
 sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 """None binds as NULL, as before, but found in the adapters' table: unregistered, sqlite3 looks for a
@@ -225,7 +225,7 @@ class RowBatches:
                         kept.append(("pending", step))
                 continue
             if kind == "finished" and row[DETAIL] is not None:
-                row = (*row[:DETAIL], dumps_json(row[DETAIL]), *row[DETAIL + 1 :])
+                row = (*row[:DETAIL], dumps_detail(row[DETAIL]), *row[DETAIL + 1 :])
             key = (row[0], row[1])
             index = at.get(key)
             if index is None:
