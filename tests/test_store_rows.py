@@ -267,3 +267,63 @@ def test_a_steps_fingerprint_parts_are_stored_as_the_json_readers_parse(store: S
     parts = json.loads(text)
     assert parts["inputs"] == {"a": "1" * 64, "b": "2" * 64} and parts["declared"] == {"env:É": "e"}
     assert parts["extra"] == {"when": repr(Path("/tmp/x")), "quote": 'say "hi"\n'}
+
+
+def test_a_starting_runs_rows_wait_for_the_scheduler_and_steps_decided_meanwhile_never_get_a_pending_row(
+    store: Store,
+) -> None:
+    """The batch a run's start opens is held until the scheduler is about to wait (`write_held`), so
+    the steps it decided meanwhile have one row each, their own, in the run's order: a fully cached
+    run of 10,000 steps wrote 10,000 pending rows while it decided them, then overwrote each. Another
+    write queued meanwhile, or a flush, queues the held batch first: nothing is written out of order,
+    nothing is lost."""
+    conn = sqlite3.connect(store.db_path)
+    conn.executescript(
+        "CREATE TABLE pending_ever(run_id, name);"
+        "CREATE TRIGGER pending_rows AFTER INSERT ON steps WHEN NEW.status = 'pending' "
+        "BEGIN INSERT INTO pending_ever VALUES (NEW.run_id, NEW.name); END;"
+    )
+    conn.close()
+    run_id, record = begin_run(store)
+    names = ("a", "b", "c")
+    before = queued(store)
+    record(RunStarted(run_id, "f", "f.py", {}, names, "manual", time.time()))
+    for name in ("b", "a"):  # decided in another order than the run lists its steps
+        record(
+            StepFinished(
+                run_id,
+                name,
+                StepStatus.CACHED,
+                0,
+                0.0,
+                "cached",
+                None,
+                None,
+                f"fp-{name}",
+                digest(1),
+                "1",
+                {},
+                time.time(),
+            )  # fmt: skip
+        )
+    assert queued(store) == before  # held
+    record.write_held()
+    assert queued(store) - before == 1
+    store.flush()
+    steps = f"SELECT name, status FROM steps WHERE run_id={run_id} ORDER BY rowid"
+    assert select(store, steps) == [("a", "cached"), ("b", "cached"), ("c", "pending")]
+    assert select(store, f"SELECT name FROM pending_ever WHERE run_id={run_id}") == [("c",)]
+
+    second, _ = begin_run(store)
+    seen: list[int] = []
+    record(RunStarted(second, "f", "f.py", {}, names, "manual", time.time()))
+    store._write(
+        lambda c: seen.append(c.execute(f"SELECT count(*) FROM steps WHERE run_id={second}").fetchone()[0])
+    )
+    store.flush()
+    assert seen == [3]  # the held batch went first
+
+    third, _ = begin_run(store)
+    record(RunStarted(third, "f", "f.py", {}, names, "manual", time.time()))
+    store.flush()
+    assert select(store, f"SELECT count(*) FROM steps WHERE run_id={third}") == [(3,)]

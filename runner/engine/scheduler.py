@@ -223,6 +223,7 @@ class Engine(Deciding):
                 self._poll_remote()
             self._dispatch()
             wait = self._next_wait()
+            self._recorder.write_held()  # about to wait: a starting run's first rows go to the writer
         events = self.executor.events(wait)
         with self._lock:
             self._held = []

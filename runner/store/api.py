@@ -56,6 +56,11 @@ class Recorder(Protocol):
         """Keep the part sources of a step about to execute (its code's, its helpers'), by hash."""
         ...
 
+    def write_held(self) -> None:
+        """Queue the rows held since a run began (the scheduler calls it before it waits): a run's
+        first decisions are written with its steps' pending rows, as one batch."""
+        ...
+
 
 class RunStore(Protocol):
     """Runs and their steps as the engine writes them (through `recorder`) and reads them back."""

@@ -202,6 +202,8 @@ class StoreBase:
         return writer is not None and writer.help()
 
     def flush(self) -> None:
-        """Wait until every queued write has committed; raise the first write error, if any."""
+        """Wait until every queued write has committed (a held batch of rows queued first); raise the
+        first write error, if any."""
+        self.rows.release()
         if self._writer is not None:
             self._writer.flush()

@@ -138,6 +138,9 @@ class StoreRecorder:
         )
         self._store.rows.step("finished", row, metrics)
 
+    def write_held(self) -> None:
+        self._store.rows.release()
+
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Keep the fingerprint parts of an execution (what the next run compares against): they are
         written with the step's finished row, or when its run ends (a step stopped meanwhile)."""

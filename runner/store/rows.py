@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from runner.records import dumps_detail
 
@@ -137,13 +137,16 @@ class RowBatches:
     """The open batch of a store's output and step rows, and its one queued write.
 
     `queue` is the store's write queue (`StoreBase._write`). A batch is queued when its first row
-    comes; rows join it until the writer takes it or another write is queued (`seal`).
+    comes; rows join it until the writer takes it or another write is queued (`seal`). A batch that a
+    starting run's steps opened is held instead, until `release` (see `pending`).
     """
 
     def __init__(self, queue: Callable[[Callable[[sqlite3.Connection], object]], None]) -> None:
         self._queue = queue
         self._lock = threading.Lock()
         self._open: _Batch | None = None
+        self._held: _Batch | None = None
+        """The open batch, not queued yet (`pending`)."""
 
     def output(
         self,
@@ -181,18 +184,35 @@ class RowBatches:
     def pending(self, run_id: int, names: Sequence[str]) -> None:
         """A starting run's steps: their rows (pending) before any step's. Kept as one entry, made into
         rows by the writer only for the steps that have no later row in the batch (a fully cached run's
-        1,000 steps made 2,000 tuples here that lived until the writer dropped them)."""
+        1,000 steps made 2,000 tuples here that lived until the writer dropped them).
+
+        The batch this opens is held until `release`, which the scheduler calls before it waits: the
+        rows of the run's first decisions join it, and a step decided then (cached, skipped, started)
+        has its own row where its pending row stood, written once. A 10,000-step run decided at once
+        from the cache wrote 10,000 pending rows while it decided, then overwrote each (~1 µs a step).
+        Another write queued meanwhile, or a flush, queues the held batch first (`seal`)."""
         with self._lock:
             batch, new = self._batch()
             batch.kinds.append(PENDING)
             batch.steps.append((run_id, names))
-        if new:
+            if new:
+                self._held = batch
+
+    def release(self) -> None:
+        """Queue the held batch's write, if a batch is held (see `pending`)."""
+        with self._lock:
+            batch, self._held = self._held, None
+        if batch is not None:
             self._queue(lambda conn: self._write(conn, batch))
 
     def seal(self) -> None:
-        """Another write is about to be queued: rows that come after it go to a batch after it."""
+        """Another write is about to be queued: rows that come after it go to a batch after it (a
+        held batch is queued now, before it)."""
         with self._lock:
             self._open = None
+            batch, self._held = self._held, None
+        if batch is not None:
+            self._queue(lambda conn: self._write(conn, batch))
 
     def _batch(self) -> tuple[_Batch, bool]:
         if self._open is not None:
@@ -225,7 +245,7 @@ class RowBatches:
                         kept.append(("pending", step))
                 continue
             if kind == "finished" and row[DETAIL] is not None:
-                row = (*row[:DETAIL], dumps_detail(row[DETAIL]), *row[DETAIL + 1 :])
+                row = (*row[:DETAIL], dumps_detail(cast("dict[str, Any]", row[DETAIL])), *row[DETAIL + 1 :])
             key = (row[0], row[1])
             index = at.get(key)
             if index is None:

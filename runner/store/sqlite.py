@@ -40,6 +40,7 @@ class Store(History, Leases, Operating, Sources, Control):
     """
 
     def close(self) -> None:
+        self.rows.release()  # a batch of rows held since a run began is written like any other
         if self._writer is not None:
             self._writer.stop()
             self._writer = None
