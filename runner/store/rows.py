@@ -160,7 +160,7 @@ class RowBatches:
             if cache is not None:
                 batch.cache.append(cache)
         if new:
-            self._queue(lambda conn: self._write(conn, batch))
+            self._send(batch)
 
     def step(self, kind: str, row: tuple[object, ...], metrics: list[tuple[int, str, str, float]]) -> None:
         """A step's `started`, `finished` or `cached` row (and a finished step's metrics)."""
@@ -171,7 +171,7 @@ class RowBatches:
             if metrics:
                 batch.metrics += metrics
         if new:
-            self._queue(lambda conn: self._write(conn, batch))
+            self._send(batch)
 
     def sources(self, rows: list[tuple[str, str]]) -> None:
         """Source texts `(hash, text)` of steps about to execute (`StoreRecorder.record_texts`)."""
@@ -179,7 +179,7 @@ class RowBatches:
             batch, new = self._batch()
             batch.sources += rows
         if new:
-            self._queue(lambda conn: self._write(conn, batch))
+            self._send(batch)
 
     def pending(self, run_id: int, names: Sequence[str]) -> None:
         """A starting run's steps: their rows (pending) before any step's. Kept as one entry, made into
@@ -203,7 +203,7 @@ class RowBatches:
         with self._lock:
             batch, self._held = self._held, None
         if batch is not None:
-            self._queue(lambda conn: self._write(conn, batch))
+            self._send(batch)
 
     def seal(self) -> None:
         """Another write is about to be queued: rows that come after it go to a batch after it (a
@@ -212,7 +212,11 @@ class RowBatches:
             self._open = None
             batch, self._held = self._held, None
         if batch is not None:
-            self._queue(lambda conn: self._write(conn, batch))
+            self._send(batch)
+
+    def _send(self, batch: _Batch) -> None:
+        """Queue the batch's one write (rows that come until the writer takes it still join it)."""
+        self._queue(lambda conn: self._write(conn, batch))
 
     def _batch(self) -> tuple[_Batch, bool]:
         if self._open is not None:
