@@ -592,3 +592,42 @@ def test_no_commit_checkpoints_the_wal_and_the_heartbeat_does(
         store.flush()
     finally:
         store.close()
+
+
+def test_a_failing_checkpoint_does_not_stop_the_heartbeat(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat's thread checkpoints the WAL every second and beats every five. A checkpoint that
+    fails (an I/O error) is tried again at the next second; the beat goes on meanwhile, or the runs of
+    a live process would read as interrupted to every other one once the heartbeat expired."""
+    from runner.store import owners
+
+    class FailingCheckpoints:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if "wal_checkpoint" in sql:
+                raise sqlite3.OperationalError("disk I/O error")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(owners, "CHECKPOINT_S", 0.02)
+    monkeypatch.setattr(owners, "HEARTBEAT_S", 0.05)
+    store = Store(store_dir)
+    try:
+        connect = store._connect
+        monkeypatch.setattr(store, "_connect", lambda: FailingCheckpoints(connect()))
+        owner = store._register()
+
+        def heartbeat() -> float:
+            return float(
+                store._conn.execute("SELECT heartbeat_at FROM owners WHERE id=?", (owner,)).fetchone()[0]
+            )
+
+        first = heartbeat()
+        wait_for(lambda: heartbeat() > first, timeout=10)
+    finally:
+        store.close()

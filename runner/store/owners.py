@@ -89,9 +89,12 @@ class Owners(StoreBase):
             while not stop.wait(CHECKPOINT_S):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                    if time.monotonic() < beat_at:
-                        continue
-                    beat_at = time.monotonic() + HEARTBEAT_S
+                except sqlite3.Error:
+                    pass  # the next one tries again; a failing checkpoint must not stop the heartbeat
+                if time.monotonic() < beat_at:
+                    continue
+                beat_at = time.monotonic() + HEARTBEAT_S
+                try:
                     now = time.time()
                     beat = conn.execute("UPDATE owners SET heartbeat_at=? WHERE id=?", (now, row[0]))
                     if not beat.rowcount:
@@ -101,7 +104,7 @@ class Owners(StoreBase):
                             (*row, now),
                         )
                 except sqlite3.Error:
-                    continue  # busy or full: the next beat tries again (expiry allows six misses)
+                    pass  # busy or full: the next beat tries again (expiry allows six misses)
         finally:
             conn.close()
 
