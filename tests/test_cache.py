@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,61 @@ def test_a_new_engine_reads_the_cache_listing_only_for_a_step_the_last_runs_hits
             assert sorted(executed(log)) == ["b", "c"]
             assert len(listings) == 1
         assert lookups == []
+
+
+METRICS = """
+    from dsl import log_metric
+
+    @step
+    def a():
+        mark("a")
+        log_metric("rows", 10)
+        return 1
+
+    @step
+    def b(a):
+        mark("b")
+        log_metric("loss", 0.5)
+        return a + 1
+"""
+
+
+def test_a_new_engine_takes_cached_steps_metrics_with_the_last_runs_hits(
+    store_dir, write_flow, log, monkeypatch
+):
+    """A cached step carries the metrics of the run that computed it. A new engine reads them as it
+    reads the last run's hits, for every run those came from in one query, on the thread that starts
+    the run. A fully cached re-run then connects to the store from that thread and the writer's only:
+    not from the scheduler's, nor from the heartbeat's before its first checkpoint (opening a
+    connection took 0.3-0.5 ms of a short run)."""
+    from runner.store import owners
+
+    monkeypatch.setattr(owners, "CHECKPOINT_S", 3600.0)
+    path = write(write_flow, log, METRICS)
+    edited = METRICS.replace("return a + 1", "return a + 2").replace('"loss", 0.5', '"loss", 0.25')
+    for body in (METRICS, edited):  # `a` computed by the first run, `b` by the second
+        rewrite(path, log, body)
+        engine = EngineHarness(store_dir)
+        try:
+            assert engine.run(path).status == "succeeded"
+        finally:
+            engine.close()
+    computed_by = {"a": 1, "b": 2}
+    reset(log)
+    connected = calls_to(monkeypatch, Store, "_connect", lambda store: threading.current_thread().name)
+    asked = calls_to(monkeypatch, Store, "metrics_by_fingerprint", lambda store, run_ids: sorted(run_ids))
+    engine = EngineHarness(store_dir)
+    try:
+        run = engine.run(path)
+    finally:
+        engine.close()
+    assert executed(log) == []
+    assert {s.name: (s.status, s.reason, s.metrics) for s in run.steps} == {
+        name: ("cached", f"cached: same fingerprint as run #{computed_by[name]}", metrics)
+        for name, metrics in (("a", {"rows": 10.0}), ("b", {"loss": 0.25}))
+    }
+    assert asked == [[1, 2]]
+    assert sorted(set(connected)) == ["MainThread", "flow-store-writer"]
 
 
 # ----- code edits ----------------------------------------------------------------------------

@@ -203,5 +203,6 @@ class CacheIndex:
             return None
         by_print = run.source_metrics.get(from_run)
         if by_print is None:
-            by_print = run.source_metrics[from_run] = self._store.metrics_by_fingerprint(from_run)
+            run.source_metrics.update(self._store.metrics_by_fingerprint([from_run]))
+            by_print = run.source_metrics[from_run]
         return by_print.get(fingerprint)

@@ -10,7 +10,7 @@ public records of `runner.records`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -85,7 +85,9 @@ class RunStore(Protocol):
         """Per step, its fingerprint parts in the flow's latest run that decided it (for `explain`)."""
         ...
 
-    def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]: ...
+    def metrics_by_fingerprint(self, run_ids: Collection[int]) -> dict[int, dict[str, dict[str, float]]]:
+        """Per run asked for, fingerprint -> metrics recorded in it (what a cached step reuses)."""
+        ...
 
     def recorder(self) -> Recorder:
         """The subscriber that records events (the engine calls it before any other subscriber)."""

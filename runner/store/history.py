@@ -8,6 +8,7 @@ import os
 import pickle
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import Any
 
 from dsl.errors import FlowError
@@ -65,6 +66,9 @@ _RUNS_SIGNATURE = (
 )
 """`History.runs_signature`: three index lookups and the runs running now (`runs_running` holds only
 those), whatever the number of the flow's runs."""
+
+_IDS_PER_QUERY = 500
+"""Run ids bound in one query (SQLite allows at least 999 parameters)."""
 
 
 class History(Owners, Cache):
@@ -216,17 +220,21 @@ class History(Owners, Cache):
             metrics.setdefault(step, {})[key] = value
         return metrics
 
-    def metrics_by_fingerprint(self, run_id: int) -> dict[str, dict[str, float]]:
-        """Fingerprint -> metrics recorded in one run: what a cached step reuses. By fingerprint, not
-        by name: a fan-out item may have had another index (so another name) in that run."""
-        metrics: dict[str, dict[str, float]] = {}
-        for fingerprint, key, value in self._conn.execute(
-            "SELECT s.fingerprint, m.key, m.value FROM metrics m "
-            "JOIN steps s ON s.run_id=m.run_id AND s.name=m.step "
-            "WHERE m.run_id=? AND s.fingerprint IS NOT NULL",
-            (run_id,),
-        ):
-            metrics.setdefault(fingerprint, {})[key] = value
+    def metrics_by_fingerprint(self, run_ids: Collection[int]) -> dict[int, dict[str, dict[str, float]]]:
+        """Per run asked for (each has an entry), fingerprint -> metrics recorded in it: what a cached
+        step reuses. By fingerprint, not by name: a fan-out item may have had another index (so another
+        name) in that run."""
+        metrics: dict[int, dict[str, dict[str, float]]] = {run_id: {} for run_id in run_ids}
+        ids = list(metrics)
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            for run_id, fingerprint, key, value in self._conn.execute(
+                "SELECT m.run_id, s.fingerprint, m.key, m.value FROM metrics m "
+                "JOIN steps s ON s.run_id=m.run_id AND s.name=m.step "
+                f"WHERE m.run_id IN ({', '.join('?' * len(chunk))}) AND s.fingerprint IS NOT NULL",
+                chunk,
+            ):
+                metrics[run_id].setdefault(fingerprint, {})[key] = value
         return metrics
 
     def computed_by(self, fingerprint: str | None, before: int) -> tuple[int, str] | None:
