@@ -22,6 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any, cast
 
 from runner.records import dumps_detail
@@ -52,7 +53,7 @@ class MultiRowInsert:
         for size, sql in self._sql.items():
             while total - start >= size:
                 chunk = rows[start : start + size]
-                conn.execute(sql, [value for row in chunk for value in row])
+                conn.execute(sql, list(chain.from_iterable(chunk)))
                 start += size
 
 
@@ -227,7 +228,11 @@ class RowBatches:
     def _write(self, conn: sqlite3.Connection, batch: _Batch) -> None:
         """Write a batch (on the writer thread, inside its transaction). Of a step's rows within the
         batch only the last is written (it carries everything), where its first one stood: a run's
-        steps are listed in the order their first rows came (`flow show`)."""
+        steps are listed in the order their first rows came (`flow show`).
+
+        One dict does both: keyed by step, a key keeps the place it was first given while its value
+        is replaced. A starting run's entry gives each of its steps a place (`None`: no row of its
+        own yet, a pending row)."""
         with self._lock:
             if self._open is batch:
                 self._open = None  # rows that come now go to a new batch, written after this one
@@ -237,35 +242,27 @@ class RowBatches:
             insert_artifacts(conn, batch.artifacts)
         if batch.cache:
             insert_cache(conn, batch.cache)
-        kept: list[tuple[str, tuple[object, ...]]] = []
-        at: dict[tuple[object, object], int] = {}
+        last: dict[tuple[object, object], tuple[str, tuple[object, ...]] | None] = {}
         for kind, row in zip(batch.kinds, batch.steps, strict=True):
             if kind is PENDING:
                 run_id, names = row
-                for name in cast("Sequence[str]", names):
-                    step: tuple[object, object] = (run_id, name)
-                    if step not in at:
-                        at[step] = len(kept)
-                        kept.append(("pending", step))
+                for step in zip(repeat(run_id), cast("Sequence[str]", names)):
+                    last.setdefault(step)
                 continue
             if kind == "finished" and row[DETAIL] is not None:
                 row = (*row[:DETAIL], dumps_detail(cast("dict[str, Any]", row[DETAIL])), *row[DETAIL + 1 :])
-            key = (row[0], row[1])
-            index = at.get(key)
-            if index is None:
-                at[key] = len(kept)
-                kept.append((kind, row))
-            else:
-                kept[index] = (kind, row)  # where the first one stood: the steps keep their order
-        start = 0
-        while start < len(kept):
-            kind = kept[start][0]
-            end = start
-            while end < len(kept) and kept[end][0] == kind:
-                end += 1
-            rows = [row for _, row in kept[start:end]]
-            _INSERTS[kind](conn, rows)
-            start = end
+            last[row[0], row[1]] = (kind, row)
+        group: list[tuple[object, ...]] = []
+        group_kind = ""
+        for step, entry in last.items():
+            kind, row = ("pending", step) if entry is None else entry
+            if kind != group_kind:
+                if group:
+                    _INSERTS[group_kind](conn, group)
+                group, group_kind = [], kind
+            group.append(row)
+        if group:
+            _INSERTS[group_kind](conn, group)
         if batch.metrics:
             insert_metrics(conn, batch.metrics)
 
