@@ -254,8 +254,8 @@ class RowBatches:
             last[row[0], row[1]] = (kind, row)
         group: list[tuple[object, ...]] = []
         group_kind = ""
-        for step, entry in last.items():
-            kind, row = ("pending", step) if entry is None else entry
+        for key, entry in last.items():
+            kind, row = ("pending", key) if entry is None else entry
             if kind != group_kind:
                 if group:
                     _INSERTS[group_kind](conn, group)
