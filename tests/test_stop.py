@@ -118,6 +118,29 @@ def test_flow_stop_reaches_an_engine_hosted_in_process_like_the_tuis(
     assert took < STOP_BUDGET_S, took
 
 
+def test_a_run_over_before_the_first_look_at_stop_requests_starts_no_thread_to_read_them(
+    harness, write_flow, monkeypatch
+):
+    """The thread that reads `flow stop` requests starts when a run has lasted `POLL_S`, when it would
+    first read them (through it the tests above stop longer runs). A run over sooner starts none:
+    started with the run, it cost a short run 0.3-0.5 ms. When the moment comes with no run in flight,
+    none starts, and the next run sets a new moment."""
+    from runner.engine import stops
+
+    monkeypatch.setattr(stops, "POLL_S", 3600.0)
+    path = write_flow("from dsl import step\n\n@step\ndef one():\n    return 1\n")
+    for _ in range(2):  # executed, then cached
+        assert harness.run(path).status == "succeeded"
+    watch = harness.engine._stops
+    assert watch._thread is None
+    due = watch.due
+    assert due is not None
+    watch.start_if_due(due)
+    assert watch._thread is None and watch.due is None
+    assert harness.run(path).status == "succeeded"
+    assert watch._thread is None and watch.due is not None
+
+
 def test_flow_stop_of_an_unknown_or_finished_run_exits_2(write_flow, flow_cli, store_dir):
     path = write_flow(BLOCKING.replace("deadline = time.monotonic() + 60", "deadline = 0"))
     assert flow_cli("run", str(path)).code == 0
@@ -154,9 +177,9 @@ class _Handle:
 
 
 def test_an_engine_closing_while_a_run_is_watched_joins_the_watch_once_it_started(monkeypatch):
-    """`close` (the app quitting) from another thread while `watch` (a run starting) has made the
-    watch's thread but not started it yet: `close` waits for it and joins it, instead of failing
-    with "cannot join thread before it is started" (seen when the TUI quit as a run began)."""
+    """`close` (the app quitting) from another thread while the watch's thread is made but not
+    started yet (`start_if_due`, a run `POLL_S` in): `close` waits for it and joins it, instead of
+    failing with "cannot join thread before it is started" (seen when the TUI quit as a run began)."""
     import threading
 
     from runner.engine import stops
@@ -184,6 +207,8 @@ def test_an_engine_closing_while_a_run_is_watched_joins_the_watch_once_it_starte
 
     monkeypatch.setattr(threading.Thread, "start", start_late)
     watch.watch(_Handle())
+    assert watch.due is not None
+    watch.start_if_due(watch.due)
     closer.join(DEADLINE_S)
     assert not closer.is_alive() and errors == []
     assert watch._thread is None

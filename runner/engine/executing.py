@@ -82,6 +82,7 @@ class Executing(Jobs):
 
     def _timers(self) -> None:
         now = time.monotonic()
+        self._stops.start_if_due(now)
         for probe in list(self._probes.values()):
             if probe.deadline is not None and now >= probe.deadline and probe.submitted:
                 self.executor.cancel(probe.task.id)

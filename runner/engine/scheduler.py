@@ -118,8 +118,6 @@ class Engine(Deciding):
             self.store.delete_run(run_id, reuse_id=True)
             raise
         run.remaining = len(scope)
-        # Watched before it begins: the watch's thread, started by the first run, then starts while the
-        # scheduler is not holding the GIL for the run's first decisions (0.35 ms against ~0.1).
         self._stops.watch(run.handle)
         if not self._command(lambda: self._guarded([run], self._begin, run)):
             run.handle._finish(RunStatus.CANCELLED)  # its row is marked interrupted when the store next opens
@@ -270,6 +268,8 @@ class Engine(Deciding):
         moments += [p.deadline for p in self._probes.values() if p.deadline is not None]
         moments += [due for due, _ in self._remote]
         moments += [e.retry_at for e in timed if e.retry_at is not None]
+        if self._stops.due is not None:
+            moments.append(self._stops.due)
         if not moments:
             return None
         return max(0.0, min(moments) - time.monotonic())
