@@ -67,6 +67,16 @@ class Engine(Deciding):
         graph = request.loaded.graph
         scope = select_steps(graph, request.only, request.from_steps, request.to_steps)
         static = self.static_prints(request.loaded)
+        first = request.loaded.name not in self._flows_seen
+        if first:
+            # This engine's first run of the flow: its in-memory index (`CacheIndex`) knows nothing of
+            # it. Read before the run's first write starts the store's writer thread: that thread,
+            # opening its connection, took the GIL at each row the query gave up for (~1 µs a row).
+            prefetched = self.store.cache_hits_of_last_run(request.loaded.name)
+            # Their metrics too, here: asked by the scheduler thread, the first query opened its own
+            # connection to the store (~0.3 ms of a fully cached re-run, which needs none otherwise).
+            sources = {hit.run_id for hit in prefetched.values() if hit.run_id is not None}
+            source_metrics = self.store.metrics_by_fingerprint(sources)
         run_id = self.store.create_run(
             request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
         )
@@ -90,14 +100,10 @@ class Engine(Deciding):
                     if s.status in OK and s.fingerprint and s.output_hash
                 }
         self._index.refresh(len(scope))
-        if request.loaded.name not in self._flows_seen:
-            # This engine's first run of the flow: its in-memory index (`CacheIndex`) knows nothing of it.
+        if first:
             self._flows_seen.add(request.loaded.name)
-            run.prefetched = self.store.cache_hits_of_last_run(request.loaded.name)
-            # Their metrics too, here: asked by the scheduler thread, the first query opened its own
-            # connection to the store (~0.3 ms of a fully cached re-run, which needs none otherwise).
-            sources = {hit.run_id for hit in run.prefetched.values() if hit.run_id is not None}
-            run.source_metrics = self.store.metrics_by_fingerprint(sources)
+            run.prefetched = prefetched
+            run.source_metrics = source_metrics
         external = external_inputs(graph, scope)
         try:
             if any(graph.nodes[n].step.when is not None or graph.nodes[n].step.foreach for n in external):
