@@ -5,10 +5,11 @@ thread reads the requests for them every `POLL_S` (one indexed SELECT on its own
 stops each requested run the way the engine's own `cancel` does. With no run in flight the thread
 sleeps until the next run starts, so an idle TUI or `flow serve` costs nothing.
 
-The thread starts when the engine's first run has lasted `POLL_S` (the scheduler calls `start_if_due`
-at `due`), when it would have read the requests for the first time: a run over sooner never needed it.
-Started with the run, it cost a short run ~0.3-0.5 ms (a fully cached re-run of 1,000 steps, about a
-fortieth), with the GIL taken from the scheduler as the run's first decisions began.
+The thread starts `POLL_S` after the first run watched began, if a run is then still in flight (the
+scheduler calls `start_if_due` at `due`): when it would have read the requests for the first time. A
+run over sooner never needs it. Started with every engine's first run, it cost a short run 0.3-0.5 ms
+(a fully cached re-run of 1,000 steps, about a fortieth), its start taking the GIL from the scheduler
+as the run's first decisions began.
 
 A thread rather than a signal to the owner: one process may host many runs (the TUI, `flow serve`),
 and a signal would stop them all; a row names exactly one, and works across hosts sharing a store.
