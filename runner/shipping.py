@@ -35,7 +35,7 @@ from typing import Any
 import cloudpickle
 import cloudpickle.cloudpickle as cloudpickle_internals
 
-from runner.executors.execute import rebuild_lru_cache, shipped_module
+from runner.executors.execute import rebuild_function, rebuild_lru_cache, shipped_module
 from runner.stable_pickle import StablePickler
 
 _GLOBAL_OPS = frozenset(cloudpickle_internals.GLOBAL_OPS)
@@ -117,6 +117,8 @@ class CodePickler(StablePickler):
         """Key -> module, for each local module this pickle names instead of holding (see the module)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _code_reduce(obj)  # what `dispatch_table` gives it, without the overrides below
         if type(obj) is types.ModuleType and obj.__name__ in self._local_modules:
             # The key holds the object's id: a module the user swapped in `sys.modules` during the
             # load is another module, shipped apart, under the same name.
@@ -133,6 +135,37 @@ class CodePickler(StablePickler):
                 options = obj.cache_parameters()
                 return rebuild_lru_cache, (obj.__wrapped__, options["maxsize"], options["typed"])
         return super().reducer_override(obj)
+
+    def _dynamic_function_reduce(self, func: types.FunctionType) -> Any:
+        """A function pickled by value. One that reads nothing of its module's namespace, with no
+        closure or attributes (a step of plain Python on its arguments and builtins), travels as its
+        code and the few attributes cloudpickle would set: cloudpickle's state for it holds nothing
+        more (no globals, no submodules), and its namespace is cloudpickle's own, shared by the
+        module's functions in this pickle (`rebuild_function`). With code objects reduced at once
+        (`reducer_override`), a chunk of one-line steps pickled in 5.7-6.0 µs a step against 8.6-12
+        (3.4-3.7 against 6.1-9.3 once their code was marshalled), on the scheduler of a cold run."""
+        reads = cloudpickle_internals._extract_code_globals_cache.get(func.__code__)
+        namespace = func.__globals__
+        if (
+            reads is None
+            or func.__closure__ is not None
+            or func.__dict__
+            or getattr(func, "__type_params__", None)
+            or any(name in namespace for name in reads)
+        ):
+            return super()._dynamic_function_reduce(func)
+        shared = self._function_getnewargs(func)[1]
+        return rebuild_function, (
+            func.__code__,
+            shared,
+            func.__name__,
+            func.__qualname__,
+            func.__module__,
+            func.__defaults__,
+            func.__kwdefaults__,
+            func.__annotations__,
+            func.__doc__,
+        )
 
 
 def pickle_code(functions: dict[str, Any]) -> bytes:

@@ -125,3 +125,67 @@ def test_code_that_marshal_cannot_write_travels_as_cloudpickle_reduces_it() -> N
     assert shipped(1) == 2
     assert shipped.__code__.co_filename == "/project/odd.py"
     assert shipped.__code__.co_consts[-1] == range(3)
+
+
+PLAIN_MODULE = """
+LIMIT = 10
+
+
+def plain(x: int, y: int = 2, *, z: int = 3) -> int:
+    "Adds."
+    return sum([x, y, z])
+
+
+def remember(value):
+    global memory
+    memory = value
+
+
+def recall():
+    return memory
+
+
+def capped(x):
+    return min(x, LIMIT)
+"""
+
+
+def test_a_function_that_reads_nothing_of_its_module_travels_as_its_code_and_attributes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step of plain Python on its arguments and builtins is pickled as its code and attributes, not
+    through cloudpickle's reduction (~6 against 8.5 µs a step function of a cold run, on the
+    scheduler). Unpickled, it is what cloudpickle makes of it: name, qualified name, module, defaults,
+    annotations, docstring, builtins at hand, and its module's namespace shared with the module's other
+    functions in the same pickle (a global one writes, another reads). A function that reads a global
+    of its module still goes through cloudpickle, with the value."""
+    from runner.executors import execute
+
+    module = types.ModuleType("plain_flow")
+    exec(compile(PLAIN_MODULE, str(tmp_path / "plain_flow.py"), "exec"), module.__dict__)
+    sys.modules["plain_flow"] = module
+    functions = {name: getattr(module, name) for name in ("plain", "remember", "recall", "capped")}
+    try:
+        cloudpickle.register_pickle_by_value(module)
+        data = pickle_code(functions)
+        reference = pickle.loads(cloudpickle.dumps(functions))
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+        del sys.modules["plain_flow"]
+    rebuilt = calls_to(monkeypatch, execute, "rebuild_function", lambda code, namespace, name, *rest: name)
+    shipped = pickle.loads(data)
+    assert rebuilt == ["plain", "remember", "recall"]
+    for name, fn in shipped.items():
+        twin = reference[name]
+        for attribute in ("__name__", "__qualname__", "__module__", "__defaults__", "__kwdefaults__"):
+            assert getattr(fn, attribute) == getattr(twin, attribute), (name, attribute)
+        assert fn.__doc__ == twin.__doc__, name
+        assert fn.__annotations__ == twin.__annotations__, name
+        assert fn.__code__.co_filename == str(tmp_path / "plain_flow.py")
+        assert fn.__globals__ is shipped["plain"].__globals__, name
+    assert shipped["plain"].__globals__.keys() == reference["plain"].__globals__.keys()
+    assert shipped["plain"](1) == reference["plain"](1) == 6
+    assert shipped["capped"](50) == 10
+    for side in (shipped, reference):
+        side["remember"](5)
+        assert side["recall"]() == 5

@@ -270,6 +270,30 @@ def rebuild_lru_cache(function: Callable[..., Any], maxsize: int | None, typed: 
     return functools.lru_cache(maxsize=maxsize, typed=typed)(function)
 
 
+def rebuild_function(
+    code: types.CodeType,
+    namespace: dict[str, Any],
+    name: str,
+    qualname: str,
+    module: str,
+    defaults: tuple[Any, ...] | None,
+    kwdefaults: dict[str, Any] | None,
+    annotations: dict[str, Any],
+    doc: str | None,
+) -> types.FunctionType:
+    """Unpickle a function that reads nothing of its module's namespace (`runner.shipping`): what
+    cloudpickle rebuilds for it, the namespace shared with the functions of the same module in the
+    same pickle and given the builtins as cloudpickle gives them."""
+    namespace["__builtins__"] = builtins.__dict__
+    function = types.FunctionType(code, namespace, name, defaults)
+    function.__qualname__ = qualname
+    function.__module__ = module
+    function.__kwdefaults__ = kwdefaults
+    function.__annotations__ = annotations
+    function.__doc__ = doc
+    return function
+
+
 def _forget_project_modules(roots: tuple[str, ...]) -> None:
     """Drop the user's own modules imported by earlier tasks, so new code imports their current source.
 
