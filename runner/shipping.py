@@ -142,13 +142,12 @@ class CodePickler(StablePickler):
         code and the few attributes cloudpickle would set: cloudpickle's state for it holds nothing
         more (no globals, no submodules), and its namespace is cloudpickle's own, shared by the
         module's functions in this pickle (`rebuild_function`). With code objects reduced at once
-        (`reducer_override`), a chunk of one-line steps pickled in 5.7-6.0 µs a step against 8.6-12
-        (3.4-3.7 against 6.1-9.3 once their code was marshalled), on the scheduler of a cold run."""
-        reads = cloudpickle_internals._extract_code_globals_cache.get(func.__code__)
+        (`reducer_override`), a chunk of one-line steps pickled in 5.7-6.3 µs a step against 8.6-12
+        (3.4-3.9 against 6.1-9.3 once their code was marshalled), on the scheduler of a cold run."""
+        reads = cloudpickle_internals._extract_code_globals(func.__code__)  # `code_globals`, kept above
         namespace = func.__globals__
         if (
-            reads is None
-            or func.__closure__ is not None
+            func.__closure__ is not None
             or func.__dict__
             or getattr(func, "__type_params__", None)
             or any(name in namespace for name in reads)

@@ -20,6 +20,8 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cloudpickle.cloudpickle as cloudpickle_internals
+
 from dsl.context import StepContext, step_context
 from dsl.loader import install_local_imports
 from dsl.locality import is_user_file
@@ -281,11 +283,10 @@ def rebuild_function(
     annotations: dict[str, Any],
     doc: str | None,
 ) -> types.FunctionType:
-    """Unpickle a function that reads nothing of its module's namespace (`runner.shipping`): what
-    cloudpickle rebuilds for it, the namespace shared with the functions of the same module in the
-    same pickle and given the builtins as cloudpickle gives them."""
-    namespace["__builtins__"] = builtins.__dict__
-    function = types.FunctionType(code, namespace, name, defaults)
+    """Unpickle a function that reads nothing of its module's namespace (`runner.shipping`): made as
+    cloudpickle makes one (`_make_function`: the namespace shared with the functions of the same
+    module in the same pickle, given the builtins), with the attributes its state would set."""
+    function: types.FunctionType = cloudpickle_internals._make_function(code, namespace, name, defaults, None)
     function.__qualname__ = qualname
     function.__module__ = module
     function.__kwdefaults__ = kwdefaults

@@ -22,7 +22,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
+from operator import itemgetter
 from typing import Any, cast
 
 from runner.records import dumps_detail
@@ -252,17 +253,9 @@ class RowBatches:
             if kind == "finished" and row[DETAIL] is not None:
                 row = (*row[:DETAIL], dumps_detail(cast("dict[str, Any]", row[DETAIL])), *row[DETAIL + 1 :])
             last[row[0], row[1]] = (kind, row)
-        group: list[tuple[object, ...]] = []
-        group_kind = ""
-        for key, entry in last.items():
-            kind, row = ("pending", key) if entry is None else entry
-            if kind != group_kind:
-                if group:
-                    _INSERTS[group_kind](conn, group)
-                group, group_kind = [], kind
-            group.append(row)
-        if group:
-            _INSERTS[group_kind](conn, group)
+        entries = (("pending", key) if entry is None else entry for key, entry in last.items())
+        for kind, group in groupby(entries, key=itemgetter(0)):
+            _INSERTS[kind](conn, [row for _, row in group])
         if batch.metrics:
             insert_metrics(conn, batch.metrics)
 
