@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runner.filled_init import filled_init
 from runner.records import FlowOutput
 from runner.status import RunStatus, StepStatus
 
@@ -39,6 +40,7 @@ class RunStarted(Event):
     kind: str = field(init=False, default="run_started")
 
 
+@filled_init
 @dataclass(frozen=True)
 class StepStarted(Event):
     """A step (or one fan-out instance, `name[i]`) was submitted to an executor."""
@@ -51,15 +53,8 @@ class StepStarted(Event):
     ts: float
     kind: str = field(init=False, default="step_started")
 
-    def __init__(
-        self, run_id: int, step: str, attempt: int, reason: str, fingerprint: str, ts: float
-    ) -> None:
-        # One or two events per step a run decides: filled as `StepLog` is (see there).
-        self.__dict__.update(
-            run_id=run_id, step=step, attempt=attempt, reason=reason, fingerprint=fingerprint, ts=ts
-        )
 
-
+@filled_init
 @dataclass(frozen=True)
 class StepLog(Event):
     """One captured line of a step's stdout, stderr or logging output."""
@@ -70,17 +65,6 @@ class StepLog(Event):
     line: str
     ts: float
     kind: str = field(init=False, default="step_log")
-
-    def __init__(self, run_id: int, step: str, stream: str, line: str, ts: float) -> None:
-        # One event per line: a step printing a flood makes hundreds of thousands. Filling the
-        # instance dict directly costs a third of the generated frozen `__init__` (one
-        # `object.__setattr__` call per field); `kind` stays the class default.
-        fields = self.__dict__
-        fields["run_id"] = run_id
-        fields["step"] = step
-        fields["stream"] = stream
-        fields["line"] = line
-        fields["ts"] = ts
 
 
 @dataclass(frozen=True)
@@ -96,6 +80,7 @@ class StepRetrying(Event):
     kind: str = field(init=False, default="step_retrying")
 
 
+@filled_init
 @dataclass(frozen=True)
 class StepFinished(Event):
     """A step reached a final status: succeeded, cached, failed, skipped or cancelled."""
@@ -114,40 +99,6 @@ class StepFinished(Event):
     metrics: dict[str, float]
     ts: float
     kind: str = field(init=False, default="step_finished")
-
-    def __init__(
-        self,
-        run_id: int,
-        step: str,
-        status: StepStatus,
-        attempts: int,
-        duration_s: float,
-        reason: str,
-        error: str | None,
-        traceback: str | None,
-        fingerprint: str | None,
-        output_hash: str | None,
-        preview: str | None,
-        metrics: dict[str, float],
-        ts: float,
-    ) -> None:
-        # Every step of every run ends with one, a fully cached step's being most of its cost: the
-        # generated frozen `__init__` took 4.6 µs of a 45 µs step here; this, 2 (see `StepLog`).
-        self.__dict__.update(
-            run_id=run_id,
-            step=step,
-            status=status,
-            attempts=attempts,
-            duration_s=duration_s,
-            reason=reason,
-            error=error,
-            traceback=traceback,
-            fingerprint=fingerprint,
-            output_hash=output_hash,
-            preview=preview,
-            metrics=metrics,
-            ts=ts,
-        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runner.filled_init import filled_init
 
+
+@filled_init
 @dataclass(frozen=True)
 class InputRef:
     """One argument for a step call, in a form that crosses process boundaries.
@@ -35,6 +38,7 @@ class InputRef:
     stamp: tuple[int, int, int, int, int] | None = None
 
 
+@filled_init
 @dataclass(frozen=True)
 class Task:
     """One execution of one step function.
@@ -92,6 +96,7 @@ class Task:
         return task
 
 
+@filled_init
 @dataclass(frozen=True)
 class TaskResult:
     """How a task ended.
@@ -128,6 +133,7 @@ class TaskResult:
     stamp: tuple[int, int, int, int, int] | None = None
 
 
+@filled_init
 @dataclass(frozen=True)
 class TaskLog:
     """A line the task printed or logged."""
@@ -138,6 +144,7 @@ class TaskLog:
     ts: float
 
 
+@filled_init
 @dataclass(frozen=True)
 class TaskLogs:
     """Lines the task printed or logged, in order: `(stream, line, timestamp)` each.
@@ -149,6 +156,7 @@ class TaskLogs:
     lines: list[tuple[str, str, float]]
 
 
+@filled_init
 @dataclass(frozen=True)
 class TaskDone:
     """A task finished (or its process died): its result."""
@@ -157,6 +165,7 @@ class TaskDone:
     result: TaskResult
 
 
+@filled_init
 @dataclass(frozen=True)
 class TaskStarted:
     """The task's function is about to run after a slow start (a new process, new code): its timeout

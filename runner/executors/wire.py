@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runner.executors.base import InputRef, Task, TaskDone, TaskLog, TaskLogs, TaskResult, TaskStarted
+from runner.filled_init import filled_init
 
 _HEADER = struct.Struct("!I")
 
@@ -42,6 +43,7 @@ runner (~0.15 ms) or of the worker (~0.07 ms), with room for a slower machine. S
 task on each side; a step that runs longer is waited for asleep."""
 
 
+@filled_init
 @dataclass(frozen=True)
 class RunTask:
     """Runner to worker: run this task (its code travels only the first time the worker needs it).
@@ -80,6 +82,7 @@ class Exit:
     """Runner to worker: finish now (an idle worker holds nothing worth more)."""
 
 
+@filled_init
 @dataclass(frozen=True)
 class Finished:
     """Worker to runner, last for each task: its result.
