@@ -21,7 +21,7 @@ from runner.executors import local, wire
 from runner.executors.base import Task, TaskDone
 from runner.executors.local import LocalExecutor
 from runner.shipping import pickle_code
-from tests.helpers_core import task_result
+from tests.helpers_core import task_result, task_results
 
 
 def _task(task_id: str, source: str) -> Task:
@@ -73,6 +73,37 @@ def test_a_worker_polls_after_its_task_only_while_a_core_is_left_for_it(
         ("second", 0.0),
         ("single", 0.0),
     ]
+
+
+def test_a_worker_whose_task_just_ended_keeps_its_core_for_its_moment_of_polling(tmp_path: Path) -> None:
+    """A worker told to poll does so for `SPIN_S` after its task: until then its core is not free for
+    another poller. In a fan-out the runner could not keep up with, both workers of a 2-core machine
+    were told to poll, each while the other was idle, and then polled beside the runner."""
+    gate = tmp_path / "gate"
+    executor = LocalExecutor(2, poll=True)
+    try:
+        executor._cores = 2
+        executor.submit(_task("first", "    return 1"))
+        executor.submit(_task("second", "    return 2"))
+        assert all(result.ok for result in task_results(executor, {"first", "second"}).values())
+        deadline = time.monotonic() + 30
+        while not all(w.ready for w in executor._workers) and time.monotonic() < deadline:
+            assert executor.events(0.05) == []  # the second worker's start-up done (`Preloaded`)
+        assert len(executor._workers) == 2 and all(w.ready for w in executor._workers)
+        wait = f"    import os, time\n    while not os.path.exists({str(gate)!r}):\n        time.sleep(0.005)"
+        executor.submit(_task("gated", wait))
+        (busy,) = [w for w in executor._workers if w.tasks]
+        (idle,) = [w for w in executor._workers if not w.tasks]
+        idle.since = time.monotonic() - 60  # its task ended long ago: it sleeps
+        assert executor._core_free()  # the runner and the busy worker: one core each
+        idle.since = time.monotonic()  # its task ended just now: it may be polling for its next frame
+        assert not executor._core_free()
+        idle.since = time.monotonic() - 2 * wire.SPIN_S  # its moment is over
+        assert executor._core_free()
+        gate.touch()
+        assert task_result(executor, "gated").ok
+    finally:
+        executor.close()
 
 
 def test_an_executor_not_asked_to_poll_sleeps_at_once_on_both_sides(

@@ -575,10 +575,15 @@ class LocalExecutor:
         want one of their own, and the machine is not busy with more threads than that (other
         programs, other runs: a poller would take their time). Beside the runner and a worker, the
         runner's store writer may be runnable too: one more than the cores is not yet busy."""
-        starting = sum(1 for w in self._workers if not w.ready)
-        if 1 + sum(1 for w in self._workers if w.tasks) + starting > self._cores:
-            return False
         now = time.monotonic()
+        starting = sum(1 for w in self._workers if not w.ready)
+        # A worker counts while it has tasks and for `SPIN_S` after its last one ended: it may be
+        # polling for its next frame then. In a fan-out that outran the runner, each worker was told
+        # to poll while the other was idle, and both then polled on a 2-core machine's cores while
+        # the runner, which was to send them their next tasks, waited for one.
+        busy = sum(1 for w in self._workers if w.tasks or now - w.since < wire.SPIN_S)
+        if 1 + busy + starting > self._cores:
+            return False
         if now - self._load_checked >= LOAD_CHECK_S:
             self._load_checked = now
             runnable = _runnable()
