@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,15 @@ def _no_user_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep the developer's FLOW_STORE / FLOW_EXECUTOR out of the tests."""
     monkeypatch.delenv("FLOW_STORE", raising=False)
     monkeypatch.delenv("FLOW_EXECUTOR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _sigpipe_still_ignored() -> Iterator[None]:
+    """Python ignores SIGPIPE (a write to a closed pipe fails with EPIPE). flow's entry point lets a
+    command that only prints die of it instead; run in-process by a test and left so, it killed the
+    xdist worker in a later test, whose runner wrote to a worker that had just crashed."""
+    yield
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN, "the test left SIGPIPE's action changed"
 
 
 @pytest.fixture

@@ -501,8 +501,15 @@ def test_ctrl_c_inside_a_typer_command_exits_130_not_0(monkeypatch, capsys, comm
         monkeypatch.setattr(module, "open_store", interrupted)
     monkeypatch.setattr(exits, "_exit_now", exit_now)
     monkeypatch.setattr(sys, "argv", ["flow", *command])
-    with pytest.raises(_Exited) as ended:
-        exits.main()
+    # The entry point lets a command that only prints die of SIGPIPE (`flow runs | head`): in this
+    # process that would outlast the test, and a later test's runner, writing to a worker that had
+    # just crashed, died of it instead of reading EPIPE (the xdist worker went down, status 141).
+    previous = signal.getsignal(signal.SIGPIPE)
+    try:
+        with pytest.raises(_Exited) as ended:
+            exits.main()
+    finally:
+        signal.signal(signal.SIGPIPE, previous)
     assert ended.value.code == 130
     assert "flow: interrupted" in capsys.readouterr().err
 
