@@ -99,6 +99,12 @@ def _code_reduce(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
     return reduced
 
 
+def _module_pickled_by_value(obj: Any) -> bool:
+    """Whether `obj`'s module is registered to pickle by value (a flow's file, its local modules)."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    return module is not None and cloudpickle_internals._is_registered_pickle_by_value(module)
+
+
 class CodePickler(StablePickler):
     """cloudpickle for step code: code as `marshal` writes it, fast globals, `lru_cache` helpers
     rebuilt, classes with stable ids (`runner.stable_pickle`).
@@ -129,8 +135,7 @@ class CodePickler(StablePickler):
             cache = cloudpickle_internals._extract_code_globals_cache
             if obj.__code__ not in cache:
                 cache[obj.__code__] = code_globals(obj.__code__)
-            module = sys.modules.get(obj.__module__ or "")
-            if module is not None and cloudpickle_internals._is_registered_pickle_by_value(module):
+            if _module_pickled_by_value(obj):
                 # By value whatever cloudpickle would look up (a function of a module registered so
                 # is never pickled by reference): a plain one is reduced here, without the ~2 µs of
                 # lookups the overrides below make to come to `_dynamic_function_reduce`.
@@ -138,8 +143,7 @@ class CodePickler(StablePickler):
                 if plain is not None:
                     return plain
         elif isinstance(obj, functools._lru_cache_wrapper):
-            module = sys.modules.get(getattr(obj, "__module__", "") or "")
-            if module is not None and cloudpickle_internals._is_registered_pickle_by_value(module):
+            if _module_pickled_by_value(obj):
                 options = obj.cache_parameters()
                 return rebuild_lru_cache, (obj.__wrapped__, options["maxsize"], options["typed"])
         return super().reducer_override(obj)
