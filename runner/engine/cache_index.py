@@ -17,7 +17,7 @@ from typing import Any
 from runner.artifacts import ArtifactError, verify_file
 from runner.engine.decide import Reusable
 from runner.engine.model import Run
-from runner.store.api import EngineStore
+from runner.store.api import EngineStore, Hit
 
 CACHED_ROWS_PER_STEP = 20
 """A run loads the cache's new fingerprints if there are at most this many per step in its scope
@@ -98,6 +98,7 @@ class CacheIndex:
         another process uses the store (then a fingerprint unknown at the run's start may have been
         stored since, and SQLite is asked)."""
         recent = self._recent.get(fingerprint) if cache else None
+        kept: Hit | None = None
         if not cache:
             resumed = run.resume.get(name)
             if resumed is None or resumed[0] != fingerprint:
@@ -105,28 +106,39 @@ class CacheIndex:
             found = Reusable(resumed[1], run.request.resume_of, None)
         elif recent is not None:
             if self._intact_file(fingerprint, recent.output_hash):
+                run.found = None  # an entry from before the run: its kept entries are read again
                 return recent
             self._forget(fingerprint, "its artifact file is gone or changed on disk")
             return None
         else:
-            hit = run.prefetched.pop(fingerprint, None)
-            if hit is None:
+            kept = run.prefetched.pop(fingerprint, None)
+            if kept is None:
                 if self._catch_up_for:
                     self._catch_up()
                 if self._cached_fresh and hash(fingerprint) not in self._cached and not others_live():
                     return None  # surely not in the store's cache (see `refresh`)
                 hit = self._store.lookup(fingerprint, verify=True)
-            if hit is None:
-                return None
-            found = Reusable(hit.output_hash, hit.run_id, hit.preview)
-            if hit.intact:
+                if hit is None:
+                    return None
+                kept = (hit.output_hash, hit.run_id, hit.preview, hit.intact)
+            found = Reusable(kept[0], kept[1], kept[2])
+            if kept[3]:
+                if run.found is not None:
+                    run.found[fingerprint] = kept
                 return found
         try:
             self._store.artifact_location(found.output_hash, keep_stamp=True)
         except ArtifactError as exc:
             self._forget(fingerprint, str(exc))
             return None
+        if kept is not None and run.found is not None:
+            run.found[fingerprint] = kept
         return found
+
+    def stored(self, run: Run, fingerprint: str, kept: Hit) -> None:
+        """A run stored a result under `fingerprint` (the cache entry `kept`)."""
+        if run.found is not None:
+            run.found[fingerprint] = kept
 
     def never_cached(self, step: str) -> bool:
         """Whether no result of a step of this name is in the store's cache as of the run's start, nor

@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from runner.artifacts import trust
+from runner.artifacts import content_hash, trust
 from runner.engine.decide import Reusable
 from runner.engine.jobs import Jobs
 from runner.engine.model import Execution, Output, Run
@@ -267,3 +267,6 @@ class Executing(Jobs):
         )
         if cacheable:
             self._index.remember(fingerprint, Reusable(digest, run_id, preview_text), result.path, step)
+            kept = (digest, run_id, preview_text, data is not None and content_hash(data) == digest)
+            for run, _ in execution.waiters:
+                self._index.stored(run, fingerprint, kept)

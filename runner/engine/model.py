@@ -17,7 +17,7 @@ from dsl.loader import LoadedFlow
 from runner.events import Event
 from runner.executors.base import Task
 from runner.fingerprint import StaticPrint, value_hash
-from runner.store.api import CacheHit
+from runner.store.api import Hit
 
 Subscriber = Callable[[Event], None]
 
@@ -134,8 +134,13 @@ class Run:
     previous: dict[str, dict[str, Any]] | None = None
     inside: frozenset[str] = frozenset()
     source_metrics: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
-    prefetched: dict[str, CacheHit] = field(default_factory=dict)
+    prefetched: dict[str, Hit] = field(default_factory=dict)
     """Cache entries of the fingerprints the flow's last run used, read at the start (see `start`)."""
+    found: dict[str, Hit] | None = None
+    """The cache entries this run reused or stored, by fingerprint, kept for the flow's next process
+    (`runner.store.last_hits`); None when one came from before the run (this engine's memory)."""
+    generation: int | None = None
+    """The store's count of changes to cache entries when the run read `prefetched`."""
     cancelled: bool = False
     failure: str | None = None
     """Set when the runner itself failed the run (an internal error): the run ends `failed`."""

@@ -73,10 +73,11 @@ class Engine(Deciding):
             # it. Read before the run's first write starts the store's writer thread, which, opening
             # its connection meanwhile, took the GIL each time the query gave it up for a row (a new
             # engine's cached re-run of 1,000 steps used ~1 µs a step more CPU).
-            prefetched = self.store.cache_hits_of_last_run(request.loaded.name)
+            last = self.store.cache_hits_of_last_run(request.loaded.name)
+            prefetched = last.hits
             # Their metrics too, here: asked by the scheduler thread, the first query opened its own
             # connection to the store (~0.3 ms of a fully cached re-run, which needs none otherwise).
-            sources = {hit.run_id for hit in prefetched.values() if hit.run_id is not None}
+            sources = {hit[1] for hit in prefetched.values() if hit[1] is not None}
             source_metrics = self.store.metrics_by_fingerprint(sources)
         run_id = self.store.create_run(
             request.loaded.name, str(request.loaded.path), request.params, request.trigger, self.executor.name
@@ -103,7 +104,11 @@ class Engine(Deciding):
         self._index.refresh(len(scope))
         if first:
             self._flows_seen.add(request.loaded.name)
+            carried = last.run_id if last.kept else None
+            self._kept_hits.setdefault(request.loaded.name, (carried, frozenset(prefetched)))
             run.prefetched = prefetched
+            run.found = {}
+            run.generation = last.generation
             run.source_metrics = source_metrics
         external = external_inputs(graph, scope)
         try:

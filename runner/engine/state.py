@@ -60,6 +60,9 @@ class SchedulerState(ABC):
         self._claims = Claims(store)
         self._bundles = CodeBundles()
         self._flows_seen: set[str] = set()
+        self._kept_hits: dict[str, tuple[int | None, frozenset[str]]] = {}
+        """Flow -> the run whose cache entries the store keeps for it (`runner.store.last_hits`), as
+        far as this engine knows, and their fingerprints."""
         self._by_task: dict[str, Execution] = {}
         self._queue: deque[Execution] = deque()
         self._busy = 0

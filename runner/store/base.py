@@ -168,6 +168,8 @@ class StoreBase:
         # end waits for (a 10,000-step run's). The heartbeat checkpoints instead (`Owners._beat`), and
         # a process's last connection to close does, as SQLite always does.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        # A REPLACE of a cache entry fires the trigger that counts the change (`runner.store.schema`).
+        conn.execute("PRAGMA recursive_triggers=ON")
         return conn
 
     @property

@@ -17,7 +17,8 @@ from runner.artifacts import (
     trusted_stamp,
     verify_file,
 )
-from runner.store.api import CacheHit
+from runner.store import last_hits
+from runner.store.api import CacheHit, LastHits
 from runner.store.base import StoreBase
 
 
@@ -41,23 +42,11 @@ class Cache(StoreBase):
         intact = row[3] is not None and content_hash(bytes(row[3])) == row[0]
         return CacheHit(row[0], row[1], row[2], intact)
 
-    def cache_hits_of_last_run(self, flow: str) -> dict[str, CacheHit]:
-        """The cache entries of every fingerprint the flow's last finished run used (one query),
-        inline artifacts verified as `lookup(verify=True)` does: a re-run of an unchanged or
+    def cache_hits_of_last_run(self, flow: str) -> LastHits:
+        """The cache entries of every fingerprint the flow's last finished run used, inline artifacts
+        verified as `lookup(verify=True)` does (`runner.store.last_hits`): a re-run of an unchanged or
         slightly edited flow finds nearly every step here instead of asking once per step."""
-        rows = self._conn.execute(
-            "SELECT c.fingerprint, c.output_hash, c.run_id, c.preview, a.data FROM steps s "
-            "JOIN cache c ON c.fingerprint = s.fingerprint "
-            "LEFT JOIN artifacts a ON a.hash = c.output_hash "
-            "WHERE s.run_id = (SELECT MAX(id) FROM runs WHERE flow=? AND status != 'running')",
-            (flow,),
-        ).fetchall()
-        return {
-            fingerprint: CacheHit(
-                digest, run_id, preview, data is not None and content_hash(bytes(data)) == digest
-            )
-            for fingerprint, digest, run_id, preview, data in rows
-        }
+        return last_hits.read(self._conn, flow)
 
     def cache_rows_after(self, rowid: int, limit: int) -> tuple[list[tuple[str, str]], int] | None:
         """(fingerprint, step) of the cache rows newer than `rowid`, and the newest rowid; None if

@@ -62,11 +62,12 @@ insert_artifacts = MultiRowInsert(
     "INSERT INTO artifacts(hash, size, data, created_at, stamp)",
     5,
     64,
-    " ON CONFLICT(hash) DO UPDATE SET stamp = excluded.stamp",
+    " ON CONFLICT(hash) DO UPDATE SET stamp = excluded.stamp, data = excluded.data",
 )
-"""Artifact rows `(hash, size, data, created_at, stamp)`; one already there is kept (same hash, same
-bytes) but takes the new stamp: the file was written again (a new inode), and the old stamp no longer
-describes it."""
+"""Artifact rows `(hash, size, data, created_at, stamp)`; one already there (same hash, so the same
+bytes) takes the new stamp, since the file was written again (a new inode) and the old stamp no longer
+describes it, and the new inline bytes: the same, unless the row's had been damaged, which they
+repair (and which counts as a change for the entries kept of the cache: `runner.store.schema`)."""
 insert_cache = MultiRowInsert(
     "INSERT OR REPLACE INTO cache(fingerprint, output_hash, step, run_id, created_at, preview)", 6, 64
 )
