@@ -176,23 +176,22 @@ class Finishing(SchedulerState):
             self._release_parked(run)
         now = time.time()
         outputs = flow_outputs.collect(run.request.loaded, run.states, partial(plain_value, self.store))
-        carry_from = self._hits_kept_for(run)
+        carry_from = self._hits_kept_for(run, executed=StepStatus.SUCCEEDED in counts)
         found, generation = (None, None) if carry_from is not None else (run.found, run.generation)
         self._recorder.keep_hits(run.id, run.request.loaded.name, carry_from, found, generation)
         self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
         self._release_held()
         run.handle._finish(status)
 
-    def _hits_kept_for(self, run: Run) -> int | None:
+    def _hits_kept_for(self, run: Run, *, executed: bool) -> int | None:
         """The run of the same flow whose kept cache entries (`runner.store.last_hits`) hold those of
-        every fingerprint this run found, if this engine knows one and this run executed nothing:
+        every fingerprint this run found, if this engine knows one and this run `executed` no step:
         they are then kept for this run as they are (a fully cached re-run), not gathered again.
         Entries they hold beyond are still the cache's (a change would have been counted)."""
         flow = run.request.loaded.name
-        states = run.states.values()
-        found = {s.fingerprint for s in states if s.status in OK and s.fingerprint}
+        found = {s.fingerprint for s in run.states.values() if s.status in OK and s.fingerprint}
         kept_run, kept = self._kept_hits.get(flow, (None, frozenset()))
-        if kept_run is not None and found <= kept and all(s.status != StepStatus.SUCCEEDED for s in states):
+        if kept_run is not None and not executed and found <= kept:
             self._kept_hits[flow] = (run.id, kept)
             return kept_run
         self._kept_hits[flow] = (run.id, frozenset(found))
