@@ -118,7 +118,7 @@ def bench_on(executor: Any, store_dir: Path) -> Bench:
     collect_less()
     engine = Engine(store, executor)
     bench = Bench(engine, store)
-    engine.subscribe(bench.events.append)
+    engine.subscribe(bench.note)
     return bench
 
 
