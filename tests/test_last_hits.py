@@ -321,3 +321,13 @@ def test_a_schema_13_store_gains_the_kept_rows(chain, store_dir, log):
         conn.execute("DELETE FROM cache WHERE output_hash=?", (steps_of(first)["b"].output_hash,))
     assert run_once(store_dir, path).status == "succeeded"
     assert executed(log) == ["b"]
+
+
+def test_gc_frees_the_kept_rows_its_deletes_made_unreadable(chain, store_dir, flow_cli):
+    _, first = chain
+    assert kept(store_dir, first.flow) is not None
+    assert flow_cli("delete", str(first.id)).code == 0
+    done = flow_cli("gc", "--json")
+    assert done.code == 0, done
+    assert done.json()["cache_entries"] == 4
+    assert kept(store_dir, first.flow) is None

@@ -174,6 +174,8 @@ def collect_garbage(store: Store, policy: Policy | None = None, *, dry_run: bool
         conn.executemany("DELETE FROM sources WHERE hash=?", [(h,) for h in stale_sources])
         if stale_cache or done.artifacts:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('gc_generation', ?)", (repr(now),))
+            # The deletes were counted (`runner.store.schema`): no kept row is read again; free them.
+            conn.execute("DELETE FROM last_hits")
         # Files go while the write lock is held: no run can start (create_run waits) and re-create one.
         for file in done.files:
             Path(file).unlink(missing_ok=True)
