@@ -165,9 +165,10 @@ def test_a_new_engine_reads_the_kept_row_instead_of_every_step_row(chain, store_
 
 
 def test_the_kept_row_equals_the_join_after_every_kind_of_run(write_flow, log, store_dir):
-    """Kept from the engine's memory (its first run of the flow), joined again (a later run of the
-    same engine, which reused what it remembered), carried (a partial run, a new engine's fully
-    cached re-run): every entry of the join of the run's own step rows, each as the cache has it."""
+    """Kept from an engine's memory (its first run of the flow) or carried (a fully cached re-run, a
+    partial one): every entry of the join of the run's own step rows, each as the cache has it. A
+    later run of the same engine that executed steps keeps nothing (it would have to join): the next
+    process joins instead, once."""
     path = write_flow(flow_source(log, KINDS), name="flow_file.py")
 
     def check(run: Any) -> dict[str, Any]:
@@ -184,7 +185,8 @@ def test_the_kept_row_equals_the_join_after_every_kind_of_run(write_flow, log, s
         assert steps_of(first)["fails"].status == "failed"
         check(first)
         path.write_text(flow_source(log, KINDS.replace("return a + 5", "return a + 6")), encoding="utf-8")
-        check(engine.run(path))
+        engine.run(path)
+        assert kept(store_dir, first.flow)[0] == first.id
         check(engine.run(path, only=["each"]))
     finally:
         engine.close()
@@ -193,6 +195,7 @@ def test_the_kept_row_equals_the_join_after_every_kind_of_run(write_flow, log, s
     entries = check(last)
     items = [s.fingerprint for s in last.steps if s.name.startswith("each[")]
     assert len(items) == 4 and set(items) <= set(entries)
+    assert steps_of(last)["after_uncached"].fingerprint in entries
     assert steps_of(last)["uncached"].fingerprint not in entries
     assert steps_of(last)["fails"].fingerprint not in entries
 
@@ -276,7 +279,7 @@ def test_a_forced_rerun_of_a_changing_step_is_what_the_next_process_reuses(write
 
 def test_a_row_kept_from_memory_needs_the_count_the_run_read(chain, store_dir):
     """`keep` takes the engine's entries only if nothing was counted since the run read the ones it
-    reused; otherwise it joins the run's step rows again."""
+    reused; otherwise it keeps nothing (the row there stays, and is read only at its own count)."""
     _, first = chain
     now = generation(store_dir)
     made_up = {"not a fingerprint of the run": ("0" * 64, first.id, None, True)}

@@ -19,6 +19,7 @@ from runner.engine.model import ASKING, NONE_OUTPUT_HASH, READY, Execution, Outp
 from runner.engine.state import SchedulerState
 from runner.events import Event, RunFinished, StepFinished
 from runner.status import FINAL, OK, RunStatus, StepStatus
+from runner.store.api import Hit
 
 
 class Finishing(SchedulerState):
@@ -176,25 +177,35 @@ class Finishing(SchedulerState):
             self._release_parked(run)
         now = time.time()
         outputs = flow_outputs.collect(run.request.loaded, run.states, partial(plain_value, self.store))
-        carry_from = self._hits_kept_for(run, executed=StepStatus.SUCCEEDED in counts)
-        found, generation = (None, None) if carry_from is not None else (run.found, run.generation)
-        self._recorder.keep_hits(run.id, run.request.loaded.name, carry_from, found, generation)
+        kept = self._hits_kept_for(run, executed=StepStatus.SUCCEEDED in counts)
+        if kept is not None:
+            self._recorder.keep_hits(run.id, run.request.loaded.name, *kept)
         self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
         self._release_held()
         run.handle._finish(status)
 
-    def _hits_kept_for(self, run: Run, *, executed: bool) -> int | None:
-        """The run of the same flow whose kept cache entries (`runner.store.last_hits`) hold those of
-        every fingerprint this run found, if this engine knows one and this run `executed` no step:
-        they are then kept for this run as they are (a fully cached re-run), not gathered again.
-        Entries they hold beyond are still the cache's (a change would have been counted)."""
+    def _hits_kept_for(
+        self, run: Run, *, executed: bool
+    ) -> tuple[int | None, dict[str, Hit] | None, int | None] | None:
+        """What the store is to keep of the cache entries this run found (`runner.store.last_hits`),
+        as `keep_hits`' last three arguments, or None: nothing.
+
+        - A run that executed nothing and found only entries the row kept for an earlier run holds:
+          that row, carried over as it is (a fully cached re-run).
+        - An engine's first run of the flow, which read the last run's entries with the store's
+          count of changes: the entries it found, kept if nothing was counted since.
+        - Otherwise nothing: a later run of a long-lived engine (`--watch`, the TUI) took results it
+          remembered, and gathering the entries from its step rows would cost its end ~3 µs a step.
+          The next process reads them from the step rows, once, and keeps its own."""
         flow = run.request.loaded.name
         found = {s.fingerprint for s in run.states.values() if s.status in OK and s.fingerprint}
         kept_run, kept = self._kept_hits.get(flow, (None, frozenset()))
         if kept_run is not None and not executed and found <= kept:
             self._kept_hits[flow] = (run.id, kept)
-            return kept_run
-        self._kept_hits[flow] = (run.id, frozenset(found))
+            return kept_run, None, None
+        if run.found is not None:
+            self._kept_hits[flow] = (run.id, frozenset(found))
+            return None, run.found, run.generation
         return None
 
     def _cancel(

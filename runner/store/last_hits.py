@@ -1,5 +1,6 @@
 """Provides what a new process's run reads of the cache first: the entries of the fingerprints the
-flow's last finished run used (`read`), kept in one row per flow as that run ends (`keep`).
+flow's last finished run used (`read`), kept in one row per flow by the run that found them, as it
+ends (`keep`: a new process's run, or a fully cached re-run, which carries the row over).
 
 Joining every step row of the last run with the cache and the artifacts (and hashing each inline
 artifact) was the largest part of a new process's fully cached re-run: ~3.5 µs of its ~20 a step. The
@@ -79,26 +80,24 @@ def keep(
     found: dict[str, Hit] | None,
     generation: int | None,
 ) -> None:
-    """Keep the entries of run `run_id` of `flow` (the writer calls this as the run ends, in its
-    transaction).
+    """Keep entries for run `run_id` of `flow` (the writer calls this as the run ends, in its
+    transaction); if what they rest on was counted as changed meanwhile, keep nothing (the next
+    process reads the run's step rows instead).
 
     Args:
-        carry_from: a run whose kept entries hold every one this run found: its row, if still
-            current, becomes this run's as it is (a fully cached re-run).
+        carry_from: a run whose kept entries hold every one this run found: its row becomes this
+            run's as it is (a fully cached re-run).
         found: the entries the run reused or stored, from the engine's memory, and `generation` the
-            count when it read those it reused: kept if the count has not moved since. Otherwise
-            the entries are read again (`hits_of_run`).
+            count when it read those it reused.
     """
     now = conn.execute(f"SELECT {GENERATION}").fetchone()[0]
-    if carry_from is not None and (
+    if carry_from is not None:
         conn.execute(
             "UPDATE last_hits SET run_id=? WHERE flow=? AND run_id=? AND generation=?",
             (run_id, flow, carry_from, now),
-        ).rowcount
-    ):
-        return
-    hits = found if found is not None and generation == now else hits_of_run(conn, run_id)
-    conn.execute(
-        "INSERT OR REPLACE INTO last_hits(flow, run_id, generation, hits) VALUES (?, ?, ?, ?)",
-        (flow, run_id, now, marshal.dumps(hits, MARSHAL_VERSION)),
-    )
+        )
+    elif found is not None and generation == now:
+        conn.execute(
+            "INSERT OR REPLACE INTO last_hits(flow, run_id, generation, hits) VALUES (?, ?, ?, ?)",
+            (flow, run_id, now, marshal.dumps(found, MARSHAL_VERSION)),
+        )
