@@ -106,7 +106,7 @@ class CacheIndex:
             found = Reusable(resumed[1], run.request.resume_of, None)
         elif recent is not None:
             if self._intact_file(fingerprint, recent.output_hash):
-                run.found = None  # an entry from before the run: its kept entries are read again
+                run.found = None  # an entry from before the run: it keeps none from memory
                 return recent
             self._forget(fingerprint, "its artifact file is gone or changed on disk")
             return None

@@ -138,7 +138,8 @@ class Run:
     """Cache entries of the fingerprints the flow's last run used, read at the start (see `start`)."""
     found: dict[str, Hit] | None = None
     """The cache entries this run reused or stored, by fingerprint, kept for the flow's next process
-    (`runner.store.last_hits`); None when one came from before the run (this engine's memory)."""
+    (`runner.store.last_hits`); None for a run that keeps none from memory: a later run of its engine,
+    or one that took an entry the engine remembered from before it."""
     generation: int | None = None
     """The store's count of changes to cache entries when the run read `prefetched`."""
     cancelled: bool = False
