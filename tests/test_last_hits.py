@@ -14,33 +14,24 @@ import pytest
 
 from runner.artifacts import content_hash
 from runner.store import Store, last_hits
+from runner.store.api import KeptHits
 from tests.conftest import EngineHarness
 from tests.helpers_core import calls_to, executed, flow_source, reset, set_schema, statuses, steps_of
+from tests.test_cache import CHAIN as ABCD
 
-CHAIN = """
-    @step
-    def a():
-        mark("a")
-        return 1
-
-    @step
-    def b(a):
-        mark("b")
-        return a + 1
-
-    @step
-    def c(b):
-        mark("c")
-        return b * 10
-
+BIG = """
     @step
     def big():
         mark("big")
         return b"x" * (2 << 20)
 """
-"""Inline artifacts, and one file artifact (`big`, over `INLINE_MAX`)."""
+"""A file artifact (over `INLINE_MAX`)."""
 
-KINDS = """
+CHAIN = ABCD + BIG
+"""Inline artifacts (`a` -> `b` -> `c`, and `d`), and one file artifact."""
+
+KINDS = (
+    """
     @step
     def a():
         mark("a")
@@ -69,12 +60,9 @@ KINDS = """
     def fails(a):
         mark("fails")
         raise ValueError("no")
-
-    @step
-    def big():
-        mark("big")
-        return b"y" * (2 << 20)
 """
+    + BIG
+)
 """A fan-out (with two equal items), a `cache=False` step and its downstream, a failing step, a file
 artifact."""
 
@@ -157,7 +145,7 @@ def test_a_new_engine_reads_the_kept_row_instead_of_every_step_row(chain, store_
     assert kept(store_dir, first.flow)[1][steps_of(first)["big"].fingerprint][3] is False  # a file: stat
     joins = calls_to(monkeypatch, last_hits, "hits_of_run")
     second = run_once(store_dir, path)
-    assert statuses(second) == dict.fromkeys(["a", "b", "c", "big"], "cached")
+    assert statuses(second) == dict.fromkeys(["a", "b", "c", "d", "big"], "cached")
     assert executed(log) == []
     # Read from the row, and the row carried over to the new run as it was: no join on either side.
     assert joins == []
@@ -287,7 +275,7 @@ def test_a_row_kept_from_memory_needs_the_count_the_run_read(chain, store_dir):
     try:
         for read_at, expected in ((now - 1, queried(store_dir, first.id)), (now, made_up)):
             conn.execute("BEGIN IMMEDIATE")
-            last_hits.keep(conn, first.flow, first.id, None, made_up, read_at)
+            last_hits.keep(conn, first.flow, first.id, KeptHits(None, made_up, read_at))
             conn.execute("COMMIT")
             assert kept(store_dir, first.flow) == (first.id, expected)
     finally:
@@ -300,7 +288,7 @@ def test_a_kept_row_that_cannot_be_read_is_ignored(chain, store_dir, log, monkey
         conn.execute("UPDATE last_hits SET hits = x'00ff'")
     joins = calls_to(monkeypatch, last_hits, "hits_of_run")
     second = run_once(store_dir, path)
-    assert statuses(second) == dict.fromkeys(["a", "b", "c", "big"], "cached")
+    assert statuses(second) == dict.fromkeys(["a", "b", "c", "d", "big"], "cached")
     assert executed(log) == []
     assert len(joins) == 1  # read through the join; kept again from the run's memory
     assert kept(store_dir, first.flow) == (second.id, queried(store_dir, second.id))
@@ -332,5 +320,5 @@ def test_gc_frees_the_kept_rows_its_deletes_made_unreadable(chain, store_dir, fl
     assert flow_cli("delete", str(first.id)).code == 0
     done = flow_cli("gc", "--json")
     assert done.code == 0, done
-    assert done.json()["cache_entries"] == 4
+    assert done.json()["cache_entries"] == 5
     assert kept(store_dir, first.flow) is None

@@ -19,7 +19,7 @@ from runner.engine.model import ASKING, NONE_OUTPUT_HASH, READY, Execution, Outp
 from runner.engine.state import SchedulerState
 from runner.events import Event, RunFinished, StepFinished
 from runner.status import FINAL, OK, RunStatus, StepStatus
-from runner.store.api import Hit
+from runner.store.api import KeptHits
 
 
 class Finishing(SchedulerState):
@@ -179,16 +179,14 @@ class Finishing(SchedulerState):
         outputs = flow_outputs.collect(run.request.loaded, run.states, partial(plain_value, self.store))
         kept = self._hits_kept_for(run, executed=StepStatus.SUCCEEDED in counts)
         if kept is not None:
-            self._recorder.keep_hits(run.id, run.request.loaded.name, *kept)
+            self._recorder.keep_hits(run.id, run.request.loaded.name, kept)
         self._emit(RunFinished(run.id, status, now - run.started, counts, now, outputs))
         self._release_held()
         run.handle._finish(status)
 
-    def _hits_kept_for(
-        self, run: Run, *, executed: bool
-    ) -> tuple[int | None, dict[str, Hit] | None, int | None] | None:
+    def _hits_kept_for(self, run: Run, *, executed: bool) -> KeptHits | None:
         """What the store is to keep of the cache entries this run found (`runner.store.last_hits`),
-        as `keep_hits`' last three arguments, or None: nothing.
+        or None: nothing.
 
         - A run that executed nothing and found only entries the row kept for an earlier run holds:
           that row, carried over as it is (a fully cached re-run).
@@ -202,10 +200,10 @@ class Finishing(SchedulerState):
         kept_run, kept = self._kept_hits.get(flow, (None, frozenset()))
         if kept_run is not None and not executed and found <= kept:
             self._kept_hits[flow] = (run.id, kept)
-            return kept_run, None, None
+            return KeptHits(kept_run)
         if run.found is not None:
             self._kept_hits[flow] = (run.id, frozenset(found))
-            return None, run.found, run.generation
+            return KeptHits(None, run.found, run.generation)
         return None
 
     def _cancel(

@@ -35,6 +35,18 @@ Hit = tuple[str, int | None, str | None, bool]
 new process's cached re-run reads one per step of the flow (a `CacheHit` made of each cost 0.3 µs)."""
 
 
+class KeptHits(NamedTuple):
+    """What the store is to keep of a run's cache entries as it ends (`runner.store.last_hits.keep`)."""
+
+    carry_from: int | None
+    """A run whose kept entries hold every one this run found: its row becomes this run's as it is."""
+    found: dict[str, Hit] | None = None
+    """Else the entries the run reused or stored, from the engine's memory."""
+    generation: int | None = None
+    """The store's count of changes when the run read the entries it reused: `found` is kept only if
+    the count has not moved since."""
+
+
 class LastHits(NamedTuple):
     """The cache entries of the fingerprints a flow's last finished run used, by fingerprint
     (`runner.store.last_hits`), and that run's id (None: the flow has no finished run)."""
@@ -79,16 +91,9 @@ class Recorder(Protocol):
         first decisions are written with its steps' pending rows, as one batch."""
         ...
 
-    def keep_hits(
-        self,
-        run_id: int,
-        flow: str,
-        carry_from: int | None,
-        found: dict[str, Hit] | None,
-        generation: int | None,
-    ) -> None:
+    def keep_hits(self, run_id: int, flow: str, kept: KeptHits) -> None:
         """As the run ends, keep the cache entries its steps found, for the flow's next process
-        (`CacheStore.cache_hits_of_last_run`; the arguments are `runner.store.last_hits.keep`'s)."""
+        (`CacheStore.cache_hits_of_last_run`)."""
         ...
 
 

@@ -20,7 +20,7 @@ import marshal
 import sqlite3
 
 from runner.artifacts import content_hash
-from runner.store.api import Hit, LastHits
+from runner.store.api import Hit, KeptHits, LastHits
 
 HITS_OF_RUN = (
     "SELECT c.fingerprint, c.output_hash, c.run_id, c.preview, a.data FROM steps s "
@@ -72,32 +72,18 @@ def _decoded(blob: bytes) -> dict[str, Hit] | None:
     return hits if type(hits) is dict else None
 
 
-def keep(
-    conn: sqlite3.Connection,
-    flow: str,
-    run_id: int,
-    carry_from: int | None,
-    found: dict[str, Hit] | None,
-    generation: int | None,
-) -> None:
-    """Keep entries for run `run_id` of `flow` (the writer calls this as the run ends, in its
-    transaction); if what they rest on was counted as changed meanwhile, keep nothing (the next
-    process reads the run's step rows instead).
-
-    Args:
-        carry_from: a run whose kept entries hold every one this run found: its row becomes this
-            run's as it is (a fully cached re-run).
-        found: the entries the run reused or stored, from the engine's memory, and `generation` the
-            count when it read those it reused.
-    """
+def keep(conn: sqlite3.Connection, flow: str, run_id: int, kept: KeptHits) -> None:
+    """Keep entries for run `run_id` of `flow` as `kept` says (the writer calls this as the run ends,
+    in its transaction); if what they rest on was counted as changed meanwhile, keep nothing (the next
+    process reads the run's step rows instead)."""
     now = conn.execute(f"SELECT {GENERATION}").fetchone()[0]
-    if carry_from is not None:
+    if kept.carry_from is not None:
         conn.execute(
             "UPDATE last_hits SET run_id=? WHERE flow=? AND run_id=? AND generation=?",
-            (run_id, flow, carry_from, now),
+            (run_id, flow, kept.carry_from, now),
         )
-    elif found is not None and generation == now:
+    elif kept.found is not None and kept.generation == now:
         conn.execute(
             "INSERT OR REPLACE INTO last_hits(flow, run_id, generation, hits) VALUES (?, ?, ?, ?)",
-            (flow, run_id, now, marshal.dumps(found, MARSHAL_VERSION)),
+            (flow, run_id, now, marshal.dumps(kept.found, MARSHAL_VERSION)),
         )

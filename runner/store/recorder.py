@@ -18,7 +18,7 @@ from dsl.errors import FlowError
 from runner.events import Event, RunFinished, RunStarted, StepFinished, StepLog, StepRetrying, StepStarted
 from runner.records import dumps_detail, dumps_json
 from runner.store import last_hits
-from runner.store.api import Hit
+from runner.store.api import KeptHits
 from runner.store.base import StoreBase
 from runner.store.rows import MultiRowInsert, insert_sources
 from runner.store.sources import text_hash
@@ -39,8 +39,8 @@ class StoreRecorder:
         """Hashes of the source rows this recorder wrote (or found written): each is written once."""
         self._file_hashes: dict[str, tuple[str, str]] = {}
         """Path -> (the text last seen, its hash): a re-run of an unchanged load hashes nothing."""
-        self._hits: dict[int, tuple[str, int | None, dict[str, Hit] | None, int | None]] = {}
-        """Run id -> the arguments of `keep_hits`, until the run's end is written."""
+        self._hits: dict[int, tuple[str, KeptHits]] = {}
+        """Run id -> the flow and what `keep_hits` said to keep, until the run's end is written."""
 
     def __call__(self, event: Event) -> None:
         if type(event) is StepLog:  # the bulk of the events: as few steps as possible per line
@@ -98,17 +98,7 @@ class StoreRecorder:
             )
             hits = self._hits.pop(event.run_id, None)
             if hits is not None:
-                flow, carry_from, found, generation = hits
-                submit(
-                    partial(
-                        last_hits.keep,
-                        flow=flow,
-                        run_id=event.run_id,
-                        carry_from=carry_from,
-                        found=found,
-                        generation=generation,
-                    )
-                )
+                submit(partial(last_hits.keep, flow=hits[0], run_id=event.run_id, kept=hits[1]))
 
     def _finished(self, event: StepFinished) -> None:
         parent = event.step.partition("[")[0] if event.step.endswith("]") else None
@@ -159,15 +149,8 @@ class StoreRecorder:
     def write_held(self) -> None:
         self._store.rows.release()
 
-    def keep_hits(
-        self,
-        run_id: int,
-        flow: str,
-        carry_from: int | None,
-        found: dict[str, Hit] | None,
-        generation: int | None,
-    ) -> None:
-        self._hits[run_id] = (flow, carry_from, found, generation)
+    def keep_hits(self, run_id: int, flow: str, kept: KeptHits) -> None:
+        self._hits[run_id] = (flow, kept)
 
     def record_detail(self, run_id: int, step: str, detail: dict[str, object], where: str) -> None:
         """Keep the fingerprint parts of an execution (what the next run compares against): they are
