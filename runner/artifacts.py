@@ -65,6 +65,11 @@ def content_hash(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def intact_inline(data: bytes | None, digest: str) -> bool:
+    """Whether an artifact's inline bytes are there and match its hash (a file artifact has none)."""
+    return data is not None and content_hash(data) == digest
+
+
 def artifact_path(artifact_dir: str | Path, digest: str) -> Path:
     """Where a file artifact with hash `digest` lives."""
     return Path(artifact_dir) / digest[:2] / digest

@@ -122,23 +122,15 @@ class CacheIndex:
                     return None
                 kept = (hit.output_hash, hit.run_id, hit.preview, hit.intact)
             found = Reusable(kept[0], kept[1], kept[2])
-            if kept[3]:
-                if run.found is not None:
-                    run.found[fingerprint] = kept
-                return found
-        try:
-            self._store.artifact_location(found.output_hash, keep_stamp=True)
-        except ArtifactError as exc:
-            self._forget(fingerprint, str(exc))
-            return None
+        if kept is None or not kept[3]:  # not an inline artifact already checked
+            try:
+                self._store.artifact_location(found.output_hash, keep_stamp=True)
+            except ArtifactError as exc:
+                self._forget(fingerprint, str(exc))
+                return None
         if kept is not None and run.found is not None:
             run.found[fingerprint] = kept
         return found
-
-    def stored(self, run: Run, fingerprint: str, kept: Hit) -> None:
-        """A run stored a result under `fingerprint` (the cache entry `kept`)."""
-        if run.found is not None:
-            run.found[fingerprint] = kept
 
     def never_cached(self, step: str) -> bool:
         """Whether no result of a step of this name is in the store's cache as of the run's start, nor

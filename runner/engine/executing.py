@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from runner.artifacts import content_hash, trust
+from runner.artifacts import intact_inline, trust
 from runner.engine.decide import Reusable
 from runner.engine.jobs import Jobs
 from runner.engine.model import Execution, Output, Run
@@ -267,6 +267,8 @@ class Executing(Jobs):
         )
         if cacheable:
             self._index.remember(fingerprint, Reusable(digest, run_id, preview_text), result.path, step)
-            kept = (digest, run_id, preview_text, data is not None and content_hash(data) == digest)
-            for run, _ in execution.waiters:
-                self._index.stored(run, fingerprint, kept)
+            keeping = [run.found for run, _ in execution.waiters if run.found is not None]
+            if keeping:  # runs that keep their entries for the next process (`Run.found`)
+                kept = (digest, run_id, preview_text, intact_inline(data, digest))
+                for found in keeping:
+                    found[fingerprint] = kept

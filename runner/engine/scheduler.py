@@ -104,8 +104,7 @@ class Engine(Deciding):
         self._index.refresh(len(scope))
         if first:
             self._flows_seen.add(request.loaded.name)
-            carried = last.run_id if last.kept else None
-            self._kept_hits.setdefault(request.loaded.name, (carried, frozenset(prefetched)))
+            self._kept_hits.setdefault(request.loaded.name, (last.kept_run, frozenset(prefetched)))
             run.prefetched = prefetched
             run.found = {}
             run.generation = last.generation

@@ -49,15 +49,14 @@ class KeptHits(NamedTuple):
 
 class LastHits(NamedTuple):
     """The cache entries of the fingerprints a flow's last finished run used, by fingerprint
-    (`runner.store.last_hits`), and that run's id (None: the flow has no finished run)."""
+    (`runner.store.last_hits`)."""
 
-    run_id: int | None
     hits: dict[str, Hit]
     generation: int
-    """The store's count of changes that may make a kept entry stale, read before the entries
-    (`runner.store.last_hits`)."""
-    kept: bool = False
-    """Read from the row kept for that run (not joined from its step rows)."""
+    """The store's count of changes that may make a kept entry stale, read before the entries."""
+    kept_run: int | None
+    """That run, if the entries were read from the row kept for it (None: joined from its step rows,
+    or the flow has no finished run)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from runner.artifacts import (
     artifact_path,
     content_hash,
     format_stamp,
+    intact_inline,
     parse_stamp,
     read_file_checked,
     trusted_stamp,
@@ -39,8 +40,7 @@ class Cache(StoreBase):
         ).fetchone()
         if row is None:
             return None
-        intact = row[3] is not None and content_hash(bytes(row[3])) == row[0]
-        return CacheHit(row[0], row[1], row[2], intact)
+        return CacheHit(row[0], row[1], row[2], intact_inline(row[3], row[0]))
 
     def cache_hits_of_last_run(self, flow: str) -> LastHits:
         """The cache entries of every fingerprint the flow's last finished run used, inline artifacts

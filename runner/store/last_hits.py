@@ -19,7 +19,7 @@ from __future__ import annotations
 import marshal
 import sqlite3
 
-from runner.artifacts import content_hash
+from runner.artifacts import intact_inline
 from runner.store.api import Hit, KeptHits, LastHits
 
 HITS_OF_RUN = (
@@ -40,7 +40,7 @@ MARSHAL_VERSION = 4
 def hits_of_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Hit]:
     """The entries of `HITS_OF_RUN`, inline artifacts verified against their hash."""
     return {
-        fingerprint: (digest, source, preview, data is not None and content_hash(bytes(data)) == digest)
+        fingerprint: (digest, source, preview, intact_inline(data, digest))
         for fingerprint, digest, source, preview, data in conn.execute(HITS_OF_RUN, (run_id,))
     }
 
@@ -48,7 +48,7 @@ def hits_of_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Hit]:
 def read(conn: sqlite3.Connection, flow: str) -> LastHits:
     """The entries of the flow's last finished run: its kept row, or the query when there is none.
     The generation is read before the entries (by the same statement as a kept row): if it moved
-    meanwhile, the run's own kept row is built again, not from what it read."""
+    meanwhile, the run keeps no row from what it read (`keep`)."""
     run_id, generation, kept = conn.execute(
         "SELECT r.id, g.value, h.hits "
         "FROM (SELECT MAX(id) AS id FROM runs WHERE flow=? AND status != 'running') r "
@@ -57,11 +57,11 @@ def read(conn: sqlite3.Connection, flow: str) -> LastHits:
         (flow, flow),
     ).fetchone()
     if run_id is None:
-        return LastHits(None, {}, generation)
+        return LastHits({}, generation, None)
     hits = _decoded(kept) if kept is not None else None
     if hits is not None:
-        return LastHits(run_id, hits, generation, kept=True)
-    return LastHits(run_id, hits_of_run(conn, run_id), generation)
+        return LastHits(hits, generation, run_id)
+    return LastHits(hits_of_run(conn, run_id), generation, None)
 
 
 def _decoded(blob: bytes) -> dict[str, Hit] | None:
