@@ -4,9 +4,10 @@ Run as `python -m benchmarks.tui`. Budgets (issue 21; issue 4's first paint was 
 paint of a 500-step flow within 150 ms, of a 10,000-step flow within 500 ms; while a step streams
 100,000 log lines, a key press is reflected on screen within 100 ms (from the key's delivery to the
 end of writing the first frame in which the tab it chose is on screen); the app stays under 300 MB RSS.
-The last line is `tui: <ms> ms (budget 150) PASS|FAIL`, where `<ms>` is the 500-step first paint and
-PASS means every budget held. The 10,000-step paint runs in a process of its own (`--big`), so its memory
-and garbage do not weigh on the 500-step figures; its peak RSS is reported beside it. Each paint opens a
+The first line says the machine's load; the last is `tui: <ms> ms (budget 150) PASS|FAIL`, where `<ms>`
+is the 500-step first paint and PASS means every budget held. The 10,000-step paint runs in a process
+of its own (`--big`), so its memory and garbage do not weigh on the 500-step figures; each process's
+peak RSS is held to the memory budget. Each paint opens a
 file written just before: its first open, compiled from scratch (a later open of the same file takes its
 code from `dsl.codecache`, as an import takes a module's bytecode).
 """
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import machine
 
 PAINT_BUDGET_MS = 150.0
 BIG_PAINT_BUDGET_MS = 500.0
@@ -155,35 +158,40 @@ async def key_latency(root: Path) -> tuple[float, float, int]:
     return median, worst, lines
 
 
-def big_paint() -> float:
-    """The 10,000-step first paint, measured in a fresh interpreter (`--big`)."""
+def big_paint() -> tuple[float, float]:
+    """The 10,000-step first paint, measured in a fresh interpreter (`--big`): (ms, that process's
+    peak RSS in MB). The child prints its figures for people, then one line of both for this parse."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.tui", "--big"], capture_output=True, text=True, check=True
     )
-    print(done.stdout, end="")
-    return float(done.stdout.strip().splitlines()[-1].split()[-1])
+    *shown, figures = done.stdout.strip().splitlines()
+    print("\n".join(shown))
+    paint, memory = figures.split()
+    return float(paint), float(memory)
 
 
 async def paint_big_only() -> None:
     with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
         big = await first_paint(Path(directory), layers=100, width=100, budget=BIG_PAINT_BUDGET_MS)
-    print(f"peak RSS of that process: {rss_mb():.0f} MB")
-    print(f"big paint ms: {big:.1f}")
+    memory = rss_mb()
+    print(f"peak RSS of that process: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
+    print(f"{big:.1f} {memory:.1f}")
 
 
 async def main() -> int:
+    print(f"TUI: first paint, key latency while logs stream, memory ({machine()})")
     with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
         root = Path(directory)
         paint = await first_paint(root)
         _, worst, lines = await key_latency(root)
-    big = big_paint()
+    big, big_memory = big_paint()
     memory = rss_mb()
-    print(f"peak RSS: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
+    print(f"peak RSS of the 500-step paint and the streaming: {memory:.0f} MB (budget {RSS_BUDGET_MB:.0f})")
     ok = (
         paint <= PAINT_BUDGET_MS
         and big <= BIG_PAINT_BUDGET_MS
         and worst <= KEY_BUDGET_MS
-        and memory <= RSS_BUDGET_MB
+        and max(memory, big_memory) <= RSS_BUDGET_MB
         and lines >= LOG_LINES
     )
     print(f"tui: {paint:.0f} ms (budget {PAINT_BUDGET_MS:.0f}) {'PASS' if ok else 'FAIL'}")
