@@ -27,6 +27,7 @@ import time
 from benchmarks import common
 from benchmarks.common import (
     SHAPES,
+    conclude,
     load,
     machine,
     median,
@@ -34,7 +35,6 @@ from benchmarks.common import (
     options,
     tempdir,
     timed_run,
-    verdict,
     write_flow,
 )
 
@@ -113,7 +113,7 @@ def main() -> None:
         )
         if name != "foreach":
             worst = max(worst, same_ms, fresh_ms)
-    print(verdict("cached", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))
+    conclude("cached", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS)
 
 
 if __name__ == "__main__":

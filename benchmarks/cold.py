@@ -36,6 +36,7 @@ from benchmarks import common
 from benchmarks.common import (
     SHAPES,
     baseline_seconds,
+    conclude,
     load,
     machine,
     median,
@@ -43,7 +44,6 @@ from benchmarks.common import (
     options,
     tempdir,
     timed_run,
-    verdict,
     warm_up,
     write_flow,
 )
@@ -186,7 +186,7 @@ def main() -> None:
         )
         if name != "foreach":
             worst = max(worst, warm_ms)
-    print(verdict("cold", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS))
+    conclude("cold", worst, "ms/step", BUDGET_MS, worst <= BUDGET_MS)
 
 
 if __name__ == "__main__":

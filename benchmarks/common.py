@@ -54,9 +54,13 @@ def options(*, size: int, repeat: int = 3, saves: int = 40, argv: list[str] | No
     )
 
 
-def verdict(name: str, figure: float, unit: str, budget: float, ok: bool, digits: int = 3) -> str:
-    """The one line every benchmark ends with: `NAME: <figure> <unit> (budget <b>) PASS|FAIL`."""
-    return f"{name}: {figure:.{digits}f} {unit} (budget {budget}) {'PASS' if ok else 'FAIL'}"
+def conclude(name: str, figure: float, unit: str, budget: float, ok: bool, digits: int = 3) -> None:
+    """Print the line every benchmark ends with, `NAME: <figure> <unit> (budget <b>) PASS|FAIL`; a
+    benchmark whose budget failed then exits with status 1, so that a script can gate on it
+    (`python -m benchmarks.cold && ...`)."""
+    print(f"{name}: {figure:.{digits}f} {unit} (budget {budget}) {'PASS' if ok else 'FAIL'}", flush=True)
+    if not ok:
+        sys.exit(1)
 
 
 def median(values: list[float]) -> float:

@@ -26,20 +26,19 @@ Last line: `dask: <ms> ms/step (budget 3.0) PASS|FAIL`.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
     Bench,
+    conclude,
     load,
     machine,
     median,
     options,
     tempdir,
     timed_run,
-    verdict,
     warm_up,
     write_flow,
 )
@@ -129,7 +128,7 @@ def timed(bench: Bench, path: Path, expected_steps: int) -> float:
     return seconds
 
 
-def main() -> int:
+def main() -> None:
     from runner.executors.dask import DaskExecutor
     from runner.executors.local import LocalExecutor
 
@@ -182,10 +181,9 @@ def main() -> int:
         f"{CPU_STEPS} CPU steps, dask ({WORKERS} workers):           {dask2:7.2f} s  "
         f"speed-up {serial / dask2:.2f}x"
     )
-    print(verdict("dask", dask_ms, "ms/step", BUDGET_MS, dask_ms <= BUDGET_MS, digits=2))
-    return 0 if dask_ms <= BUDGET_MS else 1
+    conclude("dask", dask_ms, "ms/step", BUDGET_MS, dask_ms <= BUDGET_MS, digits=2)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    sys.exit(main())
+    main()

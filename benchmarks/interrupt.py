@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, median, options, slow_library, tempdir, verdict
+from benchmarks.common import conclude, machine, median, options, slow_library, tempdir
 from benchmarks.reload import save_atomic, watched
 
 BUDGET_MS = 50
@@ -99,7 +99,7 @@ def main() -> None:
             print(f"  {label:<36} p50 {figures[spare]:7.1f} ms  (all {each})")
     ratio = figures[False] / max(figures[True], 0.1)
     print(f"  without the spare, the re-run's step waits {ratio:.0f}x as long")
-    print(verdict("interrupt", figures[True], "ms", BUDGET_MS, figures[True] <= BUDGET_MS, digits=1))
+    conclude("interrupt", figures[True], "ms", BUDGET_MS, figures[True] <= BUDGET_MS, digits=1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, median, options, tempdir, verdict
+from benchmarks.common import conclude, machine, median, options, tempdir
 from benchmarks.reload import save_atomic, watched
 
 BUDGET_MS_PER_MB = 1.0
@@ -164,7 +164,7 @@ def main() -> None:
     print(f"  hashing it once (info)                {hash_s * 1000:7.1f} ms")
     print(f"  files hashed whole, cold run and saves: {hashed} (the writer hashes as it writes)")
     print(f"  a new `flow run` after an edit (info)  {fresh_s:7.3f} s, files hashed whole: {fresh_hashed}")
-    print(verdict("large", p50, "ms", budget, p50 <= budget, digits=1))
+    conclude("large", p50, "ms", budget, p50 <= budget, digits=1)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import machine, median, options, percentile, tempdir, verdict
+from benchmarks.common import conclude, machine, median, options, percentile, tempdir
 
 P50_BUDGET_MS = 20
 P95_BUDGET_MS = 30
@@ -442,7 +442,7 @@ def report(results: list[Save]) -> None:
         f"p95 {p95:.1f} ms (budget {P95_BUDGET_MS})"
     )
     ok = p50 <= P50_BUDGET_MS and p95 <= P95_BUDGET_MS and unchanged == 0 and missing == 0
-    print(verdict("reload", p50, "ms", P50_BUDGET_MS, ok, digits=1))
+    conclude("reload", p50, "ms", P50_BUDGET_MS, ok, digits=1)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks.common import (
     SHAPES,
+    conclude,
     load,
     machine,
     median,
@@ -43,7 +44,6 @@ from benchmarks.common import (
     options,
     tempdir,
     timed_run,
-    verdict,
     warm_up,
     write_flow,
 )
@@ -164,7 +164,7 @@ def main() -> None:
         and worst["cached_ms"] <= CACHED_BUDGET_MS
         and worst["rss_mb"] <= RSS_BUDGET_MB
     )
-    print(verdict("scale", worst["cold_ms"], "ms/step", COLD_BUDGET_MS, ok))
+    conclude("scale", worst["cold_ms"], "ms/step", COLD_BUDGET_MS, ok)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import machine, median, options, slow_library, tempdir, verdict, write_flow
+from benchmarks.common import conclude, machine, median, options, slow_library, tempdir, write_flow
 
 BUDGET_S = 0.12
 
@@ -260,7 +260,7 @@ def main() -> None:
         wider = median(slow["flow run of 2 roots + 1, 2 workers"]) - median(slow["flow run, fresh store"])
         print(f"  the 3-step flow adds {wider:.3f} s to the 1-step one: {wider / imports:.1f}x its import")
     figure = median(normal["flow run, fresh store"])
-    print(verdict("startup", figure, "s", BUDGET_S, figure <= BUDGET_S))
+    conclude("startup", figure, "s", BUDGET_S, figure <= BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine
+from benchmarks.common import conclude, machine
 
-PAINT_BUDGET_MS = 150.0
+PAINT_BUDGET_MS = 150
 BIG_PAINT_BUDGET_MS = 500.0
 KEY_BUDGET_MS = 100.0
 RSS_BUDGET_MB = 300.0
@@ -178,7 +178,7 @@ async def paint_big_only() -> None:
     print(f"{big:.1f} {memory:.1f}")
 
 
-async def main() -> int:
+async def main() -> None:
     print(f"TUI: first paint, key latency while logs stream, memory ({machine()})")
     with tempfile.TemporaryDirectory(prefix="flow-tui-bench-") as directory:
         root = Path(directory)
@@ -194,12 +194,11 @@ async def main() -> int:
         and max(memory, big_memory) <= RSS_BUDGET_MB
         and lines >= LOG_LINES
     )
-    print(f"tui: {paint:.0f} ms (budget {PAINT_BUDGET_MS:.0f}) {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+    conclude("tui", paint, "ms", PAINT_BUDGET_MS, ok, digits=0)
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--big"]:
         asyncio.run(paint_big_only())
     else:
-        sys.exit(asyncio.run(main()))
+        asyncio.run(main())

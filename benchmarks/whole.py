@@ -18,7 +18,7 @@ Last line: `whole: <s> s (budget 0.15) PASS|FAIL`.
 
 from __future__ import annotations
 
-from benchmarks.common import chain_source, machine, median, options, tempdir, verdict, write_flow
+from benchmarks.common import chain_source, conclude, machine, median, options, tempdir, write_flow
 from benchmarks.startup import ONE_STEP, clean_env, flow_command, timed, timed_with_cpu
 
 BUDGET_S = 0.15
@@ -65,7 +65,7 @@ def main() -> None:
         f"  split (info): {fixed:.3f} s paid once (the 1-step flow: start, imports, store, worker, exit), "
         f"{per_step_ms:.2f} ms per further step ({figure - fixed:.3f} s for {opts.size - 1})"
     )
-    print(verdict("whole", figure, "s", BUDGET_S, figure <= BUDGET_S))
+    conclude("whole", figure, "s", BUDGET_S, figure <= BUDGET_S)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Smoke test of the core benchmarks: each module runs at a tiny size, says the machine's load and ends
 with its verdict line.
 
-Timings are not asserted (the machine may be busy); only that the benchmark runs end to end with the
-real engine, worker processes, store and watcher, and that its output has the promised parts.
+Timings are not asserted (the machine may be busy): a budget that failed is an exit status 1 beside
+a FAIL verdict, which passes here. What is asserted: the benchmark runs end to end with the real
+engine, worker processes, store, watcher, TUI and Dask cluster, and its output has the promised parts.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ CASES = [
     ("scale", "ms/step", r"0\.2", {"FLOW_BENCH_SIZE": "5", "FLOW_BENCH_REPEAT": "1"}),
     ("interrupt", "ms", "50", {"FLOW_BENCH_SAVES": "2"}),
     ("large", "ms", r"2\.0", {"FLOW_BENCH_SIZE": "2", "FLOW_BENCH_SAVES": "2"}),
+    ("dask", "ms/step", r"3\.0", {"FLOW_BENCH_SIZE": "5"}),
+    ("tui", "ms", "150", {}),
 ]
 
 
 def _run_module(module: str, *args: str, env: dict[str, str], timeout: float) -> list[str]:
     """Run `python -m module args` from the repository with `env` added to this environment (less the
-    user's flow settings); assert it exited 0 and printed something; its output's lines."""
+    user's flow settings); assert it printed something and exited 0, or 1 after a FAIL verdict; its
+    output's lines."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("FLOW_STORE", "FLOW_EXECUTOR")}
     full_env.update(env)
     proc = subprocess.run(
@@ -49,9 +53,10 @@ def _run_module(module: str, *args: str, env: dict[str, str], timeout: float) ->
         text=True,
         timeout=timeout,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines, proc.stderr
+    failed = lines[-1].endswith(" FAIL")
+    assert proc.returncode == (1 if failed else 0), proc.stdout + proc.stderr
     return lines
 
 
@@ -64,6 +69,8 @@ def _run_module(module: str, *args: str, env: dict[str, str], timeout: float) ->
 def test_benchmark_runs_and_ends_with_its_verdict(
     name: str, unit: str, budget: str, env: dict[str, str]
 ) -> None:
+    if name == "dask":
+        pytest.importorskip("distributed")
     lines = _run_module(f"benchmarks.{name}", env=env, timeout=170)
     assert any("load average" in line for line in lines[:-1]), lines  # issue 21: figures beside the load
     assert re.match(LAST_LINE.format(name=name, unit=re.escape(unit), budget=budget), lines[-1]), lines[-1]
@@ -104,3 +111,16 @@ def test_ab_takes_the_verdict_figure_or_the_one_asked_for() -> None:
     assert figure_of(output, re.compile(r"FlowReloaded +p50 +([0-9.]+)")) == 13.4
     assert figure_of("Traceback (most recent call last):\n", None) is None
     assert figure_of(output, re.compile(r"no such line ([0-9]+)")) is None
+
+
+def test_a_benchmark_ends_with_its_verdict_and_a_failed_budget_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.common import conclude
+
+    conclude("cold", 0.1234, "ms/step", 0.15, True)
+    assert capsys.readouterr().out == "cold: 0.123 ms/step (budget 0.15) PASS\n"
+    with pytest.raises(SystemExit) as exited:
+        conclude("tui", 151.4, "ms", 150, False, digits=0)
+    assert exited.value.code == 1
+    assert capsys.readouterr().out == "tui: 151 ms (budget 150) FAIL\n"
