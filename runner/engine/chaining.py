@@ -38,9 +38,13 @@ from runner.executors.base import InputRef, Task, TaskResult
 from runner.fingerprint import StaticPrint
 from runner.status import StepStatus
 
-CHAIN_DEPTH = 4
+CHAIN_DEPTH = 8
 """Steps chained ahead of the one running, at most: the worker goes on while the runner takes a
-result late (another thread, another process had the core), and the runner while the worker runs."""
+result late (another thread, another process had the core), and the runner while the worker runs.
+As many as a worker's pipe holds (`runner.executors.local.QUEUE_DEPTH`): traced, a 1,000-step chain's
+worker ran the 4 chained steps of the first version in ~0.3 ms, then waited for the runner whenever
+the OS kept the runner off a core for longer, 7-34 times a run for 1-2 ms each; with 8, a cold chain
+ran lower in 20 of 30 alternating runs (medians 1-3% lower), its worker polling less."""
 
 
 CHAIN_INPUTS_MAX = 16
