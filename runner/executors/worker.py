@@ -37,6 +37,7 @@ from typing import Any
 import cloudpickle  # noqa: F401
 
 from runner import dataclass_cache
+from runner.batch_policy import run_as_batch
 
 # First: the imports below create the dataclasses of the wire format and of the DSL (~90 methods to
 # compile at every worker start without the cache). Hence E402 is off for this file.
@@ -312,33 +313,15 @@ def _watch_parent(parent: int) -> None:
                 _real_exit(1)
 
 
-def run_as_batch() -> None:
-    """Schedule this worker as a batch process (Linux's `SCHED_BATCH`), with every thread it starts
-    from now on and every process its steps start: CPU-bound work that keeps its fair share of the
-    CPU, but that, woken, takes no core from the thread running there.
-
-    The runner is the other side of every step, and on a machine with few cores it shares them with
-    its workers: a worker woken by the runner's frame, or by its own watchdog, took the core of the
-    runner in the middle of its cycle, and the runner waited for it (the tail of the runner's
-    `os.write`s to workers: 20-50 µs, a tenth of them). `benchmarks.cold`, 3 alternations on 2 cores:
-    the fan-out read 0.138, 0.130, 0.138 ms a step, against 0.140, 0.159, 0.181 before; the chain
-    did not change (0.123-0.136 against 0.119-0.135). A worker still starts at once on an idle core
-    (a chain's next step). Left as it is: a worker started under another policy than the default (the
-    user's `chrt`, `nice` stays as it is either way), or where the OS has none (a policy refused).
-    """
-    batch = getattr(os, "SCHED_BATCH", None)
-    try:
-        if batch is not None and os.sched_getscheduler(0) == os.SCHED_OTHER:
-            os.sched_setscheduler(0, batch, os.sched_param(0))
-    except OSError:
-        pass
-
-
 def main(argv: list[str]) -> int:
     """`argv`: the program, the fds to read tasks from and write replies to, and optionally a flow file
     whose libraries to import before the first task (`runner.executors.preload`)."""
     in_fd, out_fd = int(argv[1]), int(argv[2])
-    run_as_batch()  # first: the threads started below inherit it
+    # First, so the threads started below inherit it. Woken by the runner's frame or by its own
+    # watchdog, a worker took the runner's core mid-cycle, and the runner waited for it (the tail of
+    # its `os.write`s to workers: 20-50 µs, a tenth of them). `benchmarks.cold`, 3 alternations on
+    # 2 cores: the fan-out read 0.138, 0.130, 0.138 ms a step, against 0.140, 0.159, 0.181 before.
+    run_as_batch()
     faulthandler.enable()
     kill_parent_on_fault()
     become_subreaper()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from dsl.errors import FlowError
+from runner.batch_policy import run_as_batch
 from runner.testing import fault_point
 
 if TYPE_CHECKING:
@@ -22,22 +23,6 @@ BUSY_TIMEOUT_MS = 30_000
 
 WriteOp = Callable[[sqlite3.Connection], object]
 """A queued write: statements on the writer's connection, inside its transaction (any return is ignored)."""
-
-
-def _yield_to_others() -> None:
-    """Schedule the calling thread (the writer) as a batch thread (Linux's `SCHED_BATCH`): it keeps its
-    fair share of the CPU, but waking up it no longer preempts the thread running where it wakes.
-
-    Woken by the scheduler's writes, the writer was placed on the scheduler's core and took it for the
-    1-2 ms of a commit while the other core sat idle: on a 1,000-step chain that came once every few
-    dozen steps, with both the scheduler and its worker waiting (seen with `perf sched`). A 1,000-step
-    chain's cold run went from 0.118-0.122 to 0.104-0.114 ms a step (medians of 5, alternating).
-    Elsewhere (another OS, a policy refused) the thread keeps its priority.
-    """
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_BATCH, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
 
 
 class Writer:
@@ -135,7 +120,10 @@ class Writer:
         self._thread.join()
 
     def _loop(self) -> None:
-        _yield_to_others()
+        # Woken by the scheduler's writes, the writer was placed on the scheduler's core and took it
+        # for the 1-2 ms of a commit while the other core sat idle (seen with `perf sched`): a
+        # 1,000-step chain's cold run went from 0.118-0.122 to 0.104-0.114 ms a step.
+        run_as_batch()
         conn = self._conn = self._store._connect()
         stop = False
         while not stop:

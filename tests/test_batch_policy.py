@@ -1,14 +1,17 @@
-"""Worker processes run as batch processes (Linux's `SCHED_BATCH`, `runner.executors.worker.run_as_batch`):
-woken, a worker takes no core from the runner. Real worker processes; the policy as the OS reports it."""
+"""Worker processes and the store's writer thread run as batch threads (Linux's `SCHED_BATCH`,
+`runner.batch_policy.run_as_batch`): woken, they take no core from the runner's scheduler. Real worker
+processes, a real store's writer thread; the policy as the OS reports it."""
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
-from runner.executors.worker import run_as_batch
+from runner.batch_policy import run_as_batch
+from runner.store import Store
 from tests.conftest import EngineHarness
 from tests.helpers_core import flow_source, steps_of
 
@@ -60,3 +63,31 @@ def _policy_after_run_as_batch(start: int) -> int:
 def test_only_the_default_policy_becomes_batch() -> None:
     assert _policy_after_run_as_batch(os.SCHED_OTHER) == os.SCHED_BATCH
     assert _policy_after_run_as_batch(os.SCHED_IDLE) == os.SCHED_IDLE  # the user's choice stays
+
+
+def _writer_policy(store_dir: Path, start: int) -> int:
+    """The policy of the writer thread a store starts when a thread that had `start` first writes."""
+    found: list[int] = []
+
+    def thread() -> None:
+        os.sched_setscheduler(0, start, os.sched_param(0))
+        store = Store(store_dir)
+        try:
+            store._write(lambda conn: None)
+            store.flush()  # the writer thread has set its policy: it does so before its first write
+            assert store._writer is not None
+            native_id = store._writer._thread.native_id
+            assert native_id is not None
+            found.append(os.sched_getscheduler(native_id))
+        finally:
+            store.close()
+
+    writer = threading.Thread(target=thread)
+    writer.start()
+    writer.join()
+    return found[0]
+
+
+def test_the_store_writer_runs_as_batch_unless_the_user_chose_a_policy(tmp_path: Path) -> None:
+    assert _writer_policy(tmp_path / "default", os.SCHED_OTHER) == os.SCHED_BATCH
+    assert _writer_policy(tmp_path / "idle", os.SCHED_IDLE) == os.SCHED_IDLE
