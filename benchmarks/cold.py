@@ -11,7 +11,11 @@ Two figures per shape:
     processes are already up — the steady state of `flow run --watch` and the TUI;
   * incl. start-up: a brand-new engine whose first task starts the worker processes.
 The verdict uses the warm-worker figure of the worse of chain and fan-out; the start-up figure is
-printed next to it. A foreach variant (1 -> foreach over N -> 1) is printed as extra information.
+printed next to it. Each figure is the median of 5 rounds, each on a fresh store. The first round of
+a shape is the one in this process that fingerprints the flow's functions for the first time (30-40
+ms for 1,000 of them; ~1 ms once their code is known, as in a `--watch` session): with 3 rounds the
+median was the slower of the other two, and one round slowed by the machine set the verdict. A
+foreach variant (1 -> foreach over N -> 1) is printed as extra information.
 
 For scale, it first times this machine's floor for a chain: a bare round trip between two Python
 processes through a pair of pipes (a task-sized message there, a result-sized one back, nothing
@@ -153,7 +157,7 @@ def per_step_ms(seconds: float, base: float, steps: int) -> float:
 
 
 def main() -> None:
-    opts = options(size=1000, repeat=3)
+    opts = options(size=1000, repeat=5)
     n = opts.size
     print(f"cold-run overhead per step, N={n}, median of {opts.repeat} ({machine()})")
     print(
