@@ -23,6 +23,7 @@ Last line: `cached: <ms> ms/step (budget 0.02) PASS|FAIL`.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from benchmarks import common
 from benchmarks.common import (
@@ -46,7 +47,7 @@ def check(shape: str, what: str, status: str, executed: int, expected: int) -> N
         raise SystemExit(f"{shape} {what}: run {status}, {executed} steps executed (expected {expected})")
 
 
-def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
+def measure(shape_name: str, n: int, repeat: int) -> dict[str, Any]:
     shape = SHAPES[shape_name]
     steps = shape.steps(n)
     cold, same, fresh, loads, cpu_same, cpu_fresh = [], [], [], [], [], []
@@ -85,6 +86,8 @@ def measure(shape_name: str, n: int, repeat: int) -> dict[str, float]:
         "load": median(loads),
         "cpu_same": median(cpu_same),
         "cpu_fresh": median(cpu_fresh),
+        "same_all": same,
+        "fresh_all": fresh,
     }
 
 
@@ -107,6 +110,9 @@ def main() -> None:
             f"{result['fresh']:11.3f} s = {fresh_ms:6.3f} ms/step"
             f"{result['load'] * 1000:9.1f} ms{result['cold']:11.3f} s"
         )
+        same_runs = ", ".join(f"{s * 1000:.1f}" for s in result["same_all"])
+        fresh_runs = ", ".join(f"{s * 1000:.1f}" for s in result["fresh_all"])
+        print(f"{'':<24}  runs (ms): same engine [{same_runs}]  new engine [{fresh_runs}]")
         print(
             f"{'':<24}  CPU per step (this process): same engine {result['cpu_same'] * 1000 / steps:.3f} ms, "
             f"new engine {result['cpu_fresh'] * 1000 / steps:.3f} ms"
