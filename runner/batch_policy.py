@@ -1,6 +1,6 @@
 """Provides `run_as_batch`: the calling thread becomes a batch thread (Linux's `SCHED_BATCH`).
 
-A batch thread keeps its fair share of the CPU, but waking up it no longer preempts the thread
+A batch thread keeps its fair share of the CPU, but when it wakes it no longer preempts the thread
 running where it wakes. flow gives that policy to the threads that wake often for short work
 beside the runner's scheduler, on machines with few cores: the worker processes (a frame from the
 runner woke a worker on the runner's core, mid-cycle) and the store's writer thread (a commit took
