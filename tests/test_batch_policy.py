@@ -65,13 +65,15 @@ def test_only_the_default_policy_becomes_batch() -> None:
     assert _policy_after_run_as_batch(os.SCHED_IDLE) == os.SCHED_IDLE  # the user's choice stays
 
 
-def _writer_policy(store_dir: Path, start: int) -> int:
-    """The policy of the writer thread a store starts when a thread that had `start` first writes."""
+def test_the_store_writer_keeps_a_policy_the_user_chose(tmp_path: Path) -> None:
+    """A store's writer thread inherits the policy of the thread whose first write starts it, and
+    `run_as_batch` leaves a policy other than the default as it is (the default one becoming batch:
+    `tests/test_store_helper.py`, `test_the_writer_thread_never_preempts_the_scheduler`)."""
     found: list[int] = []
 
-    def thread() -> None:
-        os.sched_setscheduler(0, start, os.sched_param(0))
-        store = Store(store_dir)
+    def user_thread() -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # as under `chrt --idle 0`
+        store = Store(tmp_path / "store")
         try:
             store._write(lambda conn: None)
             store.flush()  # the writer thread has set its policy: it does so before its first write
@@ -82,12 +84,7 @@ def _writer_policy(store_dir: Path, start: int) -> int:
         finally:
             store.close()
 
-    writer = threading.Thread(target=thread)
-    writer.start()
-    writer.join()
-    return found[0]
-
-
-def test_the_store_writer_runs_as_batch_unless_the_user_chose_a_policy(tmp_path: Path) -> None:
-    assert _writer_policy(tmp_path / "default", os.SCHED_OTHER) == os.SCHED_BATCH
-    assert _writer_policy(tmp_path / "idle", os.SCHED_IDLE) == os.SCHED_IDLE
+    thread = threading.Thread(target=user_thread)
+    thread.start()
+    thread.join()
+    assert found == [os.SCHED_IDLE]
