@@ -7,9 +7,9 @@ end of writing the first frame in which the tab it chose is on screen); the app 
 The first line says the machine's load; the last is `tui: <ms> ms (budget 150) PASS|FAIL`, where `<ms>`
 is the 500-step first paint and PASS means every budget held. The 10,000-step paint runs in a process
 of its own (`--big`), so its memory and garbage do not weigh on the 500-step figures; each process's
-peak RSS is held to the memory budget. Each paint opens a
-file written just before: its first open, compiled from scratch (a later open of the same file takes its
-code from `dsl.codecache`, as an import takes a module's bytecode).
+peak RSS is held to the memory budget. Each paint opens a file written just before: its first open,
+compiled from scratch (a later open of the same file takes its code from `dsl.codecache`, as an
+import takes a module's bytecode).
 """
 
 from __future__ import annotations
